@@ -1,0 +1,33 @@
+# graft: live patching for running Linux x86-64 processes.
+#
+#   make demo   build a sample server, start it, patch it live, show the change
+#   make test   the whole test suite (needs root or CAP_SYS_PTRACE, gcc)
+
+GO        ?= go
+BIN       := bin/graft
+TESTFLAGS ?= -count=1 -timeout 25m
+
+all: $(BIN) testprocs
+
+$(BIN): FORCE
+	$(GO) build -o $(BIN) ./cmd/graft
+
+testprocs:
+	$(MAKE) -C testprocs
+
+test: testprocs
+	$(GO) vet ./...
+	$(GO) test $(TESTFLAGS) ./...
+
+bench: testprocs
+	$(GO) test -run '^$$' -bench . -benchtime 200x ./...
+
+demo: $(BIN) testprocs
+	bash internal/demo/demo.sh
+
+clean:
+	rm -rf bin
+	$(MAKE) -C testprocs clean
+
+FORCE:
+.PHONY: all test bench demo clean testprocs FORCE
