@@ -1,0 +1,98 @@
+package elfpatch
+
+// Image is the part of NEW that apply maps into the target, together with
+// the relocation plan that makes the new code use the target's existing
+// state (one copy of every global) instead of NEW's own copies.
+//
+// Addresses here are link-time virtual addresses: "new" ones are NEW's
+// (a PIE linked at 0), "old" ones are OLD's. Apply adds the chosen mapping
+// base of the new image and OLD's load bias in the target.
+//
+// The scheme (DESIGN.md, "Loading new code"): NEW's loadable segments are
+// mapped whole as a second image, so its string literals, jump tables and
+// calls between new functions work untouched. Every reference from code
+// that may run (changed and added functions) to a symbol that also exists
+// in OLD is rewritten to OLD's copy: globals, .bss, COPY-relocated libc
+// data, and unchanged functions (which keeps function-pointer identity and
+// makes a call to a function patched again later reach its newest version
+// through OLD's trampoline). NEW's GOT entries are resolved against the
+// libraries already loaded in the target.
+type Image struct {
+	// Segments are NEW's PT_LOAD segments.
+	Segments []Segment `json:"segments"`
+	// Size is the span to reserve: the end of the highest segment,
+	// rounded up to the page size.
+	Size uint64 `json:"size"`
+	// Redirects are the jumps to write: OLD's entry to NEW's function.
+	Redirects []Redirect `json:"redirects"`
+	// Fixups are fields in NEW that must point at OLD's copy of a symbol.
+	Fixups []Fixup `json:"fixups"`
+	// Imports are NEW's GOT slots to fill with addresses of symbols from
+	// the target's loaded libraries.
+	Imports []Import `json:"imports"`
+	// Relatives are NEW's R_X86_64_RELATIVE relocations (pointers inside
+	// NEW's data to NEW's own addresses).
+	Relatives []Relative `json:"relatives"`
+}
+
+// Segment is one PT_LOAD segment of NEW.
+type Segment struct {
+	Vaddr uint64 `json:"vaddr"`
+	Memsz uint64 `json:"memsz"`
+	// Prot is PROT_READ(1)|PROT_WRITE(2)|PROT_EXEC(4) from the segment flags.
+	Prot int `json:"prot"`
+	// Data is the segment's file contents (p_filesz bytes); the rest up to
+	// Memsz is zero (.bss).
+	Data []byte `json:"data"`
+}
+
+// Redirect replaces the function at OLD's Old by NEW's function at New.
+type Redirect struct {
+	Name    string `json:"name"`
+	Old     uint64 `json:"old"`
+	OldSize uint64 `json:"old_size"`
+	New     uint64 `json:"new"`
+	NewSize uint64 `json:"new_size"`
+}
+
+// FixupKind says how a Fixup's field is encoded.
+type FixupKind string
+
+const (
+	// FixupPC32 is a 32-bit signed displacement relative to the end of the
+	// instruction (RIP-relative operand, call/jmp rel32):
+	// field = (oldBias + Target) - (newBase + PCNext).
+	FixupPC32 FixupKind = "pc32"
+	// FixupAbs64 is an absolute 64-bit address: field = oldBias + Target.
+	FixupAbs64 FixupKind = "abs64"
+)
+
+// Fixup is one field in NEW rewritten to point into OLD.
+type Fixup struct {
+	// Off is NEW's vaddr of the field.
+	Off  uint64    `json:"off"`
+	Kind FixupKind `json:"kind"`
+	// PCNext is NEW's vaddr of the end of the instruction (FixupPC32 only).
+	PCNext uint64 `json:"pc_next,omitempty"`
+	// Target is OLD's vaddr the field must reach (symbol plus addend).
+	Target uint64 `json:"target"`
+	// Symbol names what the field refers to, for messages.
+	Symbol string `json:"symbol"`
+}
+
+// Import is one 8-byte slot in NEW (GOT entry) to fill at apply time with
+// the address of a symbol exported by a library loaded in the target.
+type Import struct {
+	Off     uint64 `json:"off"`
+	Symbol  string `json:"symbol"`
+	Version string `json:"version,omitempty"`
+	Addend  int64  `json:"addend,omitempty"`
+	Weak    bool   `json:"weak,omitempty"`
+}
+
+// Relative is an R_X86_64_RELATIVE relocation in NEW:
+// *(newBase+Off) = newBase + Addend.
+type Relative struct {
+	Off    uint64 `json:"off"`
+	Addend uint64 `json:"addend"`
+}
