@@ -1,0 +1,323 @@
+package elfpatch
+
+import (
+	"debug/elf"
+	"errors"
+	"fmt"
+	"sort"
+)
+
+// PlanFunc names one function of a plan: a changed function (both sides
+// set) or an added one (OLD side zero). It carries what Diff reports.
+type PlanFunc struct {
+	Name string
+	// File is the compile unit of a static function ("" for a global).
+	File             string
+	Local            bool
+	OldAddr, OldSize uint64
+	NewAddr, NewSize uint64
+}
+
+// ErrNotPIE is returned when NEW is not position independent.
+var ErrNotPIE = errors.New("new build is not a position-independent executable (build it with -fPIE -pie, the gcc default)")
+
+// PlanError reports a reference the loader cannot make safe, naming the
+// function it was found in and the symbol it reaches.
+type PlanError struct {
+	Func   string // NEW function holding the reference, "" for data
+	Addr   uint64 // NEW vaddr of the reference
+	Symbol string // what it refers to
+	Reason string
+}
+
+func (e *PlanError) Error() string {
+	where := fmt.Sprintf("new 0x%x", e.Addr)
+	if e.Func != "" {
+		where = fmt.Sprintf("%s (new 0x%x)", e.Func, e.Addr)
+	}
+	if e.Symbol != "" {
+		return fmt.Sprintf("plan image: %s: reference to %s: %s", where, e.Symbol, e.Reason)
+	}
+	return fmt.Sprintf("plan image: %s: %s", where, e.Reason)
+}
+
+// planner holds the state of one PlanELF run.
+type planner struct {
+	old, new   *elf.File
+	oldSyms    *symtab
+	newSyms    *symtab
+	sects      []*elf.Section // NEW's allocated sections, by address
+	relroStart uint64
+	relroEnd   uint64
+	im         *Image
+	// run is the set of NEW functions that may execute: changed, added,
+	// their cold parts, and NEW-only functions they reach.
+	run       map[*psym]bool
+	queue     []*psym
+	coldParts map[string][]*psym // parent name -> its .cold parts
+	// copied holds NEW's R_X86_64_COPY destinations (libc data such as
+	// stderr that the executable owns a copy of).
+	copied map[uint64]string
+	fixed  map[uint64]bool // fields already given a fixup
+}
+
+// PlanELF computes the Image that loads NEW's changed and added functions
+// into a process running OLD. It is pure: the same files and lists give
+// the same Image, byte for byte.
+func PlanELF(old, new *elf.File, changed, added []PlanFunc) (im *Image, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			im, err = nil, fmt.Errorf("plan image: malformed ELF: %v", r)
+		}
+	}()
+	if new.Type != elf.ET_DYN {
+		return nil, fmt.Errorf("plan image: %w (ELF type %v)", ErrNotPIE, new.Type)
+	}
+	if new.Machine != elf.EM_X86_64 || old.Machine != elf.EM_X86_64 {
+		return nil, fmt.Errorf("plan image: only x86-64 is supported (old %v, new %v)", old.Machine, new.Machine)
+	}
+	p := &planner{
+		old: old, new: new,
+		im:        &Image{},
+		run:       map[*psym]bool{},
+		coldParts: map[string][]*psym{},
+		copied:    map[uint64]string{},
+		fixed:     map[uint64]bool{},
+	}
+	if p.oldSyms, err = newSymtab(old); err != nil {
+		return nil, fmt.Errorf("plan image: read old symbols: %w (a stripped build cannot be patched)", err)
+	}
+	if p.newSyms, err = newSymtab(new); err != nil {
+		return nil, fmt.Errorf("plan image: read new symbols: %w (a stripped build cannot be patched)", err)
+	}
+	if err := p.segments(); err != nil {
+		return nil, err
+	}
+	if err := p.checkTLS(); err != nil {
+		return nil, err
+	}
+	for _, s := range p.newSyms.syms {
+		if isFuncSym(s) {
+			if parent := coldParent(s.name); parent != "" {
+				p.coldParts[parent] = append(p.coldParts[parent], s)
+			}
+		}
+	}
+	if err := p.seed(changed, added); err != nil {
+		return nil, err
+	}
+	// Dynamic relocations first: a pointer in NEW's data to a NEW-only
+	// function makes that function reachable, so it joins the run set
+	// before the code walk.
+	if err := p.dynamic(); err != nil {
+		return nil, err
+	}
+	for len(p.queue) > 0 {
+		f := p.queue[0]
+		p.queue = p.queue[1:]
+		if err := p.code(f); err != nil {
+			return nil, err
+		}
+	}
+	p.sortImage()
+	return p.im, nil
+}
+
+func isFuncSym(s *psym) bool { return s.typ == elf.STT_FUNC || s.typ == elf.STT_GNU_IFUNC }
+
+// segments copies NEW's PT_LOAD segments and finds its RELRO range.
+func (p *planner) segments() error {
+	var end uint64
+	for _, prog := range p.new.Progs {
+		switch prog.Type {
+		case elf.PT_LOAD:
+			if prog.Filesz > prog.Memsz || prog.Memsz > 1<<32 {
+				return fmt.Errorf("plan image: new PT_LOAD at 0x%x: bad sizes filesz 0x%x memsz 0x%x", prog.Vaddr, prog.Filesz, prog.Memsz)
+			}
+			data := make([]byte, prog.Filesz)
+			if _, err := prog.ReadAt(data, 0); err != nil {
+				return fmt.Errorf("plan image: read new segment at 0x%x: %w", prog.Vaddr, err)
+			}
+			prot := 0
+			if prog.Flags&elf.PF_R != 0 {
+				prot |= 1
+			}
+			if prog.Flags&elf.PF_W != 0 {
+				prot |= 2
+			}
+			if prog.Flags&elf.PF_X != 0 {
+				prot |= 4
+			}
+			p.im.Segments = append(p.im.Segments, Segment{Vaddr: prog.Vaddr, Memsz: prog.Memsz, Prot: prot, Data: data})
+			end = max(end, prog.Vaddr+prog.Memsz)
+		case elf.PT_GNU_RELRO:
+			p.relroStart, p.relroEnd = prog.Vaddr, prog.Vaddr+prog.Memsz
+		}
+	}
+	if len(p.im.Segments) == 0 {
+		return fmt.Errorf("plan image: new build has no PT_LOAD segment")
+	}
+	sort.Slice(p.im.Segments, func(i, j int) bool { return p.im.Segments[i].Vaddr < p.im.Segments[j].Vaddr })
+	p.im.Size = (end + planPageSize - 1) &^ (planPageSize - 1)
+	for _, s := range p.new.Sections {
+		if s.Flags&elf.SHF_ALLOC != 0 && s.Size > 0 {
+			p.sects = append(p.sects, s)
+		}
+	}
+	sort.Slice(p.sects, func(i, j int) bool { return p.sects[i].Addr < p.sects[j].Addr })
+	return nil
+}
+
+const planPageSize = 4096
+
+// section returns NEW's allocated section holding addr, or nil.
+func (p *planner) section(addr uint64) *elf.Section {
+	i := sort.Search(len(p.sects), func(i int) bool { return p.sects[i].Addr > addr }) - 1
+	if i >= 0 && addr < p.sects[i].Addr+p.sects[i].Size {
+		return p.sects[i]
+	}
+	return nil
+}
+
+// readOnly reports whether NEW's addr holds data that never changes after
+// load: a section without SHF_WRITE, or the RELRO range (.data.rel.ro,
+// which the dynamic linker write-protects once relocated).
+func (p *planner) readOnly(addr uint64) bool {
+	if addr >= p.relroStart && addr < p.relroEnd {
+		return true
+	}
+	s := p.section(addr)
+	return s != nil && s.Flags&elf.SHF_WRITE == 0
+}
+
+// bytesAt returns NEW's file bytes at vaddr [addr, addr+n).
+func (p *planner) bytesAt(addr, n uint64) ([]byte, error) {
+	for _, s := range p.im.Segments {
+		if addr >= s.Vaddr && addr+n <= s.Vaddr+uint64(len(s.Data)) && addr+n >= addr {
+			return s.Data[addr-s.Vaddr : addr-s.Vaddr+n], nil
+		}
+	}
+	return nil, fmt.Errorf("no file bytes at new 0x%x+%d", addr, n)
+}
+
+// checkTLS refuses NEW code whose thread-local variables sit elsewhere
+// than OLD's: the executable's TLS block is allocated once per thread at
+// start-up, and local-exec accesses (%fs:-N) hard-code the layout.
+func (p *planner) checkTLS() error {
+	tls := func(f *elf.File) *elf.Prog {
+		for _, prog := range f.Progs {
+			if prog.Type == elf.PT_TLS {
+				return prog
+			}
+		}
+		return nil
+	}
+	nt, ot := tls(p.new), tls(p.old)
+	if nt == nil {
+		return nil
+	}
+	if ot == nil || nt.Memsz != ot.Memsz || nt.Align != ot.Align {
+		return fmt.Errorf("plan image: thread-local storage layout differs between old and new builds: unsupported")
+	}
+	for _, s := range p.newSyms.syms {
+		if s.typ != elf.STT_TLS {
+			continue
+		}
+		o := matchOld(p.oldSyms, p.newSyms, s)
+		if o == nil || o.value != s.value || o.size != s.size {
+			return fmt.Errorf("plan image: thread-local variable %s is new or moved: unsupported", s.label())
+		}
+	}
+	return nil
+}
+
+// findNew resolves a PlanFunc to NEW's symbol.
+func (p *planner) findNew(f PlanFunc) (*psym, error) {
+	for _, s := range p.newSyms.containing(f.NewAddr) {
+		if s.value == f.NewAddr && isFuncSym(s) && s.key.name == stripVersion(f.Name) {
+			return s, nil
+		}
+	}
+	k := symKey{name: stripVersion(f.Name)}
+	if f.Local {
+		k.cu = f.File
+	}
+	if s := p.newSyms.lookupKey(k); s != nil && isFuncSym(s) {
+		return s, nil
+	}
+	return nil, fmt.Errorf("plan image: function %s not found in new build at 0x%x", f.Name, f.NewAddr)
+}
+
+// seed puts changed and added functions (and their cold parts) into the
+// run set and records the redirects.
+func (p *planner) seed(changed, added []PlanFunc) error {
+	for _, c := range changed {
+		s, err := p.findNew(c)
+		if err != nil {
+			return err
+		}
+		if c.OldAddr == 0 {
+			return fmt.Errorf("plan image: changed function %s has no old address", c.Name)
+		}
+		p.im.Redirects = append(p.im.Redirects, Redirect{
+			Name: c.Name, Old: c.OldAddr, OldSize: c.OldSize,
+			New: s.value, NewSize: s.size,
+		})
+		p.addRun(s)
+	}
+	for _, a := range added {
+		s, err := p.findNew(a)
+		if err != nil {
+			return err
+		}
+		p.addRun(s)
+	}
+	return nil
+}
+
+func (p *planner) addRun(s *psym) {
+	if p.run[s] {
+		return
+	}
+	p.run[s] = true
+	p.queue = append(p.queue, s)
+	for _, c := range p.coldParts[s.key.name] {
+		// A cold part is always a local of its parent's unit; a global
+		// parent has no unit in its key, so accept any.
+		if s.key.cu == "" || c.key.cu == s.key.cu {
+			p.addRun(c)
+		}
+	}
+}
+
+// isColdOfRun reports whether s is the split-off cold part of a function
+// that runs in NEW: NEW's parent jumps to NEW's cold part, never OLD's.
+func (p *planner) isColdOfRun(s *psym) bool {
+	parent := coldParent(s.name)
+	if parent == "" {
+		return false
+	}
+	for r := range p.run {
+		if r.key.name == parent && (r.key.cu == "" || r.key.cu == s.key.cu) {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *planner) addFixup(f Fixup) error {
+	if p.fixed[f.Off] {
+		return fmt.Errorf("plan image: two fixups at new 0x%x (%s)", f.Off, f.Symbol)
+	}
+	p.fixed[f.Off] = true
+	p.im.Fixups = append(p.im.Fixups, f)
+	return nil
+}
+
+func (p *planner) sortImage() {
+	im := p.im
+	sort.Slice(im.Redirects, func(i, j int) bool { return im.Redirects[i].Old < im.Redirects[j].Old })
+	sort.Slice(im.Fixups, func(i, j int) bool { return im.Fixups[i].Off < im.Fixups[j].Off })
+	sort.Slice(im.Imports, func(i, j int) bool { return im.Imports[i].Off < im.Imports[j].Off })
+	sort.Slice(im.Relatives, func(i, j int) bool { return im.Relatives[i].Off < im.Relatives[j].Off })
+}

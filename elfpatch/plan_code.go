@@ -1,0 +1,189 @@
+package elfpatch
+
+import (
+	"debug/elf"
+	"encoding/binary"
+	"fmt"
+
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// code decodes every instruction of a NEW function that may run and plans
+// each PC-relative field it holds (RIP-relative operands, rel32 and rel8
+// branches).
+func (p *planner) code(f *psym) error {
+	if f.size == 0 {
+		return &PlanError{Func: f.label(), Addr: f.value, Reason: "function has no size in the symbol table: cannot decode it"}
+	}
+	b, err := p.bytesAt(f.value, f.size)
+	if err != nil {
+		return &PlanError{Func: f.label(), Addr: f.value, Reason: err.Error()}
+	}
+	for off := 0; off < len(b); {
+		pc := f.value + uint64(off)
+		inst, err := x86asm.Decode(b[off:], 64)
+		if err != nil {
+			return &PlanError{Func: f.label(), Addr: pc, Reason: fmt.Sprintf("decode instruction: %v", err)}
+		}
+		next := pc + uint64(inst.Len)
+		if inst.PCRel > 0 {
+			field := b[off+inst.PCRelOff : off+inst.PCRelOff+inst.PCRel]
+			var rel int64
+			switch inst.PCRel {
+			case 1:
+				rel = int64(int8(field[0]))
+			case 2:
+				rel = int64(int16(binary.LittleEndian.Uint16(field)))
+			case 4:
+				rel = int64(int32(binary.LittleEndian.Uint32(field)))
+			}
+			target := next + uint64(rel)
+			branch := isBranch(inst)
+			if inst.PCRel != 4 {
+				// A short branch cannot be redirected; it must stay within
+				// code that runs in NEW (its own function or a cold part).
+				if !f.contains(target) && !p.inRun(target) {
+					return &PlanError{Func: f.label(), Addr: pc, Reason: fmt.Sprintf("short branch to new 0x%x leaves the new code", target)}
+				}
+			} else {
+				fix, err := p.refTarget(f, pc, target, branch)
+				if err != nil {
+					return err
+				}
+				if fix != nil {
+					fix.Off = pc + uint64(inst.PCRelOff)
+					fix.Kind = FixupPC32
+					fix.PCNext = next
+					if err := p.addFixup(*fix); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		off += inst.Len
+	}
+	return nil
+}
+
+func isBranch(inst x86asm.Inst) bool {
+	for _, a := range inst.Args {
+		if _, ok := a.(x86asm.Rel); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// inRun reports whether addr lies inside a function of the run set, or
+// inside the cold part of one (which then joins it).
+func (p *planner) inRun(addr uint64) bool {
+	for _, s := range p.newSyms.containing(addr) {
+		if !isFuncSym(s) {
+			continue
+		}
+		if p.run[s] {
+			return true
+		}
+		if p.isColdOfRun(s) {
+			p.addRun(s)
+			return true
+		}
+	}
+	return false
+}
+
+// refTarget decides where a PC-relative reference from the run function
+// from (at NEW's pc) to NEW's target must point. It returns nil when the
+// target stays inside NEW's image, or a Fixup (Target and Symbol set) to
+// OLD's copy.
+func (p *planner) refTarget(from *psym, pc, target uint64, branch bool) (*Fixup, error) {
+	if from.contains(target) {
+		return nil, nil
+	}
+	fail := func(sym, reason string) error {
+		return &PlanError{Func: from.label(), Addr: pc, Symbol: sym, Reason: reason}
+	}
+	sec := p.section(target)
+	if sec == nil {
+		return nil, fail(fmt.Sprintf("new 0x%x", target), "target lies outside every section of the new build")
+	}
+	switch sec.Name {
+	case ".plt", ".plt.sec", ".plt.got", ".got", ".got.plt":
+		// NEW's own PLT and GOT: the slots are filled at apply time from
+		// the target's libraries (Imports), so the code keeps using them.
+		return nil, nil
+	}
+	cands := p.newSyms.containing(target)
+	if sec.Flags&elf.SHF_EXECINSTR != 0 {
+		var s *psym
+		for _, c := range cands {
+			if isFuncSym(c) {
+				s = c
+				break
+			}
+		}
+		if s == nil {
+			return nil, fail(fmt.Sprintf("new 0x%x in %s", target, sec.Name), "target is code outside any function symbol")
+		}
+		off := target - s.value
+		o := matchOld(p.oldSyms, p.newSyms, s)
+		switch {
+		case p.run[s] && (branch || off != 0 || o == nil):
+			// A call or jump to another function that runs in NEW goes
+			// straight to it: no detour through OLD's trampoline, and it
+			// works even where OLD's entry is too short for a jump.
+			return nil, nil
+		case p.isColdOfRun(s):
+			p.addRun(s)
+			return nil, nil
+		case o == nil:
+			// A function only NEW has (an added helper, a new compiler
+			// clone): it runs from NEW's image and is planned in turn.
+			p.addRun(s)
+			return nil, nil
+		case off != 0:
+			// A reference into the middle of an unchanged function has no
+			// safe counterpart in OLD; run NEW's copy of the whole function.
+			p.addRun(s)
+			return nil, nil
+		}
+		if !p.run[s] && o.size != s.size {
+			return nil, fail(s.label(), fmt.Sprintf("function differs in size between builds (old %d, new %d bytes) but is not among the changed functions", o.size, s.size))
+		}
+		// An unchanged function (or the address of a changed one, taken
+		// with lea) resolves to OLD's entry: one function-pointer identity
+		// for the whole process, and later patches of it reach this caller
+		// through OLD's trampoline.
+		return &Fixup{Target: o.value, Symbol: s.label()}, nil
+	}
+	if p.readOnly(target) {
+		// Constants, string literals, jump tables, switch tables and
+		// .data.rel.ro: NEW's copy holds exactly what NEW's code was
+		// compiled against and nothing ever writes it, so there is no
+		// state to share with OLD.
+		return nil, nil
+	}
+	var s *psym
+	for _, c := range cands {
+		if !isFuncSym(c) {
+			s = c
+			break
+		}
+	}
+	if s == nil {
+		return nil, fail(fmt.Sprintf("new 0x%x in %s", target, sec.Name), "writable data outside any symbol: cannot tell whether OLD has it")
+	}
+	o := matchOld(p.oldSyms, p.newSyms, s)
+	if o == nil {
+		if _, ok := p.copied[s.value]; ok {
+			return nil, fail(s.label(), "library data copied into the executable (R_X86_64_COPY) only in the new build: the libraries use OLD's instance, which does not exist")
+		}
+		// A global that is new in NEW lives in NEW's image, initialised
+		// from NEW's data.
+		return nil, nil
+	}
+	if o.size != s.size {
+		return nil, fail(s.label(), fmt.Sprintf("size differs between builds (old %d, new %d bytes): its type or layout changed; refusing to point new code at the old object", o.size, s.size))
+	}
+	return &Fixup{Target: o.value + (target - s.value), Symbol: s.label()}, nil
+}

@@ -1,0 +1,212 @@
+package elfpatch
+
+import (
+	"debug/elf"
+	"encoding/binary"
+	"fmt"
+)
+
+// dynRela is one dynamic relocation.
+type dynRela struct {
+	off    uint64
+	typ    elf.R_X86_64
+	sym    uint32
+	addend int64
+}
+
+// dynRelocs reads every SHT_RELA section that the dynamic linker would
+// process (.dynRela.dyn, .dynRela.plt).
+func dynRelocs(f *elf.File) ([]dynRela, error) {
+	var out []dynRela
+	for _, s := range f.Sections {
+		if s.Type != elf.SHT_RELA || s.Flags&elf.SHF_ALLOC == 0 {
+			continue
+		}
+		data, err := s.Data()
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", s.Name, err)
+		}
+		for i := 0; i+24 <= len(data); i += 24 {
+			info := binary.LittleEndian.Uint64(data[i+8:])
+			out = append(out, dynRela{
+				off:    binary.LittleEndian.Uint64(data[i:]),
+				typ:    elf.R_X86_64(info & 0xffffffff),
+				sym:    uint32(info >> 32),
+				addend: int64(binary.LittleEndian.Uint64(data[i+16:])),
+			})
+		}
+	}
+	return out, nil
+}
+
+// dynamic turns NEW's dynamic relocations into Imports, Relatives and
+// Abs64 fixups.
+func (p *planner) dynamic() error {
+	relocs, err := dynRelocs(p.new)
+	if err != nil {
+		return fmt.Errorf("plan image: %w", err)
+	}
+	dsyms, err := p.new.DynamicSymbols()
+	if err != nil && len(relocs) > 0 {
+		return fmt.Errorf("plan image: read new .dynsym: %w", err)
+	}
+	dsym := func(r dynRela) (elf.Symbol, error) {
+		if r.sym == 0 || int(r.sym) > len(dsyms) {
+			return elf.Symbol{}, fmt.Errorf("plan image: relocation %v at new 0x%x: bad symbol index %d", r.typ, r.off, r.sym)
+		}
+		return dsyms[r.sym-1], nil
+	}
+	// COPY destinations first: refTarget needs them to explain a new
+	// reference to library data.
+	for _, r := range relocs {
+		if r.typ == elf.R_X86_64_COPY {
+			s, err := dsym(r)
+			if err != nil {
+				return err
+			}
+			p.copied[r.off] = s.Name
+		}
+	}
+	for _, r := range relocs {
+		switch r.typ {
+		case elf.R_X86_64_NONE, elf.R_X86_64_COPY:
+			// COPY: NEW's instance is never used; code that runs in NEW
+			// is pointed at OLD's instance, which the libraries use.
+		case elf.R_X86_64_RELATIVE:
+			if err := p.pointer(r.off, uint64(r.addend), ""); err != nil {
+				return err
+			}
+		case elf.R_X86_64_GLOB_DAT, elf.R_X86_64_JMP_SLOT, elf.R_X86_64_64:
+			s, err := dsym(r)
+			if err != nil {
+				return err
+			}
+			addend := r.addend
+			if r.typ != elf.R_X86_64_64 {
+				addend = 0 // GLOB_DAT and JUMP_SLOT are S, not S+A
+			}
+			if s.Section == elf.SHN_UNDEF {
+				p.im.Imports = append(p.im.Imports, Import{
+					Off:     r.off,
+					Symbol:  s.Name,
+					Version: s.Version,
+					Addend:  addend,
+					Weak:    elf.ST_BIND(s.Info) == elf.STB_WEAK,
+				})
+				continue
+			}
+			// A GOT slot or pointer to a symbol NEW defines itself (an
+			// exported global, a COPY-relocated libc object): point it at
+			// OLD's instance when there is one.
+			if err := p.pointer(r.off, s.Value+uint64(addend), s.Name); err != nil {
+				return err
+			}
+		case elf.R_X86_64_DTPMOD64, elf.R_X86_64_DTPOFF64, elf.R_X86_64_TPOFF64,
+			elf.R_X86_64_TLSDESC, elf.R_X86_64_TPOFF32:
+			name := ""
+			if s, err := dsym(r); err == nil {
+				name = s.Name
+			}
+			return &PlanError{Addr: r.off, Symbol: name, Reason: fmt.Sprintf("thread-local relocation %v: unsupported (the target's TLS blocks are already allocated)", r.typ)}
+		case elf.R_X86_64_IRELATIVE:
+			return &PlanError{Addr: r.off, Reason: "R_X86_64_IRELATIVE (an IFUNC defined in the executable): unsupported"}
+		default:
+			return &PlanError{Addr: r.off, Reason: fmt.Sprintf("dynamic relocation %v: unsupported", r.typ)}
+		}
+	}
+	return nil
+}
+
+// pointer plans an absolute 64-bit pointer at NEW's off whose value is
+// NEW's address target.
+//
+// A pointer to something OLD also has (an unchanged function, a global)
+// becomes an Abs64 fixup to OLD's instance rather than a Relative into
+// NEW: a table of function pointers in NEW's .data.rel.ro must hold the
+// same addresses as OLD's code compares against and stores, and a pointer
+// to a global must reach the one copy the process uses. A pointer to a
+// changed function lands on OLD's entry, whose trampoline leads to NEW.
+func (p *planner) pointer(off, target uint64, name string) error {
+	if p.dead(off) {
+		// The field lies in NEW's copy of an object OLD also has; nothing
+		// reads it (all code that runs in NEW uses OLD's copy), so the
+		// plain relocation keeps it consistent without constraining it.
+		p.im.Relatives = append(p.im.Relatives, Relative{Off: off, Addend: target})
+		return nil
+	}
+	relative := func() error {
+		p.im.Relatives = append(p.im.Relatives, Relative{Off: off, Addend: target})
+		return nil
+	}
+	fail := func(sym, reason string) error {
+		return &PlanError{Addr: off, Symbol: sym, Reason: reason}
+	}
+	sec := p.section(target)
+	if sec == nil {
+		return relative() // e.g. one past the end of the image (_end)
+	}
+	cands := p.newSyms.containing(target)
+	if sec.Flags&elf.SHF_EXECINSTR != 0 {
+		var s *psym
+		for _, c := range cands {
+			if isFuncSym(c) {
+				s = c
+				break
+			}
+		}
+		if s == nil {
+			return relative() // PLT entries and the like stay in NEW
+		}
+		o := matchOld(p.oldSyms, p.newSyms, s)
+		if o == nil {
+			// NEW-only function reachable through a pointer: it may run.
+			p.addRun(s)
+			return relative()
+		}
+		if target != s.value {
+			return relative()
+		}
+		if !p.run[s] && o.size != s.size {
+			return fail(s.label(), fmt.Sprintf("function differs in size between builds (old %d, new %d bytes) but is not among the changed functions", o.size, s.size))
+		}
+		return p.addFixup(Fixup{Off: off, Kind: FixupAbs64, Target: o.value, Symbol: s.label()})
+	}
+	if p.readOnly(target) {
+		return relative()
+	}
+	var s *psym
+	for _, c := range cands {
+		if !isFuncSym(c) {
+			s = c
+			break
+		}
+	}
+	if s == nil {
+		return relative()
+	}
+	o := matchOld(p.oldSyms, p.newSyms, s)
+	if o == nil {
+		if cp, ok := p.copied[s.value]; ok {
+			return fail(cp, "library data copied into the executable (R_X86_64_COPY) only in the new build: unsupported")
+		}
+		return relative()
+	}
+	if o.size != s.size {
+		return fail(s.label(), fmt.Sprintf("size differs between builds (old %d, new %d bytes): its type or layout changed", o.size, s.size))
+	}
+	return p.addFixup(Fixup{Off: off, Kind: FixupAbs64, Target: o.value + (target - s.value), Symbol: s.label()})
+}
+
+// dead reports whether NEW's off lies in a writable object that OLD also
+// has: NEW's copy of it is never used.
+func (p *planner) dead(off uint64) bool {
+	if p.readOnly(off) {
+		return false
+	}
+	for _, s := range p.newSyms.containing(off) {
+		if s.size > 0 && !isFuncSym(s) && matchOld(p.oldSyms, p.newSyms, s) != nil {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,232 @@
+package elfpatch
+
+import (
+	"debug/elf"
+	"path"
+	"sort"
+	"strings"
+)
+
+// symKey identifies a symbol across two builds: its name without a symbol
+// version suffix, plus, for a local (static) symbol, the compile unit it
+// belongs to. Two statics called "seen" in main.c and other.c are different
+// keys; "stdout@GLIBC_2.2.5" and "stdout@@GLIBC_2.2.5" are the same one.
+type symKey struct {
+	name string
+	cu   string
+}
+
+// psym is one defined symbol of the plan's symbol tables.
+type psym struct {
+	key   symKey
+	name  string // as in the table, for messages
+	value uint64
+	size  uint64
+	typ   elf.SymType
+	local bool
+	sect  elf.SectionIndex
+}
+
+func (s *psym) contains(addr uint64) bool {
+	if s.size == 0 {
+		return addr == s.value
+	}
+	return addr >= s.value && addr < s.value+s.size
+}
+
+// label names a symbol for messages: statics carry their compile unit.
+func (s *psym) label() string {
+	if s.key.cu != "" {
+		return s.key.cu + ":" + s.name
+	}
+	return s.name
+}
+
+// symtab is the defined symbols of one build, sorted by address, with an
+// index by key.
+type symtab struct {
+	syms  []*psym // sorted by value, then size descending
+	byKey map[symKey][]*psym
+	// localsByName lets a static be matched when its compile unit was
+	// renamed between builds but its name is unique on both sides.
+	localsByName map[string][]*psym
+}
+
+// stripVersion drops "@VER" / "@@VER" from a symbol name.
+func stripVersion(name string) string {
+	if i := strings.IndexByte(name, '@'); i > 0 {
+		return name[:i]
+	}
+	return name
+}
+
+// newSymtab reads .symtab. Local symbols follow the STT_FILE entry of their
+// compile unit (the ELF gABI order that gcc and ld keep); globals follow
+// all locals and belong to no unit. The unit is the file's base name:
+// OLD may be built from ftpd/v1/ftpd.c and NEW from ftpd/v2/ftpd.c.
+func newSymtab(f *elf.File) (*symtab, error) {
+	raw, err := f.Symbols()
+	if err != nil {
+		return nil, err
+	}
+	t := &symtab{byKey: map[symKey][]*psym{}, localsByName: map[string][]*psym{}}
+	cu := ""
+	for _, s := range raw {
+		typ := elf.ST_TYPE(s.Info)
+		bind := elf.ST_BIND(s.Info)
+		if typ == elf.STT_FILE {
+			cu = path.Base(s.Name)
+			if s.Name == "" {
+				cu = ""
+			}
+			continue
+		}
+		if s.Section == elf.SHN_UNDEF || s.Section == elf.SHN_ABS || s.Section >= elf.SHN_LORESERVE && s.Section != elf.SHN_COMMON {
+			continue
+		}
+		if typ == elf.STT_SECTION || s.Name == "" {
+			continue
+		}
+		ps := &psym{
+			name:  s.Name,
+			value: s.Value,
+			size:  s.Size,
+			typ:   typ,
+			local: bind == elf.STB_LOCAL,
+			sect:  s.Section,
+		}
+		ps.key.name = stripVersion(s.Name)
+		if ps.local {
+			ps.key.cu = cu
+			t.localsByName[ps.key.name] = append(t.localsByName[ps.key.name], ps)
+		}
+		t.byKey[ps.key] = append(t.byKey[ps.key], ps)
+		t.syms = append(t.syms, ps)
+	}
+	sort.SliceStable(t.syms, func(i, j int) bool {
+		a, b := t.syms[i], t.syms[j]
+		if a.value != b.value {
+			return a.value < b.value
+		}
+		return a.size > b.size
+	})
+	return t, nil
+}
+
+// lookupKey returns the unique symbol with key k, preferring a sized one
+// when aliases share the key (e.g. a symbol and its versioned twin).
+func (t *symtab) lookupKey(k symKey) *psym {
+	c := t.byKey[k]
+	if len(c) == 0 {
+		return nil
+	}
+	best := c[0]
+	for _, s := range c[1:] {
+		if s.value != best.value {
+			// Two different definitions with one key (a name reused by
+			// two statics in one unit cannot happen in C; two units with
+			// the same base name can). Ambiguous: no match.
+			return nil
+		}
+		if s.size > best.size {
+			best = s
+		}
+	}
+	return best
+}
+
+// containing returns the symbols whose extent covers addr, best first:
+// sized data and functions before size-0 markers, globals before locals.
+func (t *symtab) containing(addr uint64) []*psym {
+	var out []*psym
+	i := sort.Search(len(t.syms), func(i int) bool { return t.syms[i].value > addr })
+	for j := i - 1; j >= 0; j-- {
+		s := t.syms[j]
+		if s.contains(addr) {
+			out = append(out, s)
+		}
+		// Symbols more than 16 MiB below addr cannot cover it in any
+		// binary this tool patches; stop scanning.
+		if addr-s.value > 16<<20 {
+			break
+		}
+	}
+	sort.SliceStable(out, func(a, b int) bool {
+		x, y := out[a], out[b]
+		if (x.size > 0) != (y.size > 0) {
+			return x.size > 0
+		}
+		rank := func(s *psym) int {
+			switch s.typ {
+			case elf.STT_FUNC, elf.STT_GNU_IFUNC, elf.STT_OBJECT, elf.STT_TLS:
+				return 0
+			}
+			return 1
+		}
+		if rank(x) != rank(y) {
+			return rank(x) < rank(y)
+		}
+		return !x.local && y.local
+	})
+	return out
+}
+
+// matchOld finds OLD's counterpart of NEW's symbol s: same name and unit;
+// failing that, the only symbol on each side with the same name once
+// compiler numbering is dropped ("calls.0" vs "calls.1", a clone
+// "f.constprop.0" vs "f.constprop.1"), in the same unit; failing that, for
+// a static whose unit was renamed, the only static of that name on both
+// sides.
+func matchOld(old, new *symtab, s *psym) *psym {
+	if o := old.lookupKey(s.key); o != nil {
+		return o
+	}
+	if n := unnumbered(s.key.name); n != s.key.name {
+		var no, nn []*psym
+		for _, o := range old.syms {
+			if o.key.cu == s.key.cu && o.typ == s.typ && unnumbered(o.key.name) == n {
+				no = append(no, o)
+			}
+		}
+		for _, o := range new.syms {
+			if o.key.cu == s.key.cu && o.typ == s.typ && unnumbered(o.key.name) == n {
+				nn = append(nn, o)
+			}
+		}
+		if len(no) == 1 && len(nn) == 1 {
+			return no[0]
+		}
+	}
+	if s.local {
+		if len(new.localsByName[s.key.name]) == 1 && len(old.localsByName[s.key.name]) == 1 {
+			o := old.localsByName[s.key.name][0]
+			if o.typ == s.typ {
+				return o
+			}
+		}
+	}
+	return nil
+}
+
+// unnumbered drops the numeric components gcc appends to statics and
+// clones: "calls.0" -> "calls", "f.constprop.0.isra.1" -> "f.constprop.isra".
+func unnumbered(name string) string {
+	parts := strings.Split(name, ".")
+	out := parts[:1]
+	for _, p := range parts[1:] {
+		if p != "" && strings.Trim(p, "0123456789") == "" {
+			continue
+		}
+		out = append(out, p)
+	}
+	return strings.Join(out, ".")
+}
+
+// coldParent returns the name of the function a compiler-split part
+// belongs to ("work" for "work.cold" and "work.cold.1"), or "".
+func coldParent(name string) string {
+	if i := strings.Index(name, ".cold"); i > 0 {
+		return name[:i]
+	}
+	return ""
+}
