@@ -1,0 +1,699 @@
+package graft
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"syscall"
+	"time"
+
+	"graft/elfpatch"
+	"graft/tracer"
+)
+
+// Patch is what the controller needs of a patch, whichever way it was made
+// (a patch file from `graft diff -o`, or a diff on the fly).
+type Patch struct {
+	ID         string
+	OldBuildID string
+	NewBuildID string
+	// NewPath is the NEW binary, when known: recorded in the target so a
+	// later stacked patch can map NEW's symbols by name.
+	NewPath string
+	Image   *elfpatch.Image
+	// Refused holds the diff's reasons when it judged the patch unsafe
+	// to apply live; such a patch is never applied.
+	Refused []string
+}
+
+// ApplyOptions tune Apply.
+type ApplyOptions struct {
+	// Timeout bounds the wait for a safe point (default 5s).
+	Timeout time.Duration
+	// AllowActive names functions that may stay on a stack: their running
+	// frames finish in the old code, new calls take the new code.
+	AllowActive []string
+	// DryRun prepares and checks (including the safe point) and writes
+	// nothing into the target.
+	DryRun bool
+}
+
+// ApplyResult says what Apply did.
+type ApplyResult struct {
+	PatchID   string   `json:"patch_id"`
+	Functions []string `json:"functions"`
+	// PauseUS is the time from stopping the first thread to resuming the
+	// last, for the pause that wrote the jumps (or checked, in a dry run).
+	PauseUS int64        `json:"pause_us"`
+	DryRun  bool         `json:"dry_run,omitempty"`
+	Base    uint64       `json:"base"`
+	Size    uint64       `json:"size"`
+	Sites   []SiteRecord `json:"sites"`
+	// OnTopOf is the patch this one was stacked on ("" if none).
+	OnTopOf string `json:"on_top_of,omitempty"`
+	// Unloaded lists earlier patches whose code this one superseded and
+	// that were unmapped.
+	Unloaded []string `json:"unloaded,omitempty"`
+}
+
+const defaultTimeout = 5 * time.Second
+
+// version is one copy of a function that a redirect must cover: the entry
+// in the executable, or the function's entry in an earlier patch's image.
+type version struct {
+	name  string
+	entry uint64
+	size  uint64
+}
+
+// layer is the executable or one loaded patch image, for resolving symbols
+// of a stacked patch's OLD by name: the lowest layer defining a name holds
+// the live copy (every later image was linked against it).
+type layer struct {
+	rec  *PatchRecord // nil: the executable
+	syms *symbols
+	base uint64 // runtime address = base + link-time address
+}
+
+// prepared is an apply worked out down to the bytes, before the pause.
+type prepared struct {
+	patch     *Patch
+	state     *State
+	exeBias   uint64
+	image     *elfpatch.Image
+	refs      []string // ids of earlier images the new code points into
+	versions  []version
+	funcNames []string
+}
+
+func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOptions) (res *ApplyResult, err error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = defaultTimeout
+	}
+	if pt.Image == nil {
+		return nil, fmt.Errorf("apply patch %s to pid %d: patch has no image", pt.ID, pid)
+	}
+
+	// Everything up to the attach reads files and /proc only.
+	maps, err := sys.readMaps(pid)
+	if err != nil {
+		return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
+	}
+	mem, err := sys.openMem(pid)
+	if err != nil {
+		return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
+	}
+	st, err := readState(mem, pid, maps)
+	mem.Close()
+	if err != nil {
+		return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
+	}
+	mods, err := sys.modules(pid)
+	if err != nil {
+		return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
+	}
+	exe := mainModule(mods)
+	if exe == nil {
+		return nil, fmt.Errorf("apply patch %s: no main executable among the modules of pid %d", pt.ID, pid)
+	}
+	pr, err := prepare(pid, pt, st, exe, sys.symbols)
+	if err != nil {
+		return nil, err
+	}
+
+	p, err := sys.attach(pid)
+	if err != nil {
+		return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
+	}
+	defer func() {
+		if cerr := p.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("apply patch %s: detach from pid %d: %w", pt.ID, pid, cerr)
+		}
+	}()
+	return sys.applyAttached(ctx, pid, p, pr, maps, mods, opts)
+}
+
+// prepare checks that pt belongs on top of what pid runs and works out
+// which copies of which functions it redirects. Nothing is touched.
+func prepare(pid int, pt *Patch, st *State, exe *tracer.Module, readSyms func(path, buildID string) (*symbols, error)) (*prepared, error) {
+	pr := &prepared{patch: pt, state: st, exeBias: exe.Bias, image: pt.Image}
+	top := st.Top()
+	want, onTop := exe.BuildID, ""
+	if top != nil {
+		want, onTop = top.NewBuildID, top.ID
+	}
+	if pt.OldBuildID != want {
+		return nil, &BuildIDMismatchError{Pid: pid, PatchID: pt.ID, Patch: pt.OldBuildID, Want: want, OnTopOf: onTop}
+	}
+	if len(pt.Refused) > 0 {
+		return nil, &RefusedError{PatchID: pt.ID, Reasons: pt.Refused}
+	}
+	if rec, _ := st.Find(pt.ID); rec != nil {
+		return nil, fmt.Errorf("apply patch %s to pid %d: already applied", pt.ID, pid)
+	}
+	if len(pt.Image.Redirects) == 0 {
+		return nil, fmt.Errorf("apply patch %s to pid %d: the patch redirects no function", pt.ID, pid)
+	}
+	for _, r := range pt.Image.Redirects {
+		pr.funcNames = append(pr.funcNames, r.Name)
+	}
+	if top == nil {
+		for _, r := range pt.Image.Redirects {
+			pr.versions = append(pr.versions, version{name: r.Name, entry: exe.Bias + r.Old, size: r.OldSize})
+		}
+		return pr, nil
+	}
+	return prepareStacked(pid, pr, exe, readSyms)
+}
+
+// prepareStacked binds a patch built from (NEW of the top patch, NEWER) to a
+// process running the executable plus earlier patches: OLD's symbols are
+// mapped to their live copies by name, and every live copy of a redirected
+// function gets a jump straight to the newest version.
+func prepareStacked(pid int, pr *prepared, exe *tracer.Module, readSyms func(path, buildID string) (*symbols, error)) (*prepared, error) {
+	pt, st := pr.patch, pr.state
+	exeSyms, err := readSyms(fmt.Sprintf("/proc/%d/exe", pid), exe.BuildID)
+	if err != nil {
+		return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
+	}
+	layers := []layer{{syms: exeSyms, base: exe.Bias}}
+	for i := range st.Patches {
+		rec := &st.Patches[i]
+		if rec.Unloaded {
+			continue
+		}
+		if rec.NewPath == "" {
+			return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: the NEW binary of %s is not recorded, so its symbols cannot be mapped", pt.ID, st.Top().ID, pid, rec.ID)
+		}
+		syms, err := readSyms(rec.NewPath, rec.NewBuildID)
+		if err != nil {
+			return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: NEW of %s: %w", pt.ID, st.Top().ID, pid, rec.ID, err)
+		}
+		layers = append(layers, layer{rec: rec, syms: syms, base: rec.Base})
+	}
+	top := st.Top()
+	if top.Unloaded {
+		return nil, fmt.Errorf("apply patch %s to pid %d: top patch %s is unloaded", pt.ID, pid, top.ID)
+	}
+	oldSyms := layers[len(layers)-1].syms
+
+	// resolve returns the live address of OLD's symbol name plus off.
+	refs := map[string]bool{}
+	resolve := func(name string, off uint64) (uint64, bool) {
+		for _, l := range layers {
+			if s, ok := l.syms.unique(name); ok {
+				if l.rec != nil {
+					refs[l.rec.ID] = true
+				}
+				return l.base + s.Addr + off, true
+			}
+		}
+		return 0, false
+	}
+
+	im := *pt.Image
+	im.Fixups = slices.Clone(pt.Image.Fixups)
+	for i := range im.Fixups {
+		f := &im.Fixups[i]
+		s, ok := oldSyms.containing(f.Target)
+		if !ok {
+			return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: reference to %s at %#x: no symbol of %s holds it", pt.ID, top.ID, pid, f.Symbol, f.Target, top.NewPath)
+		}
+		addr, ok := resolve(s.Name, f.Target-s.Addr)
+		if !ok {
+			return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: reference to %s: symbol %s is ambiguous or missing in the running program", pt.ID, top.ID, pid, f.Symbol, s.Name)
+		}
+		// Link adds OLD's bias; hand it the live address minus it.
+		f.Target = addr - exe.Bias
+	}
+	pr.image = &im
+	for id := range refs {
+		pr.refs = append(pr.refs, id)
+	}
+	sort.Strings(pr.refs)
+
+	for _, r := range pt.Image.Redirects {
+		var vs []version
+		if s, ok := exeSyms.unique(r.Name); ok && s.Func {
+			vs = append(vs, version{name: r.Name, entry: exe.Bias + s.Addr, size: s.Size})
+		}
+		for _, l := range layers[1:] {
+			for _, f := range l.rec.Functions {
+				if f.Name == r.Name {
+					vs = append(vs, version{name: r.Name, entry: f.New, size: f.NewSize})
+				}
+			}
+		}
+		if len(vs) == 0 {
+			// A function earlier patches added: its copy in the
+			// lowest image defining it is the one that runs.
+			for _, l := range layers[1:] {
+				if s, ok := l.syms.unique(r.Name); ok && s.Func {
+					vs = append(vs, version{name: r.Name, entry: l.base + s.Addr, size: s.Size})
+					break
+				}
+			}
+		}
+		if len(vs) == 0 {
+			return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: function %s not found in the running program", pt.ID, top.ID, pid, r.Name)
+		}
+		pr.versions = append(pr.versions, vs...)
+	}
+	return pr, nil
+}
+
+func mainModule(mods []tracer.Module) *tracer.Module {
+	for i := range mods {
+		if mods[i].Main {
+			return &mods[i]
+		}
+	}
+	return nil
+}
+
+// originalCode reads the function bytes at [entry, entry+size) as they
+// were before any patch: current memory with every recorded site's first
+// original bytes laid back over it. It also returns the current bytes.
+func originalCode(p proc, st *State, entry, size uint64) (orig, cur []byte, err error) {
+	if size == 0 || size > 1<<20 {
+		return nil, nil, fmt.Errorf("read function at %#x: implausible size %d", entry, size)
+	}
+	cur = make([]byte, size)
+	if _, err := p.ReadAt(cur, int64(entry)); err != nil {
+		return nil, nil, fmt.Errorf("read function at %#x: %w", entry, err)
+	}
+	orig = slices.Clone(cur)
+	// Newest first, so the oldest record's bytes are laid last and win.
+	for i := len(st.Patches) - 1; i >= 0; i-- {
+		for _, s := range st.Patches[i].Sites {
+			if s.Addr >= entry && s.Addr+uint64(len(s.Orig)) <= entry+size {
+				copy(orig[s.Addr-entry:], s.Orig)
+			}
+		}
+	}
+	return orig, cur, nil
+}
+
+func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepared, maps []tracer.Mapping, mods []tracer.Module, opts ApplyOptions) (*ApplyResult, error) {
+	pt, st := pr.patch, pr.state
+	fail := func(err error) error { return fmt.Errorf("apply patch %s to pid %d: %w", pt.ID, pid, err) }
+
+	// Undo list: on any failure before the jumps are in, take out what
+	// was put in, newest first, so the target is as before.
+	var undo []func() error
+	rollback := func(err error) error {
+		var errs []error
+		for i := len(undo) - 1; i >= 0; i-- {
+			if uerr := undo[i](); uerr != nil {
+				errs = append(errs, uerr)
+			}
+		}
+		if len(errs) > 0 {
+			return fmt.Errorf("%w (and rolling back failed, target may hold unused memory: %w)", err, errors.Join(errs...))
+		}
+		return err
+	}
+
+	var base, size uint64
+	var loaded loadedImage
+	if opts.DryRun {
+		size = pr.image.Size
+		b, err := findHole(maps, size, pr.exeBias)
+		if err != nil {
+			return nil, fail(err)
+		}
+		base = b
+	} else {
+		l, err := sys.load(ctx, p, pid, pr.image, pr.exeBias)
+		if err != nil {
+			return nil, fail(fmt.Errorf("load new code: %w", err))
+		}
+		loaded = l
+		base, size = l.Base(), l.Size()
+		undo = append(undo, func() error { return loaded.Unload(p) })
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, rollback(fail(err))
+	}
+
+	// Precompute every byte to write.
+	newAddr := map[string]elfpatch.Redirect{}
+	for _, r := range pr.image.Redirects {
+		newAddr[r.Name] = r
+	}
+	var sites []SiteRecord
+	var spec safeSpec
+	spec.AllowActive = opts.AllowActive
+	for _, v := range pr.versions {
+		r := newAddr[v.name]
+		target := base + r.New
+		orig, cur, err := originalCode(p, st, v.entry, v.size)
+		if err != nil {
+			return nil, rollback(fail(fmt.Errorf("plan jump for %s: %w", v.name, err)))
+		}
+		s, err := sys.plan(orig, v.entry, target)
+		if err != nil {
+			return nil, rollback(fail(fmt.Errorf("plan jump for %s at %#x: %w", v.name, v.entry, err)))
+		}
+		off := s.Addr - v.entry
+		if s.Addr < v.entry || off+uint64(len(s.New)) > v.size {
+			return nil, rollback(fail(fmt.Errorf("plan jump for %s: site %#x+%d outside the function", v.name, s.Addr, len(s.New))))
+		}
+		sites = append(sites, SiteRecord{
+			Func:   v.name,
+			Addr:   s.Addr,
+			Orig:   slices.Clone(cur[off : off+uint64(len(s.New))]),
+			New:    slices.Clone(s.New),
+			Target: target,
+		})
+		spec.Functions = append(spec.Functions, namedRange{v.name, Range{v.entry, v.entry + v.size}})
+		spec.Entries = append(spec.Entries, namedRange{v.name, Range{s.Addr, s.Addr + uint64(len(s.New))}})
+	}
+	if err := checkOverlap(sites); err != nil {
+		return nil, rollback(fail(err))
+	}
+
+	rec := PatchRecord{
+		ID:         pt.ID,
+		OldBuildID: pt.OldBuildID,
+		NewBuildID: pt.NewBuildID,
+		NewPath:    pt.NewPath,
+		Base:       base,
+		Size:       size,
+		Refs:       pr.refs,
+	}
+	for _, seg := range pr.image.Segments {
+		if seg.Prot&4 != 0 {
+			rec.Exec = append(rec.Exec, Range{base + seg.Vaddr, base + seg.Vaddr + seg.Memsz})
+		}
+	}
+	for _, r := range pr.image.Redirects {
+		fr := FuncRecord{Name: r.Name, New: base + r.New, NewSize: r.NewSize}
+		for _, v := range pr.versions {
+			if v.name == r.Name && !inAnyImage(st, v.entry) {
+				fr.Entry = v.entry
+			}
+		}
+		rec.Functions = append(rec.Functions, fr)
+	}
+
+	// Earlier images this patch may make unused: every function they
+	// redirected is redirected again here, and the new code does not
+	// point into them. Whether a frame is still inside is decided in
+	// the pause.
+	redirected := map[string]bool{}
+	for _, n := range pr.funcNames {
+		redirected[n] = true
+	}
+	var cands []int
+	for i := range st.Patches {
+		r := &st.Patches[i]
+		if r.Unloaded || slices.Contains(pr.refs, r.ID) {
+			continue
+		}
+		all := true
+		for _, f := range r.Functions {
+			all = all && redirected[f.Name]
+		}
+		if all {
+			cands = append(cands, i)
+		}
+	}
+
+	ck, err := sys.newChecker(pid, mods, imageModules(st, pt, base, size))
+	if err != nil {
+		return nil, rollback(fail(fmt.Errorf("build unwinder: %w", err)))
+	}
+
+	// The record must exist before the pause; creating it needs remote
+	// syscalls, so it is done now.
+	stateAddr := st.Addr
+	if !opts.DryRun && stateAddr == 0 {
+		a, err := createStateMapping(p)
+		if err != nil {
+			return nil, rollback(fail(err))
+		}
+		stateAddr = a
+		undo = append(undo, func() error { return p.Munmap(a, stateCapacity) })
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, rollback(fail(err))
+	}
+
+	res := &ApplyResult{PatchID: pt.ID, Functions: pr.funcNames, DryRun: opts.DryRun, Base: base, Size: size, Sites: sites}
+	if top := st.Top(); top != nil {
+		res.OnTopOf = top.ID
+	}
+
+	// The pause.
+	t0 := time.Now()
+	if err := p.Stop(); err != nil {
+		return nil, rollback(fail(fmt.Errorf("stop threads: %w", err)))
+	}
+	resume := func() error {
+		err := p.Resume()
+		res.PauseUS = time.Since(t0).Microseconds()
+		return err
+	}
+	if err := ck.waitSafe(ctx, p, spec, opts.Timeout); err != nil {
+		if rerr := resume(); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("resume: %w", rerr))
+		}
+		return nil, rollback(fail(err))
+	}
+	if opts.DryRun {
+		if err := resume(); err != nil {
+			return nil, fail(fmt.Errorf("resume: %w", err))
+		}
+		return res, nil
+	}
+
+	// Superseded images with no frame inside go: drop the jumps that
+	// would have gone into them and mark them unloaded.
+	var unload []int
+	if len(cands) > 0 {
+		rs := make([]Range, 0, len(cands))
+		for _, i := range cands {
+			rs = append(rs, Range{st.Patches[i].Base, st.Patches[i].Base + st.Patches[i].Size})
+		}
+		hit, err := ck.framesIn(p, rs)
+		if err == nil {
+			unload = removable(st, cands, hit)
+		}
+	}
+	next := &State{Patches: slices.Clone(st.Patches)}
+	for _, i := range unload {
+		next.Patches[i].Unloaded = true
+		next.Patches[i].SupersededBy = pt.ID
+		res.Unloaded = append(res.Unloaded, st.Patches[i].ID)
+		gone := Range{st.Patches[i].Base, st.Patches[i].Base + st.Patches[i].Size}
+		sites = slices.DeleteFunc(sites, func(s SiteRecord) bool { return gone.Contains(s.Addr) })
+	}
+	rec.Sites = sites
+	res.Sites = sites
+	rec.Applied = sys.now().UTC()
+	next.Patches = append(next.Patches, rec)
+	buf, err := encodeState(next, st.Generation+1)
+	if err != nil {
+		err = errors.Join(err, resume())
+		return nil, rollback(fail(err))
+	}
+
+	if err := writeSites(p, sites); err != nil {
+		if rerr := resume(); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("resume: %w", rerr))
+		}
+		return nil, rollback(fail(err))
+	}
+	if _, err := p.WriteAt(buf, int64(stateAddr)); err != nil {
+		err = fmt.Errorf("write graft record at %#x: %w", stateAddr, err)
+		if uerr := restoreSites(p, sites); uerr != nil {
+			err = errors.Join(err, uerr)
+		}
+		if rerr := resume(); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("resume: %w", rerr))
+		}
+		return nil, rollback(fail(err))
+	}
+	if err := resume(); err != nil {
+		// The patch is in and recorded; the threads may be left
+		// stopped only if the process is going away.
+		return res, fail(fmt.Errorf("resume after patching: %w", err))
+	}
+
+	// After the pause: no thread is in a superseded image and no jump
+	// leads there any more.
+	var errs []error
+	for _, i := range unload {
+		if err := sys.unmapImage(p, st.Patches[i].Base, st.Patches[i].Size); err != nil {
+			errs = append(errs, fmt.Errorf("unmap superseded patch %s at %#x: %w", st.Patches[i].ID, st.Patches[i].Base, err))
+		}
+	}
+	if len(errs) > 0 {
+		return res, fail(errors.Join(errs...))
+	}
+	return res, nil
+}
+
+// removable returns the candidates (indexes into st.Patches) that can be
+// unmapped: no frame inside (hit is parallel to cands) and no image that
+// stays loaded points into them.
+func removable(st *State, cands []int, hit []bool) []int {
+	gone := map[string]bool{}
+	for k, i := range cands {
+		if k < len(hit) && !hit[k] {
+			gone[st.Patches[i].ID] = true
+		}
+	}
+	for changed := true; changed; {
+		changed = false
+		for _, r := range st.Patches {
+			if r.Unloaded || gone[r.ID] {
+				continue
+			}
+			for _, ref := range r.Refs {
+				if gone[ref] {
+					delete(gone, ref)
+					changed = true
+				}
+			}
+		}
+	}
+	var out []int
+	for _, i := range cands {
+		if gone[st.Patches[i].ID] {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func inAnyImage(st *State, addr uint64) bool {
+	for _, r := range st.Patches {
+		if !r.Unloaded && addr >= r.Base && addr < r.Base+r.Size {
+			return true
+		}
+	}
+	return false
+}
+
+// loadedModules are the images of st still mapped, for the unwinder.
+func loadedModules(st *State) []imageModule {
+	var out []imageModule
+	for _, r := range st.Patches {
+		if !r.Unloaded {
+			out = append(out, imageModule{Path: r.NewPath, Base: r.Base, Size: r.Size})
+		}
+	}
+	return out
+}
+
+func imageModules(st *State, pt *Patch, base, size uint64) []imageModule {
+	return append(loadedModules(st), imageModule{Path: pt.NewPath, Base: base, Size: size})
+}
+
+func checkOverlap(sites []SiteRecord) error {
+	s := slices.Clone(sites)
+	sort.Slice(s, func(i, j int) bool { return s[i].Addr < s[j].Addr })
+	for i := 1; i < len(s); i++ {
+		if s[i-1].Addr+uint64(len(s[i-1].New)) > s[i].Addr {
+			return fmt.Errorf("jumps for %s at %#x and %s at %#x overlap", s[i-1].Func, s[i-1].Addr, s[i].Func, s[i].Addr)
+		}
+	}
+	return nil
+}
+
+// writeSites writes every jump; if one fails, the ones written are put back
+// so the target is never half patched.
+func writeSites(p proc, sites []SiteRecord) error {
+	for i, s := range sites {
+		if _, err := p.WriteAt(s.New, int64(s.Addr)); err != nil {
+			err = fmt.Errorf("write jump for %s at %#x: %w", s.Func, s.Addr, err)
+			if uerr := restoreSites(p, sites[:i]); uerr != nil {
+				err = errors.Join(err, uerr)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// restoreSites writes back the original bytes, newest site first.
+func restoreSites(p proc, sites []SiteRecord) error {
+	var errs []error
+	for i := len(sites) - 1; i >= 0; i-- {
+		s := sites[i]
+		if _, err := p.WriteAt(s.Orig, int64(s.Addr)); err != nil {
+			errs = append(errs, fmt.Errorf("restore %d bytes of %s at %#x: %w", len(s.Orig), s.Func, s.Addr, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// createStateMapping makes the graft-state memfd mapping in the target with
+// remote syscalls: a scratch page for the name, memfd_create, ftruncate,
+// mmap, close. On failure it leaves nothing behind.
+func createStateMapping(p proc) (addr uint64, err error) {
+	const page = 4096
+	scratch, err := p.Mmap(0, page, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS, -1, 0)
+	if err != nil {
+		return 0, fmt.Errorf("create graft record: map scratch page: %w", err)
+	}
+	defer func() {
+		if uerr := p.Munmap(scratch, page); uerr != nil && err == nil {
+			err = fmt.Errorf("create graft record: unmap scratch page: %w", uerr)
+		}
+	}()
+	if _, err := p.WriteAt(append([]byte(stateName), 0), int64(scratch)); err != nil {
+		return 0, fmt.Errorf("create graft record: write name: %w", err)
+	}
+	const mfdCloexec = 1
+	const sysMemfdCreate = 319 // x86-64; not in package syscall
+	fd, err := p.Syscall(sysMemfdCreate, scratch, mfdCloexec)
+	if err != nil {
+		return 0, fmt.Errorf("create graft record: memfd_create: %w", err)
+	}
+	defer func() {
+		if _, cerr := p.Syscall(syscall.SYS_CLOSE, fd); cerr != nil && err == nil {
+			err = fmt.Errorf("create graft record: close memfd %d: %w", fd, cerr)
+		}
+	}()
+	if _, err := p.Syscall(syscall.SYS_FTRUNCATE, fd, stateCapacity); err != nil {
+		return 0, fmt.Errorf("create graft record: ftruncate: %w", err)
+	}
+	addr, err = p.Mmap(0, stateCapacity, syscall.PROT_READ, syscall.MAP_PRIVATE, int64(fd), 0)
+	if err != nil {
+		return 0, fmt.Errorf("create graft record: mmap: %w", err)
+	}
+	return addr, nil
+}
+
+// findHole returns a page-aligned free range of size bytes within ±1.5 GiB
+// of near (so rel32 jumps reach), for a dry run that maps nothing.
+func findHole(maps []tracer.Mapping, size, near uint64) (uint64, error) {
+	const page = 4096
+	const reach = 3 << 29
+	size = (size + page - 1) &^ (page - 1)
+	ms := slices.Clone(maps)
+	sort.Slice(ms, func(i, j int) bool { return ms[i].Start < ms[j].Start })
+	lo := uint64(page << 4)
+	if near > reach {
+		lo = near - reach
+	}
+	hi := near + reach
+	prevEnd := lo
+	for _, m := range ms {
+		if m.Start > prevEnd && m.Start-prevEnd >= size && prevEnd+size <= hi {
+			return prevEnd, nil
+		}
+		if m.End > prevEnd {
+			prevEnd = m.End
+		}
+	}
+	if prevEnd+size <= hi {
+		return prevEnd, nil
+	}
+	return 0, fmt.Errorf("no free range of %d bytes within reach of %#x", size, near)
+}

@@ -1,0 +1,105 @@
+package graft
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"graft/elfpatch"
+	"graft/tracer"
+)
+
+// The controller reaches the live process and the other packages through
+// these small interfaces, so its logic (what to write where, in what order,
+// how to roll back) is tested against a fake process as well as real ones.
+// bind.go plugs in tracer, loader, safepoint and trampoline.
+
+// proc is a traced process (tracer.Process).
+type proc interface {
+	// Stop stops every thread; Resume lets them all go again.
+	Stop() error
+	Resume() error
+	ReadAt(b []byte, addr int64) (int, error)
+	WriteAt(b []byte, addr int64) (int, error)
+	Mmap(addr, length uint64, prot, flags int, fd int64, off uint64) (uint64, error)
+	Munmap(addr, length uint64) error
+	Syscall(nr int, args ...uint64) (uint64, error)
+	// Close detaches; safe to call twice.
+	Close() error
+}
+
+// loadedImage is NEW's image mapped and relocated in the target.
+type loadedImage interface {
+	Base() uint64
+	Size() uint64
+	// Unload unmaps it.
+	Unload(p proc) error
+}
+
+// safeSpec says what no thread may be running for a patch to go in.
+type safeSpec struct {
+	// Functions: no PC or return address inside (unless the function's
+	// name is in AllowActive).
+	Functions []namedRange
+	// Entries: no PC or return address inside, whatever AllowActive says
+	// (the bytes a jump overwrites).
+	Entries     []namedRange
+	AllowActive []string
+}
+
+type namedRange struct {
+	Name string
+	Range
+}
+
+// checker decides activeness. waitSafe is called with the target stopped
+// and returns nil with it still stopped once no thread is inside spec; it
+// may resume and stop the target again while it waits, up to timeout.
+type checker interface {
+	waitSafe(ctx context.Context, p proc, spec safeSpec, timeout time.Duration) error
+	// framesIn reports, for each of rs, whether any thread (target
+	// stopped) has its PC or a return address inside.
+	framesIn(p proc, rs []Range) ([]bool, error)
+}
+
+// site is one planned jump (trampoline.Site).
+type site struct {
+	Addr uint64
+	Orig []byte
+	New  []byte
+}
+
+// imageModule is a mapped image the unwinder must know about besides the
+// files in /proc/PID/maps.
+type imageModule struct {
+	Path string // NEW binary on disk, for its CFI ("" if unknown)
+	Base uint64
+	Size uint64
+}
+
+// system is the set of live operations the controller uses.
+type system struct {
+	attach   func(pid int) (proc, error)
+	readMaps func(pid int) ([]tracer.Mapping, error)
+	modules  func(pid int) ([]tracer.Module, error)
+	// load maps and links im with the target's state at oldBias.
+	load func(ctx context.Context, p proc, pid int, im *elfpatch.Image, oldBias uint64) (loadedImage, error)
+	// unmapImage takes out an image recorded by an earlier invocation.
+	unmapImage func(p proc, base, size uint64) error
+	// newChecker builds the unwinder for pid while it runs.
+	newChecker func(pid int, mods []tracer.Module, extra []imageModule) (checker, error)
+	// plan encodes the jump from entry to target over code (the
+	// function's original bytes at entry).
+	plan func(code []byte, entry, target uint64) (site, error)
+	// openMem reads the target's memory without attaching (/proc/PID/mem).
+	openMem func(pid int) (memReader, error)
+	// symbols reads the symbol table of an ELF file with the given
+	// build-id ("" skips the check).
+	symbols func(path, buildID string) (*symbols, error)
+	now     func() time.Time
+}
+
+type memReader interface {
+	io.ReaderAt
+	io.Closer
+}

@@ -1,0 +1,227 @@
+package graft
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"graft/tracer"
+)
+
+// RevertOptions tune Revert.
+type RevertOptions struct {
+	// ID names the patch to take out; it must be the newest one (patches
+	// stack: each was bound to the one below). Empty: the newest.
+	ID string
+	// All takes out every patch.
+	All bool
+	// Timeout bounds the wait for a safe point (default 5s).
+	Timeout time.Duration
+}
+
+// RevertResult says what Revert did.
+type RevertResult struct {
+	// Reverted are the patches taken out, newest first. It holds more
+	// than the one asked for when the patch below had been superseded
+	// and unloaded: its code is gone, so it goes too.
+	Reverted  []string `json:"reverted"`
+	Functions []string `json:"functions"`
+	PauseUS   int64    `json:"pause_us"`
+}
+
+func (sys *system) revert(ctx context.Context, pid int, opts RevertOptions) (res *RevertResult, err error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = defaultTimeout
+	}
+	maps, err := sys.readMaps(pid)
+	if err != nil {
+		return nil, fmt.Errorf("revert in pid %d: %w", pid, err)
+	}
+	if findStateMapping(maps) == 0 {
+		return nil, fmt.Errorf("revert in pid %d: %w", pid, ErrNothingApplied)
+	}
+	mods, err := sys.modules(pid)
+	if err != nil {
+		return nil, fmt.Errorf("revert in pid %d: %w", pid, err)
+	}
+	p, err := sys.attach(pid)
+	if err != nil {
+		return nil, fmt.Errorf("revert in pid %d: %w", pid, err)
+	}
+	defer func() {
+		if cerr := p.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("revert in pid %d: detach: %w", pid, cerr)
+		}
+	}()
+	// Read the record only once attached: no other graft can change it
+	// while we hold the process.
+	st, err := readState(p, pid, maps)
+	if err != nil {
+		return nil, fmt.Errorf("revert in pid %d: %w", pid, err)
+	}
+	return sys.revertAttached(ctx, pid, p, st, mods, opts)
+}
+
+// popCount decides how many patches, from the top, a revert takes out.
+func popCount(pid int, st *State, opts RevertOptions) (int, error) {
+	top := st.Top()
+	if top == nil {
+		return 0, fmt.Errorf("revert in pid %d: %w", pid, ErrNothingApplied)
+	}
+	if opts.All {
+		return len(st.Patches), nil
+	}
+	if opts.ID != "" && opts.ID != top.ID {
+		if _, i := st.Find(opts.ID); i >= 0 {
+			return 0, fmt.Errorf("revert patch %s in pid %d: patch %s is applied on top of it; revert that first (or use --all)", opts.ID, pid, top.ID)
+		}
+		return 0, fmt.Errorf("revert patch %s in pid %d: not applied (newest is %s)", opts.ID, pid, top.ID)
+	}
+	n := 1
+	for n < len(st.Patches) && st.Patches[len(st.Patches)-1-n].Unloaded {
+		n++
+	}
+	return n, nil
+}
+
+func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *State, mods []tracer.Module, opts RevertOptions) (*RevertResult, error) {
+	n, err := popCount(pid, st, opts)
+	if err != nil {
+		return nil, err
+	}
+	keep := st.Patches[:len(st.Patches)-n]
+	popped := st.Patches[len(st.Patches)-n:]
+	res := &RevertResult{}
+	fail := func(err error) error {
+		return fmt.Errorf("revert patch %s in pid %d: %w", popped[len(popped)-1].ID, pid, err)
+	}
+
+	// Memory of images unloaded earlier is gone; jumps once written
+	// there need no restoring.
+	var gone []Range
+	for _, r := range st.Patches {
+		if r.Unloaded {
+			gone = append(gone, Range{r.Base, r.Base + r.Size})
+		}
+	}
+	inGone := func(a uint64) bool {
+		return slices.ContainsFunc(gone, func(g Range) bool { return g.Contains(a) })
+	}
+
+	// Restore newest first, so where several patches wrote the same
+	// entry the oldest original bytes end up there.
+	var restore []SiteRecord
+	var spec safeSpec
+	for i := len(popped) - 1; i >= 0; i-- {
+		r := popped[i]
+		res.Reverted = append(res.Reverted, r.ID)
+		for _, f := range r.Functions {
+			if !slices.Contains(res.Functions, f.Name) {
+				res.Functions = append(res.Functions, f.Name)
+			}
+		}
+		if !r.Unloaded {
+			for _, x := range r.Exec {
+				spec.Functions = append(spec.Functions, namedRange{"patch " + r.ID, x})
+			}
+		}
+		for _, s := range r.Sites {
+			if inGone(s.Addr) {
+				continue
+			}
+			restore = append(restore, s)
+			spec.Entries = append(spec.Entries, namedRange{s.Func, Range{s.Addr, s.Addr + uint64(len(s.New))}})
+		}
+	}
+	// The newest patch's jumps must be what graft wrote; anything else
+	// means the code changed behind graft's back and the saved bytes
+	// may be wrong.
+	for _, s := range popped[len(popped)-1].Sites {
+		if inGone(s.Addr) {
+			continue
+		}
+		cur := make([]byte, len(s.New))
+		if _, err := p.ReadAt(cur, int64(s.Addr)); err != nil {
+			return nil, fail(fmt.Errorf("read jump for %s at %#x: %w", s.Func, s.Addr, err))
+		}
+		if !bytes.Equal(cur, s.New) {
+			return nil, fail(fmt.Errorf("code of %s at %#x is % x, not the jump graft wrote (% x); refusing to restore", s.Func, s.Addr, cur, []byte(s.New)))
+		}
+	}
+
+	next := &State{Patches: slices.Clone(keep)}
+	buf, err := encodeState(next, st.Generation+1)
+	if err != nil {
+		return nil, fail(err)
+	}
+	ck, err := sys.newChecker(pid, mods, loadedModules(st))
+	if err != nil {
+		return nil, fail(fmt.Errorf("build unwinder: %w", err))
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fail(err)
+	}
+
+	t0 := time.Now()
+	if err := p.Stop(); err != nil {
+		return nil, fail(fmt.Errorf("stop threads: %w", err))
+	}
+	resume := func() error {
+		err := p.Resume()
+		res.PauseUS = time.Since(t0).Microseconds()
+		return err
+	}
+	if err := ck.waitSafe(ctx, p, spec, opts.Timeout); err != nil {
+		return nil, fail(errors.Join(err, resume()))
+	}
+	// restore writes in order; if one fails, rewrite the jumps already
+	// restored so the target stays fully patched.
+	for i, s := range restore {
+		if _, err := p.WriteAt(s.Orig, int64(s.Addr)); err != nil {
+			err = fmt.Errorf("restore %s at %#x: %w", s.Func, s.Addr, err)
+			for j := i - 1; j >= 0; j-- {
+				if _, werr := p.WriteAt(restore[j].New, int64(restore[j].Addr)); werr != nil {
+					err = errors.Join(err, fmt.Errorf("re-write jump for %s at %#x: %w", restore[j].Func, restore[j].Addr, werr))
+				}
+			}
+			return nil, fail(errors.Join(err, resume()))
+		}
+	}
+	if _, err := p.WriteAt(buf, int64(st.Addr)); err != nil {
+		err = fmt.Errorf("write graft record at %#x: %w", st.Addr, err)
+		for j := len(restore) - 1; j >= 0; j-- {
+			if _, werr := p.WriteAt(restore[j].New, int64(restore[j].Addr)); werr != nil {
+				err = errors.Join(err, fmt.Errorf("re-write jump for %s at %#x: %w", restore[j].Func, restore[j].Addr, werr))
+			}
+		}
+		return nil, fail(errors.Join(err, resume()))
+	}
+	if err := resume(); err != nil {
+		return res, fail(fmt.Errorf("resume after reverting: %w", err))
+	}
+
+	// No thread is in the popped images and no jump leads there: unmap.
+	var errs []error
+	for _, r := range popped {
+		if r.Unloaded {
+			continue
+		}
+		if err := sys.unmapImage(p, r.Base, r.Size); err != nil {
+			errs = append(errs, fmt.Errorf("unmap code of %s at %#x: %w", r.ID, r.Base, err))
+		}
+	}
+	if len(keep) == 0 {
+		// Nothing graft did is left: take the record out too, so the
+		// process looks as it did before the first apply.
+		if err := p.Munmap(st.Addr, stateCapacity); err != nil {
+			errs = append(errs, fmt.Errorf("unmap graft record at %#x: %w", st.Addr, err))
+		}
+	}
+	if len(errs) > 0 {
+		return res, fail(errors.Join(errs...))
+	}
+	return res, nil
+}

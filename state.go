@@ -1,0 +1,300 @@
+package graft
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"graft/tracer"
+)
+
+// The in-target record ("graft-state").
+//
+// Every patch in effect is recorded inside the patched process itself, so a
+// later graft invocation (status, revert, a stacked apply) learns what was
+// done from the process and from nothing else. The record lives in a
+// mapping of a memfd named "graft-state", which /proc/PID/maps shows as
+// "/memfd:graft-state (deleted)"; that name is how it is found again. It is
+// mapped PROT_READ and MAP_PRIVATE: the target cannot scribble on it by
+// accident, graft writes it through /proc/PID/mem (which may write
+// read-only private mappings), and a child forked by the target (ftpd forks
+// a session process per client) keeps its own copy, which stays true for
+// the child: the child keeps the patched text it inherited.
+//
+// Layout (little-endian):
+//
+//	off  size  field
+//	  0     8  magic "GRAFTST\x00"
+//	  8     4  version (1)
+//	 12     4  header size (64)
+//	 16     8  generation: +1 on every write
+//	 24     8  body length in bytes
+//	 32     4  CRC-32 (IEEE) of the body
+//	 36     4  reserved (0)
+//	 40     8  capacity: size of the mapping
+//	 48    16  reserved (0)
+//	 64     -  body: a JSON document (State), the patches oldest first
+//
+// The header and body are written with one pwrite on /proc/PID/mem while
+// every thread of the target is stopped. A reader that does not stop the
+// target (graft status) may race with that write; it checks the CRC and
+// retries, so it never acts on a torn record.
+const (
+	stateName       = "graft-state"
+	stateMapPrefix  = "/memfd:" + stateName
+	stateMagic      = "GRAFTST\x00"
+	stateVersion    = 1
+	stateHeaderSize = 64
+	// stateCapacity is the size of the mapping. memfd pages cost memory
+	// only once written; a patch record is a few hundred bytes per
+	// function, so 1 MiB holds thousands of patched functions.
+	stateCapacity = 1 << 20
+)
+
+// State is everything graft has done to one process: the stack of patches
+// in effect, oldest first.
+type State struct {
+	// Generation counts writes of the record.
+	Generation uint64 `json:"-"`
+	// Addr is where the record is mapped in the target (0: no record yet).
+	Addr    uint64        `json:"-"`
+	Patches []PatchRecord `json:"patches"`
+}
+
+// PatchRecord is one applied patch as recorded in the target.
+type PatchRecord struct {
+	ID         string    `json:"id"`
+	Applied    time.Time `json:"applied"`
+	OldBuildID string    `json:"old_build_id"`
+	NewBuildID string    `json:"new_build_id"`
+	// NewPath is the NEW binary the patch came from (when known), so a
+	// stacked patch can map NEW's symbols to the running image by name.
+	NewPath string `json:"new_path,omitempty"`
+	// Base and Size are the mapping holding NEW's image in the target.
+	Base uint64 `json:"base"`
+	Size uint64 `json:"size"`
+	// Exec are the executable ranges of the image (absolute addresses):
+	// no thread may run there when the image is taken out.
+	Exec []Range `json:"exec"`
+	// Functions are the redirected functions and where their new
+	// version lives.
+	Functions []FuncRecord `json:"functions"`
+	// Sites are the bytes graft overwrote: reverting writes Orig back.
+	Sites []SiteRecord `json:"sites"`
+	// Unloaded is set once every function of this patch was patched again
+	// by a later patch and the image was unmapped (SupersededBy names the
+	// patch that did it). Reverting that later patch then reverts this one
+	// too: its code is gone.
+	Unloaded bool `json:"unloaded,omitempty"`
+	// Refs are the earlier patches whose images this patch's code points
+	// into (their data or functions they added): those stay loaded.
+	Refs         []string `json:"refs,omitempty"`
+	SupersededBy string   `json:"superseded_by,omitempty"`
+}
+
+// FuncRecord is one function a patch redirected.
+type FuncRecord struct {
+	Name string `json:"name"`
+	// Entry is the function's entry in the running executable (0 for a
+	// function that exists only in earlier patches' images).
+	Entry uint64 `json:"entry"`
+	// New and NewSize are this patch's version of the function.
+	New     uint64 `json:"new"`
+	NewSize uint64 `json:"new_size"`
+}
+
+// SiteRecord is one jump written by a patch.
+type SiteRecord struct {
+	Func string `json:"func"`
+	Addr uint64 `json:"addr"`
+	// Orig are the bytes at Addr before this patch wrote New: the
+	// original code, or an earlier patch's jump.
+	Orig HexBytes `json:"orig"`
+	New  HexBytes `json:"new"`
+	// Target is where the jump goes.
+	Target uint64 `json:"target"`
+}
+
+// Range is a half-open address range [Start, End).
+type Range struct {
+	Start uint64 `json:"start"`
+	End   uint64 `json:"end"`
+}
+
+// Contains reports whether addr is in r.
+func (r Range) Contains(addr uint64) bool { return addr >= r.Start && addr < r.End }
+
+// HexBytes marshals as a hex string, so records and --json output stay
+// readable.
+type HexBytes []byte
+
+func (h HexBytes) MarshalJSON() ([]byte, error) { return json.Marshal(hex.EncodeToString(h)) }
+
+func (h *HexBytes) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := hex.DecodeString(s)
+	if err != nil {
+		return err
+	}
+	*h = v
+	return nil
+}
+
+// Top returns the newest patch, or nil.
+func (s *State) Top() *PatchRecord {
+	if s == nil || len(s.Patches) == 0 {
+		return nil
+	}
+	return &s.Patches[len(s.Patches)-1]
+}
+
+// Find returns the patch with the given id and its index, or -1.
+func (s *State) Find(id string) (*PatchRecord, int) {
+	for i := range s.Patches {
+		if s.Patches[i].ID == id {
+			return &s.Patches[i], i
+		}
+	}
+	return nil, -1
+}
+
+// ErrNoState means the process carries no graft record: nothing applied.
+var ErrNoState = errors.New("no graft record in process")
+
+// StateFormatError reports a graft-state mapping that does not hold a
+// record this graft understands.
+type StateFormatError struct {
+	Pid  int
+	Addr uint64
+	Msg  string
+}
+
+func (e *StateFormatError) Error() string {
+	return fmt.Sprintf("graft record at %#x in pid %d: %s", e.Addr, e.Pid, e.Msg)
+}
+
+// encodeState serialises s (header and body) for a write at its address.
+func encodeState(s *State, gen uint64) ([]byte, error) {
+	body, err := json.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("encode graft record: %w", err)
+	}
+	if stateHeaderSize+len(body) > stateCapacity {
+		return nil, fmt.Errorf("encode graft record: %d bytes exceed the record's capacity of %d (revert some patches)", len(body), stateCapacity-stateHeaderSize)
+	}
+	buf := make([]byte, stateHeaderSize+len(body))
+	copy(buf, stateMagic)
+	le := binary.LittleEndian
+	le.PutUint32(buf[8:], stateVersion)
+	le.PutUint32(buf[12:], stateHeaderSize)
+	le.PutUint64(buf[16:], gen)
+	le.PutUint64(buf[24:], uint64(len(body)))
+	le.PutUint32(buf[32:], crc32.ChecksumIEEE(body))
+	le.PutUint64(buf[40:], stateCapacity)
+	copy(buf[stateHeaderSize:], body)
+	return buf, nil
+}
+
+// errTorn is a record caught mid-write; the caller retries.
+var errTorn = errors.New("record changed while read")
+
+// decodeState reads the record at addr through r.
+func decodeState(r io.ReaderAt, pid int, addr uint64) (*State, error) {
+	hdr := make([]byte, stateHeaderSize)
+	if _, err := r.ReadAt(hdr, int64(addr)); err != nil {
+		return nil, fmt.Errorf("read graft record at %#x in pid %d: %w", addr, pid, err)
+	}
+	ferr := func(format string, args ...any) error {
+		return &StateFormatError{Pid: pid, Addr: addr, Msg: fmt.Sprintf(format, args...)}
+	}
+	if !bytes.Equal(hdr[:8], []byte(stateMagic)) {
+		if bytes.Equal(hdr[:8], make([]byte, 8)) {
+			// Created but never written: an apply was cut off
+			// between creating the mapping and its pause.
+			return &State{Addr: addr}, nil
+		}
+		return nil, ferr("bad magic %q", hdr[:8])
+	}
+	le := binary.LittleEndian
+	if v := le.Uint32(hdr[8:]); v != stateVersion {
+		return nil, ferr("version %d, this graft reads version %d", v, stateVersion)
+	}
+	if hs := le.Uint32(hdr[12:]); hs != stateHeaderSize {
+		return nil, ferr("header size %d, want %d", hs, stateHeaderSize)
+	}
+	gen := le.Uint64(hdr[16:])
+	n := le.Uint64(hdr[24:])
+	capacity := le.Uint64(hdr[40:])
+	if capacity < stateHeaderSize || n > capacity-stateHeaderSize {
+		return nil, errTorn
+	}
+	body := make([]byte, n)
+	if _, err := r.ReadAt(body, int64(addr+stateHeaderSize)); err != nil {
+		return nil, fmt.Errorf("read graft record body at %#x in pid %d: %w", addr, pid, err)
+	}
+	if crc32.ChecksumIEEE(body) != le.Uint32(hdr[32:]) {
+		return nil, errTorn
+	}
+	s := &State{}
+	if err := json.Unmarshal(body, s); err != nil {
+		return nil, ferr("body: %v", err)
+	}
+	s.Generation = gen
+	s.Addr = addr
+	return s, nil
+}
+
+// findStateMapping returns the address of the graft-state mapping in maps,
+// or 0.
+func findStateMapping(maps []tracer.Mapping) uint64 {
+	for _, m := range maps {
+		if strings.HasPrefix(m.Path, stateMapPrefix) && m.Offset == 0 {
+			return m.Start
+		}
+	}
+	return 0
+}
+
+// readState reads the record of pid through r (the target's memory), with
+// retries for a record caught mid-write. A process without a record yields
+// an empty State with Addr 0.
+func readState(r io.ReaderAt, pid int, maps []tracer.Mapping) (*State, error) {
+	addr := findStateMapping(maps)
+	if addr == 0 {
+		return &State{}, nil
+	}
+	var err error
+	for range 50 {
+		var s *State
+		s, err = decodeState(r, pid, addr)
+		if err == nil {
+			return s, nil
+		}
+		if !errors.Is(err, errTorn) {
+			return nil, err
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return nil, (&StateFormatError{Pid: pid, Addr: addr, Msg: "record keeps changing or its checksum is wrong"})
+}
+
+// procMem opens /proc/PID/mem for reading without attaching: enough for
+// status, which must not stop the target.
+func procMem(pid int) (*os.File, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	if err != nil {
+		return nil, fmt.Errorf("open memory of pid %d: %w", pid, err)
+	}
+	return f, nil
+}

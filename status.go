@@ -1,0 +1,102 @@
+package graft
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"time"
+)
+
+// StatusResult is what graft has done to one process, read from the
+// process itself.
+type StatusResult struct {
+	Pid int `json:"pid"`
+	// Record is the address of the graft-state mapping (0: none).
+	Record  uint64        `json:"record"`
+	Patches []PatchStatus `json:"patches"`
+}
+
+// PatchStatus is one patch in effect (oldest first in StatusResult).
+type PatchStatus struct {
+	ID         string    `json:"id"`
+	Applied    time.Time `json:"applied"`
+	OldBuildID string    `json:"old_build_id"`
+	NewBuildID string    `json:"new_build_id"`
+	// Functions are the names of the functions the patch redirected.
+	Functions []string     `json:"functions"`
+	Redirects []FuncRecord `json:"redirects"`
+	Sites     []SiteRecord `json:"sites"`
+	Base      uint64       `json:"base"`
+	Size      uint64       `json:"size"`
+	// Unloaded: superseded by SupersededBy and its code unmapped.
+	Unloaded     bool   `json:"unloaded,omitempty"`
+	SupersededBy string `json:"superseded_by,omitempty"`
+	// Intact is false when a jump of this patch that no later patch
+	// overwrote is not in the code any more (someone else wrote there,
+	// or graft was killed mid-apply).
+	Intact bool `json:"intact"`
+}
+
+// status reads the record without attaching: the target never stops.
+func (sys *system) status(pid int) (*StatusResult, error) {
+	maps, err := sys.readMaps(pid)
+	if err != nil {
+		return nil, fmt.Errorf("status of pid %d: %w", pid, err)
+	}
+	mem, err := sys.openMem(pid)
+	if err != nil {
+		return nil, fmt.Errorf("status of pid %d: %w", pid, err)
+	}
+	defer mem.Close()
+	st, err := readState(mem, pid, maps)
+	if err != nil {
+		return nil, fmt.Errorf("status of pid %d: %w", pid, err)
+	}
+	return statusOf(pid, st, mem), nil
+}
+
+func statusOf(pid int, st *State, mem io.ReaderAt) *StatusResult {
+	res := &StatusResult{Pid: pid, Record: st.Addr, Patches: []PatchStatus{}}
+	for i, r := range st.Patches {
+		ps := PatchStatus{
+			ID: r.ID, Applied: r.Applied, OldBuildID: r.OldBuildID, NewBuildID: r.NewBuildID,
+			Functions: []string{}, Redirects: r.Functions, Sites: r.Sites,
+			Base: r.Base, Size: r.Size, Unloaded: r.Unloaded, SupersededBy: r.SupersededBy,
+			Intact: true,
+		}
+		for _, f := range r.Functions {
+			ps.Functions = append(ps.Functions, f.Name)
+		}
+		for _, s := range r.Sites {
+			if overwrittenLater(st, i, s.Addr) || inUnloaded(st, s.Addr) {
+				continue
+			}
+			cur := make([]byte, len(s.New))
+			if _, err := mem.ReadAt(cur, int64(s.Addr)); err != nil || !bytes.Equal(cur, s.New) {
+				ps.Intact = false
+			}
+		}
+		res.Patches = append(res.Patches, ps)
+	}
+	return res
+}
+
+func overwrittenLater(st *State, i int, addr uint64) bool {
+	for _, r := range st.Patches[i+1:] {
+		for _, s := range r.Sites {
+			if s.Addr <= addr && addr < s.Addr+uint64(len(s.New)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func inUnloaded(st *State, addr uint64) bool {
+	for _, r := range st.Patches {
+		if r.Unloaded && addr >= r.Base && addr < r.Base+r.Size {
+			return true
+		}
+	}
+	return false
+}
