@@ -88,6 +88,10 @@ type Import struct {
 	Version string `json:"version,omitempty"`
 	Addend  int64  `json:"addend,omitempty"`
 	Weak    bool   `json:"weak,omitempty"`
+	// Call is set for a PLT slot (R_X86_64_JUMP_SLOT): the program only
+	// ever calls through it, so any entry that ends up in the function
+	// will do, including OLD's own PLT stub that resolves lazily.
+	Call bool `json:"call,omitempty"`
 }
 
 // Relative is an R_X86_64_RELATIVE relocation in NEW:

@@ -4,6 +4,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"fmt"
+	"sort"
 )
 
 // dynRela is one dynamic relocation.
@@ -92,6 +93,7 @@ func (p *planner) dynamic() error {
 					Version: s.Version,
 					Addend:  addend,
 					Weak:    elf.ST_BIND(s.Info) == elf.STB_WEAK,
+					Call:    r.typ == elf.R_X86_64_JMP_SLOT,
 				})
 				continue
 			}
@@ -209,4 +211,47 @@ func (p *planner) dead(off uint64) bool {
 		}
 	}
 	return false
+}
+
+// DynamicImports lists f's fields that the dynamic linker fills with the
+// address of a symbol from another module (GLOB_DAT, JUMP_SLOT and
+// R_X86_64_64 relocations against undefined symbols), sorted by address.
+// The loader reads OLD's slots in the target to learn which
+// implementation the dynamic linker picked (an IFUNC's, for one).
+func DynamicImports(f *elf.File) (imps []Import, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			imps, err = nil, fmt.Errorf("read dynamic imports: malformed ELF: %v", r)
+		}
+	}()
+	relocs, err := dynRelocs(f)
+	if err != nil {
+		return nil, fmt.Errorf("read dynamic imports: %w", err)
+	}
+	dsyms, _ := f.DynamicSymbols()
+	for _, r := range relocs {
+		switch r.typ {
+		case elf.R_X86_64_GLOB_DAT, elf.R_X86_64_JMP_SLOT, elf.R_X86_64_64:
+		default:
+			continue
+		}
+		if r.sym == 0 || int(r.sym) > len(dsyms) {
+			continue
+		}
+		s := dsyms[r.sym-1]
+		if s.Section != elf.SHN_UNDEF {
+			continue
+		}
+		imp := Import{
+			Off: r.off, Symbol: s.Name, Version: s.Version,
+			Weak: elf.ST_BIND(s.Info) == elf.STB_WEAK,
+			Call: r.typ == elf.R_X86_64_JMP_SLOT,
+		}
+		if r.typ == elf.R_X86_64_64 {
+			imp.Addend = r.addend
+		}
+		imps = append(imps, imp)
+	}
+	sort.Slice(imps, func(i, j int) bool { return imps[i].Off < imps[j].Off })
+	return imps, nil
 }
