@@ -316,6 +316,9 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		return err
 	}
 
+	if err := ctx.Err(); err != nil {
+		return nil, fail(err)
+	}
 	var base, size uint64
 	var loaded loadedImage
 	if opts.DryRun {
@@ -431,12 +434,18 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	// syscalls, so it is done now.
 	stateAddr := st.Addr
 	if !opts.DryRun && stateAddr == 0 {
-		a, err := createStateMapping(p)
+		var a uint64
+		err := stopped(p, func() (err error) {
+			a, err = createStateMapping(p)
+			return err
+		})
 		if err != nil {
 			return nil, rollback(fail(err))
 		}
 		stateAddr = a
-		undo = append(undo, func() error { return p.Munmap(a, stateCapacity) })
+		undo = append(undo, func() error {
+			return stopped(p, func() error { return p.Munmap(a, stateCapacity) })
+		})
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, rollback(fail(err))
@@ -525,14 +534,20 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 
 	// After the pause: no thread is in a superseded image and no jump
 	// leads there any more.
-	var errs []error
-	for _, i := range unload {
-		if err := sys.unmapImage(p, st.Patches[i].Base, st.Patches[i].Size); err != nil {
-			errs = append(errs, fmt.Errorf("unmap superseded patch %s at %#x: %w", st.Patches[i].ID, st.Patches[i].Base, err))
-		}
+	if len(unload) == 0 {
+		return res, nil
 	}
-	if len(errs) > 0 {
-		return res, fail(errors.Join(errs...))
+	err = stopped(p, func() error {
+		var errs []error
+		for _, i := range unload {
+			if err := sys.unmapImage(p, st.Patches[i].Base, st.Patches[i].Size); err != nil {
+				errs = append(errs, fmt.Errorf("unmap superseded patch %s at %#x: %w", st.Patches[i].ID, st.Patches[i].Base, err))
+			}
+		}
+		return errors.Join(errs...)
+	})
+	if err != nil {
+		return res, fail(err)
 	}
 	return res, nil
 }
@@ -634,7 +649,7 @@ func restoreSites(p proc, sites []SiteRecord) error {
 
 // createStateMapping makes the graft-state memfd mapping in the target with
 // remote syscalls: a scratch page for the name, memfd_create, ftruncate,
-// mmap, close. On failure it leaves nothing behind.
+// mmap, close. On failure it leaves nothing behind. Precondition: stopped.
 func createStateMapping(p proc) (addr uint64, err error) {
 	const page = 4096
 	scratch, err := p.Mmap(0, page, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS, -1, 0)

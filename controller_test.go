@@ -35,16 +35,22 @@ func TestApplyWritesJumpsAndRecord(t *testing.T) {
 	require.Equal(t, 1, e.attached)
 	require.Equal(t, 1, e.fp.closed, "detached")
 	require.False(t, e.fp.stopped, "resumed")
-	require.Equal(t, 1, e.fp.stops, "one pause")
 
 	img := e.loaded[0]
 	require.Equal(t, img.base+0x1000, jmpTarget(t, e, e.exeBase+0x1000))
 	require.Equal(t, img.base+0x1100, jmpTarget(t, e, e.exeBase+0x1200))
+	// Both jumps and the record went in during one stop: the pause.
+	pause := -1
 	for _, w := range e.fp.writes {
 		if w.addr >= e.exeBase && w.addr < e.exeBase+uint64(len(before)) {
 			require.True(t, w.stopped, "text write at %#x while running", w.addr)
+			if pause < 0 {
+				pause = w.stop
+			}
+			require.Equal(t, pause, w.stop, "text writes in more than one pause")
 		}
 	}
+	require.Equal(t, pause, e.fp.writes[len(e.fp.writes)-1].stop, "record written in the same pause")
 	// Only the two jumps changed the text.
 	after := e.text()
 	diff := 0
@@ -345,6 +351,7 @@ func TestStateRoundTripAndTornRead(t *testing.T) {
 	buf, err := encodeState(s, 7)
 	require.NoError(t, err)
 	fp := newFakeProc()
+	fp.stopped = true
 	addr, err := fp.Mmap(0, stateCapacity, 1, 2, -1, 0)
 	require.NoError(t, err)
 	_, err = fp.WriteAt(buf, int64(addr))
@@ -375,6 +382,7 @@ func FuzzDecodeState(f *testing.F) {
 	f.Add(buf)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fp := newFakeProc()
+		fp.stopped = true
 		addr, _ := fp.Mmap(0, stateCapacity, 1, 2, -1, 0)
 		if len(b) > stateCapacity {
 			b = b[:stateCapacity]

@@ -2,6 +2,8 @@ package graft
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -21,9 +23,11 @@ type proc interface {
 	Resume() error
 	ReadAt(b []byte, addr int64) (int, error)
 	WriteAt(b []byte, addr int64) (int, error)
+	// Mmap, Munmap and Syscall run on a borrowed thread and need the
+	// process stopped (see stopped).
 	Mmap(addr, length uint64, prot, flags int, fd int64, off uint64) (uint64, error)
 	Munmap(addr, length uint64) error
-	Syscall(nr int, args ...uint64) (uint64, error)
+	Syscall(nr uint64, args ...uint64) (uint64, error)
 	// Close detaches; safe to call twice.
 	Close() error
 }
@@ -102,4 +106,17 @@ type system struct {
 type memReader interface {
 	io.ReaderAt
 	io.Closer
+}
+
+// stopped runs fn (remote system calls) with the target stopped, in a short
+// stop of its own outside the patching pause.
+func stopped(p proc, fn func() error) error {
+	if err := p.Stop(); err != nil {
+		return fmt.Errorf("stop threads: %w", err)
+	}
+	err := fn()
+	if rerr := p.Resume(); rerr != nil {
+		err = errors.Join(err, fmt.Errorf("resume: %w", rerr))
+	}
+	return err
 }

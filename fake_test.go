@@ -28,6 +28,7 @@ type fakeWrite struct {
 	addr    uint64
 	data    []byte
 	stopped bool
+	stop    int // which stop it happened in
 }
 
 type fakeProc struct {
@@ -71,13 +72,14 @@ func (f *fakeProc) WriteAt(b []byte, addr int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	f.writes = append(f.writes, fakeWrite{uint64(addr), append([]byte(nil), b...), f.stopped})
+	f.writes = append(f.writes, fakeWrite{uint64(addr), append([]byte(nil), b...), f.stopped, f.stops})
 	return copy(r.data[uint64(addr)-r.start:], b), nil
 }
 
+// Stop and Resume are idempotent, like tracer's.
 func (f *fakeProc) Stop() error {
 	if f.stopped {
-		return errors.New("already stopped")
+		return nil
 	}
 	f.stopped = true
 	f.stops++
@@ -85,9 +87,6 @@ func (f *fakeProc) Stop() error {
 }
 
 func (f *fakeProc) Resume() error {
-	if !f.stopped {
-		return errors.New("not stopped")
-	}
 	f.stopped = false
 	return nil
 }
@@ -95,6 +94,9 @@ func (f *fakeProc) Resume() error {
 func (f *fakeProc) Close() error { f.closed++; f.stopped = false; return nil }
 
 func (f *fakeProc) Mmap(addr, length uint64, prot, flags int, fd int64, off uint64) (uint64, error) {
+	if !f.stopped {
+		return 0, errors.New("mmap: not stopped")
+	}
 	length = (length + 4095) &^ 4095
 	if addr == 0 {
 		addr = f.nextAnon
@@ -109,6 +111,9 @@ func (f *fakeProc) Mmap(addr, length uint64, prot, flags int, fd int64, off uint
 }
 
 func (f *fakeProc) Munmap(addr, length uint64) error {
+	if !f.stopped {
+		return errors.New("munmap: not stopped")
+	}
 	for i, r := range f.regions {
 		if r.start == addr {
 			f.regions = append(f.regions[:i], f.regions[i+1:]...)
@@ -118,7 +123,10 @@ func (f *fakeProc) Munmap(addr, length uint64) error {
 	return fmt.Errorf("munmap %#x: not mapped", addr)
 }
 
-func (f *fakeProc) Syscall(nr int, args ...uint64) (uint64, error) {
+func (f *fakeProc) Syscall(nr uint64, args ...uint64) (uint64, error) {
+	if !f.stopped {
+		return 0, errors.New("syscall: not stopped")
+	}
 	switch nr {
 	case 319: // memfd_create
 		name := make([]byte, 32)
@@ -168,7 +176,7 @@ type fakeImage struct {
 func (i *fakeImage) Base() uint64 { return i.base }
 func (i *fakeImage) Size() uint64 { return i.size }
 func (i *fakeImage) Unload(p proc) error {
-	return p.Munmap(i.base, i.size)
+	return stopped(p, func() error { return p.Munmap(i.base, i.size) })
 }
 
 type fakeChecker struct {
@@ -227,7 +235,11 @@ func newFakeEnv() *fakeEnv {
 			return []tracer.Module{{Path: fakeExe, Base: e.exeBase, Bias: e.exeBase, BuildID: e.buildID, Main: true}}, nil
 		},
 		load: func(ctx context.Context, p proc, pid int, im *elfpatch.Image, oldBias uint64) (loadedImage, error) {
-			base, err := p.Mmap(0, im.Size, 5, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS, -1, 0)
+			var base uint64
+			err := stopped(p, func() (err error) {
+				base, err = p.Mmap(0, im.Size, 5, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS, -1, 0)
+				return err
+			})
 			if err != nil {
 				return nil, err
 			}

@@ -205,20 +205,26 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 
 	// No thread is in the popped images and no jump leads there: unmap.
 	var errs []error
-	for _, r := range popped {
-		if r.Unloaded {
-			continue
+	serr := stopped(p, func() error {
+		for _, r := range popped {
+			if r.Unloaded {
+				continue
+			}
+			if err := sys.unmapImage(p, r.Base, r.Size); err != nil {
+				errs = append(errs, fmt.Errorf("unmap code of %s at %#x: %w", r.ID, r.Base, err))
+			}
 		}
-		if err := sys.unmapImage(p, r.Base, r.Size); err != nil {
-			errs = append(errs, fmt.Errorf("unmap code of %s at %#x: %w", r.ID, r.Base, err))
+		if len(keep) == 0 {
+			// Nothing graft did is left: take the record out too, so
+			// the process looks as it did before the first apply.
+			if err := p.Munmap(st.Addr, stateCapacity); err != nil {
+				errs = append(errs, fmt.Errorf("unmap graft record at %#x: %w", st.Addr, err))
+			}
 		}
-	}
-	if len(keep) == 0 {
-		// Nothing graft did is left: take the record out too, so the
-		// process looks as it did before the first apply.
-		if err := p.Munmap(st.Addr, stateCapacity); err != nil {
-			errs = append(errs, fmt.Errorf("unmap graft record at %#x: %w", st.Addr, err))
-		}
+		return nil
+	})
+	if serr != nil {
+		errs = append(errs, serr)
 	}
 	if len(errs) > 0 {
 		return res, fail(errors.Join(errs...))
