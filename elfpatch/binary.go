@@ -1,0 +1,369 @@
+package elfpatch
+
+import (
+	"bytes"
+	"debug/dwarf"
+	"debug/elf"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+)
+
+// Binary is one build of a program opened for diffing: its ELF file, its
+// symbols (with the source file each static symbol belongs to) and, when
+// present, an index of its DWARF. It holds the whole file in memory and no
+// file descriptor, so it needs no Close.
+type Binary struct {
+	path    string
+	f       *elf.File
+	buildID string
+
+	// syms are the sized function and data symbols, sorted by address,
+	// deduplicated by address (an alias keeps the global name).
+	syms []*symbol
+	// imports maps a GOT slot or other relocated 8-byte field to the symbol
+	// it is bound to at load time (JUMP_SLOT, GLOB_DAT, R_X86_64_64).
+	relocs    map[uint64]dynReloc
+	relocOffs []uint64 // keys of relocs, sorted
+	// plt is the address range of the PLT sections, whose stubs are named
+	// by the GOT slot they jump through.
+	plt []addrRange
+
+	secs    []*elf.Section // allocated sections, by address
+	secData map[*elf.Section][]byte
+
+	dw    *dwarf.Data
+	dwErr error
+	dwIdx *dwarfIndex
+}
+
+type addrRange struct{ lo, hi uint64 }
+
+type symbol struct {
+	name  string
+	file  string // STT_FILE in effect for a local symbol; "" for globals
+	addr  uint64
+	size  uint64
+	fn    bool // STT_FUNC / IFUNC in an executable section
+	local bool
+	ro    bool // in a non-writable, non-executable section (const data)
+	tls   bool
+	bss   bool // SHT_NOBITS: zero-initialised
+	sect  string
+}
+
+// key names a symbol the same way in both builds: statics are qualified by
+// their source file, compiler clone numbers are dropped (cloneKey).
+func (s *symbol) key() string {
+	k := cloneKey(s.name)
+	if s.local {
+		return s.file + ":" + k
+	}
+	return k
+}
+
+type dynReloc struct {
+	typ    elf.R_X86_64
+	sym    string
+	addend int64
+}
+
+// Open reads the x86-64 ELF file at path with its symbol table and, if
+// present, its DWARF. It fails with a clear error for a file that is not
+// ELF, not x86-64 or has no symbol table (stripped).
+func Open(path string) (*Binary, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("open binary: %w", err)
+	}
+	b, err := openBytes(data)
+	if err != nil {
+		return nil, fmt.Errorf("open binary %s: %w", path, err)
+	}
+	b.path = path
+	return b, nil
+}
+
+// ErrNoSymbols is returned (wrapped) by Open for a stripped binary.
+var ErrNoSymbols = errors.New("no symbol table (stripped binary?)")
+
+func openBytes(data []byte) (b *Binary, err error) {
+	defer func() {
+		// debug/elf and debug/dwarf can panic on hostile input; turn that
+		// into an error rather than crash the tool.
+		if r := recover(); r != nil {
+			b, err = nil, fmt.Errorf("malformed ELF: %v", r)
+		}
+	}()
+	f, err := elf.NewFile(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("not an ELF file: %w", err)
+	}
+	if f.Class != elf.ELFCLASS64 || f.Machine != elf.EM_X86_64 {
+		return nil, fmt.Errorf("unsupported ELF %v %v: only x86-64 is supported", f.Class, f.Machine)
+	}
+	b = &Binary{f: f, relocs: map[uint64]dynReloc{}}
+	b.buildID = readBuildID(f)
+	for _, s := range f.Sections {
+		if s.Flags&elf.SHF_ALLOC == 0 || s.Addr == 0 {
+			continue
+		}
+		b.secs = append(b.secs, s)
+		switch s.Name {
+		case ".plt", ".plt.sec", ".plt.got":
+			b.plt = append(b.plt, addrRange{s.Addr, s.Addr + s.Size})
+		}
+	}
+	sort.SliceStable(b.secs, func(i, j int) bool { return b.secs[i].Addr < b.secs[j].Addr })
+	if err := b.readSymbols(); err != nil {
+		return nil, err
+	}
+	b.readRelocs()
+	b.dw, b.dwErr = f.DWARF()
+	return b, nil
+}
+
+func readBuildID(f *elf.File) string {
+	for _, s := range f.Sections {
+		if s.Type != elf.SHT_NOTE {
+			continue
+		}
+		d, err := s.Data()
+		if err != nil {
+			continue
+		}
+		for len(d) >= 12 {
+			nsz := binary.LittleEndian.Uint32(d[0:])
+			dsz := binary.LittleEndian.Uint32(d[4:])
+			typ := binary.LittleEndian.Uint32(d[8:])
+			d = d[12:]
+			na := (uint64(nsz) + 3) &^ 3
+			da := (uint64(dsz) + 3) &^ 3
+			if na > uint64(len(d)) || na+uint64(dsz) > uint64(len(d)) {
+				break
+			}
+			name := string(bytes.TrimRight(d[:nsz], "\x00"))
+			desc := d[na : na+uint64(dsz)]
+			if name == "GNU" && typ == 3 { // NT_GNU_BUILD_ID
+				return hex.EncodeToString(desc)
+			}
+			if na+da > uint64(len(d)) {
+				break
+			}
+			d = d[na+da:]
+		}
+	}
+	return ""
+}
+
+func (b *Binary) readSymbols() error {
+	syms, err := b.f.Symbols()
+	if err != nil {
+		if errors.Is(err, elf.ErrNoSymbols) {
+			return ErrNoSymbols
+		}
+		return fmt.Errorf("read symbols: %w", err)
+	}
+	file := ""
+	byAddr := map[uint64]*symbol{}
+	for _, s := range syms {
+		typ := elf.ST_TYPE(s.Info)
+		bind := elf.ST_BIND(s.Info)
+		if typ == elf.STT_FILE {
+			file = s.Name
+			continue
+		}
+		if bind != elf.STB_LOCAL {
+			file = "" // globals follow all locals; they need no file
+		}
+		if s.Section == elf.SHN_UNDEF || s.Section >= elf.SHN_LORESERVE || int(s.Section) >= len(b.f.Sections) {
+			continue
+		}
+		if s.Size == 0 || s.Name == "" {
+			continue
+		}
+		sec := b.f.Sections[s.Section]
+		sym := &symbol{
+			name:  s.Name,
+			addr:  s.Value,
+			size:  s.Size,
+			local: bind == elf.STB_LOCAL,
+			sect:  sec.Name,
+			bss:   sec.Type == elf.SHT_NOBITS,
+		}
+		if sym.local {
+			sym.file = file
+		}
+		switch typ {
+		case elf.STT_FUNC, elf.STT_GNU_IFUNC:
+			if sec.Flags&elf.SHF_EXECINSTR == 0 {
+				continue
+			}
+			sym.fn = true
+		case elf.STT_OBJECT:
+			sym.ro = sec.Flags&(elf.SHF_WRITE|elf.SHF_EXECINSTR) == 0
+		case elf.STT_TLS:
+			sym.tls = true
+		default:
+			continue
+		}
+		if prev, ok := byAddr[sym.addr]; ok && !sym.tls {
+			// An alias: keep one symbol per address, preferring the
+			// global name, which is what callers in other files use.
+			if prev.local && !sym.local {
+				*prev = *sym
+			}
+			continue
+		}
+		if !sym.tls {
+			byAddr[sym.addr] = sym
+		}
+		b.syms = append(b.syms, sym)
+	}
+	sort.SliceStable(b.syms, func(i, j int) bool { return b.syms[i].addr < b.syms[j].addr })
+	return nil
+}
+
+// readRelocs indexes the dynamic relocations so a GOT slot or a pointer in
+// .data can be named by what it will point to rather than by its bytes.
+func (b *Binary) readRelocs() {
+	dsyms, _ := b.f.DynamicSymbols()
+	for _, s := range b.f.Sections {
+		if s.Type != elf.SHT_RELA || s.Flags&elf.SHF_ALLOC == 0 {
+			continue
+		}
+		d, err := s.Data()
+		if err != nil {
+			continue
+		}
+		for i := 0; i+24 <= len(d); i += 24 {
+			off := binary.LittleEndian.Uint64(d[i:])
+			info := binary.LittleEndian.Uint64(d[i+8:])
+			add := int64(binary.LittleEndian.Uint64(d[i+16:]))
+			r := dynReloc{typ: elf.R_X86_64(info & 0xffffffff), addend: add}
+			if si := info >> 32; si > 0 && int(si-1) < len(dsyms) {
+				r.sym = dsyms[si-1].Name
+			}
+			b.relocs[off] = r
+		}
+	}
+	for off := range b.relocs {
+		b.relocOffs = append(b.relocOffs, off)
+	}
+	sort.Slice(b.relocOffs, func(i, j int) bool { return b.relocOffs[i] < b.relocOffs[j] })
+}
+
+// BuildID is the hex NT_GNU_BUILD_ID note, "" if the binary has none.
+func (b *Binary) BuildID() string { return b.buildID }
+
+// ELF is the parsed file, for the loader.
+func (b *Binary) ELF() *elf.File { return b.f }
+
+// Path is the path the binary was opened from.
+func (b *Binary) Path() string { return b.path }
+
+// section returns the allocated section containing vaddr.
+func (b *Binary) section(addr uint64) *elf.Section {
+	i := sort.Search(len(b.secs), func(i int) bool { return b.secs[i].Addr > addr }) - 1
+	for ; i >= 0; i-- {
+		s := b.secs[i]
+		if addr >= s.Addr && addr < s.Addr+s.Size {
+			return s
+		}
+		if i > 0 && b.secs[i-1].Addr+b.secs[i-1].Size <= s.Addr {
+			break
+		}
+	}
+	return nil
+}
+
+// read returns n bytes at vaddr, zeros for .bss, or nil if the range is not
+// inside one section.
+func (b *Binary) read(addr, n uint64) []byte {
+	s := b.section(addr)
+	if s == nil || addr+n > s.Addr+s.Size || addr+n < addr {
+		return nil
+	}
+	if s.Type == elf.SHT_NOBITS {
+		return make([]byte, n)
+	}
+	d, err := b.sectionData(s)
+	if err != nil || addr-s.Addr+n > uint64(len(d)) {
+		return nil
+	}
+	return d[addr-s.Addr : addr-s.Addr+n]
+}
+
+// sectionData caches section contents (elf.Section.Data copies each time).
+func (b *Binary) sectionData(s *elf.Section) ([]byte, error) {
+	if b.secData == nil {
+		b.secData = map[*elf.Section][]byte{}
+	}
+	if d, ok := b.secData[s]; ok {
+		return d, nil
+	}
+	d, err := s.Data()
+	if err != nil {
+		return nil, err
+	}
+	b.secData[s] = d
+	return d, nil
+}
+
+// symbolAt returns the sized symbol containing addr.
+func (b *Binary) symbolAt(addr uint64) *symbol {
+	i := sort.Search(len(b.syms), func(i int) bool { return b.syms[i].addr > addr }) - 1
+	for j := i; j >= 0 && j > i-8; j-- {
+		s := b.syms[j]
+		if addr >= s.addr && addr < s.addr+s.size {
+			return s
+		}
+	}
+	return nil
+}
+
+func (b *Binary) inPLT(addr uint64) bool {
+	for _, r := range b.plt {
+		if addr >= r.lo && addr < r.hi {
+			return true
+		}
+	}
+	return false
+}
+
+// cloneKey strips the numbers GCC appends to clones and function-local
+// statics, which change between builds for no semantic reason:
+// "f.constprop.3" -> "f.constprop", "counter.1" -> "counter".
+func cloneKey(name string) string {
+	parts := strings.Split(name, ".")
+	if len(parts) == 1 {
+		return name
+	}
+	out := parts[:1]
+	for _, p := range parts[1:] {
+		if p != "" && strings.Trim(p, "0123456789") == "" {
+			continue
+		}
+		out = append(out, p)
+	}
+	return strings.Join(out, ".")
+}
+
+// cloneOrigin is the function a compiler clone was made from, or "" if
+// name is not a clone.
+func cloneOrigin(name string) string {
+	for _, suf := range []string{".constprop", ".isra", ".part", ".cold", ".lto_priv", ".localalias", ".specialization"} {
+		if i := strings.Index(name, suf); i > 0 {
+			return name[:i]
+		}
+	}
+	return ""
+}
+
+func isColdPart(name string) bool {
+	return strings.HasSuffix(cloneKey(name), ".cold")
+}

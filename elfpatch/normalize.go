@@ -1,0 +1,348 @@
+package elfpatch
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/binary"
+	"encoding/hex"
+	"sort"
+	"strconv"
+
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// unit is one function as the diff sees it: its entry symbol plus the
+// out-of-line parts GCC split from it (foo.cold), which are entered only
+// from foo and so are compared, and replaced, together with it.
+type unit struct {
+	sym   *symbol
+	parts []*symbol
+	key   string
+
+	hash [32]byte
+	// refs are the symbols the code refers to, as normalised tokens
+	// ("fn:key", "data:key", "ro:key", "got:name", "plt:name").
+	refs []string
+	// targets are the branch targets inside the unit's entry bytes' reach:
+	// every intra-unit jump and jump-table target, as absolute vaddrs.
+	targets []branch
+	// badEntry is set when the first instructions did not decode.
+	badEntry bool
+	// endbr is true when the function starts with endbr64.
+	endbr bool
+	// bounds are the instruction starts in the first 64 bytes, as
+	// offsets from the entry.
+	bounds []uint64
+}
+
+// branch is a control transfer from one address to another.
+type branch struct{ from, to uint64 }
+
+// endbr64 is the CET landing pad a trampoline must keep intact.
+var endbr64 = []byte{0xf3, 0x0f, 0x1e, 0xfa}
+
+// normaliser turns the machine code of one binary into a form that is equal
+// for two builds exactly when the code does the same thing: every
+// PC-relative field is masked and replaced by what it refers to.
+type normaliser struct {
+	b      *Binary
+	roHash map[*symbol]string
+	pltSym map[uint64]string
+	pc     uint64 // address of the instruction being normalised
+}
+
+func newNormaliser(b *Binary) *normaliser {
+	return &normaliser{b: b, roHash: map[*symbol]string{}, pltSym: map[uint64]string{}}
+}
+
+func (n *normaliser) normalise(u *unit) {
+	var buf bytes.Buffer
+	n.body(u, u.sym, &buf, true)
+	for _, p := range u.parts {
+		buf.WriteString("\x00part:" + cloneKey(p.name) + "\x00")
+		n.body(u, p, &buf, false)
+	}
+	u.hash = sha256.Sum256(buf.Bytes())
+	sort.Strings(u.refs)
+	u.refs = dedup(u.refs)
+}
+
+func dedup(s []string) []string {
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// inUnit reports whether addr lies in the unit's entry symbol or a part.
+func (u *unit) inUnit(addr uint64) bool {
+	if addr >= u.sym.addr && addr < u.sym.addr+u.sym.size {
+		return true
+	}
+	for _, p := range u.parts {
+		if addr >= p.addr && addr < p.addr+p.size {
+			return true
+		}
+	}
+	return false
+}
+
+func (n *normaliser) body(u *unit, s *symbol, buf *bytes.Buffer, entry bool) {
+	code := n.b.read(s.addr, s.size)
+	if code == nil {
+		buf.WriteString("\x00unreadable\x00")
+		return
+	}
+	var masked [16]byte
+	for off := 0; off < len(code); {
+		inst, err := x86asm.Decode(code[off:], 64)
+		if err != nil || inst.Len == 0 {
+			if entry && off < 16 {
+				u.badEntry = true
+			}
+			// Not decodable (newer extension, data in text): compare the
+			// raw byte; at worst a spurious change, never a missed one.
+			buf.WriteByte(code[off])
+			off++
+			continue
+		}
+		pc := s.addr + uint64(off)
+		raw := code[off : off+inst.Len]
+		if entry && off < 64 {
+			u.bounds = append(u.bounds, uint64(off))
+			if off == 0 && bytes.HasPrefix(raw, endbr64) {
+				u.endbr = true
+			}
+		}
+		if inst.PCRel == 0 {
+			buf.Write(raw)
+			off += inst.Len
+			continue
+		}
+		copy(masked[:], raw)
+		for i := inst.PCRelOff; i < inst.PCRelOff+inst.PCRel && i < inst.Len; i++ {
+			masked[i] = 0
+		}
+		buf.Write(masked[:inst.Len])
+		next := pc + uint64(inst.Len)
+		var target uint64
+		for _, a := range inst.Args {
+			switch a := a.(type) {
+			case x86asm.Rel:
+				target = next + uint64(int64(a))
+			case x86asm.Mem:
+				if a.Base == x86asm.RIP {
+					target = next + uint64(a.Disp)
+				}
+			}
+		}
+		buf.WriteByte(0xff)
+		n.pc = pc
+		buf.WriteString(n.ref(u, &inst, target))
+		buf.WriteByte(0)
+		off += inst.Len
+	}
+}
+
+// ref names what target refers to, independent of where the linker put it.
+func (n *normaliser) ref(u *unit, inst *x86asm.Inst, target uint64) string {
+	b := n.b
+	if u.inUnit(target) {
+		u.targets = append(u.targets, branch{n.pc, target})
+		// Offsets are relative to the symbol holding the target so the
+		// entry and its cold part may move independently.
+		s := b.symbolAt(target)
+		if s == nil {
+			s = u.sym
+		}
+		return "@" + cloneKey(s.name) + "+" + strconv.FormatUint(target-s.addr, 10)
+	}
+	if b.inPLT(target) {
+		return "plt:" + n.pltName(target)
+	}
+	if s := b.symbolAt(target); s != nil {
+		off := "+" + strconv.FormatUint(target-s.addr, 10)
+		switch {
+		case s.fn:
+			t := "fn:" + s.key()
+			u.refs = append(u.refs, t)
+			return t + off
+		case s.ro:
+			t := "ro:" + s.key()
+			u.refs = append(u.refs, t)
+			return t + off + "#" + n.roContent(s)
+		default:
+			t := "data:" + s.key()
+			u.refs = append(u.refs, t)
+			return t + off
+		}
+	}
+	if r, ok := b.relocs[target]; ok {
+		if r.sym != "" {
+			t := "got:" + r.sym
+			u.refs = append(u.refs, t)
+			return t + "+" + strconv.FormatInt(r.addend, 10)
+		}
+		if r.typ == elf.R_X86_64_RELATIVE {
+			if s := b.symbolAt(uint64(r.addend)); s != nil {
+				t := "gotrel:" + s.key()
+				u.refs = append(u.refs, t)
+				return t + "+" + strconv.FormatUint(uint64(r.addend)-s.addr, 10)
+			}
+		}
+	}
+	sec := b.section(target)
+	if sec == nil {
+		return "abs?"
+	}
+	if sec.Flags&(elf.SHF_WRITE|elf.SHF_EXECINSTR) == 0 {
+		return "anon:" + n.anonContent(u, inst, sec, target)
+	}
+	// Anonymous writable data or code without a symbol: the best stable
+	// name is the position inside its section.
+	return "sec:" + sec.Name + "+" + strconv.FormatUint(target-sec.Addr, 10)
+}
+
+// anonContent describes anonymous read-only data by its bytes: a jump table
+// by the offsets it leads to, a load by the bytes it loads, an address
+// (lea, usually a string literal) by the NUL-terminated bytes there.
+func (n *normaliser) anonContent(u *unit, inst *x86asm.Inst, sec *elf.Section, target uint64) string {
+	d, err := n.b.sectionData(sec)
+	if err != nil || sec.Type == elf.SHT_NOBITS {
+		return "?"
+	}
+	off := target - sec.Addr
+	if off >= uint64(len(d)) {
+		return "?"
+	}
+	d = d[off:]
+	if inst.Op == x86asm.LEA {
+		if jt, ok := n.jumpTable(u, d, target); ok {
+			return jt
+		}
+		end := bytes.IndexByte(d, 0)
+		if end < 0 || end > 4096 {
+			end = min(len(d), 64)
+		}
+		return "str:" + strconv.Quote(string(d[:end]))
+	}
+	size := inst.MemBytes
+	if size <= 0 || size > 64 {
+		size = 8
+	}
+	size = min(size, len(d))
+	return "lit:" + hex.EncodeToString(d[:size])
+}
+
+// jumpTable recognises GCC's PIC switch tables: int32 entries relative to
+// the table's own address, each leading back into the function. The table
+// is described by the offsets of its targets, and the targets count as
+// branch targets for the patchability check.
+func (n *normaliser) jumpTable(u *unit, d []byte, base uint64) (string, bool) {
+	var sb bytes.Buffer
+	count := 0
+	for i := 0; i+4 <= len(d) && count < 4096; i += 4 {
+		t := base + uint64(int64(int32(binary.LittleEndian.Uint32(d[i:]))))
+		if !u.inUnit(t) {
+			break
+		}
+		u.targets = append(u.targets, branch{n.pc, t})
+		s := n.b.symbolAt(t)
+		if s == nil {
+			s = u.sym
+		}
+		sb.WriteString(cloneKey(s.name) + "+" + strconv.FormatUint(t-s.addr, 10) + ",")
+		count++
+	}
+	if count == 0 {
+		return "", false
+	}
+	return "jt:" + sb.String(), true
+}
+
+func (n *normaliser) roContent(s *symbol) string {
+	if h, ok := n.roHash[s]; ok {
+		return h
+	}
+	h := "?"
+	if d := n.b.read(s.addr, s.size); d != nil {
+		sum := sha256.Sum256(n.b.objectValue(s, d))
+		h = hex.EncodeToString(sum[:8])
+	}
+	n.roHash[s] = h
+	return h
+}
+
+// pltName names a PLT stub by the symbol its GOT slot is bound to.
+func (n *normaliser) pltName(addr uint64) string {
+	if name, ok := n.pltSym[addr]; ok {
+		return name
+	}
+	name := "?"
+	code := n.b.read(addr, 16)
+	for off := 0; code != nil && off < len(code); {
+		inst, err := x86asm.Decode(code[off:], 64)
+		if err != nil {
+			break
+		}
+		off += inst.Len
+		if inst.Op != x86asm.JMP {
+			continue
+		}
+		if m, ok := inst.Args[0].(x86asm.Mem); ok && m.Base == x86asm.RIP {
+			slot := addr + uint64(off) + uint64(m.Disp)
+			if r, ok := n.b.relocs[slot]; ok && r.sym != "" {
+				name = r.sym
+			}
+		}
+		break
+	}
+	n.pltSym[addr] = name
+	return name
+}
+
+// objectValue is a data object's initial value with every relocated
+// pointer replaced by the name of what it points to, so that a table of
+// pointers compares equal when only the addresses moved.
+func (b *Binary) objectValue(s *symbol, d []byte) []byte {
+	i := sort.Search(len(b.relocOffs), func(i int) bool { return b.relocOffs[i] >= s.addr })
+	if i == len(b.relocOffs) || b.relocOffs[i] >= s.addr+uint64(len(d)) {
+		return d // no pointers inside: the bytes are the value
+	}
+	var out []byte
+	for i := 0; i < len(d); {
+		if r, ok := b.relocs[s.addr+uint64(i)]; ok && i+8 <= len(d) {
+			out = append(out, 0xff)
+			switch {
+			case r.sym != "":
+				out = append(out, "sym:"+r.sym+"+"+strconv.FormatInt(r.addend, 10)...)
+			case r.typ == elf.R_X86_64_RELATIVE:
+				if t := b.symbolAt(uint64(r.addend)); t != nil {
+					out = append(out, "sym:"+t.key()+"+"+strconv.FormatUint(uint64(r.addend)-t.addr, 10)...)
+				} else if sec := b.section(uint64(r.addend)); sec != nil && sec.Type != elf.SHT_NOBITS {
+					// An anonymous literal (a string in a table of
+					// messages): its bytes.
+					sd, _ := b.sectionData(sec)
+					o := uint64(r.addend) - sec.Addr
+					if o < uint64(len(sd)) {
+						e := bytes.IndexByte(sd[o:], 0)
+						if e < 0 || e > 4096 {
+							e = min(64, len(sd)-int(o))
+						}
+						out = append(out, "str:"+string(sd[o:o+uint64(e)])...)
+					}
+				}
+			}
+			out = append(out, 0)
+			i += 8
+			continue
+		}
+		out = append(out, d[i])
+		i++
+	}
+	return out
+}

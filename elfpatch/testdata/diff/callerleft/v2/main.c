@@ -1,0 +1,4 @@
+#include <stdio.h>
+__attribute__((noinline)) int scaled(unsigned v) { return (int)(v / 3); }
+__attribute__((noinline)) int caller(void) { return scaled(40); }
+int main(void) { printf("%d\n", caller()); return 0; }

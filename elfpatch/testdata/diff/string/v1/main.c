@@ -1,0 +1,4 @@
+#include <stdio.h>
+__attribute__((noinline)) void banner(void) { puts("server version 1.0 ready"); }
+__attribute__((noinline)) void bye(void) { puts("bye"); }
+int main(void) { banner(); bye(); return 0; }
