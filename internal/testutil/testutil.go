@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Root returns the repository root (the directory holding go.mod).
@@ -139,6 +141,11 @@ func Start(t testing.TB, path string, args ...string) *Proc {
 	p.Pid = cmd.Process.Pid
 	p.Stdout = bufio.NewReader(out)
 	go func() {
+		// Reap only once the target has exited. A wait blocked on our own
+		// child is, for the kernel, a ptrace wait when a thread of this
+		// process traces it: it would swallow the ptrace-stops of the
+		// target's main thread meant for the tracer under test.
+		waitExited(p.Pid)
 		cmd.Wait()
 		close(p.done)
 	}()
@@ -292,5 +299,34 @@ func RequireReleased(t testing.TB, pid int) {
 			t.Fatalf("target %d not released: %s", pid, strings.Join(bad, ", "))
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitExited blocks until pid has exited (it may still be unreaped),
+// without reaping it: poll a pidfd, which turns readable then, or, on
+// kernels without pidfd_open, /proc.
+func waitExited(pid int) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		for {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			if err != nil {
+				return
+			}
+			if i := bytes.LastIndexByte(b, ')'); i > 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X') {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	defer unix.Close(fd)
+	for {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if _, err := unix.Poll(fds, -1); err != nil && err != unix.EINTR {
+			return
+		}
+		if fds[0].Revents != 0 {
+			return
+		}
 	}
 }
