@@ -1,0 +1,598 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// stopKind is what the tracer last saw a thread do.
+type stopKind int
+
+const (
+	running    stopKind = iota // resumed (or just seized): not in a stop we have seen
+	stopEvent                  // PTRACE_EVENT_STOP, SIGTRAP: our interrupt, or a new thread's first stop
+	stopGroup                  // PTRACE_EVENT_STOP with a stop signal: job-control group-stop
+	stopSignal                 // signal-delivery-stop: thread.sig goes back in on resume
+	stopClone                  // PTRACE_EVENT_CLONE: stopped inside clone()
+	stopOther                  // any other ptrace-event stop (exec, ...)
+)
+
+// thread is the tracer's view of one seized thread. Only the tracer
+// goroutine touches it.
+type thread struct {
+	tid   int
+	state stopKind
+	// listening: PTRACE_LISTEN'd while the process is job-control stopped.
+	// The thread is stopped, but for job control, not for us: it must be
+	// interrupted like a running one.
+	listening bool
+	// zombie: a thread-group leader that called pthread_exit. It cannot be
+	// stopped or detached and reports nothing until the whole group exits.
+	zombie bool
+	sig    int   // signal to deliver when the thread goes on (0: none)
+	regs   *Regs // register cache, valid while stopped
+}
+
+// Process is one traced process. All its ptrace and wait calls run on one
+// goroutine locked to its OS thread (the kernel ties a tracee to the thread
+// that seized it); exported methods send closures there and wait.
+type Process struct {
+	pid  int
+	reqs chan func()
+	quit chan struct{} // closed when the tracer goroutine has ended
+
+	memMu sync.RWMutex
+	mem   *os.File // /proc/PID/mem, opened at attach; nil once closed
+
+	// Owned by the tracer goroutine.
+	threads map[int]*thread
+	stopped bool
+	closed  bool
+	exited  *ProcessExitedError
+	gadget  uint64 // address of a `syscall` instruction in the target
+}
+
+// pollInterval bounds how long an event (a new thread's first stop, a
+// signal to pass on) can wait when a SIGCHLD notification was coalesced or
+// lost; normally SIGCHLD wakes the tracer goroutine at once.
+const pollInterval = 50 * time.Millisecond
+
+// Attach seizes every thread of pid with PTRACE_SEIZE (and
+// PTRACE_O_TRACECLONE, so threads created later are seized by the kernel).
+// The process keeps running. Close detaches.
+func Attach(pid int) (*Process, error) {
+	if err := precheck(pid); err != nil {
+		return nil, err
+	}
+	mem, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", pid), os.O_RDWR, 0)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("attach pid %d: %w", pid, ErrNoSuchProcess)
+		}
+		if errors.Is(err, os.ErrPermission) {
+			return nil, explainPerm(pid)
+		}
+		return nil, fmt.Errorf("attach pid %d: open memory: %w", pid, err)
+	}
+	p := &Process{
+		pid:     pid,
+		reqs:    make(chan func()),
+		quit:    make(chan struct{}),
+		mem:     mem,
+		threads: map[int]*thread{},
+	}
+	ready := make(chan error, 1)
+	go p.loop(ready)
+	if err := <-ready; err != nil {
+		<-p.quit
+		p.closeMem()
+		return nil, err
+	}
+	return p, nil
+}
+
+// Pid returns the process ID.
+func (p *Process) Pid() int { return p.pid }
+
+// loop is the tracer goroutine. It never unlocks its OS thread: should it
+// ever end while tracees are still attached, the thread dies with it and
+// the kernel detaches them, leaving them running, rather than a later
+// goroutine inheriting a thread that owns tracees.
+func (p *Process) loop(ready chan<- error) {
+	runtime.LockOSThread()
+	defer close(p.quit)
+
+	// SIGCHLD tells us a tracee changed state while the process runs
+	// (new thread, signal to pass on, thread exit).
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGCHLD)
+	defer signal.Stop(sigc)
+
+	if err := p.seizeAll(); err != nil {
+		p.detach()
+		ready <- err
+		return
+	}
+	ready <- nil
+
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for !p.closed {
+		select {
+		case fn := <-p.reqs:
+			fn()
+		case <-sigc:
+			p.poll()
+		case <-tick.C:
+			p.poll()
+		}
+	}
+}
+
+// do runs fn on the tracer goroutine and returns its error. A panic in fn
+// is turned into an error so the goroutine survives and Close still works.
+func (p *Process) do(fn func() error) error {
+	errc := make(chan error, 1)
+	req := func() {
+		defer func() {
+			if r := recover(); r != nil {
+				errc <- fmt.Errorf("tracer pid %d: internal error: %v\n%s", p.pid, r, debug.Stack())
+			}
+		}()
+		errc <- fn()
+	}
+	select {
+	case p.reqs <- req:
+		return <-errc
+	case <-p.quit:
+		return fmt.Errorf("pid %d: %w", p.pid, ErrClosed)
+	}
+}
+
+// usable is the common precondition of every request.
+func (p *Process) usable() error {
+	if p.closed {
+		return fmt.Errorf("pid %d: %w", p.pid, ErrClosed)
+	}
+	if p.exited != nil {
+		return p.exited
+	}
+	return nil
+}
+
+// seizeAll seizes every thread listed in /proc/PID/task, then lists again
+// until no new thread shows up: threads created by a not-yet-seized thread
+// are not auto-attached and only appear in a later listing.
+func (p *Process) seizeAll() error {
+	me := os.Getpid()
+	for round := 0; ; round++ {
+		tids, err := tasks(p.pid)
+		if err != nil {
+			return p.goneErr("attach", err)
+		}
+		added := 0
+		for _, tid := range tids {
+			if _, ok := p.threads[tid]; ok {
+				continue
+			}
+			err := ptraceSeize(tid)
+			switch {
+			case err == nil:
+			case err == unix.ESRCH:
+				continue // exited between listing and seizing
+			case err == unix.EPERM && tracerOf(p.pid, tid) == me:
+				// Already ours: the kernel auto-attached it when a seized
+				// thread cloned it; its clone event is still queued.
+			case err == unix.EPERM && tid != p.pid && exiting(p.pid, tid):
+				continue // the kernel refuses to seize exiting threads
+			case err == unix.EPERM && tid == p.pid && threadState(p.pid, tid) == 'Z' && len(tids) > 1:
+				// The leader called pthread_exit; its threads live on.
+				p.threads[tid] = &thread{tid: tid, zombie: true}
+				continue
+			case err == unix.EPERM:
+				if tid == p.pid || len(p.threads) == 0 {
+					return explainPerm(p.pid)
+				}
+				return fmt.Errorf("attach pid %d: seize thread %d: %w", p.pid, tid, err)
+			default:
+				return fmt.Errorf("attach pid %d: seize thread %d: %w", p.pid, tid, err)
+			}
+			p.threads[tid] = &thread{tid: tid}
+			added++
+		}
+		p.poll()
+		if p.exited != nil {
+			return p.exited
+		}
+		if len(p.threads) == 0 {
+			return fmt.Errorf("attach pid %d: %w", p.pid, ErrNoSuchProcess)
+		}
+		if added == 0 {
+			return nil
+		}
+		if round > 1000 {
+			return fmt.Errorf("attach pid %d: thread list never settled", p.pid)
+		}
+	}
+}
+
+func exiting(pid, tid int) bool {
+	s := threadState(pid, tid)
+	return s == 0 || s == 'Z' || s == 'X'
+}
+
+// poll collects the state changes of every thread not known to be stopped,
+// without blocking. While the process is meant to run, whatever stopped is
+// sent on its way again (see release).
+func (p *Process) poll() {
+	if p.closed {
+		return
+	}
+	for _, tid := range p.tids() {
+		t := p.threads[tid]
+		if t == nil || t.zombie || (t.state != running && !t.listening) {
+			continue
+		}
+		p.collect(t, true)
+	}
+	if !p.stopped {
+		p.release()
+	}
+}
+
+// collect waits for (nohang: polls) one state change of t and records it.
+// It returns false if nothing was pending.
+func (p *Process) collect(t *thread, nohang bool) bool {
+	wpid, ws, err := wait4(t.tid, nohang)
+	if err != nil {
+		// ECHILD: the thread was reaped by someone else (the real parent
+		// when it is also our process) or is gone.
+		p.gone(t.tid, "")
+		return true
+	}
+	if wpid == 0 {
+		return false
+	}
+	p.record(t.tid, ws)
+	return true
+}
+
+// gone drops a thread that exited; the leader's exit is the process's.
+func (p *Process) gone(tid int, how string) {
+	delete(p.threads, tid)
+	if tid == p.pid || len(p.threads) == 0 {
+		if p.exited == nil {
+			p.exited = &ProcessExitedError{Pid: p.pid, Status: how}
+		}
+	}
+}
+
+// record updates the thread table with one wait status.
+func (p *Process) record(tid int, ws unix.WaitStatus) {
+	t := p.threads[tid]
+	if t == nil {
+		t = &thread{tid: tid}
+		p.threads[tid] = t
+	}
+	switch {
+	case ws.Exited():
+		p.gone(tid, fmt.Sprintf("exit status %d", ws.ExitStatus()))
+	case ws.Signaled():
+		p.gone(tid, fmt.Sprintf("killed by signal %d (%v)", int(ws.Signal()), ws.Signal()))
+	case ws.Stopped():
+		t.listening = false
+		t.regs = nil
+		sig := int(ws.StopSignal())
+		switch int(ws) >> 16 {
+		case unix.PTRACE_EVENT_CLONE:
+			t.state = stopClone
+			if msg, err := ptraceEventMsg(tid); err == nil {
+				if _, ok := p.threads[int(msg)]; !ok {
+					// Auto-attached and heading for its first stop.
+					p.threads[int(msg)] = &thread{tid: int(msg)}
+				}
+			}
+		case unix.PTRACE_EVENT_STOP:
+			if isStopSignal(sig) {
+				t.state = stopGroup
+			} else {
+				t.state = stopEvent
+			}
+		case 0:
+			t.state = stopSignal
+			t.sig = sig
+		default:
+			t.state = stopOther
+		}
+	}
+}
+
+func isStopSignal(sig int) bool {
+	switch syscall.Signal(sig) {
+	case unix.SIGSTOP, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU:
+		return true
+	}
+	return false
+}
+
+// release sends every stopped thread on its way while the process is
+// meant to run: signals are delivered, group-stops honoured.
+func (p *Process) release() {
+	for _, tid := range p.tids() {
+		t := p.threads[tid]
+		if t == nil || t.zombie || t.state == running {
+			continue
+		}
+		p.resumeThread(t)
+	}
+}
+
+// resumeThread continues one stopped thread, delivering its pending
+// signal. A thread in a job-control group-stop is PTRACE_LISTEN'd
+// instead, so the process stays stopped until someone sends SIGCONT.
+func (p *Process) resumeThread(t *thread) {
+	var err error
+	if t.state == stopGroup {
+		err = ptraceListen(t.tid)
+		t.listening = err == nil
+	} else {
+		err = ptraceCont(t.tid, t.sig)
+	}
+	// ESRCH: killed meanwhile (SIGKILL needs no resume); the next poll
+	// reaps it.
+	_ = err
+	t.state = running
+	t.sig = 0
+	t.regs = nil
+}
+
+// tids returns the held thread IDs in order (a copy: callers mutate the map).
+func (p *Process) tids() []int {
+	out := make([]int, 0, len(p.threads))
+	for tid := range p.threads {
+		out = append(out, tid)
+	}
+	sort.Ints(out)
+	return out
+}
+
+// Stop stops every thread (stop-the-world) and returns once each is in a
+// ptrace-stop. Threads created meanwhile are caught and stopped too.
+// Stopping a stopped process is a no-op.
+func (p *Process) Stop() error { return p.do(p.stop) }
+
+func (p *Process) stop() error {
+	if err := p.usable(); err != nil {
+		return err
+	}
+	if p.stopped {
+		return nil
+	}
+	for _, tid := range p.tids() {
+		t := p.threads[tid]
+		if t.zombie || (t.state != running && !t.listening) {
+			continue
+		}
+		// ESRCH: exiting; its exit status is collected below.
+		ptraceInterrupt(tid)
+	}
+	for {
+		waiting := false
+		for _, tid := range p.tids() {
+			t := p.threads[tid]
+			if t == nil || t.zombie || t.state != running {
+				continue
+			}
+			waiting = true
+			if p.collect(t, true) {
+				continue
+			}
+			if tid == p.pid && threadState(p.pid, tid) == 'Z' {
+				// A leader that called pthread_exit reports nothing
+				// until the whole group is gone: don't wait for it.
+				t.zombie = true
+				continue
+			}
+			p.collect(t, false)
+		}
+		if p.exited != nil {
+			return p.exited
+		}
+		if !waiting {
+			break
+		}
+		// Threads seen for the first time in this pass (clone events)
+		// head for their first stop on their own; the next pass waits
+		// for them.
+	}
+	p.stopped = true
+	return nil
+}
+
+// Resume lets every thread run again. Signals that arrived while the
+// process was stopped are delivered; a job-control stop stays in force.
+func (p *Process) Resume() error { return p.do(p.resume) }
+
+func (p *Process) resume() error {
+	if err := p.usable(); err != nil {
+		return err
+	}
+	if !p.stopped {
+		return nil
+	}
+	p.stopped = false
+	p.release()
+	return nil
+}
+
+// Stopped reports whether the process is held stopped by Stop.
+func (p *Process) Stopped() bool {
+	var v bool
+	p.do(func() error { v = p.stopped && !p.closed; return nil })
+	return v
+}
+
+// Threads returns the sorted IDs of the threads currently held.
+func (p *Process) Threads() []int {
+	var out []int
+	p.do(func() error {
+		for _, tid := range p.tids() {
+			if !p.threads[tid].zombie {
+				out = append(out, tid)
+			}
+		}
+		return nil
+	})
+	return out
+}
+
+// stoppedThread returns thread tid, checking that the process is stopped.
+func (p *Process) stoppedThread(tid int) (*thread, error) {
+	if err := p.usable(); err != nil {
+		return nil, err
+	}
+	if !p.stopped {
+		return nil, fmt.Errorf("pid %d: %w", p.pid, ErrNotStopped)
+	}
+	t := p.threads[tid]
+	if t == nil || t.zombie {
+		return nil, fmt.Errorf("tid %d in pid %d: %w", tid, p.pid, ErrNoThread)
+	}
+	return t, nil
+}
+
+// Regs returns the registers of a thread. Precondition: stopped.
+func (p *Process) Regs(tid int) (Regs, error) {
+	var r Regs
+	err := p.do(func() error {
+		t, err := p.stoppedThread(tid)
+		if err != nil {
+			return err
+		}
+		r, err = p.regsOf(t)
+		return err
+	})
+	return r, err
+}
+
+func (p *Process) regsOf(t *thread) (Regs, error) {
+	if t.regs != nil {
+		return *t.regs, nil
+	}
+	r, err := ptraceGetRegs(t.tid)
+	if err != nil {
+		return Regs{}, p.opErr("read registers", t.tid, err)
+	}
+	t.regs = &r
+	return r, nil
+}
+
+// SetRegs replaces the registers of a thread. Precondition: stopped.
+func (p *Process) SetRegs(tid int, r Regs) error {
+	return p.do(func() error {
+		t, err := p.stoppedThread(tid)
+		if err != nil {
+			return err
+		}
+		if err := ptraceSetRegs(tid, r); err != nil {
+			t.regs = nil
+			return p.opErr("write registers", tid, err)
+		}
+		t.regs = &r
+		return nil
+	})
+}
+
+// opErr turns the error of a ptrace request on tid into a useful one:
+// ESRCH means the thread (or the whole process) died under us.
+func (p *Process) opErr(op string, tid int, err error) error {
+	if err == unix.ESRCH {
+		if t := p.threads[tid]; t != nil {
+			// Collect its exit if it is there, so the table is right.
+			p.collect(t, true)
+		}
+		if p.exited != nil {
+			return p.exited
+		}
+		if processGone(p.pid) {
+			p.exited = &ProcessExitedError{Pid: p.pid}
+			return p.exited
+		}
+		return fmt.Errorf("%s of tid %d in pid %d: thread exited: %w", op, tid, p.pid, ErrNoThread)
+	}
+	return fmt.Errorf("%s of tid %d in pid %d: %w", op, tid, p.pid, err)
+}
+
+// goneErr explains a failed /proc read: the process is gone, or not.
+func (p *Process) goneErr(op string, err error) error {
+	if errors.Is(err, os.ErrNotExist) || processGone(p.pid) {
+		if p.exited == nil {
+			p.exited = &ProcessExitedError{Pid: p.pid}
+		}
+		return p.exited
+	}
+	return fmt.Errorf("%s pid %d: %w", op, p.pid, err)
+}
+
+// Close detaches from every thread and leaves the process running (or
+// job-control stopped, if it was), delivering any signal that arrived
+// while it was held. Close is idempotent and safe to call from a deferred
+// function after a panic; a process that exited meanwhile is not an error.
+func (p *Process) Close() error {
+	err := p.do(p.detach)
+	if errors.Is(err, ErrClosed) {
+		err = nil
+	}
+	<-p.quit
+	p.closeMem()
+	return err
+}
+
+// detach stops the world (PTRACE_DETACH needs a ptrace-stopped tracee),
+// then detaches every thread with its pending signal, if any.
+func (p *Process) detach() error {
+	if p.closed {
+		return fmt.Errorf("pid %d: %w", p.pid, ErrClosed)
+	}
+	if p.exited != nil {
+		p.closed = true // the loop ends after this request
+		return nil
+	}
+	serr := p.stop()
+	p.closed = true
+	if p.exited != nil {
+		return nil
+	}
+	var first error
+	for _, tid := range p.tids() {
+		t := p.threads[tid]
+		if t.zombie || t.state == running {
+			// A zombie leader cannot be detached; a thread that never
+			// stopped (serr != nil) cannot either. Both are released by
+			// the kernel when this goroutine's thread exits.
+			continue
+		}
+		sig := 0
+		if t.state == stopSignal {
+			sig = t.sig
+		}
+		if err := ptraceDetach(tid, sig); err != nil && err != unix.ESRCH && first == nil {
+			first = fmt.Errorf("detach tid %d of pid %d: %w", tid, p.pid, err)
+		}
+	}
+	p.threads = map[int]*thread{}
+	if serr != nil && first == nil {
+		first = fmt.Errorf("detach pid %d: %w", p.pid, serr)
+	}
+	return first
+}

@@ -1,0 +1,349 @@
+package tracer
+
+import (
+	"bytes"
+	"fmt"
+	"sort"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Remote system calls run on a borrowed, stopped thread:
+//
+//  1. save its registers and blocked-signal mask; block every signal, so
+//     no queued signal is dequeued (and would have to be re-queued by us)
+//     while the call runs;
+//  2. point rip at a `syscall` instruction found in the target (the vDSO
+//     has some), put the number in rax and the arguments in rdi, rsi, rdx,
+//     r10, r8, r9, move rsp below the red zone, aligned; set orig_rax to -1
+//     so the kernel's syscall-restart logic, which runs when the thread
+//     leaves its stop, leaves the new rip and rax alone;
+//  3. PTRACE_SINGLESTEP: the thread executes exactly the syscall and traps;
+//     rax holds the result;
+//  4. restore registers (orig_rax and an -ERESTART* rax included) and mask.
+//
+// If the thread had been interrupted inside a blocking syscall (read,
+// accept, nanosleep, futex), its saved regs say so (orig_rax = the call,
+// rax = -ERESTARTSYS and friends) and the restart logic, now run on the
+// restored registers when the thread is resumed, re-enters the original
+// call: the program never sees EINTR. nanosleep's -ERESTART_RESTARTBLOCK
+// continues through restart_syscall with the remaining time, kept in the
+// thread's restart block, which mmap and friends do not touch.
+
+// Errno values of the syscall-restart protocol (kernel-internal, seen in
+// rax of a thread stopped inside an interrupted syscall).
+const (
+	errRestartSys          = 512
+	errRestartNoIntr       = 513
+	errRestartNoHand       = 514
+	errRestartRestartBlock = 516
+)
+
+// Syscall runs system call nr with up to six arguments inside the target
+// on a borrowed thread and returns its result. A negative kernel return
+// (-errno) comes back as an error wrapping syscall.Errno. Precondition:
+// stopped.
+func (p *Process) Syscall(nr uint64, args ...uint64) (uint64, error) {
+	return p.SyscallOn(0, nr, args...)
+}
+
+// SyscallOn is Syscall on a given thread (tid 0: let tracer choose one,
+// preferring a thread that is not inside a system call).
+func (p *Process) SyscallOn(tid int, nr uint64, args ...uint64) (uint64, error) {
+	if len(args) > 6 {
+		return 0, fmt.Errorf("remote syscall %d in pid %d: %d arguments, at most 6", nr, p.pid, len(args))
+	}
+	var a [6]uint64
+	copy(a[:], args)
+	var ret uint64
+	err := p.do(func() error {
+		if err := p.usable(); err != nil {
+			return err
+		}
+		if !p.stopped {
+			return fmt.Errorf("remote syscall %d in pid %d: %w", nr, p.pid, ErrNotStopped)
+		}
+		var t *thread
+		if tid != 0 {
+			var err error
+			if t, err = p.stoppedThread(tid); err != nil {
+				return err
+			}
+		} else if t = p.borrow(); t == nil {
+			return fmt.Errorf("remote syscall %d in pid %d: no stopped thread to borrow", nr, p.pid)
+		}
+		var err error
+		ret, err = p.remoteSyscall(t, nr, a)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	if int64(ret) < 0 && int64(ret) > -4096 {
+		return ret, fmt.Errorf("remote syscall %d in pid %d: %w", nr, p.pid, syscall.Errno(-int64(ret)))
+	}
+	return ret, nil
+}
+
+// borrow picks the thread to run a remote syscall on: one in an ordinary
+// stop (our interrupt or a signal) and, if one is, not inside a syscall,
+// so no restart is involved at all. Group-stopped and clone-event threads
+// are last resorts: they need re-parking afterwards.
+func (p *Process) borrow() *thread {
+	var plain, other []*thread
+	for _, tid := range p.tids() {
+		t := p.threads[tid]
+		switch {
+		case t.zombie:
+		case t.state == stopEvent || t.state == stopSignal:
+			plain = append(plain, t)
+		default:
+			other = append(other, t)
+		}
+	}
+	for i, t := range plain {
+		if i >= 8 {
+			break // not worth more register reads
+		}
+		if r, err := p.regsOf(t); err == nil && int64(r.OrigRax) < 0 {
+			return t
+		}
+	}
+	if len(plain) > 0 {
+		return plain[0]
+	}
+	sort.Slice(other, func(i, j int) bool { return other[i].state < other[j].state })
+	if len(other) > 0 {
+		return other[0]
+	}
+	return nil
+}
+
+// syscallGadget returns the address of a `syscall` instruction (0f 05) in
+// an executable mapping of the target, the vDSO first. The two bytes are
+// checked again on every use, in case the text was patched since.
+func (p *Process) syscallGadget() (uint64, error) {
+	if p.gadget != 0 {
+		var b [2]byte
+		if _, err := p.ReadAt(b[:], int64(p.gadget)); err == nil && b == [2]byte{0x0f, 0x05} {
+			return p.gadget, nil
+		}
+		p.gadget = 0
+	}
+	maps, err := ReadMaps(p.pid)
+	if err != nil {
+		return 0, err
+	}
+	sort.SliceStable(maps, func(i, j int) bool {
+		return maps[i].Path == "[vdso]" && maps[j].Path != "[vdso]"
+	})
+	buf := make([]byte, 64<<10)
+	for _, m := range maps {
+		if !m.Executable() || m.Path == "[vsyscall]" {
+			continue
+		}
+		for a := m.Start; a < m.End; a += uint64(len(buf)) - 1 {
+			n := min(uint64(len(buf)), m.End-a)
+			k, _ := p.ReadAt(buf[:n], int64(a))
+			if i := bytes.Index(buf[:k], []byte{0x0f, 0x05}); i >= 0 {
+				p.gadget = a + uint64(i)
+				return p.gadget, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("find syscall instruction in pid %d: none in any executable mapping", p.pid)
+}
+
+// remoteSyscall runs one syscall on stopped thread t (see the comment at
+// the top of this file).
+func (p *Process) remoteSyscall(t *thread, nr uint64, a [6]uint64) (uint64, error) {
+	gadget, err := p.syscallGadget()
+	if err != nil {
+		return 0, err
+	}
+	tid := t.tid
+	if t.state == stopClone || t.state == stopOther {
+		// Stopped inside a syscall's event report: the syscall would
+		// finish after us and overwrite rax. Let it finish first.
+		if err := p.repark(t); err != nil {
+			return 0, err
+		}
+	}
+	saved, err := p.regsOf(t)
+	if err != nil {
+		return 0, err
+	}
+	mask, err := ptraceGetSigmask(tid)
+	if err != nil {
+		return 0, p.opErr("read signal mask", tid, err)
+	}
+	if err := ptraceSetSigmask(tid, ^uint64(0)); err != nil {
+		return 0, p.opErr("block signals", tid, err)
+	}
+	wasGroup := t.state == stopGroup
+
+	r := saved
+	r.Rip = gadget
+	r.Rax = nr
+	r.OrigRax = ^uint64(0)
+	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+	r.Rsp = (saved.Rsp - 128) &^ 15
+	r.Eflags &^= 1 << 8 // TF: single-stepping sets its own
+	t.regs = nil
+	if err := ptraceSetRegs(tid, r); err != nil {
+		return 0, p.opErr("set registers for remote syscall", tid, err)
+	}
+
+	ret, runErr := p.stepSyscall(t, gadget)
+	if p.exited != nil {
+		return 0, p.exited
+	}
+	// Restore even if the call failed: the thread must carry on exactly
+	// where it was.
+	if err := ptraceSetRegs(tid, saved); err != nil && runErr == nil {
+		runErr = p.opErr("restore registers after remote syscall", tid, err)
+	}
+	t.regs = &saved
+	if wasGroup && runErr == nil {
+		// The process is job-control stopped: put the thread back into a
+		// group-stop trap, so Resume can PTRACE_LISTEN it again.
+		runErr = p.repark(t)
+	}
+	if err := ptraceSetSigmask(tid, mask); err != nil && runErr == nil {
+		runErr = p.opErr("restore signal mask", tid, err)
+	}
+	if runErr != nil {
+		return 0, runErr
+	}
+	return ret, nil
+}
+
+// stepSyscall single-steps t until it has executed the syscall at gadget
+// and returns rax. Any signal-delivery-stop met on the way (only SIGSTOP
+// gets past a full mask) is kept for later delivery, not lost.
+func (p *Process) stepSyscall(t *thread, gadget uint64) (uint64, error) {
+	tid := t.tid
+	keep := t.sig
+	defer func() {
+		// The thread now sits in a SIGTRAP signal-delivery-stop of ours;
+		// resuming it with keep delivers the signal it originally stopped
+		// for (if any) instead of the trap.
+		if _, ok := p.threads[tid]; ok {
+			t.state = stopSignal
+			t.sig = keep
+		}
+	}()
+	for i := 0; i < 32; i++ {
+		if err := ptraceSingleStep(tid); err != nil {
+			return 0, p.opErr("single-step remote syscall", tid, err)
+		}
+		wpid, ws, err := wait4(tid, false)
+		if err != nil || wpid == 0 {
+			p.gone(tid, "")
+			return 0, p.opErr("wait for remote syscall", tid, unix.ESRCH)
+		}
+		if !ws.Stopped() {
+			p.record(tid, ws)
+			if p.exited != nil {
+				return 0, p.exited
+			}
+			return 0, fmt.Errorf("remote syscall on tid %d in pid %d: thread exited: %w", tid, p.pid, ErrNoThread)
+		}
+		sig := int(ws.StopSignal())
+		cause := int(ws) >> 16
+		if cause == 0 && sig == int(unix.SIGTRAP) {
+			r, err := ptraceGetRegs(tid)
+			if err != nil {
+				return 0, p.opErr("read remote syscall result", tid, err)
+			}
+			if r.Rip == gadget+2 {
+				return r.Rax, nil
+			}
+			continue
+		}
+		if cause == 0 {
+			// A signal that ignores the mask. Keep it: one rides on the
+			// resume, others are queued again.
+			if keep == 0 {
+				keep = sig
+			} else {
+				unix.Tgkill(p.pid, tid, syscall.Signal(sig))
+			}
+		}
+		// Event stops (a late interrupt, a group-stop): step again.
+	}
+	return 0, fmt.Errorf("remote syscall on tid %d in pid %d: thread never reached the syscall at %#x", tid, p.pid, gadget)
+}
+
+// repark moves a stopped thread into a PTRACE_EVENT_STOP trap (our
+// interrupt, or a group-stop while the process is job-control stopped):
+// interrupt it, let it go, and wait for the trap. Any signal it stopped
+// for is kept for delivery on resume.
+func (p *Process) repark(t *thread) error {
+	keep := 0
+	if t.state == stopSignal {
+		keep = t.sig
+	}
+	if err := ptraceInterrupt(t.tid); err != nil {
+		return p.opErr("interrupt", t.tid, err)
+	}
+	if err := ptraceCont(t.tid, 0); err != nil {
+		return p.opErr("continue", t.tid, err)
+	}
+	t.state = running
+	for i := 0; i < 32; i++ {
+		p.collect(t, false)
+		if p.exited != nil {
+			return p.exited
+		}
+		if p.threads[t.tid] == nil {
+			return fmt.Errorf("re-park tid %d in pid %d: thread exited: %w", t.tid, p.pid, ErrNoThread)
+		}
+		switch t.state {
+		case stopEvent, stopGroup:
+			t.sig = keep
+			return nil
+		case stopSignal:
+			if keep == 0 {
+				keep = t.sig
+			} else {
+				unix.Tgkill(p.pid, t.tid, syscall.Signal(t.sig))
+			}
+		}
+		t.sig = 0
+		if err := ptraceCont(t.tid, 0); err != nil {
+			return p.opErr("continue", t.tid, err)
+		}
+		t.state = running
+	}
+	return fmt.Errorf("re-park tid %d in pid %d: no trap after 32 stops", t.tid, p.pid)
+}
+
+// Mmap maps memory in the target (mmap(2) run remotely) and returns the
+// address. Precondition: stopped.
+func (p *Process) Mmap(addr, length uint64, prot, flags int, fd int64, off uint64) (uint64, error) {
+	r, err := p.Syscall(unix.SYS_MMAP, addr, length, uint64(prot), uint64(flags), uint64(fd), off)
+	if err != nil {
+		return 0, fmt.Errorf("mmap %d bytes in pid %d: %w", length, p.pid, err)
+	}
+	return r, nil
+}
+
+// Munmap unmaps memory in the target. Precondition: stopped.
+func (p *Process) Munmap(addr, length uint64) error {
+	if _, err := p.Syscall(unix.SYS_MUNMAP, addr, length); err != nil {
+		return fmt.Errorf("munmap %#x (%d bytes) in pid %d: %w", addr, length, p.pid, err)
+	}
+	return nil
+}
+
+// Mprotect changes the protection of target memory. A target under
+// seccomp or MemoryDenyWriteExecute may refuse (EPERM/EACCES); callers can
+// still write text through WriteAt. Precondition: stopped.
+func (p *Process) Mprotect(addr, length uint64, prot int) error {
+	if _, err := p.Syscall(unix.SYS_MPROTECT, addr, length, uint64(prot)); err != nil {
+		return fmt.Errorf("mprotect %#x (%d bytes) in pid %d: %w", addr, length, p.pid, err)
+	}
+	return nil
+}
