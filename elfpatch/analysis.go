@@ -185,14 +185,19 @@ func (d *differ) typeReasons() {
 // valid target): the function must be long enough, the entry's
 // instructions must decode, and no branch inside the function may target
 // the overwritten bytes, which would then execute half a jump.
+//
+// A function shorter than the jump may still take it when the alignment
+// padding after it (nops or int3 up to the next symbol) makes up the
+// difference: no code ever reaches those bytes. Func.Pad reports how many
+// the jump spills into.
 func patchable(u *unit) (bool, string) {
 	prefix := uint64(0)
 	if u.endbr {
 		prefix = 4
 	}
 	need := prefix + 5
-	if u.sym.size < need {
-		return false, fmt.Sprintf("%d bytes long, shorter than the %d-byte jump", u.sym.size, need)
+	if u.sym.size+u.pad < need {
+		return false, fmt.Sprintf("%d bytes long with %d bytes of padding after it, shorter than the %d-byte jump", u.sym.size, u.pad, need)
 	}
 	if u.badEntry {
 		return false, "its first instructions do not decode, so the jump's end cannot be put on an instruction boundary"

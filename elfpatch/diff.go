@@ -65,6 +65,9 @@ type Func struct {
 	// functions only); Why explains a false.
 	Patchable bool   `json:"patchable"`
 	Why       string `json:"why,omitempty"`
+	// Pad is how many bytes of the alignment padding after OLD's function
+	// the jump overwrites, for a function shorter than the jump.
+	Pad uint64 `json:"pad,omitempty"`
 }
 
 // GlobalChange is a data object that was added, removed, or whose type or
@@ -365,6 +368,9 @@ func (d *differ) functions() {
 			f.OldName = o.sym.name
 		}
 		f.Patchable, f.Why = patchable(o)
+		if need := 5 + 4*b2u(o.endbr); f.Patchable && o.sym.size < need {
+			f.Pad = need - o.sym.size
+		}
 		d.r.Changed = append(d.r.Changed, f)
 		if !f.Patchable {
 			d.reason(VerdictRefused, f.Name, f.Source, "%s changed but its entry cannot take a jump: %s", f.Name, f.Why)
@@ -449,4 +455,11 @@ func (d *differ) finish() {
 	if r.Reasons == nil {
 		r.Reasons = []Reason{}
 	}
+}
+
+func b2u(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -134,6 +134,16 @@ func buildDwarfIndex(d *dwarf.Data) (idx *dwarfIndex, err error) {
 				if _, dup := idx.funcs[lo]; !dup {
 					idx.funcs[lo] = fn
 				}
+			} else if e.Val(dwarf.AttrRanges) != nil {
+				// A function split into hot and cold parts has ranges
+				// instead of low_pc; its entry is one of their starts.
+				if rs, err := d.Ranges(e); err == nil {
+					for _, rg := range rs {
+						if _, dup := idx.funcs[rg[0]]; !dup && rg[0] != 0 {
+							idx.funcs[rg[0]] = fn
+						}
+					}
+				}
 			}
 			if e.Children {
 				stack = append(stack, fn)

@@ -168,7 +168,11 @@ func (d *differ) global(o, n *symbol) {
 			msgs = append(msgs, fmt.Sprintf("size of %s changed %d -> %d and without DWARF its layout is unknown: its contents need a state transformer", n.name, o.size, n.size))
 		}
 	}
-	if !bytes.Equal(d.old.objValue(o), d.new.objValue(n)) {
+	ov, nv := d.old.objValue(o), d.new.objValue(n)
+	if o.size != n.size && allZero(ov) && allZero(nv) {
+		ov, nv = nil, nil // a resized zero-initialised object: no value news
+	}
+	if !bytes.Equal(ov, nv) {
 		g.Changes = append(g.Changes, "value")
 		if n.ro {
 			msgs = append(msgs, fmt.Sprintf("read-only %s changed; the new code uses the new build's copy", n.name))
@@ -184,4 +188,13 @@ func (d *differ) global(o, n *symbol) {
 	}
 	d.r.Globals = append(d.r.Globals, g)
 	d.reason(verdict, n.name, src, "%s", strings.Join(msgs, "; "))
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -29,6 +29,9 @@ type unit struct {
 	targets []branch
 	// badEntry is set when the first instructions did not decode.
 	badEntry bool
+	// pad is the number of alignment bytes (nop, int3) after the entry
+	// symbol, up to the next symbol: dead code a jump may spill into.
+	pad uint64
 	// endbr is true when the function starts with endbr64.
 	endbr bool
 	// bounds are the instruction starts in the first 64 bytes, as
@@ -59,6 +62,7 @@ func newNormaliser(b *Binary) *normaliser {
 func (n *normaliser) normalise(u *unit) {
 	var buf bytes.Buffer
 	n.body(u, u.sym, &buf, true)
+	u.pad = n.padding(u.sym)
 	for _, p := range u.parts {
 		buf.WriteString("\x00part:" + cloneKey(p.name) + "\x00")
 		n.body(u, p, &buf, false)
@@ -345,4 +349,32 @@ func (b *Binary) objectValue(s *symbol, d []byte) []byte {
 		i++
 	}
 	return out
+}
+
+// padding counts the nop and int3 bytes between the end of s and the next
+// symbol or the end of its section (at most 16: alignment never needs
+// more), which no code reaches.
+func (n *normaliser) padding(s *symbol) uint64 {
+	end := s.addr + s.size
+	limit := end + 16
+	i := sort.Search(len(n.b.syms), func(i int) bool { return n.b.syms[i].addr >= end })
+	if i < len(n.b.syms) && n.b.syms[i].addr < limit {
+		limit = n.b.syms[i].addr
+	}
+	if sec := n.b.section(s.addr); sec != nil && sec.Addr+sec.Size < limit {
+		limit = sec.Addr + sec.Size
+	}
+	if limit <= end {
+		return 0
+	}
+	code := n.b.read(end, limit-end)
+	pad := 0
+	for pad < len(code) {
+		inst, err := x86asm.Decode(code[pad:], 64)
+		if err != nil || (inst.Op != x86asm.NOP && code[pad] != 0xcc) {
+			break
+		}
+		pad += inst.Len
+	}
+	return uint64(pad)
 }

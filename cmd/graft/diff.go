@@ -1,0 +1,219 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"graft/elfpatch"
+)
+
+func init() {
+	register("diff", "compare two builds and write a patch file", runDiff)
+}
+
+func runDiff(stdout, stderr io.Writer, args []string) error {
+	fs := newFlags("diff", stderr)
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	out := fs.String("o", "", "write the patch to `FILE`")
+	force := fs.Bool("force", false, "with -o, write the patch even if the verdict is refused (apply still refuses it)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: graft diff OLD NEW [--json] [-o FILE] [--force]")
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return fmt.Errorf("%w: need OLD and NEW binaries, got %d arguments", errUsage, len(pos))
+	}
+	old, err := elfpatch.Open(pos[0])
+	if err != nil {
+		return err
+	}
+	new, err := elfpatch.Open(pos[1])
+	if err != nil {
+		return err
+	}
+	var report *elfpatch.Report
+	var refused error
+	if *out != "" {
+		var opts []elfpatch.BuildOption
+		if *force {
+			opts = append(opts, elfpatch.AllowRefused())
+		}
+		p, err := elfpatch.BuildPatch(old, new, opts...)
+		var re *elfpatch.RefusedError
+		switch {
+		case errors.As(err, &re):
+			report, refused = re.Report, err
+		case err != nil:
+			return err
+		default:
+			report = p.Report
+			if err := writePatchFile(*out, p); err != nil {
+				return err
+			}
+		}
+	} else {
+		report, err = elfpatch.Diff(old, new)
+		if err != nil {
+			return err
+		}
+	}
+	if *asJSON {
+		if err := writeJSON(stdout, report); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(stdout, "old %s (build-id %s)\nnew %s (build-id %s)\n", pos[0], orNone(report.OldBuildID), pos[1], orNone(report.NewBuildID))
+		printReport(stdout, report)
+		if *out != "" && refused == nil {
+			fmt.Fprintf(stdout, "\npatch written to %s\n", *out)
+		}
+	}
+	if refused != nil {
+		return fmt.Errorf("no patch written to %s: %w (use --force to write it anyway)", *out, refused)
+	}
+	return nil
+}
+
+// writePatchFile writes through a temporary file and a rename, so a patch
+// file that exists is always complete.
+func writePatchFile(path string, p *elfpatch.Patch) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".graft-patch-*")
+	if err != nil {
+		return fmt.Errorf("write patch %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := p.WriteTo(tmp); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write patch %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write patch %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write patch %s: %w", path, err)
+	}
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+// funcLabel names a function the way people look for it: static ones with
+// their file.
+func funcLabel(f elfpatch.Func) string {
+	if f.File != "" {
+		return f.Name + " [" + f.File + "]"
+	}
+	return f.Name
+}
+
+// printReport writes the human-readable form of a diff report.
+func printReport(w io.Writer, r *elfpatch.Report) {
+	fmt.Fprintf(w, "verdict: %s\n", r.Verdict)
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	section := func(title string, n int) bool {
+		if n == 0 {
+			return false
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "\n%s (%d):\n", title, n)
+		return true
+	}
+	if section("changed functions", len(r.Changed)) {
+		for _, f := range r.Changed {
+			note := "patchable"
+			if !f.Patchable {
+				note = "NOT PATCHABLE: " + f.Why
+			} else if f.Pad > 0 {
+				note = fmt.Sprintf("patchable (jump spills %d bytes into padding)", f.Pad)
+			}
+			extra := ""
+			if f.Origin != "" {
+				extra += " clone of " + f.Origin
+			}
+			if len(f.Parts) > 0 {
+				extra += " with " + strings.Join(f.Parts, ", ")
+			}
+			if f.OldName != "" {
+				extra += " (was " + f.OldName + ")"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\told %s+%d\tnew %s+%d\t%s%s\n", funcLabel(f), f.Source, hex(f.OldAddr), f.OldSize, hex(f.NewAddr), f.NewSize, note, extra)
+		}
+	}
+	if section("added functions", len(r.Added)) {
+		for _, f := range r.Added {
+			fmt.Fprintf(tw, "  %s\t%s\tnew %s+%d\n", funcLabel(f), f.Source, hex(f.NewAddr), f.NewSize)
+		}
+	}
+	if section("removed functions", len(r.Removed)) {
+		for _, f := range r.Removed {
+			fmt.Fprintf(tw, "  %s\t%s\told %s+%d\n", funcLabel(f), f.Source, hex(f.OldAddr), f.OldSize)
+		}
+	}
+	if section("globals", len(r.Globals)) {
+		for _, g := range r.Globals {
+			name := g.Name
+			if g.File != "" {
+				name += " [" + g.File + "]"
+			}
+			if g.Function != "" {
+				name += " in " + g.Function
+			}
+			detail := ""
+			if g.OldType != g.NewType && g.OldType != "" && g.NewType != "" {
+				detail = g.OldType + " -> " + g.NewType
+			} else if g.NewType != "" {
+				detail = g.NewType
+			} else {
+				detail = g.OldType
+			}
+			if g.TypeClass == elfpatch.TypeCompatible {
+				detail = g.Detail // already names both types
+			} else if g.Detail != "" {
+				detail += ": " + g.Detail
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", name, g.Source, strings.Join(g.Changes, ","), detail)
+		}
+	}
+	if section("types", len(r.Types)) {
+		for _, t := range r.Types {
+			fmt.Fprintf(tw, "  %s\t%s\t%d -> %d bytes\tin %s objects via %s\t%s\n", t.Name, t.Class, t.OldSize, t.NewSize, t.Storage, strings.Join(t.UsedBy, ", "), t.Detail)
+		}
+	}
+	if section("signatures", len(r.Signatures)) {
+		for _, s := range r.Signatures {
+			callers := strings.Join(s.Callers, ", ")
+			if callers == "" {
+				callers = "none"
+			}
+			fmt.Fprintf(tw, "  %s\t%s -> %s\tcallers: %s\n", s.Name, s.Old, s.New, callers)
+		}
+	}
+	if section("reasons", len(r.Reasons)) {
+		for _, rs := range r.Reasons {
+			sym := rs.Symbol
+			if rs.Source != "" {
+				sym += " (" + rs.Source + ")"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", rs.Verdict, sym, rs.Message)
+		}
+	}
+	tw.Flush()
+	for _, warn := range r.Warnings {
+		fmt.Fprintf(w, "\nwarning: %s\n", warn)
+	}
+	fmt.Fprintf(w, "\n%d functions unchanged\n", r.Unchanged)
+}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"crypto/sha256"
+	enchex "encoding/hex"
+	"fmt"
+	"io"
+	"os"
+
+	"graft/elfpatch"
+)
+
+func init() {
+	register("show", "print a patch file", runShow)
+}
+
+// showOutput is show's --json document: the patch without the segment
+// bytes, which are summarised by size and hash.
+type showOutput struct {
+	Version    int              `json:"version"`
+	OldBuildID string           `json:"old_build_id"`
+	NewBuildID string           `json:"new_build_id"`
+	OldPath    string           `json:"old_path,omitempty"`
+	NewPath    string           `json:"new_path,omitempty"`
+	Report     *elfpatch.Report `json:"report"`
+	Image      imageOutput      `json:"image"`
+}
+
+type imageOutput struct {
+	Size      string              `json:"size"`
+	Segments  []segmentOutput     `json:"segments"`
+	Redirects []elfpatch.Redirect `json:"redirects"`
+	Fixups    []elfpatch.Fixup    `json:"fixups"`
+	Imports   []elfpatch.Import   `json:"imports"`
+	Relatives int                 `json:"relatives"`
+}
+
+type segmentOutput struct {
+	Vaddr  string `json:"vaddr"`
+	Memsz  uint64 `json:"memsz"`
+	Filesz int    `json:"filesz"`
+	Prot   string `json:"prot"`
+	SHA256 string `json:"sha256"`
+}
+
+func protString(p int) string {
+	b := []byte("---")
+	if p&1 != 0 {
+		b[0] = 'r'
+	}
+	if p&2 != 0 {
+		b[1] = 'w'
+	}
+	if p&4 != 0 {
+		b[2] = 'x'
+	}
+	return string(b)
+}
+
+func showView(p *elfpatch.Patch) showOutput {
+	im := p.Image
+	if im == nil {
+		im = &elfpatch.Image{}
+	}
+	v := showOutput{
+		Version: p.Version, OldBuildID: p.OldBuildID, NewBuildID: p.NewBuildID,
+		OldPath: p.OldPath, NewPath: p.NewPath, Report: p.Report,
+		Image: imageOutput{
+			Size:      hex(im.Size),
+			Segments:  []segmentOutput{},
+			Redirects: append([]elfpatch.Redirect{}, im.Redirects...),
+			Fixups:    append([]elfpatch.Fixup{}, im.Fixups...),
+			Imports:   append([]elfpatch.Import{}, im.Imports...),
+			Relatives: len(im.Relatives),
+		},
+	}
+	for _, s := range im.Segments {
+		sum := sha256.Sum256(s.Data)
+		v.Image.Segments = append(v.Image.Segments, segmentOutput{
+			Vaddr: hex(s.Vaddr), Memsz: s.Memsz, Filesz: len(s.Data), Prot: protString(s.Prot), SHA256: enchex.EncodeToString(sum[:]),
+		})
+	}
+	return v
+}
+
+func runShow(stdout, stderr io.Writer, args []string) error {
+	fs := newFlags("show", stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: graft show FILE [--json]")
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: need one patch FILE, got %d arguments", errUsage, len(pos))
+	}
+	f, err := os.Open(pos[0])
+	if err != nil {
+		return fmt.Errorf("show patch: %w", err)
+	}
+	defer f.Close()
+	p, err := elfpatch.ReadPatch(f)
+	if err != nil {
+		return fmt.Errorf("show patch %s: %w", pos[0], err)
+	}
+	v := showView(p)
+	if *asJSON {
+		return writeJSON(stdout, v)
+	}
+	fmt.Fprintf(stdout, "patch %s (format %d)\n", pos[0], p.Version)
+	fmt.Fprintf(stdout, "applies to build-id %s", orNone(p.OldBuildID))
+	if p.OldPath != "" {
+		fmt.Fprintf(stdout, " (%s)", p.OldPath)
+	}
+	fmt.Fprintf(stdout, "\nnew build-id %s", orNone(p.NewBuildID))
+	if p.NewPath != "" {
+		fmt.Fprintf(stdout, " (%s)", p.NewPath)
+	}
+	fmt.Fprintln(stdout)
+	if p.Report != nil {
+		printReport(stdout, p.Report)
+	}
+	fmt.Fprintf(stdout, "\nimage: %s bytes, %d segments, %d redirects, %d fixups, %d imports, %d relatives\n",
+		v.Image.Size, len(v.Image.Segments), len(v.Image.Redirects), len(v.Image.Fixups), len(v.Image.Imports), v.Image.Relatives)
+	for _, s := range v.Image.Segments {
+		fmt.Fprintf(stdout, "  segment %s memsz %d filesz %d %s sha256 %s\n", s.Vaddr, s.Memsz, s.Filesz, s.Prot, s.SHA256[:16])
+	}
+	for _, r := range v.Image.Redirects {
+		fmt.Fprintf(stdout, "  redirect %s: old %s -> new %s\n", r.Name, hex(r.Old), hex(r.New))
+	}
+	if len(v.Image.Segments) == 0 {
+		fmt.Fprintln(stdout, "  (no code: this patch cannot be applied)")
+	}
+	return nil
+}
