@@ -1,0 +1,276 @@
+package elfpatch
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func findFunc(fs []Func, name string) *Func {
+	for i := range fs {
+		if fs[i].Name == name {
+			return &fs[i]
+		}
+	}
+	return nil
+}
+
+func findGlobal(gs []GlobalChange, name string) *GlobalChange {
+	for i := range gs {
+		if gs[i].Name == name {
+			return &gs[i]
+		}
+	}
+	return nil
+}
+
+func findType(ts []TypeChange, name string) *TypeChange {
+	for i := range ts {
+		if ts[i].Name == name {
+			return &ts[i]
+		}
+	}
+	return nil
+}
+
+// TestDiffFixtures runs Diff on each C fixture pair in testdata/diff and
+// checks the exact sets of changed, added and removed functions (so a
+// spurious change fails), the verdict and the case's specific finding.
+func TestDiffFixtures(t *testing.T) {
+	cases := []struct {
+		name           string
+		changed        []string
+		added, removed []string
+		verdict        Verdict
+		check          func(t *testing.T, r *Report)
+	}{
+		{name: "body", changed: []string{"compute"}, verdict: VerdictAuto, check: func(t *testing.T, r *Report) {
+			f := findFunc(r.Changed, "compute")
+			assert.True(t, f.Patchable, f.Why)
+			assert.Equal(t, "main.c:3", f.Source)
+			assert.NotZero(t, f.OldAddr)
+			assert.NotZero(t, f.NewAddr)
+		}},
+		{name: "string", changed: []string{"banner"}, verdict: VerdictAuto},
+		{name: "static", changed: []string{"helper"}, verdict: VerdictAuto, check: func(t *testing.T, r *Report) {
+			f := findFunc(r.Changed, "helper")
+			assert.Equal(t, "b.c", f.File, "the helper that changed is b.c's, not a.c's")
+			assert.True(t, f.Local)
+		}},
+		{name: "addrm", changed: []string{"main"}, added: []string{"new_fn"}, removed: []string{"old_fn"}, verdict: VerdictAuto, check: func(t *testing.T, r *Report) {
+			assert.Zero(t, r.Added[0].OldAddr)
+			assert.NotZero(t, r.Added[0].NewAddr)
+			assert.Zero(t, r.Removed[0].NewAddr)
+		}},
+		{name: "newglobal", changed: []string{"handle"}, verdict: VerdictAuto, check: func(t *testing.T, r *Report) {
+			g := findGlobal(r.Globals, "bytes_served")
+			require.NotNil(t, g)
+			assert.Equal(t, []string{"added"}, g.Changes)
+			assert.Equal(t, "long int", g.NewType)
+			assert.Len(t, r.Globals, 1)
+		}},
+		{name: "globaltype", changed: []string{"hit"}, verdict: VerdictTransformer, check: func(t *testing.T, r *Report) {
+			g := findGlobal(r.Globals, "g_stats")
+			require.NotNil(t, g)
+			assert.Equal(t, TypeChanged, g.TypeClass)
+			assert.Contains(t, g.Detail, "member bytes added")
+			assert.Contains(t, g.Detail, "member misses: offset 4 -> 16")
+			s := findGlobal(r.Globals, "got_signal")
+			require.NotNil(t, s)
+			assert.Equal(t, TypeCompatible, s.TypeClass)
+			l := findGlobal(r.Globals, "limit")
+			require.NotNil(t, l)
+			assert.Equal(t, []string{"value"}, l.Changes)
+			tc := findType(r.Types, "struct stats")
+			require.NotNil(t, tc)
+			assert.Equal(t, "global", tc.Storage)
+			var transformer *Reason
+			for i := range r.Reasons {
+				if r.Reasons[i].Verdict == VerdictTransformer {
+					transformer = &r.Reasons[i]
+				}
+			}
+			require.NotNil(t, transformer)
+			assert.Equal(t, "g_stats", transformer.Symbol)
+			assert.Equal(t, "main.c:4", transformer.Source)
+		}},
+		{name: "heaptype", changed: []string{"main", "session_fd"}, verdict: VerdictRefused, check: func(t *testing.T, r *Report) {
+			tc := findType(r.Types, "struct session")
+			require.NotNil(t, tc)
+			assert.Equal(t, TypeChanged, tc.Class)
+			assert.Equal(t, "heap", tc.Storage)
+			assert.Contains(t, tc.UsedBy, "session_fd")
+			assert.Equal(t, int64(20), tc.OldSize)
+			assert.Equal(t, int64(24), tc.NewSize)
+		}},
+		{name: "signature", changed: []string{"area", "room"}, verdict: VerdictAuto, check: func(t *testing.T, r *Report) {
+			require.Len(t, r.Signatures, 1)
+			s := r.Signatures[0]
+			assert.Equal(t, "area", s.Name)
+			assert.Equal(t, "int area(int, int)", s.Old)
+			assert.Equal(t, "long int area(long int, long int, long int)", s.New)
+			assert.Equal(t, []string{"room"}, s.Callers)
+			assert.Empty(t, s.LeftBehind)
+		}},
+		{name: "callerleft", changed: []string{"scaled"}, verdict: VerdictRefused, check: func(t *testing.T, r *Report) {
+			require.Len(t, r.Signatures, 1)
+			assert.Equal(t, []string{"caller"}, r.Signatures[0].LeftBehind)
+			found := false
+			for _, rs := range r.Reasons {
+				if rs.Verdict == VerdictRefused && strings.Contains(rs.Message, "callers caller did not change") {
+					found = true
+				}
+			}
+			assert.True(t, found, "a refused reason names the caller left behind: %+v", r.Reasons)
+		}},
+		{name: "moved", changed: []string{"main"}, added: []string{"padding_fn"}, verdict: VerdictAuto, check: func(t *testing.T, r *Report) {
+			// The test means something only if the linker really moved
+			// the unchanged functions, the string table and the
+			// switch's jump table.
+			o, n := openFixture(t, "moved", "v1"), openFixture(t, "moved", "v2")
+			for _, name := range []string{"lookup", "name", "classify"} {
+				os, ns := symByName(o, name), symByName(n, name)
+				require.NotNil(t, os, name)
+				require.NotNil(t, ns, name)
+				assert.NotEqual(t, os.addr, ns.addr, "%s did not move; the fixture no longer tests moves", name)
+			}
+		}},
+		{name: "clone", changed: []string{"check", "scale.constprop.0"}, verdict: VerdictAuto, check: func(t *testing.T, r *Report) {
+			c := findFunc(r.Changed, "check")
+			assert.Equal(t, []string{"check.cold"}, c.Parts, "the .cold part is folded into its function")
+			s := findFunc(r.Changed, "scale.constprop.0")
+			assert.Equal(t, "scale", s.Origin)
+			assert.Equal(t, "main.c:4", s.Source)
+		}},
+		{name: "unpatchable", changed: []string{"count", "tiny"}, verdict: VerdictRefused, check: func(t *testing.T, r *Report) {
+			c := findFunc(r.Changed, "count")
+			assert.False(t, c.Patchable)
+			assert.Contains(t, c.Why, "(entry+2), inside the 5 bytes")
+			tiny := findFunc(r.Changed, "tiny")
+			assert.False(t, tiny.Patchable)
+			assert.Contains(t, tiny.Why, "3 bytes long with 0 bytes of padding")
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := diffFixture(t, tc.name)
+			if t.Failed() {
+				return
+			}
+			nz := func(s []string) []string {
+				if s == nil {
+					return []string{}
+				}
+				return s
+			}
+			assert.Equal(t, nz(tc.changed), names(r.Changed), "changed")
+			assert.Equal(t, nz(tc.added), names(r.Added), "added")
+			assert.Equal(t, nz(tc.removed), names(r.Removed), "removed")
+			assert.Equal(t, tc.verdict, r.Verdict, "verdict; reasons: %+v", r.Reasons)
+			for _, rs := range r.Reasons {
+				assert.NotEmpty(t, rs.Symbol)
+				assert.NotEmpty(t, rs.Message)
+			}
+			if tc.check != nil {
+				tc.check(t, r)
+			}
+		})
+	}
+}
+
+func symByName(b *Binary, name string) *symbol {
+	for _, s := range b.syms {
+		if s.name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// TestDiffIdentical: a build diffed against itself, and against the same
+// sources built again, has nothing to say.
+func TestDiffIdentical(t *testing.T) {
+	for _, name := range []string{"moved", "clone", "globaltype", "static"} {
+		b := openFixture(t, name, "v2")
+		r, err := Diff(b, b)
+		require.NoError(t, err)
+		assert.Empty(t, r.Changed, name)
+		assert.Empty(t, r.Added, name)
+		assert.Empty(t, r.Removed, name)
+		assert.Empty(t, r.Globals, name)
+		assert.Empty(t, r.Types, name)
+		assert.Equal(t, VerdictAuto, r.Verdict)
+		assert.Greater(t, r.Unchanged, 2)
+	}
+}
+
+func TestDiffDeterministic(t *testing.T) {
+	a, err := json.Marshal(diffFixture(t, "globaltype"))
+	require.NoError(t, err)
+	b, err := json.Marshal(diffFixture(t, "globaltype"))
+	require.NoError(t, err)
+	assert.Equal(t, string(a), string(b))
+}
+
+func TestReportJSONNames(t *testing.T) {
+	r := diffFixture(t, "addrm")
+	b, err := json.Marshal(r)
+	require.NoError(t, err)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(b, &m))
+	for _, k := range []string{"changed", "added", "removed", "globals", "types", "verdict", "reasons"} {
+		assert.Contains(t, m, k)
+	}
+	added := m["added"].([]any)
+	assert.Equal(t, "new_fn", added[0].(map[string]any)["name"])
+}
+
+func TestOpenErrors(t *testing.T) {
+	dir := t.TempDir()
+	notELF := filepath.Join(dir, "text")
+	require.NoError(t, os.WriteFile(notELF, []byte("#!/bin/sh\necho hi\n"), 0o755))
+	_, err := Open(notELF)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "not an ELF file")
+
+	_, err = Open(filepath.Join(dir, "missing"))
+	require.Error(t, err)
+	assert.True(t, errors.Is(err, os.ErrNotExist))
+
+	stripped := filepath.Join(dir, "stripped")
+	src, err := os.ReadFile(fixture(t, "body", "v1"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(stripped, src, 0o755))
+	if out, err := runCmd("strip", stripped); err != nil {
+		t.Fatalf("strip: %v\n%s", err, out)
+	}
+	_, err = Open(stripped)
+	require.Error(t, err)
+	assert.True(t, errors.Is(err, ErrNoSymbols), "%v", err)
+
+	// A 32-bit x86 ELF header: right magic, wrong machine.
+	hdr := make([]byte, 64)
+	copy(hdr, "\x7fELF\x01\x01\x01")
+	hdr[16], hdr[18] = 2, 3 // ET_EXEC, EM_386
+	hdr[20] = 1
+	i386 := filepath.Join(dir, "i386")
+	require.NoError(t, os.WriteFile(i386, hdr, 0o644))
+	_, err = Open(i386)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "only x86-64")
+}
+
+func TestBuildIDAndPath(t *testing.T) {
+	p := fixture(t, "body", "v1")
+	b, err := Open(p)
+	require.NoError(t, err)
+	assert.Len(t, b.BuildID(), 40, "gcc's default build-id is a 20-byte sha1")
+	assert.Equal(t, p, b.Path())
+	assert.NotNil(t, b.ELF())
+}
