@@ -2,4 +2,41 @@
 // decides whether a patch may go in: no thread's PC or return address may
 // lie inside a function being replaced or inside bytes a trampoline will
 // overwrite.
+//
+// # Unwinding
+//
+// NewUnwinder (or ForProcess) loads, while the target still runs, the
+// .eh_frame and .debug_frame of every mapped module (parsed with delve's
+// pkg/dwarf/frame) and its symbols (the detached debug file by build ID
+// when the module itself is stripped). The vDSO's image is read from target
+// memory. Unwind then starts from the thread's registers and, per frame:
+// finds the module and FDE for the PC (the PC itself for frame 0 and for a
+// frame interrupted by a signal, PC-1 for a return address, because a call
+// that ends a noreturn function returns past its end); runs the FDE's CFA
+// program to that PC (FDE addresses are link-time: subtract Module.Bias);
+// computes the CFA and the caller's registers (register rules: offset,
+// val_offset, register, same value, expression, val_expression — the
+// expressions cover glibc's __restore_rt, which restores from the
+// ucontext, and the PLT's CFA expression); and continues with the return
+// address. Callee-saved registers without a rule keep their value, the
+// others become unknown.
+//
+// The walk ends cleanly where the CFI marks the outermost frame (the
+// return-address rule is "undefined", as in _start and the child side of
+// clone/clone3) or at a zero return address. Anywhere else (a PC in no
+// module or without CFI, an unreadable stack slot, an unknown register a
+// rule needs, a CFA that does not grow) it stops and marks the last frame
+// Incomplete. There is deliberately no frame-pointer guess: Check treats an
+// incomplete stack as unsafe, so a missing frame can never make a patch go
+// in while a replaced function is still running.
+//
+// # Activeness
+//
+// Check looks at every frame of every thread: a PC (or PC-1 for a return
+// address) inside Spec.Functions is active unless the function is in
+// AllowActive; a PC inside Spec.Entries (the bytes the jump overwrites) is
+// refused always. WaitSafe repeats stop/unwind/check with the whole process
+// resumed between attempts (bounded exponential backoff) until it is safe,
+// and returns with the process still stopped so the caller writes in the
+// same pause.
 package safepoint

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+
+	"graft/safepoint"
+	"graft/tracer"
+)
+
+func init() {
+	register("stacks", "print the stack of every thread of a process (CFI unwinding)", runStacks)
+}
+
+type stacksJSON struct {
+	Pid     int          `json:"pid"`
+	Threads []threadJSON `json:"threads"`
+}
+
+type threadJSON struct {
+	Tid    int         `json:"tid"`
+	Frames []frameJSON `json:"frames"`
+	// Incomplete is the reason the stack could not be unwound to its end.
+	Incomplete string `json:"incomplete,omitempty"`
+}
+
+type frameJSON struct {
+	PC       string `json:"pc"`
+	CFA      string `json:"cfa,omitempty"`
+	Function string `json:"function"`
+	Module   string `json:"module,omitempty"`
+}
+
+func runStacks(stdout, stderr io.Writer, args []string) error {
+	fs := newFlags("stacks", stderr)
+	pid := fs.Int("p", 0, "process ID")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *pid <= 0 {
+		return fmt.Errorf("%w: -p PID is required", errUsage)
+	}
+	out, err := collectStacks(*pid)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(stdout, out)
+	}
+	for i, t := range out.Threads {
+		if i > 0 {
+			fmt.Fprintln(stdout)
+		}
+		fmt.Fprintf(stdout, "thread %d:\n", t.Tid)
+		for n, f := range t.Frames {
+			name := f.Function
+			if name == "" {
+				name = "??"
+			}
+			mod := ""
+			if f.Module != "" {
+				mod = " (" + f.Module + ")"
+			}
+			fmt.Fprintf(stdout, "  #%-2d %18s %s%s\n", n, f.PC, name, mod)
+		}
+		if t.Incomplete != "" {
+			fmt.Fprintf(stdout, "  (stack incomplete: %s)\n", t.Incomplete)
+		}
+	}
+	return nil
+}
+
+// collectStacks loads CFI while the target runs, then holds it only for
+// the unwinding itself.
+func collectStacks(pid int) (_ *stacksJSON, err error) {
+	u, err := safepoint.ForProcess(pid)
+	if err != nil {
+		return nil, fmt.Errorf("stacks of pid %d: %w", pid, err)
+	}
+	p, err := tracer.Attach(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if cerr := p.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	u.Preload(p)
+	if err := p.Stop(); err != nil {
+		return nil, fmt.Errorf("stacks of pid %d: %w", pid, err)
+	}
+	stacks, serr := u.StacksOf(p)
+	rerr := p.Resume()
+	if serr != nil {
+		return nil, fmt.Errorf("stacks of pid %d: %w", pid, serr)
+	}
+	if rerr != nil && !errors.Is(rerr, tracer.ErrProcessExited) {
+		return nil, fmt.Errorf("stacks of pid %d: resume: %w", pid, rerr)
+	}
+	out := &stacksJSON{Pid: pid, Threads: []threadJSON{}}
+	tids := make([]int, 0, len(stacks))
+	for tid := range stacks {
+		tids = append(tids, tid)
+	}
+	sort.Ints(tids)
+	for _, tid := range tids {
+		t := threadJSON{Tid: tid, Frames: []frameJSON{}}
+		for _, f := range stacks[tid] {
+			fj := frameJSON{PC: hex(f.PC), Function: f.Function, Module: f.Module}
+			if f.CFA != 0 {
+				fj.CFA = hex(f.CFA)
+			}
+			t.Frames = append(t.Frames, fj)
+			if f.Incomplete {
+				t.Incomplete = f.Reason
+			}
+		}
+		out.Threads = append(out.Threads, t)
+	}
+	return out, nil
+}

@@ -1,0 +1,93 @@
+package safepoint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"graft/tracer"
+)
+
+// Target is the part of a traced process safepoint needs; *tracer.Process
+// satisfies it.
+type Target interface {
+	Memory
+	Stop() error
+	Resume() error
+	Threads() []int
+	Regs(tid int) (tracer.Regs, error)
+}
+
+// StacksOf unwinds every thread of a stopped target. A thread that exited
+// since Threads listed it is left out. Stacks that could not be unwound to
+// their end are included with their last frame marked Incomplete.
+func (u *Unwinder) StacksOf(t Target) (map[int][]Frame, error) {
+	out := map[int][]Frame{}
+	for _, tid := range t.Threads() {
+		regs, err := t.Regs(tid)
+		if err != nil {
+			if errors.Is(err, tracer.ErrNoThread) {
+				continue
+			}
+			return nil, fmt.Errorf("unwind thread %d: %w", tid, err)
+		}
+		frames, _ := u.Unwind(regs, t) // incompleteness is marked in frames
+		out[tid] = frames
+	}
+	return out, nil
+}
+
+// Backoff bounds for WaitSafe: short enough that a function that returns
+// quickly is caught soon, long enough that the target makes progress
+// between the pauses.
+const (
+	minBackoff = 200 * time.Microsecond
+	maxBackoff = 20 * time.Millisecond
+)
+
+// WaitSafe waits until no thread of t is inside the code s protects.
+// Precondition: t is stopped. It unwinds every thread and checks; when safe
+// it returns nil with t still stopped, so the caller can write the
+// trampolines in the same pause. When not, it resumes the whole process
+// (never only some threads: a stopped thread may hold a lock the others
+// need), waits with bounded exponential backoff, stops it again and
+// re-checks, seeing threads created or exited meanwhile. On timeout or
+// cancellation it returns the last *ActiveError wrapped, with t stopped;
+// the caller decides whether to resume.
+func WaitSafe(ctx context.Context, t Target, u *Unwinder, s Spec, timeout time.Duration) error {
+	start := time.Now()
+	deadline := start.Add(timeout)
+	backoff := minBackoff
+	for attempt := 1; ; attempt++ {
+		if err := t.Stop(); err != nil {
+			return fmt.Errorf("wait for safe point: stop: %w", err)
+		}
+		stacks, err := u.StacksOf(t)
+		if err != nil {
+			return fmt.Errorf("wait for safe point: %w", err)
+		}
+		cerr := Check(stacks, s)
+		if cerr == nil {
+			return nil
+		}
+		now := time.Now()
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("wait for safe point: %v after %d checks in %v: %w", err, attempt, now.Sub(start).Round(time.Millisecond), cerr)
+		}
+		if !now.Before(deadline) {
+			return fmt.Errorf("wait for safe point: timed out after %d checks in %v: %w", attempt, now.Sub(start).Round(time.Millisecond), cerr)
+		}
+		if err := t.Resume(); err != nil {
+			return fmt.Errorf("wait for safe point: resume: %w", err)
+		}
+		wait := min(backoff, deadline.Sub(now))
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+		case <-timer.C:
+		}
+		timer.Stop()
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
