@@ -88,6 +88,10 @@ func Open(path string) (*Binary, error) {
 	return b, nil
 }
 
+// recoverPanics is cleared by the fuzz tests, so that a panic in this
+// package's own code shows up as a crash instead of as an error.
+var recoverPanics = true
+
 // ErrNoSymbols is returned (wrapped) by Open for a stripped binary.
 var ErrNoSymbols = errors.New("no symbol table (stripped binary?)")
 
@@ -95,6 +99,9 @@ func openBytes(data []byte) (b *Binary, err error) {
 	defer func() {
 		// debug/elf and debug/dwarf can panic on hostile input; turn that
 		// into an error rather than crash the tool.
+		if !recoverPanics {
+			return
+		}
 		if r := recover(); r != nil {
 			b, err = nil, fmt.Errorf("malformed ELF: %v", r)
 		}

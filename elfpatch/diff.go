@@ -289,6 +289,9 @@ func Diff(old, new *Binary) (r *Report, err error) {
 		return nil, fmt.Errorf("diff: nil binary")
 	}
 	defer func() {
+		if !recoverPanics {
+			return
+		}
 		if p := recover(); p != nil {
 			r, err = nil, fmt.Errorf("diff %s %s: malformed input: %v", old.path, new.path, p)
 		}
