@@ -136,6 +136,11 @@ func Check(stacks map[int][]Frame, s Spec) error {
 				}
 			}
 		}
+	}
+	// Incomplete stacks second, so that a thread definitely inside a
+	// replaced function is what the error names when there is one.
+	for _, tid := range tids {
+		st := stacks[tid]
 		if len(st) == 0 {
 			return &ActiveError{Tid: tid, Incomplete: true, Reason: "no frames", Stack: st}
 		}

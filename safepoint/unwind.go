@@ -71,6 +71,9 @@ func (e *IncompleteError) Error() string {
 	return fmt.Sprintf("unwind stopped at frame %d (pc %#x): %s", e.Depth, e.PC, e.Reason)
 }
 
+// cloneFuncs are glibc's names for clone and clone3 (see Unwind).
+var cloneFuncs = map[string]bool{"clone": true, "__clone": true, "clone3": true, "__clone3": true}
+
 // maxFrames bounds a walk through a corrupt or cyclic stack.
 const maxFrames = 4096
 
@@ -426,17 +429,37 @@ func (u *Unwinder) Unwind(regs tracer.Regs, mem Memory) ([]Frame, error) {
 			return stop(f, m.err.Error())
 		}
 		fde := m.fde(lpc - m.mod.Bias)
-		if fde == nil {
+		var fc *frame.FrameContext
+		signal := false
+		switch {
+		case fde != nil:
+			signal = strings.ContainsRune(fde.CIE.Augmentation, 'S')
+			if signal && f.Function == "" {
+				// A signal trampoline's FDE starts one byte early so
+				// that PC-1 finds it; its symbol starts at the PC.
+				f.Function = m.symbol(pc)
+			}
+			var err error
+			if fc, err = establish(fde, lpc-m.mod.Bias); err != nil {
+				return stop(f, fmt.Sprintf("CFI for pc in %s: %v", m.name, err))
+			}
+		case len(frames) == 0 && cloneFuncs[f.Function]:
+			// glibc's clone and clone3 leave the instructions right
+			// after the syscall without CFI. A thread stopped there
+			// is either the new child (rax 0), which has no caller
+			// at all yet, or the parent, and clone pushes nothing
+			// on its own stack: the return address is at rsp.
+			if r.ok[0] && r.v[0] == 0 {
+				f.CFA = r.v[7]
+				return append(frames, f), nil
+			}
+			fc = &frame.FrameContext{
+				CFA:        frame.DWRule{Rule: frame.RuleCFA, Reg: 7, Offset: 8},
+				Regs:       map[uint64]frame.DWRule{16: {Rule: frame.RuleOffset, Offset: -8}},
+				RetAddrReg: 16,
+			}
+		default:
 			return stop(f, fmt.Sprintf("no CFI for pc in %s", m.name))
-		}
-		if strings.ContainsRune(fde.CIE.Augmentation, 'S') && f.Function == "" {
-			// A signal trampoline's FDE starts one byte early so that
-			// PC-1 finds it; its symbol starts at the PC itself.
-			f.Function = m.symbol(pc)
-		}
-		fc, err := establish(fde, lpc-m.mod.Bias)
-		if err != nil {
-			return stop(f, fmt.Sprintf("CFI for pc in %s: %v", m.name, err))
 		}
 		cfa, err := r.cfa(fc, c)
 		if err != nil {
@@ -451,7 +474,6 @@ func (u *Unwinder) Unwind(regs tracer.Regs, mem Memory) ([]Frame, error) {
 		if end {
 			return frames, nil
 		}
-		signal := strings.ContainsRune(fde.CIE.Augmentation, 'S')
 		if !signal && cfa <= r.v[7] && r.ok[7] {
 			// A call frame's CFA lies above its rsp; anything else is a
 			// corrupt stack or a loop.
