@@ -296,9 +296,20 @@ func Diff(old, new *Binary) (r *Report, err error) {
 			r, err = nil, fmt.Errorf("diff %s %s: malformed input: %v", old.path, new.path, p)
 		}
 	}()
+	// The two sides are independent until matched: prepare them at once.
+	var oldSide *side
+	done := make(chan any, 1)
+	go func() {
+		defer func() { done <- recover() }()
+		oldSide = prepare(old)
+	}()
+	newSide := prepare(new)
+	if p := <-done; p != nil {
+		panic(p) // re-raised on this goroutine, where Diff recovers it
+	}
 	d := &differ{
-		old:     prepare(old),
-		new:     prepare(new),
+		old:     oldSide,
+		new:     newSide,
 		r:       &Report{OldBuildID: old.buildID, NewBuildID: new.buildID, Verdict: VerdictAuto},
 		types:   map[string]*TypeChange{},
 		status:  map[*unit]string{},

@@ -232,7 +232,9 @@ func (n *normaliser) anonContent(u *unit, inst *x86asm.Inst, sec *elf.Section, t
 		if end < 0 || end > 4096 {
 			end = min(len(d), 64)
 		}
-		return "str:" + strconv.Quote(string(d[:end]))
+		// The token ends at a NUL in the normalised stream, and d[:end]
+		// holds none, so the raw bytes delimit themselves.
+		return "str:" + string(d[:end])
 	}
 	size := inst.MemBytes
 	if size <= 0 || size > 64 {

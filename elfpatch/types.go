@@ -305,6 +305,14 @@ func stripTypedefs(t dwarf.Type) dwarf.Type {
 // layoutDetail names the first layout difference between two types.
 func layoutDetail(old, new dwarf.Type) string {
 	o, n := stripTypedefs(old), stripTypedefs(new)
+	if ao, ok := o.(*dwarf.ArrayType); ok {
+		if an, ok := n.(*dwarf.ArrayType); ok {
+			if ao.Count != an.Count {
+				return fmt.Sprintf("element count %d -> %d", ao.Count, an.Count)
+			}
+			return "element " + typeString(an.Type) + ": " + layoutDetail(ao.Type, an.Type)
+		}
+	}
 	os, ns := typeSize(o), typeSize(n)
 	so, okO := o.(*dwarf.StructType)
 	sn, okN := n.(*dwarf.StructType)
