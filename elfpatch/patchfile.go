@@ -188,6 +188,9 @@ func ReadPatch(r io.Reader) (p *Patch, err error) {
 		if n == 0 && errors.Is(err, io.EOF) {
 			return nil, &FormatError{Off: 0, Msg: "empty file"}
 		}
+		if n >= 8 && !bytes.Equal(hdr[:8], patchMagic[:]) {
+			return nil, &FormatError{Off: 0, Msg: "bad magic (not a graft patch)", Val: fmt.Sprintf("%q", hdr[:8])}
+		}
 		return nil, &FormatError{Off: int64(n), Msg: "truncated header"}
 	}
 	if !bytes.Equal(hdr[:8], patchMagic[:]) {

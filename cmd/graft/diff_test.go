@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// buildPair compiles one of elfpatch's C fixture pairs with gcc -g -O2.
+func buildPair(t *testing.T, name string) (string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	var out [2]string
+	for i, v := range []string{"v1", "v2"} {
+		srcs, _ := filepath.Glob(filepath.Join("..", "..", "elfpatch", "testdata", "diff", name, v, "*.c"))
+		require.NotEmpty(t, srcs)
+		out[i] = filepath.Join(dir, name+"-"+v)
+		args := append([]string{"-g", "-O2", "-o", out[i]}, srcs...)
+		if b, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
+			t.Fatalf("gcc %v: %v\n%s", args, err, b)
+		}
+	}
+	return out[0], out[1]
+}
+
+func runGraft(args ...string) (stdout, stderr string, code int) {
+	var o, e bytes.Buffer
+	code = run(&o, &e, args)
+	return o.String(), e.String(), code
+}
+
+func TestDiffCommandText(t *testing.T) {
+	old, new := buildPair(t, "string")
+	out, errOut, code := runGraft("diff", old, new)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "verdict: auto")
+	assert.Contains(t, out, "changed functions (1):")
+	assert.Regexp(t, `\n  banner\s+main.c:2\s+old 0x[0-9a-f]+\+\d+\s+new 0x[0-9a-f]+\+\d+\s+patchable`, out)
+	assert.NotContains(t, out, "added functions")
+}
+
+func TestDiffCommandJSONAndPatchFile(t *testing.T) {
+	old, new := buildPair(t, "globaltype")
+	patch := filepath.Join(t.TempDir(), "p.graft")
+	// Flags after the positional arguments work too.
+	out, errOut, code := runGraft("diff", old, new, "--json", "-o", patch)
+	require.Equal(t, 0, code, errOut)
+	var r struct {
+		Changed []struct {
+			Name string `json:"name"`
+		} `json:"changed"`
+		Globals []struct {
+			Name    string   `json:"name"`
+			Changes []string `json:"changes"`
+		} `json:"globals"`
+		Verdict string `json:"verdict"`
+		Reasons []struct {
+			Verdict string `json:"verdict"`
+			Symbol  string `json:"symbol"`
+		} `json:"reasons"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &r))
+	require.Len(t, r.Changed, 1)
+	assert.Equal(t, "hit", r.Changed[0].Name)
+	assert.Equal(t, "transformer", r.Verdict)
+	assert.Len(t, r.Globals, 3)
+
+	// show reads back what diff wrote.
+	out, errOut, code = runGraft("show", patch)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "verdict: transformer")
+	assert.Contains(t, out, "g_stats")
+	var v showOutput
+	out, errOut, code = runGraft("show", "--json", patch)
+	require.Equal(t, 0, code, errOut)
+	require.NoError(t, json.Unmarshal([]byte(out), &v))
+	assert.Equal(t, 1, v.Version)
+	assert.NotEmpty(t, v.OldBuildID)
+	assert.Equal(t, "transformer", string(v.Report.Verdict))
+}
+
+func TestDiffCommandRefusedWritesNothing(t *testing.T) {
+	old, new := buildPair(t, "unpatchable")
+	patch := filepath.Join(t.TempDir(), "p.graft")
+	out, errOut, code := runGraft("diff", "-o", patch, old, new)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, "verdict: refused")
+	assert.Contains(t, errOut, "no patch written")
+	assert.NoFileExists(t, patch)
+
+	_, errOut, code = runGraft("diff", "--force", "-o", patch, old, new)
+	assert.Equal(t, 0, code, errOut)
+	assert.FileExists(t, patch)
+}
+
+func TestDiffShowErrors(t *testing.T) {
+	_, errOut, code := runGraft("diff", "only-one")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "need OLD and NEW")
+
+	junk := filepath.Join(t.TempDir(), "junk")
+	require.NoError(t, os.WriteFile(junk, []byte("not a patch at all, long enough for a header......"), 0o644))
+	_, errOut, code = runGraft("show", junk)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "bad magic")
+
+	_, errOut, code = runGraft("diff", junk, junk)
+	assert.Equal(t, 1, code)
+	assert.True(t, strings.Contains(errOut, "not an ELF file"), errOut)
+}
