@@ -1,0 +1,34 @@
+// Package loader maps a planned elfpatch.Image into a live process: it finds
+// a free region within ±2 GiB of the running executable (so the image's
+// 32-bit PC-relative fixups and the 5-byte jumps written later reach both
+// ways), resolves the image's imports against the libraries the process
+// has already loaded, links the image for that address (elfpatch.Image.Link,
+// pure) and only then touches the process.
+//
+// Loading, step by step, with the target paused only around the injected
+// system calls (never while graft computes or copies):
+//
+//  1. FindHole over /proc/PID/maps: a page-aligned free range next to the
+//     executable, keeping clear of the brk heap's growth.
+//  2. Pause; mmap an anonymous read-write reservation there with
+//     MAP_FIXED_NOREPLACE (never clobbering a mapping that appeared since
+//     maps was read); write the name "graft-<id>" into it;
+//     memfd_create(name); ftruncate(size); resume.
+//  3. graft writes the linked bytes into the memfd through
+//     /proc/PID/fd/N while the target runs.
+//  4. Pause; mmap each segment of the memfd MAP_PRIVATE|MAP_FIXED over the
+//     reservation with its final protection, PROT_NONE between segments;
+//     close the descriptor; resume.
+//
+// No page is ever writable and executable, and no mprotect adds PROT_EXEC,
+// so a target under MemoryDenyWriteExecute (prctl PR_SET_MDWE) still loads.
+// Mappings are private: a forked child (ftpd's sessions) gets its own copy
+// of the new globals, exactly as with the executable's own data. When
+// memfd_create is refused (seccomp), the image is loaded into anonymous
+// private mappings mapped with their final protection and filled through
+// /proc/PID/mem, which writes through page protections.
+//
+// Invariant: Load either returns a Loaded whose range holds the linked
+// image, or leaves the target's address space as it found it (everything
+// it mapped is unmapped, every descriptor it opened in the target closed).
+package loader

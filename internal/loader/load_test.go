@@ -1,0 +1,351 @@
+package loader
+
+import (
+	"bufio"
+	"debug/elf"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"graft/elfpatch"
+	"graft/internal/testutil"
+	"graft/tracer"
+)
+
+// buildTick compiles elfpatch/testdata/loader/<version> like testprocs
+// builds C targets: gcc -g -O2, gcc's default PIE.
+func buildTick(t testing.TB, version string) string {
+	t.Helper()
+	dir := filepath.Join(testutil.Root(), "elfpatch", "testdata", "loader", version)
+	src, _ := filepath.Glob(filepath.Join(dir, "*.c"))
+	if len(src) == 0 {
+		t.Fatalf("no sources in %s", dir)
+	}
+	out := filepath.Join(t.TempDir(), "tick-"+version)
+	args := append([]string{"-g", "-O2", "-o", out}, src...)
+	if b, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
+		t.Fatalf("gcc %v: %v\n%s", args, err, b)
+	}
+	return out
+}
+
+// funcSym finds a function by name (and compile unit for a static).
+func funcSym(t testing.TB, f *elf.File, file, name string) elf.Symbol {
+	t.Helper()
+	syms, err := f.Symbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := ""
+	for _, s := range syms {
+		if elf.ST_TYPE(s.Info) == elf.STT_FILE {
+			cur = s.Name
+			continue
+		}
+		local := elf.ST_BIND(s.Info) == elf.STB_LOCAL
+		if s.Name == name && elf.ST_TYPE(s.Info) == elf.STT_FUNC && local == (file != "") && (file == "" || cur == file) {
+			return s
+		}
+	}
+	t.Fatalf("no function %s:%s", file, name)
+	return elf.Symbol{}
+}
+
+func planFunc(t testing.TB, old, new *elf.File, file, name string) elfpatch.PlanFunc {
+	n := funcSym(t, new, file, name)
+	pf := elfpatch.PlanFunc{Name: name, File: file, Local: file != "", NewAddr: n.Value, NewSize: n.Size}
+	if old != nil {
+		o := funcSym(t, old, file, name)
+		pf.OldAddr, pf.OldSize = o.Value, o.Size
+	}
+	return pf
+}
+
+// lines delivers the target's stdout line by line.
+func lines(r *bufio.Reader) <-chan string {
+	ch := make(chan string, 4096)
+	go func() {
+		defer close(ch)
+		for {
+			s, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			ch <- strings.TrimSpace(s)
+		}
+	}()
+	return ch
+}
+
+var tickLine = regexp.MustCompile(`^(v[12]) counter=(\d+) calls=(\d+) len=(\d+) helper=(\d+) other=(\d+) kind=(\d+) seen=(\d+)(?: added=(\d+))?$`)
+
+type tick struct {
+	version                                  string
+	counter, calls, len, helper, other, kind int
+	seen, added                              int
+	raw                                      string
+}
+
+func nextTick(t *testing.T, ch <-chan string, p *testutil.Proc) tick {
+	t.Helper()
+	select {
+	case s, ok := <-ch:
+		if !ok {
+			t.Fatalf("target exited (stderr: %s)", p.Stderr())
+		}
+		m := tickLine.FindStringSubmatch(s)
+		if m == nil {
+			t.Fatalf("unexpected output line %q", s)
+		}
+		n := func(i int) int { v, _ := strconv.Atoi(m[i]); return v }
+		return tick{m[1], n(2), n(3), n(4), n(5), n(6), n(7), n(8), n(9), s}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no output for 5s (stderr: %s)", p.Stderr())
+	}
+	return tick{}
+}
+
+func kindOf(x int) int {
+	return []int{11, 23, 37, 41, 59, 61, 79}[x%7]
+}
+
+// checkTick checks a line's arithmetic: which function versions produced it
+// and that they used the one copy of the program's state.
+func checkTick(t *testing.T, k tick, wantVersion string) {
+	t.Helper()
+	mul := 2
+	if wantVersion == "v2" {
+		mul = 3
+	}
+	switch {
+	case k.version != wantVersion:
+		t.Fatalf("line %q: want %s", k.raw, wantVersion)
+	case k.calls != k.counter:
+		t.Fatalf("line %q: calls.0 and counter diverged (two copies of state?)", k.raw)
+	case k.len != 5:
+		t.Fatalf("line %q: strlen(name) = %d", k.raw, k.len)
+	case k.helper != mul*k.counter:
+		t.Fatalf("line %q: helper is not %s's", k.raw, wantVersion)
+	case k.other != k.counter+1000:
+		t.Fatalf("line %q: other() (other.c's helper) wrong", k.raw)
+	case k.kind != kindOf(k.counter):
+		t.Fatalf("line %q: kind() wrong", k.raw)
+	}
+}
+
+func TestLoadTickLive(t *testing.T) {
+	v1, v2 := buildTick(t, "v1"), buildTick(t, "v2")
+	oldF, err := elf.Open(v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oldF.Close()
+	newF, err := elf.Open(v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer newF.Close()
+	changed := []elfpatch.PlanFunc{planFunc(t, oldF, newF, "", "work"), planFunc(t, oldF, newF, "main.c", "helper")}
+	im, err := elfpatch.PlanELF(oldF, newF, changed, []elfpatch.PlanFunc{planFunc(t, nil, newF, "", "added")})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	proc := testutil.Start(t, v1)
+	out := lines(proc.Stdout)
+	if s := <-out; s != "ready" {
+		t.Fatalf("first line %q", s)
+	}
+	var last tick
+	for i := 0; i < 5; i++ {
+		last = nextTick(t, out, proc)
+		checkTick(t, last, "v1")
+	}
+
+	p, err := tracer.Attach(proc.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := p.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		testutil.RequireReleased(t, proc.Pid)
+	}()
+	mods, err := tracer.Modules(proc.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var main *tracer.Module
+	for i := range mods {
+		if mods[i].Main {
+			main = &mods[i]
+		}
+	}
+	if main == nil {
+		t.Fatalf("no main module in %+v", mods)
+	}
+	res, err := NewResolver(proc.Pid, mods, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := Load(p, im, main, res.Resolve, Options{ID: "tick-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Stopped() {
+		t.Fatal("Load left the process stopped")
+	}
+	t.Logf("loaded %#x bytes at %#x (executable at %#x), %d fixups, %d imports", l.Size, l.Base, main.Base, len(im.Fixups), len(im.Imports))
+	maps, _ := os.ReadFile(fmt.Sprintf("/proc/%d/maps", proc.Pid))
+	if !strings.Contains(string(maps), fmt.Sprintf("%x-", l.Base)) || !strings.Contains(string(maps), "memfd:graft-tick-test") {
+		t.Fatalf("maps do not show the image at %#x:\n%s", l.Base, maps)
+	}
+
+	// The redirects, written by hand while the process is stopped (the
+	// trampoline package owns the real thing): jmp rel32 at OLD's entry.
+	saved := map[uint64][]byte{}
+	writeJumps := func() {
+		for _, r := range im.Redirects {
+			from, to := main.Bias+r.Old, l.Base+r.New
+			regsOK(t, p, from)
+			orig := make([]byte, 5)
+			if _, err := p.ReadAt(orig, int64(from)); err != nil {
+				t.Fatal(err)
+			}
+			saved[from] = orig
+			jmp := make([]byte, 5)
+			jmp[0] = 0xe9
+			binary.LittleEndian.PutUint32(jmp[1:], uint32(int32(int64(to)-int64(from+5))))
+			if _, err := p.WriteAt(jmp, int64(from)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	stopped(t, p, writeJumps)
+
+	// Lines already buffered may still be v1's; the first v2 line must
+	// continue the count exactly: one counter, one calls.0, one seen.
+	var first tick
+	for {
+		k := nextTick(t, out, proc)
+		if k.version == "v1" {
+			checkTick(t, k, "v1")
+			last = k
+			continue
+		}
+		first = k
+		break
+	}
+	checkTick(t, first, "v2")
+	t.Logf("last v1 line: %s", last.raw)
+	t.Logf("first v2 line: %s", first.raw)
+	if first.counter != last.counter+1 {
+		t.Fatalf("counter jumped from %d (v1) to %d (v2): state not shared", last.counter, first.counter)
+	}
+	// helper() runs once per call in both versions and bumps main.c's
+	// seen (printed before helper ran or after: argument order is the
+	// compiler's), never other.c's.
+	if first.seen < last.seen || first.seen > last.seen+2 {
+		t.Fatalf("seen went from %d to %d", last.seen, first.seen)
+	}
+	// added() is new: bonus starts at 100 in NEW's data, so the first
+	// call returns 101 + ops[x&1](x), where ops holds OLD's kind/other.
+	want := 101 + kindOf(first.counter)
+	if first.counter&1 == 1 {
+		want = 101 + first.counter + 1000
+	}
+	if first.added != want {
+		t.Fatalf("first v2 line %q: added=%d, want %d", first.raw, first.added, want)
+	}
+	prev := first
+	for i := 0; i < 120; i++ {
+		k := nextTick(t, out, proc)
+		checkTick(t, k, "v2")
+		if k.counter != prev.counter+1 || k.added-kindOrOther(k.counter) != prev.added-kindOrOther(prev.counter)+1 {
+			t.Fatalf("after %q came %q", prev.raw, k.raw)
+		}
+		prev = k
+	}
+	// fprintf(stderr) from NEW's code reaches the stream libc owns.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(proc.Stderr(), "v2 at ") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(proc.Stderr(), "v2 at ") {
+		t.Fatalf("no v2 stderr line; stderr: %q", proc.Stderr())
+	}
+
+	// Revert, then unload once a v1 line proves the (single) thread has
+	// left NEW's work().
+	stopped(t, p, func() {
+		for from, orig := range saved {
+			regsOK(t, p, from)
+			if _, err := p.WriteAt(orig, int64(from)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	for {
+		k := nextTick(t, out, proc)
+		if k.version == "v1" {
+			checkTick(t, k, "v1")
+			break
+		}
+	}
+	if err := l.Unload(p); err != nil {
+		t.Fatal(err)
+	}
+	maps, _ = os.ReadFile(fmt.Sprintf("/proc/%d/maps", proc.Pid))
+	if strings.Contains(string(maps), "graft-tick-test") {
+		t.Fatalf("image still mapped after Unload:\n%s", maps)
+	}
+	for i := 0; i < 3; i++ {
+		checkTick(t, nextTick(t, out, proc), "v1")
+	}
+}
+
+func kindOrOther(x int) int {
+	if x&1 == 1 {
+		return x + 1000
+	}
+	return kindOf(x)
+}
+
+// stopped runs fn with every thread stopped.
+func stopped(t *testing.T, p *tracer.Process, fn func()) {
+	t.Helper()
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := p.Resume(); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	fn()
+}
+
+// regsOK fails if a thread's PC lies inside the 5 bytes about to be
+// overwritten at from (the test program's threads are otherwise never
+// inside them for long, so a failure here is real, not flaky: retrying
+// would hide it).
+func regsOK(t *testing.T, p *tracer.Process, from uint64) {
+	t.Helper()
+	for _, tid := range p.Threads() {
+		r, err := p.Regs(tid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Rip > from && r.Rip < from+5 {
+			t.Fatalf("thread %d stopped at %#x inside the jump being written at %#x", tid, r.Rip, from)
+		}
+	}
+}

@@ -1,0 +1,224 @@
+package loader
+
+import (
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"graft/elfpatch"
+	"graft/tracer"
+)
+
+// ErrIFUNC marks an import that resolves to a GNU indirect function which
+// the running program never imported itself: which implementation the
+// dynamic linker would pick (memcpy's AVX2 or ERMS variant) is only known
+// by running the library's resolver inside the target, which this loader
+// does not do.
+var ErrIFUNC = errors.New("symbol is an indirect function (STT_GNU_IFUNC) not imported by the running program")
+
+// ErrNotFound marks an import no loaded library defines.
+var ErrNotFound = errors.New("symbol not defined by any library loaded in the target")
+
+// Resolver finds, for the target process, the address each of NEW's
+// imports must hold.
+//
+// The dynamic linker already bound OLD's own imports: OLD's GOT, read from
+// the target, holds exactly the implementation the process uses (the
+// chosen variant of an IFUNC such as strlen, the interposed definition,
+// the COPY-relocated object). So an import OLD also has is taken from
+// OLD's slot. Only symbols OLD never imported are looked up in the
+// libraries' .dynsym (runtime address = value + the library's bias).
+type Resolver struct {
+	pid  int
+	mem  io.ReaderAt
+	main *tracer.Module
+	libs []*libSyms
+	// oldSlots are OLD's imported fields by symbol name.
+	oldSlots map[string][]elfpatch.Import
+}
+
+type libSyms struct {
+	mod  tracer.Module
+	syms map[string][]elf.Symbol // defined dynamic symbols by name
+	err  error                   // why the library could not be read
+}
+
+// NewResolver reads OLD's imports (from /proc/PID/exe, the file the
+// process runs even if the path now holds a newer build) and the dynamic
+// symbols of every library in mods. mem reads target memory (a
+// *tracer.Process); reads need no stop.
+func NewResolver(pid int, mods []tracer.Module, mem io.ReaderAt) (*Resolver, error) {
+	r := &Resolver{pid: pid, mem: mem, oldSlots: map[string][]elfpatch.Import{}}
+	for i := range mods {
+		m := mods[i]
+		switch {
+		case m.Main:
+			r.main = &mods[i]
+		case strings.HasPrefix(m.Path, "/"):
+			r.libs = append(r.libs, readLib(pid, m))
+		}
+	}
+	if r.main == nil {
+		return nil, fmt.Errorf("resolve imports in pid %d: no main executable among %d modules", pid, len(mods))
+	}
+	f, err := elf.Open(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		return nil, fmt.Errorf("resolve imports in pid %d: open running executable: %w", pid, err)
+	}
+	defer f.Close()
+	imps, err := elfpatch.DynamicImports(f)
+	if err != nil {
+		return nil, fmt.Errorf("resolve imports in pid %d: %w", pid, err)
+	}
+	for _, imp := range imps {
+		r.oldSlots[imp.Symbol] = append(r.oldSlots[imp.Symbol], imp)
+	}
+	return r, nil
+}
+
+// readLib reads a library's defined dynamic symbols from the file the
+// target mapped: through /proc/PID/root (the target's mount namespace),
+// or /proc/PID/map_files when the path was replaced or deleted.
+func readLib(pid int, m tracer.Module) (l *libSyms) {
+	l = &libSyms{mod: m, syms: map[string][]elf.Symbol{}}
+	defer func() {
+		if x := recover(); x != nil {
+			l.err = fmt.Errorf("malformed ELF: %v", x)
+		}
+	}()
+	var paths []string
+	path := strings.TrimSuffix(m.Path, " (deleted)")
+	paths = append(paths, fmt.Sprintf("/proc/%d/root%s", pid, path))
+	if len(m.Mappings) > 0 {
+		lo := m.Mappings[0]
+		for _, mp := range m.Mappings {
+			if mp.Start < lo.Start {
+				lo = mp
+			}
+		}
+		paths = append(paths, fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, lo.Start, lo.End))
+	}
+	var f *elf.File
+	for _, p := range paths {
+		var err error
+		if f, err = elf.Open(p); err == nil {
+			break
+		}
+		l.err = err
+	}
+	if f == nil {
+		return l
+	}
+	defer f.Close()
+	syms, err := f.DynamicSymbols()
+	if err != nil {
+		l.err = err
+		return l
+	}
+	l.err = nil
+	for _, s := range syms {
+		if s.Section == elf.SHN_UNDEF || s.Name == "" {
+			continue
+		}
+		l.syms[s.Name] = append(l.syms[s.Name], s)
+	}
+	return l
+}
+
+// Resolve returns the address imp's field must hold, without its addend
+// (Link adds it). An absent weak symbol resolves to 0.
+func (r *Resolver) Resolve(imp elfpatch.Import) (uint64, error) {
+	v, ok, err := r.fromOld(imp)
+	if err != nil || ok {
+		return v, err
+	}
+	v, err = r.fromLibs(imp)
+	if errors.Is(err, ErrNotFound) && imp.Weak {
+		return 0, nil
+	}
+	return v, err
+}
+
+func versionsMatch(a, b string) bool { return a == "" || b == "" || a == b }
+
+// fromOld takes the value the dynamic linker stored in OLD's slot for the
+// same symbol.
+func (r *Resolver) fromOld(imp elfpatch.Import) (uint64, bool, error) {
+	for _, slot := range r.oldSlots[imp.Symbol] {
+		if !versionsMatch(slot.Version, imp.Version) {
+			continue
+		}
+		var b [8]byte
+		addr := r.main.Bias + slot.Off
+		if _, err := r.mem.ReadAt(b[:], int64(addr)); err != nil {
+			return 0, false, fmt.Errorf("resolve %s in pid %d: read old GOT slot at %#x: %w", imp.Symbol, r.pid, addr, err)
+		}
+		v := binary.LittleEndian.Uint64(b[:]) - uint64(slot.Addend)
+		if v == 0 {
+			if slot.Weak {
+				// The dynamic linker found no definition when OLD
+				// started; look again (a library dlopen'ed since may
+				// define it), else an absent weak symbol is 0.
+				return 0, false, nil
+			}
+			continue
+		}
+		if slot.Call && r.main.Contains(v) {
+			// Lazy binding: the slot still points at OLD's PLT stub, which
+			// resolves the symbol through OLD's link map on first call.
+			// Calling that stub is as good as calling the function, but
+			// its address is not the function's.
+			if imp.Call {
+				return v, true, nil
+			}
+			continue
+		}
+		return v, true, nil
+	}
+	return 0, false, nil
+}
+
+// fromLibs looks the symbol up in the loaded libraries' .dynsym, in the
+// order the modules were listed.
+func (r *Resolver) fromLibs(imp elfpatch.Import) (uint64, error) {
+	var unreadable []string
+	for _, l := range r.libs {
+		if l.err != nil {
+			unreadable = append(unreadable, fmt.Sprintf("%s (%v)", l.mod.Path, l.err))
+			continue
+		}
+		var pick *elf.Symbol
+		for i, s := range l.syms[imp.Symbol] {
+			if imp.Version != "" && s.Version != imp.Version {
+				continue
+			}
+			if imp.Version == "" && s.HasVersion && s.VersionIndex.IsHidden() {
+				continue // only the default version binds an unversioned reference
+			}
+			pick = &l.syms[imp.Symbol][i]
+			break
+		}
+		if pick == nil {
+			continue
+		}
+		if elf.ST_TYPE(pick.Info) == elf.STT_GNU_IFUNC {
+			return 0, fmt.Errorf("resolve %s in pid %d: %s defines it: %w", imp.Symbol, r.pid, l.mod.Path, ErrIFUNC)
+		}
+		if pick.Section == elf.SHN_ABS {
+			return pick.Value, nil
+		}
+		return pick.Value + l.mod.Bias, nil
+	}
+	v := imp.Symbol
+	if imp.Version != "" {
+		v += "@" + imp.Version
+	}
+	err := fmt.Errorf("resolve %s in pid %d: %w", v, r.pid, ErrNotFound)
+	if len(unreadable) > 0 {
+		err = fmt.Errorf("%w (unreadable: %s)", err, strings.Join(unreadable, "; "))
+	}
+	return 0, err
+}
