@@ -2,4 +2,14 @@
 // replaced function, and checks that writing them is safe: the overwritten
 // bytes end on an instruction boundary, no branch in the function targets
 // them, and the function is long enough.
+//
+// Plan keeps an endbr64 landing pad and writes after it; it prefers the
+// 5-byte jmp rel32 and falls back to a 14-byte `jmp *0(%rip)` + address
+// when the new code is beyond ±2 GB. The written bytes are padded with
+// int3 up to the next instruction boundary, so the old code after them is
+// still whole instructions. Decoding uses x86asm, which does not know
+// endbr64/endbr32; they are recognised here. The package is pure: it
+// computes bytes, the caller writes them (and saves Site.Orig for revert).
+// That no thread's PC or return address lies inside the written bytes is
+// checked by package safepoint (Spec.Entries) at the time of writing.
 package trampoline
