@@ -26,6 +26,9 @@ type Patch struct {
 	// Refused holds the diff's reasons when it judged the patch unsafe
 	// to apply live; such a patch is never applied.
 	Refused []string
+	// Pad is, by function name, how many bytes of alignment padding after
+	// OLD's function the jump may take (functions shorter than the jump).
+	Pad map[string]uint64
 }
 
 // ApplyOptions tune Apply.
@@ -132,7 +135,7 @@ func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOpti
 			err = fmt.Errorf("apply patch %s: detach from pid %d: %w", pt.ID, pid, cerr)
 		}
 	}()
-	return sys.applyAttached(ctx, pid, p, pr, maps, mods, opts)
+	return sys.applyAttached(ctx, pid, p, pr, maps, exe, mods, opts)
 }
 
 // prepare checks that pt belongs on top of what pid runs and works out
@@ -150,8 +153,14 @@ func prepare(pid int, pt *Patch, st *State, exe *tracer.Module, readSyms func(pa
 	if len(pt.Refused) > 0 {
 		return nil, &RefusedError{PatchID: pt.ID, Reasons: pt.Refused}
 	}
+	// The same pair of builds may come back (v1->v2, v2->v1, v1->v2):
+	// ids stay unique in the record.
 	if rec, _ := st.Find(pt.ID); rec != nil {
-		return nil, fmt.Errorf("apply patch %s to pid %d: already applied", pt.ID, pid)
+		base := pt.ID
+		for n := 2; rec != nil; n++ {
+			pt.ID = fmt.Sprintf("%s-%d", base, n)
+			rec, _ = st.Find(pt.ID)
+		}
 	}
 	if len(pt.Image.Redirects) == 0 {
 		return nil, fmt.Errorf("apply patch %s to pid %d: the patch redirects no function", pt.ID, pid)
@@ -161,7 +170,7 @@ func prepare(pid int, pt *Patch, st *State, exe *tracer.Module, readSyms func(pa
 	}
 	if top == nil {
 		for _, r := range pt.Image.Redirects {
-			pr.versions = append(pr.versions, version{name: r.Name, entry: exe.Bias + r.Old, size: r.OldSize})
+			pr.versions = append(pr.versions, version{name: r.Name, entry: exe.Bias + r.Old, size: r.OldSize + pt.Pad[r.Name]})
 		}
 		return pr, nil
 	}
@@ -296,7 +305,7 @@ func originalCode(p proc, st *State, entry, size uint64) (orig, cur []byte, err 
 	return orig, cur, nil
 }
 
-func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepared, maps []tracer.Mapping, mods []tracer.Module, opts ApplyOptions) (*ApplyResult, error) {
+func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepared, maps []tracer.Mapping, exe *tracer.Module, mods []tracer.Module, opts ApplyOptions) (*ApplyResult, error) {
 	pt, st := pr.patch, pr.state
 	fail := func(err error) error { return fmt.Errorf("apply patch %s to pid %d: %w", pt.ID, pid, err) }
 
@@ -329,7 +338,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		}
 		base = b
 	} else {
-		l, err := sys.load(ctx, p, pid, pr.image, pr.exeBias)
+		l, err := sys.load(ctx, p, pid, pr.image, exe, mods, pt.ID)
 		if err != nil {
 			return nil, fail(fmt.Errorf("load new code: %w", err))
 		}

@@ -86,8 +86,8 @@ type system struct {
 	attach   func(pid int) (proc, error)
 	readMaps func(pid int) ([]tracer.Mapping, error)
 	modules  func(pid int) ([]tracer.Module, error)
-	// load maps and links im with the target's state at oldBias.
-	load func(ctx context.Context, p proc, pid int, im *elfpatch.Image, oldBias uint64) (loadedImage, error)
+	// load maps and links im against the running executable exe.
+	load func(ctx context.Context, p proc, pid int, im *elfpatch.Image, exe *tracer.Module, mods []tracer.Module, id string) (loadedImage, error)
 	// unmapImage takes out an image recorded by an earlier invocation.
 	unmapImage func(p proc, base, size uint64) error
 	// newChecker builds the unwinder for pid while it runs.
@@ -100,7 +100,11 @@ type system struct {
 	// symbols reads the symbol table of an ELF file with the given
 	// build-id ("" skips the check).
 	symbols func(path, buildID string) (*symbols, error)
-	now     func() time.Time
+	// readPatch reads a patch file; diff computes the patch from OLD to
+	// NEW binaries.
+	readPatch func(path string) (*Patch, error)
+	diff      func(oldPath, newPath string) (*Patch, error)
+	now       func() time.Time
 }
 
 type memReader interface {

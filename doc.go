@@ -1,3 +1,71 @@
 // Package graft is the controller that ties tracer, elfpatch, safepoint and
 // trampoline together into apply, status and revert on a live process.
+//
+// # Apply
+//
+// Everything that needs no stopped target happens first, while it runs:
+//
+//  1. read the target's graft record (below) and its modules; bind the
+//     patch: its OLD build-id must be the executable's, or, when patches
+//     are in effect, the NEW build-id of the newest one (patches stack);
+//     a patch the diff refused (a global whose layout changed) stops here;
+//  2. attach (PTRACE_SEIZE: the target keeps running);
+//  3. map and link NEW's image near the executable (loader; it stops the
+//     target briefly around its injected mmap calls only);
+//  4. plan every jump: for each redirected function, the bytes to write
+//     over each live copy's entry and the bytes they replace;
+//  5. build the unwinder (CFI of every module and of every loaded image);
+//  6. create the record mapping if the process has none yet.
+//
+// Then one pause: stop every thread, wait for a safe point (no PC or return
+// address inside a function being replaced, unless the operator allowed it
+// to stay active, and never inside the bytes a jump overwrites; the check
+// may resume, back off and retry up to --timeout), write the jumps, write
+// the record, resume. The pause holds no computation that could have been
+// done before it: the record is encoded beforehand unless an earlier image
+// turns out to be unloadable (see stacking), which costs one more encode.
+//
+// Invariant: the target is either exactly as before or fully patched, and
+// always detached. Every step before the pause registers its undo; any
+// error (a busy function at the timeout, SIGINT/SIGTERM to graft, which
+// cancels the context, a failed write, the target exiting) runs them
+// newest first. A failed jump write puts the written ones back before the
+// threads resume. Once the jumps and the record are in, cancellation is
+// ignored: the patch is complete.
+//
+// # The record
+//
+// The patches in effect are recorded in the target itself, in a MAP_PRIVATE
+// mapping of a memfd named "graft-state" (/proc/PID/maps shows
+// "/memfd:graft-state (deleted)"), so any later invocation, from any shell,
+// sees them. Layout: a 64-byte versioned header (magic, version, generation,
+// body length, CRC-32) and a JSON body; see state.go. Each patch record
+// holds its id, time, OLD and NEW build-ids, the NEW binary's path, the
+// image's base, size and executable ranges, the redirected functions, and
+// for every jump its address, the bytes it replaced and the bytes written.
+// graft status reads it through /proc/PID/mem without stopping the target.
+//
+// # Stacking
+//
+// A patch from v2 to v3 applies to a process running v1 plus the v1->v2
+// patch. Its OLD symbols (v2's) are mapped to their live copies by name:
+// the lowest layer (executable first, then each loaded image) that defines
+// a name holds the copy every later image was linked against, so v3 uses
+// v1's globals and v2's added ones. Each redirected function gets a jump
+// at every live copy's entry (v1's, and v2's image copy), each straight to
+// v3: a function patched twice jumps straight to its newest version.
+//
+// An earlier image whose every function the new patch redirects again,
+// that no image staying loaded points into, and in which no thread has a
+// frame during the pause, is unmapped after the pause and marked unloaded:
+// a long-running process can take many patches without growing. Reverting
+// the patch that superseded it reverts it too (its code is gone).
+//
+// # Revert
+//
+// Revert takes the newest patch out (patches are bound to the one below,
+// so only the top can go, or all of them): one pause with the same check
+// (no thread in the image's code or in the jump bytes), the saved bytes
+// written back newest first, the record updated; then the image unmapped,
+// and the record mapping too when no patch is left.
 package graft

@@ -234,7 +234,8 @@ func newFakeEnv() *fakeEnv {
 		modules: func(pid int) ([]tracer.Module, error) {
 			return []tracer.Module{{Path: fakeExe, Base: e.exeBase, Bias: e.exeBase, BuildID: e.buildID, Main: true}}, nil
 		},
-		load: func(ctx context.Context, p proc, pid int, im *elfpatch.Image, oldBias uint64) (loadedImage, error) {
+		load: func(ctx context.Context, p proc, pid int, im *elfpatch.Image, exe *tracer.Module, mods []tracer.Module, id string) (loadedImage, error) {
+			oldBias := exe.Bias
 			var base uint64
 			err := stopped(p, func() (err error) {
 				base, err = p.Mmap(0, im.Size, 5, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS, -1, 0)
