@@ -321,3 +321,27 @@ func (p *planner) sortImage() {
 	sort.Slice(im.Imports, func(i, j int) bool { return im.Imports[i].Off < im.Imports[j].Off })
 	sort.Slice(im.Relatives, func(i, j int) bool { return im.Relatives[i].Off < im.Relatives[j].Off })
 }
+
+// PlanImage plans the Image for a Diff report: every changed function gets
+// a redirect from OLD's entry, changed and added functions (with their
+// cold parts and the NEW-only functions they reach) run from NEW's image,
+// and every reference they make to state OLD also has is pointed at OLD's
+// copy. It refuses what it cannot make safe (a referenced global whose
+// size changed, TLS, unsupported relocations) with a *PlanError.
+func PlanImage(old, new *Binary, r *Report) (*Image, error) {
+	if old == nil || new == nil || r == nil {
+		return nil, fmt.Errorf("plan image: missing binary or report")
+	}
+	conv := func(fs []Func) []PlanFunc {
+		out := make([]PlanFunc, 0, len(fs))
+		for _, f := range fs {
+			out = append(out, PlanFunc{
+				Name: f.Name, File: f.File, Local: f.Local,
+				OldAddr: f.OldAddr, OldSize: f.OldSize,
+				NewAddr: f.NewAddr, NewSize: f.NewSize,
+			})
+		}
+		return out
+	}
+	return PlanELF(old.ELF(), new.ELF(), conv(r.Changed), conv(r.Added))
+}

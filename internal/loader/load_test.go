@@ -211,25 +211,7 @@ func TestLoadTickLive(t *testing.T) {
 
 	// The redirects, written by hand while the process is stopped (the
 	// trampoline package owns the real thing): jmp rel32 at OLD's entry.
-	saved := map[uint64][]byte{}
-	writeJumps := func() {
-		for _, r := range im.Redirects {
-			from, to := main.Bias+r.Old, l.Base+r.New
-			regsOK(t, p, from)
-			orig := make([]byte, 5)
-			if _, err := p.ReadAt(orig, int64(from)); err != nil {
-				t.Fatal(err)
-			}
-			saved[from] = orig
-			jmp := make([]byte, 5)
-			jmp[0] = 0xe9
-			binary.LittleEndian.PutUint32(jmp[1:], uint32(int32(int64(to)-int64(from+5))))
-			if _, err := p.WriteAt(jmp, int64(from)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	stopped(t, p, writeJumps)
+	saved := writeRedirects(t, p, im, main.Bias, l.Base)
 
 	// Lines already buffered may still be v1's; the first v2 line must
 	// continue the count exactly: one counter, one calls.0, one seen.
@@ -285,14 +267,7 @@ func TestLoadTickLive(t *testing.T) {
 
 	// Revert, then unload once a v1 line proves the (single) thread has
 	// left NEW's work().
-	stopped(t, p, func() {
-		for from, orig := range saved {
-			regsOK(t, p, from)
-			if _, err := p.WriteAt(orig, int64(from)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	})
+	revertRedirects(t, p, saved)
 	for {
 		k := nextTick(t, out, proc)
 		if k.version == "v1" {
@@ -348,4 +323,43 @@ func regsOK(t *testing.T, p *tracer.Process, from uint64) {
 			t.Fatalf("thread %d stopped at %#x inside the jump being written at %#x", tid, r.Rip, from)
 		}
 	}
+}
+
+// writeRedirects writes a jmp rel32 from OLD's entry of every redirected
+// function to NEW's, with the process stopped, and returns the bytes it
+// replaced.
+func writeRedirects(t *testing.T, p *tracer.Process, im *elfpatch.Image, oldBias, newBase uint64) map[uint64][]byte {
+	t.Helper()
+	saved := map[uint64][]byte{}
+	stopped(t, p, func() {
+		for _, r := range im.Redirects {
+			from, to := oldBias+r.Old, newBase+r.New
+			regsOK(t, p, from)
+			orig := make([]byte, 5)
+			if _, err := p.ReadAt(orig, int64(from)); err != nil {
+				t.Fatal(err)
+			}
+			saved[from] = orig
+			jmp := make([]byte, 5)
+			jmp[0] = 0xe9
+			binary.LittleEndian.PutUint32(jmp[1:], uint32(int32(int64(to)-int64(from+5))))
+			if _, err := p.WriteAt(jmp, int64(from)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	return saved
+}
+
+// revertRedirects puts the saved bytes back, with the process stopped.
+func revertRedirects(t *testing.T, p *tracer.Process, saved map[uint64][]byte) {
+	t.Helper()
+	stopped(t, p, func() {
+		for from, orig := range saved {
+			regsOK(t, p, from)
+			if _, err := p.WriteAt(orig, int64(from)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
 }

@@ -1,0 +1,217 @@
+package loader
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"graft/elfpatch"
+	"graft/internal/testutil"
+	"graft/tracer"
+)
+
+// planPair diffs and plans testprocs build/<prog>-v<from> -> v<to>.
+func planPair(t *testing.T, prog string, from, to int) (*elfpatch.Report, *elfpatch.Image, error) {
+	t.Helper()
+	old, err := elfpatch.Open(testutil.Build(t, fmt.Sprintf("%s-v%d", prog, from)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	new, err := elfpatch.Open(testutil.Build(t, fmt.Sprintf("%s-v%d", prog, to)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := elfpatch.Diff(old, new)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := elfpatch.PlanImage(old, new, r)
+	return r, im, err
+}
+
+// session connects to a testprocs server and returns its first line and
+// the replies to cmds (one line each).
+func session(t *testing.T, port int, cmds ...string) []string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(c)
+	var out []string
+	line, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("read banner: %v", err)
+	}
+	out = append(out, strings.TrimSpace(line))
+	for _, cmd := range cmds {
+		if _, err := fmt.Fprintf(c, "%s\r\n", cmd); err != nil {
+			t.Fatal(err)
+		}
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reply to %q: %v", cmd, err)
+		}
+		out = append(out, strings.TrimSpace(line))
+	}
+	return out
+}
+
+// loadLive starts the server, loads the planned image and writes the
+// redirects; it returns what undo needs.
+type live struct {
+	proc  *testutil.Proc
+	port  int
+	p     *tracer.Process
+	l     *Loaded
+	bias  uint64 // OLD's load bias
+	saved map[uint64][]byte
+}
+
+func startAndLoad(t *testing.T, target string, im *elfpatch.Image, extra ...string) *live {
+	t.Helper()
+	proc, port := testutil.StartServer(t, target, extra...)
+	p, err := tracer.Attach(proc.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		testutil.RequireReleased(t, proc.Pid)
+	})
+	mods, err := tracer.Modules(proc.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var main *tracer.Module
+	for i := range mods {
+		if mods[i].Main {
+			main = &mods[i]
+		}
+	}
+	res, err := NewResolver(proc.Pid, mods, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := Load(p, im, main, res.Resolve, Options{ID: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &live{proc: proc, port: port, p: p, l: l, bias: main.Bias}
+}
+
+func (lv *live) unload(t *testing.T) {
+	t.Helper()
+	if lv.saved != nil {
+		revertRedirects(t, lv.p, lv.saved)
+	}
+	if err := lv.l.Unload(lv.p); err != nil {
+		t.Fatal(err)
+	}
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", lv.proc.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(maps), "graft-") {
+		t.Fatalf("image still mapped after Unload:\n%s", maps)
+	}
+}
+
+// ftpd forks a session process per connection: the patched parent must
+// hand the new code (and its private data) to every child it forks.
+func TestLoadFtpdBannerLive(t *testing.T) {
+	_, im, err := planPair(t, "ftpd", 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lv := startAndLoad(t, "ftpd-v1", im)
+	if b := session(t, lv.port)[0]; !strings.Contains(b, "graftftpd 1.0") {
+		t.Fatalf("banner with the image loaded but no jumps: %q", b)
+	}
+	lv.saved = writeRedirects(t, lv.p, im, lv.bias, lv.l.Base)
+	for i := 0; i < 3; i++ {
+		if b := session(t, lv.port)[0]; !strings.Contains(b, "graftftpd 1.1") {
+			t.Fatalf("banner after the jumps: %q", b)
+		}
+	}
+	lv.unload(t)
+	if b := session(t, lv.port)[0]; !strings.Contains(b, "graftftpd 1.0") {
+		t.Fatalf("banner after revert and unload: %q", b)
+	}
+}
+
+// sshd v1 accepts a password prefix (strncmp); v2 compares exactly.
+// cmd_login is reached through the commands table in .data.rel.ro, so the
+// jump at OLD's entry is what routes the call into the new code.
+func TestLoadSshdLoginLive(t *testing.T) {
+	_, im, err := planPair(t, "sshd", 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lv := startAndLoad(t, "sshd-v1", im)
+	if r := session(t, lv.port, "LOGIN alice sec", "STATS"); r[1] != "OK welcome alice" {
+		t.Fatalf("v1 login with a prefix: %q", r)
+	}
+	lv.saved = writeRedirects(t, lv.p, im, lv.bias, lv.l.Base)
+	r := session(t, lv.port, "LOGIN alice sec", "LOGIN alice secret", "STATS")
+	if r[1] != "FAIL login incorrect" || r[2] != "OK welcome alice" {
+		t.Fatalf("v2 login: %q", r)
+	}
+	// The statistics the new cmd_login updates are OLD's: the first
+	// session's login is still counted (logins=2: one per version).
+	if !strings.Contains(r[3], "logins=2") {
+		t.Fatalf("stats after the patch: %q (state not shared?)", r[3])
+	}
+	lv.unload(t)
+	if r := session(t, lv.port, "LOGIN alice sec"); r[1] != "OK welcome alice" {
+		t.Fatalf("login after revert and unload: %q", r)
+	}
+}
+
+// Every version pair of the sample servers whose diff is applicable
+// plans, links against the running process's libraries, loads and
+// unloads. Pairs whose diff needs a state transformer or is refused must
+// be refused by the plan too, naming the global.
+func TestLoadTestprocsPairsLive(t *testing.T) {
+	for _, prog := range []string{"ftpd", "sshd"} {
+		n := 0
+		for {
+			if _, err := os.Stat(filepath.Join(testutil.TestprocsDir(), prog, fmt.Sprintf("v%d", n+1))); err != nil {
+				break
+			}
+			n++
+		}
+		if n < 2 {
+			t.Fatalf("testprocs/%s has %d versions", prog, n)
+		}
+		for v := 1; v < n; v++ {
+			t.Run(fmt.Sprintf("%s-v%d-v%d", prog, v, v+1), func(t *testing.T) {
+				r, im, err := planPair(t, prog, v, v+1)
+				if r.Verdict != elfpatch.VerdictAuto {
+					var pe *elfpatch.PlanError
+					if !errors.As(err, &pe) || pe.Symbol == "" {
+						t.Fatalf("verdict %s, plan error %v: want a PlanError naming the global", r.Verdict, err)
+					}
+					t.Logf("verdict %s; plan refused: %v", r.Verdict, err)
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				lv := startAndLoad(t, fmt.Sprintf("%s-v%d", prog, v), im)
+				t.Logf("%d redirects, %d fixups, %d imports: loaded %#x bytes at %#x", len(im.Redirects), len(im.Fixups), len(im.Imports), lv.l.Size, lv.l.Base)
+				lv.unload(t)
+			})
+		}
+	}
+}
