@@ -1,0 +1,281 @@
+package graft
+
+import (
+	"context"
+	"crypto/sha256"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"graft/elfpatch"
+	"graft/internal/loader"
+	"graft/safepoint"
+	"graft/tracer"
+	"graft/trampoline"
+)
+
+// bind.go plugs the real packages into the controller's interfaces.
+
+func defaultSystem() (*system, error) {
+	return &system{
+		attach: func(pid int) (proc, error) {
+			p, err := tracer.Attach(pid)
+			if err != nil {
+				return nil, err
+			}
+			return p, nil
+		},
+		readMaps:   tracer.ReadMaps,
+		modules:    tracer.Modules,
+		load:       loadImage,
+		unmapImage: func(p proc, base, size uint64) error { return p.Munmap(base, size) },
+		newChecker: newChecker,
+		plan:       planJump,
+		openMem: func(pid int) (memReader, error) {
+			f, err := procMem(pid)
+			if err != nil {
+				return nil, err
+			}
+			return f, nil
+		},
+		symbols:   readSymbols,
+		readPatch: readPatchFile,
+		diff:      diffBinaries,
+		now:       time.Now,
+	}, nil
+}
+
+// loadedAdapter keeps loader.Loaded behind loadedImage.
+type loadedAdapter struct{ l *loader.Loaded }
+
+func (a loadedAdapter) Base() uint64 { return a.l.Base }
+func (a loadedAdapter) Size() uint64 { return a.l.Size }
+func (a loadedAdapter) Unload(p proc) error {
+	tp, ok := p.(*tracer.Process)
+	if !ok {
+		return fmt.Errorf("unload image at %#x: not a traced process", a.l.Base)
+	}
+	return a.l.Unload(tp)
+}
+
+func loadImage(ctx context.Context, p proc, pid int, im *elfpatch.Image, exe *tracer.Module, mods []tracer.Module, id string) (loadedImage, error) {
+	tp, ok := p.(*tracer.Process)
+	if !ok {
+		return nil, fmt.Errorf("load image into pid %d: not a traced process", pid)
+	}
+	res, err := loader.NewResolver(pid, mods, tp)
+	if err != nil {
+		return nil, err
+	}
+	l, err := loader.Load(tp, im, exe, res.Resolve, loader.Options{ID: id})
+	if err != nil {
+		return nil, err
+	}
+	return loadedAdapter{l}, nil
+}
+
+// unwinder adapts safepoint to checker.
+type unwinder struct{ u *safepoint.Unwinder }
+
+func newChecker(pid int, mods []tracer.Module, extra []imageModule) (checker, error) {
+	all := append([]tracer.Module(nil), mods...)
+	for _, m := range extra {
+		if m.Size == 0 {
+			continue
+		}
+		// A loaded image is NEW's PIE mapped at Base: its CFI comes
+		// from the NEW file. Without the file, a PC inside it makes the
+		// stack incomplete, which never counts as safe.
+		all = append(all, tracer.Module{
+			Path: m.Path, Base: m.Base, Bias: m.Base,
+			Mappings: []tracer.Mapping{{Start: m.Base, End: m.Base + m.Size, Perms: "r-xp", Path: m.Path}},
+		})
+	}
+	u, err := safepoint.NewUnwinder(all)
+	if err != nil {
+		return nil, err
+	}
+	return unwinder{u}, nil
+}
+
+func toSafepoint(rs []namedRange) []safepoint.Range {
+	out := make([]safepoint.Range, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, safepoint.Range{Start: r.Start, End: r.End, Name: r.Name})
+	}
+	return out
+}
+
+func (w unwinder) waitSafe(ctx context.Context, p proc, spec safeSpec, timeout time.Duration) error {
+	t, ok := p.(safepoint.Target)
+	if !ok {
+		return errors.New("wait for safe point: not a traced process")
+	}
+	return safepoint.WaitSafe(ctx, t, w.u, safepoint.Spec{
+		Functions:   toSafepoint(spec.Functions),
+		Entries:     toSafepoint(spec.Entries),
+		AllowActive: spec.AllowActive,
+	}, timeout)
+}
+
+func (w unwinder) framesIn(p proc, rs []Range) ([]bool, error) {
+	t, ok := p.(safepoint.Target)
+	if !ok {
+		return nil, errors.New("unwind: not a traced process")
+	}
+	stacks, err := w.u.StacksOf(t)
+	if err != nil {
+		return nil, err
+	}
+	hit := make([]bool, len(rs))
+	for _, st := range stacks {
+		for _, f := range st {
+			pc := f.PC
+			if !f.Exact && pc > 0 {
+				pc-- // a return address may point just past a call
+			}
+			for i, r := range rs {
+				if r.Contains(pc) || r.Contains(f.PC) {
+					hit[i] = true
+				}
+			}
+			if f.Incomplete {
+				// Unknown frames beyond: count every range as hit.
+				for i := range hit {
+					hit[i] = true
+				}
+			}
+		}
+	}
+	return hit, nil
+}
+
+func planJump(code []byte, entry, target uint64) (site, error) {
+	s, err := trampoline.Plan(code, entry, target)
+	if err != nil {
+		return site{}, err
+	}
+	return site{Addr: s.Addr, Orig: s.Orig, New: s.New}, nil
+}
+
+func readPatchFile(path string) (*Patch, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read patch: %w", err)
+	}
+	defer f.Close()
+	p, err := elfpatch.ReadPatch(f)
+	if err != nil {
+		return nil, fmt.Errorf("read patch %s: %w", path, err)
+	}
+	pt := fromElfpatch(p)
+	// The NEW path in a patch file says where NEW was when the patch was
+	// made; record it only if that file is still NEW (stacked patches
+	// need its symbols).
+	if pt.NewPath != "" {
+		if id, err := fileBuildID(pt.NewPath); err != nil || id != pt.NewBuildID {
+			pt.NewPath = ""
+		}
+	}
+	return pt, nil
+}
+
+func diffBinaries(oldPath, newPath string) (*Patch, error) {
+	old, err := elfpatch.Open(oldPath)
+	if err != nil {
+		return nil, fmt.Errorf("diff: %w", err)
+	}
+	nb, err := elfpatch.Open(newPath)
+	if err != nil {
+		return nil, fmt.Errorf("diff: %w", err)
+	}
+	p, err := elfpatch.BuildPatch(old, nb, elfpatch.AllowRefused())
+	if err != nil {
+		return nil, err
+	}
+	if p.Image == nil || len(p.Image.Segments) == 0 {
+		if err := planImage(p, old, nb); err != nil {
+			return nil, err
+		}
+	}
+	return fromElfpatch(p), nil
+}
+
+// planImage fills the image of a patch whose builder left it empty, from
+// the report's changed and added functions.
+func planImage(p *elfpatch.Patch, old, nb *elfpatch.Binary) error {
+	if p.Report == nil || p.Report.Verdict != elfpatch.VerdictAuto {
+		return nil // refused: apply says why and never needs the image
+	}
+	conv := func(fs []elfpatch.Func) []elfpatch.PlanFunc {
+		var out []elfpatch.PlanFunc
+		for _, f := range fs {
+			out = append(out, elfpatch.PlanFunc{Name: f.Name, File: f.File, Local: f.Local,
+				OldAddr: f.OldAddr, OldSize: f.OldSize, NewAddr: f.NewAddr, NewSize: f.NewSize})
+		}
+		return out
+	}
+	im, err := elfpatch.PlanELF(old.ELF(), nb.ELF(), conv(p.Report.Changed), conv(p.Report.Added))
+	if err != nil {
+		return err
+	}
+	p.Image = im
+	return nil
+}
+
+// fromElfpatch is the controller's view of a patch: an id derived from what
+// it binds (OLD, NEW), the refusal reasons, and each changed function's
+// padding (a function shorter than the jump may take it into the
+// alignment bytes after it).
+func fromElfpatch(p *elfpatch.Patch) *Patch {
+	pt := &Patch{
+		OldBuildID: p.OldBuildID,
+		NewBuildID: p.NewBuildID,
+		NewPath:    p.NewPath,
+		Image:      p.Image,
+	}
+	sum := sha256.Sum256([]byte(p.OldBuildID + "\x00" + p.NewBuildID))
+	pt.ID = fmt.Sprintf("%x", sum[:6])
+	if r := p.Report; r != nil {
+		if r.Verdict != elfpatch.VerdictAuto {
+			for _, why := range r.Reasons {
+				if why.Verdict == elfpatch.VerdictAuto {
+					continue
+				}
+				msg := why.Symbol + ": " + why.Message
+				if why.Verdict == elfpatch.VerdictTransformer {
+					msg += " (needs a state transformer, which graft does not run)"
+				}
+				pt.Refused = append(pt.Refused, msg)
+			}
+			if len(pt.Refused) == 0 {
+				pt.Refused = []string{"diff verdict " + string(r.Verdict)}
+			}
+		}
+		for _, f := range r.Changed {
+			if f.Pad > 0 {
+				if pt.Pad == nil {
+					pt.Pad = map[string]uint64{}
+				}
+				pt.Pad[f.Name] = f.Pad
+			}
+		}
+	}
+	return pt
+}
+
+func fileBuildID(path string) (id string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("read build-id of %s: malformed ELF: %v", path, r)
+		}
+	}()
+	f, err := elf.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	return elfBuildID(f), nil
+}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"graft"
+)
+
+func init() {
+	register("apply", "patch a running process live", runApply)
+}
+
+// applyOutput is apply's --json document.
+type applyOutput struct {
+	PatchID   string       `json:"patch_id"`
+	Pid       int          `json:"pid"`
+	Functions []string     `json:"functions"`
+	PauseUS   int64        `json:"pause_us"`
+	DryRun    bool         `json:"dry_run,omitempty"`
+	Base      string       `json:"base"`
+	Size      uint64       `json:"size"`
+	OnTopOf   string       `json:"on_top_of,omitempty"`
+	Unloaded  []string     `json:"unloaded,omitempty"`
+	Sites     []siteOutput `json:"sites"`
+}
+
+type siteOutput struct {
+	Func   string `json:"func"`
+	Addr   string `json:"addr"`
+	Target string `json:"target"`
+	Orig   string `json:"orig"`
+	New    string `json:"new"`
+}
+
+func sitesOutput(ss []graft.SiteRecord) []siteOutput {
+	out := []siteOutput{}
+	for _, s := range ss {
+		out = append(out, siteOutput{Func: s.Func, Addr: hex(s.Addr), Target: hex(s.Target), Orig: fmt.Sprintf("%x", []byte(s.Orig)), New: fmt.Sprintf("%x", []byte(s.New))})
+	}
+	return out
+}
+
+// parseInterleaved parses flags that may come before or after positional
+// arguments (`graft apply FILE -p PID` as well as `-p PID FILE`).
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+func runApply(stdout, stderr io.Writer, args []string) error {
+	fs := newFlags("apply", stderr)
+	pid := fs.Int("p", 0, "`PID` of the process to patch")
+	newBin := fs.String("new", "", "NEW `binary`: diff it against what the process runs and apply the result")
+	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for a safe point")
+	allow := fs.String("allow-active", "", "`FUNC[,FUNC]` that may stay on a stack (running frames finish in old code)")
+	dry := fs.Bool("dry-run", false, "prepare and check, write nothing")
+	asJSON := fs.Bool("json", false, "print JSON")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: graft apply -p PID [options] FILE")
+		fmt.Fprintln(stderr, "       graft apply -p PID [options] --new NEWBIN")
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if *pid <= 0 {
+		return fmt.Errorf("%w: -p PID is required", errUsage)
+	}
+	src := graft.Source{NewBinary: *newBin}
+	switch {
+	case len(pos) == 1 && *newBin == "":
+		src.File = pos[0]
+	case len(pos) == 0 && *newBin != "":
+	default:
+		return fmt.Errorf("%w: give exactly one of FILE or --new NEWBIN", errUsage)
+	}
+	opts := graft.ApplyOptions{Timeout: *timeout, DryRun: *dry}
+	for _, f := range strings.Split(*allow, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			opts.AllowActive = append(opts.AllowActive, f)
+		}
+	}
+
+	ctx, stop := interruptible()
+	defer stop()
+	res, err := graft.Apply(ctx, *pid, src, opts)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(stdout, applyOutput{
+			PatchID: res.PatchID, Pid: *pid, Functions: res.Functions, PauseUS: res.PauseUS,
+			DryRun: res.DryRun, Base: hex(res.Base), Size: res.Size, OnTopOf: res.OnTopOf,
+			Unloaded: res.Unloaded, Sites: sitesOutput(res.Sites),
+		})
+	}
+	verb := "applied"
+	if res.DryRun {
+		verb = "dry run: would apply"
+	}
+	fmt.Fprintf(stdout, "%s patch %s to pid %d: %d function(s): %s\n", verb, res.PatchID, *pid, len(res.Functions), strings.Join(res.Functions, ", "))
+	if res.OnTopOf != "" {
+		fmt.Fprintf(stdout, "  stacked on %s\n", res.OnTopOf)
+	}
+	fmt.Fprintf(stdout, "  new code at %s (%d bytes)\n", hex(res.Base), res.Size)
+	for _, s := range res.Sites {
+		fmt.Fprintf(stdout, "  %-24s %s -> %s\n", s.Func, hex(s.Addr), hex(s.Target))
+	}
+	if len(res.Unloaded) > 0 {
+		fmt.Fprintf(stdout, "  unloaded superseded: %s\n", strings.Join(res.Unloaded, ", "))
+	}
+	fmt.Fprintf(stdout, "  pause: %d µs\n", res.PauseUS)
+	return nil
+}

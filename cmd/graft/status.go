@@ -1,0 +1,99 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"graft"
+)
+
+func init() {
+	register("status", "list the patches in effect in a process", runStatus)
+}
+
+type statusOutput struct {
+	Pid     int                 `json:"pid"`
+	Record  string              `json:"record,omitempty"`
+	Patches []patchStatusOutput `json:"patches"`
+}
+
+type patchStatusOutput struct {
+	ID           string           `json:"id"`
+	Applied      time.Time        `json:"applied"`
+	OldBuildID   string           `json:"old_build_id"`
+	NewBuildID   string           `json:"new_build_id"`
+	Functions    []string         `json:"functions"`
+	Redirects    []redirectOutput `json:"redirects"`
+	Sites        []siteOutput     `json:"sites"`
+	Base         string           `json:"base"`
+	Size         uint64           `json:"size"`
+	Unloaded     bool             `json:"unloaded,omitempty"`
+	SupersededBy string           `json:"superseded_by,omitempty"`
+	Intact       bool             `json:"intact"`
+}
+
+type redirectOutput struct {
+	Name    string `json:"name"`
+	Entry   string `json:"entry,omitempty"`
+	New     string `json:"new"`
+	NewSize uint64 `json:"new_size"`
+}
+
+func runStatus(stdout, stderr io.Writer, args []string) error {
+	fs := newFlags("status", stderr)
+	pid := fs.Int("p", 0, "`PID` of the process")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *pid <= 0 || fs.NArg() != 0 {
+		return fmt.Errorf("%w: graft status -p PID [--json]", errUsage)
+	}
+	st, err := graft.Status(*pid)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		out := statusOutput{Pid: st.Pid, Patches: []patchStatusOutput{}}
+		if st.Record != 0 {
+			out.Record = hex(st.Record)
+		}
+		for _, p := range st.Patches {
+			po := patchStatusOutput{
+				ID: p.ID, Applied: p.Applied, OldBuildID: p.OldBuildID, NewBuildID: p.NewBuildID,
+				Functions: p.Functions, Sites: sitesOutput(p.Sites), Base: hex(p.Base), Size: p.Size,
+				Unloaded: p.Unloaded, SupersededBy: p.SupersededBy, Intact: p.Intact, Redirects: []redirectOutput{},
+			}
+			for _, r := range p.Redirects {
+				ro := redirectOutput{Name: r.Name, New: hex(r.New), NewSize: r.NewSize}
+				if r.Entry != 0 {
+					ro.Entry = hex(r.Entry)
+				}
+				po.Redirects = append(po.Redirects, ro)
+			}
+			out.Patches = append(out.Patches, po)
+		}
+		return writeJSON(stdout, out)
+	}
+	if len(st.Patches) == 0 {
+		fmt.Fprintf(stdout, "pid %d: no patches applied\n", *pid)
+		return nil
+	}
+	fmt.Fprintf(stdout, "pid %d: %d patch(es), oldest first (record at %s)\n", *pid, len(st.Patches), hex(st.Record))
+	for _, p := range st.Patches {
+		state := "in effect"
+		switch {
+		case p.Unloaded:
+			state = "superseded by " + p.SupersededBy + ", code unloaded"
+		case !p.Intact:
+			state = "NOT INTACT: a jump was overwritten"
+		}
+		fmt.Fprintf(stdout, "%s  applied %s  %s\n", p.ID, p.Applied.Format(time.RFC3339), state)
+		fmt.Fprintf(stdout, "  build %s -> %s\n", p.OldBuildID, p.NewBuildID)
+		fmt.Fprintf(stdout, "  code at %s (%d bytes)\n", hex(p.Base), p.Size)
+		fmt.Fprintf(stdout, "  functions: %s\n", strings.Join(p.Functions, ", "))
+	}
+	return nil
+}

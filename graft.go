@@ -1,0 +1,88 @@
+package graft
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Source names the patch Apply applies: exactly one field is set.
+type Source struct {
+	// File is a patch written by `graft diff -o`.
+	File string
+	// NewBinary is a NEW build of the program: the patch is computed on
+	// the fly against what the process runs (its executable or, when
+	// patches are in effect, the NEW binary of the newest one).
+	NewBinary string
+}
+
+// Apply patches the running process pid: it prepares everything while the
+// target runs, then stops it once to check that no thread is inside a
+// replaced function, write the jumps and record the patch in the target.
+// On any error the target is left as it was, and always detached.
+func Apply(ctx context.Context, pid int, src Source, opts ApplyOptions) (*ApplyResult, error) {
+	sys, err := defaultSystem()
+	if err != nil {
+		return nil, err
+	}
+	pt, err := sys.resolve(pid, src)
+	if err != nil {
+		return nil, err
+	}
+	return sys.apply(ctx, pid, pt, opts)
+}
+
+// Status returns the patches in effect in pid, read from the process
+// itself without stopping it.
+func Status(pid int) (*StatusResult, error) {
+	sys, err := defaultSystem()
+	if err != nil {
+		return nil, err
+	}
+	return sys.status(pid)
+}
+
+// Revert takes the newest patch (or all of them) out of pid again, behind
+// the same safety check as Apply, restoring the original bytes.
+func Revert(ctx context.Context, pid int, opts RevertOptions) (*RevertResult, error) {
+	sys, err := defaultSystem()
+	if err != nil {
+		return nil, err
+	}
+	return sys.revert(ctx, pid, opts)
+}
+
+// resolve turns src into a Patch. For --new the OLD side is what pid runs:
+// the NEW binary of its newest patch when one is in effect (so the result
+// stacks), else its executable.
+func (sys *system) resolve(pid int, src Source) (*Patch, error) {
+	switch {
+	case src.File != "" && src.NewBinary != "":
+		return nil, errors.New("apply: give a patch file or a new binary, not both")
+	case src.File != "":
+		return sys.readPatch(src.File)
+	case src.NewBinary != "":
+		old := fmt.Sprintf("/proc/%d/exe", pid)
+		maps, err := sys.readMaps(pid)
+		if err != nil {
+			return nil, fmt.Errorf("apply %s: %w", src.NewBinary, err)
+		}
+		mem, err := sys.openMem(pid)
+		if err != nil {
+			return nil, fmt.Errorf("apply %s: %w", src.NewBinary, err)
+		}
+		st, err := readState(mem, pid, maps)
+		mem.Close()
+		if err != nil {
+			return nil, fmt.Errorf("apply %s: %w", src.NewBinary, err)
+		}
+		if top := st.Top(); top != nil {
+			if top.NewPath == "" {
+				return nil, fmt.Errorf("apply %s: pid %d runs patch %s whose NEW binary is not recorded; diff against it yourself and apply the patch file", src.NewBinary, pid, top.ID)
+			}
+			old = top.NewPath
+		}
+		return sys.diff(old, src.NewBinary)
+	}
+	return nil, errors.New("apply: no patch file and no new binary given")
+}
