@@ -143,7 +143,10 @@ func prepare(b *Binary) *side {
 			if _, dup := s.byKey[u.key]; !dup {
 				s.byKey[u.key] = u
 			}
-		case !sym.tls && dataSection(sym.sect):
+		case !sym.tls && dataSection(sym.sect) && !strings.HasPrefix(sym.name, "go:"):
+			// ("go:func.*", "go:string.*": the Go linker's tables of
+			// funcdata and literals, which change with any code change
+			// and are reached through the code that uses them.)
 			s.objs = append(s.objs, sym)
 		}
 	}
@@ -164,6 +167,7 @@ func prepare(b *Binary) *side {
 	for _, u := range s.units {
 		n.normalise(u)
 	}
+	n.finish(s.units)
 	return s
 }
 
@@ -173,7 +177,8 @@ func dataSection(name string) bool {
 	switch {
 	case strings.HasPrefix(name, ".got"), name == ".dynamic",
 		strings.HasPrefix(name, ".eh_frame"), strings.HasPrefix(name, ".note"),
-		name == ".interp", strings.HasPrefix(name, ".gcc_except_table"):
+		name == ".interp", strings.HasPrefix(name, ".gcc_except_table"),
+		name == ".gopclntab", name == ".go.buildinfo", name == ".gosymtab":
 		return false
 	}
 	return true

@@ -21,6 +21,10 @@ type unit struct {
 	key   string
 
 	hash [32]byte
+	// norm is the normal form until finish hashes it; anons are the
+	// literals still to be inserted into it.
+	norm  []byte
+	anons []anonRef
 	// refs are the symbols the code refers to, as normalised tokens
 	// ("fn:key", "data:key", "ro:key", "got:name", "plt:name").
 	refs []string
@@ -53,12 +57,18 @@ type normaliser struct {
 	roHash map[*symbol]string
 	pltSym map[uint64]string
 	pc     uint64 // address of the instruction being normalised
+	// anon is set by ref to the address of a literal whose contents
+	// finish inserts after the token.
+	anon uint64
 }
 
 func newNormaliser(b *Binary) *normaliser {
 	return &normaliser{b: b, roHash: map[*symbol]string{}, pltSym: map[uint64]string{}}
 }
 
+// normalise decodes u into its normalised form. The hash is computed by
+// finish, once every unit is decoded, because the extent of an anonymous
+// literal depends on what other code refers to.
 func (n *normaliser) normalise(u *unit) {
 	var buf bytes.Buffer
 	n.body(u, u.sym, &buf, true)
@@ -67,9 +77,72 @@ func (n *normaliser) normalise(u *unit) {
 		buf.WriteString("\x00part:" + cloneKey(p.name) + "\x00")
 		n.body(u, p, &buf, false)
 	}
-	u.hash = sha256.Sum256(buf.Bytes())
+	u.norm = buf.Bytes()
 	sort.Strings(u.refs)
 	u.refs = dedup(u.refs)
+}
+
+// anonRef is an address of anonymous read-only data taken by code (a lea
+// of a string literal); its contents go at pos of the unit's normal form.
+type anonRef struct {
+	pos  int
+	addr uint64
+}
+
+// finish fills in the anonymous literals and hashes every unit. A
+// literal's extent is up to its NUL, the next address any code refers to,
+// or the next symbol, whichever comes first: C strings end at their NUL,
+// Go's unterminated strings end where the next one that code uses starts.
+func (n *normaliser) finish(units []*unit) {
+	var addrs []uint64
+	for _, u := range units {
+		for _, a := range u.anons {
+			addrs = append(addrs, a.addr)
+		}
+	}
+	sort.Slice(addrs, func(i, j int) bool { return addrs[i] < addrs[j] })
+	var out []byte
+	for _, u := range units {
+		if len(u.anons) == 0 {
+			u.hash = sha256.Sum256(u.norm)
+			u.norm = nil
+			continue
+		}
+		out = out[:0]
+		last := 0
+		for _, a := range u.anons {
+			out = append(out, u.norm[last:a.pos]...)
+			out = append(out, n.literal(a.addr, addrs)...)
+			last = a.pos
+		}
+		out = append(out, u.norm[last:]...)
+		u.hash = sha256.Sum256(out)
+		u.norm = nil
+	}
+}
+
+func (n *normaliser) literal(addr uint64, addrs []uint64) []byte {
+	sec := n.b.section(addr)
+	if sec == nil || sec.Type == elf.SHT_NOBITS {
+		return nil
+	}
+	d, err := n.b.sectionData(sec)
+	if err != nil || addr-sec.Addr >= uint64(len(d)) {
+		return nil
+	}
+	end := min(sec.Addr+uint64(len(d)), addr+4096)
+	if i := sort.Search(len(addrs), func(i int) bool { return addrs[i] > addr }); i < len(addrs) && addrs[i] < end {
+		end = addrs[i]
+	}
+	i := sort.Search(len(n.b.syms), func(i int) bool { return n.b.syms[i].addr > addr })
+	if i < len(n.b.syms) && n.b.syms[i].addr < end {
+		end = n.b.syms[i].addr
+	}
+	lit := d[addr-sec.Addr : end-sec.Addr]
+	if z := bytes.IndexByte(lit, 0); z >= 0 {
+		lit = lit[:z]
+	}
+	return lit
 }
 
 func dedup(s []string) []string {
@@ -146,7 +219,11 @@ func (n *normaliser) body(u *unit, s *symbol, buf *bytes.Buffer, entry bool) {
 		}
 		buf.WriteByte(0xff)
 		n.pc = pc
+		n.anon = 0
 		buf.WriteString(n.ref(u, &inst, target))
+		if n.anon != 0 {
+			u.anons = append(u.anons, anonRef{pos: buf.Len(), addr: n.anon})
+		}
 		buf.WriteByte(0)
 		off += inst.Len
 	}
@@ -228,13 +305,11 @@ func (n *normaliser) anonContent(u *unit, inst *x86asm.Inst, sec *elf.Section, t
 		if jt, ok := n.jumpTable(u, d, target); ok {
 			return jt
 		}
-		end := bytes.IndexByte(d, 0)
-		if end < 0 || end > 4096 {
-			end = min(len(d), 64)
-		}
-		// The token ends at a NUL in the normalised stream, and d[:end]
-		// holds none, so the raw bytes delimit themselves.
-		return "str:" + string(d[:end])
+		// The literal's bytes follow the token (finish); they hold no
+		// NUL, and the NUL after them ends the token.
+		n.anon = target
+		return "str:"
+
 	}
 	size := inst.MemBytes
 	if size <= 0 || size > 64 {
