@@ -555,3 +555,51 @@ func TestWaitSafeChurn(t *testing.T) {
 	}
 	p.Resume()
 }
+
+// TestUnwindThroughVDSO samples a thread that calls clock_gettime in a
+// loop: many samples land inside the vDSO, whose CFI is read from the
+// target's memory. Every stack must unwind to its end.
+func TestUnwindThroughVDSO(t *testing.T) {
+	requirePtrace(t)
+	target, tids, cmd := startActive(t)
+	u, err := ForProcess(target.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := attach(t, target.Pid)
+	if _, err := fmt.Fprintln(cmd, "hot 3000"); err != nil {
+		t.Fatal(err)
+	}
+	target.WaitLine(t, "in hot", 10*time.Second)
+	inVDSO, samples := 0, 0
+	for i := 0; i < 300 && inVDSO < 5; i++ {
+		if err := p.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		stacks, err := u.StacksOf(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := stacks[tids["hot"]]
+		samples++
+		if len(st) == 0 || st[len(st)-1].Incomplete {
+			t.Fatalf("hot thread: incomplete stack %s", FormatStack(st))
+		}
+		if st[0].Module == "[vdso]" {
+			inVDSO++
+			if !strings.Contains(FormatStack(st), "hot_loop <- worker <- start_thread") {
+				t.Errorf("stack through the vDSO: %s", FormatStack(st))
+			}
+			if inVDSO == 1 {
+				t.Logf("in the vDSO: %s", FormatStack(st))
+			}
+		}
+		if err := p.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if inVDSO == 0 {
+		t.Fatalf("no sample of %d landed in the vDSO", samples)
+	}
+}

@@ -86,6 +86,9 @@ type module struct {
 	err    error // why CFI or symbols are missing, nil when loaded
 	lazy   bool  // the vDSO: its image is read from target memory on first use
 	loaded bool
+
+	mu   sync.Mutex
+	memo map[uint64]*frame.FrameContext // unwind rules by link-time pc; read-only once stored
 }
 
 // Unwinder unwinds threads of one process with the CFI of its modules. It
@@ -357,6 +360,30 @@ func (m *module) fde(pc uint64) *frame.FrameDescriptionEntry {
 	return nil
 }
 
+// rules returns the unwind rules at the link-time address pc, memoised:
+// a pause unwinds the same few return addresses (start_thread, main, the
+// blocking libc calls) on every thread and every retry, and running the
+// CIE and FDE programs again each time is the larger part of the cost.
+func (m *module) rules(fde *frame.FrameDescriptionEntry, pc uint64) (*frame.FrameContext, error) {
+	m.mu.Lock()
+	fc, ok := m.memo[pc]
+	m.mu.Unlock()
+	if ok {
+		return fc, nil
+	}
+	fc, err := establish(fde, pc)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	if m.memo == nil || len(m.memo) > 1<<16 {
+		m.memo = map[uint64]*frame.FrameContext{}
+	}
+	m.memo[pc] = fc
+	m.mu.Unlock()
+	return fc, nil
+}
+
 // establish runs the FDE's CFA program up to pc; delve's interpreter
 // panics on some malformed programs.
 func establish(fde *frame.FrameDescriptionEntry, pc uint64) (fc *frame.FrameContext, err error) {
@@ -440,7 +467,7 @@ func (u *Unwinder) Unwind(regs tracer.Regs, mem Memory) ([]Frame, error) {
 				f.Function = m.symbol(pc)
 			}
 			var err error
-			if fc, err = establish(fde, lpc-m.mod.Bias); err != nil {
+			if fc, err = m.rules(fde, lpc-m.mod.Bias); err != nil {
 				return stop(f, fmt.Sprintf("CFI for pc in %s: %v", m.name, err))
 			}
 		case len(frames) == 0 && cloneFuncs[f.Function]:
