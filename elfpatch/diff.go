@@ -164,6 +164,7 @@ func prepare(b *Binary) *side {
 		u.parts = append(u.parts, c)
 	}
 	n := newNormaliser(b)
+	n.dataKey = s.objKey
 	for _, u := range s.units {
 		n.normalise(u)
 	}

@@ -148,6 +148,18 @@ func TestDiffFixtures(t *testing.T) {
 			assert.Equal(t, "scale", s.Origin)
 			assert.Equal(t, "main.c:4", s.Source)
 		}},
+		{name: "fnstatic", changed: []string{"main"}, added: []string{"first"}, verdict: VerdictAuto, check: func(t *testing.T, r *Report) {
+			// Renumbered counter.N are matched by their function: only
+			// tock's changed (its initial value) and first's is new.
+			require.Len(t, r.Globals, 2)
+			byFn := map[string]GlobalChange{}
+			for _, g := range r.Globals {
+				assert.True(t, strings.HasPrefix(g.Name, "counter."), g.Name)
+				byFn[g.Function] = g
+			}
+			assert.Equal(t, []string{"value"}, byFn["tock"].Changes)
+			assert.Equal(t, []string{"added"}, byFn["first"].Changes)
+		}},
 		{name: "unpatchable", changed: []string{"count", "tiny"}, verdict: VerdictRefused, check: func(t *testing.T, r *Report) {
 			c := findFunc(r.Changed, "count")
 			assert.False(t, c.Patchable)

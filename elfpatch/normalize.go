@@ -57,13 +57,16 @@ type normaliser struct {
 	roHash map[*symbol]string
 	pltSym map[uint64]string
 	pc     uint64 // address of the instruction being normalised
+	// dataKey names a data symbol (function-local statics qualified by
+	// their function, which the symbol table does not say).
+	dataKey func(*symbol) string
 	// anon is set by ref to the address of a literal whose contents
 	// finish inserts after the token.
 	anon uint64
 }
 
 func newNormaliser(b *Binary) *normaliser {
-	return &normaliser{b: b, roHash: map[*symbol]string{}, pltSym: map[uint64]string{}}
+	return &normaliser{b: b, roHash: map[*symbol]string{}, pltSym: map[uint64]string{}, dataKey: (*symbol).key}
 }
 
 // normalise decodes u into its normalised form. The hash is computed by
@@ -257,7 +260,7 @@ func (n *normaliser) ref(u *unit, inst *x86asm.Inst, target uint64) string {
 			u.refs = append(u.refs, t)
 			return t + off + "#" + n.roContent(s)
 		default:
-			t := "data:" + s.key()
+			t := "data:" + n.dataKey(s)
 			u.refs = append(u.refs, t)
 			return t + off
 		}
