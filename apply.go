@@ -411,10 +411,12 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		rec.Functions = append(rec.Functions, fr)
 	}
 
-	// Earlier images this patch may make unused: every function they
+	// The image of the patch below may become unused: every function it
 	// redirected is redirected again here, and the new code does not
-	// point into them. Whether a frame is still inside is decided in
-	// the pause.
+	// point into it. Whether a frame is still inside is decided in the
+	// pause. Only the patch directly below qualifies: reverting this
+	// patch later must also revert the unloaded one (its code is gone),
+	// and that is only the stack's order when nothing lies between.
 	redirected := map[string]bool{}
 	for _, n := range pr.funcNames {
 		redirected[n] = true
@@ -422,7 +424,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	var cands []int
 	for i := range st.Patches {
 		r := &st.Patches[i]
-		if r.Unloaded || slices.Contains(pr.refs, r.ID) {
+		if i != len(st.Patches)-1 || r.Unloaded || slices.Contains(pr.refs, r.ID) {
 			continue
 		}
 		all := true

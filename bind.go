@@ -203,21 +203,13 @@ func diffBinaries(oldPath, newPath string) (*Patch, error) {
 	return fromElfpatch(p), nil
 }
 
-// planImage fills the image of a patch whose builder left it empty, from
-// the report's changed and added functions.
+// planImage fills the image of a patch whose builder left it empty
+// (BuildPatch before it calls PlanImage itself).
 func planImage(p *elfpatch.Patch, old, nb *elfpatch.Binary) error {
 	if p.Report == nil || p.Report.Verdict != elfpatch.VerdictAuto {
 		return nil // refused: apply says why and never needs the image
 	}
-	conv := func(fs []elfpatch.Func) []elfpatch.PlanFunc {
-		var out []elfpatch.PlanFunc
-		for _, f := range fs {
-			out = append(out, elfpatch.PlanFunc{Name: f.Name, File: f.File, Local: f.Local,
-				OldAddr: f.OldAddr, OldSize: f.OldSize, NewAddr: f.NewAddr, NewSize: f.NewSize})
-		}
-		return out
-	}
-	im, err := elfpatch.PlanELF(old.ELF(), nb.ELF(), conv(p.Report.Changed), conv(p.Report.Added))
+	im, err := elfpatch.PlanImage(old, nb, p.Report)
 	if err != nil {
 		return err
 	}

@@ -391,3 +391,29 @@ func FuzzDecodeState(f *testing.F) {
 		decodeState(fp, 1, addr) // must not panic
 	})
 }
+
+// Only the patch directly below can be unloaded: reverting the one that
+// superseded it takes it along, which must not skip patches in between.
+func TestOnlyPatchBelowIsUnloaded(t *testing.T) {
+	e := stackEnv()
+	e.syms["/bin/b4"] = e.syms["/bin/b2"]
+	ctx := context.Background()
+	_, err := e.sys.apply(ctx, 1, fakePatch("p1", "b1", "b2", map[string]uint64{"f": 0x1000}), ApplyOptions{})
+	require.NoError(t, err)
+	img1 := e.loaded[0]
+	afterP1 := e.text()
+	_, err = e.sys.apply(ctx, 1, fakePatch("p2", "b2", "b3", map[string]uint64{"g": 0x2200}), ApplyOptions{})
+	require.NoError(t, err)
+	img2 := e.loaded[1]
+	res, err := e.sys.apply(ctx, 1, fakePatch("p3", "b3", "b4", map[string]uint64{"f": 0x2000, "g": 0x2200}), ApplyOptions{})
+	require.NoError(t, err)
+	require.Equal(t, []string{"p2"}, res.Unloaded)
+	require.True(t, e.fp.mapped(img1.base), "p1 is not directly below p3")
+	require.False(t, e.fp.mapped(img2.base))
+
+	rr, err := e.sys.revert(ctx, 1, RevertOptions{})
+	require.NoError(t, err)
+	require.Equal(t, []string{"p3", "p2"}, rr.Reverted)
+	require.Equal(t, afterP1, e.text(), "f back to p1's version, g to the original")
+	require.Equal(t, img1.base+0x1000, jmpTarget(t, e, e.exeBase+0x1000))
+}
