@@ -43,6 +43,10 @@ func runStacks(stdout, stderr io.Writer, args []string) error {
 	if *pid <= 0 {
 		return fmt.Errorf("%w: -p PID is required", errUsage)
 	}
+	// Hold SIGINT/SIGTERM while the process is held, so an operator's
+	// Ctrl-C lets the deferred detach run instead of killing graft.
+	_, stop := interruptible()
+	defer stop()
 	out, err := collectStacks(*pid)
 	if err != nil {
 		return err
@@ -76,10 +80,9 @@ func runStacks(stdout, stderr io.Writer, args []string) error {
 // collectStacks loads CFI while the target runs, then holds it only for
 // the unwinding itself.
 func collectStacks(pid int) (_ *stacksJSON, err error) {
-	u, err := safepoint.ForProcess(pid)
-	if err != nil {
-		return nil, fmt.Errorf("stacks of pid %d: %w", pid, err)
-	}
+	// Attach first: it explains a wrong PID or missing privileges best.
+	// Seizing does not stop the process; loading the CFI happens while
+	// it runs.
 	p, err := tracer.Attach(pid)
 	if err != nil {
 		return nil, err
@@ -89,6 +92,10 @@ func collectStacks(pid int) (_ *stacksJSON, err error) {
 			err = cerr
 		}
 	}()
+	u, err := safepoint.ForProcess(pid)
+	if err != nil {
+		return nil, fmt.Errorf("stacks of pid %d: %w", pid, err)
+	}
 	u.Preload(p)
 	if err := p.Stop(); err != nil {
 		return nil, fmt.Errorf("stacks of pid %d: %w", pid, err)

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"graft/internal/testutil"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("ptrace needs root, and CI=true says it is available")
+	}
+	t.Skip("needs root (ptrace of non-child processes)")
+}
+
+func TestStacksCommand(t *testing.T) {
+	requireRoot(t)
+	target := testutil.Start(t, testutil.Build(t, "sp_stacks"))
+	target.WaitLine(t, "ready", 10*time.Second)
+	pid := strconv.Itoa(target.Pid)
+
+	stdout, stderr, code := runGraft("stacks", "-p", pid, "--json")
+	require.Equal(t, 0, code, "stderr: %s", stderr)
+	testutil.RequireReleased(t, target.Pid)
+	var out struct {
+		Threads []struct {
+			Tid    int `json:"tid"`
+			Frames []struct {
+				PC       string `json:"pc"`
+				Function string `json:"function"`
+			} `json:"frames"`
+			Incomplete string `json:"incomplete"`
+		} `json:"threads"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(stdout), &out), stdout)
+	require.Len(t, out.Threads, 8)
+	all := map[string]bool{}
+	for _, th := range out.Threads {
+		assert.Empty(t, th.Incomplete, "thread %d", th.Tid)
+		require.NotEmpty(t, th.Frames)
+		for _, f := range th.Frames {
+			assert.True(t, strings.HasPrefix(f.PC, "0x"), f.PC)
+			all[f.Function] = true
+		}
+		last := th.Frames[len(th.Frames)-1].Function
+		assert.Contains(t, []string{"_start", "__clone3", "clone3"}, last, "outermost frame of thread %d", th.Tid)
+	}
+	for _, fn := range []string{"main", "block_accept", "block_read", "block_sleep", "block_cond", "spin_leaf", "spin_mid", "recurse", "in_handler", "__restore_rt"} {
+		assert.True(t, all[fn], "no frame in %s", fn)
+	}
+	assert.Equal(t, target.Pid, out.Threads[0].Tid, "threads sorted, main first")
+
+	stdout, stderr, code = runGraft("stacks", "-p", pid)
+	require.Equal(t, 0, code, "stderr: %s", stderr)
+	assert.Contains(t, stdout, "thread "+pid+":")
+	assert.Regexp(t, `#0 +0x[0-9a-f]+ spin_leaf \(sp_stacks\)`, stdout)
+	testutil.RequireReleased(t, target.Pid)
+	require.False(t, target.Exited(), "target died")
+}
+
+func TestStacksCommandErrors(t *testing.T) {
+	_, stderr, code := runGraft("stacks")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "-p PID is required")
+	_, stderr, code = runGraft("stacks", "-p", "999999999")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "999999999")
+}
