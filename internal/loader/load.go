@@ -233,7 +233,7 @@ func (l *Loaded) mapMemfd(p Process, fd int64, fail func(string, error) error) e
 		}
 	}
 	if _, err := p.Syscall(unix.SYS_CLOSE, uint64(fd)); err != nil {
-		return l.undo(p, -1, fail("close memfd", err))
+		return l.undo(p, fd, fail("close memfd", err)) // undo tries once more
 	}
 	return nil
 }

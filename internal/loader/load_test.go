@@ -141,6 +141,12 @@ func checkTick(t *testing.T, k tick, wantVersion string) {
 }
 
 func TestLoadTickLive(t *testing.T) {
+	t.Run("memfd", func(t *testing.T) { testLoadTick(t, Options{ID: "tick-test"}) })
+	// The fallback for targets whose seccomp filter refuses memfd_create.
+	t.Run("anonymous", func(t *testing.T) { testLoadTick(t, Options{ID: "tick-test", NoMemfd: true}) })
+}
+
+func testLoadTick(t *testing.T, opt Options) {
 	v1, v2 := buildTick(t, "v1"), buildTick(t, "v2")
 	oldF, err := elf.Open(v1)
 	if err != nil {
@@ -196,7 +202,7 @@ func TestLoadTickLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := Load(p, im, main, res.Resolve, Options{ID: "tick-test"})
+	l, err := Load(p, im, main, res.Resolve, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,9 +211,13 @@ func TestLoadTickLive(t *testing.T) {
 	}
 	t.Logf("loaded %#x bytes at %#x (executable at %#x), %d fixups, %d imports", l.Size, l.Base, main.Base, len(im.Fixups), len(im.Imports))
 	maps, _ := os.ReadFile(fmt.Sprintf("/proc/%d/maps", proc.Pid))
-	if !strings.Contains(string(maps), fmt.Sprintf("%x-", l.Base)) || !strings.Contains(string(maps), "memfd:graft-tick-test") {
+	if !strings.Contains(string(maps), fmt.Sprintf("%x-", l.Base)) {
 		t.Fatalf("maps do not show the image at %#x:\n%s", l.Base, maps)
 	}
+	if named := strings.Contains(string(maps), "memfd:graft-tick-test"); named == opt.NoMemfd || (l.Name != "") != named {
+		t.Fatalf("memfd in maps: %v, Loaded.Name %q, NoMemfd %v:\n%s", named, l.Name, opt.NoMemfd, maps)
+	}
+	checkRegions(t, proc.Pid, l)
 
 	// The redirects, written by hand while the process is stopped (the
 	// trampoline package owns the real thing): jmp rel32 at OLD's entry.
@@ -279,7 +289,7 @@ func TestLoadTickLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	maps, _ = os.ReadFile(fmt.Sprintf("/proc/%d/maps", proc.Pid))
-	if strings.Contains(string(maps), "graft-tick-test") {
+	if strings.Contains(string(maps), "graft-tick-test") || strings.Contains(string(maps), fmt.Sprintf("%x-", l.Base)) {
 		t.Fatalf("image still mapped after Unload:\n%s", maps)
 	}
 	for i := 0; i < 3; i++ {
@@ -362,4 +372,45 @@ func revertRedirects(t *testing.T, p *tracer.Process, saved map[uint64][]byte) {
 			}
 		}
 	})
+}
+
+// checkRegions compares the target's mappings over the image with the
+// regions Load reported: same ranges, same protections, never W+X.
+func checkRegions(t *testing.T, pid int, l *Loaded) {
+	t.Helper()
+	maps, err := tracer.ReadMaps(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prot := func(perms string) int {
+		p := 0
+		if perms[0] == 'r' {
+			p |= 1
+		}
+		if perms[1] == 'w' {
+			p |= 2
+		}
+		if perms[2] == 'x' {
+			p |= 4
+		}
+		return p
+	}
+	var seen uint64
+	for _, m := range maps {
+		if m.End <= l.Base || m.Start >= l.Base+l.Size {
+			continue
+		}
+		if prot(m.Perms)&6 == 6 {
+			t.Errorf("mapping %+v is writable and executable", m)
+		}
+		for _, r := range l.Regions {
+			if m.Start >= r.Addr && m.End <= r.Addr+r.Size && prot(m.Perms) != r.Prot {
+				t.Errorf("mapping %+v, region says prot %d", m, r.Prot)
+			}
+		}
+		seen += m.End - m.Start
+	}
+	if seen != l.Size {
+		t.Errorf("maps cover %#x bytes of the image, want %#x", seen, l.Size)
+	}
 }

@@ -1,0 +1,287 @@
+package loader
+
+import (
+	"debug/elf"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+
+	"graft/elfpatch"
+	"graft/internal/testutil"
+	"graft/tracer"
+)
+
+// startTick runs tick v1 and attaches to it; it returns the process, the
+// tracer handle and the modules.
+func startTick(t *testing.T) (*testutil.Proc, *tracer.Process, []tracer.Module) {
+	t.Helper()
+	proc := testutil.Start(t, buildTick(t, "v1"))
+	out := lines(proc.Stdout)
+	if s := <-out; s != "ready" {
+		t.Fatalf("first line %q", s)
+	}
+	nextTick(t, out, proc) // work() ran once: strlen and printf are bound
+	go func() {
+		for range out {
+		}
+	}()
+	p, err := tracer.Attach(proc.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		testutil.RequireReleased(t, proc.Pid)
+	})
+	mods, err := tracer.Modules(proc.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return proc, p, mods
+}
+
+func libc(t *testing.T, mods []tracer.Module) (*tracer.Module, *elf.File) {
+	t.Helper()
+	for i := range mods {
+		if strings.Contains(mods[i].Path, "/libc.so") {
+			f, err := elf.Open(mods[i].Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { f.Close() })
+			return &mods[i], f
+		}
+	}
+	t.Fatalf("no libc among %d modules", len(mods))
+	return nil, nil
+}
+
+// dynsym returns libc's definition of name at version (default if "").
+func dynsym(t *testing.T, f *elf.File, name, version string) elf.Symbol {
+	t.Helper()
+	syms, err := f.DynamicSymbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range syms {
+		if s.Name == name && s.Section != elf.SHN_UNDEF && (s.Version == version || version == "" && !s.VersionIndex.IsHidden()) {
+			return s
+		}
+	}
+	t.Fatalf("libc does not define %s@%s", name, version)
+	return elf.Symbol{}
+}
+
+func TestResolverLive(t *testing.T) {
+	_, p, mods := startTick(t)
+	r, err := NewResolver(p.Pid(), mods, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc, lf := libc(t, mods)
+	inText := func(m *tracer.Module, a uint64) bool {
+		for _, mp := range m.Mappings {
+			if mp.Executable() && a >= mp.Start && a < mp.End {
+				return true
+			}
+		}
+		return false
+	}
+
+	// strlen is an IFUNC: .dynsym holds its resolver, OLD's GOT the
+	// implementation the dynamic linker chose. The import must get the
+	// latter.
+	strlen := dynsym(t, lf, "strlen", "GLIBC_2.2.5")
+	if elf.ST_TYPE(strlen.Info) != elf.STT_GNU_IFUNC {
+		t.Fatalf("libc's strlen is not an IFUNC here (%v): the test no longer tests IFUNCs", elf.ST_TYPE(strlen.Info))
+	}
+	got, err := r.Resolve(elfpatch.Import{Symbol: "strlen", Version: "GLIBC_2.2.5", Call: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got == strlen.Value+lc.Bias || !inText(lc, got) {
+		t.Fatalf("strlen resolved to %#x (resolver at %#x): want the chosen implementation in libc's text", got, strlen.Value+lc.Bias)
+	}
+
+	// An IFUNC OLD never imported: refused, not its resolver's address.
+	if _, err := r.Resolve(elfpatch.Import{Symbol: "strchrnul", Version: "GLIBC_2.2.5", Call: true}); !errors.Is(err, ErrIFUNC) {
+		if elf.ST_TYPE(dynsym(t, lf, "strchrnul", "GLIBC_2.2.5").Info) == elf.STT_GNU_IFUNC {
+			t.Fatalf("strchrnul (IFUNC, not imported by tick): want ErrIFUNC, got %v", err)
+		}
+	}
+
+	// A plain function OLD never imported: libc's .dynsym plus bias.
+	getpid := dynsym(t, lf, "getpid", "GLIBC_2.2.5")
+	if got, err := r.Resolve(elfpatch.Import{Symbol: "getpid", Version: "GLIBC_2.2.5"}); err != nil || got != getpid.Value+lc.Bias {
+		t.Fatalf("getpid = %#x, %v; want %#x", got, err, getpid.Value+lc.Bias)
+	}
+	// Without a version, the default one binds: memcpy@@GLIBC_2.14 is an
+	// IFUNC, memcpy@GLIBC_2.2.5 (hidden) is not; either way not the
+	// hidden one silently.
+	if _, err := r.Resolve(elfpatch.Import{Symbol: "memcpy"}); !errors.Is(err, ErrIFUNC) {
+		if elf.ST_TYPE(dynsym(t, lf, "memcpy", "").Info) == elf.STT_GNU_IFUNC {
+			t.Fatalf("memcpy (default version is an IFUNC): want ErrIFUNC, got %v", err)
+		}
+	}
+
+	// fprintf: tick calls it only every 100th line, so OLD's slot may
+	// still hold its lazy PLT stub. A call slot may take the stub (it
+	// resolves on first call) or the function; a data slot only the
+	// function.
+	fprintf := dynsym(t, lf, "fprintf", "GLIBC_2.2.5").Value + lc.Bias
+	var main *tracer.Module
+	for i := range mods {
+		if mods[i].Main {
+			main = &mods[i]
+		}
+	}
+	if got, err := r.Resolve(elfpatch.Import{Symbol: "fprintf", Version: "GLIBC_2.2.5", Call: true}); err != nil || (got != fprintf && !main.Contains(got)) {
+		t.Fatalf("fprintf (call) = %#x, %v", got, err)
+	}
+	if got, err := r.Resolve(elfpatch.Import{Symbol: "fprintf", Version: "GLIBC_2.2.5"}); err != nil || got != fprintf {
+		t.Fatalf("fprintf (address) = %#x, %v; want %#x", got, err, fprintf)
+	}
+
+	// Absent symbols: a weak one is 0, a strong one an error naming it.
+	if got, err := r.Resolve(elfpatch.Import{Symbol: "graft_no_such_symbol", Weak: true}); err != nil || got != 0 {
+		t.Fatalf("absent weak = %#x, %v", got, err)
+	}
+	if _, err := r.Resolve(elfpatch.Import{Symbol: "graft_no_such_symbol", Version: "GLIBC_2.2.5"}); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "graft_no_such_symbol@GLIBC_2.2.5") {
+		t.Fatalf("absent strong: %v", err)
+	}
+	// A version libc does not have for a name it does.
+	if _, err := r.Resolve(elfpatch.Import{Symbol: "getpid", Version: "GLIBC_9.99"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("wrong version: %v", err)
+	}
+}
+
+// failingProc makes the n-th remote system call fail, to check that Load
+// leaves nothing behind whichever step fails.
+type failingProc struct {
+	*tracer.Process
+	n, calls int
+	nrs      []uint64
+}
+
+func (f *failingProc) Syscall(nr uint64, args ...uint64) (uint64, error) {
+	f.calls++
+	if f.calls == f.n {
+		return 0, fmt.Errorf("injected failure of syscall %d: %w", nr, syscall.EPERM)
+	}
+	f.nrs = append(f.nrs, nr)
+	return f.Process.Syscall(nr, args...)
+}
+
+func snapshot(t *testing.T, pid int) string {
+	t.Helper()
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fds []string
+	for _, e := range ents {
+		fds = append(fds, e.Name())
+	}
+	sort.Strings(fds)
+	return string(maps) + "fds: " + strings.Join(fds, " ")
+}
+
+func TestLoadFailureLeavesNothing(t *testing.T) {
+	v1, v2 := buildTick(t, "v1"), buildTick(t, "v2")
+	oldF, _ := elf.Open(v1)
+	newF, _ := elf.Open(v2)
+	defer oldF.Close()
+	defer newF.Close()
+	im, err := elfpatch.PlanELF(oldF, newF, []elfpatch.PlanFunc{planFunc(t, oldF, newF, "", "work")}, []elfpatch.PlanFunc{planFunc(t, nil, newF, "", "added")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc := testutil.Start(t, v1)
+	out := lines(proc.Stdout)
+	<-out
+	nextTick(t, out, proc)
+	go func() {
+		for range out {
+		}
+	}()
+	p, err := tracer.Attach(proc.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		p.Close()
+		testutil.RequireReleased(t, proc.Pid)
+	}()
+	mods, err := tracer.Modules(proc.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var main *tracer.Module
+	for i := range mods {
+		if mods[i].Main {
+			main = &mods[i]
+		}
+	}
+	res, err := NewResolver(proc.Pid, mods, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A link failure touches nothing at all.
+	before := snapshot(t, proc.Pid)
+	fp := &failingProc{Process: p}
+	_, err = Load(fp, im, main, func(elfpatch.Import) (uint64, error) { return 0, errors.New("no") }, Options{ID: "fail"})
+	if err == nil || fp.calls != 0 {
+		t.Fatalf("link failure: err %v after %d syscalls", err, fp.calls)
+	}
+	failures := 0
+	for n := 1; ; n++ {
+		fp := &failingProc{Process: p, n: n}
+		before := snapshot(t, proc.Pid)
+		l, err := Load(fp, im, main, res.Resolve, Options{ID: "fail"})
+		if err == nil {
+			if fp.calls < n {
+				// Every syscall of a successful load has had its turn to fail.
+				if err := l.Unload(p); err != nil {
+					t.Fatal(err)
+				}
+				break
+			}
+			// memfd_create/ftruncate failures fall back to anonymous
+			// mappings: a success, and it must be complete.
+			checkRegions(t, proc.Pid, l)
+			if err := l.Unload(p); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			failures++
+			if !strings.Contains(err.Error(), fmt.Sprintf("pid %d", proc.Pid)) {
+				t.Errorf("error does not name the pid: %v", err)
+			}
+		}
+		if p.Stopped() {
+			t.Fatalf("syscall %d failing left the process stopped", n)
+		}
+		if after := snapshot(t, proc.Pid); after != before {
+			t.Fatalf("syscall %d (of %v) failing left a trace:\nbefore:\n%s\nafter:\n%s", n, fp.nrs, before, after)
+		}
+		if n > 50 {
+			t.Fatal("Load never succeeded")
+		}
+	}
+	if failures == 0 {
+		t.Fatal("no injected failure made Load fail")
+	}
+	if after := snapshot(t, proc.Pid); after != before {
+		t.Fatalf("target changed:\n%s\n%s", before, after)
+	}
+}
