@@ -603,3 +603,44 @@ func TestUnwindThroughVDSO(t *testing.T) {
 		t.Fatalf("no sample of %d landed in the vDSO", samples)
 	}
 }
+
+// A module whose file on disk is not the mapped one (other build ID) gets
+// no CFI: PCs inside it make stacks incomplete instead of wrong.
+func TestReplacedFileRefused(t *testing.T) {
+	requirePtrace(t)
+	target := testutil.Start(t, testutil.Build(t, "sp_stacks"))
+	target.WaitLine(t, "ready", 10*time.Second)
+	mods, err := tracer.Modules(target.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range mods {
+		if mods[i].Main {
+			if mods[i].BuildID == "" {
+				t.Fatal("main module without build ID")
+			}
+			mods[i].BuildID = strings.Repeat("ab", 20)
+		}
+	}
+	u, err := NewUnwinder(mods)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probs := u.Problems()
+	if len(probs) == 0 || !strings.Contains(fmt.Sprint(probs), "not the mapped one") {
+		t.Fatalf("problems %v, want the main module refused", probs)
+	}
+	p := attach(t, target.Pid)
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Resume()
+	stacks, err := u.StacksOf(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := stacks[target.Pid]
+	if last := st[len(st)-1]; !last.Incomplete || last.Module != "sp_stacks" {
+		t.Fatalf("main thread: %s; want incomplete at the first frame in sp_stacks", FormatStack(st))
+	}
+}

@@ -251,6 +251,13 @@ func (m *module) loadELF(r io.ReaderAt) (err error) {
 	if f.Machine != elf.EM_X86_64 || f.Class != elf.ELFCLASS64 {
 		return fmt.Errorf("not an x86-64 ELF file (%v %v)", f.Class, f.Machine)
 	}
+	// A file replaced on disk since it was mapped (a package upgrade)
+	// has other CFI: using it would unwind garbage that may look whole.
+	if want := m.mod.BuildID; want != "" {
+		if got := buildID(f); got != "" && got != want {
+			return fmt.Errorf("file is not the mapped one (build-id %s, mapped %s)", got, want)
+		}
+	}
 	var fdes frame.FrameDescriptionEntries
 	var perr []string
 	if s := f.Section(".eh_frame"); s != nil && s.Type != elf.SHT_NOBITS && s.Addr != 0 {
@@ -652,4 +659,23 @@ func debugSymbols(buildID string) *symtab.Table {
 		return nil
 	}
 	return t
+}
+
+// buildID returns the hex GNU build ID of f, "" if it has none.
+func buildID(f *elf.File) string {
+	s := f.Section(".note.gnu.build-id")
+	if s == nil {
+		return ""
+	}
+	b, err := s.Data()
+	if err != nil || len(b) < 16 {
+		return ""
+	}
+	namesz := binary.LittleEndian.Uint32(b[0:])
+	descsz := binary.LittleEndian.Uint32(b[4:])
+	off := 12 + (uint64(namesz)+3)&^3
+	if binary.LittleEndian.Uint32(b[8:]) != 3 || off+uint64(descsz) > uint64(len(b)) {
+		return ""
+	}
+	return fmt.Sprintf("%x", b[off:off+uint64(descsz)])
 }
