@@ -109,6 +109,16 @@ func BuildPatch(old, new *Binary, opts ...BuildOption) (*Patch, error) {
 	if r.Verdict == VerdictRefused && !cfg.allowRefused {
 		return nil, &RefusedError{Report: r}
 	}
+	im, err := PlanImage(old, new, r)
+	if err != nil {
+		if r.Verdict != VerdictRefused {
+			return nil, fmt.Errorf("build patch: %w", err)
+		}
+		// A forced refused patch is for inspection: keep the report
+		// and say why it carries no code.
+		r.Warnings = append(r.Warnings, "no image: "+err.Error())
+		im = &Image{}
+	}
 	p := &Patch{
 		Version:    PatchVersion,
 		OldBuildID: old.buildID,
@@ -116,10 +126,7 @@ func BuildPatch(old, new *Binary, opts ...BuildOption) (*Patch, error) {
 		OldPath:    old.path,
 		NewPath:    new.path,
 		Report:     r,
-		// TODO(PlanImage): the loader's PlanImage(old, new, r) in
-		// plan.go fills this once it exists; until then a patch carries
-		// the report only and apply must refuse an empty image.
-		Image: &Image{},
+		Image:      im,
 	}
 	return p, nil
 }

@@ -53,7 +53,12 @@ func runDiff(stdout, stderr io.Writer, args []string) error {
 		case errors.As(err, &re):
 			report, refused = re.Report, err
 		case err != nil:
-			return err
+			// The diff itself worked (the image could not be planned):
+			// show it, then say why there is no patch.
+			report, refused = nil, fmt.Errorf("no patch written to %s: %w", *out, err)
+			if report, err = elfpatch.Diff(old, new); err != nil {
+				return refused
+			}
 		default:
 			report = p.Report
 			if err := writePatchFile(*out, p); err != nil {
@@ -77,8 +82,12 @@ func runDiff(stdout, stderr io.Writer, args []string) error {
 			fmt.Fprintf(stdout, "\npatch written to %s\n", *out)
 		}
 	}
-	if refused != nil {
+	var re *elfpatch.RefusedError
+	if errors.As(refused, &re) {
 		return fmt.Errorf("no patch written to %s: %w (use --force to write it anyway)", *out, refused)
+	}
+	if refused != nil {
+		return refused
 	}
 	return nil
 }

@@ -47,7 +47,7 @@ func TestDiffCommandText(t *testing.T) {
 }
 
 func TestDiffCommandJSONAndPatchFile(t *testing.T) {
-	old, new := buildPair(t, "globaltype")
+	old, new := buildPair(t, "newglobal")
 	patch := filepath.Join(t.TempDir(), "p.graft")
 	// Flags after the positional arguments work too.
 	out, errOut, code := runGraft("diff", old, new, "--json", "-o", patch)
@@ -68,22 +68,43 @@ func TestDiffCommandJSONAndPatchFile(t *testing.T) {
 	}
 	require.NoError(t, json.Unmarshal([]byte(out), &r))
 	require.Len(t, r.Changed, 1)
-	assert.Equal(t, "hit", r.Changed[0].Name)
-	assert.Equal(t, "transformer", r.Verdict)
-	assert.Len(t, r.Globals, 3)
+	assert.Equal(t, "handle", r.Changed[0].Name)
+	assert.Equal(t, "auto", r.Verdict)
+	require.Len(t, r.Globals, 1)
+	assert.Equal(t, "bytes_served", r.Globals[0].Name)
 
 	// show reads back what diff wrote.
 	out, errOut, code = runGraft("show", patch)
 	require.Equal(t, 0, code, errOut)
-	assert.Contains(t, out, "verdict: transformer")
-	assert.Contains(t, out, "g_stats")
+	assert.Contains(t, out, "verdict: auto")
+	assert.Contains(t, out, "bytes_served")
+	assert.Regexp(t, `redirect handle: old 0x[0-9a-f]+ -> new 0x[0-9a-f]+`, out)
 	var v showOutput
 	out, errOut, code = runGraft("show", "--json", patch)
 	require.Equal(t, 0, code, errOut)
 	require.NoError(t, json.Unmarshal([]byte(out), &v))
 	assert.Equal(t, 1, v.Version)
 	assert.NotEmpty(t, v.OldBuildID)
-	assert.Equal(t, "transformer", string(v.Report.Verdict))
+	assert.Equal(t, "auto", string(v.Report.Verdict))
+	assert.NotEmpty(t, v.Image.Segments)
+	require.Len(t, v.Image.Redirects, 1)
+}
+
+// TestDiffCommandTransformer: the report is printed, but no patch can be
+// built for a global whose layout changed.
+func TestDiffCommandTransformer(t *testing.T) {
+	old, new := buildPair(t, "globaltype")
+	patch := filepath.Join(t.TempDir(), "p.graft")
+	out, errOut, code := runGraft("diff", old, new)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "verdict: transformer")
+	assert.Contains(t, out, "g_stats")
+	out, errOut, code = runGraft("diff", "-o", patch, old, new)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, "verdict: transformer", "the report is shown even without a patch")
+	assert.Contains(t, errOut, "no patch written")
+	assert.Contains(t, errOut, "g_stats")
+	assert.NoFileExists(t, patch)
 }
 
 func TestDiffCommandRefusedWritesNothing(t *testing.T) {
