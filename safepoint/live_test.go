@@ -644,3 +644,5 @@ func TestReplacedFileRefused(t *testing.T) {
 		t.Fatalf("main thread: %s; want incomplete at the first frame in sp_stacks", FormatStack(st))
 	}
 }
+
+func openELF(path string) (*elf.File, error) { return elf.Open(path) }
