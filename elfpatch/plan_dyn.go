@@ -255,3 +255,30 @@ func DynamicImports(f *elf.File) (imps []Import, err error) {
 	sort.Slice(imps, func(i, j int) bool { return imps[i].Off < imps[j].Off })
 	return imps, nil
 }
+
+// IndirectSlots maps, for a shared library, the address of each GNU
+// indirect function's resolver to a field the dynamic linker filled with
+// that resolver's choice (an R_X86_64_IRELATIVE relocation, which glibc
+// uses for its own internal calls to memset, strlen and friends). Reading
+// the field in a running process tells which implementation the library
+// picked, without calling the resolver.
+func IndirectSlots(f *elf.File) (slots map[uint64]uint64, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			slots, err = nil, fmt.Errorf("read indirect slots: malformed ELF: %v", r)
+		}
+	}()
+	relocs, err := dynRelocs(f)
+	if err != nil {
+		return nil, fmt.Errorf("read indirect slots: %w", err)
+	}
+	slots = map[uint64]uint64{}
+	for _, r := range relocs {
+		if r.typ == elf.R_X86_64_IRELATIVE {
+			if _, dup := slots[uint64(r.addend)]; !dup {
+				slots[uint64(r.addend)] = r.off
+			}
+		}
+	}
+	return slots, nil
+}

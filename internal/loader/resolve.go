@@ -12,11 +12,12 @@ import (
 	"graft/tracer"
 )
 
-// ErrIFUNC marks an import that resolves to a GNU indirect function which
-// the running program never imported itself: which implementation the
-// dynamic linker would pick (memcpy's AVX2 or ERMS variant) is only known
-// by running the library's resolver inside the target, which this loader
-// does not do.
+// ErrIFUNC marks an import that resolves to a GNU indirect function whose
+// choice the loader cannot read in the target: neither the running
+// program nor the library itself (through an IRELATIVE relocation) has a
+// field the dynamic linker filled with it. Which implementation (memcpy's
+// AVX2 or ERMS variant) would be right is only known by running the
+// library's resolver inside the target, which this loader does not do.
 var ErrIFUNC = errors.New("symbol is an indirect function (STT_GNU_IFUNC) not imported by the running program")
 
 // ErrNotFound marks an import no loaded library defines.
@@ -30,7 +31,9 @@ var ErrNotFound = errors.New("symbol not defined by any library loaded in the ta
 // chosen variant of an IFUNC such as strlen, the interposed definition,
 // the COPY-relocated object). So an import OLD also has is taken from
 // OLD's slot. Only symbols OLD never imported are looked up in the
-// libraries' .dynsym (runtime address = value + the library's bias).
+// libraries' .dynsym (runtime address = value + the library's bias); an
+// indirect function among them is read from the library's own IRELATIVE
+// field for the same resolver, which glibc has for most of its IFUNCs.
 type Resolver struct {
 	pid  int
 	mem  io.ReaderAt
@@ -43,7 +46,10 @@ type Resolver struct {
 type libSyms struct {
 	mod  tracer.Module
 	syms map[string][]elf.Symbol // defined dynamic symbols by name
-	err  error                   // why the library could not be read
+	// islots maps an IFUNC resolver's vaddr to a field of the library
+	// holding its result (elfpatch.IndirectSlots).
+	islots map[uint64]uint64
+	err    error // why the library could not be read
 }
 
 // NewResolver reads OLD's imports (from /proc/PID/exe, the file the
@@ -119,6 +125,7 @@ func readLib(pid int, m tracer.Module) (l *libSyms) {
 		return l
 	}
 	l.err = nil
+	l.islots, _ = elfpatch.IndirectSlots(f)
 	for _, s := range syms {
 		if s.Section == elf.SHN_UNDEF || s.Name == "" {
 			continue
@@ -140,6 +147,26 @@ func (r *Resolver) Resolve(imp elfpatch.Import) (uint64, error) {
 		return 0, nil
 	}
 	return v, err
+}
+
+// indirect resolves an IFUNC through the library's own IRELATIVE field
+// for the same resolver, which the dynamic linker filled at start-up with
+// the implementation it chose for this CPU.
+func (r *Resolver) indirect(imp elfpatch.Import, l *libSyms, s *elf.Symbol) (uint64, error) {
+	slot, ok := l.islots[s.Value]
+	if !ok {
+		return 0, fmt.Errorf("resolve %s in pid %d: %s defines it, and no relocated field records its choice: %w", imp.Symbol, r.pid, l.mod.Path, ErrIFUNC)
+	}
+	var b [8]byte
+	addr := l.mod.Bias + slot
+	if _, err := r.mem.ReadAt(b[:], int64(addr)); err != nil {
+		return 0, fmt.Errorf("resolve %s in pid %d: read %s's IRELATIVE field at %#x: %w", imp.Symbol, r.pid, l.mod.Path, addr, err)
+	}
+	v := binary.LittleEndian.Uint64(b[:])
+	if !l.mod.Contains(v) {
+		return 0, fmt.Errorf("resolve %s in pid %d: %s's IRELATIVE field at %#x holds %#x, outside the library: %w", imp.Symbol, r.pid, l.mod.Path, addr, v, ErrIFUNC)
+	}
+	return v, nil
 }
 
 func versionsMatch(a, b string) bool { return a == "" || b == "" || a == b }
@@ -205,7 +232,7 @@ func (r *Resolver) fromLibs(imp elfpatch.Import) (uint64, error) {
 			continue
 		}
 		if elf.ST_TYPE(pick.Info) == elf.STT_GNU_IFUNC {
-			return 0, fmt.Errorf("resolve %s in pid %d: %s defines it: %w", imp.Symbol, r.pid, l.mod.Path, ErrIFUNC)
+			return r.indirect(imp, l, pick)
 		}
 		if pick.Section == elf.SHN_ABS {
 			return pick.Value, nil

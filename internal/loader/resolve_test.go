@@ -109,11 +109,37 @@ func TestResolverLive(t *testing.T) {
 		t.Fatalf("strlen resolved to %#x (resolver at %#x): want the chosen implementation in libc's text", got, strlen.Value+lc.Bias)
 	}
 
-	// An IFUNC OLD never imported: refused, not its resolver's address.
-	if _, err := r.Resolve(elfpatch.Import{Symbol: "strchrnul", Version: "GLIBC_2.2.5", Call: true}); !errors.Is(err, ErrIFUNC) {
-		if elf.ST_TYPE(dynsym(t, lf, "strchrnul", "GLIBC_2.2.5").Info) == elf.STT_GNU_IFUNC {
-			t.Fatalf("strchrnul (IFUNC, not imported by tick): want ErrIFUNC, got %v", err)
+	// The same IFUNC looked up in libc itself (as for a symbol OLD never
+	// imported): libc's IRELATIVE field for strlen's resolver holds the
+	// dynamic linker's choice, which must agree with OLD's GOT.
+	libsOnly := *r
+	libsOnly.oldSlots = nil
+	if got2, err := libsOnly.Resolve(elfpatch.Import{Symbol: "strlen", Version: "GLIBC_2.2.5", Call: true}); err != nil || got2 != got {
+		t.Fatalf("strlen through libc's IRELATIVE field = %#x, %v; OLD's GOT says %#x", got2, err, got)
+	}
+	// Every other IFUNC: either resolved to libc text other than its
+	// resolver, or refused with ErrIFUNC; never the resolver's address.
+	syms, _ := lf.DynamicSymbols()
+	resolved, refused := 0, 0
+	for _, s := range syms {
+		if elf.ST_TYPE(s.Info) != elf.STT_GNU_IFUNC || s.VersionIndex.IsHidden() {
+			continue
 		}
+		v, err := libsOnly.Resolve(elfpatch.Import{Symbol: s.Name, Version: s.Version, Call: true})
+		switch {
+		case errors.Is(err, ErrIFUNC):
+			refused++
+		case err != nil:
+			t.Fatalf("%s: %v", s.Name, err)
+		case v == s.Value+lc.Bias || !inText(lc, v):
+			t.Fatalf("%s resolved to %#x (resolver %#x)", s.Name, v, s.Value+lc.Bias)
+		default:
+			resolved++
+		}
+	}
+	t.Logf("libc IFUNCs: %d resolved through IRELATIVE fields, %d refused", resolved, refused)
+	if resolved == 0 {
+		t.Fatal("no IFUNC resolved through libc's IRELATIVE fields")
 	}
 
 	// A plain function OLD never imported: libc's .dynsym plus bias.
@@ -121,13 +147,16 @@ func TestResolverLive(t *testing.T) {
 	if got, err := r.Resolve(elfpatch.Import{Symbol: "getpid", Version: "GLIBC_2.2.5"}); err != nil || got != getpid.Value+lc.Bias {
 		t.Fatalf("getpid = %#x, %v; want %#x", got, err, getpid.Value+lc.Bias)
 	}
-	// Without a version, the default one binds: memcpy@@GLIBC_2.14 is an
-	// IFUNC, memcpy@GLIBC_2.2.5 (hidden) is not; either way not the
-	// hidden one silently.
-	if _, err := r.Resolve(elfpatch.Import{Symbol: "memcpy"}); !errors.Is(err, ErrIFUNC) {
-		if elf.ST_TYPE(dynsym(t, lf, "memcpy", "").Info) == elf.STT_GNU_IFUNC {
-			t.Fatalf("memcpy (default version is an IFUNC): want ErrIFUNC, got %v", err)
-		}
+	// Without a version, the default one binds: memcpy@@GLIBC_2.14 (an
+	// IFUNC), never the hidden memcpy@GLIBC_2.2.5 (a plain function).
+	hidden := dynsym(t, lf, "memcpy", "GLIBC_2.2.5")
+	if !hidden.VersionIndex.IsHidden() {
+		t.Fatal("memcpy@GLIBC_2.2.5 is not hidden in this libc: the test no longer tests default versions")
+	}
+	if v, err := libsOnly.Resolve(elfpatch.Import{Symbol: "memcpy"}); err == nil && v == hidden.Value+lc.Bias {
+		t.Fatal("unversioned memcpy bound to the hidden GLIBC_2.2.5 definition")
+	} else if err != nil && !errors.Is(err, ErrIFUNC) {
+		t.Fatalf("unversioned memcpy: %v", err)
 	}
 
 	// fprintf: tick calls it only every 100th line, so OLD's slot may
