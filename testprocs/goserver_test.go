@@ -66,7 +66,7 @@ func gosrvExpect(t *testing.T, method, url, body string, wantCode int, wantBody 
 
 func gosrvStart(t *testing.T, target string) string {
 	t.Helper()
-	_, port := testutil.StartServer(t, target)
+	_, port := sshStartServer(t, target) // waits for "listening on" in the log
 	return "http://127.0.0.1:" + strconv.Itoa(port)
 }
 
@@ -177,6 +177,49 @@ func TestGoserverConcurrentCount(t *testing.T) {
 				}
 			}
 			gosrvExpect(t, "GET", base+"/count", "", 200, fmt.Sprintf("%d\n", v.countFrom+clients*each))
+		})
+	}
+}
+
+// TestGoserverConcurrentKV writes distinct keys from concurrent clients and
+// reads every one back: the map behind its mutex keeps them all.
+func TestGoserverConcurrentKV(t *testing.T) {
+	const clients, each = 6, 10
+	for _, v := range gosrvVersions {
+		t.Run(v.target, func(t *testing.T) {
+			t.Parallel()
+			base := gosrvStart(t, v.target)
+			var wg sync.WaitGroup
+			errs := make(chan error, clients*each)
+			for c := 0; c < clients; c++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; i < each; i++ {
+						req, _ := http.NewRequest("PUT", fmt.Sprintf("%s/kv?key=c%d-%d", base, c, i), strings.NewReader(fmt.Sprintf("v%d.%d", c, i)))
+						resp, err := gosrvClient.Do(req)
+						if err != nil {
+							errs <- err
+							return
+						}
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != 200 {
+							errs <- fmt.Errorf("PUT c%d-%d: status %d", c, i, resp.StatusCode)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			for c := 0; c < clients; c++ {
+				for i := 0; i < each; i++ {
+					gosrvExpect(t, "GET", fmt.Sprintf("%s/kv?key=c%d-%d", base, c, i), "", 200, fmt.Sprintf("v%d.%d", c, i))
+				}
+			}
 		})
 	}
 }

@@ -76,7 +76,44 @@ func sshUserFile(t *testing.T) string {
 func sshStart(t *testing.T, target string, extra ...string) (*testutil.Proc, int) {
 	t.Helper()
 	args := append([]string{"-u", sshUserFile(t)}, extra...)
-	return testutil.StartServer(t, target, args...)
+	return sshStartServer(t, target, args...)
+}
+
+// sshStartServer is testutil.StartServer plus proof that the process
+// listening is ours: its "listening on" log line, written after listen().
+// StartServer picks a free port and then lets the target bind it, and its
+// probe can reach another process's socket that took the same port
+// meanwhile (seen as resets under parallel tests); a target that lost the
+// port exits, and then a new port is tried.
+func sshStartServer(t *testing.T, target string, args ...string) (*testutil.Proc, int) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		p, port := testutil.StartServer(t, target, args...)
+		if sshWaitLog(t, p, fmt.Sprintf("listening on 127.0.0.1:%d", port)) {
+			return p, port
+		}
+		if attempt == 3 {
+			t.Fatalf("%s exited before listening, 3 times; last stderr: %s", target, p.Stderr())
+		}
+		t.Logf("%s (pid %d) exited before listening on %d, retrying: %s", target, p.Pid, port, p.Stderr())
+	}
+}
+
+// sshWaitLog waits until the target's stderr contains want (true) or the
+// target exits without it (false).
+func sshWaitLog(t *testing.T, p *testutil.Proc, want string) bool {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.Stderr(), want) {
+		if p.Exited() {
+			return strings.Contains(p.Stderr(), want)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("target %d: no %q in its log: %s", p.Pid, want, p.Stderr())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
 }
 
 type sshConn struct {
@@ -320,7 +357,7 @@ func TestSSHDPasswordCheck(t *testing.T) {
 func TestSSHDDefaultUsers(t *testing.T) {
 	for _, v := range []sshVersion{sshVersions[0], sshVersions[len(sshVersions)-1]} {
 		t.Run(v.target, func(t *testing.T) {
-			_, port := testutil.StartServer(t, v.target)
+			_, port := sshStartServer(t, v.target)
 			c := sshDial(t, port)
 			c.expect("LOGIN bob builder42", "FAIL login incorrect")
 			c.expect("LOGIN bob hunter2", "OK welcome bob")

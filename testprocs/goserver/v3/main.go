@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -106,7 +107,12 @@ func main() {
 	mux.HandleFunc("/count", handleCount)
 	mux.HandleFunc("/kv", handleKV)
 	mux.HandleFunc("/version", handleVersion)
+	// Log only once the socket listens: whoever reads the log may connect.
 	addr := "127.0.0.1:" + strconv.Itoa(port)
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		log.Fatal(err)
+	}
 	log.Printf("goserver listening on %s", addr)
-	log.Fatal(http.ListenAndServe(addr, mux))
+	log.Fatal(http.Serve(l, mux))
 }
