@@ -1,16 +1,22 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"graft/internal/testutil"
 )
 
 // buildPair compiles one of elfpatch's C fixture pairs with gcc -g -O2.
@@ -135,4 +141,47 @@ func TestDiffShowErrors(t *testing.T) {
 	_, errOut, code = runGraft("diff", junk, junk)
 	assert.Equal(t, 1, code)
 	assert.True(t, strings.Contains(errOut, "not an ELF file"), errOut)
+}
+
+// TestDiffPatchAppliesLive is the patch file's end-to-end check: graft
+// diff writes a patch for sshd v2 -> v3 (ECHO returns its whole text),
+// graft show reads it, and graft apply applies it, from the file alone, to
+// a running sshd v2, whose already-open session then echoes the new way.
+func TestDiffPatchAppliesLive(t *testing.T) {
+	old := testutil.Build(t, "sshd-v2")
+	new := testutil.Build(t, "sshd-v3")
+	patch := filepath.Join(t.TempDir(), "sshd-v2-v3.graft")
+	out, errOut, code := runGraft("diff", "-o", patch, old, new)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "cmd_echo")
+	out, errOut, code = runGraft("show", patch)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "redirect cmd_echo")
+
+	p, port := testutil.StartServer(t, "sshd-v2")
+	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 5*time.Second)
+	require.NoError(t, err)
+	defer c.Close()
+	r := bufio.NewReader(c)
+	say := func(line string) string {
+		t.Helper()
+		require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+		if line != "" {
+			_, err := c.Write([]byte(line + "\n"))
+			require.NoError(t, err)
+		}
+		reply, err := r.ReadString('\n')
+		require.NoError(t, err)
+		return strings.TrimRight(reply, "\r\n")
+	}
+	assert.Contains(t, say(""), "SSH-2.0") // banner
+	assert.Equal(t, "OK welcome alice", say("LOGIN alice secret"))
+	assert.Equal(t, "OK hello", say("ECHO hello big world"))
+
+	out, errOut, code = runGraft("apply", "-p", strconv.Itoa(p.Pid), patch)
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errOut)
+	testutil.RequireReleased(t, p.Pid)
+
+	assert.Equal(t, "OK hello big world", say("ECHO hello big world"), "the open session runs the new cmd_echo")
+	assert.False(t, p.Exited())
 }
