@@ -3,4 +3,59 @@
 // the change can be applied live, and writes the result as a self-contained
 // patch file. Nothing here sees a process; every function is deterministic
 // on its input files.
+//
+// # Diff
+//
+// Open reads a build into memory (no descriptor stays open) with its sized
+// function and data symbols, each static one qualified by the STT_FILE
+// entry it follows, its dynamic relocations and an index of its DWARF.
+//
+// Functions are compared in a normal form, not byte for byte. Every
+// instruction is decoded with x86asm; its PC-relative field (RIP-relative
+// operand, call or jump displacement) is masked and replaced by a token for
+// what it reaches: an offset inside the function itself (or its .cold
+// part), a function or data symbol by key and offset, a PLT stub or GOT slot
+// by the dynamic symbol it is bound to, a read-only data symbol together
+// with a hash of its value, and anonymous read-only data by its bytes: a
+// jump table by the offsets it leads to, a load by the bytes it loads, an
+// address (a string literal) by the bytes up to its NUL or to the next
+// address that any code takes, whichever comes first. So a function the
+// linker only moved compares equal, and one whose code is the same but
+// whose string literal changed does not. Padding between functions lies
+// outside their symbol sizes and is never compared.
+//
+// Symbols are matched by key: the name for globals, file:name for statics,
+// with the numbers GCC appends dropped (f.constprop.3 -> f.constprop,
+// counter.1 -> counter; a function-local static is further qualified by
+// its function from DWARF). Several symbols with one key pair identical
+// code first, then in order; leftovers pair by plain name when that is
+// unambiguous. A .cold part is folded into the function it was split from
+// and never gets a jump of its own.
+//
+// For each changed function the diff checks OLD's entry: it must hold a
+// 5-byte jmp rel32 after any endbr64 (using alignment padding after a short
+// function), and no branch or jump-table entry of the function may target
+// the overwritten bytes past the entry. Its DWARF signature is compared
+// (layouts of return and parameter types); if it changed, every OLD caller
+// must be in the patch. The aggregates its parameters and locals hold by
+// value (stack) or reach through pointers (heap) are compared by name.
+//
+// Data objects are compared by type (DWARF) and initial value (relocated
+// pointers replaced by what they point to). Type layouts are rendered
+// twice: exactly, and with typedefs, qualifiers and base-type names reduced
+// to encoding and size, which separates identical, compatible (int ->
+// volatile sig_atomic_t) and changed types.
+//
+// The verdict is the worst of the per-symbol reasons: auto (bodies,
+// literals, new globals, signature changes with their callers), transformer
+// (a global's own layout changed: its contents must be converted) or
+// refused (a changed type in heap or stack objects, an unpatchable entry, a
+// caller left behind, a removed global that new code still names).
+//
+// # Patch files
+//
+// BuildPatch adds the loader's Image (PlanImage) to the Report; WriteTo and
+// ReadPatch implement the format in FORMAT.md: magic, version, SHA-256 of
+// the payload, a JSON metadata record and one record per segment.
+// ReadPatch never panics and reports malformed input as *FormatError.
 package elfpatch
