@@ -265,7 +265,7 @@ func TestStacksMatchGDB(t *testing.T) {
 			}
 			// Frame 0 of the spinning thread moves; every other PC is a
 			// return address or a blocked syscall and must be identical.
-			if i > 0 && f.PC != g.pc {
+			if (i > 0 || g.name != "spin_leaf") && f.PC != g.pc {
 				t.Errorf("%s\n  frame %d pc %#x, gdb %#x", desc, i, f.PC, g.pc)
 			}
 			if !sameFunction(u, g, f) {
@@ -466,7 +466,7 @@ func TestWaitSafeNeverReturns(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	spec.AllowActive = nil
-	if err := WaitSafe(ctx, p, u, spec, time.Minute); !errors.Is(err, ErrActive) || !errors.Is(err, context.Canceled) && !strings.Contains(err.Error(), "canceled") {
+	if err := WaitSafe(ctx, p, u, spec, time.Minute); !errors.Is(err, ErrActive) || !errors.Is(err, context.Canceled) {
 		t.Fatalf("WaitSafe with a cancelled context: %v", err)
 	}
 	p.Resume()

@@ -53,8 +53,9 @@ const (
 // (never only some threads: a stopped thread may hold a lock the others
 // need), waits with bounded exponential backoff, stops it again and
 // re-checks, seeing threads created or exited meanwhile. On timeout or
-// cancellation it returns the last *ActiveError wrapped, with t stopped;
-// the caller decides whether to resume.
+// cancellation it returns the last *ActiveError wrapped (with the
+// context's error too, on cancellation), with t stopped; the caller
+// decides whether to resume.
 func WaitSafe(ctx context.Context, t Target, u *Unwinder, s Spec, timeout time.Duration) error {
 	start := time.Now()
 	deadline := start.Add(timeout)
@@ -73,7 +74,7 @@ func WaitSafe(ctx context.Context, t Target, u *Unwinder, s Spec, timeout time.D
 		}
 		now := time.Now()
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("wait for safe point: %v after %d checks in %v: %w", err, attempt, now.Sub(start).Round(time.Millisecond), cerr)
+			return fmt.Errorf("wait for safe point: %w after %d checks in %v: %w", err, attempt, now.Sub(start).Round(time.Millisecond), cerr)
 		}
 		if !now.Before(deadline) {
 			return fmt.Errorf("wait for safe point: timed out after %d checks in %v: %w", attempt, now.Sub(start).Round(time.Millisecond), cerr)
