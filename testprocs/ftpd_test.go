@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -448,7 +449,7 @@ func TestFtpdVersionDifferences(t *testing.T) {
 				}
 				c.expect("250 Directory successfully changed.", "CWD ..")
 				c.expect(`257 "/" is the current directory`, "PWD")
-				c.expect("250 Directory successfully changed.", "CWD sub/../../..")
+				c.expect("250 Directory successfully changed.", "CWD /sub/../../..")
 				c.expect(`257 "/" is the current directory`, "PWD")
 			} else {
 				c.expect(fmt.Sprintf("213 %d", len(ftpSecret)), "SIZE ../secret.txt")
@@ -459,6 +460,8 @@ func TestFtpdVersionDifferences(t *testing.T) {
 				c.expect("250 Directory successfully changed.", "CWD ..")
 				c.expect(`257 "/.." is the current directory`, "PWD")
 				c.expect("213 7", "SIZE secret.txt")
+				c.expect("250 Directory successfully changed.", "CWD /sub/../../..")
+				c.expect(`257 "/sub/../../.." is the current directory`, "PWD")
 			}
 			c.expect("250 Directory successfully changed.", "CWD /")
 			c.expect(`257 "/" is the current directory`, "PWD")
@@ -667,5 +670,38 @@ func TestFtpdRobustness(t *testing.T) {
 			e.expect("221 Goodbye.", "QUIT")
 			ftpWaitNoChildren(t, p.Pid)
 		})
+	}
+}
+
+// TestFtpdRestartSamePort: a restarted server binds its port again while
+// the previous one's closed connections are in TIME_WAIT (SO_REUSEADDR).
+func TestFtpdRestartSamePort(t *testing.T) {
+	v := ftpVersions(t)[len(ftpVersions(t))-1]
+	path := testutil.Build(t, fmt.Sprintf("ftpd-v%d", v))
+	root := ftpTree(t)
+	port := testutil.FreePort(t)
+	for round := 0; round < 2; round++ {
+		p := testutil.Start(t, path, strconv.Itoa(port), "-d", root)
+		testutil.WaitListen(t, port, 10*time.Second)
+		c, _, _ := ftpDial(t, port)
+		c.login()
+		// The server closes first after QUIT, so its side of the connection
+		// is left in TIME_WAIT on 127.0.0.1:port.
+		c.expect("221 Goodbye.", "QUIT")
+		if _, err := c.conn.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("round %d: after QUIT: %v, want EOF", round, err)
+		}
+		ftpWaitNoChildren(t, p.Pid)
+		syscall.Kill(-p.Pid, syscall.SIGKILL)
+		deadline := time.Now().Add(5 * time.Second)
+		for !p.Exited() {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: ftpd %d did not exit", round, p.Pid)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if strings.Contains(p.Stderr(), "Address already in use") {
+			t.Fatalf("round %d: %s", round, p.Stderr())
+		}
 	}
 }
