@@ -478,6 +478,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		return err
 	}
 	if err := ck.waitSafe(ctx, p, spec, opts.Timeout); err != nil {
+		err = withCause(ctx, err)
 		if rerr := resume(); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("resume: %w", rerr))
 		}
@@ -722,4 +723,13 @@ func findHole(maps []tracer.Mapping, size, near uint64) (uint64, error) {
 		return prevEnd, nil
 	}
 	return 0, fmt.Errorf("no free range of %d bytes within reach of %#x", size, near)
+}
+
+// withCause makes a failure that happened because ctx ended (SIGINT or
+// SIGTERM to graft) match context.Canceled with errors.Is.
+func withCause(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("%w (%w)", err, cerr)
+	}
+	return err
 }

@@ -175,7 +175,7 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 		return err
 	}
 	if err := ck.waitSafe(ctx, p, spec, opts.Timeout); err != nil {
-		return nil, fail(errors.Join(err, resume()))
+		return nil, fail(errors.Join(withCause(ctx, err), resume()))
 	}
 	// restore writes in order; if one fails, rewrite the jumps already
 	// restored so the target stays fully patched.

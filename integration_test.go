@@ -1,0 +1,446 @@
+package graft
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/textproto"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"graft/elfpatch"
+	"graft/internal/testutil"
+	"graft/safepoint"
+)
+
+// Integration tests: real targets from testprocs, real clients, graft's
+// exported API. Each test ends with testutil.RequireReleased.
+
+// sshClient is one connection to testprocs/sshd (line protocol).
+type sshClient struct {
+	t      *testing.T
+	conn   net.Conn
+	r      *bufio.Reader
+	banner string
+}
+
+func sshDial(t *testing.T, port int) *sshClient {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 5*time.Second)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	c := &sshClient{t: t, conn: conn, r: bufio.NewReader(conn)}
+	c.banner = c.line()
+	return c
+}
+
+func (c *sshClient) line() string {
+	c.t.Helper()
+	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	l, err := c.r.ReadString('\n')
+	require.NoError(c.t, err, "read from sshd")
+	return strings.TrimRight(l, "\r\n")
+}
+
+func (c *sshClient) cmd(s string) string {
+	c.t.Helper()
+	_, err := fmt.Fprintf(c.conn, "%s\n", s)
+	require.NoError(c.t, err)
+	return c.line()
+}
+
+func sshUsers(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "users")
+	require.NoError(t, os.WriteFile(p, []byte("alice:wonderland\nbob:hunter2\n"), 0o644))
+	return p
+}
+
+// exeText returns the bytes of the target's executable (r-xp) mapping of
+// its main program, read through /proc/PID/mem.
+func exeText(t *testing.T, pid int) []byte {
+	t.Helper()
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	require.NoError(t, err)
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	require.NoError(t, err)
+	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	require.NoError(t, err)
+	defer mem.Close()
+	var out []byte
+	for _, l := range strings.Split(string(maps), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 6 || f[5] != exe || !strings.Contains(f[1], "x") {
+			continue
+		}
+		var lo, hi uint64
+		_, err := fmt.Sscanf(f[0], "%x-%x", &lo, &hi)
+		require.NoError(t, err)
+		b := make([]byte, hi-lo)
+		_, err = mem.ReadAt(b, int64(lo))
+		require.NoError(t, err)
+		out = append(out, b...)
+	}
+	require.NotEmpty(t, out, "no executable mapping of %s in pid %d", exe, pid)
+	return out
+}
+
+// graftMappings lists the lines of /proc/PID/maps graft put there.
+func graftMappings(t *testing.T, pid int) []string {
+	t.Helper()
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	require.NoError(t, err)
+	var out []string
+	for _, l := range strings.Split(string(maps), "\n") {
+		if strings.Contains(l, "/memfd:graft") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func newBin(t *testing.T, target string) Source {
+	return Source{NewBinary: testutil.Build(t, target)}
+}
+
+// sshPair is one documented sshd version pair: a command whose reply
+// differs, and how (testprocs/sshd/VERSIONS.md).
+type sshPair struct {
+	from, to int
+	funcs    []string
+	// probe runs on a logged-in connection and returns what differs.
+	probe    func(c *sshClient) string
+	old, new func(t *testing.T, got string)
+}
+
+func equals(want string) func(t *testing.T, got string) {
+	return func(t *testing.T, got string) { t.Helper(); require.Equal(t, want, got) }
+}
+
+var sshPairs = []sshPair{
+	{from: 1, to: 2, funcs: []string{"cmd_login"},
+		// On a connection of its own (c may be logged in already): a
+		// prefix of bob's password.
+		probe: func(c *sshClient) string {
+			port := c.conn.RemoteAddr().(*net.TCPAddr).Port
+			return sshDial(c.t, port).cmd("LOGIN bob hunt")
+		},
+		old: equals("OK welcome bob"), new: equals("FAIL login incorrect")},
+	{from: 2, to: 3, funcs: []string{"cmd_echo"},
+		probe: func(c *sshClient) string { return c.cmd("ECHO a b c") },
+		old:   equals("OK a"), new: equals("OK a b c")},
+	{from: 3, to: 4, funcs: []string{"cmd_version", "send_banner"},
+		probe: func(c *sshClient) string { return c.cmd("VERSION") },
+		old:   equals("OK SSH-2.0-graftssh_1.0"), new: equals("OK SSH-2.0-graftssh_1.1")},
+	{from: 4, to: 5, funcs: []string{"cmd_login", "cmd_stats"},
+		probe: func(c *sshClient) string { return c.cmd("STATS") },
+		old: func(t *testing.T, got string) {
+			t.Helper()
+			require.True(t, strings.HasPrefix(got, "OK connections="), got)
+			require.NotContains(t, got, "failed=")
+		},
+		new: func(t *testing.T, got string) {
+			t.Helper()
+			require.True(t, strings.HasPrefix(got, "OK connections="), got)
+			require.Contains(t, got, "failed=")
+		}},
+}
+
+// statsField returns a counter of sshd's STATS reply: state that must
+// survive patching.
+func statsField(t *testing.T, stats, name string) int {
+	t.Helper()
+	for _, f := range strings.Fields(stats) {
+		if v, ok := strings.CutPrefix(f, name+"="); ok {
+			n, err := strconv.Atoi(v)
+			require.NoError(t, err)
+			return n
+		}
+	}
+	t.Fatalf("no %s= in %q", name, stats)
+	return 0
+}
+
+func TestApplySSHDPairs(t *testing.T) {
+	requirePtrace(t)
+	for _, pr := range sshPairs {
+		t.Run(fmt.Sprintf("v%d-v%d", pr.from, pr.to), func(t *testing.T) {
+			target, port := testutil.StartServer(t, fmt.Sprintf("sshd-v%d", pr.from), "-u", sshUsers(t))
+			defer testutil.RequireReleased(t, target.Pid)
+			text := exeText(t, target.Pid)
+
+			// State before the patch: alice logged in on an open
+			// connection, another connection open and not logged in.
+			alice := sshDial(t, port)
+			require.Equal(t, "OK welcome alice", alice.cmd("LOGIN alice wonderland"))
+			idle := sshDial(t, port)
+			pr.old(t, pr.probe(alice))
+			before := alice.cmd("STATS")
+
+			res, err := Apply(context.Background(), target.Pid, newBin(t, fmt.Sprintf("sshd-v%d", pr.to)), ApplyOptions{})
+			require.NoError(t, err)
+			require.ElementsMatch(t, pr.funcs, res.Functions)
+			require.Greater(t, res.PauseUS, int64(0))
+			testutil.RequireReleased(t, target.Pid)
+
+			// New behaviour: on a new connection, on the connection that
+			// was open and idle, and on the logged-in one.
+			fresh := sshDial(t, port)
+			require.Equal(t, "OK welcome alice", fresh.cmd("LOGIN alice wonderland"))
+			pr.new(t, pr.probe(fresh))
+			require.Equal(t, "OK welcome bob", idle.cmd("LOGIN bob hunter2"))
+			pr.new(t, pr.probe(idle))
+			pr.new(t, pr.probe(alice))
+			// State kept: alice still logged in, counters went on.
+			require.Equal(t, "OK alice", alice.cmd("WHOAMI"))
+			after := alice.cmd("STATS")
+			require.Greater(t, statsField(t, after, "connections"), statsField(t, before, "connections"))
+			require.GreaterOrEqual(t, statsField(t, after, "logins"), statsField(t, before, "logins")+2)
+
+			st, err := Status(target.Pid)
+			require.NoError(t, err)
+			require.Len(t, st.Patches, 1)
+			require.Equal(t, res.PatchID, st.Patches[0].ID)
+			require.ElementsMatch(t, pr.funcs, st.Patches[0].Functions)
+			require.True(t, st.Patches[0].Intact)
+
+			rr, err := Revert(context.Background(), target.Pid, RevertOptions{})
+			require.NoError(t, err)
+			require.Equal(t, []string{res.PatchID}, rr.Reverted)
+			pr.old(t, pr.probe(alice))
+			require.Equal(t, "OK alice", alice.cmd("WHOAMI"))
+			require.GreaterOrEqual(t, statsField(t, alice.cmd("STATS"), "logins"), statsField(t, after, "logins"))
+			again := sshDial(t, port)
+			require.Equal(t, "OK welcome alice", again.cmd("LOGIN alice wonderland"))
+			pr.old(t, pr.probe(again))
+
+			require.Equal(t, text, exeText(t, target.Pid), "text byte-identical after revert")
+			require.Empty(t, graftMappings(t, target.Pid), "nothing of graft left in the target")
+			require.False(t, target.Exited())
+		})
+	}
+}
+
+// The bypass fix of v1->v2 is the one probe that needs no login: check it
+// the way an attacker would, on a connection opened before the patch.
+func TestApplySSHDOpenConnectionUnauthenticated(t *testing.T) {
+	requirePtrace(t)
+	target, port := testutil.StartServer(t, "sshd-v1", "-u", sshUsers(t))
+	defer testutil.RequireReleased(t, target.Pid)
+	open := sshDial(t, port)
+	_, err := Apply(context.Background(), target.Pid, newBin(t, "sshd-v2"), ApplyOptions{})
+	require.NoError(t, err)
+	require.Equal(t, "FAIL login incorrect", open.cmd("LOGIN alice wonder"))
+	require.Equal(t, "FAIL login incorrect", open.cmd("LOGIN alice "))
+	require.Equal(t, "OK welcome alice", open.cmd("LOGIN alice wonderland"))
+}
+
+func TestStackedSSHD(t *testing.T) {
+	requirePtrace(t)
+	target, port := testutil.StartServer(t, "sshd-v1", "-u", sshUsers(t))
+	defer testutil.RequireReleased(t, target.Pid)
+	text := exeText(t, target.Pid)
+	alice := sshDial(t, port)
+	require.Equal(t, "OK welcome alice", alice.cmd("LOGIN alice wonderland"))
+
+	var ids []string
+	for _, pr := range sshPairs {
+		res, err := Apply(context.Background(), target.Pid, newBin(t, fmt.Sprintf("sshd-v%d", pr.to)), ApplyOptions{})
+		require.NoError(t, err, "v%d -> v%d on top of %v", pr.from, pr.to, ids)
+		if len(ids) > 0 {
+			require.Equal(t, ids[len(ids)-1], res.OnTopOf)
+		}
+		ids = append(ids, res.PatchID)
+		testutil.RequireReleased(t, target.Pid)
+		// Every change so far is in effect at once.
+		c := sshDial(t, port)
+		require.Equal(t, "OK welcome alice", c.cmd("LOGIN alice wonderland"))
+		for _, done := range sshPairs[:len(ids)] {
+			done.new(t, done.probe(c))
+		}
+		require.Equal(t, "OK alice", alice.cmd("WHOAMI"))
+	}
+	// v1 -> v2 fixed cmd_login, v4 -> v5 changed it again: the v1 entry
+	// jumps straight to v5's cmd_login.
+	st, err := Status(target.Pid)
+	require.NoError(t, err)
+	require.Len(t, st.Patches, len(sshPairs))
+	top := st.Patches[len(st.Patches)-1]
+	for _, r := range top.Redirects {
+		if r.Name == "cmd_login" {
+			found := false
+			for _, s := range top.Sites {
+				if s.Func == "cmd_login" && s.Target == r.New {
+					found = true
+				}
+			}
+			require.True(t, found, "a cmd_login jump goes straight to v5's version")
+		}
+	}
+
+	// A patch from v5 to v6 changes a struct's layout: refused, untouched.
+	patched := exeText(t, target.Pid)
+	_, err = Apply(context.Background(), target.Pid, newBin(t, "sshd-v6"), ApplyOptions{})
+	require.ErrorIs(t, err, ErrRefused)
+	require.Contains(t, err.Error(), "struct session")
+	require.Equal(t, patched, exeText(t, target.Pid))
+
+	// Take them off one at a time, newest first; behaviour steps back.
+	for i := len(sshPairs) - 1; i >= 0; i-- {
+		rr, err := Revert(context.Background(), target.Pid, RevertOptions{})
+		require.NoError(t, err)
+		require.Equal(t, []string{ids[i]}, rr.Reverted)
+		c := sshDial(t, port)
+		require.Equal(t, "OK welcome alice", c.cmd("LOGIN alice wonderland"))
+		sshPairs[i].old(t, sshPairs[i].probe(c))
+		for _, done := range sshPairs[:i] {
+			done.new(t, done.probe(c))
+		}
+	}
+	require.Equal(t, "OK alice", alice.cmd("WHOAMI"))
+	require.Equal(t, text, exeText(t, target.Pid))
+	require.Empty(t, graftMappings(t, target.Pid))
+}
+
+func TestRefusedLeavesTargetUntouched(t *testing.T) {
+	requirePtrace(t)
+	target, port := testutil.StartServer(t, "sshd-v5", "-u", sshUsers(t))
+	defer testutil.RequireReleased(t, target.Pid)
+	text := exeText(t, target.Pid)
+
+	// A global whose type layout changed.
+	_, err := Apply(context.Background(), target.Pid, newBin(t, "sshd-v6"), ApplyOptions{})
+	require.ErrorIs(t, err, ErrRefused)
+	require.Contains(t, err.Error(), "layout")
+
+	// A patch file made for another build.
+	old, err := elfpatch.Open(testutil.Build(t, "sshd-v2"))
+	require.NoError(t, err)
+	nb, err := elfpatch.Open(testutil.Build(t, "sshd-v3"))
+	require.NoError(t, err)
+	p, err := elfpatch.BuildPatch(old, nb)
+	require.NoError(t, err)
+	file := filepath.Join(t.TempDir(), "v2-v3.patch")
+	f, err := os.Create(file)
+	require.NoError(t, err)
+	_, err = p.WriteTo(f)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	_, err = Apply(context.Background(), target.Pid, Source{File: file}, ApplyOptions{})
+	require.ErrorIs(t, err, ErrBuildIDMismatch)
+
+	require.Equal(t, text, exeText(t, target.Pid))
+	// (The server maps thread stacks of its own meanwhile; graft nothing.)
+	require.Empty(t, graftMappings(t, target.Pid))
+	tp, err := testutil.TracerPid(target.Pid)
+	require.NoError(t, err)
+	require.Zero(t, tp, "left untraced")
+	c := sshDial(t, port)
+	require.Equal(t, "OK bye", c.cmd("QUIT"))
+}
+
+// ftpd forks a session process per client: a patch to the listener reaches
+// every session forked after it.
+func TestApplyFTPDGreeting(t *testing.T) {
+	requirePtrace(t)
+	root := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(root, "hello.txt"), []byte("hello\n"), 0o644))
+	target, port := testutil.StartServer(t, "ftpd-v1", "-d", root)
+	defer testutil.RequireReleased(t, target.Pid)
+	text := exeText(t, target.Pid)
+
+	greet := func() (string, *textproto.Conn) {
+		conn, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 5*time.Second)
+		require.NoError(t, err)
+		t.Cleanup(func() { conn.Close() })
+		conn.SetDeadline(time.Now().Add(20 * time.Second))
+		tp := textproto.NewConn(conn)
+		code, msg, err := tp.ReadResponse(220)
+		require.NoError(t, err)
+		return fmt.Sprintf("%d %s", code, msg), tp
+	}
+	g, open := greet()
+	require.Equal(t, "220 (graftftpd 1.0)", g)
+
+	res, err := Apply(context.Background(), target.Pid, newBin(t, "ftpd-v2"), ApplyOptions{})
+	require.NoError(t, err)
+	require.Contains(t, res.Functions, "session_main")
+	testutil.RequireReleased(t, target.Pid)
+
+	g, c := greet()
+	require.Equal(t, "220 (graftftpd 1.1)", g)
+	// The session forked before the patch is a process of its own, with
+	// the old code: it keeps working.
+	for _, tp := range []*textproto.Conn{open, c} {
+		require.NoError(t, tp.PrintfLine("USER anonymous"))
+		code, _, err := tp.ReadResponse(331)
+		require.NoError(t, err, "code %d", code)
+	}
+
+	_, err = Revert(context.Background(), target.Pid, RevertOptions{})
+	require.NoError(t, err)
+	g, _ = greet()
+	require.Equal(t, "220 (graftftpd 1.0)", g)
+	require.Equal(t, text, exeText(t, target.Pid))
+}
+
+// A changed function that never leaves the stack (the accept loop) makes
+// apply wait, time out and leave the target as it was, naming the function;
+// --allow-active lets it in.
+func TestActiveFunctionNeedsAllowActive(t *testing.T) {
+	requirePtrace(t)
+	target, port := testutil.StartServer(t, "ftpd-v7", "-d", t.TempDir())
+	defer testutil.RequireReleased(t, target.Pid)
+	text := exeText(t, target.Pid)
+
+	_, err := Apply(context.Background(), target.Pid, newBin(t, "ftpd-v8"), ApplyOptions{Timeout: 300 * time.Millisecond})
+	require.ErrorIs(t, err, safepoint.ErrActive)
+	require.Contains(t, err.Error(), "accept_loop")
+	require.Equal(t, text, exeText(t, target.Pid))
+	require.Empty(t, graftMappings(t, target.Pid))
+	testutil.RequireReleased(t, target.Pid)
+
+	res, err := Apply(context.Background(), target.Pid, newBin(t, "ftpd-v8"), ApplyOptions{AllowActive: []string{"accept_loop"}})
+	require.NoError(t, err)
+	require.Contains(t, res.Functions, "accept_loop")
+	testutil.RequireReleased(t, target.Pid)
+	conn, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 5*time.Second)
+	require.NoError(t, err, "the old accept loop keeps serving")
+	conn.Close()
+}
+
+// Cancelling (what SIGINT/SIGTERM do to graft) while apply waits for a safe
+// point leaves the target as it was and detached.
+func TestCancelledApplyLeavesTargetAsBefore(t *testing.T) {
+	requirePtrace(t)
+	target, _ := testutil.StartServer(t, "ftpd-v7", "-d", t.TempDir())
+	defer testutil.RequireReleased(t, target.Pid)
+	text := exeText(t, target.Pid)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(300*time.Millisecond, cancel)
+	start := time.Now()
+	_, err := Apply(ctx, target.Pid, newBin(t, "ftpd-v8"), ApplyOptions{Timeout: time.Minute})
+	require.ErrorIs(t, err, context.Canceled)
+	require.Less(t, time.Since(start), 30*time.Second, "cancel ended the wait")
+	require.Equal(t, text, exeText(t, target.Pid))
+	require.Empty(t, graftMappings(t, target.Pid))
+}
+
+// The target dying mid-apply is an error, not a hang.
+func TestTargetExitsMidApply(t *testing.T) {
+	requirePtrace(t)
+	target, _ := testutil.StartServer(t, "ftpd-v7", "-d", t.TempDir())
+	time.AfterFunc(300*time.Millisecond, func() { target.Cmd.Process.Kill() })
+	_, err := Apply(context.Background(), target.Pid, newBin(t, "ftpd-v8"), ApplyOptions{Timeout: time.Minute})
+	require.Error(t, err)
+	require.False(t, errors.Is(err, context.Canceled))
+	t.Log(err)
+}
