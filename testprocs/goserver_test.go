@@ -309,3 +309,29 @@ func gosrvInlinedInto(t *testing.T, d *dwarf.Data, fn string) []string {
 	}
 	return into
 }
+
+var gosrvSourcePairs = []sshPair{
+	{"v1", "v2", [][2]string{
+		{"\treturn k != \"\" && len(k) <= 16\n",
+			"\treturn k != \"\" && len(k) <= 32\n"},
+	}},
+	{"v2", "v3", [][2]string{
+		{"\tn := counter\n\tcounter++\n",
+			"\tcounter++\n\tn := counter\n"},
+	}},
+	{"v3", "v4", [][2]string{
+		{"const version = \"goserver/1.0\"\n",
+			"const version = \"goserver/1.1\"\n"},
+	}},
+}
+
+// TestGoserverSourcePairs keeps adjacent versions byte-identical outside
+// the documented change (go.mod too).
+func TestGoserverSourcePairs(t *testing.T) {
+	sshCheckPairs(t, "goserver", "main.go", gosrvSourcePairs)
+	var same []sshPair
+	for _, p := range gosrvSourcePairs {
+		same = append(same, sshPair{p.old, p.new, nil})
+	}
+	sshCheckPairs(t, "goserver", "go.mod", same)
+}

@@ -604,3 +604,76 @@ func TestSSHDSymbols(t *testing.T) {
 		})
 	}
 }
+
+// sshPair is one adjacent pair of a program's sources: NEW must be
+// OLD with exactly these replacements (each old text occurring once, applied
+// in order) and nothing else, the source form of VERSIONS.md's promise.
+type sshPair struct {
+	old, new string
+	reps     [][2]string
+}
+
+var sshSourcePairs = []sshPair{
+	{"v1", "v2", [][2]string{
+		{"\t/* compare what the client typed */\n\treturn strncmp(u->pass, pass, strlen(pass)) == 0;\n",
+			"\treturn strcmp(u->pass, pass) == 0;\n"},
+	}},
+	{"v2", "v3", [][2]string{
+		{"\tchar word[LINE_LEN];\n\n\tif (sscanf(arg, \"%511s\", word) != 1)\n\t\tword[0] = '\\0';\n\treply(s, \"OK %s\", word);\n",
+			"\treply(s, \"OK %s\", arg);\n"},
+	}},
+	{"v3", "v4", [][2]string{
+		{"#define SSHD_VERSION\t\"SSH-2.0-graftssh_1.0\"\n",
+			"#define SSHD_VERSION\t\"SSH-2.0-graftssh_1.1\"\n"},
+	}},
+	{"v4", "v5", [][2]string{
+		{"static int idle_timeout = DEFAULT_IDLE;\n\n",
+			"static int idle_timeout = DEFAULT_IDLE;\nstatic unsigned long failed_logins;\n\n"},
+		{"\tif (u == NULL || !check_password(u, pass)) {\n\t\tlog_msg(\"session %u: failed login for %s from %s\", s->id, name, s->peer);\n",
+			"\tif (u == NULL || !check_password(u, pass)) {\n\t\tpthread_mutex_lock(&sessions_lock);\n\t\tfailed_logins++;\n\t\tpthread_mutex_unlock(&sessions_lock);\n\t\tlog_msg(\"session %u: failed login for %s from %s\", s->id, name, s->peer);\n"},
+		{"\tstruct server_stats st;\n\n",
+			"\tstruct server_stats st;\n\tunsigned long failed;\n\n"},
+		{"\tst = stats;\n\tpthread_mutex_unlock(&sessions_lock);\n",
+			"\tst = stats;\n\tfailed = failed_logins;\n\tpthread_mutex_unlock(&sessions_lock);\n"},
+		{"\treply(s, \"OK connections=%lu logins=%lu commands=%lu expired=%lu ticks=%lu\",\n\t      st.connections, st.logins, st.commands, st.expired, st.ticks);\n",
+			"\treply(s, \"OK connections=%lu logins=%lu commands=%lu expired=%lu ticks=%lu failed=%lu\",\n\t      st.connections, st.logins, st.commands, st.expired, st.ticks, failed);\n"},
+	}},
+	{"v5", "v6", [][2]string{
+		{"\ttime_t last_active;\n};\n",
+			"\ttime_t last_active;\n\tunsigned long commands;\n};\n"},
+		{"\treply(s, \"OK %s\", s->user);\n",
+			"\treply(s, \"OK %s commands=%lu\", s->user, s->commands);\n"},
+		{"\t\ts->last_active = time(NULL);\n\t\tpthread_mutex_unlock(&sessions_lock);\n",
+			"\t\ts->last_active = time(NULL);\n\t\ts->commands++;\n\t\tpthread_mutex_unlock(&sessions_lock);\n"},
+	}},
+}
+
+// TestSSHDSourcePairs keeps adjacent versions byte-identical outside the
+// documented change.
+func TestSSHDSourcePairs(t *testing.T) {
+	sshCheckPairs(t, "sshd", "sshd.c", sshSourcePairs)
+}
+
+func sshCheckPairs(t *testing.T, prog, file string, pairs []sshPair) {
+	for _, p := range pairs {
+		t.Run(file+":"+p.old+"-"+p.new, func(t *testing.T) {
+			read := func(v string) string {
+				b, err := os.ReadFile(filepath.Join(testutil.TestprocsDir(), prog, v, file))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return string(b)
+			}
+			src, want := read(p.old), read(p.new)
+			for _, r := range p.reps {
+				if n := strings.Count(src, r[0]); n != 1 {
+					t.Fatalf("%s/%s: %q occurs %d times, want once", prog, p.old, r[0], n)
+				}
+				src = strings.Replace(src, r[0], r[1], 1)
+			}
+			if src != want {
+				t.Errorf("%s/%s/%s differs from %s/%s with only the documented change applied", prog, p.new, file, prog, p.old)
+			}
+		})
+	}
+}
