@@ -21,7 +21,7 @@ import (
 
 // buildTick compiles elfpatch/testdata/loader/<version> like testprocs
 // builds C targets: gcc -g -O2, gcc's default PIE.
-func buildTick(t testing.TB, version string) string {
+func buildTick(t testing.TB, version string, flags ...string) string {
 	t.Helper()
 	dir := filepath.Join(testutil.Root(), "elfpatch", "testdata", "loader", version)
 	src, _ := filepath.Glob(filepath.Join(dir, "*.c"))
@@ -29,7 +29,8 @@ func buildTick(t testing.TB, version string) string {
 		t.Fatalf("no sources in %s", dir)
 	}
 	out := filepath.Join(t.TempDir(), "tick-"+version)
-	args := append([]string{"-g", "-O2", "-o", out}, src...)
+	args := append(append([]string{"-g", "-O2"}, flags...), "-o", out)
+	args = append(args, src...)
 	if b, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
 		t.Fatalf("gcc %v: %v\n%s", args, err, b)
 	}
@@ -144,10 +145,16 @@ func TestLoadTickLive(t *testing.T) {
 	t.Run("memfd", func(t *testing.T) { testLoadTick(t, Options{ID: "tick-test"}) })
 	// The fallback for targets whose seccomp filter refuses memfd_create.
 	t.Run("anonymous", func(t *testing.T) { testLoadTick(t, Options{ID: "tick-test", NoMemfd: true}) })
+	// -fPIC without linker relaxation: every global is reached through a
+	// GOT slot (RELATIVE for the program's own, GLOB_DAT for stdout and
+	// stderr, no COPY relocations), so the fixups are Abs64 GOT entries.
+	t.Run("got", func(t *testing.T) {
+		testLoadTick(t, Options{ID: "tick-test"}, "-fPIC", "-pie", "-Wl,--no-relax")
+	})
 }
 
-func testLoadTick(t *testing.T, opt Options) {
-	v1, v2 := buildTick(t, "v1"), buildTick(t, "v2")
+func testLoadTick(t *testing.T, opt Options, flags ...string) {
+	v1, v2 := buildTick(t, "v1", flags...), buildTick(t, "v2", flags...)
 	oldF, err := elf.Open(v1)
 	if err != nil {
 		t.Fatal(err)
