@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"graft/elfpatch"
@@ -174,11 +175,7 @@ func readPatchFile(path string) (*Patch, error) {
 	// The NEW path in a patch file says where NEW was when the patch was
 	// made; record it only if that file is still NEW (stacked patches
 	// need its symbols).
-	if pt.NewPath != "" {
-		if id, err := fileBuildID(pt.NewPath); err != nil || id != pt.NewBuildID {
-			pt.NewPath = ""
-		}
-	}
+	pt.NewPath = absIfBuild(pt.NewPath, pt.NewBuildID)
 	return pt, nil
 }
 
@@ -200,7 +197,26 @@ func diffBinaries(oldPath, newPath string) (*Patch, error) {
 			return nil, err
 		}
 	}
-	return fromElfpatch(p), nil
+	pt := fromElfpatch(p)
+	pt.NewPath = absIfBuild(newPath, pt.NewBuildID)
+	return pt, nil
+}
+
+// absIfBuild returns path made absolute if it holds the build buildID, ""
+// otherwise: the record keeps only a path a later invocation, from any
+// directory, can open to find NEW's symbols.
+func absIfBuild(path, buildID string) string {
+	if path == "" {
+		return ""
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return ""
+	}
+	if id, err := fileBuildID(abs); err != nil || id != buildID {
+		return ""
+	}
+	return abs
 }
 
 // planImage fills the image of a patch whose builder left it empty

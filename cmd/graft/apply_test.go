@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"graft/internal/testutil"
+)
+
+// requireRoot is in stacks_test.go.
+
+// sshdLogin opens a connection to sshd and returns the reply to LOGIN.
+func sshdLogin(t *testing.T, port int, user, pass string) string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 5*time.Second)
+	require.NoError(t, err)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	_, err = r.ReadString('\n')
+	require.NoError(t, err)
+	fmt.Fprintf(c, "LOGIN %s %s\n", user, pass)
+	l, err := r.ReadString('\n')
+	require.NoError(t, err)
+	return strings.TrimSpace(l)
+}
+
+// The commands end to end: diff -o, apply FILE --json, status (text and
+// JSON), revert --json, on a live sshd.
+func TestApplyStatusRevertCommands(t *testing.T) {
+	requireRoot(t)
+	users := filepath.Join(t.TempDir(), "users")
+	require.NoError(t, os.WriteFile(users, []byte("alice:wonderland\n"), 0o644))
+	target, port := testutil.StartServer(t, "sshd-v1", "-u", users)
+	defer testutil.RequireReleased(t, target.Pid)
+	pid := strconv.Itoa(target.Pid)
+	require.Equal(t, "OK welcome alice", sshdLogin(t, port, "alice", "wonder"))
+
+	patch := filepath.Join(t.TempDir(), "v1-v2.graft")
+	_, errOut, code := runGraft("diff", testutil.Build(t, "sshd-v1"), testutil.Build(t, "sshd-v2"), "-o", patch)
+	require.Equal(t, 0, code, errOut)
+
+	// Dry run: checks, writes nothing.
+	out, errOut, code := runGraft("apply", "-p", pid, "--dry-run", patch)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "dry run")
+	require.Equal(t, "OK welcome alice", sshdLogin(t, port, "alice", "wonder"))
+
+	// FILE before the flags works too.
+	out, errOut, code = runGraft("apply", patch, "-p", pid, "--json", "--timeout", "3s")
+	require.Equal(t, 0, code, errOut)
+	var ap struct {
+		PatchID   string   `json:"patch_id"`
+		Functions []string `json:"functions"`
+		PauseUS   *int64   `json:"pause_us"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &ap), out)
+	require.NotEmpty(t, ap.PatchID)
+	require.Equal(t, []string{"cmd_login"}, ap.Functions)
+	require.NotNil(t, ap.PauseUS)
+	require.Greater(t, *ap.PauseUS, int64(0))
+	require.Equal(t, "FAIL login incorrect", sshdLogin(t, port, "alice", "wonder"))
+	testutil.RequireReleased(t, target.Pid)
+
+	out, errOut, code = runGraft("status", "-p", pid, "--json")
+	require.Equal(t, 0, code, errOut)
+	var st struct {
+		Patches []struct {
+			ID        string   `json:"id"`
+			Functions []string `json:"functions"`
+			Intact    bool     `json:"intact"`
+		} `json:"patches"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &st), out)
+	require.Len(t, st.Patches, 1)
+	require.Equal(t, ap.PatchID, st.Patches[0].ID)
+	require.Equal(t, []string{"cmd_login"}, st.Patches[0].Functions)
+	require.True(t, st.Patches[0].Intact)
+	out, _, code = runGraft("status", "-p", pid)
+	require.Equal(t, 0, code)
+	require.Contains(t, out, ap.PatchID)
+	require.Contains(t, out, "cmd_login")
+
+	// The same patch again no longer binds: the process runs v2's code
+	// now, and the next patch must start from v2.
+	_, errOut, code = runGraft("apply", "-p", pid, patch)
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "applies to build")
+
+	out, errOut, code = runGraft("revert", "-p", pid, "--id", ap.PatchID, "--json")
+	require.Equal(t, 0, code, errOut)
+	var rv struct {
+		Reverted []string `json:"reverted"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &rv), out)
+	require.Equal(t, []string{ap.PatchID}, rv.Reverted)
+	require.Equal(t, "OK welcome alice", sshdLogin(t, port, "alice", "wonder"))
+
+	out, _, code = runGraft("status", "-p", pid)
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "no patches")
+}
+
+func TestApplyUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"apply", "x.graft"},                          // no -p
+		{"apply", "-p", "1"},                          // no patch
+		{"apply", "-p", "1", "--new", "b", "x.graft"}, // both
+		{"apply", "-p", "1", "a.graft", "b.graft"},    // two files
+		{"status"}, // no -p
+		{"revert", "-p", "1", "--id", "x", "--all"}, // exclusive
+		{"revert", "-p", "1", "extra"},              // positional
+	} {
+		_, errOut, code := runGraft(args...)
+		require.Equal(t, 2, code, "%v: %s", args, errOut)
+	}
+}
