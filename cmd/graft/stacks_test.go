@@ -45,7 +45,7 @@ func TestStacksCommand(t *testing.T) {
 		} `json:"threads"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(stdout), &out), stdout)
-	require.Len(t, out.Threads, 8)
+	require.Len(t, out.Threads, 9)
 	all := map[string]bool{}
 	for _, th := range out.Threads {
 		assert.Empty(t, th.Incomplete, "thread %d", th.Tid)
@@ -57,7 +57,7 @@ func TestStacksCommand(t *testing.T) {
 		last := th.Frames[len(th.Frames)-1].Function
 		assert.Contains(t, []string{"_start", "__clone3", "clone3"}, last, "outermost frame of thread %d", th.Tid)
 	}
-	for _, fn := range []string{"main", "block_accept", "block_read", "block_sleep", "block_cond", "spin_leaf", "spin_mid", "recurse", "in_handler", "__restore_rt"} {
+	for _, fn := range []string{"main", "block_accept", "block_read", "block_sleep", "block_cond", "spin_leaf", "spin_mid", "recurse", "in_handler", "__restore_rt", "fp_outer"} {
 		assert.True(t, all[fn], "no frame in %s", fn)
 	}
 	assert.Equal(t, target.Pid, out.Threads[0].Tid, "threads sorted, main first")

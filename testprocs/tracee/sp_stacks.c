@@ -1,7 +1,8 @@
 /* sp_stacks: threads in steady states for comparing graft's CFI unwinder
  * with gdb: blocked in accept, read, nanosleep, pthread_cond_wait, a signal
  * handler sleeping inside the handler (a __restore_rt frame), a recursion
- * blocked at its bottom, and a busy thread spinning forever in a frameless
+ * blocked at its bottom, a frame-pointer function whose CFA is rbp-based
+ * above frameless callees, and a busy thread spinning forever in a frameless
  * leaf called from a frameless function. Prints "ready" once every thread
  * is in place. Built: gcc -g -O2 sp_stacks.c -lpthread */
 #define _GNU_SOURCE
@@ -117,6 +118,24 @@ static void *spinner(void *arg)
 	return arg;
 }
 
+/* With a frame pointer, the CFA is rbp-based; nothing called from here
+ * saves rbp, so the unwinder must carry it through those frames. */
+__attribute__((noinline, noclone, optimize("no-omit-frame-pointer"))) static void fp_outer(void)
+{
+	volatile char buf[64];
+	buf[0] = 1;
+	block_read();
+	sink += buf[0];
+}
+
+static void *fpthread(void *arg)
+{
+	arrived();
+	while (!never)
+		fp_outer();
+	return arg;
+}
+
 NOINLINE static int recurse(int n);
 static int (*volatile recurse_p)(int) = recurse;
 
@@ -188,7 +207,7 @@ int main(void)
 	sigemptyset(&s);
 	sigaddset(&s, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &s, NULL);
-	void *(*fns[])(void *) = {acceptor, reader, sleeper, conder, spinner, recurser, signalled};
+	void *(*fns[])(void *) = {acceptor, reader, sleeper, conder, spinner, recurser, signalled, fpthread};
 	int n = sizeof fns / sizeof fns[0];
 	for (int i = 0; i < n; i++) {
 		pthread_t t;
