@@ -33,6 +33,12 @@ type Image struct {
 	// Relatives are NEW's R_X86_64_RELATIVE relocations (pointers inside
 	// NEW's data to NEW's own addresses).
 	Relatives []Relative `json:"relatives"`
+	// RelroStart and RelroEnd are NEW's PT_GNU_RELRO range (zero if none):
+	// data the dynamic linker write-protects once relocated (.got,
+	// .data.rel.ro, .init_array). The loader maps its whole pages
+	// read-only, as ld.so does.
+	RelroStart uint64 `json:"relro_start,omitempty"`
+	RelroEnd   uint64 `json:"relro_end,omitempty"`
 }
 
 // Segment is one PT_LOAD segment of NEW.

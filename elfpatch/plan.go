@@ -152,6 +152,7 @@ func (p *planner) segments() error {
 			end = max(end, prog.Vaddr+prog.Memsz)
 		case elf.PT_GNU_RELRO:
 			p.relroStart, p.relroEnd = prog.Vaddr, prog.Vaddr+prog.Memsz
+			p.im.RelroStart, p.im.RelroEnd = p.relroStart, p.relroEnd
 		}
 	}
 	if len(p.im.Segments) == 0 {

@@ -193,6 +193,15 @@ func layout(im *elfpatch.Image, base uint64) ([]Region, error) {
 			prot[pg] |= s.Prot
 		}
 	}
+	// RELRO: like ld.so, write-protect the pages wholly inside it once
+	// relocated (the start is rounded down, the end too: ld pads RELRO to
+	// end on a page boundary, and a partial last page stays writable).
+	if im.RelroEnd > im.RelroStart {
+		lo, hi := im.RelroStart&^(pageSize-1), im.RelroEnd&^(pageSize-1)
+		for pg := lo / pageSize; pg < hi/pageSize && pg < npages; pg++ {
+			prot[pg] &^= unix.PROT_WRITE
+		}
+	}
 	var out []Region
 	for pg := uint64(0); pg < npages; {
 		q := pg
