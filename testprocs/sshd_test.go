@@ -43,8 +43,9 @@ var sshVersions = []sshVersion{
 	{"sshd-v6", "SSH-2.0-graftssh_1.1", false, true, true, true},
 }
 
-// sshUsers is the user file the tests give the servers; none of them is
-// one of the built-in users except alice, whose password differs.
+// sshUsers is the user file the tests give the servers. alice and bob are
+// built-in users too, with other passwords: a login with the built-in
+// password shows that the file replaced the built-in list.
 var sshUsers = map[string]string{
 	"alice": "wonderland",
 	"bob":   "builder42",
