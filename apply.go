@@ -477,12 +477,14 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		res.PauseUS = time.Since(t0).Microseconds()
 		return err
 	}
-	if err := ck.waitSafe(ctx, p, spec, opts.Timeout); err != nil {
+	if last, err := ck.waitSafe(ctx, p, spec, opts.Timeout); err != nil {
 		err = withCause(ctx, err)
 		if rerr := resume(); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("resume: %w", rerr))
 		}
 		return nil, rollback(fail(err))
+	} else if !last.IsZero() {
+		t0 = last
 	}
 	if opts.DryRun {
 		if err := resume(); err != nil {

@@ -109,16 +109,38 @@ func toSafepoint(rs []namedRange) []safepoint.Range {
 	return out
 }
 
-func (w unwinder) waitSafe(ctx context.Context, p proc, spec safeSpec, timeout time.Duration) error {
+// stopClock notes when the target was last stopped from running.
+type stopClock struct {
+	safepoint.Target
+	running bool
+	last    time.Time
+}
+
+func (c *stopClock) Stop() error {
+	if c.running {
+		c.last = time.Now()
+		c.running = false
+	}
+	return c.Target.Stop()
+}
+
+func (c *stopClock) Resume() error {
+	c.running = true
+	return c.Target.Resume()
+}
+
+func (w unwinder) waitSafe(ctx context.Context, p proc, spec safeSpec, timeout time.Duration) (time.Time, error) {
 	t, ok := p.(safepoint.Target)
 	if !ok {
-		return errors.New("wait for safe point: not a traced process")
+		return time.Time{}, errors.New("wait for safe point: not a traced process")
 	}
-	return safepoint.WaitSafe(ctx, t, w.u, safepoint.Spec{
+	clock := &stopClock{Target: t}
+	err := safepoint.WaitSafe(ctx, clock, w.u, safepoint.Spec{
 		Functions:   toSafepoint(spec.Functions),
 		Entries:     toSafepoint(spec.Entries),
 		AllowActive: spec.AllowActive,
 	}, timeout)
+	return clock.last, err
 }
 
 func (w unwinder) framesIn(p proc, rs []Range) ([]bool, error) {

@@ -58,9 +58,12 @@ type namedRange struct {
 
 // checker decides activeness. waitSafe is called with the target stopped
 // and returns nil with it still stopped once no thread is inside spec; it
-// may resume and stop the target again while it waits, up to timeout.
+// may resume and stop the target again while it waits, up to timeout. It
+// returns when the stop that ended safe began (zero: the caller's own
+// stop), so the pause reported is the one that wrote the jumps, not the
+// wait before it.
 type checker interface {
-	waitSafe(ctx context.Context, p proc, spec safeSpec, timeout time.Duration) error
+	waitSafe(ctx context.Context, p proc, spec safeSpec, timeout time.Duration) (time.Time, error)
 	// framesIn reports, for each of rs, whether any thread (target
 	// stopped) has its PC or a return address inside.
 	framesIn(p proc, rs []Range) ([]bool, error)

@@ -189,10 +189,10 @@ type fakeChecker struct {
 	framesIn func(rs []Range) []bool
 }
 
-func (c *fakeChecker) waitSafe(ctx context.Context, p proc, spec safeSpec, timeout time.Duration) error {
+func (c *fakeChecker) waitSafe(ctx context.Context, p proc, spec safeSpec, timeout time.Duration) (time.Time, error) {
 	c.specs = append(c.specs, spec)
 	c.stopped = append(c.stopped, c.fp.stopped)
-	return c.waitErr
+	return time.Time{}, c.waitErr
 }
 
 func (c *fakeChecker) framesInRanges(rs []Range) []bool {
@@ -290,7 +290,7 @@ func newFakeEnv() *fakeEnv {
 
 type fakeCheckerAdapter struct{ c *fakeChecker }
 
-func (a fakeCheckerAdapter) waitSafe(ctx context.Context, p proc, spec safeSpec, timeout time.Duration) error {
+func (a fakeCheckerAdapter) waitSafe(ctx context.Context, p proc, spec safeSpec, timeout time.Duration) (time.Time, error) {
 	return a.c.waitSafe(ctx, p, spec, timeout)
 }
 

@@ -174,8 +174,10 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 		res.PauseUS = time.Since(t0).Microseconds()
 		return err
 	}
-	if err := ck.waitSafe(ctx, p, spec, opts.Timeout); err != nil {
+	if last, err := ck.waitSafe(ctx, p, spec, opts.Timeout); err != nil {
 		return nil, fail(errors.Join(withCause(ctx, err), resume()))
+	} else if !last.IsZero() {
+		t0 = last
 	}
 	// restore writes in order; if one fails, rewrite the jumps already
 	// restored so the target stays fully patched.

@@ -70,11 +70,11 @@ IFS= read -r -t 5 banner <&"$open"
 echo "   banner ${banner%$'\r'}"
 session "$open" "VERSION"
 
-say "what changed between v1 and v2 (graft diff)"
-$G diff "$B/sshd-v1" "$B/sshd-v2"
+say "what changed between v1 and v2 (graft diff -o v1-v2.graft)"
+$G diff "$B/sshd-v1" "$B/sshd-v2" -o "$work/v1-v2.graft"
 
-say "patch the running process (graft apply -p $pid --new sshd-v2)"
-$G apply -p "$pid" --new "$B/sshd-v2" --json >"$work/apply.json"
+say "patch the running process (graft apply -p $pid v1-v2.graft)"
+$G apply -p "$pid" "$work/v1-v2.graft" --json >"$work/apply.json"
 cat "$work/apply.json"
 pause=$(sed -n 's/.*"pause_us": *\([0-9]*\).*/\1/p' "$work/apply.json")
 
