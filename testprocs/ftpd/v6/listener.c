@@ -68,6 +68,10 @@ void listener_signals(void)
 
 void accept_loop(int lfd)
 {
+	sigset_t chld, saved;
+
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
 	for (;;) {
 		struct sockaddr_in peer;
 		socklen_t len = sizeof peer;
@@ -81,13 +85,20 @@ void accept_loop(int lfd)
 				log_msg("accept: %s", strerror(errno));
 			continue;
 		}
+		/*
+		 * reap_children decrements active: hold SIGCHLD off while we
+		 * count, and count before fork, as the child may exit before
+		 * fork returns here.
+		 */
+		sigprocmask(SIG_BLOCK, &chld, &saved);
 		ftpd_stats.sessions++;
-		/* counted before fork: the child may exit before we return */
 		ftpd_stats.active++;
 		pid = fork();
+		if (pid < 0)
+			ftpd_stats.active--;
+		sigprocmask(SIG_SETMASK, &saved, NULL);
 		if (pid < 0) {
 			log_msg("fork: %s", strerror(errno));
-			ftpd_stats.active--;
 			close(fd);
 			continue;
 		}
