@@ -1,5 +1,37 @@
 package elfpatch
 
+// Planning the image (DESIGN.md, "Loading new code").
+//
+// NEW, a PIE, is mapped whole as a second image next to the running OLD.
+// Code inside it keeps working untouched wherever it refers to NEW's own
+// read-only bytes (string literals, jump and switch tables, constants,
+// .data.rel.ro), to NEW's PLT and GOT, or to functions and globals only
+// NEW has. Everything else must be redirected to OLD, because the process
+// must keep one copy of its state and one address per function:
+//
+//   - the run set is the NEW functions that may execute: the changed and
+//     added ones, their compiler-split .cold parts, and, transitively,
+//     every NEW-only function they reach (new helpers, new .constprop or
+//     .isra clones) by call, jump, address or data pointer;
+//   - every instruction of the run set is decoded (x86asm); each rel32 or
+//     RIP-relative disp32 whose target is a writable global OLD also has
+//     (matched by name, and by compile unit for statics, via the STT_FILE
+//     entries that precede them) becomes a FixupPC32 to OLD's copy at the
+//     same offset; a differing size is refused (a layout change). A call
+//     or jump to another run-set function stays in NEW; any other
+//     function OLD has resolves to OLD's entry (one identity per function;
+//     a changed one reaches NEW again through OLD's trampoline). A rel8
+//     branch must stay within the run set;
+//   - NEW's dynamic relocations: GOT slots and R_X86_64_64 fields for
+//     symbols from libraries become Imports; RELATIVE relocations (and
+//     slots for symbols NEW defines) become Relatives, unless they point
+//     at something OLD has, which makes them Abs64 fixups to OLD's copy;
+//     COPY relocations are dropped (code points at OLD's copy, the one
+//     the libraries use); TLS and IRELATIVE relocations are refused.
+//
+// The result is sorted by address and depends on nothing but the two
+// files and the function lists.
+
 import (
 	"debug/elf"
 	"errors"

@@ -50,6 +50,15 @@ type symtab struct {
 	// localsByName lets a static be matched when its compile unit was
 	// renamed between builds but its name is unique on both sides.
 	localsByName map[string][]*psym
+	// byUnnumbered indexes symbols by unit, type and name without gcc's
+	// numbering (unnumbered), for clones and statics renumbered between
+	// builds.
+	byUnnumbered map[numKey][]*psym
+}
+
+type numKey struct {
+	name, cu string
+	typ      elf.SymType
 }
 
 // stripVersion drops "@VER" / "@@VER" from a symbol name.
@@ -69,7 +78,7 @@ func newSymtab(f *elf.File) (*symtab, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &symtab{byKey: map[symKey][]*psym{}, localsByName: map[string][]*psym{}}
+	t := &symtab{byKey: map[symKey][]*psym{}, localsByName: map[string][]*psym{}, byUnnumbered: map[numKey][]*psym{}}
 	cu := ""
 	for _, s := range raw {
 		typ := elf.ST_TYPE(s.Info)
@@ -101,6 +110,8 @@ func newSymtab(f *elf.File) (*symtab, error) {
 			t.localsByName[ps.key.name] = append(t.localsByName[ps.key.name], ps)
 		}
 		t.byKey[ps.key] = append(t.byKey[ps.key], ps)
+		nk := numKey{unnumbered(ps.key.name), ps.key.cu, typ}
+		t.byUnnumbered[nk] = append(t.byUnnumbered[nk], ps)
 		t.syms = append(t.syms, ps)
 	}
 	sort.SliceStable(t.syms, func(i, j int) bool {
@@ -182,18 +193,8 @@ func matchOld(old, new *symtab, s *psym) *psym {
 		return o
 	}
 	if n := unnumbered(s.key.name); n != s.key.name {
-		var no, nn []*psym
-		for _, o := range old.syms {
-			if o.key.cu == s.key.cu && o.typ == s.typ && unnumbered(o.key.name) == n {
-				no = append(no, o)
-			}
-		}
-		for _, o := range new.syms {
-			if o.key.cu == s.key.cu && o.typ == s.typ && unnumbered(o.key.name) == n {
-				nn = append(nn, o)
-			}
-		}
-		if len(no) == 1 && len(nn) == 1 {
+		nk := numKey{n, s.key.cu, s.typ}
+		if no, nn := old.byUnnumbered[nk], new.byUnnumbered[nk]; len(no) == 1 && len(nn) == 1 {
 			return no[0]
 		}
 	}
