@@ -222,14 +222,68 @@ func WaitListen(t testing.TB, port int, timeout time.Duration) {
 }
 
 // StartServer starts a testprocs server (port as its first argument, then
-// extra args) and waits until it listens. It returns the process and port.
+// extra args) and waits until that very process listens on the port. It
+// returns the process and port.
+//
+// A port from FreePort can be taken by another test binary (go test runs
+// packages in parallel) before the server binds it; so readiness is judged
+// by the server's own listening socket, not by any connect succeeding, and a
+// server that exits at start (bind failed) is retried on a fresh port.
 func StartServer(t testing.TB, target string, extra ...string) (*Proc, int) {
 	t.Helper()
 	path := Build(t, target)
-	port := FreePort(t)
-	p := Start(t, path, append([]string{strconv.Itoa(port)}, extra...)...)
-	WaitListen(t, port, 10*time.Second)
-	return p, port
+	var lastErr string
+	for attempt := 0; attempt < 5; attempt++ {
+		port := FreePort(t)
+		p := Start(t, path, append([]string{strconv.Itoa(port)}, extra...)...)
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) && !p.Exited() {
+			if ListensOn(p.Pid, port) {
+				return p, port
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if !p.Exited() {
+			t.Fatalf("%s (pid %d) does not listen on port %d after 10s; stderr:\n%s", target, p.Pid, port, p.Stderr())
+		}
+		lastErr = p.Stderr()
+	}
+	t.Fatalf("%s exited at start 5 times; last stderr:\n%s", target, lastErr)
+	return nil, 0
+}
+
+// ListensOn reports whether process pid itself holds a TCP socket listening
+// on port (matched through the socket inodes of its open descriptors).
+func ListensOn(pid, port int) bool {
+	inodes := map[string]bool{}
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
+		if err == nil && strings.HasPrefix(l, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
+		}
+	}
+	want := fmt.Sprintf(":%04X", port)
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fs := strings.Fields(line)
+			// sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+			if len(fs) < 10 || fs[3] != "0A" || !strings.HasSuffix(fs[1], want) {
+				continue
+			}
+			if inodes[fs[9]] {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // ThreadStates returns tid -> state letter (R, S, t, T, Z, ...) of every
