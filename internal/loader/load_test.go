@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"graft/elfpatch"
 	"graft/internal/testutil"
 	"graft/tracer"
@@ -141,20 +143,48 @@ func checkTick(t *testing.T, k tick, wantVersion string) {
 	}
 }
 
-func TestLoadTickLive(t *testing.T) {
-	t.Run("memfd", func(t *testing.T) { testLoadTick(t, Options{ID: "tick-test"}) })
-	// The fallback for targets whose seccomp filter refuses memfd_create.
-	t.Run("anonymous", func(t *testing.T) { testLoadTick(t, Options{ID: "tick-test", NoMemfd: true}) })
-	// -fPIC without linker relaxation: every global is reached through a
-	// GOT slot (RELATIVE for the program's own, GLOB_DAT for stdout and
-	// stderr, no COPY relocations), so the fixups are Abs64 GOT entries.
-	t.Run("got", func(t *testing.T) {
-		testLoadTick(t, Options{ID: "tick-test"}, "-fPIC", "-pie", "-Wl,--no-relax")
-	})
+type tickCase struct {
+	opt   Options
+	flags []string // gcc flags for both builds
+	// guard is TICK_GUARD for the running target (testdata/loader/guard.c
+	// linked into v1): the restrictions of a hardened service.
+	guard string
+	// wantErr, if set, is what Load's error must say; the target must
+	// then be left exactly as it was.
+	wantErr string
 }
 
-func testLoadTick(t *testing.T, opt Options, flags ...string) {
-	v1, v2 := buildTick(t, "v1", flags...), buildTick(t, "v2", flags...)
+func TestLoadTickLive(t *testing.T) {
+	for name, tc := range map[string]tickCase{
+		"memfd": {opt: Options{ID: "tick-test"}},
+		// The fallback for targets whose seccomp filter refuses
+		// memfd_create, forced.
+		"anonymous": {opt: Options{ID: "tick-test", NoMemfd: true}},
+		// -fPIC without linker relaxation: every global is reached
+		// through a GOT slot (RELATIVE for the program's own, GLOB_DAT
+		// for stdout and stderr, no COPY relocations), so the fixups are
+		// Abs64 GOT entries.
+		"got": {opt: Options{ID: "tick-test"}, flags: []string{"-fPIC", "-pie", "-Wl,--no-relax"}},
+		// MemoryDenyWriteExecute: no page ever gains PROT_EXEC, so the
+		// image loads anyway.
+		"mdwe": {opt: Options{ID: "tick-test"}, guard: "mdwe"},
+		// memfd_create refused by seccomp: anonymous mappings instead.
+		"seccomp-nomemfd": {opt: Options{ID: "tick-test"}, guard: "nomemfd"},
+		// No executable mapping allowed at all: a clear error, and the
+		// target as it was.
+		"seccomp-noexec": {opt: Options{ID: "tick-test"}, guard: "noexec", wantErr: "seccomp"},
+	} {
+		t.Run(name, func(t *testing.T) { testLoadTick(t, tc) })
+	}
+}
+
+func testLoadTick(t *testing.T, tc tickCase) {
+	opt := tc.opt
+	v1flags := tc.flags
+	if tc.guard != "" {
+		v1flags = append(append([]string(nil), tc.flags...), filepath.Join(testutil.Root(), "elfpatch", "testdata", "loader", "guard.c"))
+	}
+	v1, v2 := buildTick(t, "v1", v1flags...), buildTick(t, "v2", tc.flags...)
 	oldF, err := elf.Open(v1)
 	if err != nil {
 		t.Fatal(err)
@@ -171,6 +201,7 @@ func testLoadTick(t *testing.T, opt Options, flags ...string) {
 		t.Fatal(err)
 	}
 
+	t.Setenv("TICK_GUARD", tc.guard)
 	proc := testutil.Start(t, v1)
 	out := lines(proc.Stdout)
 	if s := <-out; s != "ready" {
@@ -209,6 +240,25 @@ func testLoadTick(t *testing.T, opt Options, flags ...string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if tc.guard != "" {
+		waitStderr(t, proc, "guard: "+tc.guard)
+	}
+	if tc.guard == "mdwe" {
+		requireMDWE(t, p)
+	}
+	if tc.wantErr != "" {
+		before := snapshot(t, proc.Pid)
+		_, err := Load(p, im, main, res.Resolve, opt)
+		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Fatalf("Load: want an error saying %q, got %v", tc.wantErr, err)
+		}
+		t.Logf("Load refused as expected: %v", err)
+		if after := snapshot(t, proc.Pid); after != before {
+			t.Fatalf("failed Load left a trace:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+		checkTick(t, nextTick(t, out, proc), "v1")
+		return
+	}
 	l, err := Load(p, im, main, res.Resolve, opt)
 	if err != nil {
 		t.Fatal(err)
@@ -221,8 +271,9 @@ func testLoadTick(t *testing.T, opt Options, flags ...string) {
 	if !strings.Contains(string(maps), fmt.Sprintf("%x-", l.Base)) {
 		t.Fatalf("maps do not show the image at %#x:\n%s", l.Base, maps)
 	}
-	if named := strings.Contains(string(maps), "memfd:graft-tick-test"); named == opt.NoMemfd || (l.Name != "") != named {
-		t.Fatalf("memfd in maps: %v, Loaded.Name %q, NoMemfd %v:\n%s", named, l.Name, opt.NoMemfd, maps)
+	wantAnon := opt.NoMemfd || tc.guard == "nomemfd"
+	if named := strings.Contains(string(maps), "memfd:graft-tick-test"); named == wantAnon || (l.Name != "") != named {
+		t.Fatalf("memfd in maps: %v, Loaded.Name %q, want anonymous %v:\n%s", named, l.Name, wantAnon, maps)
 	}
 	checkRegions(t, proc.Pid, l)
 
@@ -420,4 +471,31 @@ func checkRegions(t *testing.T, pid int, l *Loaded) {
 	if seen != l.Size {
 		t.Errorf("maps cover %#x bytes of the image, want %#x", seen, l.Size)
 	}
+}
+
+func waitStderr(t *testing.T, proc *testutil.Proc, want string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(proc.Stderr(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("target never said %q on stderr: %q", want, proc.Stderr())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// requireMDWE proves the target is really under MDWE: the classic way of
+// loading code (map writable, fill, mprotect to executable) is refused.
+func requireMDWE(t *testing.T, p *tracer.Process) {
+	t.Helper()
+	stopped(t, p, func() {
+		a, err := p.Mmap(0, pageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, -1, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Munmap(a, pageSize)
+		if err := p.Mprotect(a, pageSize, unix.PROT_READ|unix.PROT_EXEC); err == nil {
+			t.Fatal("mprotect(PROT_EXEC) of a writable mapping succeeded: MDWE is not in force")
+		}
+	})
 }
