@@ -7,6 +7,8 @@ package testprocs_test
 
 import (
 	"bytes"
+	"debug/elf"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -21,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/arch/x86/x86asm"
 
 	"graft/internal/testutil"
 )
@@ -702,6 +706,232 @@ func TestFtpdRestartSamePort(t *testing.T) {
 		}
 		if strings.Contains(p.Stderr(), "Address already in use") {
 			t.Fatalf("round %d: %s", round, p.Stderr())
+		}
+	}
+}
+
+// ftpImage is one ftpd build reduced to what VERSIONS.md's summary talks
+// about: each function's code in a layout-independent form, and the size
+// of each global.
+type ftpImage struct {
+	funcs   map[string]string
+	globals map[string]uint64
+}
+
+// ftpLoadImage disassembles every function of an ftpd build. Addresses are
+// replaced by what they reach (function or global by name, PLT entries by
+// import, string literals and other anonymous read-only data by content),
+// so two builds compare equal function by function exactly where the code
+// is the same.
+func ftpLoadImage(t *testing.T, path string) ftpImage {
+	t.Helper()
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	syms, err := f.Symbols()
+	if err != nil {
+		t.Fatalf("symbols of %s: %v", path, err)
+	}
+	img := ftpImage{funcs: map[string]string{}, globals: map[string]uint64{}}
+	var funcs, objects []elf.Symbol
+	for _, s := range syms {
+		if s.Size == 0 || s.Section == elf.SHN_UNDEF || strings.HasPrefix(s.Name, "_") {
+			continue
+		}
+		switch elf.ST_TYPE(s.Info) {
+		case elf.STT_FUNC:
+			funcs = append(funcs, s)
+		case elf.STT_OBJECT:
+			objects = append(objects, s)
+			if s.Name != "completed.0" { // crtstuff's
+				img.globals[s.Name] = s.Size
+			}
+		}
+	}
+	plt := map[uint64]string{}
+	if sec, rela := f.Section(".plt"), f.Section(".rela.plt"); sec != nil && rela != nil {
+		dyn, _ := f.DynamicSymbols()
+		data, err := rela.Data()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; (i+1)*24 <= len(data); i++ {
+			idx := int(binary.LittleEndian.Uint64(data[i*24+8:]) >> 32)
+			if idx >= 1 && idx <= len(dyn) {
+				plt[sec.Addr+uint64(i+1)*16] = dyn[idx-1].Name + "@plt"
+			}
+		}
+	}
+	within := func(list []elf.Symbol, addr uint64) (elf.Symbol, bool) {
+		for _, s := range list {
+			if addr >= s.Value && addr < s.Value+s.Size {
+				return s, true
+			}
+		}
+		return elf.Symbol{}, false
+	}
+	readAt := func(addr uint64, n int) []byte {
+		for _, sec := range f.Sections {
+			if sec.Type == elf.SHT_PROGBITS && addr >= sec.Addr && addr < sec.Addr+sec.Size {
+				b, err := sec.Data()
+				if err != nil {
+					return nil
+				}
+				b = b[addr-sec.Addr:]
+				if len(b) > n {
+					b = b[:n]
+				}
+				return b
+			}
+		}
+		return nil
+	}
+	describe := func(self elf.Symbol, addr uint64) string {
+		if addr >= self.Value && addr < self.Value+self.Size {
+			return fmt.Sprintf(".+%#x", addr-self.Value)
+		}
+		if name, ok := plt[addr]; ok {
+			return name
+		}
+		if s, ok := within(funcs, addr); ok {
+			return fmt.Sprintf("%s+%#x", s.Name, addr-s.Value)
+		}
+		if s, ok := within(objects, addr); ok {
+			return fmt.Sprintf("%s+%#x", s.Name, addr-s.Value)
+		}
+		b := readAt(addr, 256)
+		if i := bytes.IndexByte(b, 0); i >= 0 {
+			return fmt.Sprintf("str:%q", b[:i])
+		}
+		return fmt.Sprintf("data:%x", b)
+	}
+	text := f.Section(".text")
+	code, err := text.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fn := range funcs {
+		if fn.Value < text.Addr || fn.Value+fn.Size > text.Addr+text.Size {
+			continue
+		}
+		body := code[fn.Value-text.Addr : fn.Value-text.Addr+fn.Size]
+		var out strings.Builder
+		for off := 0; off < len(body); {
+			inst, err := x86asm.Decode(body[off:], 64)
+			if err != nil {
+				fmt.Fprintf(&out, "byte %#x\n", body[off])
+				off++
+				continue
+			}
+			next := fn.Value + uint64(off+inst.Len)
+			fmt.Fprintf(&out, "%v %v %d %d", inst.Prefix, inst.Op, inst.DataSize, inst.MemBytes)
+			for _, a := range inst.Args {
+				switch a := a.(type) {
+				case nil:
+				case x86asm.Rel:
+					out.WriteString(" " + describe(fn, next+uint64(int64(a))))
+				case x86asm.Mem:
+					if a.Base == x86asm.RIP {
+						out.WriteString(" [" + describe(fn, next+uint64(a.Disp)) + "]")
+					} else {
+						out.WriteString(" " + a.String())
+					}
+				default:
+					out.WriteString(" " + a.String())
+				}
+			}
+			out.WriteByte('\n')
+			off += inst.Len
+		}
+		img.funcs[fn.Name] = out.String()
+	}
+	return img
+}
+
+// ftpSummary reads the summary table of VERSIONS.md: for each pair "vN"
+// (the newer side), the changed functions and the added or resized globals.
+func ftpSummary(t *testing.T) map[int][2][]string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(testutil.TestprocsDir(), "ftpd", "VERSIONS.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile(`^\| v(\d+) -> v(\d+) \|[^|]*\|([^|]*)\|([^|]*)\|$`)
+	name := regexp.MustCompile("`([a-z_][a-z0-9_]*)`")
+	names := func(cell string) []string {
+		var out []string
+		for _, m := range name.FindAllStringSubmatch(cell, -1) {
+			out = append(out, m[1])
+		}
+		sort.Strings(out)
+		return out
+	}
+	rows := map[int][2][]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		m := row.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		from, _ := strconv.Atoi(m[1])
+		to, _ := strconv.Atoi(m[2])
+		if to != from+1 {
+			t.Fatalf("VERSIONS.md summary row %q: not an adjacent pair", line)
+		}
+		rows[to] = [2][]string{names(m[3]), names(m[4])}
+	}
+	return rows
+}
+
+// TestFtpdVersionsSummary checks VERSIONS.md's summary against the builds:
+// for every pair, exactly the listed functions differ in code and exactly
+// the listed globals are added or resized.
+func TestFtpdVersionsSummary(t *testing.T) {
+	vs := ftpVersions(t)
+	rows := ftpSummary(t)
+	imgs := map[int]ftpImage{}
+	for _, v := range vs {
+		imgs[v] = ftpLoadImage(t, testutil.Build(t, fmt.Sprintf("ftpd-v%d", v)))
+	}
+	for _, v := range vs[1:] {
+		row, ok := rows[v]
+		if !ok {
+			t.Errorf("VERSIONS.md summary has no row for v%d -> v%d", v-1, v)
+			continue
+		}
+		old, cur := imgs[v-1], imgs[v]
+		if len(cur.funcs) < 30 {
+			t.Fatalf("ftpd-v%d: only %d functions found", v, len(cur.funcs))
+		}
+		var changed, globals []string
+		for fn, code := range cur.funcs {
+			if old.funcs[fn] != code {
+				changed = append(changed, fn)
+			}
+		}
+		for fn := range old.funcs {
+			if _, ok := cur.funcs[fn]; !ok {
+				changed = append(changed, fn)
+			}
+		}
+		for g, size := range cur.globals {
+			if old.globals[g] != size {
+				globals = append(globals, g)
+			}
+		}
+		for g := range old.globals {
+			if _, ok := cur.globals[g]; !ok {
+				globals = append(globals, g)
+			}
+		}
+		sort.Strings(changed)
+		sort.Strings(globals)
+		if fmt.Sprint(changed) != fmt.Sprint(row[0]) {
+			t.Errorf("v%d -> v%d: functions with different code %v, VERSIONS.md says %v", v-1, v, changed, row[0])
+		}
+		if fmt.Sprint(globals) != fmt.Sprint(row[1]) {
+			t.Errorf("v%d -> v%d: globals added or resized %v, VERSIONS.md says %v", v-1, v, globals, row[1])
 		}
 	}
 }
