@@ -376,6 +376,9 @@ func TestFtpdPythonFtplib(t *testing.T) {
 
 func TestFtpdCurl(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("curl is required in CI (.ci/run installs it): %v", err)
+		}
 		t.Skipf("curl not installed: %v", err)
 	}
 	for _, v := range ftpVersions(t) {
