@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -43,6 +44,12 @@ type Loaded struct {
 	// ("/memfd:graft-<id> (deleted)"), "" for anonymous mappings.
 	Name    string
 	Regions []Region
+	// Pauses are how long Load (and Unload) held the process stopped,
+	// one entry per stop, for reports; empty when the caller had it
+	// stopped already.
+	Pauses []time.Duration
+	// unloaded makes Unload safe to call twice.
+	unloaded bool
 }
 
 // Options tune Load.
@@ -100,7 +107,7 @@ func Load(p Process, im *elfpatch.Image, old *tracer.Module, resolve func(elfpat
 		name += "-" + opt.ID
 	}
 	memfd := int64(-1)
-	err = paused(p, func() error {
+	err = l.paused(p, func() error {
 		got, err := p.Syscall(unix.SYS_MMAP, base, im.Size, unix.PROT_READ|unix.PROT_WRITE,
 			unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uint64(0), 0)
 		if err != nil {
@@ -135,7 +142,7 @@ func Load(p Process, im *elfpatch.Image, old *tracer.Module, resolve func(elfpat
 		if err := fillMemfd(pid, memfd, im, segs); err != nil {
 			// Cannot reach the memfd from here (a different mount of
 			// /proc?): drop it and use anonymous mappings.
-			err = paused(p, func() error {
+			err = l.paused(p, func() error {
 				_, err := p.Syscall(unix.SYS_CLOSE, uint64(memfd))
 				return err
 			})
@@ -145,7 +152,7 @@ func Load(p Process, im *elfpatch.Image, old *tracer.Module, resolve func(elfpat
 			}
 		}
 	}
-	err = paused(p, func() error {
+	err = l.paused(p, func() error {
 		if memfd >= 0 {
 			l.Name = "/memfd:" + name
 			return l.mapMemfd(p, memfd, fail)
@@ -263,7 +270,7 @@ func (l *Loaded) mapAnon(p Process, fail func(string, error) error) error {
 // undo unmaps the whole range and closes fd (if >= 0) in the target,
 // and returns cause (with any cleanup failure attached).
 func (l *Loaded) undo(p Process, fd int64, cause error) error {
-	err := paused(p, func() error {
+	err := l.paused(p, func() error {
 		var errs []error
 		if fd >= 0 {
 			if _, err := p.Syscall(unix.SYS_CLOSE, uint64(fd)); err != nil {
@@ -283,28 +290,38 @@ func (l *Loaded) undo(p Process, fd int64, cause error) error {
 
 // Unload unmaps the image. The caller must have removed every jump into
 // it and made sure no thread runs in it or returns into it.
+//
+// Unload is safe to call twice: the second call does nothing (the range
+// may belong to someone else by then).
 func (l *Loaded) Unload(p Process) error {
-	err := paused(p, func() error {
+	if l.unloaded {
+		return nil
+	}
+	err := l.paused(p, func() error {
 		_, err := p.Syscall(unix.SYS_MUNMAP, l.Base, l.Size)
 		return err
 	})
 	if err != nil {
 		return &LoadError{Pid: p.Pid(), Step: fmt.Sprintf("unmap %#x (%#x bytes)", l.Base, l.Size), Err: err}
 	}
+	l.unloaded = true
 	return nil
 }
 
 // paused runs fn with the process stopped: it stops it first unless the
 // caller already did, and resumes it afterwards in that case only.
-func paused(p Process, fn func() error) error {
+func (l *Loaded) paused(p Process, fn func() error) error {
 	if p.Stopped() {
 		return fn()
 	}
+	start := time.Now()
 	if err := p.Stop(); err != nil {
 		return &LoadError{Pid: p.Pid(), Step: "stop", Err: err}
 	}
 	ferr := fn()
-	if err := p.Resume(); err != nil {
+	err := p.Resume()
+	l.Pauses = append(l.Pauses, time.Since(start))
+	if err != nil {
 		return errors.Join(ferr, &LoadError{Pid: p.Pid(), Step: "resume", Err: err})
 	}
 	return ferr

@@ -1,0 +1,153 @@
+package loader
+
+import (
+	"debug/elf"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"graft/elfpatch"
+	"graft/internal/testutil"
+	"graft/tracer"
+)
+
+func tickImage(t testing.TB) *elfpatch.Image {
+	t.Helper()
+	v1, v2 := buildTick(t, "v1"), buildTick(t, "v2")
+	oldF, err := elf.Open(v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oldF.Close()
+	newF, err := elf.Open(v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer newF.Close()
+	im, err := elfpatch.PlanELF(oldF, newF, []elfpatch.PlanFunc{planFunc(t, oldF, newF, "", "work")}, []elfpatch.PlanFunc{planFunc(t, nil, newF, "", "added")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return im
+}
+
+// Two images side by side (two patches applied in turn): both land
+// within reach of the executable, apart, and unload independently.
+func TestLoadTwice(t *testing.T) {
+	_, p, mods := startTick(t)
+	im := tickImage(t)
+	var main *tracer.Module
+	for i := range mods {
+		if mods[i].Main {
+			main = &mods[i]
+		}
+	}
+	res, err := NewResolver(p.Pid(), mods, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := Load(p, im, main, res.Resolve, Options{ID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Load(p, im, main, res.Resolve, Options{ID: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Base < b.Base+b.Size && b.Base < a.Base+a.Size {
+		t.Fatalf("images overlap: %#x+%#x and %#x+%#x", a.Base, a.Size, b.Base, b.Size)
+	}
+	span := ImageSpan(nil, main)
+	for _, l := range []*Loaded{a, b} {
+		lo, hi := min(l.Base, span.Start), max(l.Base+l.Size, span.End)
+		if hi-lo > 1<<31 {
+			t.Fatalf("image at %#x out of reach of %#x-%#x", l.Base, span.Start, span.End)
+		}
+		if len(l.Pauses) != 2 {
+			t.Errorf("Load stopped the process %d times, want 2 short pauses", len(l.Pauses))
+		}
+	}
+	maps := func() string {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", p.Pid()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if m := maps(); !strings.Contains(m, "graft-a") || !strings.Contains(m, "graft-b") {
+		t.Fatalf("maps:\n%s", m)
+	}
+	if err := a.Unload(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Unload(p); err != nil {
+		t.Fatalf("second Unload: %v", err)
+	}
+	if m := maps(); strings.Contains(m, "graft-a") || !strings.Contains(m, "graft-b") {
+		t.Fatalf("after unloading a:\n%s", m)
+	}
+	if err := b.Unload(p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BenchmarkLoad measures how long Load holds the target stopped, against
+// the floor of a bare Stop+Resume of the same process in the same run
+// (reported as pause-ratio: total pause per Load / one Stop+Resume).
+func BenchmarkLoad(b *testing.B) {
+	im := tickImage(b)
+	proc := testutil.Start(b, buildTick(b, "v1"))
+	out := lines(proc.Stdout)
+	<-out
+	go func() {
+		for range out {
+		}
+	}()
+	p, err := tracer.Attach(proc.Pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	mods, err := tracer.Modules(proc.Pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var main *tracer.Module
+	for i := range mods {
+		if mods[i].Main {
+			main = &mods[i]
+		}
+	}
+	res, err := NewResolver(proc.Pid, mods, p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var floor, paused time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if err := p.Stop(); err != nil {
+			b.Fatal(err)
+		}
+		if err := p.Resume(); err != nil {
+			b.Fatal(err)
+		}
+		floor += time.Since(start)
+		l, err := Load(p, im, main, res.Resolve, Options{ID: "bench"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, d := range l.Pauses {
+			paused += d
+		}
+		if err := l.Unload(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(paused.Microseconds())/float64(b.N), "pause-µs/load")
+	b.ReportMetric(float64(floor.Microseconds())/float64(b.N), "stopresume-µs")
+	b.ReportMetric(float64(paused)/float64(floor), "pause-ratio")
+}
