@@ -11,6 +11,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // Binary is one build of a program opened for diffing: its ELF file, its
@@ -36,9 +37,10 @@ type Binary struct {
 	secs    []*elf.Section // allocated sections, by address
 	secData map[*elf.Section][]byte
 
-	dw    *dwarf.Data
-	dwErr error
-	dwIdx *dwarfIndex
+	dw     *dwarf.Data
+	dwErr  error
+	dwIdx  *dwarfIndex
+	dwOnce sync.Once
 }
 
 type addrRange struct{ lo, hi uint64 }
@@ -126,6 +128,18 @@ func openBytes(data []byte) (b *Binary, err error) {
 		}
 	}
 	sort.SliceStable(b.secs, func(i, j int) bool { return b.secs[i].Addr < b.secs[j].Addr })
+	// Read every section's contents now: Diff prepares both sides
+	// concurrently, possibly on one Binary, so the cache is never
+	// written after Open.
+	b.secData = map[*elf.Section][]byte{}
+	for _, s := range b.secs {
+		if s.Type == elf.SHT_NOBITS {
+			continue
+		}
+		if d, err := s.Data(); err == nil {
+			b.secData[s] = d
+		}
+	}
 	if err := b.readSymbols(); err != nil {
 		return nil, err
 	}
@@ -305,20 +319,12 @@ func (b *Binary) read(addr, n uint64) []byte {
 	return d[addr-s.Addr : addr-s.Addr+n]
 }
 
-// sectionData caches section contents (elf.Section.Data copies each time).
+// sectionData returns an allocated section's contents, read at Open.
 func (b *Binary) sectionData(s *elf.Section) ([]byte, error) {
-	if b.secData == nil {
-		b.secData = map[*elf.Section][]byte{}
-	}
 	if d, ok := b.secData[s]; ok {
 		return d, nil
 	}
-	d, err := s.Data()
-	if err != nil {
-		return nil, err
-	}
-	b.secData[s] = d
-	return d, nil
+	return nil, fmt.Errorf("read section %s: no contents", s.Name)
 }
 
 // symbolAt returns the sized symbol containing addr.

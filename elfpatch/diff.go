@@ -128,10 +128,12 @@ type side struct {
 	byKey map[string]*unit
 	objs  []*symbol
 	dw    *dwarfIndex
+	// values caches objValue: pairing may compare one object many times.
+	values map[*symbol][]byte
 }
 
 func prepare(b *Binary) *side {
-	s := &side{b: b, byKey: map[string]*unit{}, dw: b.dwarfIdx()}
+	s := &side{b: b, byKey: map[string]*unit{}, dw: b.dwarfIdx(), values: map[*symbol][]byte{}}
 	var cold []*symbol
 	for _, sym := range b.syms {
 		switch {

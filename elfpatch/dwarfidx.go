@@ -51,20 +51,21 @@ type dwVar struct {
 	parent *dwFunc // enclosing function of a function-local static
 }
 
-// dwarfIdx builds the index on first use; nil if the binary has no usable
-// DWARF.
+// dwarfIdx builds the index on first use (once, even when both sides of a
+// Diff are one Binary); nil if the binary has no usable DWARF.
 func (b *Binary) dwarfIdx() *dwarfIndex {
-	if b.dwIdx != nil || b.dw == nil {
-		return b.dwIdx
-	}
-	idx, err := buildDwarfIndex(b.dw)
-	if err != nil {
-		b.dwErr = err
-		b.dw = nil
-		return nil
-	}
-	b.dwIdx = idx
-	return idx
+	b.dwOnce.Do(func() {
+		if b.dw == nil {
+			return
+		}
+		idx, err := buildDwarfIndex(b.dw)
+		if err != nil {
+			b.dwErr = err
+			return
+		}
+		b.dwIdx = idx
+	})
+	return b.dwIdx
 }
 
 func buildDwarfIndex(d *dwarf.Data) (idx *dwarfIndex, err error) {

@@ -52,11 +52,15 @@ func (s *side) objInfo(o *symbol) (t dwarf.Type, src, fn string) {
 }
 
 func (s *side) objValue(o *symbol) []byte {
-	d := s.b.read(o.addr, o.size)
-	if d == nil {
-		return nil
+	if v, ok := s.values[o]; ok {
+		return v
 	}
-	return s.b.objectValue(o, d)
+	var v []byte
+	if d := s.b.read(o.addr, o.size); d != nil {
+		v = s.b.objectValue(o, d)
+	}
+	s.values[o] = v
+	return v
 }
 
 // globals compares the data objects: added, removed, type (through DWARF)
