@@ -444,3 +444,71 @@ func TestTargetExitsMidApply(t *testing.T) {
 	require.False(t, errors.Is(err, context.Canceled))
 	t.Log(err)
 }
+
+// graftMapped sums the bytes of graft's mappings in pid: loaded images and
+// the record.
+func graftMapped(t *testing.T, pid int) (images, record uint64) {
+	t.Helper()
+	for _, l := range graftMappings(t, pid) {
+		var lo, hi uint64
+		_, err := fmt.Sscanf(strings.Fields(l)[0], "%x-%x", &lo, &hi)
+		require.NoError(t, err)
+		if strings.Contains(l, stateMapPrefix) {
+			record += hi - lo
+		} else {
+			images += hi - lo
+		}
+	}
+	return images, record
+}
+
+// Fifty patches stacked on one process (v2->v3, v3->v2, ... of cmd_echo):
+// each supersedes the one below, whose code is unmapped, so the memory
+// graft maps stays bounded; behaviour follows every step; one revert takes
+// the whole chain of unloaded patches out.
+func TestManyStackedPatchesStayBounded(t *testing.T) {
+	requirePtrace(t)
+	target, port := testutil.StartServer(t, "sshd-v2", "-u", sshUsers(t))
+	defer testutil.RequireReleased(t, target.Pid)
+	text := exeText(t, target.Pid)
+	c := sshDial(t, port)
+	require.Equal(t, "OK welcome alice", c.cmd("LOGIN alice wonderland"))
+	v2, v3 := newBin(t, "sshd-v2"), newBin(t, "sshd-v3")
+
+	var firstImages, maxImages uint64
+	const n = 50
+	for i := range n {
+		src, want := v3, "OK a b c"
+		if i%2 == 1 {
+			src, want = v2, "OK a"
+		}
+		res, err := Apply(context.Background(), target.Pid, src, ApplyOptions{})
+		require.NoError(t, err, "patch %d", i+1)
+		if i > 0 {
+			require.Len(t, res.Unloaded, 1, "patch %d supersedes the one below", i+1)
+		}
+		require.Equal(t, want, c.cmd("ECHO a b c"), "after patch %d", i+1)
+		images, _ := graftMapped(t, target.Pid)
+		if i == 0 {
+			firstImages = images
+		}
+		maxImages = max(maxImages, images)
+	}
+	images, record := graftMapped(t, target.Pid)
+	t.Logf("after %d stacked patches: %d bytes of images (one patch: %d; most at any time: %d), record mapping %d bytes", n, images, firstImages, maxImages, record)
+	require.Equal(t, firstImages, images, "one image mapped, as after the first patch")
+	require.Equal(t, firstImages, maxImages)
+	st, err := Status(target.Pid)
+	require.NoError(t, err)
+	require.Len(t, st.Patches, n)
+	for _, p := range st.Patches[:n-1] {
+		require.True(t, p.Unloaded)
+	}
+
+	rr, err := Revert(context.Background(), target.Pid, RevertOptions{})
+	require.NoError(t, err)
+	require.Len(t, rr.Reverted, n)
+	require.Equal(t, "OK a", c.cmd("ECHO a b c"))
+	require.Equal(t, text, exeText(t, target.Pid))
+	require.Empty(t, graftMappings(t, target.Pid))
+}

@@ -15,7 +15,7 @@ import (
 
 // requirePtrace skips when this machine cannot trace (not root), except in
 // CI, where it must fail.
-func requirePtrace(t *testing.T) {
+func requirePtrace(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() == 0 {
 		return
