@@ -40,10 +40,18 @@ func (p *planner) code(f *psym) error {
 			target := next + uint64(rel)
 			branch := isBranch(inst)
 			if inst.PCRel != 4 {
-				// A short branch cannot be redirected; it must stay within
-				// code that runs in NEW (its own function or a cold part).
+				// A short branch cannot be redirected, so its target must
+				// run from NEW too. gcc emits them for tail calls to a
+				// neighbouring function (`jmp helper` in 2 bytes): NEW's
+				// copy of that function joins the run set, which is safe
+				// for any function since its own references are planned
+				// in turn.
 				if !f.contains(target) && !p.inRun(target) {
-					return &PlanError{Func: f.label(), Addr: pc, Reason: fmt.Sprintf("short branch to new 0x%x leaves the new code", target)}
+					g := p.funcAt(target)
+					if g == nil {
+						return &PlanError{Func: f.label(), Addr: pc, Reason: fmt.Sprintf("short branch to new 0x%x leaves the function for code outside any function symbol", target)}
+					}
+					p.addRun(g)
 				}
 			} else {
 				fix, err := p.refTarget(f, pc, target, branch)
@@ -72,6 +80,16 @@ func isBranch(inst x86asm.Inst) bool {
 		}
 	}
 	return false
+}
+
+// funcAt returns NEW's function symbol covering addr, or nil.
+func (p *planner) funcAt(addr uint64) *psym {
+	for _, s := range p.newSyms.containing(addr) {
+		if isFuncSym(s) {
+			return s
+		}
+	}
+	return nil
 }
 
 // inRun reports whether addr lies inside a function of the run set, or

@@ -3,12 +3,15 @@ package elfpatch
 import (
 	"bytes"
 	"debug/elf"
+	"encoding/binary"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
+
+	"graft/internal/testutil"
 )
 
 // buildSrc writes files (name -> source) into a fresh directory and links
@@ -285,4 +288,112 @@ func TestPlanGarbage(t *testing.T) {
 	if panics > 0 {
 		t.Errorf("%d mutations made the planner itself fault (index out of range and the like)", panics)
 	}
+}
+
+// Planning a build against itself with every function marked changed
+// makes all of its code run from the image: then every fixup must point
+// exactly where the original field pointed (OLD == NEW), which checks the
+// symbol matching (statics of the same name in several units included)
+// and the offset arithmetic on whole real programs.
+func TestPlanIdentity(t *testing.T) {
+	paths := map[string]string{
+		"tick":     buildTick(t, "v2"),
+		"tick-got": buildTick(t, "v2", "-fPIC", "-pie", "-Wl,--no-relax"),
+		"ftpd":     testutil.Build(t, "ftpd-v8"),
+		"sshd":     testutil.Build(t, "sshd-v6"),
+	}
+	for name, path := range paths {
+		t.Run(name, func(t *testing.T) {
+			old, new := openELF(t, path), openELF(t, path)
+			syms, err := new.Symbols()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var all []PlanFunc
+			cu := ""
+			for _, s := range syms {
+				if elf.ST_TYPE(s.Info) == elf.STT_FILE {
+					cu = s.Name
+					continue
+				}
+				if elf.ST_TYPE(s.Info) != elf.STT_FUNC || s.Size == 0 || s.Section == elf.SHN_UNDEF {
+					continue
+				}
+				local := elf.ST_BIND(s.Info) == elf.STB_LOCAL
+				f := PlanFunc{Name: s.Name, Local: local, OldAddr: s.Value, OldSize: s.Size, NewAddr: s.Value, NewSize: s.Size}
+				if local {
+					f.File = cu
+				}
+				all = append(all, f)
+			}
+			data := map[uint64]uint64{} // RELATIVE addends by field
+			rel, err := dynRelocs(new)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range rel {
+				if r.typ == elf.R_X86_64_RELATIVE {
+					data[r.off] = uint64(r.addend)
+				}
+			}
+			check := func(im *Image) int {
+				pc32 := 0
+				for _, f := range im.Fixups {
+					var orig uint64
+					switch f.Kind {
+					case FixupPC32:
+						b := readAt(t, new, f.Off, 4)
+						orig = f.PCNext + uint64(int64(int32(binary.LittleEndian.Uint32(b))))
+						pc32++
+					case FixupAbs64:
+						a, ok := data[f.Off]
+						if !ok {
+							continue // a GOT slot of a symbol NEW defines (GLOB_DAT)
+						}
+						orig = a
+					}
+					if orig != f.Target {
+						t.Errorf("fixup %+v: the field pointed at %#x", f, orig)
+					}
+				}
+				return pc32
+			}
+			// Each function alone: its calls to the others go to OLD.
+			for _, f := range all {
+				im, err := PlanELF(old, new, []PlanFunc{f}, nil)
+				if err != nil {
+					t.Fatalf("%s alone: %v", f.Name, err)
+				}
+				check(im)
+			}
+			// All at once: only data references leave the image.
+			im, err := PlanELF(old, new, all, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(im.Redirects) != len(all) {
+				t.Fatalf("%d redirects for %d functions", len(im.Redirects), len(all))
+			}
+			pc32 := check(im)
+			if pc32 == 0 {
+				t.Fatal("no pc32 fixups at all")
+			}
+			t.Logf("%d functions, %d fixups (%d pc32), %d imports, %d relatives", len(all), len(im.Fixups), pc32, len(im.Imports), len(im.Relatives))
+		})
+	}
+}
+
+func readAt(t *testing.T, f *elf.File, addr, n uint64) []byte {
+	t.Helper()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD && addr >= p.Vaddr && addr+n <= p.Vaddr+p.Filesz {
+			b := make([]byte, n)
+			if _, err := p.ReadAt(b, int64(addr-p.Vaddr)); err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}
+	}
+	t.Fatalf("no file bytes at %#x", addr)
+	return nil
 }
