@@ -39,7 +39,7 @@ func precheck(pid int) error {
 		}
 	}
 	if tp, _ := strconv.Atoi(st["TracerPid"]); tp != 0 {
-		if tp == me {
+		if ownThread(tp) {
 			return fmt.Errorf("attach pid %d: %w by this graft process (attach once, share the *Process)",
 				pid, ErrAlreadyTraced)
 		}
@@ -59,7 +59,7 @@ func mustTasks(pid int) []int {
 // another owner, or a tracer that got there first.
 func explainPerm(pid int) error {
 	if tp := tracerOf(pid, pid); tp > 0 {
-		if tp == os.Getpid() {
+		if ownThread(tp) {
 			return fmt.Errorf("attach pid %d: %w by this graft process", pid, ErrAlreadyTraced)
 		}
 		return fmt.Errorf("attach pid %d: %w by pid %d (%s): detach that debugger or tracer first",
@@ -106,4 +106,11 @@ func hasCapSysPtrace() bool {
 	}
 	const capSysPtrace = 19
 	return caps&(1<<capSysPtrace) != 0
+}
+
+// ownThread reports whether tid is a thread of graft's own process.
+// TracerPid in /proc names the tracing thread, not its process.
+func ownThread(tid int) bool {
+	_, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid))
+	return err == nil
 }

@@ -49,14 +49,3 @@ func (e *ProcessExitedError) Error() string {
 
 // Is makes errors.Is(err, ErrProcessExited) true.
 func (e *ProcessExitedError) Is(target error) bool { return target == ErrProcessExited }
-
-// As also fills a ProcessExitedError value (not only a pointer), so both
-// `var e *ProcessExitedError` and `var e ProcessExitedError` work with
-// errors.As.
-func (e *ProcessExitedError) As(target any) bool {
-	if v, ok := target.(*ProcessExitedError); ok {
-		*v = *e
-		return true
-	}
-	return false
-}

@@ -60,6 +60,9 @@ type Process struct {
 	closed  bool
 	exited  *ProcessExitedError
 	gadget  uint64 // address of a `syscall` instruction in the target
+	// verified: a Stop has checked /proc/PID/task for threads that
+	// escaped Attach (see stop).
+	verified bool
 }
 
 // pollInterval bounds how long an event (a new thread's first stop, a
@@ -174,7 +177,7 @@ func (p *Process) usable() error {
 // until no new thread shows up: threads created by a not-yet-seized thread
 // are not auto-attached and only appear in a later listing.
 func (p *Process) seizeAll() error {
-	me := os.Getpid()
+	me := struct{ tid int }{unix.Gettid()} // TracerPid names the tracing thread
 	for round := 0; ; round++ {
 		tids, err := tasks(p.pid)
 		if err != nil {
@@ -190,7 +193,7 @@ func (p *Process) seizeAll() error {
 			case err == nil:
 			case err == unix.ESRCH:
 				continue // exited between listing and seizing
-			case err == unix.EPERM && tracerOf(p.pid, tid) == me:
+			case err == unix.EPERM && tracerOf(p.pid, tid) == me.tid:
 				// Already ours: the kernel auto-attached it when a seized
 				// thread cloned it; its clone event is still queued.
 			case err == unix.EPERM && tid != p.pid && exiting(p.pid, tid):
@@ -224,6 +227,35 @@ func (p *Process) seizeAll() error {
 			return fmt.Errorf("attach pid %d: thread list never settled", p.pid)
 		}
 	}
+}
+
+// seizeStragglers seizes and interrupts threads listed in /proc/PID/task
+// that are not held yet, and returns how many it found.
+func (p *Process) seizeStragglers() (int, error) {
+	tids, err := tasks(p.pid)
+	if err != nil {
+		return 0, p.goneErr("list threads of", err)
+	}
+	me := unix.Gettid()
+	n := 0
+	for _, tid := range tids {
+		if _, ok := p.threads[tid]; ok {
+			continue
+		}
+		err := ptraceSeize(tid)
+		switch {
+		case err == nil:
+			ptraceInterrupt(tid)
+		case err == unix.EPERM && tracerOf(p.pid, tid) == me:
+		case err == unix.ESRCH || (err == unix.EPERM && exiting(p.pid, tid)):
+			continue
+		default:
+			return n, fmt.Errorf("seize new thread %d of pid %d: %w", tid, p.pid, err)
+		}
+		p.threads[tid] = &thread{tid: tid}
+		n++
+	}
+	return n, nil
 }
 
 func exiting(pid, tid int) bool {
@@ -273,6 +305,15 @@ func (p *Process) gone(tid int, how string) {
 	if tid == p.pid || len(p.threads) == 0 {
 		if p.exited == nil {
 			p.exited = &ProcessExitedError{Pid: p.pid, Status: how}
+		}
+		return
+	}
+	// A zombie leader reports its exit once every other thread is
+	// reaped: when only it is left, collect that report (or find the
+	// process already reaped by its parent).
+	if l := p.threads[p.pid]; l != nil && l.zombie && len(p.threads) == 1 {
+		if tids, _ := tasks(p.pid); len(tids) <= 1 {
+			p.collect(l, false)
 		}
 	}
 }
@@ -388,7 +429,13 @@ func (p *Process) stop() error {
 	}
 	for {
 		waiting := false
-		for _, tid := range p.tids() {
+		// The leader last: when the process is dying, its exit is
+		// reported only after every other thread has been reaped.
+		tids := p.tids()
+		if i := sort.SearchInts(tids, p.pid); i < len(tids) && tids[i] == p.pid {
+			tids = append(append(tids[:i:i], tids[i+1:]...), p.pid)
+		}
+		for _, tid := range tids {
 			t := p.threads[tid]
 			if t == nil || t.zombie || t.state != running {
 				continue
@@ -398,9 +445,13 @@ func (p *Process) stop() error {
 				continue
 			}
 			if tid == p.pid && threadState(p.pid, tid) == 'Z' {
-				// A leader that called pthread_exit reports nothing
-				// until the whole group is gone: don't wait for it.
+				// A leader that called pthread_exit (or whose process
+				// is dying) reports nothing until every other thread is
+				// reaped: don't wait for it now (see gone).
 				t.zombie = true
+				if len(p.threads) == 1 {
+					p.gone(-1, "")
+				}
 				continue
 			}
 			p.collect(t, false)
@@ -408,12 +459,28 @@ func (p *Process) stop() error {
 		if p.exited != nil {
 			return p.exited
 		}
-		if !waiting {
+		if waiting {
+			// Threads seen for the first time in this pass (clone
+			// events) head for their first stop on their own; the next
+			// pass waits for them.
+			continue
+		}
+		if p.verified {
 			break
 		}
-		// Threads seen for the first time in this pass (clone events)
-		// head for their first stop on their own; the next pass waits
-		// for them.
+		// First stop since Attach: a clone that was already under way
+		// when its parent was seized creates a thread the kernel does not
+		// attach, and it may have missed Attach's listings. Now that every
+		// known thread is stopped, nothing of ours is mid-clone and any
+		// such thread is listed: seize and stop it too.
+		n, err := p.seizeStragglers()
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			p.verified = true
+			break
+		}
 	}
 	p.stopped = true
 	return nil
@@ -513,24 +580,43 @@ func (p *Process) SetRegs(tid int, r Regs) error {
 	})
 }
 
-// opErr turns the error of a ptrace request on tid into a useful one:
-// ESRCH means the thread (or the whole process) died under us.
+// opErr turns the error of a ptrace request on tid into a useful one.
+// ESRCH on a thread we hold means it was killed: only SIGKILL takes a
+// thread out of a ptrace-stop, and SIGKILL kills the whole process (or an
+// exec by another thread replaced it).
 func (p *Process) opErr(op string, tid int, err error) error {
 	if err == unix.ESRCH {
-		if t := p.threads[tid]; t != nil {
-			// Collect its exit if it is there, so the table is right.
-			p.collect(t, true)
-		}
-		if p.exited != nil {
-			return p.exited
-		}
-		if processGone(p.pid) {
-			p.exited = &ProcessExitedError{Pid: p.pid}
+		if p.dying() {
 			return p.exited
 		}
 		return fmt.Errorf("%s of tid %d in pid %d: thread exited: %w", op, tid, p.pid, ErrNoThread)
 	}
 	return fmt.Errorf("%s of tid %d in pid %d: %w", op, tid, p.pid, err)
+}
+
+// dying reaps what exited and reports whether the process is gone,
+// giving a process being killed a moment to finish dying: its threads
+// exit one by one, the leader's report comes last.
+func (p *Process) dying() bool {
+	deadline := time.Now().Add(time.Second)
+	for {
+		for _, tid := range p.tids() {
+			if t := p.threads[tid]; t != nil {
+				p.collect(t, true)
+			}
+		}
+		if p.exited != nil {
+			return true
+		}
+		if processGone(p.pid) {
+			p.exited = &ProcessExitedError{Pid: p.pid}
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // goneErr explains a failed /proc read: the process is gone, or not.

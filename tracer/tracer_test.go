@@ -1,10 +1,19 @@
 package tracer
 
 import (
+	"bytes"
+	"debug/elf"
+	"fmt"
+	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"graft/internal/symtab"
 	"graft/internal/testutil"
 )
 
@@ -77,4 +86,370 @@ func TestAttachStopResume(t *testing.T) {
 		t.Fatalf("second close: %v", err)
 	}
 	testutil.RequireReleased(t, target.Pid)
+}
+
+func TestModulesAndBias(t *testing.T) {
+	requirePtrace(t)
+	path := testutil.Build(t, "spin")
+	target := startSpin(t, "2")
+	mods, err := Modules(target.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var main, libc, vdso *Module
+	for i := range mods {
+		m := &mods[i]
+		switch {
+		case m.Main:
+			main = m
+		case strings.Contains(filepath.Base(m.Path), "libc.so") || strings.Contains(filepath.Base(m.Path), "libc-"):
+			libc = m
+		case m.Path == "[vdso]":
+			vdso = m
+		}
+	}
+	if main == nil || libc == nil || vdso == nil {
+		t.Fatalf("want main, libc and vdso modules, got %+v", mods)
+	}
+	if main.Path != path {
+		t.Errorf("main module %q, want %q", main.Path, path)
+	}
+	if len(main.BuildID) < 16 || len(libc.BuildID) < 16 {
+		t.Errorf("build IDs: main %q libc %q", main.BuildID, libc.BuildID)
+	}
+	if want := fileBuildID(t, path); main.BuildID != want {
+		t.Errorf("main build ID %q, file says %q", main.BuildID, want)
+	}
+	if vdso.Bias == 0 || vdso.BuildID == "" {
+		t.Errorf("vdso bias %#x build ID %q", vdso.Bias, vdso.BuildID)
+	}
+
+	// The bias must map link-time addresses to the running code: every
+	// busy thread's PC lies inside busy() at its symbol address + bias.
+	tab, err := symtab.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy := tab.Find("busy")
+	if len(busy) != 1 {
+		t.Fatalf("busy symbol: %+v", busy)
+	}
+	p := attach(t, target.Pid)
+	// A thread just created may still be in libc's start-up code: look
+	// again a few times until both are in their loop.
+	inBusy := 0
+	for try := 0; try < 50 && inBusy != 2; try++ {
+		if try > 0 {
+			p.Resume()
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err := p.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		inBusy = 0
+		for _, tid := range p.Threads() {
+			r, err := p.Regs(tid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !main.Contains(r.Rip) {
+				continue
+			}
+			if f, ok := tab.Lookup(r.Rip - main.Bias); ok && f.Name == "busy" {
+				inBusy++
+			}
+		}
+	}
+	if inBusy != 2 {
+		t.Errorf("%d threads found in busy() through the bias %#x, want 2", inBusy, main.Bias)
+	}
+	// Reading the code at busy's runtime address gives the file's bytes.
+	want := fileBytesAt(t, path, busy[0].Addr, 16)
+	got := make([]byte, 16)
+	if _, err := p.ReadAt(got, int64(busy[0].Addr+main.Bias)); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("code at busy: % x, file has % x", got, want)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.RequireReleased(t, target.Pid)
+}
+
+func fileBuildID(t *testing.T, path string) string {
+	t.Helper()
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	return buildIDOf(f)
+}
+
+// fileBytesAt reads n bytes of the ELF file at link-time address addr.
+func fileBytesAt(t *testing.T, path string, addr uint64, n int) []byte {
+	t.Helper()
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, s := range f.Sections {
+		if s.Type == elf.SHT_PROGBITS && addr >= s.Addr && addr+uint64(n) <= s.Addr+s.Size {
+			b := make([]byte, n)
+			if _, err := s.ReadAt(b, int64(addr-s.Addr)); err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}
+	}
+	t.Fatalf("no section holds %#x", addr)
+	return nil
+}
+
+func TestWriteReadOnlyText(t *testing.T) {
+	requirePtrace(t)
+	path := testutil.Build(t, "spin")
+	target := startSpin(t, "1")
+	mods, err := Modules(target.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var main *Module
+	for i := range mods {
+		if mods[i].Main {
+			main = &mods[i]
+		}
+	}
+	tab, err := symtab.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// _fini runs only at a normal exit, which spin never reaches.
+	fini := tab.Find("_fini")
+	if len(fini) != 1 {
+		t.Fatalf("_fini: %+v", fini)
+	}
+	addr := int64(fini[0].Addr + main.Bias)
+	p := attach(t, target.Pid)
+	orig := make([]byte, 4)
+	if _, err := p.ReadAt(orig, addr); err != nil {
+		t.Fatal(err)
+	}
+	patch := []byte{0xcc, 0xcc, 0x90, 0x90}
+	if n, err := p.WriteAt(patch, addr); err != nil || n != 4 {
+		t.Fatalf("write text: n=%d err=%v", n, err)
+	}
+	got := make([]byte, 4)
+	if _, err := p.ReadAt(got, addr); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, patch) {
+		t.Fatalf("read back % x, wrote % x", got, patch)
+	}
+	maps, err := ReadMaps(target.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range maps {
+		if uint64(addr) >= m.Start && uint64(addr) < m.End && m.Writable() {
+			t.Errorf("text mapping became writable: %+v", m)
+		}
+	}
+	if _, err := p.WriteAt(orig, addr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.ReadAt(got, addr); err != nil || !bytes.Equal(got, orig) {
+		t.Fatalf("restore: % x, %v", got, err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.RequireReleased(t, target.Pid)
+	if target.Exited() {
+		t.Fatal("target died")
+	}
+}
+
+// TestRemoteSyscallsOnBlockedThreads borrows each thread blocked in a
+// system call for remote syscalls (mmap/munmap on the reader), and checks
+// that the program never notices: no EINTR, and the blocked calls still
+// complete normally afterwards.
+func TestRemoteSyscallsOnBlockedThreads(t *testing.T) {
+	requirePtrace(t)
+	b := startBlockers(t)
+	p := attach(t, b.Pid)
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, role := range []string{"read", "accept", "sleep", "futex", "cond", "main"} {
+		tid := b.tid[role]
+		before, err := p.Regs(tid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int64(before.OrigRax) < 0 {
+			t.Errorf("%s thread %d not stopped inside a syscall (orig_rax %d)", role, tid, int64(before.OrigRax))
+		}
+		got, err := p.SyscallOn(tid, unix.SYS_GETTID)
+		if err != nil {
+			t.Fatalf("%s: remote gettid: %v", role, err)
+		}
+		if int(got) != tid {
+			t.Errorf("%s: remote gettid = %d, want %d", role, got, tid)
+		}
+		after, err := p.Regs(tid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after != before {
+			t.Errorf("%s: registers not restored:\nbefore %+v\nafter  %+v", role, before, after)
+		}
+	}
+
+	// mmap and munmap on the thread blocked in read().
+	rd := b.tid["read"]
+	addr, err := p.SyscallOn(rd, unix.SYS_MMAP, 0, 8192, unix.PROT_READ|unix.PROT_WRITE,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+	if err != nil {
+		t.Fatalf("remote mmap: %v", err)
+	}
+	if !mapped(t, b.Pid, addr) {
+		t.Fatalf("mmap returned %#x, not in /proc/%d/maps", addr, b.Pid)
+	}
+	if _, err := p.WriteAt([]byte("graft"), int64(addr)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := p.ReadAt(buf, int64(addr)); err != nil || string(buf) != "graft" {
+		t.Fatalf("new mapping reads %q, %v", buf, err)
+	}
+	if _, err := p.SyscallOn(rd, unix.SYS_MUNMAP, addr, 8192); err != nil {
+		t.Fatalf("remote munmap: %v", err)
+	}
+	if mapped(t, b.Pid, addr) {
+		t.Fatalf("%#x still mapped after munmap", addr)
+	}
+	// And through the convenience API on a thread tracer picks.
+	addr, err = p.Mmap(0, 4096, unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, -1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Mprotect(addr, 4096, unix.PROT_READ|unix.PROT_WRITE); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Munmap(addr, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.RequireReleased(t, b.Pid)
+
+	// The blocked calls carry on as if nothing happened.
+	w, err := os.OpenFile(b.fifo, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("written later\n"))
+	w.Close()
+	if l := b.out.wait(t, "read: ", 5*time.Second); l != "read: written later" {
+		t.Errorf("reader got %q", l)
+	}
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", b.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	b.out.wait(t, "accepted", 5*time.Second)
+	time.Sleep(100 * time.Millisecond)
+	for role, tid := range b.tid {
+		if s := ThreadState(b.Pid, tid); s != "S" {
+			t.Errorf("%s thread %d in state %q after detach, want S (blocked again)", role, tid, s)
+		}
+	}
+	b.requireNoEINTR(t)
+}
+
+func mapped(t *testing.T, pid int, addr uint64) bool {
+	t.Helper()
+	maps, err := ReadMaps(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range maps {
+		if addr >= m.Start && addr < m.End {
+			return true
+		}
+	}
+	return false
+}
+
+// TestStopResumeBlockedNoEINTR: plain stop/resume cycles on threads in
+// blocking calls must not surface EINTR either.
+func TestStopResumeBlockedNoEINTR(t *testing.T) {
+	requirePtrace(t)
+	b := startBlockers(t)
+	p := attach(t, b.Pid)
+	for i := 0; i < 20; i++ {
+		if err := p.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Syscall(unix.SYS_GETPID); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Resume(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.RequireReleased(t, b.Pid)
+	time.Sleep(100 * time.Millisecond)
+	b.requireNoEINTR(t)
+}
+
+// TestSignalsWhileStopped: a signal sent while the process is held is
+// delivered after Resume (and after Close), never swallowed, also when a
+// remote syscall ran on the thread that takes it.
+func TestSignalsWhileStopped(t *testing.T) {
+	requirePtrace(t)
+	b := startBlockers(t)
+	p := attach(t, b.Pid)
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Kill(b.Pid, unix.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if _, err := p.SyscallOn(b.tid["main"], unix.SYS_GETPID); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.out.count("usr1"); n != 0 {
+		t.Fatalf("signal handled while stopped (%d lines)", n)
+	}
+	if err := p.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	b.out.wait(t, "usr1 1", 5*time.Second)
+
+	// Again, but detach while the signal is pending.
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	unix.Kill(b.Pid, unix.SIGUSR1)
+	time.Sleep(50 * time.Millisecond)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b.out.wait(t, "usr1 2", 5*time.Second)
+	testutil.RequireReleased(t, b.Pid)
+	b.requireNoEINTR(t)
 }

@@ -44,9 +44,12 @@ static void say(const char *fmt, ...)
 	pthread_mutex_unlock(&out_mu);
 }
 
+static int started;
+
 static void hello(const char *role)
 {
 	say("tid %s %ld", role, (long)syscall(SYS_gettid));
+	__atomic_add_fetch(&started, 1, __ATOMIC_SEQ_CST);
 }
 
 static void *reader(void *arg)
@@ -165,7 +168,10 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	usleep(100000); /* let every thread print its tid and block */
+	/* Wait until every thread has printed its tid; the test then waits
+	 * for each to block. */
+	while (__atomic_load_n(&started, __ATOMIC_SEQ_CST) < (int)(sizeof fns / sizeof fns[0]))
+		usleep(1000);
 	hello("main");
 	say("port %d", ntohs(a.sin_port));
 	say("ready");

@@ -1,0 +1,282 @@
+package tracer
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"graft/internal/testutil"
+)
+
+// TestThreadChurn attaches, stops, resumes and detaches in a loop while
+// the target creates and joins threads as fast as it can. While stopped,
+// the held threads must be exactly /proc/PID/task, all in a ptrace-stop;
+// after each detach nothing may stay traced or stopped.
+func TestThreadChurn(t *testing.T) {
+	requirePtrace(t)
+	target := testutil.Start(t, testutil.Build(t, "churn"), "2", "4")
+	target.WaitLine(t, "ready", 10*time.Second)
+	for round := 0; round < 30; round++ {
+		p, err := Attach(target.Pid)
+		if err != nil {
+			t.Fatalf("round %d: attach: %v", round, err)
+		}
+		for i := 0; i < 3; i++ {
+			if err := p.Stop(); err != nil {
+				p.Close()
+				t.Fatalf("round %d: stop: %v", round, err)
+			}
+			held := p.Threads()
+			listed, err := tasks(target.Pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !equalInts(held, listed) {
+				t.Errorf("round %d: held %v, /proc lists %v", round, held, listed)
+			}
+			for _, tid := range listed {
+				if s := ThreadState(target.Pid, tid); s != "t" {
+					t.Errorf("round %d: tid %d in state %q while stopped", round, tid, s)
+				}
+			}
+			if len(held) < 3 {
+				t.Errorf("round %d: only %d threads", round, len(held))
+			}
+			if err := p.Resume(); err != nil {
+				t.Fatalf("round %d: resume: %v", round, err)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if round%2 == 0 {
+			// Detach from a stopped process too.
+			if err := p.Stop(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := p.Close(); err != nil {
+			t.Fatalf("round %d: close: %v", round, err)
+		}
+		testutil.RequireReleased(t, target.Pid)
+		if t.Failed() {
+			return
+		}
+	}
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestAttachErrors(t *testing.T) {
+	requirePtrace(t)
+	t.Run("missing", func(t *testing.T) {
+		cmd := exec.Command("true")
+		if err := cmd.Run(); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Attach(cmd.Process.Pid)
+		if !errors.Is(err, ErrNoSuchProcess) || !strings.Contains(err.Error(), "no such process") {
+			t.Fatalf("attach to exited pid: %v", err)
+		}
+		if _, err := Attach(-1); !errors.Is(err, ErrNoSuchProcess) {
+			t.Fatalf("attach -1: %v", err)
+		}
+	})
+	t.Run("self", func(t *testing.T) {
+		if _, err := Attach(os.Getpid()); !errors.Is(err, ErrSelf) {
+			t.Fatalf("attach self: %v", err)
+		}
+		// One of our own threads, named by its TID.
+		tids, _ := tasks(os.Getpid())
+		if _, err := Attach(tids[len(tids)-1]); !errors.Is(err, ErrSelf) {
+			t.Fatalf("attach own thread %d: %v", tids[len(tids)-1], err)
+		}
+	})
+	t.Run("twice", func(t *testing.T) {
+		target := startSpin(t, "1")
+		p := attach(t, target.Pid)
+		_, err := Attach(target.Pid)
+		if !errors.Is(err, ErrAlreadyTraced) {
+			t.Fatalf("second attach: %v", err)
+		}
+		p.Close()
+		testutil.RequireReleased(t, target.Pid)
+	})
+	t.Run("other-tracer", func(t *testing.T) {
+		strace, err := exec.LookPath("strace")
+		if err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatal("strace not installed (.ci/run should install it)")
+			}
+			t.Skip("strace not installed")
+		}
+		target := startSpin(t, "1")
+		cmd := exec.Command(strace, "-f", "-o", "/dev/null", "-p", strconv.Itoa(target.Pid))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+		}()
+		deadline := time.Now().Add(10 * time.Second)
+		for tracerOf(target.Pid, target.Pid) != cmd.Process.Pid {
+			if time.Now().After(deadline) {
+				t.Fatal("strace never attached")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		_, err = Attach(target.Pid)
+		if !errors.Is(err, ErrAlreadyTraced) || !strings.Contains(err.Error(), "strace") {
+			t.Fatalf("attach to a process under strace: %v", err)
+		}
+	})
+	t.Run("zombie", func(t *testing.T) {
+		cmd := exec.Command("true")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer cmd.Wait()
+		deadline := time.Now().Add(5 * time.Second)
+		for ThreadState(cmd.Process.Pid, cmd.Process.Pid) != "Z" {
+			if time.Now().After(deadline) {
+				t.Fatal("child never became a zombie")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if _, err := Attach(cmd.Process.Pid); !errors.Is(err, ErrZombie) {
+			t.Fatalf("attach zombie: %v", err)
+		}
+	})
+}
+
+// TestProcessExits: a target that dies while held yields
+// ProcessExitedError from every later operation, and Close still succeeds.
+func TestProcessExits(t *testing.T) {
+	requirePtrace(t)
+	for _, stopped := range []bool{false, true} {
+		target := startSpin(t, "2")
+		p := attach(t, target.Pid)
+		if stopped {
+			if err := p.Stop(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		unix.Kill(target.Pid, unix.SIGKILL)
+		deadline := time.Now().Add(5 * time.Second)
+		var err error
+		for {
+			if err = p.Stop(); err != nil || time.Now().After(deadline) {
+				break
+			}
+			// Still stopped from before: ask for something that needs the
+			// threads alive.
+			if _, err = p.Regs(target.Pid); err != nil {
+				break
+			}
+			p.Resume()
+			time.Sleep(10 * time.Millisecond)
+		}
+		var pe *ProcessExitedError
+		if !errors.As(err, &pe) || pe.Pid != target.Pid || !errors.Is(err, ErrProcessExited) {
+			t.Fatalf("stopped=%v: after SIGKILL: %v", stopped, err)
+		}
+		if _, err := p.Syscall(unix.SYS_GETPID); !errors.Is(err, ErrProcessExited) {
+			t.Fatalf("syscall after exit: %v", err)
+		}
+		if err := p.Close(); err != nil {
+			t.Fatalf("close after exit: %v", err)
+		}
+	}
+}
+
+// TestJobControlStop: a process stopped with SIGSTOP stays stopped through
+// attach, Stop/Resume and detach (PTRACE_LISTEN, never a resume), and
+// carries on at SIGCONT.
+func TestJobControlStop(t *testing.T) {
+	requirePtrace(t)
+	b := startBlockers(t)
+	unix.Kill(b.Pid, unix.SIGSTOP)
+	waitAllState(t, b.Pid, "T")
+	p := attach(t, b.Pid)
+	for i := 0; i < 3; i++ {
+		if err := p.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Syscall(unix.SYS_GETPID); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Resume(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Held but job-control stopped: nothing runs.
+	time.Sleep(50 * time.Millisecond)
+	unix.Kill(b.Pid, unix.SIGUSR1)
+	time.Sleep(50 * time.Millisecond)
+	if n := b.out.count("usr1"); n != 0 {
+		t.Fatalf("handler ran while job-control stopped")
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitAllState(t, b.Pid, "T")
+	if tp := tracerOf(b.Pid, b.Pid); tp != 0 {
+		t.Fatalf("still traced by %d", tp)
+	}
+	unix.Kill(b.Pid, unix.SIGCONT)
+	b.out.wait(t, "usr1 1", 5*time.Second)
+	testutil.RequireReleased(t, b.Pid)
+
+	// SIGSTOP and SIGCONT while attached and running.
+	p = attach(t, b.Pid)
+	unix.Kill(b.Pid, unix.SIGSTOP)
+	waitAllState(t, b.Pid, "t") // listening: traced stop
+	unix.Kill(b.Pid, unix.SIGCONT)
+	unix.Kill(b.Pid, unix.SIGUSR1)
+	b.out.wait(t, "usr1 2", 5*time.Second)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.RequireReleased(t, b.Pid)
+	b.requireNoEINTR(t)
+}
+
+func waitAllState(t *testing.T, pid int, want string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		states, err := testutil.ThreadStates(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok := true
+		for _, s := range states {
+			if s != want {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("threads of %d: %v, want all %s", pid, states, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
