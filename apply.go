@@ -135,7 +135,33 @@ func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOpti
 			err = fmt.Errorf("apply patch %s: detach from pid %d: %w", pt.ID, pid, cerr)
 		}
 	}()
+	// The record was read before attaching; another graft may have
+	// changed it in between. Attached, nobody else can.
+	if err := sys.sameState(pid, p, st); err != nil {
+		return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
+	}
 	return sys.applyAttached(ctx, pid, p, pr, maps, exe, mods, opts)
+}
+
+// ErrRecordChanged means another graft changed the target between this
+// one's first look and its attach; nothing was done.
+var ErrRecordChanged = errors.New("graft record changed meanwhile (another graft at work?); nothing was done, try again")
+
+// sameState re-reads the record through the attached p and checks it is
+// the one st was read from.
+func (sys *system) sameState(pid int, p proc, st *State) error {
+	maps, err := sys.readMaps(pid)
+	if err != nil {
+		return err
+	}
+	now, err := readState(p, pid, maps)
+	if err != nil {
+		return err
+	}
+	if now.Addr != st.Addr || now.Generation != st.Generation {
+		return fmt.Errorf("pid %d: %w", pid, ErrRecordChanged)
+	}
+	return nil
 }
 
 // prepare checks that pt belongs on top of what pid runs and works out
@@ -332,7 +358,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	var loaded loadedImage
 	if opts.DryRun {
 		size = pr.image.Size
-		b, err := findHole(maps, size, pr.exeBias)
+		b, err := sys.findHole(maps, exe, size)
 		if err != nil {
 			return nil, fail(err)
 		}
@@ -467,6 +493,18 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		res.OnTopOf = top.ID
 	}
 
+	// The record as it will be written, with and without unloading the
+	// candidates.
+	rec.Applied = sys.now().UTC()
+	var outcomes [2]outcome
+	for k, un := range [][]int{nil, removable(st, cands, make([]bool, len(cands)))} {
+		o, err := sys.outcome(st, rec, sites, un)
+		if err != nil {
+			return nil, rollback(fail(err))
+		}
+		outcomes[k] = o
+	}
+
 	// The pause.
 	t0 := time.Now()
 	if err := p.Stop(); err != nil {
@@ -493,8 +531,9 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		return res, nil
 	}
 
-	// Superseded images with no frame inside go: drop the jumps that
-	// would have gone into them and mark them unloaded.
+	// Superseded images with no frame inside go: the jumps that would
+	// have gone into them are dropped and they are marked unloaded. Which
+	// outcome applies is known only in the pause; both are encoded now.
 	var unload []int
 	if len(cands) > 0 {
 		rs := make([]Range, 0, len(cands))
@@ -506,22 +545,23 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 			unload = removable(st, cands, hit)
 		}
 	}
-	next := &State{Patches: slices.Clone(st.Patches)}
-	for _, i := range unload {
-		next.Patches[i].Unloaded = true
-		next.Patches[i].SupersededBy = pt.ID
-		res.Unloaded = append(res.Unloaded, st.Patches[i].ID)
-		gone := Range{st.Patches[i].Base, st.Patches[i].Base + st.Patches[i].Size}
-		sites = slices.DeleteFunc(sites, func(s SiteRecord) bool { return gone.Contains(s.Addr) })
+	out := outcomes[0]
+	if len(unload) > 0 {
+		out = outcomes[1]
+		if !slices.Equal(unload, out.unload) {
+			// Only some candidates are free: encode that (in the
+			// pause; cannot happen while a single patch qualifies).
+			o, err := sys.outcome(st, rec, sites, unload)
+			if err != nil {
+				return nil, rollback(fail(errors.Join(err, resume())))
+			}
+			out = o
+		}
 	}
-	rec.Sites = sites
+	sites, buf := out.sites, out.buf
 	res.Sites = sites
-	rec.Applied = sys.now().UTC()
-	next.Patches = append(next.Patches, rec)
-	buf, err := encodeState(next, st.Generation+1)
-	if err != nil {
-		err = errors.Join(err, resume())
-		return nil, rollback(fail(err))
+	for _, i := range out.unload {
+		res.Unloaded = append(res.Unloaded, st.Patches[i].ID)
 	}
 
 	if err := writeSites(p, sites); err != nil {
@@ -564,6 +604,34 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		return res, fail(err)
 	}
 	return res, nil
+}
+
+// outcome is one way the pause can end: the jumps to write and the
+// encoded record.
+type outcome struct {
+	unload []int
+	sites  []SiteRecord
+	buf    []byte
+}
+
+// outcome encodes the record after rec is applied and the patches unload
+// (indexes into st.Patches) are unloaded; jumps into them are dropped.
+func (sys *system) outcome(st *State, rec PatchRecord, sites []SiteRecord, unload []int) (outcome, error) {
+	next := &State{Patches: slices.Clone(st.Patches)}
+	sites = slices.Clone(sites)
+	for _, i := range unload {
+		next.Patches[i].Unloaded = true
+		next.Patches[i].SupersededBy = rec.ID
+		gone := Range{st.Patches[i].Base, st.Patches[i].Base + st.Patches[i].Size}
+		sites = slices.DeleteFunc(sites, func(s SiteRecord) bool { return gone.Contains(s.Addr) })
+	}
+	rec.Sites = sites
+	next.Patches = append(next.Patches, rec)
+	buf, err := encodeState(next, st.Generation+1)
+	if err != nil {
+		return outcome{}, err
+	}
+	return outcome{unload: unload, sites: sites, buf: buf}, nil
 }
 
 // removable returns the candidates (indexes into st.Patches) that can be
@@ -697,34 +765,6 @@ func createStateMapping(p proc) (addr uint64, err error) {
 		return 0, fmt.Errorf("create graft record: mmap: %w", err)
 	}
 	return addr, nil
-}
-
-// findHole returns a page-aligned free range of size bytes within ±1.5 GiB
-// of near (so rel32 jumps reach), for a dry run that maps nothing.
-func findHole(maps []tracer.Mapping, size, near uint64) (uint64, error) {
-	const page = 4096
-	const reach = 3 << 29
-	size = (size + page - 1) &^ (page - 1)
-	ms := slices.Clone(maps)
-	sort.Slice(ms, func(i, j int) bool { return ms[i].Start < ms[j].Start })
-	lo := uint64(page << 4)
-	if near > reach {
-		lo = near - reach
-	}
-	hi := near + reach
-	prevEnd := lo
-	for _, m := range ms {
-		if m.Start > prevEnd && m.Start-prevEnd >= size && prevEnd+size <= hi {
-			return prevEnd, nil
-		}
-		if m.End > prevEnd {
-			prevEnd = m.End
-		}
-	}
-	if prevEnd+size <= hi {
-		return prevEnd, nil
-	}
-	return 0, fmt.Errorf("no free range of %d bytes within reach of %#x", size, near)
 }
 
 // withCause makes a failure that happened because ctx ended (SIGINT or

@@ -32,6 +32,9 @@ func defaultSystem() (*system, error) {
 		modules:    tracer.Modules,
 		load:       loadImage,
 		unmapImage: func(p proc, base, size uint64) error { return p.Munmap(base, size) },
+		findHole: func(maps []tracer.Mapping, exe *tracer.Module, size uint64) (uint64, error) {
+			return loader.FindHole(maps, loader.ImageSpan(maps, exe), size)
+		},
 		newChecker: newChecker,
 		plan:       planJump,
 		openMem: func(pid int) (memReader, error) {

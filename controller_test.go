@@ -417,3 +417,28 @@ func TestOnlyPatchBelowIsUnloaded(t *testing.T) {
 	require.Equal(t, afterP1, e.text(), "f back to p1's version, g to the original")
 	require.Equal(t, img1.base+0x1000, jmpTarget(t, e, e.exeBase+0x1000))
 }
+
+// Another graft changing the record between this one's first read and its
+// attach makes apply stop before touching anything.
+func TestApplyRecordChangedMeanwhile(t *testing.T) {
+	e := stackEnv()
+	ctx := context.Background()
+	_, err := e.sys.apply(ctx, 1, fakePatch("p1", "b1", "b2", map[string]uint64{"f": 0x1000}), ApplyOptions{})
+	require.NoError(t, err)
+	text := e.text()
+	attach := e.sys.attach
+	e.sys.attach = func(pid int) (proc, error) {
+		st := e.mustState(t)
+		buf, err := encodeState(st, st.Generation+1)
+		require.NoError(t, err)
+		_, err = e.fp.WriteAt(buf, int64(st.Addr))
+		require.NoError(t, err)
+		return attach(pid)
+	}
+	nregions := len(e.fp.regions)
+	_, err = e.sys.apply(ctx, 1, fakePatch("p2", "b2", "b3", map[string]uint64{"g": 0x2200}), ApplyOptions{})
+	require.ErrorIs(t, err, ErrRecordChanged)
+	require.Equal(t, text, e.text())
+	require.Len(t, e.fp.regions, nregions)
+	require.False(t, e.fp.stopped)
+}

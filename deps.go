@@ -91,6 +91,8 @@ type system struct {
 	modules  func(pid int) ([]tracer.Module, error)
 	// load maps and links im against the running executable exe.
 	load func(ctx context.Context, p proc, pid int, im *elfpatch.Image, exe *tracer.Module, mods []tracer.Module, id string) (loadedImage, error)
+	// findHole picks where an image of size bytes would go (dry run).
+	findHole func(maps []tracer.Mapping, exe *tracer.Module, size uint64) (uint64, error)
 	// unmapImage takes out an image recorded by an earlier invocation.
 	unmapImage func(p proc, base, size uint64) error
 	// newChecker builds the unwinder for pid while it runs.

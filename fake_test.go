@@ -262,6 +262,9 @@ func newFakeEnv() *fakeEnv {
 			return img, nil
 		},
 		unmapImage: func(p proc, base, size uint64) error { return p.Munmap(base, size) },
+		findHole: func(maps []tracer.Mapping, exe *tracer.Module, size uint64) (uint64, error) {
+			return e.fp.nextAnon, nil
+		},
 		newChecker: func(pid int, mods []tracer.Module, extra []imageModule) (checker, error) {
 			e.ck.extra = extra
 			return fakeCheckerAdapter{e.ck}, nil
