@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -124,4 +125,36 @@ func TestApplyUsageErrors(t *testing.T) {
 		_, errOut, code := runGraft(args...)
 		require.Equal(t, 2, code, "%v: %s", args, errOut)
 	}
+}
+
+// SIGINT to graft while apply waits for a busy function (ftpd's accept loop
+// never leaves its stack) ends the wait and leaves the target as it was.
+func TestApplyInterruptedBySIGINT(t *testing.T) {
+	requireRoot(t)
+	target, port := testutil.StartServer(t, "ftpd-v7", "-d", t.TempDir())
+	defer testutil.RequireReleased(t, target.Pid)
+	maps := func() string {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", target.Pid))
+		require.NoError(t, err)
+		var keep []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "graft") {
+				keep = append(keep, l)
+			}
+		}
+		return strings.Join(keep, "\n")
+	}
+	newBin := testutil.Build(t, "ftpd-v8")
+	time.AfterFunc(500*time.Millisecond, func() { syscall.Kill(os.Getpid(), syscall.SIGINT) })
+	start := time.Now()
+	_, errOut, code := runGraft("apply", "-p", strconv.Itoa(target.Pid), "--new", newBin, "--timeout", "60s")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "context canceled", errOut)
+	require.Contains(t, errOut, "accept_loop")
+	require.Less(t, time.Since(start), 30*time.Second)
+	require.Empty(t, maps(), "nothing of graft left in the target")
+	testutil.RequireReleased(t, target.Pid)
+	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 5*time.Second)
+	require.NoError(t, err)
+	c.Close()
 }
