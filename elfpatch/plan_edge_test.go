@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"graft/internal/testutil"
 )
@@ -396,4 +397,46 @@ func readAt(t *testing.T, f *elf.File, addr, n uint64) []byte {
 	}
 	t.Fatalf("no file bytes at %#x", addr)
 	return nil
+}
+
+// BenchmarkPlanImage plans ftpd v4 -> v5 (four changed functions) and
+// reports the cost relative to the Diff of the same pair, measured in the
+// same run (plan-vs-diff).
+func BenchmarkPlanImage(b *testing.B) {
+	oldPath, err := testutil.BuildE("ftpd-v4")
+	if err != nil {
+		b.Fatal(err)
+	}
+	newPath, err := testutil.BuildE("ftpd-v5")
+	if err != nil {
+		b.Fatal(err)
+	}
+	old, err := Open(oldPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	new, err := Open(newPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := Diff(old, new)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var diffTime, planTime time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if _, err := Diff(old, new); err != nil {
+			b.Fatal(err)
+		}
+		mid := time.Now()
+		if _, err := PlanImage(old, new, r); err != nil {
+			b.Fatal(err)
+		}
+		planTime += time.Since(mid)
+		diffTime += mid.Sub(start)
+	}
+	b.ReportMetric(float64(planTime.Microseconds())/float64(b.N), "plan-µs")
+	b.ReportMetric(float64(planTime)/float64(diffTime), "plan-vs-diff")
 }
