@@ -214,6 +214,13 @@ func diffBinaries(oldPath, newPath string) (*Patch, error) {
 		return nil, fmt.Errorf("diff: %w", err)
 	}
 	p, err := elfpatch.BuildPatch(old, nb, elfpatch.AllowRefused())
+	var perr *elfpatch.PlanError
+	if errors.As(err, &perr) {
+		// The diff found nothing it refuses but the new code cannot be
+		// pointed at the running state (a global whose layout changed
+		// needs a transformer): a refusal, before anything is touched.
+		return nil, &RefusedError{PatchID: patchID(old.BuildID(), nb.BuildID()), Reasons: []string{perr.Error()}}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -258,6 +265,14 @@ func planImage(p *elfpatch.Patch, old, nb *elfpatch.Binary) error {
 	return nil
 }
 
+// patchID names a patch by the builds it goes between: short, stable across
+// invocations and machines, the same for a patch file and an on-the-fly
+// diff of the same pair.
+func patchID(oldBuildID, newBuildID string) string {
+	sum := sha256.Sum256([]byte(oldBuildID + "\x00" + newBuildID))
+	return fmt.Sprintf("%x", sum[:6])
+}
+
 // fromElfpatch is the controller's view of a patch: an id derived from what
 // it binds (OLD, NEW), the refusal reasons, and each changed function's
 // padding (a function shorter than the jump may take it into the
@@ -269,8 +284,7 @@ func fromElfpatch(p *elfpatch.Patch) *Patch {
 		NewPath:    p.NewPath,
 		Image:      p.Image,
 	}
-	sum := sha256.Sum256([]byte(p.OldBuildID + "\x00" + p.NewBuildID))
-	pt.ID = fmt.Sprintf("%x", sum[:6])
+	pt.ID = patchID(p.OldBuildID, p.NewBuildID)
 	if r := p.Report; r != nil {
 		if r.Verdict != elfpatch.VerdictAuto {
 			for _, why := range r.Reasons {

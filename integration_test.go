@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/textproto"
 	"os"
@@ -511,4 +512,151 @@ func TestManyStackedPatchesStayBounded(t *testing.T) {
 	require.Equal(t, "OK a", c.cmd("ECHO a b c"))
 	require.Equal(t, text, exeText(t, target.Pid))
 	require.Empty(t, graftMappings(t, target.Pid))
+}
+
+// ftpSession is one logged-in FTP control connection.
+type ftpSession struct {
+	t      *testing.T
+	tp     *textproto.Conn
+	greet  string
+	port   int
+	closer func()
+}
+
+func ftpLogin(t *testing.T, port int) *ftpSession {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 5*time.Second)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	s := &ftpSession{t: t, tp: textproto.NewConn(conn), port: port}
+	code, msg, err := s.tp.ReadResponse(220)
+	require.NoError(t, err)
+	s.greet = fmt.Sprintf("%d %s", code, msg)
+	require.Equal(t, "331 Please specify the password.", s.cmd("USER anonymous"))
+	require.Equal(t, "230 Login successful.", s.cmd("PASS guest@"))
+	return s
+}
+
+// cmd sends a command and returns the reply "CODE MSG" (lines of a
+// multi-line reply joined with \n).
+func (s *ftpSession) cmd(line string) string {
+	s.t.Helper()
+	require.NoError(s.t, s.tp.PrintfLine("%s", line))
+	code, msg, err := s.tp.ReadResponse(0)
+	if err != nil && code == 0 {
+		s.t.Fatalf("%s: %v", line, err)
+	}
+	return fmt.Sprintf("%d %s", code, msg)
+}
+
+// retrPrelim returns the preliminary (150) reply of RETR name over PASV.
+func (s *ftpSession) retrPrelim(name string) string {
+	s.t.Helper()
+	pasv := s.cmd("PASV")
+	i, j := strings.IndexByte(pasv, '('), strings.IndexByte(pasv, ')')
+	require.True(s.t, i > 0 && j > i, pasv)
+	var h [6]int
+	_, err := fmt.Sscanf(pasv[i+1:j], "%d,%d,%d,%d,%d,%d", &h[0], &h[1], &h[2], &h[3], &h[4], &h[5])
+	require.NoError(s.t, err)
+	data, err := net.DialTimeout("tcp", fmt.Sprintf("%d.%d.%d.%d:%d", h[0], h[1], h[2], h[3], h[4]*256+h[5]), 5*time.Second)
+	require.NoError(s.t, err)
+	defer data.Close()
+	prelim := s.cmd("RETR " + name)
+	io.Copy(io.Discard, data)
+	data.Close()
+	_, _, err = s.tp.ReadResponse(226)
+	require.NoError(s.t, err)
+	return prelim
+}
+
+// ftpTree makes ROOT (hello.txt, sub/) with secret.txt beside it.
+func ftpTree(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "sub"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(root, "hello.txt"), []byte("hello world\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "secret.txt"), []byte("secret\n"), 0o644))
+	return root
+}
+
+type ftpPair struct {
+	from, to int
+	probe    func(s *ftpSession) string
+	old, new func(t *testing.T, got string)
+}
+
+func contains(want string) func(t *testing.T, got string) {
+	return func(t *testing.T, got string) { t.Helper(); require.Contains(t, got, want) }
+}
+
+func lacks(want string) func(t *testing.T, got string) {
+	return func(t *testing.T, got string) { t.Helper(); require.NotContains(t, got, want) }
+}
+
+// The auto pairs of testprocs/ftpd/VERSIONS.md (v6->v7 is a layout change,
+// v7->v8 changes the accept loop: tested on their own).
+var ftpPairs = []ftpPair{
+	{1, 2, func(s *ftpSession) string { return s.greet },
+		equals("220 (graftftpd 1.0)"), equals("220 (graftftpd 1.1)")},
+	{2, 3, func(s *ftpSession) string { return s.cmd("SIZE sub") },
+		func(t *testing.T, got string) { t.Helper(); require.True(t, strings.HasPrefix(got, "213 "), got) },
+		equals("550 Could not get file size.")},
+	{3, 4, func(s *ftpSession) string { return s.cmd("SIZE ../secret.txt") },
+		equals("213 7"), equals("550 Could not get file size.")},
+	{4, 5, func(s *ftpSession) string { s.cmd("TYPE I"); return s.retrPrelim("hello.txt") },
+		equals("150 Opening BINARY mode data connection."),
+		equals("150 Opening BINARY mode data connection for hello.txt.")},
+	{5, 6, func(s *ftpSession) string { return s.cmd("STAT") },
+		lacks("Files sent in this session"), contains("Files sent in this session: 0")},
+}
+
+// ftpd forks a session process per client: a patch to the listener reaches
+// every session forked after it; sessions forked before keep the old code
+// (they are processes of their own), and keep working.
+func TestApplyFTPDPairs(t *testing.T) {
+	requirePtrace(t)
+	for _, pr := range ftpPairs {
+		t.Run(fmt.Sprintf("v%d-v%d", pr.from, pr.to), func(t *testing.T) {
+			target, port := testutil.StartServer(t, fmt.Sprintf("ftpd-v%d", pr.from), "-d", ftpTree(t))
+			defer testutil.RequireReleased(t, target.Pid)
+			text := exeText(t, target.Pid)
+			open := ftpLogin(t, port)
+			pr.old(t, pr.probe(open))
+
+			res, err := Apply(context.Background(), target.Pid, newBin(t, fmt.Sprintf("ftpd-v%d", pr.to)), ApplyOptions{})
+			require.NoError(t, err)
+			testutil.RequireReleased(t, target.Pid)
+			pr.new(t, pr.probe(ftpLogin(t, port)))
+			pr.old(t, pr.probe(open))
+
+			st, err := Status(target.Pid)
+			require.NoError(t, err)
+			require.Len(t, st.Patches, 1)
+			require.ElementsMatch(t, res.Functions, st.Patches[0].Functions)
+
+			_, err = Revert(context.Background(), target.Pid, RevertOptions{})
+			require.NoError(t, err)
+			pr.old(t, pr.probe(ftpLogin(t, port)))
+			require.Equal(t, "221 Goodbye.", open.cmd("QUIT"))
+			require.Equal(t, text, exeText(t, target.Pid))
+			require.Empty(t, graftMappings(t, target.Pid))
+		})
+	}
+}
+
+// A global struct that gains a member (ftpd v6->v7) needs its contents
+// carried over, which graft does not do: refused, target untouched.
+func TestFTPDLayoutChangeRefused(t *testing.T) {
+	requirePtrace(t)
+	target, port := testutil.StartServer(t, "ftpd-v6", "-d", ftpTree(t))
+	defer testutil.RequireReleased(t, target.Pid)
+	text := exeText(t, target.Pid)
+	_, err := Apply(context.Background(), target.Pid, newBin(t, "ftpd-v7"), ApplyOptions{})
+	require.ErrorIs(t, err, ErrRefused)
+	require.Contains(t, err.Error(), "ftpd_stats")
+	require.Equal(t, text, exeText(t, target.Pid))
+	require.Empty(t, graftMappings(t, target.Pid))
+	require.Contains(t, ftpLogin(t, port).cmd("STAT"), "Files sent in this session: 0")
 }
