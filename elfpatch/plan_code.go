@@ -21,7 +21,7 @@ func (p *planner) code(f *psym) error {
 	}
 	for off := 0; off < len(b); {
 		pc := f.value + uint64(off)
-		inst, err := x86asm.Decode(b[off:], 64)
+		inst, err := decodeInst(b[off:])
 		if err != nil {
 			return &PlanError{Func: f.label(), Addr: pc, Reason: fmt.Sprintf("decode instruction: %v", err)}
 		}
@@ -71,6 +71,26 @@ func (p *planner) code(f *psym) error {
 		off += inst.Len
 	}
 	return nil
+}
+
+// decodeInst decodes one instruction. x86asm does not know the CET
+// landing pads (endbr64/endbr32, at every function entry and indirect
+// branch target under -fcf-protection, Ubuntu's default) and fails on
+// them; they have no operands, so they are skipped by length. An
+// instruction x86asm returns without an opcode is not trusted either: a
+// wrong length would misread every later instruction.
+func decodeInst(code []byte) (x86asm.Inst, error) {
+	if len(code) >= 4 && code[0] == 0xf3 && code[1] == 0x0f && code[2] == 0x1e && (code[3] == 0xfa || code[3] == 0xfb) {
+		return x86asm.Inst{Op: x86asm.NOP, Len: 4}, nil
+	}
+	inst, err := x86asm.Decode(code, 64)
+	if err != nil {
+		return inst, err
+	}
+	if inst.Op == 0 || inst.Len == 0 {
+		return inst, fmt.Errorf("unknown instruction % x", code[:min(len(code), 8)])
+	}
+	return inst, nil
 }
 
 func isBranch(inst x86asm.Inst) bool {

@@ -300,8 +300,12 @@ func TestPlanIdentity(t *testing.T) {
 	paths := map[string]string{
 		"tick":     buildTick(t, "v2"),
 		"tick-got": buildTick(t, "v2", "-fPIC", "-pie", "-Wl,--no-relax"),
-		"ftpd":     testutil.Build(t, "ftpd-v8"),
-		"sshd":     testutil.Build(t, "sshd-v6"),
+		// CET landing pads (which x86asm cannot decode), calls through
+		// the GOT, and AVX2 code from -march=haswell -O3.
+		"tick-cet":     buildTick(t, "v2", "-fcf-protection=full", "-fno-plt"),
+		"tick-haswell": buildTick(t, "v2", "-march=haswell", "-O3"),
+		"ftpd":         testutil.Build(t, "ftpd-v8"),
+		"sshd":         testutil.Build(t, "sshd-v6"),
 	}
 	for name, path := range paths {
 		t.Run(name, func(t *testing.T) {

@@ -3,7 +3,6 @@ package loader
 import (
 	"bufio"
 	"debug/elf"
-	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -19,6 +18,7 @@ import (
 	"graft/elfpatch"
 	"graft/internal/testutil"
 	"graft/tracer"
+	"graft/trampoline"
 )
 
 // buildTick compiles elfpatch/testdata/loader/<version> like testprocs
@@ -165,6 +165,9 @@ func TestLoadTickLive(t *testing.T) {
 		// for stdout and stderr, no COPY relocations), so the fixups are
 		// Abs64 GOT entries.
 		"got": {opt: Options{ID: "tick-test"}, flags: []string{"-fPIC", "-pie", "-Wl,--no-relax"}},
+		// Ubuntu's gcc defaults: CET landing pads at every entry, and
+		// calls through the GOT without a PLT.
+		"cet-noplt": {opt: Options{ID: "tick-test"}, flags: []string{"-fcf-protection=full", "-fno-plt"}},
 		// MemoryDenyWriteExecute: no page ever gains PROT_EXEC, so the
 		// image loads anyway.
 		"mdwe": {opt: Options{ID: "tick-test"}, guard: "mdwe"},
@@ -376,56 +379,61 @@ func stopped(t *testing.T, p *tracer.Process, fn func()) {
 	fn()
 }
 
-// regsOK fails if a thread's PC lies inside the 5 bytes about to be
-// overwritten at from (the test program's threads are otherwise never
-// inside them for long, so a failure here is real, not flaky: retrying
-// would hide it).
-func regsOK(t *testing.T, p *tracer.Process, from uint64) {
+// regsOK fails if a thread's PC lies inside the n bytes about to be
+// overwritten at from, other than at their first byte (the test program's
+// threads are otherwise never inside them for long, so a failure here is
+// real, not flaky: retrying would hide it).
+func regsOK(t *testing.T, p *tracer.Process, from, n uint64) {
 	t.Helper()
 	for _, tid := range p.Threads() {
 		r, err := p.Regs(tid)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.Rip > from && r.Rip < from+5 {
+		if r.Rip > from && r.Rip < from+n {
 			t.Fatalf("thread %d stopped at %#x inside the jump being written at %#x", tid, r.Rip, from)
 		}
 	}
 }
 
-// writeRedirects writes a jmp rel32 from OLD's entry of every redirected
-// function to NEW's, with the process stopped, and returns the bytes it
-// replaced.
-func writeRedirects(t *testing.T, p *tracer.Process, im *elfpatch.Image, oldBias, newBase uint64) map[uint64][]byte {
+// writeRedirects writes the jump from OLD's entry of every redirected
+// function to NEW's (trampoline.Plan: after an endbr64, int3-padded to an
+// instruction boundary), with the process stopped, and returns the sites
+// to revert.
+func writeRedirects(t *testing.T, p *tracer.Process, im *elfpatch.Image, oldBias, newBase uint64) []*trampoline.Site {
 	t.Helper()
-	saved := map[uint64][]byte{}
+	var sites []*trampoline.Site
 	stopped(t, p, func() {
 		for _, r := range im.Redirects {
 			from, to := oldBias+r.Old, newBase+r.New
-			regsOK(t, p, from)
-			orig := make([]byte, 5)
-			if _, err := p.ReadAt(orig, int64(from)); err != nil {
+			code := make([]byte, r.OldSize)
+			if _, err := p.ReadAt(code, int64(from)); err != nil {
 				t.Fatal(err)
 			}
-			saved[from] = orig
-			jmp := make([]byte, 5)
-			jmp[0] = 0xe9
-			binary.LittleEndian.PutUint32(jmp[1:], uint32(int32(int64(to)-int64(from+5))))
-			if _, err := p.WriteAt(jmp, int64(from)); err != nil {
+			site, err := trampoline.Plan(code, from, to)
+			if err != nil {
+				t.Fatalf("redirect %s: %v", r.Name, err)
+			}
+			if site.New[0] != 0xe9 {
+				t.Fatalf("redirect %s: not a jmp rel32 although the image is within reach: % x", r.Name, site.New)
+			}
+			regsOK(t, p, site.Addr, uint64(len(site.New)))
+			if _, err := p.WriteAt(site.New, int64(site.Addr)); err != nil {
 				t.Fatal(err)
 			}
+			sites = append(sites, site)
 		}
 	})
-	return saved
+	return sites
 }
 
 // revertRedirects puts the saved bytes back, with the process stopped.
-func revertRedirects(t *testing.T, p *tracer.Process, saved map[uint64][]byte) {
+func revertRedirects(t *testing.T, p *tracer.Process, sites []*trampoline.Site) {
 	t.Helper()
 	stopped(t, p, func() {
-		for from, orig := range saved {
-			regsOK(t, p, from)
-			if _, err := p.WriteAt(orig, int64(from)); err != nil {
+		for _, site := range sites {
+			regsOK(t, p, site.Addr, uint64(len(site.Orig)))
+			if _, err := p.WriteAt(site.Revert(), int64(site.Addr)); err != nil {
 				t.Fatal(err)
 			}
 		}

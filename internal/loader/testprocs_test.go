@@ -14,6 +14,7 @@ import (
 	"graft/elfpatch"
 	"graft/internal/testutil"
 	"graft/tracer"
+	"graft/trampoline"
 )
 
 // planPair diffs and plans testprocs build/<prog>-v<from> -> v<to>.
@@ -73,7 +74,7 @@ type live struct {
 	p     *tracer.Process
 	l     *Loaded
 	bias  uint64 // OLD's load bias
-	saved map[uint64][]byte
+	saved []*trampoline.Site
 }
 
 func startAndLoad(t *testing.T, target string, im *elfpatch.Image, extra ...string) *live {
