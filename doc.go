@@ -22,11 +22,17 @@
 // to stay active, and never inside the bytes a jump overwrites; the check
 // may resume, back off and retry up to --timeout), write the jumps, write
 // the record, resume. The pause holds no computation that could have been
-// done before it: the record is encoded beforehand unless an earlier image
-// turns out to be unloadable (see stacking), which costs one more encode.
+// done before it: the jumps and the record are encoded beforehand (both
+// versions of the record when the image below may be unloaded, see
+// stacking; the pause then unwinds the stacks once more to decide).
 //
 // Invariant: the target is either exactly as before or fully patched, and
-// always detached. Every step before the pause registers its undo; any
+// always detached. SIGKILL to graft is the one exception no program can
+// handle: killed before the pause it leaves an unused image mapped; killed
+// inside the pause it may leave the jumps without their record (graft
+// status then reports no patch, and the code is patched) or, between two
+// jump writes, half of them. The kernel detaches and resumes the threads
+// either way. Every step before the pause registers its undo; any
 // error (a busy function at the timeout, SIGINT/SIGTERM to graft, which
 // cancels the context, a failed write, the target exiting) runs them
 // newest first. A failed jump write puts the written ones back before the
@@ -55,11 +61,17 @@
 // at every live copy's entry (v1's, and v2's image copy), each straight to
 // v3: a function patched twice jumps straight to its newest version.
 //
-// An earlier image whose every function the new patch redirects again,
-// that no image staying loaded points into, and in which no thread has a
-// frame during the pause, is unmapped after the pause and marked unloaded:
-// a long-running process can take many patches without growing. Reverting
-// the patch that superseded it reverts it too (its code is gone).
+// The image of the patch directly below, when the new patch redirects
+// again every function it redirected, the new code does not point into it,
+// and no thread has a frame in it during the pause, is unmapped after the
+// pause and marked unloaded: a long-running process can take many patches
+// without growing (v2->v3, v3->v2, ... keeps one image mapped). Reverting
+// the patch that superseded it reverts it too: its code is gone. Only the
+// patch directly below qualifies, so that this never skips a patch in
+// between; an image superseded while a frame was in it stays mapped.
+//
+// A stacked patch needs the NEW binary of every loaded patch below it on
+// disk (the record holds its path and build-id) to map symbols by name.
 //
 // # Revert
 //
