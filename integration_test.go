@@ -477,6 +477,7 @@ func TestManyStackedPatchesStayBounded(t *testing.T) {
 	v2, v3 := newBin(t, "sshd-v2"), newBin(t, "sshd-v3")
 
 	var firstImages, maxImages uint64
+	var pauses []time.Duration
 	const n = 50
 	for i := range n {
 		src, want := v3, "OK a b c"
@@ -489,6 +490,7 @@ func TestManyStackedPatchesStayBounded(t *testing.T) {
 			require.Len(t, res.Unloaded, 1, "patch %d supersedes the one below", i+1)
 		}
 		require.Equal(t, want, c.cmd("ECHO a b c"), "after patch %d", i+1)
+		pauses = append(pauses, time.Duration(res.PauseUS)*time.Microsecond)
 		images, _ := graftMapped(t, target.Pid)
 		if i == 0 {
 			firstImages = images
@@ -496,7 +498,8 @@ func TestManyStackedPatchesStayBounded(t *testing.T) {
 		maxImages = max(maxImages, images)
 	}
 	images, record := graftMapped(t, target.Pid)
-	t.Logf("after %d stacked patches: %d bytes of images (one patch: %d; most at any time: %d), record mapping %d bytes", n, images, firstImages, maxImages, record)
+	t.Logf("after %d stacked patches: %d bytes of images (one patch: %d; most at any time: %d), record mapping %d bytes; pause of the first patch %v, median of the rest %v",
+		n, images, firstImages, maxImages, record, pauses[0], median(pauses[1:]))
 	require.Equal(t, firstImages, images, "one image mapped, as after the first patch")
 	require.Equal(t, firstImages, maxImages)
 	st, err := Status(target.Pid)
