@@ -33,11 +33,11 @@ func (im *Image) Link(newBase, oldBias uint64, resolve func(Import) (uint64, err
 	if newBase%planPageSize != 0 {
 		return nil, fmt.Errorf("link image: base 0x%x is not page-aligned", newBase)
 	}
+	if err := im.Check(); err != nil {
+		return nil, fmt.Errorf("link image: %w", err)
+	}
 	out := make([][]byte, len(im.Segments))
 	for i, s := range im.Segments {
-		if uint64(len(s.Data)) > s.Memsz {
-			return nil, fmt.Errorf("link image: segment at 0x%x: %d file bytes exceed memsz 0x%x", s.Vaddr, len(s.Data), s.Memsz)
-		}
 		b := make([]byte, s.Memsz)
 		copy(b, s.Data)
 		out[i] = b
@@ -98,6 +98,36 @@ func (im *Image) Link(newBase, oldBias uint64, resolve func(Import) (uint64, err
 		binary.LittleEndian.PutUint64(b, v)
 	}
 	return out, nil
+}
+
+// MaxImageSize bounds Image.Size: an image comes from a patch file, which
+// may be damaged or hostile, and sizes drive allocations.
+const MaxImageSize = 1 << 30
+
+// Check reports whether the image is self-consistent: a page-rounded Size
+// within MaxImageSize, every segment inside it with no more file bytes
+// than memory, no two segments overlapping.
+func (im *Image) Check() error {
+	if im.Size == 0 || im.Size%planPageSize != 0 || im.Size > MaxImageSize {
+		return fmt.Errorf("bad image size 0x%x", im.Size)
+	}
+	for i, s := range im.Segments {
+		if s.Memsz == 0 || s.Vaddr > im.Size || s.Memsz > im.Size-s.Vaddr {
+			return fmt.Errorf("segment %d at 0x%x (0x%x bytes) outside the image of 0x%x bytes", i, s.Vaddr, s.Memsz, im.Size)
+		}
+		if uint64(len(s.Data)) > s.Memsz {
+			return fmt.Errorf("segment at 0x%x: %d file bytes exceed memsz 0x%x", s.Vaddr, len(s.Data), s.Memsz)
+		}
+		if s.Prot&^7 != 0 {
+			return fmt.Errorf("segment at 0x%x: bad protection %d", s.Vaddr, s.Prot)
+		}
+		for _, t := range im.Segments[:i] {
+			if s.Vaddr < t.Vaddr+t.Memsz && t.Vaddr < s.Vaddr+s.Memsz {
+				return fmt.Errorf("segments at 0x%x and 0x%x overlap", t.Vaddr, s.Vaddr)
+			}
+		}
+	}
+	return nil
 }
 
 // Pages returns the page-aligned span [start, end) of NEW's vaddrs the

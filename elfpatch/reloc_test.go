@@ -176,3 +176,28 @@ func TestLinkTick(t *testing.T) {
 		t.Fatal("work does not call helper")
 	}
 }
+
+// FuzzLink: whatever image a damaged patch file describes, Link returns
+// bytes or an error; it never panics or allocates without bound.
+func FuzzLink(f *testing.F) {
+	f.Add(uint64(0x1000), uint64(0x20), uint64(0x3ff0), uint64(0x40), uint64(0x5000), uint64(0x1002), uint64(0x4000), int64(8))
+	f.Add(uint64(0), uint64(1<<62), uint64(0), uint64(0), uint64(1<<40), uint64(0), uint64(0), int64(-1))
+	f.Fuzz(func(t *testing.T, v1, m1, v2, m2, size, fixOff, impOff uint64, addend int64) {
+		im := &Image{
+			Segments: []Segment{{Vaddr: v1, Memsz: m1, Prot: 5, Data: make([]byte, min(m1, 64))},
+				{Vaddr: v2, Memsz: m2, Prot: 3}},
+			Size:      size,
+			Fixups:    []Fixup{{Off: fixOff, Kind: FixupPC32, PCNext: fixOff + 4, Target: v2}, {Off: fixOff ^ 8, Kind: FixupAbs64, Target: v1}},
+			Imports:   []Import{{Off: impOff, Symbol: "x", Addend: addend}},
+			Relatives: []Relative{{Off: impOff + 8, Addend: v1}},
+		}
+		segs, err := im.Link(0x7f0000000000, 0x7f0010000000, func(Import) (uint64, error) { return 0x7fff00000000, nil })
+		if err == nil {
+			for i, s := range im.Segments {
+				if uint64(len(segs[i])) != s.Memsz {
+					t.Fatalf("segment %d: %d bytes, memsz %d", i, len(segs[i]), s.Memsz)
+				}
+			}
+		}
+	})
+}
