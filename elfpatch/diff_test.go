@@ -135,11 +135,19 @@ func TestDiffFixtures(t *testing.T) {
 			// switch's jump table.
 			o, n := openFixture(t, "moved", "v1"), openFixture(t, "moved", "v2")
 			for _, name := range []string{"lookup", "name", "classify"} {
-				os, ns := symByName(o, name), symByName(n, name)
-				require.NotNil(t, os, name)
-				require.NotNil(t, ns, name)
-				assert.NotEqual(t, os.addr, ns.addr, "%s did not move; the fixture no longer tests moves", name)
+				oldSym, newSym := symByName(o, name), symByName(n, name)
+				require.NotNil(t, oldSym, name)
+				require.NotNil(t, newSym, name)
+				assert.NotEqual(t, oldSym.addr, newSym.addr, "%s did not move; the fixture no longer tests moves", name)
 			}
+			// names[] holds relocated pointers to string literals that
+			// moved: its bytes differ, its value (pointers compared by
+			// what they point to) does not.
+			oldNames, newNames := symByName(o, "names"), symByName(n, "names")
+			require.NotNil(t, oldNames)
+			require.NotNil(t, newNames)
+			assert.NotEqual(t, o.read(oldNames.addr, oldNames.size), n.read(newNames.addr, newNames.size), "pointers in names[] did not move")
+			assert.Empty(t, r.Globals)
 		}},
 		{name: "clone", changed: []string{"check", "scale.constprop.0"}, verdict: VerdictAuto, check: func(t *testing.T, r *Report) {
 			c := findFunc(r.Changed, "check")
@@ -159,6 +167,12 @@ func TestDiffFixtures(t *testing.T) {
 			}
 			assert.Equal(t, []string{"value"}, byFn["tock"].Changes)
 			assert.Equal(t, []string{"added"}, byFn["first"].Changes)
+		}},
+		{name: "short", changed: []string{"flag"}, verdict: VerdictAuto, check: func(t *testing.T, r *Report) {
+			f := findFunc(r.Changed, "flag")
+			assert.Equal(t, uint64(3), f.OldSize)
+			assert.True(t, f.Patchable, f.Why)
+			assert.Equal(t, uint64(2), f.Pad, "the jump spills 2 bytes into the padding")
 		}},
 		{name: "unpatchable", changed: []string{"count", "tiny"}, verdict: VerdictRefused, check: func(t *testing.T, r *Report) {
 			c := findFunc(r.Changed, "count")
