@@ -29,6 +29,9 @@ type Patch struct {
 	// Pad is, by function name, how many bytes of alignment padding after
 	// OLD's function the jump may take (functions shorter than the jump).
 	Pad map[string]uint64
+	// Parts are, by function name, its out-of-line parts (foo.cold), which
+	// get no jump but count as the function for the safety check.
+	Parts map[string][]string
 }
 
 // ApplyOptions tune Apply.
@@ -66,6 +69,7 @@ const defaultTimeout = 5 * time.Second
 // version is one copy of a function that a redirect must cover: the entry
 // in the executable, or the function's entry in an earlier patch's image.
 type version struct {
+	redir int // index into the image's Redirects
 	name  string
 	entry uint64
 	size  uint64
@@ -89,6 +93,9 @@ type prepared struct {
 	refs      []string // ids of earlier images the new code points into
 	versions  []version
 	funcNames []string
+	// parts are the out-of-line parts (foo.cold) of the functions being
+	// replaced: a thread there is inside the function.
+	parts []namedRange
 }
 
 func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOptions) (res *ApplyResult, err error) {
@@ -195,12 +202,35 @@ func prepare(pid int, pt *Patch, st *State, exe *tracer.Module, readSyms func(pa
 		pr.funcNames = append(pr.funcNames, r.Name)
 	}
 	if top == nil {
-		for _, r := range pt.Image.Redirects {
-			pr.versions = append(pr.versions, version{name: r.Name, entry: exe.Bias + r.Old, size: r.OldSize + pt.Pad[r.Name]})
+		for i, r := range pt.Image.Redirects {
+			pr.versions = append(pr.versions, version{redir: i, name: r.Name, entry: exe.Bias + r.Old, size: r.OldSize + pt.Pad[r.Name]})
+		}
+		if len(pt.Parts) > 0 {
+			exeSyms, err := readSyms(fmt.Sprintf("/proc/%d/exe", pid), exe.BuildID)
+			if err != nil {
+				return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
+			}
+			pr.parts = partRanges(pt, []layer{{syms: exeSyms, base: exe.Bias}})
 		}
 		return pr, nil
 	}
 	return prepareStacked(pid, pr, exe, readSyms)
+}
+
+// partRanges finds the out-of-line parts of pt's functions in every layer.
+func partRanges(pt *Patch, layers []layer) []namedRange {
+	var out []namedRange
+	for fn, parts := range pt.Parts {
+		for _, part := range parts {
+			for _, l := range layers {
+				if s, ok := l.syms.unique(part); ok && s.Size > 0 {
+					out = append(out, namedRange{fn, Range{l.base + s.Addr, l.base + s.Addr + s.Size}})
+				}
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Start < out[j].Start })
+	return out
 }
 
 // prepareStacked binds a patch built from (NEW of the top patch, NEWER) to a
@@ -269,15 +299,16 @@ func prepareStacked(pid int, pr *prepared, exe *tracer.Module, readSyms func(pat
 	}
 	sort.Strings(pr.refs)
 
-	for _, r := range pt.Image.Redirects {
+	pr.parts = partRanges(pt, layers)
+	for i, r := range pt.Image.Redirects {
 		var vs []version
 		if s, ok := exeSyms.unique(r.Name); ok && s.Func {
-			vs = append(vs, version{name: r.Name, entry: exe.Bias + s.Addr, size: s.Size})
+			vs = append(vs, version{redir: i, name: r.Name, entry: exe.Bias + s.Addr, size: s.Size})
 		}
 		for _, l := range layers[1:] {
 			for _, f := range l.rec.Functions {
 				if f.Name == r.Name {
-					vs = append(vs, version{name: r.Name, entry: f.New, size: f.NewSize})
+					vs = append(vs, version{redir: i, name: r.Name, entry: f.New, size: f.NewSize})
 				}
 			}
 		}
@@ -286,7 +317,7 @@ func prepareStacked(pid int, pr *prepared, exe *tracer.Module, readSyms func(pat
 			// lowest image defining it is the one that runs.
 			for _, l := range layers[1:] {
 				if s, ok := l.syms.unique(r.Name); ok && s.Func {
-					vs = append(vs, version{name: r.Name, entry: l.base + s.Addr, size: s.Size})
+					vs = append(vs, version{redir: i, name: r.Name, entry: l.base + s.Addr, size: s.Size})
 					break
 				}
 			}
@@ -377,15 +408,12 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	}
 
 	// Precompute every byte to write.
-	newAddr := map[string]elfpatch.Redirect{}
-	for _, r := range pr.image.Redirects {
-		newAddr[r.Name] = r
-	}
 	var sites []SiteRecord
 	var spec safeSpec
 	spec.AllowActive = opts.AllowActive
+	spec.Functions = append(spec.Functions, pr.parts...)
 	for _, v := range pr.versions {
-		r := newAddr[v.name]
+		r := pr.image.Redirects[v.redir]
 		target := base + r.New
 		orig, cur, err := originalCode(p, st, v.entry, v.size)
 		if err != nil {

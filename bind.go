@@ -302,6 +302,12 @@ func fromElfpatch(p *elfpatch.Patch) *Patch {
 			}
 		}
 		for _, f := range r.Changed {
+			if len(f.Parts) > 0 {
+				if pt.Parts == nil {
+					pt.Parts = map[string][]string{}
+				}
+				pt.Parts[f.Name] = f.Parts
+			}
 			if f.Pad > 0 {
 				if pt.Pad == nil {
 					pt.Pad = map[string]uint64{}

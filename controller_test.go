@@ -442,3 +442,27 @@ func TestApplyRecordChangedMeanwhile(t *testing.T) {
 	require.Len(t, e.fp.regions, nregions)
 	require.False(t, e.fp.stopped)
 }
+
+// Two static functions of the same name in different files each get their
+// own jump to their own new version; a function's .cold part counts as the
+// function in the safety check.
+func TestSameNamedStaticsAndColdParts(t *testing.T) {
+	e := stackEnv()
+	e.syms["/proc/1/exe"] = symtabOf(
+		symbol{Name: "h", Addr: 0x1000, Size: 0x100, Func: true},
+		symbol{Name: "h", Addr: 0x1200, Size: 0x100, Func: true},
+		symbol{Name: "h.cold", Addr: 0x2000, Size: 0x40, Func: true})
+	pt := fakePatch("p1", "b1", "b2", nil)
+	pt.Image.Redirects = []elfpatch.Redirect{
+		{Name: "h", Old: 0x1000, OldSize: 0x100, New: 0x1000, NewSize: 0x80},
+		{Name: "h", Old: 0x1200, OldSize: 0x100, New: 0x1100, NewSize: 0x80},
+	}
+	pt.Parts = map[string][]string{"h": {"h.cold"}}
+	_, err := e.sys.apply(context.Background(), 1, pt, ApplyOptions{})
+	require.NoError(t, err)
+	img := e.loaded[0]
+	require.Equal(t, img.base+0x1000, jmpTarget(t, e, e.exeBase+0x1000))
+	require.Equal(t, img.base+0x1100, jmpTarget(t, e, e.exeBase+0x1200))
+	spec := e.ck.specs[0]
+	require.Contains(t, spec.Functions, namedRange{"h", Range{e.exeBase + 0x2000, e.exeBase + 0x2040}})
+}
