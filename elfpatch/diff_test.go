@@ -300,3 +300,26 @@ func TestBuildIDAndPath(t *testing.T) {
 	assert.Equal(t, p, b.Path())
 	assert.NotNil(t, b.ELF())
 }
+
+// TestDiffWithoutDWARF: without -g the code comparison still works and the
+// report says what it could not check.
+func TestDiffWithoutDWARF(t *testing.T) {
+	dir := t.TempDir()
+	var bins [2]*Binary
+	for i, v := range []string{"v1", "v2"} {
+		out := filepath.Join(dir, v)
+		if b, err := runCmd("gcc", "-O2", "-o", out, filepath.Join("testdata", "diff", "signature", v, "main.c")); err != nil {
+			t.Fatalf("gcc: %v\n%s", err, b)
+		}
+		b, err := Open(out)
+		require.NoError(t, err)
+		bins[i] = b
+	}
+	r, err := Diff(bins[0], bins[1])
+	require.NoError(t, err)
+	assert.Equal(t, []string{"area", "room"}, names(r.Changed))
+	assert.Empty(t, r.Signatures, "no DWARF, no signatures")
+	require.NotEmpty(t, r.Warnings)
+	assert.Contains(t, r.Warnings[0], "no usable DWARF")
+	assert.Empty(t, r.Changed[0].Source)
+}
