@@ -6,4 +6,76 @@
 // It is the only package that touches a live process. Everything else in
 // graft works on files (elfpatch) or on the data tracer hands out
 // (safepoint, trampoline).
+//
+// # One tracer thread
+//
+// The kernel ties a tracee to the thread that attached it: only that OS
+// thread may make ptrace requests on it or wait for it. Attach therefore
+// starts one goroutine per Process, locked to its OS thread for good, and
+// every ptrace and wait call runs there; exported methods send it closures
+// over a channel (delve's execPtraceFunc). The goroutine never unlocks: if
+// it ever ends with tracees attached, its thread exits and the kernel
+// detaches them, leaving them running, rather than a recycled thread
+// owning them. Stopped, Threads and Regs answer from a snapshot the
+// goroutine publishes, because each hand-off costs two goroutine switches.
+//
+// # Attach
+//
+// PTRACE_SEIZE (never PTRACE_ATTACH, which sends SIGSTOP) on every thread
+// in /proc/PID/task, with PTRACE_O_TRACECLONE so that threads created by a
+// seized thread are attached by the kernel. The listing is repeated until
+// it shows nothing new. A clone already under way when its parent was
+// seized creates a thread the kernel does not attach and that a listing
+// can miss; the first Stop lists again once every known thread is stopped
+// (nothing of ours is then mid-clone) and seizes such stragglers.
+//
+// # Events while running
+//
+// A seized process runs, but its threads still stop for us: a new
+// thread's first stop, a clone event, every signal (signal-delivery-stop),
+// job-control stops. The goroutine waits for SIGCHLD (and polls every
+// 50 ms in case one was coalesced), collects each thread's state change
+// with wait4(tid, WNOHANG|__WALL) and sends it on: new threads are
+// tracked and continued, signals delivered with PTRACE_CONT(sig), and a
+// group-stop (SIGSTOP, SIGTSTP, ...) is honoured with PTRACE_LISTEN, so
+// the process stays stopped until someone sends SIGCONT. tracer never
+// waits for "any child": the program embedding it has children of its own.
+//
+// # Stop and Resume
+//
+// Stop sends PTRACE_INTERRUPT to every thread and waits for each, thread
+// by thread (the leader last: a dying process reports its leader only
+// after every other thread), recording what each stop was: our interrupt,
+// a signal (kept, to be delivered on resume), a group-stop, a clone event
+// (whose child is then waited for too). Resume continues each thread with
+// its recorded signal, or PTRACE_LISTENs it if it was in a group-stop.
+// So a signal that arrives while the process is held is delivered after
+// Resume (or Close), never swallowed, and kill -STOP is never undone.
+//
+// # Remote syscalls
+//
+// See remote.go: registers saved, every signal blocked with
+// PTRACE_SETSIGMASK, rip pointed at a `syscall` instruction found in the
+// vDSO or libc, orig_rax set to -1, one PTRACE_SINGLESTEP, registers and
+// mask restored. A thread interrupted in a blocking call keeps orig_rax
+// and its -ERESTART* rax, and the kernel restarts the call when it goes
+// on: the program sees no EINTR.
+//
+// # Close
+//
+// Close stops the world (PTRACE_DETACH needs a stopped tracee), then
+// detaches each thread with its pending signal; a thread in a group-stop
+// goes back to it. Close is idempotent, safe from a deferred call after a
+// panic (a panic inside a request is recovered on the tracer goroutine),
+// and a process that exited meanwhile is not an error.
+//
+// # Limits
+//
+// An execve by the target while held is not followed (the threads it
+// replaces are dropped as they vanish). PTRACE_O_TRACEEXIT is not used:
+// thread exits are seen when they are reaped. A thread in uninterruptible
+// sleep (D) delays Stop until it wakes. The target must not be waited for
+// concurrently by another thread of the process embedding tracer (for its
+// real parent's wait is a ptrace wait too, and would swallow stops):
+// internal/testutil reaps its targets only after they have exited.
 package tracer

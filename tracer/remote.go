@@ -31,15 +31,6 @@ import (
 // continues through restart_syscall with the remaining time, kept in the
 // thread's restart block, which mmap and friends do not touch.
 
-// Errno values of the syscall-restart protocol (kernel-internal, seen in
-// rax of a thread stopped inside an interrupted syscall).
-const (
-	errRestartSys          = 512
-	errRestartNoIntr       = 513
-	errRestartNoHand       = 514
-	errRestartRestartBlock = 516
-)
-
 // Syscall runs system call nr with up to six arguments inside the target
 // on a borrowed thread and returns its result. A negative kernel return
 // (-errno) comes back as an error wrapping syscall.Errno. Precondition:

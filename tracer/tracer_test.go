@@ -3,11 +3,13 @@ package tracer
 import (
 	"bytes"
 	"debug/elf"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -452,4 +454,70 @@ func TestSignalsWhileStopped(t *testing.T) {
 	b.out.wait(t, "usr1 2", 5*time.Second)
 	testutil.RequireReleased(t, b.Pid)
 	b.requireNoEINTR(t)
+}
+
+// TestCloseAfterPanic: a deferred Close in a panicking function still
+// detaches a stopped process.
+func TestCloseAfterPanic(t *testing.T) {
+	requirePtrace(t)
+	target := startSpin(t, "2")
+	p, err := Attach(target.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		defer func() { recover() }()
+		defer p.Close()
+		if err := p.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		panic("caller bug while the target is stopped")
+	}()
+	testutil.RequireReleased(t, target.Pid)
+	if err := p.Stop(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("stop after close: %v", err)
+	}
+}
+
+// TestRemoteErrnoAndProtNone: a failing remote syscall returns the kernel's
+// errno; memory that process_vm_readv cannot read (PROT_NONE) is still
+// read and written through /proc/PID/mem.
+func TestRemoteErrnoAndProtNone(t *testing.T) {
+	requirePtrace(t)
+	target := startSpin(t, "1")
+	p := attach(t, target.Pid)
+	if _, err := p.Mmap(0, 4096, unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, -1, 0); !errors.Is(err, ErrNotStopped) {
+		t.Fatalf("mmap while running: %v", err)
+	}
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	err := p.Munmap(0x1001, 4096) // not page aligned
+	if !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("munmap of an unaligned address: %v, want EINVAL", err)
+	}
+	addr, err := p.Mmap(0, 4096, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, -1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 8)
+	if n, err := vmRead(target.Pid, buf, int64(addr)); err == nil && n == len(buf) {
+		t.Fatalf("process_vm_readv read PROT_NONE memory; the fallback is untested")
+	}
+	if _, err := p.WriteAt([]byte("tracer!!"), int64(addr)); err != nil {
+		t.Fatalf("write PROT_NONE page: %v", err)
+	}
+	if _, err := p.ReadAt(buf, int64(addr)); err != nil || string(buf) != "tracer!!" {
+		t.Fatalf("read PROT_NONE page: %q, %v", buf, err)
+	}
+	if err := p.Munmap(addr, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.ReadAt(buf, int64(addr)); err == nil {
+		t.Fatal("read of unmapped memory succeeded")
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.RequireReleased(t, target.Pid)
 }

@@ -102,3 +102,20 @@ func TestInspectErrors(t *testing.T) {
 		t.Errorf("no -p: exit %d, stderr %q", code, errb.String())
 	}
 }
+
+// TestInspectInterrupted: a SIGINT/SIGTERM (here: the cancelled channel
+// interruptible would close) detaches and reports it; the target runs on.
+func TestInspectInterrupted(t *testing.T) {
+	target := testutil.Start(t, testutil.Build(t, "spin"), "2")
+	target.WaitLine(t, "ready", 10*time.Second)
+	intr := make(chan struct{})
+	close(intr)
+	_, err := inspect(target.Pid, intr)
+	if err == nil {
+		t.Fatal("inspect ignored the interrupt")
+	}
+	testutil.RequireReleased(t, target.Pid)
+	if target.Exited() {
+		t.Fatal("target died")
+	}
+}
