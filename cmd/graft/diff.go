@@ -72,7 +72,7 @@ func runDiff(stdout, stderr io.Writer, args []string) error {
 		}
 	}
 	if *asJSON {
-		if err := writeJSON(stdout, report); err != nil {
+		if err := writeJSON(stdout, reportJSON(report)); err != nil {
 			return err
 		}
 	} else {
@@ -225,4 +225,113 @@ func printReport(w io.Writer, r *elfpatch.Report) {
 		fmt.Fprintf(w, "\nwarning: %s\n", warn)
 	}
 	fmt.Fprintf(w, "\n%d functions unchanged\n", r.Unchanged)
+}
+
+// reportOutput is the --json form of a diff report (graft diff, graft
+// show): elfpatch.Report with every address as a "0x..." string, like the
+// other commands' JSON.
+type reportOutput struct {
+	OldBuildID string                     `json:"old_build_id"`
+	NewBuildID string                     `json:"new_build_id"`
+	Changed    []funcOutput               `json:"changed"`
+	Added      []funcOutput               `json:"added"`
+	Removed    []funcOutput               `json:"removed"`
+	Unchanged  int                        `json:"unchanged"`
+	Globals    []globalOutput             `json:"globals"`
+	Types      []elfpatch.TypeChange      `json:"types"`
+	Signatures []elfpatch.SignatureChange `json:"signatures"`
+	Verdict    elfpatch.Verdict           `json:"verdict"`
+	Reasons    []elfpatch.Reason          `json:"reasons"`
+	Warnings   []string                   `json:"warnings,omitempty"`
+}
+
+type funcOutput struct {
+	Name      string   `json:"name"`
+	OldName   string   `json:"old_name,omitempty"`
+	File      string   `json:"file,omitempty"`
+	Local     bool     `json:"local,omitempty"`
+	Source    string   `json:"source,omitempty"`
+	Origin    string   `json:"origin,omitempty"`
+	Parts     []string `json:"parts,omitempty"`
+	OldAddr   string   `json:"old_addr,omitempty"`
+	NewAddr   string   `json:"new_addr,omitempty"`
+	OldSize   uint64   `json:"old_size,omitempty"`
+	NewSize   uint64   `json:"new_size,omitempty"`
+	Patchable *bool    `json:"patchable,omitempty"`
+	Why       string   `json:"why,omitempty"`
+	Pad       uint64   `json:"pad,omitempty"`
+}
+
+type globalOutput struct {
+	Name      string             `json:"name"`
+	File      string             `json:"file,omitempty"`
+	Local     bool               `json:"local,omitempty"`
+	Source    string             `json:"source,omitempty"`
+	Function  string             `json:"function,omitempty"`
+	Changes   []string           `json:"changes"`
+	OldAddr   string             `json:"old_addr,omitempty"`
+	NewAddr   string             `json:"new_addr,omitempty"`
+	OldSize   uint64             `json:"old_size,omitempty"`
+	NewSize   uint64             `json:"new_size,omitempty"`
+	OldType   string             `json:"old_type,omitempty"`
+	NewType   string             `json:"new_type,omitempty"`
+	TypeClass elfpatch.TypeClass `json:"type_class,omitempty"`
+	ReadOnly  bool               `json:"read_only,omitempty"`
+	Detail    string             `json:"detail,omitempty"`
+}
+
+// hexOrEmpty leaves out the address of the side a symbol is not on.
+func hexOrEmpty(v uint64) string {
+	if v == 0 {
+		return ""
+	}
+	return hex(v)
+}
+
+func funcsOutput(fs []elfpatch.Func, changed bool) []funcOutput {
+	out := []funcOutput{}
+	for _, f := range fs {
+		o := funcOutput{
+			Name: f.Name, OldName: f.OldName, File: f.File, Local: f.Local, Source: f.Source,
+			Origin: f.Origin, Parts: f.Parts, OldAddr: hexOrEmpty(f.OldAddr), NewAddr: hexOrEmpty(f.NewAddr),
+			OldSize: f.OldSize, NewSize: f.NewSize, Why: f.Why, Pad: f.Pad,
+		}
+		if changed {
+			p := f.Patchable
+			o.Patchable = &p
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
+func reportJSON(r *elfpatch.Report) *reportOutput {
+	if r == nil {
+		return nil
+	}
+	o := &reportOutput{
+		OldBuildID: r.OldBuildID, NewBuildID: r.NewBuildID,
+		Changed: funcsOutput(r.Changed, true), Added: funcsOutput(r.Added, false), Removed: funcsOutput(r.Removed, false),
+		Unchanged: r.Unchanged, Types: r.Types, Signatures: r.Signatures,
+		Verdict: r.Verdict, Reasons: r.Reasons, Warnings: r.Warnings,
+		Globals: []globalOutput{},
+	}
+	for _, g := range r.Globals {
+		o.Globals = append(o.Globals, globalOutput{
+			Name: g.Name, File: g.File, Local: g.Local, Source: g.Source, Function: g.Function,
+			Changes: g.Changes, OldAddr: hexOrEmpty(g.OldAddr), NewAddr: hexOrEmpty(g.NewAddr),
+			OldSize: g.OldSize, NewSize: g.NewSize, OldType: g.OldType, NewType: g.NewType,
+			TypeClass: g.TypeClass, ReadOnly: g.ReadOnly, Detail: g.Detail,
+		})
+	}
+	if o.Types == nil {
+		o.Types = []elfpatch.TypeChange{}
+	}
+	if o.Signatures == nil {
+		o.Signatures = []elfpatch.SignatureChange{}
+	}
+	if o.Reasons == nil {
+		o.Reasons = []elfpatch.Reason{}
+	}
+	return o
 }

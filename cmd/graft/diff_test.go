@@ -60,7 +60,8 @@ func TestDiffCommandJSONAndPatchFile(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	var r struct {
 		Changed []struct {
-			Name string `json:"name"`
+			Name    string `json:"name"`
+			OldAddr string `json:"old_addr"`
 		} `json:"changed"`
 		Globals []struct {
 			Name    string   `json:"name"`
@@ -75,6 +76,7 @@ func TestDiffCommandJSONAndPatchFile(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(out), &r))
 	require.Len(t, r.Changed, 1)
 	assert.Equal(t, "handle", r.Changed[0].Name)
+	assert.Regexp(t, `^0x[0-9a-f]+$`, r.Changed[0].OldAddr, "addresses in --json are hex strings")
 	assert.Equal(t, "auto", r.Verdict)
 	require.Len(t, r.Globals, 1)
 	assert.Equal(t, "bytes_served", r.Globals[0].Name)

@@ -17,22 +17,46 @@ func init() {
 // showOutput is show's --json document: the patch without the segment
 // bytes, which are summarised by size and hash.
 type showOutput struct {
-	Version    int              `json:"version"`
-	OldBuildID string           `json:"old_build_id"`
-	NewBuildID string           `json:"new_build_id"`
-	OldPath    string           `json:"old_path,omitempty"`
-	NewPath    string           `json:"new_path,omitempty"`
-	Report     *elfpatch.Report `json:"report"`
-	Image      imageOutput      `json:"image"`
+	Version    int           `json:"version"`
+	OldBuildID string        `json:"old_build_id"`
+	NewBuildID string        `json:"new_build_id"`
+	OldPath    string        `json:"old_path,omitempty"`
+	NewPath    string        `json:"new_path,omitempty"`
+	Report     *reportOutput `json:"report"`
+	Image      imageOutput   `json:"image"`
 }
 
 type imageOutput struct {
-	Size      string              `json:"size"`
-	Segments  []segmentOutput     `json:"segments"`
-	Redirects []elfpatch.Redirect `json:"redirects"`
-	Fixups    []elfpatch.Fixup    `json:"fixups"`
-	Imports   []elfpatch.Import   `json:"imports"`
-	Relatives int                 `json:"relatives"`
+	Size      string                `json:"size"`
+	Segments  []segmentOutput       `json:"segments"`
+	Redirects []patchRedirectOutput `json:"redirects"`
+	Fixups    []patchFixupOutput    `json:"fixups"`
+	Imports   []patchImportOutput   `json:"imports"`
+	Relatives int                   `json:"relatives"`
+}
+
+type patchRedirectOutput struct {
+	Name    string `json:"name"`
+	Old     string `json:"old"`
+	OldSize uint64 `json:"old_size"`
+	New     string `json:"new"`
+	NewSize uint64 `json:"new_size"`
+}
+
+type patchFixupOutput struct {
+	Off    string             `json:"off"`
+	Kind   elfpatch.FixupKind `json:"kind"`
+	PCNext string             `json:"pc_next,omitempty"`
+	Target string             `json:"target"`
+	Symbol string             `json:"symbol"`
+}
+
+type patchImportOutput struct {
+	Off     string `json:"off"`
+	Symbol  string `json:"symbol"`
+	Version string `json:"version,omitempty"`
+	Addend  int64  `json:"addend,omitempty"`
+	Weak    bool   `json:"weak,omitempty"`
 }
 
 type segmentOutput struct {
@@ -64,15 +88,28 @@ func showView(p *elfpatch.Patch) showOutput {
 	}
 	v := showOutput{
 		Version: p.Version, OldBuildID: p.OldBuildID, NewBuildID: p.NewBuildID,
-		OldPath: p.OldPath, NewPath: p.NewPath, Report: p.Report,
+		OldPath: p.OldPath, NewPath: p.NewPath, Report: reportJSON(p.Report),
 		Image: imageOutput{
 			Size:      hex(im.Size),
 			Segments:  []segmentOutput{},
-			Redirects: append([]elfpatch.Redirect{}, im.Redirects...),
-			Fixups:    append([]elfpatch.Fixup{}, im.Fixups...),
-			Imports:   append([]elfpatch.Import{}, im.Imports...),
+			Redirects: []patchRedirectOutput{},
+			Fixups:    []patchFixupOutput{},
+			Imports:   []patchImportOutput{},
 			Relatives: len(im.Relatives),
 		},
+	}
+	for _, r := range im.Redirects {
+		v.Image.Redirects = append(v.Image.Redirects, patchRedirectOutput{Name: r.Name, Old: hex(r.Old), OldSize: r.OldSize, New: hex(r.New), NewSize: r.NewSize})
+	}
+	for _, f := range im.Fixups {
+		fo := patchFixupOutput{Off: hex(f.Off), Kind: f.Kind, Target: hex(f.Target), Symbol: f.Symbol}
+		if f.PCNext != 0 {
+			fo.PCNext = hex(f.PCNext)
+		}
+		v.Image.Fixups = append(v.Image.Fixups, fo)
+	}
+	for _, i := range im.Imports {
+		v.Image.Imports = append(v.Image.Imports, patchImportOutput{Off: hex(i.Off), Symbol: i.Symbol, Version: i.Version, Addend: i.Addend, Weak: i.Weak})
 	}
 	for _, s := range im.Segments {
 		sum := sha256.Sum256(s.Data)
@@ -129,7 +166,7 @@ func runShow(stdout, stderr io.Writer, args []string) error {
 		fmt.Fprintf(stdout, "  segment %s memsz %d filesz %d %s sha256 %s\n", s.Vaddr, s.Memsz, s.Filesz, s.Prot, s.SHA256[:16])
 	}
 	for _, r := range v.Image.Redirects {
-		fmt.Fprintf(stdout, "  redirect %s: old %s -> new %s\n", r.Name, hex(r.Old), hex(r.New))
+		fmt.Fprintf(stdout, "  redirect %s: old %s -> new %s\n", r.Name, r.Old, r.New)
 	}
 	if len(v.Image.Segments) == 0 {
 		fmt.Fprintln(stdout, "  (no code: this patch cannot be applied)")
