@@ -145,12 +145,29 @@ func TestApplyInterruptedBySIGINT(t *testing.T) {
 		return strings.Join(keep, "\n")
 	}
 	newBin := testutil.Build(t, "ftpd-v8")
-	time.AfterFunc(500*time.Millisecond, func() { syscall.Kill(os.Getpid(), syscall.SIGINT) })
+	// Interrupt once the new code is mapped into the target (so there is
+	// something to take out again), while graft waits for accept_loop.
+	done := make(chan struct{})
+	sent := make(chan bool, 1)
+	go func() {
+		deadline := time.Now().Add(20 * time.Second)
+		for maps() == "" && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		select {
+		case <-done: // graft already returned: a SIGINT now would kill the test
+			sent <- false
+		case <-time.After(100 * time.Millisecond):
+			syscall.Kill(os.Getpid(), syscall.SIGINT)
+			sent <- true
+		}
+	}()
 	start := time.Now()
 	_, errOut, code := runGraft("apply", "-p", strconv.Itoa(target.Pid), "--new", newBin, "--timeout", "60s")
+	close(done)
+	require.True(t, <-sent, "graft returned before it was interrupted: %s", errOut)
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "context canceled", errOut)
-	require.Contains(t, errOut, "accept_loop")
 	require.Less(t, time.Since(start), 30*time.Second)
 	require.Empty(t, maps(), "nothing of graft left in the target")
 	testutil.RequireReleased(t, target.Pid)
