@@ -2,8 +2,12 @@ package tracer
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -118,33 +122,27 @@ func TestAttachErrors(t *testing.T) {
 		testutil.RequireReleased(t, target.Pid)
 	})
 	t.Run("other-tracer", func(t *testing.T) {
-		strace, err := exec.LookPath("strace")
-		if err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatal("strace not installed (.ci/run should install it)")
-			}
-			t.Skip("strace not installed")
+		// Another process (this test binary, re-executed) seizes the
+		// target, the way a debugger or strace would hold it.
+		target := startSpin(t, "1")
+		helper := startHelper(t, "seize", target.Pid)
+		_, err := Attach(target.Pid)
+		if !errors.Is(err, ErrAlreadyTraced) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", helper)) {
+			t.Fatalf("attach to a process held by pid %d: %v", helper, err)
+		}
+	})
+	t.Run("permission", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("needs root to run the helper as another user")
 		}
 		target := startSpin(t, "1")
-		cmd := exec.Command(strace, "-f", "-o", "/dev/null", "-p", strconv.Itoa(target.Pid))
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
+		out := runHelperAsNobody(t, "attach", target.Pid)
+		t.Logf("as nobody: %s", out)
+		if !strings.Contains(out, "permission denied") || !strings.Contains(out, "CAP_SYS_PTRACE") ||
+			!strings.Contains(out, "uid 65534") {
+			t.Fatalf("attach as nobody to a root process: %q", out)
 		}
-		defer func() {
-			cmd.Process.Signal(syscall.SIGTERM)
-			cmd.Wait()
-		}()
-		deadline := time.Now().Add(10 * time.Second)
-		for tracerOf(target.Pid, target.Pid) != cmd.Process.Pid {
-			if time.Now().After(deadline) {
-				t.Fatal("strace never attached")
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		_, err = Attach(target.Pid)
-		if !errors.Is(err, ErrAlreadyTraced) || !strings.Contains(err.Error(), "strace") {
-			t.Fatalf("attach to a process under strace: %v", err)
-		}
+		testutil.RequireReleased(t, target.Pid)
 	})
 	t.Run("zombie", func(t *testing.T) {
 		cmd := exec.Command("true")
@@ -279,4 +277,92 @@ func waitAllState(t *testing.T, pid int, want string) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestHelperProcess is not a test: startHelper and runHelperAsNobody run
+// this binary with GRAFT_TRACER_HELPER=mode:pid to get a second process
+// that traces the target (mode seize) or tries to attach (mode attach).
+func TestHelperProcess(t *testing.T) {
+	mode, pidStr, ok := strings.Cut(os.Getenv("GRAFT_TRACER_HELPER"), ":")
+	if !ok {
+		return
+	}
+	pid, _ := strconv.Atoi(pidStr)
+	switch mode {
+	case "seize":
+		runtime.LockOSThread()
+		if err := ptraceSeize(pid); err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		fmt.Println("seized")
+		select {} // hold it until killed; the kernel then detaches
+	case "attach":
+		p, err := Attach(pid)
+		if err == nil {
+			p.Close()
+			fmt.Println("attached")
+		} else {
+			fmt.Println(err)
+		}
+		os.Exit(0)
+	}
+}
+
+// startHelper runs the helper in the given mode against pid, waits until
+// it has done its job (seize: holds the target) and returns its PID; it is
+// killed at cleanup.
+func startHelper(t *testing.T, mode string, pid int) int {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("GRAFT_TRACER_HELPER=%s:%d", mode, pid))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		testutil.RequireReleased(t, pid)
+	})
+	line := make([]byte, 64)
+	n, _ := io.ReadAtLeast(out, line, 1)
+	if !strings.HasPrefix(string(line[:n]), "seized") {
+		t.Fatalf("helper: %q", line[:n])
+	}
+	return cmd.Process.Pid
+}
+
+// runHelperAsNobody runs the helper as uid/gid 65534 from a copy of this
+// binary that user can execute, and returns what it printed.
+func runHelperAsNobody(t *testing.T, mode string, pid int) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "graft-tracer-helper")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "helper")
+	b, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^TestHelperProcess$")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), fmt.Sprintf("GRAFT_TRACER_HELPER=%s:%d", mode, pid))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper as nobody: %v: %s", err, out)
+	}
+	return string(out)
 }
