@@ -4,6 +4,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"fmt"
+	"sort"
 
 	"golang.org/x/arch/x86/x86asm"
 )
@@ -143,6 +144,10 @@ func (p *planner) refTarget(from *psym, pc, target uint64, branch bool) (*Fixup,
 	}
 	sec := p.section(target)
 	if sec == nil {
+		// One past the end of the last object (a loop's end pointer).
+		if s := p.endOf(target); s != nil && !p.readOnly(s.value) {
+			return p.dataFixup(fail, s, target)
+		}
 		return nil, fail(fmt.Sprintf("new 0x%x", target), "target lies outside every section of the new build")
 	}
 	switch sec.Name {
@@ -209,8 +214,18 @@ func (p *planner) refTarget(from *psym, pc, target uint64, branch bool) (*Fixup,
 		}
 	}
 	if s == nil {
+		s = p.endOf(target)
+	}
+	if s == nil {
 		return nil, fail(fmt.Sprintf("new 0x%x in %s", target, sec.Name), "writable data outside any symbol: cannot tell whether OLD has it")
 	}
+	return p.dataFixup(fail, s, target)
+}
+
+// dataFixup points a reference to NEW's writable object s (at target,
+// inside it or one past its end) at OLD's copy, or leaves it in NEW for
+// an object only NEW has.
+func (p *planner) dataFixup(fail func(sym, reason string) error, s *psym, target uint64) (*Fixup, error) {
 	o := matchOld(p.oldSyms, p.newSyms, s)
 	if o == nil {
 		if _, ok := p.copied[s.value]; ok {
@@ -224,4 +239,23 @@ func (p *planner) refTarget(from *psym, pc, target uint64, branch bool) (*Fixup,
 		return nil, fail(s.label(), fmt.Sprintf("size differs between builds (old %d, new %d bytes): its type or layout changed; refusing to point new code at the old object", o.size, s.size))
 	}
 	return &Fixup{Target: o.value + (target - s.value), Symbol: s.label()}, nil
+}
+
+// endOf returns the sized data object that ends exactly at addr, when no
+// object starts there: the compiler's "one past the end" pointer (a
+// loop bound, an end marker) belongs to the object before it.
+func (p *planner) endOf(addr uint64) *psym {
+	for _, c := range p.newSyms.containing(addr) {
+		if c.size > 0 || !isFuncSym(c) && c.typ == elf.STT_OBJECT {
+			return nil // something starts or lies here: not an end pointer
+		}
+	}
+	i := sort.Search(len(p.newSyms.syms), func(i int) bool { return p.newSyms.syms[i].value >= addr })
+	for j := i - 1; j >= 0 && j >= i-64; j-- {
+		c := p.newSyms.syms[j]
+		if c.size > 0 && c.value+c.size == addr && !isFuncSym(c) {
+			return c
+		}
+	}
+	return nil
 }

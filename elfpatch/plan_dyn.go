@@ -145,6 +145,9 @@ func (p *planner) pointer(off, target uint64, name string) error {
 	}
 	sec := p.section(target)
 	if sec == nil {
+		if s := p.endOf(target); s != nil && !p.readOnly(s.value) {
+			return p.dataPointer(off, s, target)
+		}
 		return relative() // e.g. one past the end of the image (_end)
 	}
 	cands := p.newSyms.containing(target)
@@ -184,17 +187,27 @@ func (p *planner) pointer(off, target uint64, name string) error {
 		}
 	}
 	if s == nil {
+		s = p.endOf(target)
+	}
+	if s == nil {
 		return relative()
 	}
+	return p.dataPointer(off, s, target)
+}
+
+// dataPointer plans a pointer at off to NEW's writable object s (target
+// inside it or one past its end).
+func (p *planner) dataPointer(off uint64, s *psym, target uint64) error {
 	o := matchOld(p.oldSyms, p.newSyms, s)
 	if o == nil {
 		if cp, ok := p.copied[s.value]; ok {
-			return fail(cp, "library data copied into the executable (R_X86_64_COPY) only in the new build: unsupported")
+			return &PlanError{Addr: off, Symbol: cp, Reason: "library data copied into the executable (R_X86_64_COPY) only in the new build: unsupported"}
 		}
-		return relative()
+		p.im.Relatives = append(p.im.Relatives, Relative{Off: off, Addend: target})
+		return nil
 	}
 	if o.size != s.size {
-		return fail(s.label(), fmt.Sprintf("size differs between builds (old %d, new %d bytes): its type or layout changed", o.size, s.size))
+		return &PlanError{Addr: off, Symbol: s.label(), Reason: fmt.Sprintf("size differs between builds (old %d, new %d bytes): its type or layout changed", o.size, s.size)}
 	}
 	return p.addFixup(Fixup{Off: off, Kind: FixupAbs64, Target: o.value + (target - s.value), Symbol: s.label()})
 }

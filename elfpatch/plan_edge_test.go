@@ -444,3 +444,50 @@ func BenchmarkPlanImage(b *testing.B) {
 	b.ReportMetric(float64(planTime.Microseconds())/float64(b.N), "plan-µs")
 	b.ReportMetric(float64(planTime)/float64(diffTime), "plan-vs-diff")
 }
+
+// A pointer one past the end of an array (a loop bound), in code and in
+// data, belongs to the array: it must become OLD's array end, even where
+// OLD places other objects differently.
+func TestPlanEndPointer(t *testing.T) {
+	src := `#include <stdio.h>
+extern int arr[100];
+EXTRA
+int arr[100] = {7};
+long later __attribute__((aligned(64)));
+__attribute__((noinline)) int work(void)
+{
+	int *end, s = 0;
+	__asm__("lea arr+400(%%rip), %0" : "=r"(end));
+	for (int *p = arr; p != end; p++)
+		s += *p;
+	return s + USE + (int)later;
+}
+int main(void) { arr[1] = 2; printf("%d\n", work()); return 0; }
+`
+	old := buildSrc(t, map[string]string{"main.c": strings.NewReplacer("EXTRA", "", "USE", "0").Replace(src)})
+	// NEW adds an object that moves arr (and is aligned away from its
+	// end: where another object starts right at the end, the reference is
+	// taken as that object's, see endOf) and a new pointer to arr's end,
+	// which lives in NEW's data and must reach OLD's arr.
+	new := buildSrc(t, map[string]string{"main.c": strings.NewReplacer(
+		"EXTRA", "int fresh[3] __attribute__((aligned(64))) = {1, 2, 3};\nint *arr_end = arr + 100;",
+		"USE", "(arr_end == end) + fresh[0]").Replace(src)})
+	im, err := PlanELF(old, new, []PlanFunc{funcOf(t, old, new, "", "work")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oarr, narr := symAt(t, old, "", "arr"), symAt(t, new, "", "arr")
+	if oarr.Value == narr.Value {
+		t.Fatalf("arr did not move (%#x): the test proves nothing", oarr.Value)
+	}
+	var code, data bool
+	for _, f := range im.Fixups {
+		if f.Target == oarr.Value+400 {
+			code = code || f.Kind == FixupPC32
+			data = data || f.Kind == FixupAbs64 && f.Off == symAt(t, new, "", "arr_end").Value
+		}
+	}
+	if !code || !data {
+		t.Fatalf("end of arr (new %#x, old %#x): pc32 fixup %v, arr_end fixup %v: %+v", narr.Value+400, oarr.Value+400, code, data, im.Fixups)
+	}
+}
