@@ -20,6 +20,17 @@
 //     reservation with its final protection, PROT_NONE between segments;
 //     close the descriptor; resume.
 //
+// Pages inside NEW's PT_GNU_RELRO range (its GOT, .data.rel.ro) are mapped
+// read-only, as ld.so would after relocating them.
+//
+// Imports are resolved by Resolver, from the target itself where possible:
+// OLD's own GOT slot for the same symbol holds what the dynamic linker
+// chose (an IFUNC's implementation, an interposed definition); otherwise
+// the library's .dynsym gives the address, and for an IFUNC the library's
+// own IRELATIVE field for the same resolver gives the choice. An IFUNC
+// with neither is refused (ErrIFUNC): running its resolver in the target
+// is not implemented.
+//
 // No page is ever writable and executable, and no mprotect adds PROT_EXEC,
 // so a target under MemoryDenyWriteExecute (prctl PR_SET_MDWE) still loads.
 // Mappings are private: a forked child (ftpd's sessions) gets its own copy
