@@ -174,6 +174,19 @@ func TestDiffFixtures(t *testing.T) {
 			assert.True(t, f.Patchable, f.Why)
 			assert.Equal(t, uint64(2), f.Pad, "the jump spills 2 bytes into the padding")
 		}},
+		{name: "layouts", changed: []string{"main", "touch"}, verdict: VerdictTransformer, check: func(t *testing.T, r *Report) {
+			flags := findGlobal(r.Globals, "g_flags")
+			require.NotNil(t, flags)
+			assert.Equal(t, TypeChanged, flags.TypeClass)
+			assert.Contains(t, flags.Detail, "member a: bits 3 -> 4")
+			assert.Contains(t, flags.Detail, "member b: bit offset")
+			state := findGlobal(r.Globals, "g_state")
+			require.NotNil(t, state)
+			assert.Equal(t, TypeChanged, state.TypeClass, "an enumerator's value changed")
+			hits := findGlobal(r.Globals, "hits")
+			require.NotNil(t, hits)
+			assert.Equal(t, TypeCompatible, hits.TypeClass, "a renamed typedef of the same type")
+		}},
 		{name: "unpatchable", changed: []string{"count", "tiny"}, verdict: VerdictRefused, check: func(t *testing.T, r *Report) {
 			c := findFunc(r.Changed, "count")
 			assert.False(t, c.Patchable)

@@ -335,11 +335,18 @@ func layoutDetail(old, new dwarf.Type) string {
 			parts = append(parts, "member "+f.Name+" removed")
 			continue
 		}
-		if f.ByteOffset != g.ByteOffset || f.BitOffset+f.DataBitOffset != g.BitOffset+g.DataBitOffset || f.BitSize != g.BitSize {
-			parts = append(parts, fmt.Sprintf("member %s: offset %d -> %d", f.Name, f.ByteOffset, g.ByteOffset))
-			if f.BitSize != g.BitSize {
-				parts[len(parts)-1] += fmt.Sprintf(", bits %d -> %d", f.BitSize, g.BitSize)
-			}
+		var moved []string
+		if f.ByteOffset != g.ByteOffset {
+			moved = append(moved, fmt.Sprintf("offset %d -> %d", f.ByteOffset, g.ByteOffset))
+		}
+		if fb, gb := f.BitOffset+f.DataBitOffset, g.BitOffset+g.DataBitOffset; fb != gb {
+			moved = append(moved, fmt.Sprintf("bit offset %d -> %d", fb, gb))
+		}
+		if f.BitSize != g.BitSize {
+			moved = append(moved, fmt.Sprintf("bits %d -> %d", f.BitSize, g.BitSize))
+		}
+		if len(moved) > 0 {
+			parts = append(parts, "member "+f.Name+": "+strings.Join(moved, ", "))
 		}
 		if typeDesc(f.Type, false, 0) != typeDesc(g.Type, false, 0) {
 			parts = append(parts, fmt.Sprintf("member %s: type %s -> %s", f.Name, typeString(f.Type), typeString(g.Type)))

@@ -189,8 +189,8 @@ func printReport(w io.Writer, r *elfpatch.Report) {
 			} else {
 				detail = g.OldType
 			}
-			if g.TypeClass == elfpatch.TypeCompatible {
-				detail = g.Detail // already names both types
+			if g.TypeClass == elfpatch.TypeCompatible || (g.NewType != "" && strings.Contains(g.Detail, g.NewType)) {
+				detail = g.Detail // already names the types
 			} else if g.Detail != "" {
 				detail += ": " + g.Detail
 			}
