@@ -3,6 +3,7 @@ package graft
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -505,6 +506,13 @@ func TestManyStackedPatchesStayBounded(t *testing.T) {
 	st, err := Status(target.Pid)
 	require.NoError(t, err)
 	require.Len(t, st.Patches, n)
+	hdr := make([]byte, stateHeaderSize)
+	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", target.Pid))
+	require.NoError(t, err)
+	_, err = mem.ReadAt(hdr, int64(st.Record))
+	mem.Close()
+	require.NoError(t, err)
+	t.Logf("record body after %d patches: %d bytes", n, binary.LittleEndian.Uint64(hdr[24:]))
 	for _, p := range st.Patches[:n-1] {
 		require.True(t, p.Unloaded)
 	}
