@@ -671,3 +671,23 @@ func TestFTPDLayoutChangeRefused(t *testing.T) {
 	require.Empty(t, graftMappings(t, target.Pid))
 	require.Contains(t, ftpLogin(t, port).cmd("STAT"), "Files sent in this session: 0")
 }
+
+// A dry run stops the target to check, and writes nothing.
+func TestDryRunTouchesNothing(t *testing.T) {
+	requirePtrace(t)
+	target, port := testutil.StartServer(t, "sshd-v1", "-u", sshUsers(t))
+	defer testutil.RequireReleased(t, target.Pid)
+	text := exeText(t, target.Pid)
+	res, err := Apply(context.Background(), target.Pid, newBin(t, "sshd-v2"), ApplyOptions{DryRun: true})
+	require.NoError(t, err)
+	require.True(t, res.DryRun)
+	require.Equal(t, []string{"cmd_login"}, res.Functions)
+	require.Len(t, res.Sites, 1)
+	require.Greater(t, res.PauseUS, int64(0), "the check stopped the target")
+	require.Equal(t, text, exeText(t, target.Pid))
+	require.Empty(t, graftMappings(t, target.Pid))
+	st, err := Status(target.Pid)
+	require.NoError(t, err)
+	require.Empty(t, st.Patches)
+	require.Equal(t, "OK welcome bob", sshDial(t, port).cmd("LOGIN bob hunt"), "still v1")
+}
