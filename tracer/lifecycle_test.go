@@ -252,6 +252,26 @@ func TestJobControlStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.RequireReleased(t, b.Pid)
+
+	// SIGCONT while held: the job-control stop ends, Resume must then
+	// let the process run (not PTRACE_LISTEN it forever).
+	unix.Kill(b.Pid, unix.SIGSTOP)
+	waitAllState(t, b.Pid, "T")
+	p = attach(t, b.Pid)
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	unix.Kill(b.Pid, unix.SIGCONT)
+	unix.Kill(b.Pid, unix.SIGUSR1)
+	time.Sleep(20 * time.Millisecond)
+	if err := p.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	b.out.wait(t, "usr1 3", 5*time.Second)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.RequireReleased(t, b.Pid)
 	b.requireNoEINTR(t)
 }
 
