@@ -522,8 +522,16 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	}
 
 	// The record as it will be written, with and without unloading the
-	// candidates.
+	// candidates, and as it was (to put back if a jump cannot be written).
 	rec.Applied = sys.now().UTC()
+	var before []byte
+	if !opts.DryRun && stateAddr != 0 {
+		b, err := encodeState(&State{Patches: st.Patches}, st.Generation+2)
+		if err != nil {
+			return nil, rollback(fail(err))
+		}
+		before = b
+	}
 	var outcomes [2]outcome
 	for k, un := range [][]int{nil, removable(st, cands, make([]bool, len(cands)))} {
 		o, err := sys.outcome(st, rec, sites, un)
@@ -592,16 +600,22 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		res.Unloaded = append(res.Unloaded, st.Patches[i].ID)
 	}
 
-	if err := writeSites(p, sites); err != nil {
+	// The record first, then the jumps: a graft killed in between (only
+	// SIGKILL can do that) leaves a record naming every jump with its
+	// original bytes, so status shows it and revert cleans it up, and
+	// never a jump nobody knows about.
+	if _, err := p.WriteAt(buf, int64(stateAddr)); err != nil {
+		err = fmt.Errorf("write graft record at %#x: %w", stateAddr, err)
 		if rerr := resume(); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("resume: %w", rerr))
 		}
 		return nil, rollback(fail(err))
 	}
-	if _, err := p.WriteAt(buf, int64(stateAddr)); err != nil {
-		err = fmt.Errorf("write graft record at %#x: %w", stateAddr, err)
-		if uerr := restoreSites(p, sites); uerr != nil {
-			err = errors.Join(err, uerr)
+	if err := writeSites(p, sites); err != nil {
+		if before != nil {
+			if _, werr := p.WriteAt(before, int64(stateAddr)); werr != nil {
+				err = errors.Join(err, fmt.Errorf("put back graft record at %#x: %w", stateAddr, werr))
+			}
 		}
 		if rerr := resume(); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("resume: %w", rerr))

@@ -466,3 +466,44 @@ func TestSameNamedStaticsAndColdParts(t *testing.T) {
 	spec := e.ck.specs[0]
 	require.Contains(t, spec.Functions, namedRange{"h", Range{e.exeBase + 0x2000, e.exeBase + 0x2040}})
 }
+
+// A jump that cannot be written on top of an earlier patch puts back the
+// jumps written and the record as it was.
+func TestStackedWriteFailureKeepsRecord(t *testing.T) {
+	e := stackEnv()
+	ctx := context.Background()
+	_, err := e.sys.apply(ctx, 1, fakePatch("p1", "b1", "b2", map[string]uint64{"f": 0x1000}), ApplyOptions{})
+	require.NoError(t, err)
+	text := e.text()
+	e.fp.failAt[e.exeBase+0x1200] = errors.New("EIO")
+	_, err = e.sys.apply(ctx, 1, fakePatch("p2", "b2", "b3", map[string]uint64{"f": 0x2000, "g": 0x2200}), ApplyOptions{})
+	require.ErrorContains(t, err, "EIO")
+	require.Equal(t, text, e.text())
+	st := e.mustState(t)
+	require.Len(t, st.Patches, 1)
+	require.Equal(t, "p1", st.Patches[0].ID)
+	require.True(t, e.fp.mapped(e.loaded[0].base), "p1's code stays")
+	require.False(t, e.fp.mapped(e.loaded[1].base), "p2's code is gone")
+}
+
+// A graft killed inside its pause after writing the record but before the
+// jumps: status says the patch is not intact, revert cleans up.
+func TestRevertAfterKilledMidPause(t *testing.T) {
+	e := newFakeEnv()
+	before := e.text()
+	nregions := len(e.fp.regions)
+	_, err := e.sys.apply(context.Background(), 1, fakePatch("p1", "b1", "b2", map[string]uint64{"f": 0x1000, "g": 0x1200}), ApplyOptions{})
+	require.NoError(t, err)
+	// Undo the second jump by hand, as if graft died before writing it.
+	st := e.mustState(t)
+	s := st.Patches[0].Sites[1]
+	_, err = e.fp.WriteAt(s.Orig, int64(s.Addr))
+	require.NoError(t, err)
+	ss, err := e.sys.status(1)
+	require.NoError(t, err)
+	require.False(t, ss.Patches[0].Intact)
+	_, err = e.sys.revert(context.Background(), 1, RevertOptions{})
+	require.NoError(t, err)
+	require.Equal(t, before, e.text())
+	require.Len(t, e.fp.regions, nregions)
+}

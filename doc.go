@@ -27,17 +27,12 @@
 // stacking; the pause then unwinds the stacks once more to decide).
 //
 // Invariant: the target is either exactly as before or fully patched, and
-// always detached. SIGKILL to graft is the one exception no program can
-// handle: killed before the pause it leaves an unused image mapped; killed
-// inside the pause it may leave the jumps without their record (graft
-// status then reports no patch, and the code is patched) or, between two
-// jump writes, half of them. The kernel detaches and resumes the threads
-// either way. Every step before the pause registers its undo; any
-// error (a busy function at the timeout, SIGINT/SIGTERM to graft, which
-// cancels the context, a failed write, the target exiting) runs them
-// newest first. A failed jump write puts the written ones back before the
-// threads resume. Once the jumps and the record are in, cancellation is
-// ignored: the patch is complete.
+// always detached. SIGKILL to graft is the one thing no program can
+// handle: killed before the pause it leaves an unused image mapped (no jump
+// leads there); killed inside the pause, after the record was written
+// (record first, then the jumps), it may leave some jumps unwritten: graft
+// status shows the patch as not intact and graft revert cleans it up. The
+// kernel detaches and resumes the threads either way.
 //
 // # The record
 //

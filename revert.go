@@ -136,9 +136,10 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 			spec.Entries = append(spec.Entries, namedRange{s.Func, Range{s.Addr, s.Addr + uint64(len(s.New))}})
 		}
 	}
-	// The newest patch's jumps must be what graft wrote; anything else
-	// means the code changed behind graft's back and the saved bytes
-	// may be wrong.
+	// The newest patch's jumps must be what graft wrote, or the original
+	// bytes (a graft killed inside its pause wrote the record but not
+	// every jump: revert finishes the clean-up). Anything else means the
+	// code changed behind graft's back and the saved bytes may be wrong.
 	for _, s := range popped[len(popped)-1].Sites {
 		if inGone(s.Addr) {
 			continue
@@ -147,7 +148,7 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 		if _, err := p.ReadAt(cur, int64(s.Addr)); err != nil {
 			return nil, fail(fmt.Errorf("read jump for %s at %#x: %w", s.Func, s.Addr, err))
 		}
-		if !bytes.Equal(cur, s.New) {
+		if !bytes.Equal(cur, s.New) && !bytes.Equal(cur, s.Orig) {
 			return nil, fail(fmt.Errorf("code of %s at %#x is % x, not the jump graft wrote (% x); refusing to restore", s.Func, s.Addr, cur, []byte(s.New)))
 		}
 	}
