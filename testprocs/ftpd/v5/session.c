@@ -117,8 +117,10 @@ static int ctrl_getline(struct ftp_session *s, char *line, size_t size)
 			toolong = 1;
 			s->rlen = 0;
 		}
+		/* the idle timer runs only while waiting for a command */
 		alarm(FTPD_IDLE_TIMEOUT);
 		n = read(s->ctrl_fd, s->rbuf + s->rlen, sizeof s->rbuf - s->rlen);
+		alarm(0);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
