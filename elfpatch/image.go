@@ -33,12 +33,27 @@ type Image struct {
 	// Relatives are NEW's R_X86_64_RELATIVE relocations (pointers inside
 	// NEW's data to NEW's own addresses).
 	Relatives []Relative `json:"relatives"`
+	// Runs are all NEW functions that may execute from the image: the
+	// redirected and added ones, their .cold parts, and the NEW copies
+	// of functions they reach directly (a new clone, a neighbour reached
+	// by a 2-byte tail jump). A later patch that replaces one of these by
+	// name must redirect this copy too.
+	Runs []RunFunc `json:"runs,omitempty"`
 	// RelroStart and RelroEnd are NEW's PT_GNU_RELRO range (zero if none):
 	// data the dynamic linker write-protects once relocated (.got,
 	// .data.rel.ro, .init_array). The loader maps its whole pages
 	// read-only, as ld.so does.
 	RelroStart uint64 `json:"relro_start,omitempty"`
 	RelroEnd   uint64 `json:"relro_end,omitempty"`
+}
+
+// RunFunc is one NEW function that may execute from the image.
+type RunFunc struct {
+	Name string `json:"name"`
+	// File is the compile unit of a static function ("" for a global).
+	File string `json:"file,omitempty"`
+	New  uint64 `json:"new"`
+	Size uint64 `json:"size"`
 }
 
 // Segment is one PT_LOAD segment of NEW.

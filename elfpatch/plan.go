@@ -151,6 +151,9 @@ func PlanELF(old, new *elf.File, changed, added []PlanFunc) (im *Image, err erro
 			return nil, err
 		}
 	}
+	for f := range p.run {
+		p.im.Runs = append(p.im.Runs, RunFunc{Name: f.name, File: f.key.cu, New: f.value, Size: f.size})
+	}
 	p.sortImage()
 	return p.im, nil
 }
@@ -353,6 +356,13 @@ func (p *planner) sortImage() {
 	sort.Slice(im.Fixups, func(i, j int) bool { return im.Fixups[i].Off < im.Fixups[j].Off })
 	sort.Slice(im.Imports, func(i, j int) bool { return im.Imports[i].Off < im.Imports[j].Off })
 	sort.Slice(im.Relatives, func(i, j int) bool { return im.Relatives[i].Off < im.Relatives[j].Off })
+	sort.Slice(im.Runs, func(i, j int) bool {
+		a, b := im.Runs[i], im.Runs[j]
+		if a.New != b.New {
+			return a.New < b.New
+		}
+		return a.Name < b.Name
+	})
 }
 
 // PlanImage plans the Image for a Diff report: every changed function gets

@@ -370,6 +370,18 @@ func TestPlanIdentity(t *testing.T) {
 					t.Fatalf("%s alone: %v", f.Name, err)
 				}
 				check(im)
+				runs := map[string]bool{}
+				for _, r := range im.Runs {
+					runs[r.File+":"+r.Name] = true
+				}
+				if !runs[f.File+":"+f.Name] {
+					t.Errorf("%s alone: not among the image's runs %v", f.Name, im.Runs)
+				}
+				// tick's other() tail-jumps to other.c's helper with a
+				// 2-byte jmp: NEW's helper must run too.
+				if name == "tick" && f.Name == "other" && !runs["other.c:helper"] {
+					t.Errorf("other alone: other.c's helper not among the runs %v", im.Runs)
+				}
 			}
 			// All at once: only data references leave the image.
 			im, err := PlanELF(old, new, all, nil)

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
 
@@ -239,6 +240,16 @@ func TestPlanTick(t *testing.T) {
 	}
 	if imp := imports["__gmon_start__"]; !imp.Weak {
 		t.Errorf("__gmon_start__ should be a weak import: %+v", imp)
+	}
+
+	// Runs: work, main.c's helper and added; not other.c's helper.
+	var runs []string
+	for _, r := range im.Runs {
+		runs = append(runs, r.File+":"+r.Name)
+	}
+	sort.Strings(runs)
+	if want := []string{":added", ":work", "main.c:helper"}; !reflect.DeepEqual(runs, want) {
+		t.Errorf("runs %v, want %v", runs, want)
 	}
 
 	// Segments and size.
