@@ -212,7 +212,79 @@ func TestLoadTestprocsPairsLive(t *testing.T) {
 				lv := startAndLoad(t, fmt.Sprintf("%s-v%d", prog, v), im)
 				t.Logf("%d redirects, %d fixups, %d imports: loaded %#x bytes at %#x", len(im.Redirects), len(im.Fixups), len(im.Imports), lv.l.Size, lv.l.Base)
 				lv.unload(t)
+				// Again, now with the jumps, and a session before and
+				// after them: the server keeps serving, and the counters
+				// the listener keeps are the same ones (no second copy).
+				lv = startAndLoad(t, fmt.Sprintf("%s-v%d", prog, v), im)
+				smoke(t, prog, lv.port, 1)
+				lv.saved = writeRedirects(t, lv.p, im, lv.bias, lv.l.Base)
+				smoke(t, prog, lv.port, 2)
+				// No unload here: a session thread or the housekeeper may
+				// be inside the new code; making sure none is before
+				// unmapping is the controller's safe-point check.
 			})
 		}
 	}
+}
+
+// smoke runs one client session against a sample server and checks the
+// replies, including the server's count of sessions so far (n).
+func smoke(t *testing.T, prog string, port, n int) {
+	t.Helper()
+	switch prog {
+	case "sshd":
+		r := session(t, port, "LOGIN alice secret", "ECHO hi", "STATS", "QUIT")
+		if !strings.HasPrefix(r[0], "SSH-2.0-") || r[1] != "OK welcome alice" || r[2] != "OK hi" ||
+			!strings.HasPrefix(r[3], fmt.Sprintf("OK connections=%d logins=%d ", n, n)) || r[4] != "OK bye" {
+			t.Fatalf("sshd session %d: %q", n, r)
+		}
+	case "ftpd":
+		r := ftpSession(t, port, "USER anonymous", "PASS x", "SYST", "PWD", "STAT", "QUIT")
+		want := []string{"220 ", "331 ", "230 ", "215 ", "257 ", "211", "221 "}
+		for i, w := range want {
+			if !strings.HasPrefix(r[i], w) {
+				t.Fatalf("ftpd session %d: reply %d %q, want %q...: %q", n, i, r[i], w, r)
+			}
+		}
+		if !strings.Contains(r[5], fmt.Sprintf("Session number %d since server start", n)) {
+			t.Fatalf("ftpd session %d: STAT does not count it: %q", n, r[5])
+		}
+	default:
+		t.Fatalf("no smoke test for %s", prog)
+	}
+}
+
+// ftpSession is session for FTP: each reply is read up to its final line
+// ("NNN text"), multi-line replies joined with "\n".
+func ftpSession(t *testing.T, port int, cmds ...string) []string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(c)
+	reply := func() string {
+		var lines []string
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("ftp reply: %v (so far %q)", err, lines)
+			}
+			line = strings.TrimRight(line, "\r\n")
+			lines = append(lines, line)
+			if len(line) >= 4 && line[3] == ' ' && strings.Trim(line[:3], "0123456789") == "" {
+				return strings.Join(lines, "\n")
+			}
+		}
+	}
+	out := []string{reply()}
+	for _, cmd := range cmds {
+		if _, err := fmt.Fprintf(c, "%s\r\n", cmd); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, reply())
+	}
+	return out
 }
