@@ -704,7 +704,8 @@ func TestFtpdRobustness(t *testing.T) {
 // TestFtpdRestartSamePort: a restarted server binds its port again while
 // the previous one's closed connections are in TIME_WAIT (SO_REUSEADDR).
 func TestFtpdRestartSamePort(t *testing.T) {
-	v := ftpVersions(t)[len(ftpVersions(t))-1]
+	vs := ftpVersions(t)
+	v := vs[len(vs)-1]
 	path := testutil.Build(t, fmt.Sprintf("ftpd-v%d", v))
 	root := ftpTree(t)
 	port := testutil.FreePort(t)
