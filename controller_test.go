@@ -507,3 +507,36 @@ func TestRevertAfterKilledMidPause(t *testing.T) {
 	require.Equal(t, before, e.text())
 	require.Len(t, e.fp.regions, nregions)
 }
+
+// An image left by a graft killed before its pause (mapped, not recorded)
+// shows in status and goes with revert --all, behind the safety check.
+func TestOrphanedImage(t *testing.T) {
+	e := newFakeEnv()
+	nregions := len(e.fp.regions)
+	e.fp.regions = append(e.fp.regions, &region{start: 0x555555700000, data: make([]byte, 0x2000), path: "/memfd:graft-dead (deleted)", perms: "r-xp"})
+	st, err := e.sys.status(1)
+	require.NoError(t, err)
+	require.Empty(t, st.Patches)
+	require.Equal(t, []Range{{0x555555700000, 0x555555702000}}, st.Orphans)
+
+	_, err = e.sys.revert(context.Background(), 1, RevertOptions{})
+	require.ErrorIs(t, err, ErrNothingApplied)
+	res, err := e.sys.revert(context.Background(), 1, RevertOptions{All: true})
+	require.NoError(t, err)
+	require.Equal(t, st.Orphans, res.Orphans)
+	require.Len(t, e.fp.regions, nregions)
+	spec := e.ck.specs[len(e.ck.specs)-1]
+	require.Equal(t, Range{0x555555700000, 0x555555702000}, spec.Functions[0].Range)
+
+	// With a patch in effect too, --all takes both.
+	_, err = e.sys.apply(context.Background(), 1, fakePatch("p1", "b1", "b2", map[string]uint64{"f": 0x1000}), ApplyOptions{})
+	require.NoError(t, err)
+	e.fp.regions = append(e.fp.regions, &region{start: 0x555555700000, data: make([]byte, 0x2000), path: "/memfd:graft-dead (deleted)", perms: "r-xp"})
+	st, err = e.sys.status(1)
+	require.NoError(t, err)
+	require.Len(t, st.Orphans, 1, "the recorded image is no orphan")
+	res, err = e.sys.revert(context.Background(), 1, RevertOptions{All: true})
+	require.NoError(t, err)
+	require.Equal(t, []string{"p1"}, res.Reverted)
+	require.Len(t, e.fp.regions, nregions)
+}

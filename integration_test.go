@@ -213,6 +213,7 @@ func TestApplySSHDPairs(t *testing.T) {
 			require.Equal(t, res.PatchID, st.Patches[0].ID)
 			require.ElementsMatch(t, pr.funcs, st.Patches[0].Functions)
 			require.True(t, st.Patches[0].Intact)
+			require.Empty(t, st.Orphans, "the loaded image is recorded")
 
 			rr, err := Revert(context.Background(), target.Pid, RevertOptions{})
 			require.NoError(t, err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"graft/tracer"
@@ -30,6 +31,9 @@ type RevertResult struct {
 	Reverted  []string `json:"reverted"`
 	Functions []string `json:"functions"`
 	PauseUS   int64    `json:"pause_us"`
+	// Orphans are images of a graft killed before its pause that --all
+	// unmapped.
+	Orphans []Range `json:"orphans,omitempty"`
 }
 
 func (sys *system) revert(ctx context.Context, pid int, opts RevertOptions) (res *RevertResult, err error) {
@@ -40,7 +44,7 @@ func (sys *system) revert(ctx context.Context, pid int, opts RevertOptions) (res
 	if err != nil {
 		return nil, fmt.Errorf("revert in pid %d: %w", pid, err)
 	}
-	if findStateMapping(maps) == 0 {
+	if findStateMapping(maps) == 0 && (!opts.All || len(orphanImages(maps, &State{})) == 0) {
 		return nil, fmt.Errorf("revert in pid %d: %w", pid, ErrNothingApplied)
 	}
 	mods, err := sys.modules(pid)
@@ -62,7 +66,11 @@ func (sys *system) revert(ctx context.Context, pid int, opts RevertOptions) (res
 	if err != nil {
 		return nil, fmt.Errorf("revert in pid %d: %w", pid, err)
 	}
-	return sys.revertAttached(ctx, pid, p, st, mods, opts)
+	var orphans []Range
+	if opts.All {
+		orphans = orphanImages(maps, st)
+	}
+	return sys.revertAttached(ctx, pid, p, st, mods, orphans, opts)
 }
 
 // popCount decides how many patches, from the top, a revert takes out.
@@ -87,15 +95,18 @@ func popCount(pid int, st *State, opts RevertOptions) (int, error) {
 	return n, nil
 }
 
-func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *State, mods []tracer.Module, opts RevertOptions) (*RevertResult, error) {
+func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *State, mods []tracer.Module, orphans []Range, opts RevertOptions) (*RevertResult, error) {
 	n, err := popCount(pid, st, opts)
-	if err != nil {
+	if err != nil && !(errors.Is(err, ErrNothingApplied) && len(orphans) > 0) {
 		return nil, err
 	}
 	keep := st.Patches[:len(st.Patches)-n]
 	popped := st.Patches[len(st.Patches)-n:]
-	res := &RevertResult{}
+	res := &RevertResult{Orphans: orphans}
 	fail := func(err error) error {
+		if len(popped) == 0 {
+			return fmt.Errorf("revert in pid %d: %w", pid, err)
+		}
 		return fmt.Errorf("revert patch %s in pid %d: %w", popped[len(popped)-1].ID, pid, err)
 	}
 
@@ -136,11 +147,18 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 			spec.Entries = append(spec.Entries, namedRange{s.Func, Range{s.Addr, s.Addr + uint64(len(s.New))}})
 		}
 	}
+	for _, o := range orphans {
+		spec.Functions = append(spec.Functions, namedRange{"orphaned graft image", o})
+	}
 	// The newest patch's jumps must be what graft wrote, or the original
 	// bytes (a graft killed inside its pause wrote the record but not
 	// every jump: revert finishes the clean-up). Anything else means the
 	// code changed behind graft's back and the saved bytes may be wrong.
-	for _, s := range popped[len(popped)-1].Sites {
+	var topSites []SiteRecord
+	if len(popped) > 0 {
+		topSites = popped[len(popped)-1].Sites
+	}
+	for _, s := range topSites {
 		if inGone(s.Addr) {
 			continue
 		}
@@ -193,7 +211,9 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 			return nil, fail(errors.Join(err, resume()))
 		}
 	}
-	if _, err := p.WriteAt(buf, int64(st.Addr)); err != nil {
+	if st.Addr == 0 {
+		// Only orphans to take out: there is no record to update.
+	} else if _, err := p.WriteAt(buf, int64(st.Addr)); err != nil {
 		err = fmt.Errorf("write graft record at %#x: %w", st.Addr, err)
 		for j := len(restore) - 1; j >= 0; j-- {
 			if _, werr := p.WriteAt(restore[j].New, int64(restore[j].Addr)); werr != nil {
@@ -217,7 +237,12 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 				errs = append(errs, fmt.Errorf("unmap code of %s at %#x: %w", r.ID, r.Base, err))
 			}
 		}
-		if len(keep) == 0 {
+		for _, o := range orphans {
+			if err := p.Munmap(o.Start, o.End-o.Start); err != nil {
+				errs = append(errs, fmt.Errorf("unmap orphaned image at %#x: %w", o.Start, err))
+			}
+		}
+		if len(keep) == 0 && st.Addr != 0 {
 			// Nothing graft did is left: take the record out too, so
 			// the process looks as it did before the first apply.
 			if err := p.Munmap(st.Addr, stateCapacity); err != nil {
@@ -233,4 +258,31 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 		return res, fail(errors.Join(errs...))
 	}
 	return res, nil
+}
+
+// orphanImages finds images graft mapped ("/memfd:graft-<id>") that the
+// record does not know: left by a graft killed before its pause. No jump
+// leads into them (jumps are written only after the record).
+func orphanImages(maps []tracer.Mapping, st *State) []Range {
+	var out []Range
+	byName := map[string]int{}
+	for _, m := range maps {
+		name := strings.TrimSuffix(m.Path, " (deleted)")
+		if !strings.HasPrefix(name, "/memfd:graft-") || strings.HasPrefix(name, stateMapPrefix) {
+			continue
+		}
+		if slices.ContainsFunc(st.Patches, func(r PatchRecord) bool {
+			return !r.Unloaded && m.Start >= r.Base && m.Start < r.Base+r.Size
+		}) {
+			continue
+		}
+		if i, ok := byName[name]; ok {
+			out[i].Start = min(out[i].Start, m.Start)
+			out[i].End = max(out[i].End, m.End)
+			continue
+		}
+		byName[name] = len(out)
+		out = append(out, Range{m.Start, m.End})
+	}
+	return out
 }

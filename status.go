@@ -14,6 +14,9 @@ type StatusResult struct {
 	// Record is the address of the graft-state mapping (0: none).
 	Record  uint64        `json:"record"`
 	Patches []PatchStatus `json:"patches"`
+	// Orphans are images a graft killed before its pause left mapped;
+	// graft revert --all takes them out.
+	Orphans []Range `json:"orphans,omitempty"`
 }
 
 // PatchStatus is one patch in effect (oldest first in StatusResult).
@@ -52,7 +55,9 @@ func (sys *system) status(pid int) (*StatusResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("status of pid %d: %w", pid, err)
 	}
-	return statusOf(pid, st, mem), nil
+	res := statusOf(pid, st, mem)
+	res.Orphans = orphanImages(maps, st)
+	return res, nil
 }
 
 func statusOf(pid int, st *State, mem io.ReaderAt) *StatusResult {

@@ -14,10 +14,11 @@ func init() {
 }
 
 type revertOutput struct {
-	Pid       int      `json:"pid"`
-	Reverted  []string `json:"reverted"`
-	Functions []string `json:"functions"`
-	PauseUS   int64    `json:"pause_us"`
+	Pid       int           `json:"pid"`
+	Reverted  []string      `json:"reverted"`
+	Functions []string      `json:"functions"`
+	PauseUS   int64         `json:"pause_us"`
+	Orphans   []rangeOutput `json:"orphans,omitempty"`
 }
 
 func runRevert(stdout, stderr io.Writer, args []string) error {
@@ -43,9 +44,14 @@ func runRevert(stdout, stderr io.Writer, args []string) error {
 		return err
 	}
 	if *asJSON {
-		return writeJSON(stdout, revertOutput{Pid: *pid, Reverted: res.Reverted, Functions: res.Functions, PauseUS: res.PauseUS})
+		return writeJSON(stdout, revertOutput{Pid: *pid, Reverted: res.Reverted, Functions: res.Functions, PauseUS: res.PauseUS, Orphans: rangesOutput(res.Orphans)})
 	}
-	fmt.Fprintf(stdout, "reverted %s in pid %d: %s\n", strings.Join(res.Reverted, ", "), *pid, strings.Join(res.Functions, ", "))
+	if len(res.Reverted) > 0 {
+		fmt.Fprintf(stdout, "reverted %s in pid %d: %s\n", strings.Join(res.Reverted, ", "), *pid, strings.Join(res.Functions, ", "))
+	}
+	for _, r := range res.Orphans {
+		fmt.Fprintf(stdout, "unmapped orphaned graft image %s-%s\n", hex(r.Start), hex(r.End))
+	}
 	fmt.Fprintf(stdout, "  pause: %d µs\n", res.PauseUS)
 	return nil
 }

@@ -17,6 +17,27 @@ type statusOutput struct {
 	Pid     int                 `json:"pid"`
 	Record  string              `json:"record,omitempty"`
 	Patches []patchStatusOutput `json:"patches"`
+	Orphans []rangeOutput       `json:"orphans,omitempty"`
+}
+
+type rangeOutput struct {
+	Start string `json:"start"`
+	End   string `json:"end"`
+}
+
+func rangesOutput(rs []graft.Range) []rangeOutput {
+	var out []rangeOutput
+	for _, r := range rs {
+		out = append(out, rangeOutput{hex(r.Start), hex(r.End)})
+	}
+	return out
+}
+
+// printOrphans explains images a killed graft left behind.
+func printOrphans(w io.Writer, rs []graft.Range) {
+	for _, r := range rs {
+		fmt.Fprintf(w, "orphaned graft image %s-%s (left by a graft killed before its pause; no jump leads there; 'graft revert --all' unmaps it)\n", hex(r.Start), hex(r.End))
+	}
 }
 
 type patchStatusOutput struct {
@@ -56,7 +77,7 @@ func runStatus(stdout, stderr io.Writer, args []string) error {
 		return err
 	}
 	if *asJSON {
-		out := statusOutput{Pid: st.Pid, Patches: []patchStatusOutput{}}
+		out := statusOutput{Pid: st.Pid, Patches: []patchStatusOutput{}, Orphans: rangesOutput(st.Orphans)}
 		if st.Record != 0 {
 			out.Record = hex(st.Record)
 		}
@@ -77,6 +98,7 @@ func runStatus(stdout, stderr io.Writer, args []string) error {
 		}
 		return writeJSON(stdout, out)
 	}
+	printOrphans(stdout, st.Orphans)
 	if len(st.Patches) == 0 {
 		fmt.Fprintf(stdout, "pid %d: no patches applied\n", *pid)
 		return nil
