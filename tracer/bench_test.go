@@ -54,13 +54,22 @@ func stopCycle(b *testing.B, p *Process) {
 }
 
 // BenchmarkStopRegsResume measures the stop + registers + resume cycle at
-// 1+1, 8+1 and 64+1 threads (DESIGN.md quotes 2, 9 and 65 threads), busy
-// and sleeping. Each sub-benchmark also reports its cost relative to the
-// single-thread sleeping cycle measured in the same run (x_base).
+// 1, 2, 9 and 65 threads (main plus 0, 1, 8, 64; DESIGN.md quotes 2, 9
+// and 65), sleeping and busy. Each sub-benchmark also reports its cost
+// relative to the single-thread cycle measured in the same run (x_base).
+//
+// Busy threads stop only when the scheduler next runs them, so with more
+// busy threads than cores a cycle costs about one scheduling period of the
+// machine (tens of milliseconds at 9 threads on 2 loaded cores, most of a
+// second at 65): that is the kernel's, not tracer's, and the 65-thread busy
+// case is left out to keep `make bench` short.
 func BenchmarkStopRegsResume(b *testing.B) {
 	var base float64
 	for _, prog := range []string{"sleepers", "spin"} {
 		for _, n := range []int{0, 1, 8, 64} {
+			if prog == "spin" && n == 64 {
+				continue
+			}
 			b.Run(fmt.Sprintf("%s/threads=%d", prog, n+1), func(b *testing.B) {
 				p := benchTarget(b, prog, n)
 				stopCycle(b, p) // first Stop also verifies the thread list
