@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -171,6 +172,64 @@ func TestApplyInterruptedBySIGINT(t *testing.T) {
 	require.Less(t, time.Since(start), 30*time.Second)
 	require.Empty(t, maps(), "nothing of graft left in the target")
 	testutil.RequireReleased(t, target.Pid)
+	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 5*time.Second)
+	require.NoError(t, err)
+	c.Close()
+}
+
+// A graft killed with SIGKILL after mapping its new code but before its
+// pause: the target runs on, untraced; status names the orphaned image and
+// revert --all takes it out.
+func TestKilledGraftLeavesOrphanThatRevertRemoves(t *testing.T) {
+	requireRoot(t)
+	bin := filepath.Join(t.TempDir(), "graft")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	target, port := testutil.StartServer(t, "ftpd-v7", "-d", t.TempDir())
+	defer testutil.RequireReleased(t, target.Pid)
+	graftLines := func() []string {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", target.Pid))
+		require.NoError(t, err)
+		var out []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "/memfd:graft-") {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	g := exec.Command(bin, "apply", "-p", strconv.Itoa(target.Pid), "--new", testutil.Build(t, "ftpd-v8"), "--timeout", "60s")
+	require.NoError(t, g.Start())
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		image := false
+		for _, l := range graftLines() {
+			image = image || !strings.Contains(l, "graft-state")
+		}
+		if image {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // into the wait for accept_loop
+	require.NoError(t, g.Process.Kill())
+	g.Wait()
+	testutil.RequireReleased(t, target.Pid)
+
+	out, errOut, code := runGraft("status", "-p", strconv.Itoa(target.Pid), "--json")
+	require.Equal(t, 0, code, errOut)
+	var st struct {
+		Patches []json.RawMessage `json:"patches"`
+		Orphans []struct{ Start, End string }
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &st), out)
+	require.Empty(t, st.Patches)
+	require.Len(t, st.Orphans, 1, out)
+
+	_, errOut, code = runGraft("revert", "-p", strconv.Itoa(target.Pid), "--all")
+	require.Equal(t, 0, code, errOut)
+	require.Empty(t, graftLines())
 	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 5*time.Second)
 	require.NoError(t, err)
 	c.Close()
