@@ -190,24 +190,28 @@ func (d *differ) typeReasons() {
 // padding after it (nops or int3 up to the next symbol) makes up the
 // difference: no code ever reaches those bytes. Func.Pad reports how many
 // the jump spills into.
-func patchable(u *unit) (bool, string) {
+func patchable(b *Binary, u *unit) (pad uint64, ok bool, why string) {
 	prefix := uint64(0)
 	if u.endbr {
 		prefix = 4
 	}
 	need := prefix + 5
-	if u.sym.size+u.pad < need {
-		return false, fmt.Sprintf("%d bytes long with %d bytes of padding after it, shorter than the %d-byte jump", u.sym.size, u.pad, need)
+	if u.sym.size < need {
+		avail := b.padding(u.sym)
+		if u.sym.size+avail < need {
+			return 0, false, fmt.Sprintf("%d bytes long with %d bytes of padding after it, shorter than the %d-byte jump", u.sym.size, avail, need)
+		}
+		pad = need - u.sym.size
 	}
 	if u.badEntry {
-		return false, "its first instructions do not decode, so the jump's end cannot be put on an instruction boundary"
+		return 0, false, "its first instructions do not decode, so the jump's end cannot be put on an instruction boundary"
 	}
 	// The jump ends inside the instruction covering byte need-1; the rest
 	// of that instruction is dead, and must not be a branch target either.
 	end := u.sym.size
-	for _, b := range u.bounds {
-		if b >= need {
-			end = b
+	for _, off := range u.bounds {
+		if off >= need {
+			end = off
 			break
 		}
 	}
@@ -216,9 +220,9 @@ func patchable(u *unit) (bool, string) {
 	// function there is a call like any other.
 	for _, t := range u.targets {
 		if t.to > u.sym.addr+prefix && t.to < u.sym.addr+end {
-			return false, fmt.Sprintf("branch at 0x%x targets 0x%x (entry+%d), inside the %d bytes the jump overwrites",
+			return 0, false, fmt.Sprintf("branch at 0x%x targets 0x%x (entry+%d), inside the %d bytes the jump overwrites",
 				t.from, t.to, t.to-u.sym.addr, end)
 		}
 	}
-	return true, ""
+	return pad, true, ""
 }

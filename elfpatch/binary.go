@@ -56,16 +56,21 @@ type symbol struct {
 	tls   bool
 	bss   bool // SHT_NOBITS: zero-initialised
 	sect  string
+	// ck and k are cloneKey(name) and key(), computed once at Open: the
+	// normaliser needs them for every reference.
+	ck, k string
 }
 
 // key names a symbol the same way in both builds: statics are qualified by
 // their source file, compiler clone numbers are dropped (cloneKey).
-func (s *symbol) key() string {
-	k := cloneKey(s.name)
+func (s *symbol) key() string { return s.k }
+
+func (s *symbol) setKeys() {
+	s.ck = cloneKey(s.name)
+	s.k = s.ck
 	if s.local {
-		return s.file + ":" + k
+		s.k = s.file + ":" + s.ck
 	}
-	return k
 }
 
 type dynReloc struct {
@@ -219,6 +224,7 @@ func (b *Binary) readSymbols() error {
 		if sym.local {
 			sym.file = file
 		}
+		sym.setKeys()
 		switch typ {
 		case elf.STT_FUNC, elf.STT_GNU_IFUNC:
 			if sec.Flags&elf.SHF_EXECINSTR == 0 {

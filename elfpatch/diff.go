@@ -389,10 +389,7 @@ func (d *differ) functions() {
 		if o.sym.name != n.sym.name {
 			f.OldName = o.sym.name
 		}
-		f.Patchable, f.Why = patchable(o)
-		if need := 5 + 4*b2u(o.endbr); f.Patchable && o.sym.size < need {
-			f.Pad = need - o.sym.size
-		}
+		f.Pad, f.Patchable, f.Why = patchable(d.old.b, o)
 		d.r.Changed = append(d.r.Changed, f)
 		if !f.Patchable {
 			d.reason(VerdictRefused, f.Name, f.Source, "%s changed but its entry cannot take a jump: %s", f.Name, f.Why)
@@ -477,11 +474,4 @@ func (d *differ) finish() {
 	if r.Reasons == nil {
 		r.Reasons = []Reason{}
 	}
-}
-
-func b2u(b bool) uint64 {
-	if b {
-		return 1
-	}
-	return 0
 }

@@ -33,9 +33,6 @@ type unit struct {
 	targets []branch
 	// badEntry is set when the first instructions did not decode.
 	badEntry bool
-	// pad is the number of alignment bytes (nop, int3) after the entry
-	// symbol, up to the next symbol: dead code a jump may spill into.
-	pad uint64
 	// endbr is true when the function starts with endbr64.
 	endbr bool
 	// bounds are the instruction starts in the first 64 bytes, as
@@ -75,9 +72,8 @@ func newNormaliser(b *Binary) *normaliser {
 func (n *normaliser) normalise(u *unit) {
 	var buf bytes.Buffer
 	n.body(u, u.sym, &buf, true)
-	u.pad = n.padding(u.sym)
 	for _, p := range u.parts {
-		buf.WriteString("\x00part:" + cloneKey(p.name) + "\x00")
+		buf.WriteString("\x00part:" + p.ck + "\x00")
 		n.body(u, p, &buf, false)
 	}
 	u.norm = buf.Bytes()
@@ -243,7 +239,7 @@ func (n *normaliser) ref(u *unit, inst *x86asm.Inst, target uint64) string {
 		if s == nil {
 			s = u.sym
 		}
-		return "@" + cloneKey(s.name) + "+" + strconv.FormatUint(target-s.addr, 10)
+		return "@" + s.ck + "+" + strconv.FormatUint(target-s.addr, 10)
 	}
 	if b.inPLT(target) {
 		return "plt:" + n.pltName(target)
@@ -339,7 +335,7 @@ func (n *normaliser) jumpTable(u *unit, d []byte, base uint64) (string, bool) {
 		if s == nil {
 			s = u.sym
 		}
-		sb.WriteString(cloneKey(s.name) + "+" + strconv.FormatUint(t-s.addr, 10) + ",")
+		sb.WriteString(s.ck + "+" + strconv.FormatUint(t-s.addr, 10) + ",")
 		count++
 	}
 	if count == 0 {
@@ -433,21 +429,21 @@ func (b *Binary) objectValue(s *symbol, d []byte) []byte {
 
 // padding counts the nop and int3 bytes between the end of s and the next
 // symbol or the end of its section (at most 16: alignment never needs
-// more), which no code reaches.
-func (n *normaliser) padding(s *symbol) uint64 {
+// more), which no code reaches: a jump may spill into them.
+func (b *Binary) padding(s *symbol) uint64 {
 	end := s.addr + s.size
 	limit := end + 16
-	i := sort.Search(len(n.b.syms), func(i int) bool { return n.b.syms[i].addr >= end })
-	if i < len(n.b.syms) && n.b.syms[i].addr < limit {
-		limit = n.b.syms[i].addr
+	i := sort.Search(len(b.syms), func(i int) bool { return b.syms[i].addr >= end })
+	if i < len(b.syms) && b.syms[i].addr < limit {
+		limit = b.syms[i].addr
 	}
-	if sec := n.b.section(s.addr); sec != nil && sec.Addr+sec.Size < limit {
+	if sec := b.section(s.addr); sec != nil && sec.Addr+sec.Size < limit {
 		limit = sec.Addr + sec.Size
 	}
 	if limit <= end {
 		return 0
 	}
-	code := n.b.read(end, limit-end)
+	code := b.read(end, limit-end)
 	pad := 0
 	for pad < len(code) {
 		inst, err := x86asm.Decode(code[pad:], 64)
