@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"syscall"
 	"time"
 
 	"graft/elfpatch"
@@ -73,15 +72,6 @@ type version struct {
 	name  string
 	entry uint64
 	size  uint64
-}
-
-// layer is the executable or one loaded patch image, for resolving symbols
-// of a stacked patch's OLD by name: the lowest layer defining a name holds
-// the live copy (every later image was linked against it).
-type layer struct {
-	rec  *PatchRecord // nil: the executable
-	syms *symbols
-	base uint64 // runtime address = base + link-time address
 }
 
 // prepared is an apply worked out down to the bytes, before the pause.
@@ -215,119 +205,6 @@ func prepare(pid int, pt *Patch, st *State, exe *tracer.Module, readSyms func(pa
 		return pr, nil
 	}
 	return prepareStacked(pid, pr, exe, readSyms)
-}
-
-// partRanges finds the out-of-line parts of pt's functions in every layer.
-func partRanges(pt *Patch, layers []layer) []namedRange {
-	var out []namedRange
-	for fn, parts := range pt.Parts {
-		for _, part := range parts {
-			for _, l := range layers {
-				if s, ok := l.syms.unique(part); ok && s.Size > 0 {
-					out = append(out, namedRange{fn, Range{l.base + s.Addr, l.base + s.Addr + s.Size}})
-				}
-			}
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Start < out[j].Start })
-	return out
-}
-
-// prepareStacked binds a patch built from (NEW of the top patch, NEWER) to a
-// process running the executable plus earlier patches: OLD's symbols are
-// mapped to their live copies by name, and every live copy of a redirected
-// function gets a jump straight to the newest version.
-func prepareStacked(pid int, pr *prepared, exe *tracer.Module, readSyms func(path, buildID string) (*symbols, error)) (*prepared, error) {
-	pt, st := pr.patch, pr.state
-	exeSyms, err := readSyms(fmt.Sprintf("/proc/%d/exe", pid), exe.BuildID)
-	if err != nil {
-		return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
-	}
-	layers := []layer{{syms: exeSyms, base: exe.Bias}}
-	for i := range st.Patches {
-		rec := &st.Patches[i]
-		if rec.Unloaded {
-			continue
-		}
-		if rec.NewPath == "" {
-			return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: the NEW binary of %s is not recorded, so its symbols cannot be mapped", pt.ID, st.Top().ID, pid, rec.ID)
-		}
-		syms, err := readSyms(rec.NewPath, rec.NewBuildID)
-		if err != nil {
-			return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: NEW of %s: %w", pt.ID, st.Top().ID, pid, rec.ID, err)
-		}
-		layers = append(layers, layer{rec: rec, syms: syms, base: rec.Base})
-	}
-	top := st.Top()
-	if top.Unloaded {
-		return nil, fmt.Errorf("apply patch %s to pid %d: top patch %s is unloaded", pt.ID, pid, top.ID)
-	}
-	oldSyms := layers[len(layers)-1].syms
-
-	// resolve returns the live address of OLD's symbol name plus off.
-	refs := map[string]bool{}
-	resolve := func(name string, off uint64) (uint64, bool) {
-		for _, l := range layers {
-			if s, ok := l.syms.unique(name); ok {
-				if l.rec != nil {
-					refs[l.rec.ID] = true
-				}
-				return l.base + s.Addr + off, true
-			}
-		}
-		return 0, false
-	}
-
-	im := *pt.Image
-	im.Fixups = slices.Clone(pt.Image.Fixups)
-	for i := range im.Fixups {
-		f := &im.Fixups[i]
-		s, ok := oldSyms.containing(f.Target)
-		if !ok {
-			return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: reference to %s at %#x: no symbol of %s holds it", pt.ID, top.ID, pid, f.Symbol, f.Target, top.NewPath)
-		}
-		addr, ok := resolve(s.Name, f.Target-s.Addr)
-		if !ok {
-			return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: reference to %s: symbol %s is ambiguous or missing in the running program", pt.ID, top.ID, pid, f.Symbol, s.Name)
-		}
-		// Link adds OLD's bias; hand it the live address minus it.
-		f.Target = addr - exe.Bias
-	}
-	pr.image = &im
-	for id := range refs {
-		pr.refs = append(pr.refs, id)
-	}
-	sort.Strings(pr.refs)
-
-	pr.parts = partRanges(pt, layers)
-	for i, r := range pt.Image.Redirects {
-		var vs []version
-		if s, ok := exeSyms.unique(r.Name); ok && s.Func {
-			vs = append(vs, version{redir: i, name: r.Name, entry: exe.Bias + s.Addr, size: s.Size})
-		}
-		for _, l := range layers[1:] {
-			for _, f := range l.rec.Functions {
-				if f.Name == r.Name {
-					vs = append(vs, version{redir: i, name: r.Name, entry: f.New, size: f.NewSize})
-				}
-			}
-		}
-		if len(vs) == 0 {
-			// A function earlier patches added: its copy in the
-			// lowest image defining it is the one that runs.
-			for _, l := range layers[1:] {
-				if s, ok := l.syms.unique(r.Name); ok && s.Func {
-					vs = append(vs, version{redir: i, name: r.Name, entry: l.base + s.Addr, size: s.Size})
-					break
-				}
-			}
-		}
-		if len(vs) == 0 {
-			return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: function %s not found in the running program", pt.ID, top.ID, pid, r.Name)
-		}
-		pr.versions = append(pr.versions, vs...)
-	}
-	return pr, nil
 }
 
 func mainModule(mods []tracer.Module) *tracer.Module {
@@ -648,76 +525,6 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	return res, nil
 }
 
-// outcome is one way the pause can end: the jumps to write and the
-// encoded record.
-type outcome struct {
-	unload []int
-	sites  []SiteRecord
-	buf    []byte
-}
-
-// outcome encodes the record after rec is applied and the patches unload
-// (indexes into st.Patches) are unloaded; jumps into them are dropped.
-func (sys *system) outcome(st *State, rec PatchRecord, sites []SiteRecord, unload []int) (outcome, error) {
-	next := &State{Patches: slices.Clone(st.Patches)}
-	sites = slices.Clone(sites)
-	for _, i := range unload {
-		next.Patches[i].Unloaded = true
-		next.Patches[i].SupersededBy = rec.ID
-		gone := Range{st.Patches[i].Base, st.Patches[i].Base + st.Patches[i].Size}
-		sites = slices.DeleteFunc(sites, func(s SiteRecord) bool { return gone.Contains(s.Addr) })
-	}
-	rec.Sites = sites
-	next.Patches = append(next.Patches, rec)
-	buf, err := encodeState(next, st.Generation+1)
-	if err != nil {
-		return outcome{}, err
-	}
-	return outcome{unload: unload, sites: sites, buf: buf}, nil
-}
-
-// removable returns the candidates (indexes into st.Patches) that can be
-// unmapped: no frame inside (hit is parallel to cands) and no image that
-// stays loaded points into them.
-func removable(st *State, cands []int, hit []bool) []int {
-	gone := map[string]bool{}
-	for k, i := range cands {
-		if k < len(hit) && !hit[k] {
-			gone[st.Patches[i].ID] = true
-		}
-	}
-	for changed := true; changed; {
-		changed = false
-		for _, r := range st.Patches {
-			if r.Unloaded || gone[r.ID] {
-				continue
-			}
-			for _, ref := range r.Refs {
-				if gone[ref] {
-					delete(gone, ref)
-					changed = true
-				}
-			}
-		}
-	}
-	var out []int
-	for _, i := range cands {
-		if gone[st.Patches[i].ID] {
-			out = append(out, i)
-		}
-	}
-	return out
-}
-
-func inAnyImage(st *State, addr uint64) bool {
-	for _, r := range st.Patches {
-		if !r.Unloaded && addr >= r.Base && addr < r.Base+r.Size {
-			return true
-		}
-	}
-	return false
-}
-
 // loadedModules are the images of st still mapped, for the unwinder.
 func loadedModules(st *State) []imageModule {
 	var out []imageModule
@@ -769,44 +576,6 @@ func restoreSites(p proc, sites []SiteRecord) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// createStateMapping makes the graft-state memfd mapping in the target with
-// remote syscalls: a scratch page for the name, memfd_create, ftruncate,
-// mmap, close. On failure it leaves nothing behind. Precondition: stopped.
-func createStateMapping(p proc) (addr uint64, err error) {
-	const page = 4096
-	scratch, err := p.Mmap(0, page, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS, -1, 0)
-	if err != nil {
-		return 0, fmt.Errorf("create graft record: map scratch page: %w", err)
-	}
-	defer func() {
-		if uerr := p.Munmap(scratch, page); uerr != nil && err == nil {
-			err = fmt.Errorf("create graft record: unmap scratch page: %w", uerr)
-		}
-	}()
-	if _, err := p.WriteAt(append([]byte(stateName), 0), int64(scratch)); err != nil {
-		return 0, fmt.Errorf("create graft record: write name: %w", err)
-	}
-	const mfdCloexec = 1
-	const sysMemfdCreate = 319 // x86-64; not in package syscall
-	fd, err := p.Syscall(sysMemfdCreate, scratch, mfdCloexec)
-	if err != nil {
-		return 0, fmt.Errorf("create graft record: memfd_create: %w", err)
-	}
-	defer func() {
-		if _, cerr := p.Syscall(syscall.SYS_CLOSE, fd); cerr != nil && err == nil {
-			err = fmt.Errorf("create graft record: close memfd %d: %w", fd, cerr)
-		}
-	}()
-	if _, err := p.Syscall(syscall.SYS_FTRUNCATE, fd, stateCapacity); err != nil {
-		return 0, fmt.Errorf("create graft record: ftruncate: %w", err)
-	}
-	addr, err = p.Mmap(0, stateCapacity, syscall.PROT_READ, syscall.MAP_PRIVATE, int64(fd), 0)
-	if err != nil {
-		return 0, fmt.Errorf("create graft record: mmap: %w", err)
-	}
-	return addr, nil
 }
 
 // withCause makes a failure that happened because ctx ended (SIGINT or

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"graft/tracer"
@@ -297,4 +298,42 @@ func procMem(pid int) (*os.File, error) {
 		return nil, fmt.Errorf("open memory of pid %d: %w", pid, err)
 	}
 	return f, nil
+}
+
+// createStateMapping makes the graft-state memfd mapping in the target with
+// remote syscalls: a scratch page for the name, memfd_create, ftruncate,
+// mmap, close. On failure it leaves nothing behind. Precondition: stopped.
+func createStateMapping(p proc) (addr uint64, err error) {
+	const page = 4096
+	scratch, err := p.Mmap(0, page, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS, -1, 0)
+	if err != nil {
+		return 0, fmt.Errorf("create graft record: map scratch page: %w", err)
+	}
+	defer func() {
+		if uerr := p.Munmap(scratch, page); uerr != nil && err == nil {
+			err = fmt.Errorf("create graft record: unmap scratch page: %w", uerr)
+		}
+	}()
+	if _, err := p.WriteAt(append([]byte(stateName), 0), int64(scratch)); err != nil {
+		return 0, fmt.Errorf("create graft record: write name: %w", err)
+	}
+	const mfdCloexec = 1
+	const sysMemfdCreate = 319 // x86-64; not in package syscall
+	fd, err := p.Syscall(sysMemfdCreate, scratch, mfdCloexec)
+	if err != nil {
+		return 0, fmt.Errorf("create graft record: memfd_create: %w", err)
+	}
+	defer func() {
+		if _, cerr := p.Syscall(syscall.SYS_CLOSE, fd); cerr != nil && err == nil {
+			err = fmt.Errorf("create graft record: close memfd %d: %w", fd, cerr)
+		}
+	}()
+	if _, err := p.Syscall(syscall.SYS_FTRUNCATE, fd, stateCapacity); err != nil {
+		return 0, fmt.Errorf("create graft record: ftruncate: %w", err)
+	}
+	addr, err = p.Mmap(0, stateCapacity, syscall.PROT_READ, syscall.MAP_PRIVATE, int64(fd), 0)
+	if err != nil {
+		return 0, fmt.Errorf("create graft record: mmap: %w", err)
+	}
+	return addr, nil
 }
