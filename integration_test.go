@@ -692,3 +692,31 @@ func TestDryRunTouchesNothing(t *testing.T) {
 	require.Empty(t, st.Patches)
 	require.Equal(t, "OK welcome bob", sshDial(t, port).cmd("LOGIN bob hunt"), "still v1")
 }
+
+// ftpd v1 -> v6 stacked on one listener: every documented change is in
+// effect at once for new sessions; revert --all takes all of them out.
+func TestStackedFTPD(t *testing.T) {
+	requirePtrace(t)
+	target, port := testutil.StartServer(t, "ftpd-v1", "-d", ftpTree(t))
+	defer testutil.RequireReleased(t, target.Pid)
+	text := exeText(t, target.Pid)
+	for k, pr := range ftpPairs {
+		res, err := Apply(context.Background(), target.Pid, newBin(t, fmt.Sprintf("ftpd-v%d", pr.to)), ApplyOptions{})
+		require.NoError(t, err, "v%d -> v%d", pr.from, pr.to)
+		require.Equal(t, k > 0, res.OnTopOf != "")
+		for _, done := range ftpPairs[:k+1] {
+			done.new(t, done.probe(ftpLogin(t, port)))
+		}
+		for _, todo := range ftpPairs[k+1:] {
+			todo.old(t, todo.probe(ftpLogin(t, port)))
+		}
+	}
+	rr, err := Revert(context.Background(), target.Pid, RevertOptions{All: true})
+	require.NoError(t, err)
+	require.Len(t, rr.Reverted, len(ftpPairs))
+	for _, pr := range ftpPairs {
+		pr.old(t, pr.probe(ftpLogin(t, port)))
+	}
+	require.Equal(t, text, exeText(t, target.Pid))
+	require.Empty(t, graftMappings(t, target.Pid))
+}
