@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
+	"syscall"
 
 	"graft/elfpatch"
 	"graft/tracer"
@@ -107,8 +109,23 @@ func readLib(pid int, m tracer.Module) (l *libSyms) {
 		}
 		paths = append(paths, fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, lo.Start, lo.End))
 	}
+	var inode uint64
+	for _, mp := range m.Mappings {
+		if mp.Inode != 0 {
+			inode = mp.Inode
+		}
+	}
 	var f *elf.File
 	for _, p := range paths {
+		// A library upgraded on disk since the target mapped it has the
+		// same path and different symbols: only the mapped inode will do.
+		if fi, err := os.Stat(p); err != nil {
+			l.err = err
+			continue
+		} else if st, ok := fi.Sys().(*syscall.Stat_t); ok && inode != 0 && st.Ino != inode {
+			l.err = fmt.Errorf("%s is not the mapped file (inode %d, mapped %d)", p, st.Ino, inode)
+			continue
+		}
 		var err error
 		if f, err = elf.Open(p); err == nil {
 			break

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"graft/elfpatch"
 	"graft/internal/testutil"
@@ -312,5 +315,81 @@ func TestLoadFailureLeavesNothing(t *testing.T) {
 	}
 	if after := snapshot(t, proc.Pid); after != before {
 		t.Fatalf("target changed:\n%s\n%s", before, after)
+	}
+}
+
+// A library replaced on disk after the target mapped it (a package
+// upgrade): its symbols must come from the mapped file, not the path.
+func TestResolverReplacedLibrary(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, src string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	gcc := func(args ...string) {
+		if b, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
+			t.Fatalf("gcc %v: %v\n%s", args, err, b)
+		}
+	}
+	gcc("-O2", "-shared", "-fPIC", "-o", filepath.Join(dir, "libt.so"),
+		write("t1.c", "int only_old(void) { return 1; }\nint tval(void) { return 7; }\n"))
+	gcc("-O2", "-shared", "-fPIC", "-o", filepath.Join(dir, "libt.so.new"),
+		write("t2.c", "int only_new(void) { return 2; }\nint pad[4096] = {1};\nint tval(void) { return 8; }\n"))
+	main := filepath.Join(dir, "main")
+	gcc("-O2", "-o", main, write("main.c", `#include <stdio.h>
+#include <unistd.h>
+int tval(void);
+int main(void) { printf("ready %d\n", tval()); fflush(stdout); for (;;) pause(); }
+`), "-L", dir, "-lt", "-Wl,-rpath,"+dir)
+	proc := testutil.Start(t, main)
+	proc.WaitLine(t, "ready 7", 5*time.Second)
+	lib, err := elf.Open(filepath.Join(dir, "libt.so"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lib.Close()
+	if err := os.Rename(filepath.Join(dir, "libt.so.new"), filepath.Join(dir, "libt.so")); err != nil {
+		t.Fatal(err)
+	}
+	p, err := tracer.Attach(proc.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		p.Close()
+		testutil.RequireReleased(t, proc.Pid)
+	}()
+	mods, err := tracer.Modules(proc.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lt *tracer.Module
+	for i := range mods {
+		if strings.Contains(mods[i].Path, "libt.so") {
+			lt = &mods[i]
+		}
+	}
+	if lt == nil {
+		t.Fatalf("libt.so not among %+v", mods)
+	}
+	r, err := NewResolver(proc.Pid, mods, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syms, _ := lib.DynamicSymbols()
+	var want uint64
+	for _, s := range syms {
+		if s.Name == "only_old" {
+			want = s.Value + lt.Bias
+		}
+	}
+	if got, err := r.Resolve(elfpatch.Import{Symbol: "only_old"}); err != nil || got != want {
+		t.Fatalf("only_old = %#x, %v; want %#x from the mapped file", got, err, want)
+	}
+	if _, err := r.Resolve(elfpatch.Import{Symbol: "only_new"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("only_new (in the file now on disk, not in the mapped one): %v", err)
 	}
 }
