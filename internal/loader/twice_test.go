@@ -151,3 +151,38 @@ func BenchmarkLoad(b *testing.B) {
 	b.ReportMetric(float64(floor.Microseconds())/float64(b.N), "stopresume-µs")
 	b.ReportMetric(float64(paused)/float64(floor), "pause-ratio")
 }
+
+// A caller that already holds the process stopped (the controller inside
+// its pause) keeps it stopped: Load and Unload neither stop nor resume.
+func TestLoadWhileStopped(t *testing.T) {
+	_, p, mods := startTick(t)
+	im := tickImage(t)
+	var main *tracer.Module
+	for i := range mods {
+		if mods[i].Main {
+			main = &mods[i]
+		}
+	}
+	res, err := NewResolver(p.Pid(), mods, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Resume()
+	l, err := Load(p, im, main, res.Resolve, Options{ID: "stopped"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Stopped() || len(l.Pauses) != 0 {
+		t.Fatalf("stopped %v, pauses %v: Load resumed a process its caller held", p.Stopped(), l.Pauses)
+	}
+	checkRegions(t, p.Pid(), l)
+	if err := l.Unload(p); err != nil {
+		t.Fatal(err)
+	}
+	if !p.Stopped() {
+		t.Fatal("Unload resumed a process its caller held")
+	}
+}
