@@ -206,6 +206,9 @@ func patchable(b *Binary, u *unit) (pad uint64, ok bool, why string) {
 	if u.badEntry {
 		return 0, false, "its first instructions do not decode, so the jump's end cannot be put on an instruction boundary"
 	}
+	if u.undecoded != 0 {
+		return 0, false, fmt.Sprintf("the instruction at 0x%x does not decode, so branches into the jump cannot be ruled out", u.undecoded)
+	}
 	// The jump ends inside the instruction covering byte need-1; the rest
 	// of that instruction is dead, and must not be a branch target either.
 	end := u.sym.size

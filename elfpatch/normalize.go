@@ -33,6 +33,9 @@ type unit struct {
 	targets []branch
 	// badEntry is set when the first instructions did not decode.
 	badEntry bool
+	// undecoded is the first address in the unit that did not decode
+	// (0 if all did): branch targets past it are unknown.
+	undecoded uint64
 	// endbr is true when the function starts with endbr64.
 	endbr bool
 	// bounds are the instruction starts in the first 64 bytes, as
@@ -179,6 +182,9 @@ func (n *normaliser) body(u *unit, s *symbol, buf *bytes.Buffer, entry bool) {
 		if err != nil || inst.Len == 0 {
 			if entry && off < 16 {
 				u.badEntry = true
+			}
+			if u.undecoded == 0 {
+				u.undecoded = s.addr + uint64(off)
 			}
 			// Not decodable (newer extension, data in text): compare the
 			// raw byte; at worst a spurious change, never a missed one.
