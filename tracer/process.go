@@ -39,8 +39,9 @@ type thread struct {
 	// zombie: a thread-group leader that called pthread_exit. It cannot be
 	// stopped or detached and reports nothing until the whole group exits.
 	zombie bool
-	sig    int   // signal to deliver when the thread goes on (0: none)
-	regs   *Regs // register cache, valid while stopped
+	sig    int      // signal to deliver when the thread goes on (0: none)
+	info   *siginfo // sig's siginfo, when a remote syscall replaced the stop
+	regs   *Regs    // register cache, valid while stopped
 }
 
 // Process is one traced process. All its ptrace and wait calls run on one
@@ -393,6 +394,7 @@ func (p *Process) record(tid int, ws unix.WaitStatus) {
 		case 0:
 			t.state = stopSignal
 			t.sig = sig
+			t.info = nil
 		default:
 			t.state = stopOther
 		}
@@ -423,19 +425,39 @@ func (p *Process) release() {
 // signal. A thread in a job-control group-stop is PTRACE_LISTEN'd
 // instead, so the process stays stopped until someone sends SIGCONT.
 func (p *Process) resumeThread(t *thread) {
+	sig := p.prepareSignal(t)
 	var err error
 	if t.state == stopGroup {
 		err = ptraceListen(t.tid)
 		t.listening = err == nil
 	} else {
-		err = ptraceCont(t.tid, t.sig)
+		err = ptraceCont(t.tid, sig)
 	}
 	// ESRCH: killed meanwhile (SIGKILL needs no resume); the next poll
 	// reaps it.
 	_ = err
 	t.state = running
 	t.sig = 0
+	t.info = nil
 	t.regs = nil
+}
+
+// prepareSignal returns the signal to pass to PTRACE_CONT/DETACH for t.
+// Only a signal-delivery-stop can inject one; from an event stop the
+// signal is queued again instead (a remote syscall or re-park moved the
+// thread out of the stop it had for it). A saved siginfo is put back.
+func (p *Process) prepareSignal(t *thread) int {
+	if t.sig == 0 {
+		return 0
+	}
+	if t.state != stopSignal {
+		unix.Tgkill(p.pid, t.tid, syscall.Signal(t.sig))
+		return 0
+	}
+	if t.info != nil && t.info.signo() == t.sig {
+		ptraceSetSiginfo(t.tid, t.info)
+	}
+	return t.sig
 }
 
 // tids returns the held thread IDs in order (a copy: callers mutate the map).
@@ -615,6 +637,12 @@ func (p *Process) regsOf(t *thread) (Regs, error) {
 }
 
 // SetRegs replaces the registers of a thread. Precondition: stopped.
+//
+// A thread stopped inside an interrupted system call (OrigRax >= 0, Rax
+// one of -ERESTARTSYS -512, -ERESTARTNOINTR -513, -ERESTARTNOHAND -514,
+// -ERESTART_RESTARTBLOCK -516) gets its call restarted when it resumes: the
+// kernel moves Rip back two bytes and reloads Rax. To send such a thread
+// elsewhere instead, set OrigRax to -1 (^uint64(0)).
 func (p *Process) SetRegs(tid int, r Regs) error {
 	return p.do(func() error {
 		t, err := p.stoppedThread(tid)
@@ -718,10 +746,7 @@ func (p *Process) detach() error {
 			// the kernel when this goroutine's thread exits.
 			continue
 		}
-		sig := 0
-		if t.state == stopSignal {
-			sig = t.sig
-		}
+		sig := p.prepareSignal(t)
 		if err := ptraceDetach(tid, sig); err != nil && err != unix.ESRCH && first == nil {
 			first = fmt.Errorf("detach tid %d of pid %d: %w", tid, p.pid, err)
 		}

@@ -6,23 +6,28 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ptraceGetSigmask and ptraceSetSigmask read and replace a stopped thread's
-// blocked-signal mask (PTRACE_GETSIGMASK/SETSIGMASK, Linux 3.11+). Remote
-// syscalls block every signal while they run so that no queued signal is
-// dequeued (and lost to graft) in the middle.
-func ptraceGetSigmask(tid int) (uint64, error) {
-	var mask uint64
-	_, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_GETSIGMASK, uintptr(tid),
-		unsafe.Sizeof(mask), uintptr(unsafe.Pointer(&mask)), 0, 0)
-	if errno != 0 {
-		return 0, errno
-	}
-	return mask, nil
+// siginfo is the kernel's siginfo_t, kept opaque: tracer only saves one
+// and puts it back, so a signal re-injected after a remote syscall reaches
+// its handler with the sender's si_pid, si_code and value intact.
+type siginfo [128]byte
+
+func (si *siginfo) signo() int {
+	return int(int32(uint32(si[0]) | uint32(si[1])<<8 | uint32(si[2])<<16 | uint32(si[3])<<24))
 }
 
-func ptraceSetSigmask(tid int, mask uint64) error {
-	_, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SETSIGMASK, uintptr(tid),
-		unsafe.Sizeof(mask), uintptr(unsafe.Pointer(&mask)), 0, 0)
+func ptraceGetSiginfo(tid int) (*siginfo, error) {
+	si := new(siginfo)
+	_, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_GETSIGINFO, uintptr(tid),
+		0, uintptr(unsafe.Pointer(si)), 0, 0)
+	if errno != 0 {
+		return nil, errno
+	}
+	return si, nil
+}
+
+func ptraceSetSiginfo(tid int, si *siginfo) error {
+	_, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SETSIGINFO, uintptr(tid),
+		0, uintptr(unsafe.Pointer(si)), 0, 0)
 	if errno != 0 {
 		return errno
 	}

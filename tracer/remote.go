@@ -11,9 +11,7 @@ import (
 
 // Remote system calls run on a borrowed, stopped thread:
 //
-//  1. save its registers and blocked-signal mask; block every signal, so
-//     no queued signal is dequeued (and would have to be re-queued by us)
-//     while the call runs;
+//  1. save its registers;
 //  2. point rip at a `syscall` instruction found in the target (the vDSO
 //     has some), put the number in rax and the arguments in rdi, rsi, rdx,
 //     r10, r8, r9, move rsp below the red zone, aligned; set orig_rax to -1
@@ -21,7 +19,7 @@ import (
 //     leaves its stop, leaves the new rip and rax alone;
 //  3. PTRACE_SINGLESTEP: the thread executes exactly the syscall and traps;
 //     rax holds the result;
-//  4. restore registers (orig_rax and an -ERESTART* rax included) and mask.
+//  4. restore the registers, orig_rax and an -ERESTART* rax included.
 //
 // If the thread had been interrupted inside a blocking syscall (read,
 // accept, nanosleep, futex), its saved regs say so (orig_rax = the call,
@@ -29,7 +27,20 @@ import (
 // restored registers when the thread is resumed, re-enters the original
 // call: the program never sees EINTR. nanosleep's -ERESTART_RESTARTBLOCK
 // continues through restart_syscall with the remaining time, kept in the
-// thread's restart block, which mmap and friends do not touch.
+// thread's restart block, which mmap and friends do not touch. A thread in
+// sigsuspend/ppoll/pselect has its temporary signal mask put back by the
+// kernel when the call leaves without a handler, and gets it again when
+// the call restarts.
+//
+// Signals. The thread's signal mask is left alone, so nothing of its
+// signal state changes (and the kernel's own logic restores the mask of a
+// thread borrowed inside sigsuspend or ppoll). A signal the thread
+// dequeues before it reaches the syscall stops it (signal-delivery-stop);
+// tracer suppresses it there and re-injects it, with its original
+// siginfo, when the thread is resumed, as it does with the signal of a
+// thread that was borrowed in a signal-delivery-stop. (Two such signals at
+// once are rare; the second is queued again with tgkill and loses its
+// siginfo.)
 
 // Syscall runs system call nr with up to six arguments inside the target
 // on a borrowed thread and returns its result. A negative kernel return
@@ -165,14 +176,14 @@ func (p *Process) remoteSyscall(t *thread, nr uint64, a [6]uint64) (uint64, erro
 	if err != nil {
 		return 0, err
 	}
-	mask, err := ptraceGetSigmask(tid)
-	if err != nil {
-		return 0, p.opErr("read signal mask", tid, err)
-	}
-	if err := ptraceSetSigmask(tid, ^uint64(0)); err != nil {
-		return 0, p.opErr("block signals", tid, err)
-	}
 	wasGroup := t.state == stopGroup
+	if t.state == stopSignal && t.sig != 0 && t.info == nil {
+		// Keep the siginfo of the signal it stopped for: the stop we
+		// leave it in is ours, with our SIGTRAP's siginfo.
+		if t.info, err = ptraceGetSiginfo(tid); err != nil {
+			return 0, p.opErr("read siginfo", tid, err)
+		}
+	}
 
 	r := saved
 	r.Rip = gadget
@@ -201,9 +212,6 @@ func (p *Process) remoteSyscall(t *thread, nr uint64, a [6]uint64) (uint64, erro
 		// group-stop trap, so Resume can PTRACE_LISTEN it again.
 		runErr = p.repark(t)
 	}
-	if err := ptraceSetSigmask(tid, mask); err != nil && runErr == nil {
-		runErr = p.opErr("restore signal mask", tid, err)
-	}
 	if runErr != nil {
 		return 0, runErr
 	}
@@ -211,18 +219,16 @@ func (p *Process) remoteSyscall(t *thread, nr uint64, a [6]uint64) (uint64, erro
 }
 
 // stepSyscall single-steps t until it has executed the syscall at gadget
-// and returns rax. Any signal-delivery-stop met on the way (only SIGSTOP
-// gets past a full mask) is kept for later delivery, not lost.
+// and returns rax. A signal dequeued on the way is suppressed and kept for
+// delivery on resume (see the comment at the top of this file).
 func (p *Process) stepSyscall(t *thread, gadget uint64) (uint64, error) {
 	tid := t.tid
-	keep := t.sig
 	defer func() {
 		// The thread now sits in a SIGTRAP signal-delivery-stop of ours;
-		// resuming it with keep delivers the signal it originally stopped
-		// for (if any) instead of the trap.
+		// resuming it with t.sig (and t.info put back) delivers the
+		// signal it stopped for, if any, instead of the trap.
 		if _, ok := p.threads[tid]; ok {
 			t.state = stopSignal
-			t.sig = keep
 		}
 	}()
 	for i := 0; i < 32; i++ {
@@ -242,8 +248,10 @@ func (p *Process) stepSyscall(t *thread, gadget uint64) (uint64, error) {
 			return 0, fmt.Errorf("remote syscall on tid %d in pid %d: thread exited: %w", tid, p.pid, ErrNoThread)
 		}
 		sig := int(ws.StopSignal())
-		cause := int(ws) >> 16
-		if cause == 0 && sig == int(unix.SIGTRAP) {
+		if cause := int(ws) >> 16; cause != 0 {
+			continue // an event stop (a late interrupt, a group-stop): step on
+		}
+		if sig == int(unix.SIGTRAP) {
 			r, err := ptraceGetRegs(tid)
 			if err != nil {
 				return 0, p.opErr("read remote syscall result", tid, err)
@@ -251,34 +259,35 @@ func (p *Process) stepSyscall(t *thread, gadget uint64) (uint64, error) {
 			if r.Rip == gadget+2 {
 				return r.Rax, nil
 			}
-			continue
 		}
-		if cause == 0 {
-			// A signal that ignores the mask. Keep it: one rides on the
-			// resume, others are queued again.
-			if keep == 0 {
-				keep = sig
-			} else {
-				unix.Tgkill(p.pid, tid, syscall.Signal(sig))
-			}
-		}
-		// Event stops (a late interrupt, a group-stop): step again.
+		// A signal dequeued before the syscall ran: keep it.
+		p.keepSignal(t, sig)
 	}
 	return 0, fmt.Errorf("remote syscall on tid %d in pid %d: thread never reached the syscall at %#x", tid, p.pid, gadget)
 }
 
+// keepSignal records a signal t stopped for, to be delivered when t is
+// resumed; t must be in that signal's delivery-stop. One signal rides on
+// the resume with its siginfo; a second is queued again with tgkill.
+func (p *Process) keepSignal(t *thread, sig int) {
+	if t.sig == 0 {
+		t.sig = sig
+		t.info, _ = ptraceGetSiginfo(t.tid)
+		return
+	}
+	unix.Tgkill(p.pid, t.tid, syscall.Signal(sig))
+}
+
 // repark moves a stopped thread into a PTRACE_EVENT_STOP trap (our
 // interrupt, or a group-stop while the process is job-control stopped):
-// interrupt it, let it go, and wait for the trap. Any signal it stopped
-// for is kept for delivery on resume.
+// interrupt it, let it go, and wait for the trap. A signal it stopped for
+// stays recorded (resumeThread queues it again from an event stop).
 func (p *Process) repark(t *thread) error {
-	keep := 0
-	if t.state == stopSignal {
-		keep = t.sig
-	}
 	if err := ptraceInterrupt(t.tid); err != nil {
 		return p.opErr("interrupt", t.tid, err)
 	}
+	sig, info := t.sig, t.info
+	t.sig, t.info = 0, nil
 	if err := ptraceCont(t.tid, 0); err != nil {
 		return p.opErr("continue", t.tid, err)
 	}
@@ -291,18 +300,21 @@ func (p *Process) repark(t *thread) error {
 		if p.threads[t.tid] == nil {
 			return fmt.Errorf("re-park tid %d in pid %d: thread exited: %w", t.tid, p.pid, ErrNoThread)
 		}
-		switch t.state {
-		case stopEvent, stopGroup:
-			t.sig = keep
+		if t.state == stopEvent || t.state == stopGroup {
+			if sig != 0 {
+				t.sig, t.info = sig, info
+			}
 			return nil
-		case stopSignal:
-			if keep == 0 {
-				keep = t.sig
+		}
+		if t.state == stopSignal {
+			if sig == 0 {
+				sig, info = t.sig, nil
+				info, _ = ptraceGetSiginfo(t.tid)
 			} else {
 				unix.Tgkill(p.pid, t.tid, syscall.Signal(t.sig))
 			}
 		}
-		t.sig = 0
+		t.sig, t.info = 0, nil
 		if err := ptraceCont(t.tid, 0); err != nil {
 			return p.opErr("continue", t.tid, err)
 		}

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -520,4 +522,46 @@ func TestRemoteErrnoAndProtNone(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.RequireReleased(t, target.Pid)
+}
+
+// TestSignalRaces: signals sent just before a Stop land in every possible
+// state (queued, in a signal-delivery-stop seen by Stop, seen by the
+// running loop); each one must be handled exactly once, also when a remote
+// syscall runs on the thread meanwhile.
+func TestSignalRaces(t *testing.T) {
+	requirePtrace(t)
+	b := startBlockers(t)
+	p := attach(t, b.Pid)
+	for i := 1; i <= 30; i++ {
+		// From another process, so the handler's si_pid tells whether
+		// the siginfo survived (a re-injected signal without it would
+		// name graft's tracer thread).
+		kill := exec.Command("kill", "-USR1", strconv.Itoa(b.Pid))
+		if err := kill.Run(); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.SyscallOn(b.tid["main"], unix.SYS_GETPID); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		line := b.out.wait(t, fmt.Sprintf("usr1 %d from", i), 5*time.Second)
+		if want := fmt.Sprintf("usr1 %d from %d", i, kill.Process.Pid); line != want {
+			t.Errorf("handler saw %q, want %q", line, want)
+		}
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.RequireReleased(t, b.Pid)
+	time.Sleep(100 * time.Millisecond)
+	// Exactly once each: no signal lost, none delivered twice.
+	if n := b.out.count("usr1 "); n != 30 || b.out.count("usr1 31") != 0 {
+		t.Errorf("%d usr1 lines for 30 signals: %q", n, b.out.all())
+	}
+	b.requireNoEINTR(t)
 }

@@ -1,6 +1,8 @@
 /* blockers: one thread blocked in each of read (on the FIFO argv[1]),
  * accept (on a loopback TCP port), nanosleep, a raw futex wait and
- * pthread_cond_wait; the main thread counts SIGUSR1 in a handler.
+ * pthread_cond_wait; the main thread counts SIGUSR1 in a handler and
+ * prints "usr1 <count> from <sender pid>" (si_pid, which must survive
+ * graft re-injecting the signal).
  *
  * Every thread reports an unexpected return (EINTR above all) on stdout,
  * so a test can assert that graft's remote syscalls and stops stay
@@ -24,6 +26,7 @@
 
 static pthread_mutex_t out_mu = PTHREAD_MUTEX_INITIALIZER;
 static volatile sig_atomic_t usr1;
+static volatile pid_t usr1_from; /* si_pid of the last SIGUSR1 */
 static const char *fifo;
 static int lfd;
 static unsigned int futex_word;
@@ -125,10 +128,12 @@ static void *conder(void *arg)
 	return arg;
 }
 
-static void on_usr1(int sig)
+static void on_usr1(int sig, siginfo_t *si, void *ctx)
 {
 	usr1++;
+	usr1_from = si->si_pid;
 	(void)sig;
+	(void)ctx;
 }
 
 int main(int argc, char **argv)
@@ -141,8 +146,8 @@ int main(int argc, char **argv)
 
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_usr1;
-	sa.sa_flags = SA_RESTART;
+	sa.sa_sigaction = on_usr1;
+	sa.sa_flags = SA_RESTART | SA_SIGINFO;
 	sigaction(SIGUSR1, &sa, NULL);
 
 	lfd = socket(AF_INET, SOCK_STREAM, 0);
@@ -178,9 +183,14 @@ int main(int argc, char **argv)
 	int seen = 0;
 	for (;;) {
 		sigsuspend(&old);
+		/* sigsuspend must give back the mask it replaced. */
+		sigset_t cur;
+		pthread_sigmask(SIG_BLOCK, NULL, &cur);
+		if (!sigismember(&cur, SIGUSR1))
+			say("error: SIGUSR1 unblocked after sigsuspend");
 		if (usr1 != seen) {
 			seen = usr1;
-			say("usr1 %d", seen);
+			say("usr1 %d from %d", seen, (int)usr1_from);
 		}
 	}
 }
