@@ -530,14 +530,14 @@ func loadedModules(st *State) []imageModule {
 	var out []imageModule
 	for _, r := range st.Patches {
 		if !r.Unloaded {
-			out = append(out, imageModule{Path: r.NewPath, Base: r.Base, Size: r.Size})
+			out = append(out, imageModule{Path: r.NewPath, BuildID: r.NewBuildID, Base: r.Base, Size: r.Size})
 		}
 	}
 	return out
 }
 
 func imageModules(st *State, pt *Patch, base, size uint64) []imageModule {
-	return append(loadedModules(st), imageModule{Path: pt.NewPath, Base: base, Size: size})
+	return append(loadedModules(st), imageModule{Path: pt.NewPath, BuildID: pt.NewBuildID, Base: base, Size: size})
 }
 
 func checkOverlap(sites []SiteRecord) error {

@@ -93,7 +93,7 @@ func newChecker(pid int, mods []tracer.Module, extra []imageModule) (checker, er
 		// from the NEW file. Without the file, a PC inside it makes the
 		// stack incomplete, which never counts as safe.
 		all = append(all, tracer.Module{
-			Path: m.Path, Base: m.Base, Bias: m.Base,
+			Path: m.Path, BuildID: m.BuildID, Base: m.Base, Bias: m.Base,
 			Mappings: []tracer.Mapping{{Start: m.Base, End: m.Base + m.Size, Perms: "r-xp", Path: m.Path}},
 		})
 	}

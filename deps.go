@@ -79,7 +79,8 @@ type site struct {
 // imageModule is a mapped image the unwinder must know about besides the
 // files in /proc/PID/maps.
 type imageModule struct {
-	Path string // NEW binary on disk, for its CFI ("" if unknown)
+	Path    string // NEW binary on disk, for its CFI ("" if unknown)
+	BuildID string // NEW's, so a file replaced on disk is not trusted
 	Base uint64
 	Size uint64
 }
