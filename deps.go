@@ -81,8 +81,8 @@ type site struct {
 type imageModule struct {
 	Path    string // NEW binary on disk, for its CFI ("" if unknown)
 	BuildID string // NEW's, so a file replaced on disk is not trusted
-	Base uint64
-	Size uint64
+	Base    uint64
+	Size    uint64
 }
 
 // system is the set of live operations the controller uses.
