@@ -6,6 +6,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"sort"
 	"strconv"
 
@@ -178,8 +179,8 @@ func (n *normaliser) body(u *unit, s *symbol, buf *bytes.Buffer, entry bool) {
 	}
 	var masked [16]byte
 	for off := 0; off < len(code); {
-		inst, err := x86asm.Decode(code[off:], 64)
-		if err != nil || inst.Len == 0 {
+		inst, err := decodeOne(code[off:])
+		if err != nil {
 			if entry && off < 16 {
 				u.badEntry = true
 			}
@@ -194,6 +195,9 @@ func (n *normaliser) body(u *unit, s *symbol, buf *bytes.Buffer, entry bool) {
 		}
 		pc := s.addr + uint64(off)
 		raw := code[off : off+inst.Len]
+		if inst.PCRel == 0 {
+			fixVEXRIP(&inst, raw)
+		}
 		if entry && off < 64 {
 			u.bounds = append(u.bounds, uint64(off))
 			if off == 0 && bytes.HasPrefix(raw, endbr64) {
@@ -459,4 +463,69 @@ func (b *Binary) padding(s *symbol) uint64 {
 		pad += inst.Len
 	}
 	return uint64(pad)
+}
+
+// decodeOne decodes one instruction. x86asm reads the CET landing pads
+// (endbr64, endbr32) as a bare REP prefix, so they are recognised here;
+// an encoding it does not know (Op 0) is an error, not a 1-byte
+// instruction.
+func decodeOne(code []byte) (x86asm.Inst, error) {
+	if len(code) >= 4 && code[0] == 0xf3 && code[1] == 0x0f && code[2] == 0x1e && (code[3] == 0xfa || code[3] == 0xfb) {
+		return x86asm.Inst{Op: x86asm.NOP, Len: 4}, nil
+	}
+	inst, err := x86asm.Decode(code, 64)
+	if err != nil {
+		return inst, err
+	}
+	if inst.Op == 0 || inst.Len == 0 {
+		return inst, errUnknownOp
+	}
+	return inst, nil
+}
+
+var errUnknownOp = errors.New("unknown instruction")
+
+// fixVEXRIP repairs what x86asm leaves out for VEX- and EVEX-encoded
+// instructions: a RIP-relative memory operand (ModRM mod=00, rm=101) comes
+// back as a bare displacement without PCRel. Without this, an AVX load of
+// a constant would compare by raw displacement and look changed whenever
+// the function moved.
+func fixVEXRIP(inst *x86asm.Inst, raw []byte) {
+	mi := -1
+	for i, a := range inst.Args {
+		if m, ok := a.(x86asm.Mem); ok && m.Base == 0 && m.Index == 0 {
+			mi = i
+		}
+	}
+	if mi < 0 {
+		return
+	}
+	p := 0
+	for p < len(raw) {
+		switch raw[p] {
+		case 0x66, 0x67, 0xf2, 0xf3, 0x2e, 0x36, 0x3e, 0x26, 0x64, 0x65:
+			p++
+			continue
+		}
+		break
+	}
+	var modrm int
+	switch {
+	case p < len(raw) && raw[p] == 0xc5:
+		modrm = p + 3 // c5, payload, opcode
+	case p < len(raw) && raw[p] == 0xc4:
+		modrm = p + 4 // c4, two payload bytes, opcode
+	case p < len(raw) && raw[p] == 0x62:
+		modrm = p + 5 // 62, three payload bytes, opcode
+	default:
+		return
+	}
+	if modrm+5 > len(raw) || raw[modrm]&0xc7 != 0x05 {
+		return
+	}
+	m := inst.Args[mi].(x86asm.Mem)
+	m.Base = x86asm.RIP
+	m.Disp = int64(int32(binary.LittleEndian.Uint32(raw[modrm+1:])))
+	inst.Args[mi] = m
+	inst.PCRel, inst.PCRelOff = 4, modrm+1
 }
