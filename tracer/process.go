@@ -219,7 +219,7 @@ func (p *Process) usable() error {
 // until no new thread shows up: threads created by a not-yet-seized thread
 // are not auto-attached and only appear in a later listing.
 func (p *Process) seizeAll() error {
-	me := struct{ tid int }{unix.Gettid()} // TracerPid names the tracing thread
+	me := unix.Gettid() // TracerPid names the tracing thread, not its process
 	for round := 0; ; round++ {
 		tids, err := tasks(p.pid)
 		if err != nil {
@@ -235,7 +235,7 @@ func (p *Process) seizeAll() error {
 			case err == nil:
 			case err == unix.ESRCH:
 				continue // exited between listing and seizing
-			case err == unix.EPERM && tracerOf(p.pid, tid) == me.tid:
+			case err == unix.EPERM && tracerOf(p.pid, tid) == me:
 				// Already ours: the kernel auto-attached it when a seized
 				// thread cloned it; its clone event is still queued.
 			case err == unix.EPERM && tid != p.pid && exiting(p.pid, tid):
