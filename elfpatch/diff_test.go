@@ -336,3 +336,30 @@ func TestDiffWithoutDWARF(t *testing.T) {
 	assert.Contains(t, r.Warnings[0], "no usable DWARF")
 	assert.Empty(t, r.Changed[0].Source)
 }
+
+// TestDiffCET: with -fcf-protection every function starts with endbr64,
+// and the jump goes after it.
+func TestDiffCET(t *testing.T) {
+	dir := t.TempDir()
+	var bins [2]*Binary
+	for i, v := range []string{"v1", "v2"} {
+		out := filepath.Join(dir, v)
+		if b, err := runCmd("gcc", "-g", "-O2", "-fcf-protection=full", "-o", out, filepath.Join("testdata", "diff", "body", v, "main.c")); err != nil {
+			t.Fatalf("gcc: %v\n%s", err, b)
+		}
+		b, err := Open(out)
+		require.NoError(t, err)
+		bins[i] = b
+	}
+	r, err := Diff(bins[0], bins[1])
+	require.NoError(t, err)
+	assert.Equal(t, []string{"compute"}, names(r.Changed))
+	f := r.Changed[0]
+	code := bins[0].read(f.OldAddr, 4)
+	require.Equal(t, endbr64, code, "the fixture no longer starts with endbr64")
+	// compute is endbr64 + lea + ret: exactly the 4+5 bytes needed, so
+	// the jump after endbr64 fits without padding.
+	assert.True(t, f.Patchable, f.Why)
+	assert.Equal(t, uint64(9), f.OldSize)
+	assert.Equal(t, uint64(0), f.Pad)
+}
