@@ -197,6 +197,12 @@ func TestProcessExits(t *testing.T) {
 		if _, err := p.Syscall(unix.SYS_GETPID); !errors.Is(err, ErrProcessExited) {
 			t.Fatalf("syscall after exit: %v", err)
 		}
+		if _, err := p.WriteAt([]byte{0x90}, 0x400000); !errors.Is(err, ErrProcessExited) {
+			t.Fatalf("write after exit: %v", err)
+		}
+		if _, err := p.ReadAt(make([]byte, 8), 0x400000); !errors.Is(err, ErrProcessExited) {
+			t.Fatalf("read after exit: %v", err)
+		}
 		if err := p.Close(); err != nil {
 			t.Fatalf("close after exit: %v", err)
 		}
