@@ -390,6 +390,12 @@ func (d *differ) functions() {
 			f.OldName = o.sym.name
 		}
 		f.Pad, f.Patchable, f.Why = patchable(d.old.b, o)
+		if isColdPart(o.sym.name) {
+			// A cold part whose function was not found: it is entered
+			// by jumps from inside that function, so a jump at its
+			// start would run new code in the middle of an old frame.
+			f.Pad, f.Patchable, f.Why = 0, false, "it is the out-of-line part of a function that was not found, entered mid-function, never called"
+		}
 		d.r.Changed = append(d.r.Changed, f)
 		if !f.Patchable {
 			d.reason(VerdictRefused, f.Name, f.Source, "%s changed but its entry cannot take a jump: %s", f.Name, f.Why)
