@@ -363,3 +363,30 @@ func TestDiffCET(t *testing.T) {
 	assert.Equal(t, uint64(9), f.OldSize)
 	assert.Equal(t, uint64(0), f.Pad)
 }
+
+// TestDiffRemovedGlobalStillNamed: NEW drops its own optind and uses
+// libc's through the GOT; the running process's state is in OLD's copy,
+// which the new code would not see. Both builds use -fPIC so NEW keeps the
+// GOT reference instead of a copy relocation.
+func TestDiffRemovedGlobalStillNamed(t *testing.T) {
+	dir := t.TempDir()
+	var bins [2]*Binary
+	for i, v := range []string{"v1", "v2"} {
+		out := filepath.Join(dir, v)
+		if b, err := runCmd("gcc", "-g", "-O2", "-fPIC", "-o", out, filepath.Join("testdata", "diff", "libglobal", v, "main.c")); err != nil {
+			t.Fatalf("gcc: %v\n%s", err, b)
+		}
+		b, err := Open(out)
+		require.NoError(t, err)
+		bins[i] = b
+	}
+	r, err := Diff(bins[0], bins[1])
+	require.NoError(t, err)
+	assert.Equal(t, VerdictRefused, r.Verdict)
+	g := findGlobal(r.Globals, "optind")
+	require.NotNil(t, g)
+	assert.Equal(t, []string{"removed"}, g.Changes)
+	require.NotEmpty(t, r.Reasons)
+	assert.Equal(t, "optind", r.Reasons[0].Symbol)
+	assert.Contains(t, r.Reasons[0].Message, "new code (next_arg) still refers to it")
+}
