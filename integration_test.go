@@ -720,3 +720,71 @@ func TestStackedFTPD(t *testing.T) {
 	require.Equal(t, text, exeText(t, target.Pid))
 	require.Empty(t, graftMappings(t, target.Pid))
 }
+
+// Patching and reverting again and again while clients hammer the very
+// function being replaced: every reply is one version's or the other's,
+// no connection breaks, and the server ends as it began.
+func TestApplyRevertUnderLoad(t *testing.T) {
+	requirePtrace(t)
+	target, port := testutil.StartServer(t, "sshd-v2", "-u", sshUsers(t))
+	defer testutil.RequireReleased(t, target.Pid)
+	text := exeText(t, target.Pid)
+	stop := make(chan struct{})
+	errs := make(chan error, 4)
+	counts := make(chan [2]int, 4)
+	for range 4 {
+		c := sshDial(t, port)
+		require.Equal(t, "OK welcome alice", c.cmd("LOGIN alice wonderland"))
+		go func() {
+			var n [2]int
+			defer func() { counts <- n }()
+			for {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				if _, err := fmt.Fprintf(c.conn, "ECHO a b c\n"); err != nil {
+					errs <- err
+					return
+				}
+				c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+				l, err := c.r.ReadString('\n')
+				switch {
+				case err != nil:
+					errs <- err
+					return
+				case l == "OK a\n":
+					n[0]++
+				case l == "OK a b c\n":
+					n[1]++
+				default:
+					errs <- fmt.Errorf("reply %q", l)
+					return
+				}
+			}
+		}()
+	}
+	for range 5 {
+		_, err := Apply(context.Background(), target.Pid, newBin(t, "sshd-v3"), ApplyOptions{})
+		require.NoError(t, err)
+		time.Sleep(20 * time.Millisecond)
+		_, err = Revert(context.Background(), target.Pid, RevertOptions{})
+		require.NoError(t, err)
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(stop)
+	var total [2]int
+	for range 4 {
+		require.NoError(t, <-errs)
+		n := <-counts
+		total[0] += n[0]
+		total[1] += n[1]
+	}
+	t.Logf("replies: %d from v2, %d from v3", total[0], total[1])
+	require.Positive(t, total[0])
+	require.Positive(t, total[1], "the new version answered while applied")
+	require.Equal(t, text, exeText(t, target.Pid))
+	require.Empty(t, graftMappings(t, target.Pid))
+}
