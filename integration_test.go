@@ -721,6 +721,63 @@ func TestStackedFTPD(t *testing.T) {
 	require.Empty(t, graftMappings(t, target.Pid))
 }
 
+// hammer logs conns clients in to sshd and has each send ECHO a b c in a
+// loop; the returned function stops them and returns how many replies came
+// from a v2 (first word only) and a v3 (whole text) cmd_echo, failing the
+// test on any other reply or a broken connection.
+func hammer(t *testing.T, port, conns int) func() [2]int {
+	t.Helper()
+	stop := make(chan struct{})
+	type result struct {
+		n   [2]int
+		err error
+	}
+	results := make(chan result, conns)
+	for range conns {
+		c := sshDial(t, port)
+		require.Equal(t, "OK welcome alice", c.cmd("LOGIN alice wonderland"))
+		go func() {
+			var r result
+			defer func() { results <- r }()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, r.err = fmt.Fprintf(c.conn, "ECHO a b c\n"); r.err != nil {
+					return
+				}
+				c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+				l, err := c.r.ReadString('\n')
+				switch {
+				case err != nil:
+					r.err = err
+					return
+				case l == "OK a\n":
+					r.n[0]++
+				case l == "OK a b c\n":
+					r.n[1]++
+				default:
+					r.err = fmt.Errorf("reply %q", l)
+					return
+				}
+			}
+		}()
+	}
+	return func() [2]int {
+		close(stop)
+		var total [2]int
+		for range conns {
+			r := <-results
+			require.NoError(t, r.err)
+			total[0] += r.n[0]
+			total[1] += r.n[1]
+		}
+		return total
+	}
+}
+
 // Patching and reverting again and again while clients hammer the very
 // function being replaced: every reply is one version's or the other's,
 // no connection breaks, and the server ends as it began.
@@ -729,43 +786,7 @@ func TestApplyRevertUnderLoad(t *testing.T) {
 	target, port := testutil.StartServer(t, "sshd-v2", "-u", sshUsers(t))
 	defer testutil.RequireReleased(t, target.Pid)
 	text := exeText(t, target.Pid)
-	stop := make(chan struct{})
-	errs := make(chan error, 4)
-	counts := make(chan [2]int, 4)
-	for range 4 {
-		c := sshDial(t, port)
-		require.Equal(t, "OK welcome alice", c.cmd("LOGIN alice wonderland"))
-		go func() {
-			var n [2]int
-			defer func() { counts <- n }()
-			for {
-				select {
-				case <-stop:
-					errs <- nil
-					return
-				default:
-				}
-				if _, err := fmt.Fprintf(c.conn, "ECHO a b c\n"); err != nil {
-					errs <- err
-					return
-				}
-				c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-				l, err := c.r.ReadString('\n')
-				switch {
-				case err != nil:
-					errs <- err
-					return
-				case l == "OK a\n":
-					n[0]++
-				case l == "OK a b c\n":
-					n[1]++
-				default:
-					errs <- fmt.Errorf("reply %q", l)
-					return
-				}
-			}
-		}()
-	}
+	done := hammer(t, port, 4)
 	for range 5 {
 		_, err := Apply(context.Background(), target.Pid, newBin(t, "sshd-v3"), ApplyOptions{})
 		require.NoError(t, err)
@@ -774,17 +795,47 @@ func TestApplyRevertUnderLoad(t *testing.T) {
 		require.NoError(t, err)
 		time.Sleep(20 * time.Millisecond)
 	}
-	close(stop)
-	var total [2]int
-	for range 4 {
-		require.NoError(t, <-errs)
-		n := <-counts
-		total[0] += n[0]
-		total[1] += n[1]
-	}
+	total := done()
 	t.Logf("replies: %d from v2, %d from v3", total[0], total[1])
 	require.Positive(t, total[0])
 	require.Positive(t, total[1], "the new version answered while applied")
+	require.Equal(t, text, exeText(t, target.Pid))
+	require.Empty(t, graftMappings(t, target.Pid))
+}
+
+// Stacked patches that supersede each other under the same load: the code
+// of each superseded patch is still unmapped (no frame can be in it once
+// the safe point was reached), so one image stays mapped.
+func TestStackedUnderLoadStaysBounded(t *testing.T) {
+	requirePtrace(t)
+	target, port := testutil.StartServer(t, "sshd-v2", "-u", sshUsers(t))
+	defer testutil.RequireReleased(t, target.Pid)
+	text := exeText(t, target.Pid)
+	done := hammer(t, port, 4)
+	v2, v3 := newBin(t, "sshd-v2"), newBin(t, "sshd-v3")
+	var first uint64
+	for i := range 20 {
+		src := v3
+		if i%2 == 1 {
+			src = v2
+		}
+		res, err := Apply(context.Background(), target.Pid, src, ApplyOptions{})
+		require.NoError(t, err, "patch %d", i+1)
+		if i > 0 {
+			require.Len(t, res.Unloaded, 1, "patch %d", i+1)
+		}
+		images, _ := graftMapped(t, target.Pid)
+		if i == 0 {
+			first = images
+		}
+		require.Equal(t, first, images, "after patch %d", i+1)
+		time.Sleep(10 * time.Millisecond)
+	}
+	total := done()
+	t.Logf("replies: %d from v2, %d from v3", total[0], total[1])
+	require.Positive(t, total[1])
+	_, err := Revert(context.Background(), target.Pid, RevertOptions{})
+	require.NoError(t, err)
 	require.Equal(t, text, exeText(t, target.Pid))
 	require.Empty(t, graftMappings(t, target.Pid))
 }
