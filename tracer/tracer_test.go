@@ -55,6 +55,12 @@ func TestAttachStopResume(t *testing.T) {
 	requirePtrace(t)
 	target := startSpin(t, "4")
 	p := attach(t, target.Pid)
+	if _, err := p.Regs(target.Pid); !errors.Is(err, ErrNotStopped) {
+		t.Fatalf("regs while running: %v", err)
+	}
+	if p.Stopped() {
+		t.Fatal("Stopped() true before Stop")
+	}
 	for i := 0; i < 5; i++ {
 		if err := p.Stop(); err != nil {
 			t.Fatalf("stop: %v", err)
