@@ -305,14 +305,12 @@ func waitAllState(t *testing.T, pid int, want string) {
 	}
 }
 
-// TestHelperProcess is not a test: startHelper and runHelperAsNobody run
-// this binary with GRAFT_TRACER_HELPER=mode:pid to get a second process
-// that traces the target (mode seize) or tries to attach (mode attach).
-func TestHelperProcess(t *testing.T) {
-	mode, pidStr, ok := strings.Cut(os.Getenv("GRAFT_TRACER_HELPER"), ":")
-	if !ok {
-		return
-	}
+// runHelper is the second process some tests need: TestMain calls it when
+// GRAFT_TRACER_HELPER=mode:pid is set, and it either traces the target
+// (mode seize, until killed) or tries to attach to it and prints the result
+// (mode attach).
+func runHelper(spec string) {
+	mode, pidStr, _ := strings.Cut(spec, ":")
 	pid, _ := strconv.Atoi(pidStr)
 	switch mode {
 	case "seize":
@@ -333,6 +331,8 @@ func TestHelperProcess(t *testing.T) {
 		}
 		os.Exit(0)
 	}
+	fmt.Println("unknown helper mode", mode)
+	os.Exit(2)
 }
 
 // startHelper runs the helper in the given mode against pid, waits until
@@ -340,7 +340,7 @@ func TestHelperProcess(t *testing.T) {
 // killed at cleanup.
 func startHelper(t *testing.T, mode string, pid int) int {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), fmt.Sprintf("GRAFT_TRACER_HELPER=%s:%d", mode, pid))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -382,7 +382,7 @@ func runHelperAsNobody(t *testing.T, mode string, pid int) string {
 	if err := os.WriteFile(bin, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-test.run=^TestHelperProcess$")
+	cmd := exec.Command(bin, "-test.run=^$")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), fmt.Sprintf("GRAFT_TRACER_HELPER=%s:%d", mode, pid))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}

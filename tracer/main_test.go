@@ -12,6 +12,9 @@ import (
 // test started) is left traced or in a ptrace or job-control stop: the
 // package's promise is that it never leaves a process behind stopped.
 func TestMain(m *testing.M) {
+	if spec := os.Getenv("GRAFT_TRACER_HELPER"); spec != "" {
+		runHelper(spec) // a helper process some tests start; never returns
+	}
 	code := m.Run()
 	if bad := stuckChildren(); len(bad) > 0 {
 		fmt.Fprintf(os.Stderr, "FAIL: processes left stopped or traced: %s\n", strings.Join(bad, ", "))
