@@ -170,9 +170,6 @@ func (s *State) Find(id string) (*PatchRecord, int) {
 	return nil, -1
 }
 
-// ErrNoState means the process carries no graft record: nothing applied.
-var ErrNoState = errors.New("no graft record in process")
-
 // StateFormatError reports a graft-state mapping that does not hold a
 // record this graft understands.
 type StateFormatError struct {
