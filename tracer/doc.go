@@ -43,14 +43,22 @@
 //
 // # Stop and Resume
 //
-// Stop sends PTRACE_INTERRUPT to every thread and waits for each, thread
-// by thread (the leader last: a dying process reports its leader only
-// after every other thread), recording what each stop was: our interrupt,
-// a signal (kept, to be delivered on resume), a group-stop, a clone event
-// (whose child is then waited for too). Resume continues each thread with
-// its recorded signal, or PTRACE_LISTENs it if it was in a group-stop.
-// So a signal that arrives while the process is held is delivered after
-// Resume (or Close), never swallowed, and kill -STOP is never undone.
+// Stop sends PTRACE_INTERRUPT to every thread and collects each one's
+// report (the leader last: a dying process reports its leader only after
+// every other thread), recording what each stop was: our interrupt, a
+// signal (kept, to be delivered on resume), a group-stop, a clone event
+// (whose child is then waited for too). It polls with WNOHANG, yielding
+// the CPU for the first 2 ms and then sleeping until SIGCHLD, rather than
+// blocking in wait4, so it cannot hang: a thread in uninterruptible sleep
+// (D) makes Stop give up after SetStopTimeout (10 s by default), resume
+// what it stopped and name the thread (ErrStopTimeout). A stop whose
+// report another thread of this process consumed (the target's real
+// parent waiting for it from the same process, which the kernel treats
+// as a ptrace wait) is recognised from /proc and PTRACE_GETSIGINFO.
+// Resume continues each thread with its recorded signal, or
+// PTRACE_LISTENs it if it was in a group-stop. So a signal that arrives
+// while the process is held is delivered after Resume (or Close), never
+// swallowed, and kill -STOP is never undone.
 //
 // # Remote syscalls
 //
@@ -72,10 +80,9 @@
 // # Limits
 //
 // An execve by the target while held is not followed (the threads it
-// replaces are dropped as they vanish). PTRACE_O_TRACEEXIT is not used:
-// thread exits are seen when they are reaped. A thread in uninterruptible
-// sleep (D) delays Stop until it wakes. The target must not be waited for
-// concurrently by another thread of the process embedding tracer (for its
-// real parent's wait is a ptrace wait too, and would swallow stops):
-// internal/testutil reaps its targets only after they have exited.
+// replaces are dropped as they vanish, and writes through the old
+// /proc/PID/mem fail). PTRACE_O_TRACEEXIT is not used: thread exits are
+// seen when they are reaped. A recovered stolen stop (above) still leaves
+// the thief with a bogus "stopped" status; internal/testutil therefore
+// reaps its targets only after they have exited.
 package tracer

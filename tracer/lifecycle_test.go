@@ -392,3 +392,90 @@ func runHelperAsNobody(t *testing.T, mode string, pid int) string {
 	}
 	return string(out)
 }
+
+// TestStopTimeout: a thread in uninterruptible sleep (here: waiting for a
+// vfork child) cannot be stopped. Stop gives up at its timeout, names the
+// thread and leaves the process running, and works again once the thread
+// wakes.
+func TestStopTimeout(t *testing.T) {
+	requirePtrace(t)
+	target := testutil.Start(t, testutil.Build(t, "vforker"), "2000")
+	out := collect(target)
+	out.wait(t, "ready", 10*time.Second)
+	var tid int
+	fmt.Sscanf(out.wait(t, "vfork ", 5*time.Second), "vfork %d", &tid)
+	deadline := time.Now().Add(5 * time.Second)
+	for ThreadState(target.Pid, tid) != "D" {
+		if time.Now().After(deadline) {
+			t.Fatalf("thread %d never blocked in vfork (state %q)", tid, ThreadState(target.Pid, tid))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	p := attach(t, target.Pid)
+	p.SetStopTimeout(300 * time.Millisecond)
+	err := p.Stop()
+	if !errors.Is(err, ErrStopTimeout) || !strings.Contains(err.Error(), fmt.Sprintf("tid %d (state D", tid)) {
+		t.Fatalf("stop with a thread in D state: %v", err)
+	}
+	if p.Stopped() {
+		t.Fatal("Stopped() after a failed Stop")
+	}
+	if s := ThreadState(target.Pid, target.Pid); s == "t" {
+		t.Fatalf("main thread left in a ptrace-stop after the failed Stop")
+	}
+	out.wait(t, "vforked", 10*time.Second)
+	p.SetStopTimeout(DefaultStopTimeout)
+	if err := p.Stop(); err != nil {
+		t.Fatalf("stop after the thread woke: %v", err)
+	}
+	if got := len(p.Threads()); got != 2 {
+		t.Errorf("%d threads held, want 2", got)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.RequireReleased(t, target.Pid)
+}
+
+// TestStolenStopReport: the target is a child of this process and another
+// goroutine waits for it (exec.Cmd.Wait). The kernel hands that wait the
+// ptrace-stops of the target's main thread; Stop must still complete.
+func TestStolenStopReport(t *testing.T) {
+	requirePtrace(t)
+	cmd := exec.Command(testutil.Build(t, "sleepers"), "1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	defer func() {
+		unix.Kill(pid, unix.SIGKILL)
+		var ws unix.WaitStatus
+		unix.Wait4(pid, &ws, 0, nil) // reap, whatever Wait saw
+	}()
+	line := make([]byte, 16)
+	if n, _ := io.ReadAtLeast(stdout, line, 6); !strings.HasPrefix(string(line[:n]), "ready") {
+		t.Fatalf("sleepers: %q", line[:n])
+	}
+	go cmd.Wait() // the thief
+	time.Sleep(20 * time.Millisecond)
+	p := attach(t, pid)
+	for i := 0; i < 3; i++ {
+		if err := p.Stop(); err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+		if _, err := p.Regs(pid); err != nil {
+			t.Fatalf("regs of the main thread: %v", err)
+		}
+		if err := p.Resume(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.RequireReleased(t, pid)
+}

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -71,6 +72,10 @@ type Process struct {
 	// verified: a Stop has checked /proc/PID/task for threads that
 	// escaped Attach (see stop).
 	verified bool
+	sigc     chan os.Signal // SIGCHLD notifications
+	// stopTimeout bounds how long Stop waits for one thread (a thread in
+	// uninterruptible sleep stops only when it wakes).
+	stopTimeout time.Duration
 }
 
 type snapshot struct {
@@ -100,6 +105,14 @@ func (p *Process) publish() {
 	p.snapMu.Unlock()
 }
 
+// DefaultStopTimeout is how long Stop waits for a thread to stop before it
+// gives up, resumes the process and says which thread did not stop.
+const DefaultStopTimeout = 10 * time.Second
+
+// ErrStopTimeout: a thread did not stop in time (typically one in
+// uninterruptible sleep, state D); the process was resumed.
+var ErrStopTimeout = errors.New("thread did not stop")
+
 // pollInterval bounds how long an event (a new thread's first stop, a
 // signal to pass on) can wait when a SIGCHLD notification was coalesced or
 // lost; normally SIGCHLD wakes the tracer goroutine at once.
@@ -128,6 +141,9 @@ func Attach(pid int) (*Process, error) {
 		quit:    make(chan struct{}),
 		mem:     mem,
 		threads: map[int]*thread{},
+		sigc:    make(chan os.Signal, 1),
+
+		stopTimeout: DefaultStopTimeout,
 	}
 	ready := make(chan error, 1)
 	go p.loop(ready)
@@ -152,9 +168,8 @@ func (p *Process) loop(ready chan<- error) {
 
 	// SIGCHLD tells us a tracee changed state while the process runs
 	// (new thread, signal to pass on, thread exit).
-	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, syscall.SIGCHLD)
-	defer signal.Stop(sigc)
+	signal.Notify(p.sigc, syscall.SIGCHLD)
+	defer signal.Stop(p.sigc)
 
 	if err := p.seizeAll(); err != nil {
 		p.detach()
@@ -170,7 +185,7 @@ func (p *Process) loop(ready chan<- error) {
 		select {
 		case fn := <-p.reqs:
 			fn()
-		case <-sigc:
+		case <-p.sigc:
 			p.poll()
 		case <-tick.C:
 			p.poll()
@@ -490,6 +505,7 @@ func (p *Process) stop() error {
 		// ESRCH: exiting; its exit status is collected below.
 		ptraceInterrupt(tid)
 	}
+	deadline := time.Now().Add(p.stopTimeout)
 	for {
 		waiting := false
 		// The leader last: when the process is dying, its exit is
@@ -507,17 +523,11 @@ func (p *Process) stop() error {
 			if p.collect(t, true) {
 				continue
 			}
-			if tid == p.pid && threadState(p.pid, tid) == 'Z' {
-				// A leader that called pthread_exit (or whose process
-				// is dying) reports nothing until every other thread is
-				// reaped: don't wait for it now (see gone).
-				t.zombie = true
-				if len(p.threads) == 1 {
-					p.gone(-1, "")
-				}
-				continue
+			if err := p.awaitStop(t, deadline); err != nil {
+				// Never leave the process half stopped.
+				p.release()
+				return err
 			}
-			p.collect(t, false)
 		}
 		if p.exited != nil {
 			return p.exited
@@ -557,6 +567,112 @@ func (p *Process) stop() error {
 		}
 	}
 	return nil
+}
+
+// awaitStop waits until t reports a state change, polling: first
+// yielding the CPU for a moment (a thread interrupted in user space or an
+// interruptible sleep stops within microseconds), then on SIGCHLD. Unlike
+// a blocking wait4 this cannot hang: it gives up at deadline, and it
+// notices two reports that never come:
+//
+//   - a leader that called pthread_exit (or whose process is dying)
+//     reports nothing until every other thread is reaped;
+//   - a stop whose report another thread of this process consumed: a
+//     wait by the target's real parent is, for the kernel, a ptrace wait
+//     when the parent's process is also the tracer (an exec.Cmd.Wait in
+//     the program embedding tracer). The thread is then in a ptrace-stop
+//     that PTRACE_GETSIGINFO can describe.
+func (p *Process) awaitStop(t *thread, deadline time.Time) error {
+	start := time.Now()
+	for {
+		if p.collect(t, true) {
+			return nil
+		}
+		since := time.Since(start)
+		if since < 2*time.Millisecond {
+			yield()
+			continue
+		}
+		if t.tid == p.pid && threadState(p.pid, t.tid) == 'Z' {
+			t.zombie = true
+			if len(p.threads) == 1 {
+				p.gone(-1, "")
+			}
+			return nil
+		}
+		if since > 20*time.Millisecond && p.recoverStolen(t) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return p.stopTimeoutErr()
+		}
+		select {
+		case <-p.sigc:
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// recoverStolen records the stop of a thread whose wait report someone
+// else consumed (see awaitStop), from its siginfo.
+func (p *Process) recoverStolen(t *thread) bool {
+	if threadState(p.pid, t.tid) != 't' {
+		return false
+	}
+	si, err := ptraceGetSiginfo(t.tid)
+	if err != nil {
+		return false // not in a ptrace-stop (listening, running)
+	}
+	if p.collect(t, true) {
+		return true // the report was only late
+	}
+	t.listening = false
+	t.regs = nil
+	switch si.code() >> 8 {
+	case unix.PTRACE_EVENT_STOP:
+		t.state = stopEvent
+		if isStopSignal(si.signo()) {
+			t.state = stopGroup
+		}
+	case unix.PTRACE_EVENT_CLONE:
+		t.state = stopClone
+		if msg, err := ptraceEventMsg(t.tid); err == nil {
+			if _, ok := p.threads[int(msg)]; !ok {
+				p.threads[int(msg)] = &thread{tid: int(msg)}
+			}
+		}
+	case 0:
+		t.state = stopSignal
+		t.sig, t.info = si.signo(), si
+	default:
+		t.state = stopOther
+	}
+	return true
+}
+
+// stopTimeoutErr names the threads that did not stop, with their state.
+func (p *Process) stopTimeoutErr() error {
+	var late []string
+	for _, tid := range p.tids() {
+		t := p.threads[tid]
+		if t.zombie || t.state != running {
+			continue
+		}
+		st := ThreadState(p.pid, tid)
+		what := ""
+		if st == "D" {
+			what = ", uninterruptible sleep"
+		}
+		late = append(late, fmt.Sprintf("tid %d (state %s%s)", tid, st, what))
+	}
+	return fmt.Errorf("stop pid %d: %w within %v: %s; the process was resumed",
+		p.pid, ErrStopTimeout, p.stopTimeout, strings.Join(late, ", "))
+}
+
+// SetStopTimeout sets how long Stop waits for a thread to stop (default
+// DefaultStopTimeout).
+func (p *Process) SetStopTimeout(d time.Duration) {
+	p.do(func() error { p.stopTimeout = d; return nil })
 }
 
 // Resume lets every thread run again. Signals that arrived while the

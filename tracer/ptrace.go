@@ -77,3 +77,7 @@ func wait4(tid int, nohang bool) (int, unix.WaitStatus, error) {
 		return wpid, ws, err
 	}
 }
+
+// yield gives the CPU to another runnable thread (the tracee we wait for,
+// on a machine with few cores) without sleeping.
+func yield() { unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0) }

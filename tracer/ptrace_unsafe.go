@@ -15,6 +15,11 @@ func (si *siginfo) signo() int {
 	return int(int32(uint32(si[0]) | uint32(si[1])<<8 | uint32(si[2])<<16 | uint32(si[3])<<24))
 }
 
+// code returns si_code.
+func (si *siginfo) code() int {
+	return int(int32(uint32(si[8]) | uint32(si[9])<<8 | uint32(si[10])<<16 | uint32(si[11])<<24))
+}
+
 func ptraceGetSiginfo(tid int) (*siginfo, error) {
 	si := new(siginfo)
 	_, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_GETSIGINFO, uintptr(tid),
