@@ -95,3 +95,19 @@ func comm(pid int) string {
 	}
 	return strings.TrimSpace(string(b))
 }
+
+// sigPending reports whether sig is pending for the thread (its own
+// pending set, /proc/PID/task/TID/status SigPnd).
+func sigPending(pid, tid, sig int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/status", pid, tid))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "SigPnd:"); ok {
+			set, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err == nil && set&(1<<(sig-1)) != 0
+		}
+	}
+	return false
+}

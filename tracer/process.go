@@ -73,6 +73,8 @@ type Process struct {
 	// escaped Attach (see stop).
 	verified bool
 	sigc     chan os.Signal // SIGCHLD notifications
+	// stolenInfo: siginfo of signal stops rebuilt by stolenStatus.
+	stolenInfo map[int]*siginfo
 	// stopTimeout bounds how long Stop waits for one thread (a thread in
 	// uninterruptible sleep stops only when it wakes).
 	stopTimeout time.Duration
@@ -142,6 +144,8 @@ func Attach(pid int) (*Process, error) {
 		mem:     mem,
 		threads: map[int]*thread{},
 		sigc:    make(chan os.Signal, 1),
+
+		stolenInfo: map[int]*siginfo{},
 
 		stopTimeout: DefaultStopTimeout,
 	}
@@ -409,7 +413,9 @@ func (p *Process) record(tid int, ws unix.WaitStatus) {
 		case 0:
 			t.state = stopSignal
 			t.sig = sig
-			t.info = nil
+			// A rebuilt (stolen) report: its siginfo is all we know.
+			t.info = p.stolenInfo[tid]
+			delete(p.stolenInfo, tid)
 		default:
 			t.state = stopOther
 		}
@@ -569,42 +575,74 @@ func (p *Process) stop() error {
 	return nil
 }
 
-// awaitStop waits until t reports a state change, polling: first
-// yielding the CPU for a moment (a thread interrupted in user space or an
-// interruptible sleep stops within microseconds), then on SIGCHLD. Unlike
-// a blocking wait4 this cannot hang: it gives up at deadline, and it
-// notices two reports that never come:
-//
-//   - a leader that called pthread_exit (or whose process is dying)
-//     reports nothing until every other thread is reaped;
-//   - a stop whose report another thread of this process consumed: a
-//     wait by the target's real parent is, for the kernel, a ptrace wait
-//     when the parent's process is also the tracer (an exec.Cmd.Wait in
-//     the program embedding tracer). The thread is then in a ptrace-stop
-//     that PTRACE_GETSIGINFO can describe.
+// awaitStop waits until t reports a state change and records it, giving
+// up at deadline (see waitRaw). A zombie leader, which reports nothing
+// until every other thread is reaped, is marked and not waited for.
 func (p *Process) awaitStop(t *thread, deadline time.Time) error {
+	ws, err := p.waitRaw(t, deadline, true)
+	if err == errZombieLeader {
+		t.zombie = true
+		if len(p.threads) == 1 {
+			p.gone(-1, "")
+		}
+		return nil
+	}
+	if err == errTimedOut {
+		return p.stopTimeoutErr()
+	}
+	if err != nil {
+		p.gone(t.tid, "") // ECHILD: reaped by someone else
+		return nil
+	}
+	p.record(t.tid, ws)
+	return nil
+}
+
+var (
+	errZombieLeader = errors.New("zombie leader")
+	errTimedOut     = errors.New("timed out")
+)
+
+// waitRaw waits for t's next wait status without blocking in wait4:
+// WNOHANG polls, yielding the CPU for the first 2 ms (a thread interrupted
+// in user space or an interruptible sleep stops within microseconds), then
+// sleeping until SIGCHLD or 1 ms. So it cannot hang: it returns
+// errTimedOut at deadline (a thread in uninterruptible sleep), and it
+// notices reports that will never come:
+//
+//   - errZombieLeader (only if leaderCheck): a leader that called
+//     pthread_exit, or whose process is dying, reports nothing until every
+//     other thread is reaped;
+//   - a stop whose report another thread of this process consumed: a wait
+//     by the target's real parent is, for the kernel, a ptrace wait when
+//     the parent's process is also the tracer (an exec.Cmd.Wait in the
+//     program embedding tracer). The thread is in a ptrace-stop that
+//     PTRACE_GETSIGINFO describes, and waitRaw rebuilds its status.
+func (p *Process) waitRaw(t *thread, deadline time.Time, leaderCheck bool) (unix.WaitStatus, error) {
 	start := time.Now()
 	for {
-		if p.collect(t, true) {
-			return nil
+		wpid, ws, err := wait4(t.tid, true)
+		if err != nil {
+			return 0, err
+		}
+		if wpid != 0 {
+			return ws, nil
 		}
 		since := time.Since(start)
 		if since < 2*time.Millisecond {
 			yield()
 			continue
 		}
-		if t.tid == p.pid && threadState(p.pid, t.tid) == 'Z' {
-			t.zombie = true
-			if len(p.threads) == 1 {
-				p.gone(-1, "")
-			}
-			return nil
+		if leaderCheck && t.tid == p.pid && threadState(p.pid, t.tid) == 'Z' {
+			return 0, errZombieLeader
 		}
-		if since > 20*time.Millisecond && p.recoverStolen(t) {
-			return nil
+		if since > 20*time.Millisecond {
+			if ws, ok := p.stolenStatus(t.tid); ok {
+				return ws, nil
+			}
 		}
 		if time.Now().After(deadline) {
-			return p.stopTimeoutErr()
+			return 0, errTimedOut
 		}
 		select {
 		case <-p.sigc:
@@ -613,41 +651,32 @@ func (p *Process) awaitStop(t *thread, deadline time.Time) error {
 	}
 }
 
-// recoverStolen records the stop of a thread whose wait report someone
-// else consumed (see awaitStop), from its siginfo.
-func (p *Process) recoverStolen(t *thread) bool {
-	if threadState(p.pid, t.tid) != 't' {
-		return false
+// stolenStatus rebuilds the wait status of a thread that sits in a
+// ptrace-stop whose report someone else consumed (see waitRaw).
+func (p *Process) stolenStatus(tid int) (unix.WaitStatus, bool) {
+	if threadState(p.pid, tid) != 't' {
+		return 0, false
 	}
-	si, err := ptraceGetSiginfo(t.tid)
+	si, err := ptraceGetSiginfo(tid)
 	if err != nil {
-		return false // not in a ptrace-stop (listening, running)
+		return 0, false // not in a ptrace-stop (listening, running)
 	}
-	if p.collect(t, true) {
-		return true // the report was only late
+	// The stop is fully set up once GETSIGINFO works: if its report were
+	// still there, this would see it.
+	if wpid, ws, err := wait4(tid, true); err == nil && wpid != 0 {
+		return ws, true
 	}
-	t.listening = false
-	t.regs = nil
-	switch si.code() >> 8 {
-	case unix.PTRACE_EVENT_STOP:
-		t.state = stopEvent
-		if isStopSignal(si.signo()) {
-			t.state = stopGroup
-		}
-	case unix.PTRACE_EVENT_CLONE:
-		t.state = stopClone
-		if msg, err := ptraceEventMsg(t.tid); err == nil {
-			if _, ok := p.threads[int(msg)]; !ok {
-				p.threads[int(msg)] = &thread{tid: int(msg)}
-			}
-		}
-	case 0:
-		t.state = stopSignal
-		t.sig, t.info = si.signo(), si
-	default:
-		t.state = stopOther
+	code, signo := si.code(), si.signo()
+	// A ptrace event stop's siginfo carries the wait status's upper bits
+	// in si_code: SIGTRAP (or the stop signal) | event<<8.
+	if code > 0 && code&0xff == signo && code>>8 != 0 {
+		return unix.WaitStatus(code<<8 | 0x7f), true
 	}
-	return true
+	if signo > 0 && signo < 65 {
+		p.stolenInfo[tid] = si
+		return unix.WaitStatus(signo<<8 | 0x7f), true
+	}
+	return 0, false
 }
 
 // stopTimeoutErr names the threads that did not stop, with their state.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -223,20 +224,36 @@ func (p *Process) remoteSyscall(t *thread, nr uint64, a [6]uint64) (uint64, erro
 // delivery on resume (see the comment at the top of this file).
 func (p *Process) stepSyscall(t *thread, gadget uint64) (uint64, error) {
 	tid := t.tid
+	final := stopSignal
 	defer func() {
-		// The thread now sits in a SIGTRAP signal-delivery-stop of ours;
-		// resuming it with t.sig (and t.info put back) delivers the
-		// signal it stopped for, if any, instead of the trap.
+		// The thread now sits in a SIGTRAP signal-delivery-stop of ours
+		// (or, interrupted, in an event stop); resuming it with t.sig (and
+		// t.info put back) delivers the signal it stopped for, if any.
 		if _, ok := p.threads[tid]; ok {
-			t.state = stopSignal
+			t.state = final
 		}
 	}()
+	deadline := time.Now().Add(p.stopTimeout)
 	for i := 0; i < 32; i++ {
 		if err := ptraceSingleStep(tid); err != nil {
 			return 0, p.opErr("single-step remote syscall", tid, err)
 		}
-		wpid, ws, err := wait4(tid, false)
-		if err != nil || wpid == 0 {
+		ws, err := p.waitRaw(t, deadline, false)
+		if err == errTimedOut {
+			// The call blocks (or the thread sleeps uninterruptibly):
+			// interrupt it so the registers can be restored.
+			ptraceInterrupt(tid)
+			if ws, err = p.waitRaw(t, time.Now().Add(p.stopTimeout), false); err == nil {
+				ws = p.drainStepTrap(t, ws)
+				if int(ws)>>16 != 0 {
+					final = stopEvent
+				}
+				p.keepStop(t, ws)
+				return 0, fmt.Errorf("remote syscall on tid %d in pid %d: %w within %v (interrupted)",
+					tid, p.pid, ErrStopTimeout, p.stopTimeout)
+			}
+		}
+		if err != nil {
 			p.gone(tid, "")
 			return 0, p.opErr("wait for remote syscall", tid, unix.ESRCH)
 		}
@@ -266,6 +283,33 @@ func (p *Process) stepSyscall(t *thread, gadget uint64) (uint64, error) {
 	return 0, fmt.Errorf("remote syscall on tid %d in pid %d: thread never reached the syscall at %#x", tid, p.pid, gadget)
 }
 
+// drainStepTrap: a single-stepped syscall that we interrupted still
+// raised its step trap on the way out, and the interrupt's event stop was
+// reported first. That SIGTRAP is queued: delivered later it would kill
+// the program. Let the thread dequeue it (synchronous signals go first)
+// and stop for it, and return that stop.
+func (p *Process) drainStepTrap(t *thread, ws unix.WaitStatus) unix.WaitStatus {
+	if !ws.Stopped() || int(ws)>>16 == 0 || !sigPending(p.pid, t.tid, int(unix.SIGTRAP)) {
+		return ws
+	}
+	if ptraceCont(t.tid, 0) != nil {
+		return ws
+	}
+	next, err := p.waitRaw(t, time.Now().Add(p.stopTimeout), false)
+	if err != nil {
+		return ws
+	}
+	return next
+}
+
+// keepStop handles the stop an interrupted remote syscall ended in: a
+// signal-delivery-stop's signal is kept, event stops need nothing.
+func (p *Process) keepStop(t *thread, ws unix.WaitStatus) {
+	if ws.Stopped() && int(ws)>>16 == 0 && ws.StopSignal() != unix.SIGTRAP {
+		p.keepSignal(t, int(ws.StopSignal()))
+	}
+}
+
 // keepSignal records a signal t stopped for, to be delivered when t is
 // resumed; t must be in that signal's delivery-stop. One signal rides on
 // the resume with its siginfo; a second is queued again with tgkill.
@@ -293,7 +337,15 @@ func (p *Process) repark(t *thread) error {
 	}
 	t.state = running
 	for i := 0; i < 32; i++ {
-		p.collect(t, false)
+		ws, err := p.waitRaw(t, time.Now().Add(p.stopTimeout), false)
+		if err == errTimedOut {
+			return fmt.Errorf("re-park tid %d in pid %d: %w within %v", t.tid, p.pid, ErrStopTimeout, p.stopTimeout)
+		}
+		if err != nil {
+			p.gone(t.tid, "")
+		} else {
+			p.record(t.tid, ws)
+		}
 		if p.exited != nil {
 			return p.exited
 		}

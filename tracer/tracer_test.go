@@ -571,3 +571,48 @@ func TestSignalRaces(t *testing.T) {
 	}
 	b.requireNoEINTR(t)
 }
+
+// TestRemoteSyscallBlocks: a remote syscall that blocks (pause) is
+// interrupted at the stop timeout; the borrowed thread gets its registers
+// back and its own blocked read carries on.
+func TestRemoteSyscallBlocks(t *testing.T) {
+	requirePtrace(t)
+	b := startBlockers(t)
+	p := attach(t, b.Pid)
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	rd := b.tid["read"]
+	before, err := p.Regs(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.SetStopTimeout(200 * time.Millisecond)
+	if _, err := p.SyscallOn(rd, unix.SYS_PAUSE); !errors.Is(err, ErrStopTimeout) {
+		t.Fatalf("remote pause: %v", err)
+	}
+	after, err := p.Regs(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after != before {
+		t.Errorf("registers not restored:\nbefore %+v\nafter  %+v", before, after)
+	}
+	if got, err := p.SyscallOn(rd, unix.SYS_GETTID); err != nil || int(got) != rd {
+		t.Fatalf("remote gettid after the interrupted call: %d, %v", got, err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.RequireReleased(t, b.Pid)
+	w, err := os.OpenFile(b.fifo, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("still reading\n"))
+	w.Close()
+	if l := b.out.wait(t, "read: ", 5*time.Second); l != "read: still reading" {
+		t.Errorf("reader got %q", l)
+	}
+	b.requireNoEINTR(t)
+}
