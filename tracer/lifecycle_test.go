@@ -479,3 +479,33 @@ func TestStolenStopReport(t *testing.T) {
 	}
 	testutil.RequireReleased(t, pid)
 }
+
+// TestCloseWithUnstoppableThread: Close while a thread sleeps
+// uninterruptibly detaches what it can, says what it could not, and the
+// kernel releases the rest when the tracer thread ends: nothing stays
+// traced.
+func TestCloseWithUnstoppableThread(t *testing.T) {
+	requirePtrace(t)
+	target := testutil.Start(t, testutil.Build(t, "vforker"), "1500")
+	out := collect(target)
+	out.wait(t, "ready", 10*time.Second)
+	var tid int
+	fmt.Sscanf(out.wait(t, "vfork ", 5*time.Second), "vfork %d", &tid)
+	deadline := time.Now().Add(5 * time.Second)
+	for ThreadState(target.Pid, tid) != "D" {
+		if time.Now().After(deadline) {
+			t.Fatalf("thread %d never blocked in vfork", tid)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	p, err := Attach(target.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.SetStopTimeout(200 * time.Millisecond)
+	if err := p.Close(); !errors.Is(err, ErrStopTimeout) {
+		t.Fatalf("close: %v", err)
+	}
+	testutil.RequireReleased(t, target.Pid)
+	out.wait(t, "vforked", 10*time.Second)
+}
