@@ -62,12 +62,14 @@
 //
 // # Remote syscalls
 //
-// See remote.go: registers saved, every signal blocked with
-// PTRACE_SETSIGMASK, rip pointed at a `syscall` instruction found in the
-// vDSO or libc, orig_rax set to -1, one PTRACE_SINGLESTEP, registers and
-// mask restored. A thread interrupted in a blocking call keeps orig_rax
-// and its -ERESTART* rax, and the kernel restarts the call when it goes
-// on: the program sees no EINTR.
+// See remote.go: registers saved, rip pointed at a `syscall` instruction
+// found in the vDSO or libc, orig_rax set to -1, one PTRACE_SINGLESTEP,
+// registers restored. A thread interrupted in a blocking call keeps
+// orig_rax and its -ERESTART* rax, and the kernel restarts the call when
+// it goes on: the program sees no EINTR. A signal the borrowed thread had
+// stopped for, or dequeued on the way, is delivered on resume with its
+// original siginfo. A remote call that blocks is interrupted at the stop
+// timeout.
 //
 // # Close
 //
