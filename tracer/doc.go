@@ -10,7 +10,8 @@
 // # One tracer thread
 //
 // The kernel ties a tracee to the thread that attached it: only that OS
-// thread may make ptrace requests on it or wait for it. Attach therefore
+// thread may make ptrace requests on it (though any thread of the process
+// can consume its wait reports; see Stop). Attach therefore
 // starts one goroutine per Process, locked to its OS thread for good, and
 // every ptrace and wait call runs there; exported methods send it closures
 // over a channel (delve's execPtraceFunc). The goroutine never unlocks: if
