@@ -616,3 +616,37 @@ func TestRemoteSyscallBlocks(t *testing.T) {
 	}
 	b.requireNoEINTR(t)
 }
+
+// TestModulesDeletedExecutable: a running binary deleted (or replaced by
+// an upgrade) on disk is read through /proc/PID/map_files.
+func TestModulesDeletedExecutable(t *testing.T) {
+	requirePtrace(t)
+	src := testutil.Build(t, "spin")
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "spin-copy")
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	target := testutil.Start(t, bin, "1")
+	target.WaitLine(t, "ready", 10*time.Second)
+	want := fileBuildID(t, bin)
+	if err := os.Remove(bin); err != nil {
+		t.Fatal(err)
+	}
+	mods, err := Modules(target.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range mods {
+		if m.Main {
+			if m.Path != bin+" (deleted)" || m.BuildID != want || m.Bias == 0 {
+				t.Errorf("main module %q build ID %q bias %#x, want %q", m.Path, m.BuildID, m.Bias, want)
+			}
+			return
+		}
+	}
+	t.Fatalf("no main module in %+v", mods)
+}
