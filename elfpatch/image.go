@@ -45,6 +45,30 @@ type Image struct {
 	// read-only, as ld.so does.
 	RelroStart uint64 `json:"relro_start,omitempty"`
 	RelroEnd   uint64 `json:"relro_end,omitempty"`
+	// EhFrame and EhFrameSize are NEW's .eh_frame section (link-time
+	// vaddr and size; zero if NEW has none), EhFrameHdr and
+	// EhFrameHdrSize its .eh_frame_hdr. Both lie inside NEW's PT_LOAD
+	// segments, so they are mapped with the image: an unwinder reads the
+	// CFI of the loaded code from the target's memory, without NEW's file.
+	EhFrame        uint64 `json:"eh_frame,omitempty"`
+	EhFrameSize    uint64 `json:"eh_frame_size,omitempty"`
+	EhFrameHdr     uint64 `json:"eh_frame_hdr,omitempty"`
+	EhFrameHdrSize uint64 `json:"eh_frame_hdr_size,omitempty"`
+	// Objects are NEW's writable data objects that OLD does not have
+	// (globals and statics NEW added): they live in the image,
+	// initialised from NEW's data. Together with Runs they are every NEW
+	// symbol a later patch (built against NEW) may have to reach in the
+	// image.
+	Objects []Object `json:"objects,omitempty"`
+}
+
+// Object is one NEW data object that lives in the image.
+type Object struct {
+	Name string `json:"name"`
+	// File is the compile unit of a static ("" for a global).
+	File string `json:"file,omitempty"`
+	New  uint64 `json:"new"`
+	Size uint64 `json:"size"`
 }
 
 // RunFunc is one NEW function that may execute from the image.
@@ -99,6 +123,15 @@ type Fixup struct {
 	Target uint64 `json:"target"`
 	// Symbol names what the field refers to, for messages.
 	Symbol string `json:"symbol"`
+	// Name, File and SymAddr identify OLD's symbol holding Target: its
+	// bare name, its compile unit for a static, and its link-time
+	// address (Target-SymAddr is the offset into it). A patch stacked on
+	// an earlier one (OLD is then that patch's NEW, partly living in its
+	// image) maps Target to the live copy by this name alone, without
+	// OLD's file. Empty when no OLD symbol holds Target.
+	Name    string `json:"name,omitempty"`
+	File    string `json:"file,omitempty"`
+	SymAddr uint64 `json:"sym_addr,omitempty"`
 }
 
 // Import is one 8-byte slot in NEW (GOT entry) to fill at apply time with

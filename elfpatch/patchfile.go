@@ -30,8 +30,14 @@ type Patch struct {
 	Image *Image `json:"image"`
 }
 
-// PatchVersion is the format version WriteTo writes.
-const PatchVersion = 1
+// PatchVersion is the format version WriteTo writes. Version 2 added the
+// image's self-description (Image.EhFrame*, Image.Objects, Fixup.Name,
+// File, SymAddr), keys a version-1 reader would reject; ReadPatch still
+// reads version 1, whose images simply lack them.
+const PatchVersion = 2
+
+// minPatchVersion is the oldest format version ReadPatch reads.
+const minPatchVersion = 1
 
 // patchMagic starts every patch file.
 var patchMagic = [8]byte{'G', 'R', 'A', 'F', 'T', 'P', 'C', 'H'}
@@ -204,8 +210,8 @@ func ReadPatch(r io.Reader) (p *Patch, err error) {
 		return nil, &FormatError{Off: 0, Msg: "bad magic (not a graft patch)", Val: fmt.Sprintf("%q", hdr[:8])}
 	}
 	version := binary.LittleEndian.Uint32(hdr[8:])
-	if version != PatchVersion {
-		return nil, &FormatError{Off: 8, Msg: fmt.Sprintf("unsupported format version (this graft reads %d)", PatchVersion), Val: version}
+	if version < minPatchVersion || version > PatchVersion {
+		return nil, &FormatError{Off: 8, Msg: fmt.Sprintf("unsupported format version (this graft reads %d to %d)", minPatchVersion, PatchVersion), Val: version}
 	}
 	if flags := binary.LittleEndian.Uint32(hdr[12:]); flags != 0 {
 		return nil, &FormatError{Off: 12, Msg: "unknown flags", Val: flags}
@@ -230,10 +236,10 @@ func ReadPatch(r io.Reader) (p *Patch, err error) {
 	if n, _ := r.Read(extra[:]); n > 0 {
 		return nil, &FormatError{Off: headerSize + int64(size), Msg: "trailing data after payload"}
 	}
-	return parsePayload(payload)
+	return parsePayload(payload, int(version))
 }
 
-func parsePayload(payload []byte) (*Patch, error) {
+func parsePayload(payload []byte, version int) (*Patch, error) {
 	var meta []byte
 	var segs [][]byte
 	haveMeta := false
@@ -274,7 +280,7 @@ func parsePayload(payload []byte) (*Patch, error) {
 	if err := dec.Decode(&p); err != nil {
 		return nil, &FormatError{Off: headerSize + 12, Msg: "bad metadata: " + err.Error()}
 	}
-	if err := p.validate(segs); err != nil {
+	if err := p.validate(version, segs); err != nil {
 		return nil, err
 	}
 	return &p, nil
@@ -282,9 +288,9 @@ func parsePayload(payload []byte) (*Patch, error) {
 
 // validate checks what apply relies on, so a file that passes is safe to
 // act on structurally (sizes, counts, ids); semantics are apply's.
-func (p *Patch) validate(segs [][]byte) error {
+func (p *Patch) validate(version int, segs [][]byte) error {
 	bad := func(msg string, val any) error { return &FormatError{Off: headerSize + 12, Msg: msg, Val: val} }
-	if p.Version != PatchVersion {
+	if p.Version != version {
 		return bad("metadata version differs from header", p.Version)
 	}
 	if p.OldBuildID == "" {
@@ -322,6 +328,16 @@ func (p *Patch) validate(segs [][]byte) error {
 			return bad(fmt.Sprintf("segment %d: bad protection", i), s.Prot)
 		}
 		s.Data = segs[i]
+	}
+	im := p.Image
+	for _, r := range [][3]any{{"eh_frame", im.EhFrame, im.EhFrameSize}, {"eh_frame_hdr", im.EhFrameHdr, im.EhFrameHdrSize}} {
+		name, addr, size := r[0].(string), r[1].(uint64), r[2].(uint64)
+		if addr+size < addr || (size > 0 && addr+size > im.Size) {
+			return bad(fmt.Sprintf("%s [0x%x, +0x%x) outside the image size 0x%x", name, addr, size, im.Size), nil)
+		}
+	}
+	if version < 2 && (im.EhFrameSize > 0 || len(im.Objects) > 0) {
+		return bad("version-1 patch with version-2 image keys", version)
 	}
 	return nil
 }

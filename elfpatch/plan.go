@@ -154,8 +154,82 @@ func PlanELF(old, new *elf.File, changed, added []PlanFunc) (im *Image, err erro
 	for f := range p.run {
 		p.im.Runs = append(p.im.Runs, RunFunc{Name: f.name, File: f.key.cu, New: f.value, Size: f.size})
 	}
+	p.selfDescribe()
 	p.sortImage()
 	return p.im, nil
+}
+
+// selfDescribe records what a process running the image needs to know of
+// NEW without NEW's file: where NEW's CFI lies in the image (to unwind
+// through the loaded code), which data objects live only in the image, and
+// the OLD symbol behind every fixup (so a patch stacked on this one can
+// reach them by name). See Image.EhFrame, Image.Objects, Fixup.Name.
+func (p *planner) selfDescribe() {
+	inSegment := func(addr, size uint64) bool {
+		for _, seg := range p.im.Segments {
+			if addr >= seg.Vaddr && addr+size <= seg.Vaddr+uint64(len(seg.Data)) {
+				return true
+			}
+		}
+		return false
+	}
+	sect := func(name string) (uint64, uint64) {
+		s := p.new.Section(name)
+		if s == nil || s.Type == elf.SHT_NOBITS || s.Flags&elf.SHF_ALLOC == 0 || s.Size == 0 || !inSegment(s.Addr, s.Size) {
+			return 0, 0
+		}
+		return s.Addr, s.Size
+	}
+	p.im.EhFrame, p.im.EhFrameSize = sect(".eh_frame")
+	p.im.EhFrameHdr, p.im.EhFrameHdrSize = sect(".eh_frame_hdr")
+
+	seen := map[uint64]bool{}
+	for _, s := range p.newSyms.syms {
+		if s.typ != elf.STT_OBJECT || s.size == 0 || seen[s.value] {
+			continue
+		}
+		if sec := p.section(s.value); sec == nil || sec.Flags&elf.SHF_WRITE == 0 || sec.Flags&elf.SHF_TLS != 0 || p.readOnly(s.value) {
+			continue
+		}
+		if matchOld(p.oldSyms, p.newSyms, s) != nil {
+			continue
+		}
+		seen[s.value] = true
+		p.im.Objects = append(p.im.Objects, Object{Name: s.key.name, File: s.key.cu, New: s.value, Size: s.size})
+	}
+	sort.Slice(p.im.Objects, func(i, j int) bool { return p.im.Objects[i].New < p.im.Objects[j].New })
+
+	for i := range p.im.Fixups {
+		f := &p.im.Fixups[i]
+		if o := oldSymbolAt(p.oldSyms, f.Target); o != nil {
+			f.Name, f.File, f.SymAddr = o.key.name, o.key.cu, o.value
+		}
+	}
+}
+
+// oldSymbolAt returns OLD's function or object holding addr, or the sized
+// object ending exactly at addr (a one-past-the-end pointer), nil if none.
+func oldSymbolAt(t *symtab, addr uint64) *psym {
+	named := func(s *psym) bool {
+		switch s.typ {
+		case elf.STT_FUNC, elf.STT_GNU_IFUNC, elf.STT_OBJECT:
+			return true
+		}
+		return false
+	}
+	for _, s := range t.containing(addr) {
+		if named(s) {
+			return s
+		}
+	}
+	if addr > 0 {
+		for _, s := range t.containing(addr - 1) {
+			if named(s) && s.size > 0 && s.value+s.size == addr {
+				return s
+			}
+		}
+	}
+	return nil
 }
 
 func isFuncSym(s *psym) bool { return s.typ == elf.STT_FUNC || s.typ == elf.STT_GNU_IFUNC }
