@@ -84,8 +84,10 @@ type module struct {
 	fdes   frame.FrameDescriptionEntries
 	syms   *symtab.Table
 	err    error // why CFI or symbols are missing, nil when loaded
-	lazy   bool  // the vDSO: its image is read from target memory on first use
+	lazy   bool  // the vDSO or an Image: read from target memory on first use
 	loaded bool
+	image  *Image   // set for an Image: CFI from its mapped .eh_frame
+	own    []Symbol // an Image's function names, by link-time address
 
 	mu   sync.Mutex
 	memo map[uint64]*frame.FrameContext // unwind rules by link-time pc; read-only once stored
@@ -212,6 +214,10 @@ func (m *module) load(mem Memory) {
 		return
 	}
 	m.loaded = true
+	if m.image != nil {
+		m.err = m.loadImage(mem)
+		return
+	}
 	var lo, hi uint64
 	for i, mp := range m.mod.Mappings {
 		if i == 0 || mp.Start < lo {
@@ -264,11 +270,13 @@ func (m *module) loadELF(r io.ReaderAt) (err error) {
 		data, err := s.Data()
 		if err == nil {
 			var e frame.FrameDescriptionEntries
-			e, err = frame.Parse(data, binary.LittleEndian, 0, 8, s.Addr)
+			e, err = parseEhFrame(data, s.Addr)
 			fdes = append(fdes, e...)
+		} else {
+			err = fmt.Errorf(".eh_frame: %w", err)
 		}
 		if err != nil {
-			perr = append(perr, ".eh_frame: "+err.Error())
+			perr = append(perr, err.Error())
 		}
 	}
 	if s := f.Section(".debug_frame"); s != nil && s.Type != elf.SHT_NOBITS {
@@ -345,6 +353,10 @@ func (u *Unwinder) Symbolize(addr uint64) (function, module string) {
 }
 
 func (m *module) symbol(addr uint64) string {
+	if m.own != nil {
+		name, _ := m.ownSymbol(addr - m.mod.Bias)
+		return name
+	}
 	if m.syms == nil {
 		return ""
 	}

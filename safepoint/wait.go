@@ -57,30 +57,39 @@ const (
 // context's error too, on cancellation), with t stopped; the caller
 // decides whether to resume.
 func WaitSafe(ctx context.Context, t Target, u *Unwinder, s Spec, timeout time.Duration) error {
+	_, err := WaitSafeStacks(ctx, t, u, s, timeout)
+	return err
+}
+
+// WaitSafeStacks is WaitSafe that also returns the stacks of its last
+// check (by thread id; nil if no check ran): when it returns nil they are
+// the stacks of the pause the caller is in, so deciding more in that pause
+// (may an image below be unmapped?) needs no second unwind.
+func WaitSafeStacks(ctx context.Context, t Target, u *Unwinder, s Spec, timeout time.Duration) (map[int][]Frame, error) {
 	start := time.Now()
 	deadline := start.Add(timeout)
 	backoff := minBackoff
 	for attempt := 1; ; attempt++ {
 		if err := t.Stop(); err != nil {
-			return fmt.Errorf("wait for safe point: stop: %w", err)
+			return nil, fmt.Errorf("wait for safe point: stop: %w", err)
 		}
 		stacks, err := u.StacksOf(t)
 		if err != nil {
-			return fmt.Errorf("wait for safe point: %w", err)
+			return nil, fmt.Errorf("wait for safe point: %w", err)
 		}
 		cerr := Check(stacks, s)
 		if cerr == nil {
-			return nil
+			return stacks, nil
 		}
 		now := time.Now()
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("wait for safe point: %w after %d checks in %v: %w", err, attempt, now.Sub(start).Round(time.Millisecond), cerr)
+			return stacks, fmt.Errorf("wait for safe point: %w after %d checks in %v: %w", err, attempt, now.Sub(start).Round(time.Millisecond), cerr)
 		}
 		if !now.Before(deadline) {
-			return fmt.Errorf("wait for safe point: timed out after %d checks in %v: %w", attempt, now.Sub(start).Round(time.Millisecond), cerr)
+			return stacks, fmt.Errorf("wait for safe point: timed out after %d checks in %v: %w", attempt, now.Sub(start).Round(time.Millisecond), cerr)
 		}
 		if err := t.Resume(); err != nil {
-			return fmt.Errorf("wait for safe point: resume: %w", err)
+			return nil, fmt.Errorf("wait for safe point: resume: %w", err)
 		}
 		wait := min(backoff, deadline.Sub(now))
 		timer := time.NewTimer(wait)
