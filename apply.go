@@ -326,7 +326,11 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		Base:       base,
 		Size:       size,
 		Refs:       pr.refs,
+		Symbols:    imageSymbols(pr.image, base),
 	}
+	im := pr.image
+	rec.EhFrame, rec.EhFrameSize = im.EhFrame, im.EhFrameSize
+	rec.EhFrameHdr, rec.EhFrameHdrSize = im.EhFrameHdr, im.EhFrameHdrSize
 	for _, seg := range pr.image.Segments {
 		if seg.Prot&4 != 0 {
 			rec.Exec = append(rec.Exec, Range{base + seg.Vaddr, base + seg.Vaddr + seg.Memsz})
@@ -367,7 +371,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		}
 	}
 
-	ck, err := sys.newChecker(pid, mods, imageModules(st, pt, base, size))
+	ck, err := sys.newChecker(pid, mods, append(loadedModules(st), recordModule(&rec)))
 	if err != nil {
 		return nil, rollback(fail(fmt.Errorf("build unwinder: %w", err)))
 	}
@@ -528,16 +532,47 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 // loadedModules are the images of st still mapped, for the unwinder.
 func loadedModules(st *State) []imageModule {
 	var out []imageModule
-	for _, r := range st.Patches {
-		if !r.Unloaded {
-			out = append(out, imageModule{Path: r.NewPath, BuildID: r.NewBuildID, Base: r.Base, Size: r.Size})
+	for i := range st.Patches {
+		if r := &st.Patches[i]; !r.Unloaded {
+			out = append(out, recordModule(r))
 		}
 	}
 	return out
 }
 
-func imageModules(st *State, pt *Patch, base, size uint64) []imageModule {
-	return append(loadedModules(st), imageModule{Path: pt.NewPath, BuildID: pt.NewBuildID, Base: base, Size: size})
+// recordModule is the unwinder's view of a patch's image: its CFI from
+// the recorded .eh_frame in target memory (or from NEW's file, for a patch
+// recorded without it), names from the recorded symbols.
+func recordModule(r *PatchRecord) imageModule {
+	m := imageModule{
+		Path: r.NewPath, BuildID: r.NewBuildID, Base: r.Base, Size: r.Size,
+		EhFrame: r.EhFrame, EhFrameSize: r.EhFrameSize,
+		EhFrameHdr: r.EhFrameHdr, EhFrameHdrSize: r.EhFrameHdrSize,
+	}
+	for _, s := range r.Symbols {
+		if !s.Data {
+			m.Funcs = append(m.Funcs, s)
+		}
+	}
+	if len(m.Funcs) == 0 {
+		for _, f := range r.Functions {
+			m.Funcs = append(m.Funcs, SymRecord{Name: f.Name, Addr: f.New, Size: f.NewSize})
+		}
+	}
+	return m
+}
+
+// imageSymbols lists the NEW symbols living in the image mapped at base:
+// the functions that run from it and the objects only NEW has.
+func imageSymbols(im *elfpatch.Image, base uint64) []SymRecord {
+	var out []SymRecord
+	for _, f := range im.Runs {
+		out = append(out, SymRecord{Name: f.Name, File: f.File, Addr: base + f.New, Size: f.Size})
+	}
+	for _, o := range im.Objects {
+		out = append(out, SymRecord{Name: o.Name, File: o.File, Addr: base + o.New, Size: o.Size, Data: true})
+	}
+	return out
 }
 
 func checkOverlap(sites []SiteRecord) error {

@@ -80,28 +80,69 @@ func loadImage(ctx context.Context, p proc, pid int, im *elfpatch.Image, exe *tr
 	return loadedAdapter{l}, nil
 }
 
-// unwinder adapts safepoint to checker.
-type unwinder struct{ u *safepoint.Unwinder }
+// unwinder adapts safepoint to checker. last holds the stacks of the
+// last successful waitSafe, for framesIn in the same pause.
+type unwinder struct {
+	u    *safepoint.Unwinder
+	last map[int][]safepoint.Frame
+}
 
 func newChecker(pid int, mods []tracer.Module, extra []imageModule) (checker, error) {
 	all := append([]tracer.Module(nil), mods...)
+	var images []safepoint.Image
 	for _, m := range extra {
 		if m.Size == 0 {
 			continue
 		}
-		// A loaded image is NEW's PIE mapped at Base: its CFI comes
-		// from the NEW file. Without the file, a PC inside it makes the
-		// stack incomplete, which never counts as safe.
+		if m.EhFrameSize > 0 {
+			// NEW's CFI is mapped with the image: read it from the
+			// target, NEW's file is not needed (nor trusted).
+			im := safepoint.Image{
+				Name: imageName(m), Base: m.Base, Size: m.Size,
+				EhFrame: m.EhFrame, EhFrameSize: m.EhFrameSize,
+				EhFrameHdr: m.EhFrameHdr, EhFrameHdrSize: m.EhFrameHdrSize,
+			}
+			for _, f := range m.Funcs {
+				if f.Addr >= m.Base {
+					im.Symbols = append(im.Symbols, safepoint.Symbol{Name: f.Name, Addr: f.Addr - m.Base, Size: f.Size})
+				}
+			}
+			images = append(images, im)
+			continue
+		}
+		// A patch recorded without its CFI's place (version-1 patch
+		// file): the CFI comes from the NEW file. Without the file, a
+		// PC inside makes the stack incomplete, which is never safe.
 		all = append(all, tracer.Module{
 			Path: m.Path, BuildID: m.BuildID, Base: m.Base, Bias: m.Base,
 			Mappings: []tracer.Mapping{{Start: m.Base, End: m.Base + m.Size, Perms: "r-xp", Path: m.Path}},
 		})
 	}
-	u, err := safepoint.NewUnwinder(all)
+	u, err := safepoint.NewUnwinderImages(all, images)
 	if err != nil {
 		return nil, err
 	}
-	return unwinder{u}, nil
+	if len(images) > 0 {
+		// Read the images' CFI now, while the target runs, not in the
+		// pause. A failure here shows again, as incomplete stacks.
+		if f, err := procMem(pid); err == nil {
+			u.Preload(f)
+			f.Close()
+		}
+	}
+	return &unwinder{u: u}, nil
+}
+
+// imageName is how frames in a loaded image show their module.
+func imageName(m imageModule) string {
+	if m.Path != "" {
+		return filepath.Base(m.Path) + " (graft image)"
+	}
+	id := m.BuildID
+	if len(id) > 12 {
+		id = id[:12]
+	}
+	return "graft image " + id
 }
 
 func toSafepoint(rs []namedRange) []safepoint.Range {
@@ -132,28 +173,36 @@ func (c *stopClock) Resume() error {
 	return c.Target.Resume()
 }
 
-func (w unwinder) waitSafe(ctx context.Context, p proc, spec safeSpec, timeout time.Duration) (time.Time, error) {
+func (w *unwinder) waitSafe(ctx context.Context, p proc, spec safeSpec, timeout time.Duration) (time.Time, error) {
+	w.last = nil
 	t, ok := p.(safepoint.Target)
 	if !ok {
 		return time.Time{}, errors.New("wait for safe point: not a traced process")
 	}
 	clock := &stopClock{Target: t}
-	err := safepoint.WaitSafe(ctx, clock, w.u, safepoint.Spec{
+	stacks, err := safepoint.WaitSafeStacks(ctx, clock, w.u, safepoint.Spec{
 		Functions:   toSafepoint(spec.Functions),
 		Entries:     toSafepoint(spec.Entries),
 		AllowActive: spec.AllowActive,
 	}, timeout)
+	if err == nil {
+		w.last = stacks
+	}
 	return clock.last, err
 }
 
-func (w unwinder) framesIn(p proc, rs []Range) ([]bool, error) {
-	t, ok := p.(safepoint.Target)
-	if !ok {
-		return nil, errors.New("unwind: not a traced process")
-	}
-	stacks, err := w.u.StacksOf(t)
-	if err != nil {
-		return nil, err
+func (w *unwinder) framesIn(p proc, rs []Range) ([]bool, error) {
+	stacks := w.last
+	w.last = nil // valid for one pause only
+	if stacks == nil {
+		t, ok := p.(safepoint.Target)
+		if !ok {
+			return nil, errors.New("unwind: not a traced process")
+		}
+		var err error
+		if stacks, err = w.u.StacksOf(t); err != nil {
+			return nil, err
+		}
 	}
 	hit := make([]bool, len(rs))
 	for _, st := range stacks {

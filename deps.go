@@ -65,7 +65,9 @@ type namedRange struct {
 type checker interface {
 	waitSafe(ctx context.Context, p proc, spec safeSpec, timeout time.Duration) (time.Time, error)
 	// framesIn reports, for each of rs, whether any thread (target
-	// stopped) has its PC or a return address inside.
+	// stopped) has its PC or a return address inside. Called in the
+	// pause a successful waitSafe ended in, it reuses the stacks that
+	// waitSafe checked instead of unwinding again.
 	framesIn(p proc, rs []Range) ([]bool, error)
 }
 
@@ -83,6 +85,12 @@ type imageModule struct {
 	BuildID string // NEW's, so a file replaced on disk is not trusted
 	Base    uint64
 	Size    uint64
+	// EhFrame* locate NEW's CFI inside the image (link-time); when set,
+	// the CFI is read from the target and Path is not opened.
+	EhFrame, EhFrameSize       uint64
+	EhFrameHdr, EhFrameHdrSize uint64
+	// Funcs name the image's functions (absolute addresses).
+	Funcs []SymRecord
 }
 
 // system is the set of live operations the controller uses.

@@ -30,14 +30,21 @@ func prepareStacked(pid int, pr *prepared, exe *tracer.Module, readSyms func(pat
 	if err != nil {
 		return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
 	}
+	// Each loaded image's symbols come from its record (what lives in the
+	// image); only a patch recorded without them (from a version-1 patch
+	// file) needs its NEW binary on disk.
 	layers := []layer{{syms: exeSyms, base: exe.Bias}}
 	for i := range st.Patches {
 		rec := &st.Patches[i]
 		if rec.Unloaded {
 			continue
 		}
+		if len(rec.Symbols) > 0 {
+			layers = append(layers, layer{rec: rec, syms: recordSymbols(rec), base: rec.Base})
+			continue
+		}
 		if rec.NewPath == "" {
-			return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: the NEW binary of %s is not recorded, so its symbols cannot be mapped", pt.ID, st.Top().ID, pid, rec.ID)
+			return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: patch %s records neither its image's symbols nor its NEW binary, so its symbols cannot be mapped", pt.ID, st.Top().ID, pid, rec.ID)
 		}
 		syms, err := readSyms(rec.NewPath, rec.NewBuildID)
 		if err != nil {
@@ -49,13 +56,13 @@ func prepareStacked(pid int, pr *prepared, exe *tracer.Module, readSyms func(pat
 	if top.Unloaded {
 		return nil, fmt.Errorf("apply patch %s to pid %d: top patch %s is unloaded", pt.ID, pid, top.ID)
 	}
-	oldSyms := layers[len(layers)-1].syms
 
-	// resolve returns the live address of OLD's symbol name plus off.
+	// resolve returns the live address of OLD's symbol name (of unit
+	// file, for a static) plus off.
 	refs := map[string]bool{}
-	resolve := func(name string, off uint64) (uint64, bool) {
+	resolve := func(name, file string, off uint64) (uint64, bool) {
 		for _, l := range layers {
-			if s, ok := l.syms.unique(name); ok {
+			if s, ok := l.syms.lookup(name, file); ok {
 				if l.rec != nil {
 					refs[l.rec.ID] = true
 				}
@@ -64,18 +71,38 @@ func prepareStacked(pid int, pr *prepared, exe *tracer.Module, readSyms func(pat
 		}
 		return 0, false
 	}
+	// oldSyms is the top patch's NEW symbol table, read only for a
+	// patch file that does not name its fixups' symbols (version 1).
+	var oldSyms *symbols
 
 	im := *pt.Image
 	im.Fixups = slices.Clone(pt.Image.Fixups)
 	for i := range im.Fixups {
 		f := &im.Fixups[i]
-		s, ok := oldSyms.containing(f.Target)
-		if !ok {
-			return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: reference to %s at %#x: no symbol of %s holds it", pt.ID, top.ID, pid, f.Symbol, f.Target, top.NewPath)
+		name, file, symAddr := f.Name, f.File, f.SymAddr
+		if name == "" {
+			if oldSyms == nil {
+				if top.NewPath == "" {
+					return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: reference to %s at %#x: the patch does not name the symbol (version-1 patch file) and the NEW binary of %s is not on this machine", pt.ID, top.ID, pid, f.Symbol, f.Target, top.ID)
+				}
+				s, err := readSyms(top.NewPath, top.NewBuildID)
+				if err != nil {
+					return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: %w", pt.ID, top.ID, pid, err)
+				}
+				oldSyms = s
+			}
+			s, ok := oldSyms.containing(f.Target)
+			if !ok {
+				return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: reference to %s at %#x: no symbol of %s holds it", pt.ID, top.ID, pid, f.Symbol, f.Target, top.NewPath)
+			}
+			name, file, symAddr = s.Name, s.File, s.Addr
 		}
-		addr, ok := resolve(s.Name, f.Target-s.Addr)
+		if f.Target < symAddr {
+			return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: reference to %s at %#x lies before its symbol %s at %#x", pt.ID, top.ID, pid, f.Symbol, f.Target, name, symAddr)
+		}
+		addr, ok := resolve(name, file, f.Target-symAddr)
 		if !ok {
-			return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: reference to %s: symbol %s is ambiguous or missing in the running program", pt.ID, top.ID, pid, f.Symbol, s.Name)
+			return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: reference to %s: symbol %s is ambiguous or missing in the running program", pt.ID, top.ID, pid, f.Symbol, name)
 		}
 		// Link adds OLD's bias; hand it the live address minus it.
 		f.Target = addr - exe.Bias

@@ -34,7 +34,7 @@ import (
 //
 //	off  size  field
 //	  0     8  magic "GRAFTST\x00"
-//	  8     4  version (1)
+//	  8     4  version (2; 1 is still read)
 //	 12     4  header size (64)
 //	 16     8  generation: +1 on every write
 //	 24     8  body length in bytes
@@ -48,11 +48,23 @@ import (
 // every thread of the target is stopped. A reader that does not stop the
 // target (graft status) may race with that write; it checks the CRC and
 // retries, so it never acts on a torn record.
+//
+// Version 2 added, per patch, what a later invocation needs to unwind
+// through the patch's image and to stack a patch on it without the NEW
+// binary (eh_frame*, symbols). A version-1 record (older graft) still
+// reads: its patches lack those, and the NEW file is needed as before. A
+// newer version is refused, never guessed at.
+//
+// Bounds: the mapping is stateCapacity (1 MiB). A patch costs about 60
+// bytes per recorded symbol and 200 per jump; an apply whose record would
+// not fit is refused before its pause (nothing is changed), and reverting
+// patches makes room.
 const (
 	stateName       = "graft-state"
 	stateMapPrefix  = "/memfd:" + stateName
 	stateMagic      = "GRAFTST\x00"
-	stateVersion    = 1
+	stateVersion    = 2
+	stateMinVersion = 1
 	stateHeaderSize = 64
 	// stateCapacity is the size of the mapping. memfd pages cost memory
 	// only once written; a patch record is a few hundred bytes per
@@ -99,6 +111,33 @@ type PatchRecord struct {
 	// into (their data or functions they added): those stay loaded.
 	Refs         []string `json:"refs,omitempty"`
 	SupersededBy string   `json:"superseded_by,omitempty"`
+	// EhFrame, EhFrameSize, EhFrameHdr and EhFrameHdrSize locate NEW's
+	// .eh_frame and .eh_frame_hdr in the image (link-time: add Base), so
+	// any later invocation unwinds through the image from target memory.
+	// Zero for a patch from a version-1 patch file.
+	EhFrame        uint64 `json:"eh_frame,omitempty"`
+	EhFrameSize    uint64 `json:"eh_frame_size,omitempty"`
+	EhFrameHdr     uint64 `json:"eh_frame_hdr,omitempty"`
+	EhFrameHdrSize uint64 `json:"eh_frame_hdr_size,omitempty"`
+	// Symbols are NEW's symbols that live in the image: every function
+	// that may run from it and every data object NEW added. A patch
+	// stacked on this one finds them here by name; everything else NEW
+	// refers to is the executable's. Empty for a patch from a version-1
+	// patch file, whose NEW binary must then be on disk (NewPath).
+	Symbols []SymRecord `json:"symbols,omitempty"`
+}
+
+// SymRecord is one NEW symbol living in a patch's image. The keys are
+// short: a record holds many of them and has a fixed capacity.
+type SymRecord struct {
+	Name string `json:"n"`
+	// File is a static's compile unit (STT_FILE base name).
+	File string `json:"f,omitempty"`
+	// Addr is the absolute address in the target.
+	Addr uint64 `json:"a"`
+	Size uint64 `json:"s"`
+	// Data marks an object; otherwise a function.
+	Data bool `json:"d,omitempty"`
 }
 
 // FuncRecord is one function a patch redirected.
@@ -225,8 +264,8 @@ func decodeState(r io.ReaderAt, pid int, addr uint64) (*State, error) {
 		return nil, ferr("bad magic %q", hdr[:8])
 	}
 	le := binary.LittleEndian
-	if v := le.Uint32(hdr[8:]); v != stateVersion {
-		return nil, ferr("version %d, this graft reads version %d", v, stateVersion)
+	if v := le.Uint32(hdr[8:]); v < stateMinVersion || v > stateVersion {
+		return nil, ferr("record version %d, this graft reads versions %d to %d (written by a newer graft? use that one)", v, stateMinVersion, stateVersion)
 	}
 	if hs := le.Uint32(hdr[12:]); hs != stateHeaderSize {
 		return nil, ferr("header size %d, want %d", hs, stateHeaderSize)

@@ -3,7 +3,9 @@ package graft
 import (
 	"debug/elf"
 	"fmt"
+	"path/filepath"
 	"sort"
+	"strings"
 )
 
 // symbol is one named object or function of an ELF file at its link-time
@@ -13,6 +15,9 @@ type symbol struct {
 	Addr uint64
 	Size uint64
 	Func bool
+	// File is a static's compile unit (base name of the STT_FILE entry
+	// before it), "" for a global.
+	File string
 }
 
 // symbols is an ELF file's symbol table, for mapping an address in one
@@ -45,9 +50,19 @@ func readSymbols(path, wantBuildID string) (s *symbols, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("read symbols of %s: %w", path, err)
 	}
-	s = &symbols{byName: map[string][]symbol{}}
+	var list []symbol
+	cu := ""
 	for _, e := range syms {
 		t := elf.ST_TYPE(e.Info)
+		if t == elf.STT_FILE {
+			// Locals follow their unit's STT_FILE entry (gABI order);
+			// the base name, as elfpatch records it.
+			cu = ""
+			if e.Name != "" {
+				cu = filepath.Base(e.Name)
+			}
+			continue
+		}
 		if t != elf.STT_FUNC && t != elf.STT_OBJECT && t != elf.STT_GNU_IFUNC {
 			continue
 		}
@@ -55,11 +70,65 @@ func readSymbols(path, wantBuildID string) (s *symbols, err error) {
 			continue
 		}
 		sym := symbol{Name: e.Name, Addr: e.Value, Size: e.Size, Func: t != elf.STT_OBJECT}
+		if elf.ST_BIND(e.Info) == elf.STB_LOCAL {
+			sym.File = cu
+		}
+		list = append(list, sym)
+	}
+	return newSymbols(list), nil
+}
+
+// newSymbols indexes a list of symbols. A versioned name
+// ("stdout@GLIBC_2.2.5") is found by its bare name too.
+func newSymbols(list []symbol) *symbols {
+	s := &symbols{byName: map[string][]symbol{}}
+	for _, sym := range list {
 		s.byAddr = append(s.byAddr, sym)
-		s.byName[e.Name] = append(s.byName[e.Name], sym)
+		s.byName[sym.Name] = append(s.byName[sym.Name], sym)
+		if i := strings.IndexByte(sym.Name, '@'); i > 0 {
+			s.byName[sym.Name[:i]] = append(s.byName[sym.Name[:i]], sym)
+		}
 	}
 	sort.Slice(s.byAddr, func(i, j int) bool { return s.byAddr[i].Addr < s.byAddr[j].Addr })
-	return s, nil
+	return s
+}
+
+// recordSymbols are the symbols a patch record says live in its image, at
+// link-time addresses (relative to the record's Base).
+func recordSymbols(r *PatchRecord) *symbols {
+	list := make([]symbol, 0, len(r.Symbols))
+	for _, e := range r.Symbols {
+		if e.Addr < r.Base {
+			continue
+		}
+		list = append(list, symbol{Name: e.Name, Addr: e.Addr - r.Base, Size: e.Size, Func: !e.Data, File: e.File})
+	}
+	return newSymbols(list)
+}
+
+// lookup returns the one symbol called name in unit file (a static), or
+// the one global called name (file ""), falling back to the only symbol of
+// that name; aliases at one address count once.
+func (s *symbols) lookup(name, file string) (symbol, bool) {
+	pick := func(keep func(symbol) bool) (symbol, bool) {
+		var got symbol
+		n := 0
+		for _, c := range s.byName[name] {
+			if !keep(c) || (n > 0 && c.Addr == got.Addr) {
+				continue
+			}
+			got, n = c, n+1
+		}
+		return got, n == 1
+	}
+	if file != "" {
+		if v, ok := pick(func(c symbol) bool { return c.File == file }); ok {
+			return v, true
+		}
+	} else if v, ok := pick(func(c symbol) bool { return c.File == "" }); ok {
+		return v, true
+	}
+	return pick(func(symbol) bool { return true })
 }
 
 // containing returns the symbol whose [Addr, Addr+Size) holds addr (a
@@ -81,10 +150,16 @@ func (s *symbols) containing(addr uint64) (symbol, bool) {
 // unique returns the only symbol called name; statics defined in several
 // compile units are ambiguous by name alone.
 func (s *symbols) unique(name string) (symbol, bool) {
-	if v := s.byName[name]; len(v) == 1 {
-		return v[0], true
+	v := s.byName[name]
+	if len(v) == 0 {
+		return symbol{}, false
 	}
-	return symbol{}, false
+	for _, c := range v[1:] {
+		if c.Addr != v[0].Addr {
+			return symbol{}, false
+		}
+	}
+	return v[0], true
 }
 
 // elfBuildID returns the hex GNU build-id note of f, "" if none.
