@@ -6,11 +6,12 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"sort"
 	"strconv"
 
 	"golang.org/x/arch/x86/x86asm"
+
+	"graft/internal/x86dec"
 )
 
 // unit is one function as the diff sees it: its entry symbol plus the
@@ -179,7 +180,8 @@ func (n *normaliser) body(u *unit, s *symbol, buf *bytes.Buffer, entry bool) {
 	}
 	var masked [16]byte
 	for off := 0; off < len(code); {
-		inst, err := decodeOne(code[off:])
+		pc := s.addr + uint64(off)
+		in, err := x86dec.Decode(code[off:], pc)
 		if err != nil {
 			if entry && off < 16 {
 				u.badEntry = true
@@ -193,43 +195,26 @@ func (n *normaliser) body(u *unit, s *symbol, buf *bytes.Buffer, entry bool) {
 			off++
 			continue
 		}
-		pc := s.addr + uint64(off)
+		inst := &in.Inst
 		raw := code[off : off+inst.Len]
-		if inst.PCRel == 0 {
-			fixVEXRIP(&inst, raw)
-		}
 		if entry && off < 64 {
 			u.bounds = append(u.bounds, uint64(off))
 			if off == 0 && bytes.HasPrefix(raw, endbr64) {
 				u.endbr = true
 			}
 		}
-		if inst.PCRel == 0 {
+		if in.RelSize == 0 {
 			buf.Write(raw)
 			off += inst.Len
 			continue
 		}
 		copy(masked[:], raw)
-		for i := inst.PCRelOff; i < inst.PCRelOff+inst.PCRel && i < inst.Len; i++ {
-			masked[i] = 0
-		}
+		clear(masked[in.RelOff : in.RelOff+in.RelSize])
 		buf.Write(masked[:inst.Len])
-		next := pc + uint64(inst.Len)
-		var target uint64
-		for _, a := range inst.Args {
-			switch a := a.(type) {
-			case x86asm.Rel:
-				target = next + uint64(int64(a))
-			case x86asm.Mem:
-				if a.Base == x86asm.RIP {
-					target = next + uint64(a.Disp)
-				}
-			}
-		}
 		buf.WriteByte(0xff)
 		n.pc = pc
 		n.anon = 0
-		buf.WriteString(n.ref(u, &inst, target))
+		buf.WriteString(n.ref(u, inst, in.Target))
 		if n.anon != 0 {
 			u.anons = append(u.anons, anonRef{pos: buf.Len(), addr: n.anon})
 		}
@@ -375,17 +360,16 @@ func (n *normaliser) pltName(addr uint64) string {
 	name := "?"
 	code := n.b.read(addr, 16)
 	for off := 0; code != nil && off < len(code); {
-		inst, err := x86asm.Decode(code[off:], 64)
+		in, err := x86dec.Decode(code[off:], addr+uint64(off))
 		if err != nil {
 			break
 		}
-		off += inst.Len
-		if inst.Op != x86asm.JMP {
+		off += in.Len
+		if in.Op != x86asm.JMP {
 			continue
 		}
-		if m, ok := inst.Args[0].(x86asm.Mem); ok && m.Base == x86asm.RIP {
-			slot := addr + uint64(off) + uint64(m.Disp)
-			if r, ok := n.b.relocs[slot]; ok && r.sym != "" {
+		if m, ok := in.Args[0].(x86asm.Mem); ok && m.Base == x86asm.RIP {
+			if r, ok := n.b.relocs[in.Target]; ok && r.sym != "" {
 				name = r.sym
 			}
 		}
@@ -454,6 +438,8 @@ func (b *Binary) padding(s *symbol) uint64 {
 		return 0
 	}
 	code := b.read(end, limit-end)
+	// Plain x86asm on purpose: an endbr64 (a landing pad, which
+	// x86dec.Decode reads as a NOP) is never padding.
 	pad := 0
 	for pad < len(code) {
 		inst, err := x86asm.Decode(code[pad:], 64)
@@ -463,69 +449,4 @@ func (b *Binary) padding(s *symbol) uint64 {
 		pad += inst.Len
 	}
 	return uint64(pad)
-}
-
-// decodeOne decodes one instruction. x86asm reads the CET landing pads
-// (endbr64, endbr32) as a bare REP prefix, so they are recognised here;
-// an encoding it does not know (Op 0) is an error, not a 1-byte
-// instruction.
-func decodeOne(code []byte) (x86asm.Inst, error) {
-	if len(code) >= 4 && code[0] == 0xf3 && code[1] == 0x0f && code[2] == 0x1e && (code[3] == 0xfa || code[3] == 0xfb) {
-		return x86asm.Inst{Op: x86asm.NOP, Len: 4}, nil
-	}
-	inst, err := x86asm.Decode(code, 64)
-	if err != nil {
-		return inst, err
-	}
-	if inst.Op == 0 || inst.Len == 0 {
-		return inst, errUnknownOp
-	}
-	return inst, nil
-}
-
-var errUnknownOp = errors.New("unknown instruction")
-
-// fixVEXRIP repairs what x86asm leaves out for VEX- and EVEX-encoded
-// instructions: a RIP-relative memory operand (ModRM mod=00, rm=101) comes
-// back as a bare displacement without PCRel. Without this, an AVX load of
-// a constant would compare by raw displacement and look changed whenever
-// the function moved.
-func fixVEXRIP(inst *x86asm.Inst, raw []byte) {
-	mi := -1
-	for i, a := range inst.Args {
-		if m, ok := a.(x86asm.Mem); ok && m.Base == 0 && m.Index == 0 {
-			mi = i
-		}
-	}
-	if mi < 0 {
-		return
-	}
-	p := 0
-	for p < len(raw) {
-		switch raw[p] {
-		case 0x66, 0x67, 0xf2, 0xf3, 0x2e, 0x36, 0x3e, 0x26, 0x64, 0x65:
-			p++
-			continue
-		}
-		break
-	}
-	var modrm int
-	switch {
-	case p < len(raw) && raw[p] == 0xc5:
-		modrm = p + 3 // c5, payload, opcode
-	case p < len(raw) && raw[p] == 0xc4:
-		modrm = p + 4 // c4, two payload bytes, opcode
-	case p < len(raw) && raw[p] == 0x62:
-		modrm = p + 5 // 62, three payload bytes, opcode
-	default:
-		return
-	}
-	if modrm+5 > len(raw) || raw[modrm]&0xc7 != 0x05 {
-		return
-	}
-	m := inst.Args[mi].(x86asm.Mem)
-	m.Base = x86asm.RIP
-	m.Disp = int64(int32(binary.LittleEndian.Uint32(raw[modrm+1:])))
-	inst.Args[mi] = m
-	inst.PCRel, inst.PCRelOff = 4, modrm+1
 }

@@ -2,16 +2,18 @@ package elfpatch
 
 import (
 	"debug/elf"
-	"encoding/binary"
 	"fmt"
 	"sort"
 
 	"golang.org/x/arch/x86/x86asm"
+
+	"graft/internal/x86dec"
 )
 
 // code decodes every instruction of a NEW function that may run and plans
-// each PC-relative field it holds (RIP-relative operands, rel32 and rel8
-// branches).
+// each PC-relative field it holds (RIP-relative operands, VEX and EVEX
+// ones included, rel32 and rel8 branches). It decodes with x86dec.Decode, as
+// the diff does.
 func (p *planner) code(f *psym) error {
 	if f.size == 0 {
 		return &PlanError{Func: f.label(), Addr: f.value, Reason: "function has no size in the symbol table: cannot decode it"}
@@ -22,76 +24,44 @@ func (p *planner) code(f *psym) error {
 	}
 	for off := 0; off < len(b); {
 		pc := f.value + uint64(off)
-		inst, err := decodeInst(b[off:])
+		in, err := x86dec.Decode(b[off:], pc)
 		if err != nil {
 			return &PlanError{Func: f.label(), Addr: pc, Reason: fmt.Sprintf("decode instruction: %v", err)}
 		}
-		next := pc + uint64(inst.Len)
-		if inst.PCRel > 0 {
-			field := b[off+inst.PCRelOff : off+inst.PCRelOff+inst.PCRel]
-			var rel int64
-			switch inst.PCRel {
-			case 1:
-				rel = int64(int8(field[0]))
-			case 2:
-				rel = int64(int16(binary.LittleEndian.Uint16(field)))
-			case 4:
-				rel = int64(int32(binary.LittleEndian.Uint32(field)))
+		next := pc + uint64(in.Len)
+		switch {
+		case in.RelSize == 0:
+		case in.RelSize != 4:
+			// A short branch cannot be redirected, so its target must
+			// run from NEW too. gcc emits them for tail calls to a
+			// neighbouring function (`jmp helper` in 2 bytes): NEW's
+			// copy of that function joins the run set, which is safe
+			// for any function since its own references are planned
+			// in turn.
+			if !f.contains(in.Target) && !p.inRun(in.Target) {
+				g := p.funcAt(in.Target)
+				if g == nil {
+					return &PlanError{Func: f.label(), Addr: pc, Reason: fmt.Sprintf("short branch to new 0x%x leaves the function for code outside any function symbol", in.Target)}
+				}
+				p.addRun(g)
 			}
-			target := next + uint64(rel)
-			branch := isBranch(inst)
-			if inst.PCRel != 4 {
-				// A short branch cannot be redirected, so its target must
-				// run from NEW too. gcc emits them for tail calls to a
-				// neighbouring function (`jmp helper` in 2 bytes): NEW's
-				// copy of that function joins the run set, which is safe
-				// for any function since its own references are planned
-				// in turn.
-				if !f.contains(target) && !p.inRun(target) {
-					g := p.funcAt(target)
-					if g == nil {
-						return &PlanError{Func: f.label(), Addr: pc, Reason: fmt.Sprintf("short branch to new 0x%x leaves the function for code outside any function symbol", target)}
-					}
-					p.addRun(g)
-				}
-			} else {
-				fix, err := p.refTarget(f, pc, target, branch)
-				if err != nil {
+		default:
+			fix, err := p.refTarget(f, pc, in.Target, isBranch(in.Inst))
+			if err != nil {
+				return err
+			}
+			if fix != nil {
+				fix.Off = pc + uint64(in.RelOff)
+				fix.Kind = FixupPC32
+				fix.PCNext = next
+				if err := p.addFixup(*fix); err != nil {
 					return err
-				}
-				if fix != nil {
-					fix.Off = pc + uint64(inst.PCRelOff)
-					fix.Kind = FixupPC32
-					fix.PCNext = next
-					if err := p.addFixup(*fix); err != nil {
-						return err
-					}
 				}
 			}
 		}
-		off += inst.Len
+		off += in.Len
 	}
 	return nil
-}
-
-// decodeInst decodes one instruction. x86asm does not know the CET
-// landing pads (endbr64/endbr32, at every function entry and indirect
-// branch target under -fcf-protection, Ubuntu's default) and fails on
-// them; they have no operands, so they are skipped by length. An
-// instruction x86asm returns without an opcode is not trusted either: a
-// wrong length would misread every later instruction.
-func decodeInst(code []byte) (x86asm.Inst, error) {
-	if len(code) >= 4 && code[0] == 0xf3 && code[1] == 0x0f && code[2] == 0x1e && (code[3] == 0xfa || code[3] == 0xfb) {
-		return x86asm.Inst{Op: x86asm.NOP, Len: 4}, nil
-	}
-	inst, err := x86asm.Decode(code, 64)
-	if err != nil {
-		return inst, err
-	}
-	if inst.Op == 0 || inst.Len == 0 {
-		return inst, fmt.Errorf("unknown instruction % x", code[:min(len(code), 8)])
-	}
-	return inst, nil
 }
 
 func isBranch(inst x86asm.Inst) bool {

@@ -174,11 +174,19 @@ func TestPlanTick(t *testing.T) {
 	for _, c := range []struct{ file, name string }{{"main.c", "helper"}, {"", "added"}} {
 		newToOld[symAt(t, p.new, c.file, c.name).Value] = expect{stays: true}
 	}
+	// hist[] is reached at offsets inside it (gcc's vectorised loop
+	// loads and stores it 16 bytes at a time).
+	newHist, oldHist := symAt(t, p.new, "", "hist"), symAt(t, p.old, "", "hist")
 	seen := map[string]bool{}
 	for field, target := range refsFrom(t, p.new, nw) {
 		e, known := newToOld[target]
 		f, fixed := fix[field]
 		switch {
+		case target >= newHist.Value && target < newHist.Value+newHist.Size:
+			seen["hist"] = true
+			if want := oldHist.Value + target - newHist.Value; !fixed || f.Kind != FixupPC32 || f.Target != want {
+				t.Errorf("work field %#x -> new hist+%d: want pc32 fixup to old %#x, got %+v (fixed %v)", field, target-newHist.Value, want, f, fixed)
+			}
 		case known && e.stays:
 			seen["stay"] = true
 			if fixed {
@@ -202,7 +210,7 @@ func TestPlanTick(t *testing.T) {
 			}
 		}
 	}
-	for _, n := range []string{"counter", "seen", "calls.0", "other", "kind", "stay"} {
+	for _, n := range []string{"counter", "seen", "calls.0", "other", "kind", "stay", "hist"} {
 		if !seen[n] {
 			t.Errorf("work never referenced %s: the test target no longer exercises it", n)
 		}

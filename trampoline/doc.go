@@ -7,8 +7,9 @@
 // 5-byte jmp rel32 and falls back to a 14-byte `jmp *0(%rip)` + address
 // when the new code is beyond ±2 GB. The written bytes are padded with
 // int3 up to the next instruction boundary, so the old code after them is
-// still whole instructions. Decoding uses x86asm, which does not know
-// endbr64/endbr32; they are recognised here. The package is pure: it
+// still whole instructions. Decoding goes through internal/x86dec, as in
+// the diff and the planner: x86asm plus what it gets wrong (endbr64 and
+// endbr32, VZEROUPPER's length). The package is pure: it
 // computes bytes, the caller writes them (and saves Site.Orig for revert).
 // That no thread's PC or return address lies inside the written bytes is
 // checked by package safepoint (Spec.Entries) at the time of writing.

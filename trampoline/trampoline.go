@@ -8,6 +8,8 @@ import (
 	"math"
 
 	"golang.org/x/arch/x86/x86asm"
+
+	"graft/internal/x86dec"
 )
 
 // Encoding lengths.
@@ -68,21 +70,13 @@ func (e *PlanError) Error() string {
 	return fmt.Sprintf("plan jump at %#x: %s", e.Entry, e.Reason)
 }
 
-// decode decodes one instruction; x86asm does not know the CET landing
-// pads and reads them as a bare REP prefix, and reports some unknown
-// encodings as Op 0 without an error.
+// decode decodes one instruction with x86dec, which the diff and the
+// planner use too: it knows what x86asm gets wrong (the CET landing pads,
+// read as a bare REP prefix; VZEROUPPER, whose length it overstates by a
+// byte; encodings it returns without an opcode).
 func decode(code []byte) (x86asm.Inst, error) {
-	if len(code) >= 4 && code[0] == 0xf3 && code[1] == 0x0f && code[2] == 0x1e && (code[3] == 0xfa || code[3] == 0xfb) {
-		return x86asm.Inst{Op: x86asm.NOP, Len: 4}, nil
-	}
-	inst, err := x86asm.Decode(code, 64)
-	if err != nil {
-		return inst, err
-	}
-	if inst.Op == 0 || inst.Len == 0 {
-		return inst, errors.New("unknown instruction")
-	}
-	return inst, nil
+	in, err := x86dec.Decode(code, 0)
+	return in.Inst, err
 }
 
 // Plan decides the bytes to write over the entry of a function whose

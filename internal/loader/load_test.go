@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -87,12 +88,12 @@ func lines(r *bufio.Reader) <-chan string {
 	return ch
 }
 
-var tickLine = regexp.MustCompile(`^(v[12]) counter=(\d+) calls=(\d+) len=(\d+) helper=(\d+) other=(\d+) kind=(\d+) seen=(\d+)(?: added=(\d+))?$`)
+var tickLine = regexp.MustCompile(`^(v[12]) counter=(\d+) calls=(\d+) len=(\d+) helper=(\d+) other=(\d+) kind=(\d+) seen=(\d+) hist=(\d+)(?: added=(\d+))?$`)
 
 type tick struct {
 	version                                  string
 	counter, calls, len, helper, other, kind int
-	seen, added                              int
+	seen, hist, added                        int
 	raw                                      string
 }
 
@@ -108,7 +109,7 @@ func nextTick(t *testing.T, ch <-chan string, p *testutil.Proc) tick {
 			t.Fatalf("unexpected output line %q", s)
 		}
 		n := func(i int) int { v, _ := strconv.Atoi(m[i]); return v }
-		return tick{m[1], n(2), n(3), n(4), n(5), n(6), n(7), n(8), n(9), s}
+		return tick{m[1], n(2), n(3), n(4), n(5), n(6), n(7), n(8), n(9), n(10), s}
 	case <-time.After(5 * time.Second):
 		t.Fatalf("no output for 5s (stderr: %s)", p.Stderr())
 	}
@@ -140,6 +141,11 @@ func checkTick(t *testing.T, k tick, wantVersion string) {
 		t.Fatalf("line %q: other() (other.c's helper) wrong", k.raw)
 	case k.kind != kindOf(k.counter):
 		t.Fatalf("line %q: kind() wrong", k.raw)
+	case k.hist != 8*k.counter:
+		// hist[7] += 8 on every call, in a loop gcc vectorises: NEW's
+		// vector loads and stores (VEX under -mavx2) must reach OLD's
+		// hist like its scalar load of hist[7] does.
+		t.Fatalf("line %q: hist[7] is not 8*counter (two copies of hist?)", k.raw)
 	}
 }
 
@@ -152,6 +158,8 @@ type tickCase struct {
 	// wantErr, if set, is what Load's error must say; the target must
 	// then be left exactly as it was.
 	wantErr string
+	// cpu is a /proc/cpuinfo flag the builds need to run.
+	cpu string
 }
 
 func TestLoadTickLive(t *testing.T) {
@@ -168,6 +176,10 @@ func TestLoadTickLive(t *testing.T) {
 		// Ubuntu's gcc defaults: CET landing pads at every entry, and
 		// calls through the GOT without a PLT.
 		"cet-noplt": {opt: Options{ID: "tick-test"}, flags: []string{"-fcf-protection=full", "-fno-plt"}},
+		// AVX2: gcc vectorises work()'s loop over hist[] into VEX loads
+		// and stores, RIP-relative operands x86asm does not mark as
+		// such; they must reach OLD's hist too.
+		"avx2": {opt: Options{ID: "tick-test"}, flags: []string{"-mavx2"}, cpu: "avx2"},
 		// MemoryDenyWriteExecute: no page ever gains PROT_EXEC, so the
 		// image loads anyway.
 		"mdwe": {opt: Options{ID: "tick-test"}, guard: "mdwe"},
@@ -182,6 +194,9 @@ func TestLoadTickLive(t *testing.T) {
 }
 
 func testLoadTick(t *testing.T, tc tickCase) {
+	if tc.cpu != "" {
+		requireCPU(t, tc.cpu)
+	}
 	opt := tc.opt
 	v1flags := tc.flags
 	if tc.guard != "" {
@@ -506,4 +521,23 @@ func requireMDWE(t *testing.T, p *tracer.Process) {
 			t.Fatal("mprotect(PROT_EXEC) of a writable mapping succeeded: MDWE is not in force")
 		}
 	})
+}
+
+// requireCPU skips when this machine's CPU lacks flag: a build for it
+// would die of SIGILL, which says nothing about the loader.
+func requireCPU(t *testing.T, flag string) {
+	t.Helper()
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		t.Fatalf("read /proc/cpuinfo: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if name, flags, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(name) == "flags" {
+			if slices.Contains(strings.Fields(flags), flag) {
+				return
+			}
+			t.Skipf("the CPU lacks %s (/proc/cpuinfo flags: %s): the target built for it cannot run here", flag, strings.TrimSpace(flags))
+		}
+	}
+	t.Fatalf("no flags line in /proc/cpuinfo")
 }

@@ -6,6 +6,7 @@
 int counter;                 /* state that must survive the patch */
 char name[32] = "graft";     /* strlen(name) is a real (IFUNC) call */
 static int seen;             /* same name as other.c's static */
+int hist[8];                 /* a loop gcc vectorises: SSE at -O2, VEX with -mavx2 */
 
 int other(int x);
 
@@ -33,9 +34,11 @@ __attribute__((noinline)) void work(void)
 	static int calls;    /* a function-static: calls.0 */
 	calls++;
 	counter++;
-	printf("v1 counter=%d calls=%d len=%zu helper=%d other=%d kind=%d seen=%d\n",
+	for (int i = 0; i < 8; i++)
+		hist[i] += i + 1;
+	printf("v1 counter=%d calls=%d len=%zu helper=%d other=%d kind=%d seen=%d hist=%d\n",
 	       counter, calls, strlen(name), helper(counter), other(counter),
-	       kind(counter), seen);
+	       kind(counter), seen, hist[7]);
 	if (counter % 100 == 0)
 		fprintf(stderr, "v1 at %d\n", counter);
 	fflush(stdout);

@@ -7,6 +7,7 @@
 int counter;
 char name[32] = "graft";
 static int seen;
+int hist[8];                 /* a loop gcc vectorises: SSE at -O2, VEX with -mavx2 */
 int bonus = 100;             /* new in v2: lives in the new image */
 
 int other(int x);
@@ -43,9 +44,11 @@ __attribute__((noinline)) void work(void)
 	static int calls;
 	calls++;
 	counter++;
-	printf("v2 counter=%d calls=%d len=%zu helper=%d other=%d kind=%d seen=%d added=%d\n",
+	for (int i = 0; i < 8; i++)
+		hist[i] += i + 1;
+	printf("v2 counter=%d calls=%d len=%zu helper=%d other=%d kind=%d seen=%d hist=%d added=%d\n",
 	       counter, calls, strlen(name), helper(counter), other(counter),
-	       kind(counter), seen, added(counter));
+	       kind(counter), seen, hist[7], added(counter));
 	if (counter % 100 == 0)
 		fprintf(stderr, "v2 at %d\n", counter);
 	fflush(stdout);
