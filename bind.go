@@ -88,7 +88,21 @@ type unwinder struct {
 }
 
 func newChecker(pid int, mods []tracer.Module, extra []imageModule) (checker, error) {
-	all := append([]tracer.Module(nil), mods...)
+	// The images' own mappings (memfds named graft-<id>) show up among
+	// the modules too, as files nobody can open: the images below
+	// describe them.
+	var all []tracer.Module
+	for _, md := range mods {
+		inImage := false
+		for _, m := range extra {
+			for _, mp := range md.Mappings {
+				inImage = inImage || m.Size > 0 && mp.Start >= m.Base && mp.Start < m.Base+m.Size
+			}
+		}
+		if !inImage {
+			all = append(all, md)
+		}
+	}
 	var images []safepoint.Image
 	for _, m := range extra {
 		if m.Size == 0 {
