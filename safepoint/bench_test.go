@@ -14,7 +14,7 @@ import (
 // the same run on the same process. Reported: both times per cycle and
 // their ratio.
 func BenchmarkStacks(b *testing.B) {
-	requirePtrace(b)
+	testutil.RequirePtrace(b)
 	for _, n := range []int{1, 8, 64} {
 		b.Run(strconv.Itoa(n)+"threads", func(b *testing.B) {
 			target := testutil.Start(b, testutil.Build(b, "sp_many"), strconv.Itoa(n))

@@ -19,19 +19,6 @@ import (
 	"graft/tracer"
 )
 
-// requirePtrace skips when ptrace is unusable here, except under CI, where
-// it must work and the test fails instead.
-func requirePtrace(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("ptrace needs root or CAP_SYS_PTRACE, and CI=true says it is available")
-	}
-	t.Skip("needs root (ptrace of non-child processes)")
-}
-
 func attach(t testing.TB, pid int) *tracer.Process {
 	t.Helper()
 	p, err := tracer.Attach(pid)
@@ -216,7 +203,7 @@ func aliasesAt(m *module, addr uint64) []string {
 }
 
 func TestStacksMatchGDB(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	target := testutil.Start(t, testutil.Build(t, "sp_stacks"))
 	target.WaitLine(t, "ready", 10*time.Second)
 	// gdb first, while graft does not hold the process; every thread is
@@ -303,7 +290,7 @@ func gdbString(fs []gdbFrame) string {
 }
 
 func TestUnwindIncomplete(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	target := testutil.Start(t, testutil.Build(t, "sp_stacks"))
 	target.WaitLine(t, "ready", 10*time.Second)
 	u, err := ForProcess(target.Pid)
@@ -364,7 +351,7 @@ func startActive(t *testing.T) (*testutil.Proc, map[string]int, *os.File) {
 }
 
 func TestWaitSafeBusyThreadLeaves(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	target, tids, cmd := startActive(t)
 	hot := funcRange(t, target.Pid, "hot_loop")
 	u, err := ForProcess(target.Pid)
@@ -423,7 +410,7 @@ func TestWaitSafeBusyThreadLeaves(t *testing.T) {
 }
 
 func TestWaitSafeNeverReturns(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	target, tids, _ := startActive(t)
 	forever := funcRange(t, target.Pid, "serve_forever")
 	u, err := ForProcess(target.Pid)
@@ -474,7 +461,7 @@ func TestWaitSafeNeverReturns(t *testing.T) {
 }
 
 func TestEntryBytesNeverPass(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	target, tids, _ := startActive(t)
 	fn := funcRange(t, target.Pid, "entry_spin")
 	u, err := ForProcess(target.Pid)
@@ -507,7 +494,7 @@ func TestEntryBytesNeverPass(t *testing.T) {
 }
 
 func TestWaitSafeChurn(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	target := testutil.Start(t, testutil.Build(t, "churn"), "1", "8")
 	target.WaitLine(t, "ready", 10*time.Second)
 	brief := funcRange(t, target.Pid, "brief")
@@ -561,7 +548,7 @@ func TestWaitSafeChurn(t *testing.T) {
 // loop: many samples land inside the vDSO, whose CFI is read from the
 // target's memory. Every stack must unwind to its end.
 func TestUnwindThroughVDSO(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	target, tids, cmd := startActive(t)
 	u, err := ForProcess(target.Pid)
 	if err != nil {
@@ -608,7 +595,7 @@ func TestUnwindThroughVDSO(t *testing.T) {
 // A module whose file on disk is not the mapped one (other build ID) gets
 // no CFI: PCs inside it make stacks incomplete instead of wrong.
 func TestReplacedFileRefused(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	target := testutil.Start(t, testutil.Build(t, "sp_stacks"))
 	target.WaitLine(t, "ready", 10*time.Second)
 	mods, err := tracer.Modules(target.Pid)

@@ -19,7 +19,7 @@ import (
 // sending requests: every request must succeed, and the server must
 // come out untraced and still serving.
 func TestGoTarget(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	target, port := testutil.StartServer(t, "goserver-v1")
 	url := fmt.Sprintf("http://127.0.0.1:%d/version", port)
 	client := &http.Client{Timeout: 20 * time.Second}

@@ -24,7 +24,7 @@ import (
 // the held threads must be exactly /proc/PID/task, all in a ptrace-stop;
 // after each detach nothing may stay traced or stopped.
 func TestThreadChurn(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	target := testutil.Start(t, testutil.Build(t, "churn"), "2", "4")
 	target.WaitLine(t, "ready", 10*time.Second)
 	for round := 0; round < 30; round++ {
@@ -87,7 +87,7 @@ func equalInts(a, b []int) bool {
 }
 
 func TestAttachErrors(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	t.Run("missing", func(t *testing.T) {
 		cmd := exec.Command("true")
 		if err := cmd.Run(); err != nil {
@@ -166,7 +166,7 @@ func TestAttachErrors(t *testing.T) {
 // TestProcessExits: a target that dies while held yields
 // ProcessExitedError from every later operation, and Close still succeeds.
 func TestProcessExits(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	for _, stopped := range []bool{false, true} {
 		target := startSpin(t, "2")
 		p := attach(t, target.Pid)
@@ -213,7 +213,7 @@ func TestProcessExits(t *testing.T) {
 // attach, Stop/Resume and detach (PTRACE_LISTEN, never a resume), and
 // carries on at SIGCONT.
 func TestJobControlStop(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	b := startBlockers(t)
 	unix.Kill(b.Pid, unix.SIGSTOP)
 	waitAllState(t, b.Pid, "T")
@@ -398,7 +398,7 @@ func runHelperAsNobody(t *testing.T, mode string, pid int) string {
 // thread and leaves the process running, and works again once the thread
 // wakes.
 func TestStopTimeout(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	target := testutil.Start(t, testutil.Build(t, "vforker"), "2000")
 	out := collect(target)
 	out.wait(t, "ready", 10*time.Second)
@@ -441,7 +441,7 @@ func TestStopTimeout(t *testing.T) {
 // goroutine waits for it (exec.Cmd.Wait). The kernel hands that wait the
 // ptrace-stops of the target's main thread; Stop must still complete.
 func TestStolenStopReport(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	cmd := exec.Command(testutil.Build(t, "sleepers"), "1")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -485,7 +485,7 @@ func TestStolenStopReport(t *testing.T) {
 // kernel releases the rest when the tracer thread ends: nothing stays
 // traced.
 func TestCloseWithUnstoppableThread(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	target := testutil.Start(t, testutil.Build(t, "vforker"), "1500")
 	out := collect(target)
 	out.wait(t, "ready", 10*time.Second)

@@ -21,19 +21,6 @@ import (
 	"graft/internal/testutil"
 )
 
-// requirePtrace skips when ptrace is unusable here, except under CI, where
-// it must work and the test fails instead.
-func requirePtrace(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 || hasCapSysPtrace() {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("ptrace needs root or CAP_SYS_PTRACE, and CI=true says it is available")
-	}
-	t.Skip("needs root or CAP_SYS_PTRACE")
-}
-
 func startSpin(t *testing.T, n string) *testutil.Proc {
 	t.Helper()
 	p := testutil.Start(t, testutil.Build(t, "spin"), n)
@@ -52,7 +39,7 @@ func attach(t *testing.T, pid int) *Process {
 }
 
 func TestAttachStopResume(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	target := startSpin(t, "4")
 	p := attach(t, target.Pid)
 	if _, err := p.Regs(target.Pid); !errors.Is(err, ErrNotStopped) {
@@ -99,7 +86,7 @@ func TestAttachStopResume(t *testing.T) {
 }
 
 func TestModulesAndBias(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	path := testutil.Build(t, "spin")
 	target := startSpin(t, "2")
 	mods, err := Modules(target.Pid)
@@ -220,7 +207,7 @@ func fileBytesAt(t *testing.T, path string, addr uint64, n int) []byte {
 }
 
 func TestWriteReadOnlyText(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	path := testutil.Build(t, "spin")
 	target := startSpin(t, "1")
 	mods, err := Modules(target.Pid)
@@ -288,7 +275,7 @@ func TestWriteReadOnlyText(t *testing.T) {
 // that the program never notices: no EINTR, and the blocked calls still
 // complete normally afterwards.
 func TestRemoteSyscallsOnBlockedThreads(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	b := startBlockers(t)
 	p := attach(t, b.Pid)
 	if err := p.Stop(); err != nil {
@@ -403,7 +390,7 @@ func mapped(t *testing.T, pid int, addr uint64) bool {
 // TestStopResumeBlockedNoEINTR: plain stop/resume cycles on threads in
 // blocking calls must not surface EINTR either.
 func TestStopResumeBlockedNoEINTR(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	b := startBlockers(t)
 	p := attach(t, b.Pid)
 	for i := 0; i < 20; i++ {
@@ -429,7 +416,7 @@ func TestStopResumeBlockedNoEINTR(t *testing.T) {
 // delivered after Resume (and after Close), never swallowed, also when a
 // remote syscall ran on the thread that takes it.
 func TestSignalsWhileStopped(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	b := startBlockers(t)
 	p := attach(t, b.Pid)
 	if err := p.Stop(); err != nil {
@@ -467,7 +454,7 @@ func TestSignalsWhileStopped(t *testing.T) {
 // TestCloseAfterPanic: a deferred Close in a panicking function still
 // detaches a stopped process.
 func TestCloseAfterPanic(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	target := startSpin(t, "2")
 	p, err := Attach(target.Pid)
 	if err != nil {
@@ -491,7 +478,7 @@ func TestCloseAfterPanic(t *testing.T) {
 // errno; memory that process_vm_readv cannot read (PROT_NONE) is still
 // read and written through /proc/PID/mem.
 func TestRemoteErrnoAndProtNone(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	target := startSpin(t, "1")
 	p := attach(t, target.Pid)
 	if _, err := p.Mmap(0, 4096, unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, -1, 0); !errors.Is(err, ErrNotStopped) {
@@ -535,7 +522,7 @@ func TestRemoteErrnoAndProtNone(t *testing.T) {
 // running loop); each one must be handled exactly once, also when a remote
 // syscall runs on the thread meanwhile.
 func TestSignalRaces(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	b := startBlockers(t)
 	p := attach(t, b.Pid)
 	for i := 1; i <= 30; i++ {
@@ -576,7 +563,7 @@ func TestSignalRaces(t *testing.T) {
 // interrupted at the stop timeout; the borrowed thread gets its registers
 // back and its own blocked read carries on.
 func TestRemoteSyscallBlocks(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	b := startBlockers(t)
 	p := attach(t, b.Pid)
 	if err := p.Stop(); err != nil {
@@ -620,7 +607,7 @@ func TestRemoteSyscallBlocks(t *testing.T) {
 // TestModulesDeletedExecutable: a running binary deleted (or replaced by
 // an upgrade) on disk is read through /proc/PID/map_files.
 func TestModulesDeletedExecutable(t *testing.T) {
-	requirePtrace(t)
+	testutil.RequirePtrace(t)
 	src := testutil.Build(t, "spin")
 	b, err := os.ReadFile(src)
 	if err != nil {

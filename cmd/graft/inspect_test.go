@@ -14,6 +14,7 @@ import (
 )
 
 func TestInspect(t *testing.T) {
+	testutil.RequirePtrace(t)
 	path := testutil.Build(t, "spin")
 	target := testutil.Start(t, path, "3")
 	target.WaitLine(t, "ready", 10*time.Second)
@@ -106,6 +107,7 @@ func TestInspectErrors(t *testing.T) {
 // TestInspectInterrupted: a SIGINT/SIGTERM (here: the cancelled channel
 // interruptible would close) detaches and reports it; the target runs on.
 func TestInspectInterrupted(t *testing.T) {
+	testutil.RequirePtrace(t)
 	target := testutil.Start(t, testutil.Build(t, "spin"), "2")
 	target.WaitLine(t, "ready", 10*time.Second)
 	intr := make(chan struct{})

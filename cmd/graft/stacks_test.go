@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,19 +13,15 @@ import (
 	"graft/internal/testutil"
 )
 
+// requireRoot is testutil.RequirePtrace under the name apply_test.go
+// still calls.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("ptrace needs root, and CI=true says it is available")
-	}
-	t.Skip("needs root (ptrace of non-child processes)")
+	testutil.RequirePtrace(t)
 }
 
 func TestStacksCommand(t *testing.T) {
-	requireRoot(t)
+	testutil.RequirePtrace(t)
 	target := testutil.Start(t, testutil.Build(t, "sp_stacks"))
 	target.WaitLine(t, "ready", 10*time.Second)
 	pid := strconv.Itoa(target.Pid)

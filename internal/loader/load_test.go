@@ -163,6 +163,7 @@ type tickCase struct {
 }
 
 func TestLoadTickLive(t *testing.T) {
+	testutil.RequirePtrace(t)
 	for name, tc := range map[string]tickCase{
 		"memfd": {opt: Options{ID: "tick-test"}},
 		// The fallback for targets whose seccomp filter refuses

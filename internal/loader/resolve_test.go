@@ -82,6 +82,7 @@ func dynsym(t *testing.T, f *elf.File, name, version string) elf.Symbol {
 }
 
 func TestResolverLive(t *testing.T) {
+	testutil.RequirePtrace(t)
 	_, p, mods := startTick(t)
 	r, err := NewResolver(p.Pid(), mods, p)
 	if err != nil {
@@ -229,6 +230,7 @@ func snapshot(t *testing.T, pid int) string {
 }
 
 func TestLoadFailureLeavesNothing(t *testing.T) {
+	testutil.RequirePtrace(t)
 	v1, v2 := buildTick(t, "v1"), buildTick(t, "v2")
 	oldF, _ := elf.Open(v1)
 	newF, _ := elf.Open(v2)
@@ -321,6 +323,7 @@ func TestLoadFailureLeavesNothing(t *testing.T) {
 // A library replaced on disk after the target mapped it (a package
 // upgrade): its symbols must come from the mapped file, not the path.
 func TestResolverReplacedLibrary(t *testing.T) {
+	testutil.RequirePtrace(t)
 	dir := t.TempDir()
 	write := func(name, src string) string {
 		p := filepath.Join(dir, name)

@@ -131,6 +131,7 @@ func (lv *live) unload(t *testing.T) {
 // ftpd forks a session process per connection: the patched parent must
 // hand the new code (and its private data) to every child it forks.
 func TestLoadFtpdBannerLive(t *testing.T) {
+	testutil.RequirePtrace(t)
 	_, im, err := planPair(t, "ftpd", 1, 2)
 	if err != nil {
 		t.Fatal(err)
@@ -155,6 +156,7 @@ func TestLoadFtpdBannerLive(t *testing.T) {
 // cmd_login is reached through the commands table in .data.rel.ro, so the
 // jump at OLD's entry is what routes the call into the new code.
 func TestLoadSshdLoginLive(t *testing.T) {
+	testutil.RequirePtrace(t)
 	_, im, err := planPair(t, "sshd", 1, 2)
 	if err != nil {
 		t.Fatal(err)
@@ -184,6 +186,7 @@ func TestLoadSshdLoginLive(t *testing.T) {
 // unloads. Pairs whose diff needs a state transformer or is refused must
 // be refused by the plan too, naming the global.
 func TestLoadTestprocsPairsLive(t *testing.T) {
+	testutil.RequirePtrace(t)
 	for _, prog := range []string{"ftpd", "sshd"} {
 		n := 0
 		for {

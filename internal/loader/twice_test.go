@@ -36,6 +36,7 @@ func tickImage(t testing.TB) *elfpatch.Image {
 // Two images side by side (two patches applied in turn): both land
 // within reach of the executable, apart, and unload independently.
 func TestLoadTwice(t *testing.T) {
+	testutil.RequirePtrace(t)
 	_, p, mods := startTick(t)
 	im := tickImage(t)
 	var main *tracer.Module
@@ -97,6 +98,7 @@ func TestLoadTwice(t *testing.T) {
 // the floor of a bare Stop+Resume of the same process in the same run
 // (reported as pause-ratio: total pause per Load / one Stop+Resume).
 func BenchmarkLoad(b *testing.B) {
+	testutil.RequirePtrace(b)
 	im := tickImage(b)
 	proc := testutil.Start(b, buildTick(b, "v1"))
 	out := lines(proc.Stdout)
@@ -155,6 +157,7 @@ func BenchmarkLoad(b *testing.B) {
 // A caller that already holds the process stopped (the controller inside
 // its pause) keeps it stopped: Load and Unload neither stop nor resume.
 func TestLoadWhileStopped(t *testing.T) {
+	testutil.RequirePtrace(t)
 	_, p, mods := startTick(t)
 	im := tickImage(t)
 	var main *tracer.Module
