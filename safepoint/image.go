@@ -46,9 +46,12 @@ const maxEhFrame = 64 << 20
 // (call it before a pause, while the target runs). An image without
 // .eh_frame makes stacks passing through it incomplete, never safe.
 func NewUnwinderImages(mods []tracer.Module, images []Image) (*Unwinder, error) {
-	u, err := newUnwinder(0, mods)
-	if err != nil {
-		return nil, err
+	u := &Unwinder{}
+	if len(mods) > 0 || len(images) == 0 {
+		var err error
+		if u, err = newUnwinder(0, mods); err != nil {
+			return nil, err
+		}
 	}
 	for _, im := range images {
 		md := tracer.Module{
