@@ -1,0 +1,54 @@
+package graft
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The record is versioned: this graft writes version 2, still reads a
+// version-1 record (an older graft's, without CFI places and symbols), and
+// refuses any other version by name instead of guessing.
+func TestStateVersions(t *testing.T) {
+	s := &State{Patches: []PatchRecord{{
+		ID: "x", Base: 0x7f0000000000, Size: 0x5000, EhFrame: 0x2100, EhFrameSize: 0x300,
+		Symbols: []SymRecord{{Name: "handle", File: "blockread.c", Addr: 0x7f0000001200, Size: 0x80}, {Name: "added", Addr: 0x7f0000004010, Size: 8, Data: true}},
+	}}}
+	buf, err := encodeState(s, 3)
+	require.NoError(t, err)
+	require.Equal(t, uint32(stateVersion), binary.LittleEndian.Uint32(buf[8:]))
+	require.Equal(t, uint32(2), binary.LittleEndian.Uint32(buf[8:]))
+	got, err := decodeState(bytes.NewReader(append(make([]byte, 0x1000), buf...)), 1, 0x1000)
+	require.NoError(t, err)
+	require.Equal(t, s.Patches[0].Symbols, got.Patches[0].Symbols)
+	require.Equal(t, s.Patches[0].EhFrameSize, got.Patches[0].EhFrameSize)
+
+	for _, v := range []uint32{1, 0, 3, 99} {
+		b := bytes.Clone(buf)
+		binary.LittleEndian.PutUint32(b[8:], v)
+		_, err := decodeState(bytes.NewReader(b), 1, 0)
+		if v == 1 {
+			require.NoError(t, err, "version 1 still reads")
+			continue
+		}
+		var fe *StateFormatError
+		require.ErrorAs(t, err, &fe, "version %d", v)
+		require.Contains(t, err.Error(), fmt.Sprintf("record version %d", v))
+		require.Contains(t, err.Error(), "reads versions 1 to 2")
+	}
+}
+
+// The record's capacity is fixed: a record that would not fit is refused
+// when encoded, which apply does before its pause.
+func TestStateCapacityBound(t *testing.T) {
+	var syms []SymRecord
+	for i := range 20000 {
+		syms = append(syms, SymRecord{Name: fmt.Sprintf("function_with_a_long_name_%d", i), File: "unit.c", Addr: 0x7f0000000000 + uint64(i)*64, Size: 64})
+	}
+	_, err := encodeState(&State{Patches: []PatchRecord{{ID: "big", Symbols: syms}}}, 1)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "capacity")
+}
