@@ -41,10 +41,28 @@
 // "/memfd:graft-state (deleted)"), so any later invocation, from any shell,
 // sees them. Layout: a 64-byte versioned header (magic, version, generation,
 // body length, CRC-32) and a JSON body; see state.go. Each patch record
-// holds its id, time, OLD and NEW build-ids, the NEW binary's path, the
-// image's base, size and executable ranges, the redirected functions, and
-// for every jump its address, the bytes it replaced and the bytes written.
-// graft status reads it through /proc/PID/mem without stopping the target.
+// holds its id, time, OLD and NEW build-ids, the NEW binary's path (when it
+// is on this machine), the image's base, size and executable ranges, the
+// redirected functions, for every jump its address, the bytes it replaced
+// and the bytes written, and what makes the image self-describing: the
+// link-time place of NEW's .eh_frame and .eh_frame_hdr inside the image,
+// and NEW's symbols that live in the image (the functions that run from it,
+// the data objects only NEW has, with the compile unit of statics). graft
+// status reads it through /proc/PID/mem without stopping the target. The
+// record is versioned (2; version 1, without the self-description, still
+// reads; others are refused) and bounded by its 1 MiB mapping: an apply
+// whose record would not fit is refused before its pause.
+//
+// # Unwinding through loaded images
+//
+// Every check (apply, revert) unwinds threads that may be inside loaded
+// images. An image's CFI is read from the target, at its base plus the
+// recorded .eh_frame place (safepoint.Image), and its frames are named from
+// the recorded symbols: NEW's file is never opened, so a patch applied
+// from a file on a machine without NEW, or whose NEW was deleted since,
+// unwinds like any library. Only a patch recorded without that (from a
+// version-1 patch file) falls back to NEW's file at the recorded path;
+// without it such stacks are incomplete, which never counts as safe.
 //
 // # Stacking
 //
@@ -52,7 +70,12 @@
 // patch. Its OLD symbols (v2's) are mapped to their live copies by name:
 // the lowest layer (executable first, then each loaded image) that defines
 // a name holds the copy every later image was linked against, so v3 uses
-// v1's globals and v2's added ones. Each redirected function gets a jump
+// v1's globals and v2's added ones. The patch file names, for each fixup,
+// OLD's symbol (name, compile unit of a static, address); the executable's
+// layer comes from /proc/PID/exe, each image's layer from its record. So
+// stacking needs the record and the new patch file only, never an earlier
+// patch's NEW binary (that is read only for a patch recorded or made by the
+// version-1 formats, which lack the names). Each redirected function gets a jump
 // at every live copy's entry (v1's, and v2's image copy), each straight to
 // v3: a function patched twice jumps straight to its newest version.
 //
@@ -64,9 +87,6 @@
 // the patch that superseded it reverts it too: its code is gone. Only the
 // patch directly below qualifies, so that this never skips a patch in
 // between; an image superseded while a frame was in it stays mapped.
-//
-// A stacked patch needs the NEW binary of every loaded patch below it on
-// disk (the record holds its path and build-id) to map symbols by name.
 //
 // # Revert
 //

@@ -78,7 +78,7 @@ func (sys *system) resolve(pid int, src Source) (*Patch, error) {
 		}
 		if top := st.Top(); top != nil {
 			if top.NewPath == "" {
-				return nil, fmt.Errorf("apply %s: pid %d runs patch %s, applied from a patch file whose NEW binary (build %s) was not on this machine; a patch on top of it needs that binary to diff against and to map its symbols", src.NewBinary, pid, top.ID, top.NewBuildID)
+				return nil, fmt.Errorf("apply %s: pid %d runs patch %s, applied from a patch file whose NEW binary (build %s) was not on this machine; a patch on top of it made with --new needs that binary to diff against (a patch file made elsewhere from it, graft diff -o, needs nothing more)", src.NewBinary, pid, top.ID, top.NewBuildID)
 			}
 			old = top.NewPath
 		}

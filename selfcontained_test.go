@@ -123,6 +123,13 @@ func TestStackedSSHDFromPatchFilesOnly(t *testing.T) {
 		require.NotEmpty(t, r.Symbols, "patch %s records its image's symbols", r.ID)
 	}
 
+	stat, err := sys.status(target.Pid)
+	require.NoError(t, err)
+	for _, p := range stat.Patches {
+		require.True(t, p.SelfContained, p.ID)
+		require.True(t, p.Intact, p.ID)
+	}
+
 	rr, err := sys.revert(context.Background(), target.Pid, RevertOptions{})
 	require.NoError(t, err)
 	require.Equal(t, []string{r23.PatchID}, rr.Reverted)

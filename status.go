@@ -38,6 +38,12 @@ type PatchStatus struct {
 	// overwrote is not in the code any more (someone else wrote there,
 	// or graft was killed mid-apply).
 	Intact bool `json:"intact"`
+	// SelfContained is true when the record holds the place of the
+	// image's CFI and its symbols: later invocations unwind through the
+	// image and stack on it without NEW's file. False for a patch from a
+	// version-1 patch file, which needs NEW at NewPath for both.
+	SelfContained bool   `json:"self_contained"`
+	NewPath       string `json:"new_path,omitempty"`
 }
 
 // status reads the record without attaching: the target never stops.
@@ -67,7 +73,9 @@ func statusOf(pid int, st *State, mem io.ReaderAt) *StatusResult {
 			ID: r.ID, Applied: r.Applied, OldBuildID: r.OldBuildID, NewBuildID: r.NewBuildID,
 			Functions: []string{}, Redirects: r.Functions, Sites: r.Sites,
 			Base: r.Base, Size: r.Size, Unloaded: r.Unloaded, SupersededBy: r.SupersededBy,
-			Intact: true,
+			Intact:        true,
+			SelfContained: r.EhFrameSize > 0 && len(r.Symbols) > 0,
+			NewPath:       r.NewPath,
 		}
 		for _, f := range r.Functions {
 			ps.Functions = append(ps.Functions, f.Name)

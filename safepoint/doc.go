@@ -9,7 +9,15 @@
 // .eh_frame and .debug_frame of every mapped module (parsed with delve's
 // pkg/dwarf/frame) and its symbols (the detached debug file by build ID
 // when the module itself is stripped). The vDSO's image is read from target
-// memory. Unwind then starts from the thread's registers and, per frame:
+// memory. So is the CFI of an Image (NewUnwinderImages): code graft mapped
+// without a file of its own, a patch's NEW image, whose NEW binary need not
+// be on this machine. Its .eh_frame lies inside NEW's loadable segments,
+// so it is mapped with the image; the patch records its link-time place,
+// the unwinder reads those bytes from the target (first checking that the
+// mapped .eh_frame_hdr points at them, so bytes from a wrong base are never
+// used) and parses them as it parses a file's .eh_frame. Frames in an image
+// are named from the symbols the patch lists (its functions), not from a
+// symbol table. Unwind then starts from the thread's registers and, per frame:
 // finds the module and FDE for the PC (the PC itself for frame 0 and for a
 // frame interrupted by a signal, PC-1 for a return address, because a call
 // that ends a noreturn function returns past its end); runs the FDE's CFA
@@ -38,5 +46,7 @@
 // refused always. WaitSafe repeats stop/unwind/check with the whole process
 // resumed between attempts (bounded exponential backoff) until it is safe,
 // and returns with the process still stopped so the caller writes in the
-// same pause.
+// same pause. WaitSafeStacks also returns the stacks of that last check,
+// so a caller deciding more in the same pause (may an image below be
+// unmapped?) does not unwind twice.
 package safepoint

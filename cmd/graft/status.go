@@ -116,6 +116,13 @@ func runStatus(stdout, stderr io.Writer, args []string) error {
 		fmt.Fprintf(stdout, "  build %s -> %s\n", p.OldBuildID, p.NewBuildID)
 		fmt.Fprintf(stdout, "  code at %s (%d bytes)\n", hex(p.Base), p.Size)
 		fmt.Fprintf(stdout, "  functions: %s\n", strings.Join(p.Functions, ", "))
+		if !p.SelfContained && !p.Unloaded {
+			nb := p.NewPath
+			if nb == "" {
+				nb = "(not recorded)"
+			}
+			fmt.Fprintf(stdout, "  record lacks the image's CFI and symbols (old patch format): unwinding through it and stacking on it need NEW at %s\n", nb)
+		}
 	}
 	return nil
 }
