@@ -186,26 +186,51 @@ func readBuildID(f *elf.File) string {
 	return ""
 }
 
+// fileSymbol is a .symtab entry with the source file a local symbol
+// belongs to ("" for a global).
+type fileSymbol struct {
+	elf.Symbol
+	file string
+}
+
+// symbolsByFile reads f's .symtab, leaving out the STT_FILE entries and
+// giving each local symbol the name of the STT_FILE entry it follows: in
+// the ELF gABI order that gcc and ld keep, a unit's locals follow its
+// STT_FILE and the globals follow all locals, belonging to no file. The
+// diff (readSymbols) and the planner (newSymtab) both tell statics apart
+// this way.
+func symbolsByFile(f *elf.File) ([]fileSymbol, error) {
+	syms, err := f.Symbols()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]fileSymbol, 0, len(syms))
+	file := ""
+	for _, s := range syms {
+		if elf.ST_TYPE(s.Info) == elf.STT_FILE {
+			file = s.Name
+			continue
+		}
+		if elf.ST_BIND(s.Info) != elf.STB_LOCAL {
+			file = "" // globals follow all locals; they need no file
+		}
+		out = append(out, fileSymbol{s, file})
+	}
+	return out, nil
+}
+
 func (b *Binary) readSymbols() error {
-	syms, err := b.f.Symbols()
+	syms, err := symbolsByFile(b.f)
 	if err != nil {
 		if errors.Is(err, elf.ErrNoSymbols) {
 			return ErrNoSymbols
 		}
 		return fmt.Errorf("read symbols: %w", err)
 	}
-	file := ""
 	byAddr := map[uint64]*symbol{}
 	for _, s := range syms {
 		typ := elf.ST_TYPE(s.Info)
 		bind := elf.ST_BIND(s.Info)
-		if typ == elf.STT_FILE {
-			file = s.Name
-			continue
-		}
-		if bind != elf.STB_LOCAL {
-			file = "" // globals follow all locals; they need no file
-		}
 		if s.Section == elf.SHN_UNDEF || s.Section >= elf.SHN_LORESERVE || int(s.Section) >= len(b.f.Sections) {
 			continue
 		}
@@ -222,7 +247,7 @@ func (b *Binary) readSymbols() error {
 			bss:   sec.Type == elf.SHT_NOBITS,
 		}
 		if sym.local {
-			sym.file = file
+			sym.file = s.file
 		}
 		sym.setKeys()
 		switch typ {
@@ -259,24 +284,15 @@ func (b *Binary) readSymbols() error {
 // .data can be named by what it will point to rather than by its bytes.
 func (b *Binary) readRelocs() {
 	dsyms, _ := b.f.DynamicSymbols()
-	for _, s := range b.f.Sections {
-		if s.Type != elf.SHT_RELA || s.Flags&elf.SHF_ALLOC == 0 {
-			continue
+	// A relocation section that cannot be read only leaves its fields
+	// unnamed: they compare by their bytes.
+	relocs, _ := dynRelocs(b.f)
+	for _, r := range relocs {
+		dr := dynReloc{typ: r.typ, addend: r.addend}
+		if r.sym > 0 && int(r.sym-1) < len(dsyms) {
+			dr.sym = dsyms[r.sym-1].Name
 		}
-		d, err := s.Data()
-		if err != nil {
-			continue
-		}
-		for i := 0; i+24 <= len(d); i += 24 {
-			off := binary.LittleEndian.Uint64(d[i:])
-			info := binary.LittleEndian.Uint64(d[i+8:])
-			add := int64(binary.LittleEndian.Uint64(d[i+16:]))
-			r := dynReloc{typ: elf.R_X86_64(info & 0xffffffff), addend: add}
-			if si := info >> 32; si > 0 && int(si-1) < len(dsyms) {
-				r.sym = dsyms[si-1].Name
-			}
-			b.relocs[off] = r
-		}
+		b.relocs[r.off] = dr
 	}
 	for off := range b.relocs {
 		b.relocOffs = append(b.relocOffs, off)

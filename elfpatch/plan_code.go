@@ -115,7 +115,7 @@ func (p *planner) refTarget(from *psym, pc, target uint64, branch bool) (*Fixup,
 	sec := p.section(target)
 	if sec == nil {
 		// One past the end of the last object (a loop's end pointer).
-		if s := p.endOf(target); s != nil && !p.readOnly(s.value) {
+		if s := p.writableEnd(target); s != nil {
 			return p.dataFixup(fail, s, target)
 		}
 		return nil, fail(fmt.Sprintf("new 0x%x", target), "target lies outside every section of the new build")
@@ -126,15 +126,8 @@ func (p *planner) refTarget(from *psym, pc, target uint64, branch bool) (*Fixup,
 		// the target's libraries (Imports), so the code keeps using them.
 		return nil, nil
 	}
-	cands := p.newSyms.containing(target)
 	if sec.Flags&elf.SHF_EXECINSTR != 0 {
-		var s *psym
-		for _, c := range cands {
-			if isFuncSym(c) {
-				s = c
-				break
-			}
-		}
+		s := p.funcAt(target)
 		if s == nil {
 			return nil, fail(fmt.Sprintf("new 0x%x in %s", target, sec.Name), "target is code outside any function symbol")
 		}
@@ -160,8 +153,8 @@ func (p *planner) refTarget(from *psym, pc, target uint64, branch bool) (*Fixup,
 			p.addRun(s)
 			return nil, nil
 		}
-		if !p.run[s] && o.size != s.size {
-			return nil, fail(s.label(), fmt.Sprintf("function differs in size between builds (old %d, new %d bytes) but is not among the changed functions", o.size, s.size))
+		if reason := p.resizedUnchanged(s, o); reason != "" {
+			return nil, fail(s.label(), reason)
 		}
 		// An unchanged function (or the address of a changed one, taken
 		// with lea) resolves to OLD's entry: one function-pointer identity
@@ -176,16 +169,7 @@ func (p *planner) refTarget(from *psym, pc, target uint64, branch bool) (*Fixup,
 		// state to share with OLD.
 		return nil, nil
 	}
-	var s *psym
-	for _, c := range cands {
-		if !isFuncSym(c) {
-			s = c
-			break
-		}
-	}
-	if s == nil {
-		s = p.endOf(target)
-	}
+	s := p.dataAt(target)
 	if s == nil {
 		return nil, fail(fmt.Sprintf("new 0x%x in %s", target, sec.Name), "writable data outside any symbol: cannot tell whether OLD has it")
 	}
@@ -196,19 +180,62 @@ func (p *planner) refTarget(from *psym, pc, target uint64, branch bool) (*Fixup,
 // inside it or one past its end) at OLD's copy, or leaves it in NEW for
 // an object only NEW has.
 func (p *planner) dataFixup(fail func(sym, reason string) error, s *psym, target uint64) (*Fixup, error) {
+	to, shared, reason := p.oldObject(s, target)
+	switch {
+	case reason != "":
+		return nil, fail(s.label(), reason)
+	case !shared:
+		return nil, nil
+	}
+	return &Fixup{Target: to, Symbol: s.label()}, nil
+}
+
+// oldObject decides where a reference (a PC-relative field or a pointer)
+// to NEW's writable object s, at target inside it or one past its end,
+// must lead: OLD's copy at to (shared), or NEW's own for an object only
+// NEW has, initialised from NEW's data. A reason says why neither is safe.
+func (p *planner) oldObject(s *psym, target uint64) (to uint64, shared bool, reason string) {
 	o := matchOld(p.oldSyms, p.newSyms, s)
 	if o == nil {
 		if _, ok := p.copied[s.value]; ok {
-			return nil, fail(s.label(), "library data copied into the executable (R_X86_64_COPY) only in the new build: the libraries use OLD's instance, which does not exist")
+			return 0, false, "library data copied into the executable (R_X86_64_COPY) only in the new build: the libraries use OLD's instance, which does not exist"
 		}
-		// A global that is new in NEW lives in NEW's image, initialised
-		// from NEW's data.
-		return nil, nil
+		return 0, false, ""
 	}
 	if o.size != s.size {
-		return nil, fail(s.label(), fmt.Sprintf("size differs between builds (old %d, new %d bytes): its type or layout changed; refusing to point new code at the old object", o.size, s.size))
+		return 0, false, fmt.Sprintf("size differs between builds (old %d, new %d bytes): its type or layout changed; refusing to point new code at the old object", o.size, s.size)
 	}
-	return &Fixup{Target: o.value + (target - s.value), Symbol: s.label()}, nil
+	return o.value + (target - s.value), true, ""
+}
+
+// resizedUnchanged explains why NEW's function s cannot be replaced by
+// OLD's o: their sizes differ although s is not among the functions that
+// run from NEW, so the diff and the plan disagree about it.
+func (p *planner) resizedUnchanged(s, o *psym) string {
+	if p.run[s] || o.size == s.size {
+		return ""
+	}
+	return fmt.Sprintf("function differs in size between builds (old %d, new %d bytes) but is not among the changed functions", o.size, s.size)
+}
+
+// dataAt returns NEW's data object a reference to addr reaches: one
+// covering it, else one ending exactly there (endOf); nil if none.
+func (p *planner) dataAt(addr uint64) *psym {
+	for _, c := range p.newSyms.containing(addr) {
+		if !isFuncSym(c) {
+			return c
+		}
+	}
+	return p.endOf(addr)
+}
+
+// writableEnd returns the writable object ending at addr, for an address
+// past every section (the end pointer of the last object in .bss).
+func (p *planner) writableEnd(addr uint64) *psym {
+	if s := p.endOf(addr); s != nil && !p.readOnly(s.value) {
+		return s
+	}
+	return nil
 }
 
 // endOf returns the sized data object that ends exactly at addr, when no

@@ -16,16 +16,22 @@ type dynRela struct {
 }
 
 // dynRelocs reads every SHT_RELA section that the dynamic linker would
-// process (.dynRela.dyn, .dynRela.plt).
+// process (.rela.dyn, .rela.plt). A section it cannot read is skipped and
+// its error returned with what the others hold: the planner refuses to go
+// on without every relocation, the diff names what it can.
 func dynRelocs(f *elf.File) ([]dynRela, error) {
 	var out []dynRela
+	var first error
 	for _, s := range f.Sections {
 		if s.Type != elf.SHT_RELA || s.Flags&elf.SHF_ALLOC == 0 {
 			continue
 		}
 		data, err := s.Data()
 		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", s.Name, err)
+			if first == nil {
+				first = fmt.Errorf("read %s: %w", s.Name, err)
+			}
+			continue
 		}
 		for i := 0; i+24 <= len(data); i += 24 {
 			info := binary.LittleEndian.Uint64(data[i+8:])
@@ -37,7 +43,7 @@ func dynRelocs(f *elf.File) ([]dynRela, error) {
 			})
 		}
 	}
-	return out, nil
+	return out, first
 }
 
 // dynamic turns NEW's dynamic relocations into Imports, Relatives and
@@ -129,36 +135,28 @@ func (p *planner) dynamic() error {
 // to a global must reach the one copy the process uses. A pointer to a
 // changed function lands on OLD's entry, whose trampoline leads to NEW.
 func (p *planner) pointer(off, target uint64, name string) error {
+	relative := func() error {
+		p.im.Relatives = append(p.im.Relatives, Relative{Off: off, Addend: target})
+		return nil
+	}
 	if p.dead(off) {
 		// The field lies in NEW's copy of an object OLD also has; nothing
 		// reads it (all code that runs in NEW uses OLD's copy), so the
 		// plain relocation keeps it consistent without constraining it.
-		p.im.Relatives = append(p.im.Relatives, Relative{Off: off, Addend: target})
-		return nil
-	}
-	relative := func() error {
-		p.im.Relatives = append(p.im.Relatives, Relative{Off: off, Addend: target})
-		return nil
+		return relative()
 	}
 	fail := func(sym, reason string) error {
 		return &PlanError{Addr: off, Symbol: sym, Reason: reason}
 	}
 	sec := p.section(target)
 	if sec == nil {
-		if s := p.endOf(target); s != nil && !p.readOnly(s.value) {
+		if s := p.writableEnd(target); s != nil {
 			return p.dataPointer(off, s, target)
 		}
 		return relative() // e.g. one past the end of the image (_end)
 	}
-	cands := p.newSyms.containing(target)
 	if sec.Flags&elf.SHF_EXECINSTR != 0 {
-		var s *psym
-		for _, c := range cands {
-			if isFuncSym(c) {
-				s = c
-				break
-			}
-		}
+		s := p.funcAt(target)
 		if s == nil {
 			return relative() // PLT entries and the like stay in NEW
 		}
@@ -171,24 +169,15 @@ func (p *planner) pointer(off, target uint64, name string) error {
 		if target != s.value {
 			return relative()
 		}
-		if !p.run[s] && o.size != s.size {
-			return fail(s.label(), fmt.Sprintf("function differs in size between builds (old %d, new %d bytes) but is not among the changed functions", o.size, s.size))
+		if reason := p.resizedUnchanged(s, o); reason != "" {
+			return fail(s.label(), reason)
 		}
 		return p.addFixup(Fixup{Off: off, Kind: FixupAbs64, Target: o.value, Symbol: s.label()})
 	}
 	if p.readOnly(target) {
 		return relative()
 	}
-	var s *psym
-	for _, c := range cands {
-		if !isFuncSym(c) {
-			s = c
-			break
-		}
-	}
-	if s == nil {
-		s = p.endOf(target)
-	}
+	s := p.dataAt(target)
 	if s == nil {
 		return relative()
 	}
@@ -198,18 +187,15 @@ func (p *planner) pointer(off, target uint64, name string) error {
 // dataPointer plans a pointer at off to NEW's writable object s (target
 // inside it or one past its end).
 func (p *planner) dataPointer(off uint64, s *psym, target uint64) error {
-	o := matchOld(p.oldSyms, p.newSyms, s)
-	if o == nil {
-		if cp, ok := p.copied[s.value]; ok {
-			return &PlanError{Addr: off, Symbol: cp, Reason: "library data copied into the executable (R_X86_64_COPY) only in the new build: unsupported"}
-		}
+	to, shared, reason := p.oldObject(s, target)
+	switch {
+	case reason != "":
+		return &PlanError{Addr: off, Symbol: s.label(), Reason: reason}
+	case !shared:
 		p.im.Relatives = append(p.im.Relatives, Relative{Off: off, Addend: target})
 		return nil
 	}
-	if o.size != s.size {
-		return &PlanError{Addr: off, Symbol: s.label(), Reason: fmt.Sprintf("size differs between builds (old %d, new %d bytes): its type or layout changed", o.size, s.size)}
-	}
-	return p.addFixup(Fixup{Off: off, Kind: FixupAbs64, Target: o.value + (target - s.value), Symbol: s.label()})
+	return p.addFixup(Fixup{Off: off, Kind: FixupAbs64, Target: to, Symbol: s.label()})
 }
 
 // dead reports whether NEW's off lies in a writable object that OLD also

@@ -51,7 +51,7 @@ type symtab struct {
 	// renamed between builds but its name is unique on both sides.
 	localsByName map[string][]*psym
 	// byUnnumbered indexes symbols by unit, type and name without gcc's
-	// numbering (unnumbered), for clones and statics renumbered between
+	// numbering (cloneKey), for clones and statics renumbered between
 	// builds.
 	byUnnumbered map[numKey][]*psym
 }
@@ -74,22 +74,14 @@ func stripVersion(name string) string {
 // all locals and belong to no unit. The unit is the file's base name:
 // OLD may be built from ftpd/v1/ftpd.c and NEW from ftpd/v2/ftpd.c.
 func newSymtab(f *elf.File) (*symtab, error) {
-	raw, err := f.Symbols()
+	raw, err := symbolsByFile(f)
 	if err != nil {
 		return nil, err
 	}
 	t := &symtab{byKey: map[symKey][]*psym{}, localsByName: map[string][]*psym{}, byUnnumbered: map[numKey][]*psym{}}
-	cu := ""
 	for _, s := range raw {
 		typ := elf.ST_TYPE(s.Info)
 		bind := elf.ST_BIND(s.Info)
-		if typ == elf.STT_FILE {
-			cu = path.Base(s.Name)
-			if s.Name == "" {
-				cu = ""
-			}
-			continue
-		}
 		if s.Section == elf.SHN_UNDEF || s.Section == elf.SHN_ABS || s.Section >= elf.SHN_LORESERVE && s.Section != elf.SHN_COMMON {
 			continue
 		}
@@ -105,12 +97,12 @@ func newSymtab(f *elf.File) (*symtab, error) {
 			sect:  s.Section,
 		}
 		ps.key.name = stripVersion(s.Name)
-		if ps.local {
-			ps.key.cu = cu
+		if ps.local && s.file != "" {
+			ps.key.cu = path.Base(s.file)
 			t.localsByName[ps.key.name] = append(t.localsByName[ps.key.name], ps)
 		}
 		t.byKey[ps.key] = append(t.byKey[ps.key], ps)
-		nk := numKey{unnumbered(ps.key.name), ps.key.cu, typ}
+		nk := numKey{cloneKey(ps.key.name), ps.key.cu, typ}
 		t.byUnnumbered[nk] = append(t.byUnnumbered[nk], ps)
 		t.syms = append(t.syms, ps)
 	}
@@ -192,7 +184,7 @@ func matchOld(old, new *symtab, s *psym) *psym {
 	if o := old.lookupKey(s.key); o != nil {
 		return o
 	}
-	if n := unnumbered(s.key.name); n != s.key.name {
+	if n := cloneKey(s.key.name); n != s.key.name {
 		nk := numKey{n, s.key.cu, s.typ}
 		if no, nn := old.byUnnumbered[nk], new.byUnnumbered[nk]; len(no) == 1 && len(nn) == 1 {
 			return no[0]
@@ -207,20 +199,6 @@ func matchOld(old, new *symtab, s *psym) *psym {
 		}
 	}
 	return nil
-}
-
-// unnumbered drops the numeric components gcc appends to statics and
-// clones: "calls.0" -> "calls", "f.constprop.0.isra.1" -> "f.constprop.isra".
-func unnumbered(name string) string {
-	parts := strings.Split(name, ".")
-	out := parts[:1]
-	for _, p := range parts[1:] {
-		if p != "" && strings.Trim(p, "0123456789") == "" {
-			continue
-		}
-		out = append(out, p)
-	}
-	return strings.Join(out, ".")
 }
 
 // coldParent returns the name of the function a compiler-split part
