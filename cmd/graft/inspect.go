@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"debug/elf"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -43,27 +42,19 @@ type inspectModuleJSON struct {
 }
 
 func runInspect(stdout, stderr io.Writer, args []string) error {
-	fs := newFlags("inspect", stderr)
-	pid := fs.Int("p", 0, "process ID")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if *pid <= 0 {
-		return fmt.Errorf("%w: -p PID is required", errUsage)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
-	}
-	// SIGINT/SIGTERM cancel ctx instead of killing graft: the deferred
-	// Close (and the watcher below) detach before the command returns.
-	ctx, stop := interruptible()
-	defer stop()
-	out, err := inspect(*pid, ctx.Done())
+	pid, asJSON, err := parsePidArgs("inspect", stderr, args)
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	// SIGINT/SIGTERM cancel ctx instead of killing graft: the deferred
+	// release (and attached's watcher) detach before the command returns.
+	ctx, stop := interruptible()
+	defer stop()
+	out, err := inspect(pid, ctx.Done())
+	if err != nil {
+		return err
+	}
+	if asJSON {
 		return writeJSON(stdout, out)
 	}
 	printInspect(stdout, out)
@@ -73,28 +64,12 @@ func runInspect(stdout, stderr io.Writer, args []string) error {
 // inspect attaches, reads every thread's registers in one short stop, and
 // detaches. Modules and symbols are read while the process runs.
 func inspect(pid int, interrupted <-chan struct{}) (*inspectJSON, error) {
-	p, err := tracer.Attach(pid)
+	p, err := attachInterruptible(pid, interrupted)
 	if err != nil {
 		return nil, err
 	}
-	defer p.Close()
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		select {
-		case <-interrupted:
-			p.Close() // releases the target at once; later calls fail
-		case <-done:
-		}
-	}()
-	check := func() error {
-		select {
-		case <-interrupted:
-			return errors.New("interrupted: detached")
-		default:
-			return nil
-		}
-	}
+	defer p.release()
+	check := p.check
 
 	mods, err := tracer.Modules(pid)
 	if err != nil {
@@ -146,7 +121,7 @@ func inspect(pid int, interrupted <-chan struct{}) (*inspectJSON, error) {
 		th.Function, th.Module = syms.lookup(mods, regs[tid].pc)
 		out.Threads = append(out.Threads, th)
 	}
-	return out, p.Close()
+	return out, p.release()
 }
 
 // symbolizer names the function at an address: the module containing it,

@@ -34,24 +34,19 @@ type frameJSON struct {
 }
 
 func runStacks(stdout, stderr io.Writer, args []string) error {
-	fs := newFlags("stacks", stderr)
-	pid := fs.Int("p", 0, "process ID")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if *pid <= 0 {
-		return fmt.Errorf("%w: -p PID is required", errUsage)
-	}
-	// Hold SIGINT/SIGTERM while the process is held, so an operator's
-	// Ctrl-C lets the deferred detach run instead of killing graft.
-	_, stop := interruptible()
-	defer stop()
-	out, err := collectStacks(*pid)
+	pid, asJSON, err := parsePidArgs("stacks", stderr, args)
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	// SIGINT/SIGTERM cancel ctx instead of killing graft: attached's
+	// watcher detaches at once, and the command reports the interrupt.
+	ctx, stop := interruptible()
+	defer stop()
+	out, err := collectStacks(pid, ctx.Done())
+	if err != nil {
+		return err
+	}
+	if asJSON {
 		return writeJSON(stdout, out)
 	}
 	for i, t := range out.Threads {
@@ -79,28 +74,35 @@ func runStacks(stdout, stderr io.Writer, args []string) error {
 
 // collectStacks loads CFI while the target runs, then holds it only for
 // the unwinding itself.
-func collectStacks(pid int) (_ *stacksJSON, err error) {
+func collectStacks(pid int, interrupted <-chan struct{}) (_ *stacksJSON, err error) {
 	// Attach first: it explains a wrong PID or missing privileges best.
 	// Seizing does not stop the process; loading the CFI happens while
 	// it runs.
-	p, err := tracer.Attach(pid)
+	p, err := attachInterruptible(pid, interrupted)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
-		if cerr := p.Close(); cerr != nil && err == nil {
+		if cerr := p.release(); cerr != nil && err == nil {
 			err = cerr
+		}
+		if p.check() != nil {
+			// Whatever failed after the interrupt failed because of it.
+			err = p.check()
 		}
 	}()
 	u, err := safepoint.ForProcess(pid)
 	if err != nil {
 		return nil, fmt.Errorf("stacks of pid %d: %w", pid, err)
 	}
-	u.Preload(p)
+	u.Preload(p.Process)
+	if err := p.check(); err != nil {
+		return nil, err
+	}
 	if err := p.Stop(); err != nil {
 		return nil, fmt.Errorf("stacks of pid %d: %w", pid, err)
 	}
-	stacks, serr := u.StacksOf(p)
+	stacks, serr := u.StacksOf(p.Process)
 	rerr := p.Resume()
 	if serr != nil {
 		return nil, fmt.Errorf("stacks of pid %d: %w", pid, serr)

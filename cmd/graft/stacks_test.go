@@ -73,3 +73,26 @@ func TestStacksCommandErrors(t *testing.T) {
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr, "999999999")
 }
+
+// An interrupt (the channel interruptible's context would close) detaches
+// stacks as it does inspect: the command says so, the target runs on,
+// released.
+func TestStacksInterrupted(t *testing.T) {
+	testutil.RequirePtrace(t)
+	target := testutil.Start(t, testutil.Build(t, "sp_stacks"))
+	target.WaitLine(t, "ready", 10*time.Second)
+	intr := make(chan struct{})
+	close(intr)
+	_, err := collectStacks(target.Pid, intr)
+	require.ErrorIs(t, err, errInterrupted)
+	testutil.RequireReleased(t, target.Pid)
+	require.False(t, target.Exited(), "target died")
+}
+
+func TestPidArgs(t *testing.T) {
+	for _, cmd := range []string{"inspect", "stacks"} {
+		_, stderr, code := runGraft(cmd, "-p", "1", "extra")
+		assert.Equal(t, 2, code, cmd)
+		assert.Contains(t, stderr, "unexpected arguments", cmd)
+	}
+}
