@@ -18,8 +18,10 @@ type Patch struct {
 	ID         string
 	OldBuildID string
 	NewBuildID string
-	// NewPath is the NEW binary, when known: recorded in the target so a
-	// later stacked patch can map NEW's symbols by name.
+	// NewPath is the NEW binary, when it is on this machine: recorded in
+	// the target so a later `--new` apply can diff against it. Unwinding
+	// and stacking use the image's self-description instead (record), and
+	// fall back to this file only for a version-1 patch file.
 	NewPath string
 	Image   *elfpatch.Image
 	// Refused holds the diff's reasons when it judged the patch unsafe

@@ -88,8 +88,10 @@ type PatchRecord struct {
 	Applied    time.Time `json:"applied"`
 	OldBuildID string    `json:"old_build_id"`
 	NewBuildID string    `json:"new_build_id"`
-	// NewPath is the NEW binary the patch came from (when known), so a
-	// stacked patch can map NEW's symbols to the running image by name.
+	// NewPath is the NEW binary the patch came from, when it was on this
+	// machine: what `graft apply --new` diffs a patch on top against, and
+	// the fallback source of CFI and symbols for a patch recorded without
+	// them (version-1 patch file).
 	NewPath string `json:"new_path,omitempty"`
 	// Base and Size are the mapping holding NEW's image in the target.
 	Base uint64 `json:"base"`
