@@ -97,7 +97,7 @@ type tick struct {
 	raw                                      string
 }
 
-func nextTick(t *testing.T, ch <-chan string, p *testutil.Proc) tick {
+func nextTick(t testing.TB, ch <-chan string, p *testutil.Proc) tick {
 	t.Helper()
 	select {
 	case s, ok := <-ch:
@@ -203,22 +203,8 @@ func testLoadTick(t *testing.T, tc tickCase) {
 	if tc.guard != "" {
 		v1flags = append(append([]string(nil), tc.flags...), filepath.Join(testutil.Root(), "elfpatch", "testdata", "loader", "guard.c"))
 	}
-	v1, v2 := buildTick(t, "v1", v1flags...), buildTick(t, "v2", tc.flags...)
-	oldF, err := elf.Open(v1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer oldF.Close()
-	newF, err := elf.Open(v2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer newF.Close()
-	changed := []elfpatch.PlanFunc{planFunc(t, oldF, newF, "", "work"), planFunc(t, oldF, newF, "main.c", "helper")}
-	im, err := elfpatch.PlanELF(oldF, newF, changed, []elfpatch.PlanFunc{planFunc(t, nil, newF, "", "added")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v1 := buildTick(t, "v1", v1flags...)
+	im := planTick(t, v1, buildTick(t, "v2", tc.flags...), true)
 
 	t.Setenv("TICK_GUARD", tc.guard)
 	proc := testutil.Start(t, v1)
@@ -232,33 +218,8 @@ func testLoadTick(t *testing.T, tc tickCase) {
 		checkTick(t, last, "v1")
 	}
 
-	p, err := tracer.Attach(proc.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := p.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-		testutil.RequireReleased(t, proc.Pid)
-	}()
-	mods, err := tracer.Modules(proc.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var main *tracer.Module
-	for i := range mods {
-		if mods[i].Main {
-			main = &mods[i]
-		}
-	}
-	if main == nil {
-		t.Fatalf("no main module in %+v", mods)
-	}
-	res, err := NewResolver(proc.Pid, mods, p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := attach(t, proc)
+	p, main := a.p, a.main
 	if tc.guard != "" {
 		waitStderr(t, proc, "guard: "+tc.guard)
 	}
@@ -267,7 +228,7 @@ func testLoadTick(t *testing.T, tc tickCase) {
 	}
 	if tc.wantErr != "" {
 		before := snapshot(t, proc.Pid)
-		_, err := Load(p, im, main, res.Resolve, opt)
+		_, err := Load(p, im, main, a.res.Resolve, opt)
 		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 			t.Fatalf("Load: want an error saying %q, got %v", tc.wantErr, err)
 		}
@@ -278,7 +239,7 @@ func testLoadTick(t *testing.T, tc tickCase) {
 		checkTick(t, nextTick(t, out, proc), "v1")
 		return
 	}
-	l, err := Load(p, im, main, res.Resolve, opt)
+	l, err := Load(p, im, main, a.res.Resolve, opt)
 	if err != nil {
 		t.Fatal(err)
 	}

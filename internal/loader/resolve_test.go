@@ -18,37 +18,6 @@ import (
 	"graft/tracer"
 )
 
-// startTick runs tick v1 and attaches to it; it returns the process, the
-// tracer handle and the modules.
-func startTick(t *testing.T) (*testutil.Proc, *tracer.Process, []tracer.Module) {
-	t.Helper()
-	proc := testutil.Start(t, buildTick(t, "v1"))
-	out := lines(proc.Stdout)
-	if s := <-out; s != "ready" {
-		t.Fatalf("first line %q", s)
-	}
-	nextTick(t, out, proc) // work() ran once: strlen and printf are bound
-	go func() {
-		for range out {
-		}
-	}()
-	p, err := tracer.Attach(proc.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-		testutil.RequireReleased(t, proc.Pid)
-	})
-	mods, err := tracer.Modules(proc.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return proc, p, mods
-}
-
 func libc(t *testing.T, mods []tracer.Module) (*tracer.Module, *elf.File) {
 	t.Helper()
 	for i := range mods {
@@ -83,11 +52,8 @@ func dynsym(t *testing.T, f *elf.File, name, version string) elf.Symbol {
 
 func TestResolverLive(t *testing.T) {
 	testutil.RequirePtrace(t)
-	_, p, mods := startTick(t)
-	r, err := NewResolver(p.Pid(), mods, p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tgt := startTick(t)
+	mods, r, main := tgt.mods, tgt.res, tgt.main
 	lc, lf := libc(t, mods)
 	inText := func(m *tracer.Module, a uint64) bool {
 		for _, mp := range m.Mappings {
@@ -168,12 +134,6 @@ func TestResolverLive(t *testing.T) {
 	// resolves on first call) or the function; a data slot only the
 	// function.
 	fprintf := dynsym(t, lf, "fprintf", "GLIBC_2.2.5").Value + lc.Bias
-	var main *tracer.Module
-	for i := range mods {
-		if mods[i].Main {
-			main = &mods[i]
-		}
-	}
 	if got, err := r.Resolve(elfpatch.Import{Symbol: "fprintf", Version: "GLIBC_2.2.5", Call: true}); err != nil || (got != fprintf && !main.Contains(got)) {
 		t.Fatalf("fprintf (call) = %#x, %v", got, err)
 	}
@@ -231,49 +191,13 @@ func snapshot(t *testing.T, pid int) string {
 
 func TestLoadFailureLeavesNothing(t *testing.T) {
 	testutil.RequirePtrace(t)
-	v1, v2 := buildTick(t, "v1"), buildTick(t, "v2")
-	oldF, _ := elf.Open(v1)
-	newF, _ := elf.Open(v2)
-	defer oldF.Close()
-	defer newF.Close()
-	im, err := elfpatch.PlanELF(oldF, newF, []elfpatch.PlanFunc{planFunc(t, oldF, newF, "", "work")}, []elfpatch.PlanFunc{planFunc(t, nil, newF, "", "added")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	proc := testutil.Start(t, v1)
-	out := lines(proc.Stdout)
-	<-out
-	nextTick(t, out, proc)
-	go func() {
-		for range out {
-		}
-	}()
-	p, err := tracer.Attach(proc.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		p.Close()
-		testutil.RequireReleased(t, proc.Pid)
-	}()
-	mods, err := tracer.Modules(proc.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var main *tracer.Module
-	for i := range mods {
-		if mods[i].Main {
-			main = &mods[i]
-		}
-	}
-	res, err := NewResolver(proc.Pid, mods, p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	im := tickImage(t)
+	tgt := startTick(t)
+	proc, p, main, res := tgt.proc, tgt.p, tgt.main, tgt.res
 	// A link failure touches nothing at all.
 	before := snapshot(t, proc.Pid)
 	fp := &failingProc{Process: p}
-	_, err = Load(fp, im, main, func(elfpatch.Import) (uint64, error) { return 0, errors.New("no") }, Options{ID: "fail"})
+	_, err := Load(fp, im, main, func(elfpatch.Import) (uint64, error) { return 0, errors.New("no") }, Options{ID: "fail"})
 	if err == nil || fp.calls != 0 {
 		t.Fatalf("link failure: err %v after %d syscalls", err, fp.calls)
 	}
@@ -357,18 +281,8 @@ int main(void) { printf("ready %d\n", tval()); fflush(stdout); for (;;) pause();
 	if err := os.Rename(filepath.Join(dir, "libt.so.new"), filepath.Join(dir, "libt.so")); err != nil {
 		t.Fatal(err)
 	}
-	p, err := tracer.Attach(proc.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		p.Close()
-		testutil.RequireReleased(t, proc.Pid)
-	}()
-	mods, err := tracer.Modules(proc.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tgt := attach(t, proc)
+	mods, r := tgt.mods, tgt.res
 	var lt *tracer.Module
 	for i := range mods {
 		if strings.Contains(mods[i].Path, "libt.so") {
@@ -377,10 +291,6 @@ int main(void) { printf("ready %d\n", tval()); fflush(stdout); for (;;) pause();
 	}
 	if lt == nil {
 		t.Fatalf("libt.so not among %+v", mods)
-	}
-	r, err := NewResolver(proc.Pid, mods, p)
-	if err != nil {
-		t.Fatal(err)
 	}
 	syms, _ := lib.DynamicSymbols()
 	var want uint64

@@ -80,35 +80,12 @@ type live struct {
 func startAndLoad(t *testing.T, target string, im *elfpatch.Image, extra ...string) *live {
 	t.Helper()
 	proc, port := testutil.StartServer(t, target, extra...)
-	p, err := tracer.Attach(proc.Pid)
+	a := attach(t, proc)
+	l, err := Load(a.p, im, a.main, a.res.Resolve, Options{ID: target})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := p.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-		testutil.RequireReleased(t, proc.Pid)
-	})
-	mods, err := tracer.Modules(proc.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var main *tracer.Module
-	for i := range mods {
-		if mods[i].Main {
-			main = &mods[i]
-		}
-	}
-	res, err := NewResolver(proc.Pid, mods, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := Load(p, im, main, res.Resolve, Options{ID: target})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &live{proc: proc, port: port, p: p, l: l, bias: main.Bias}
+	return &live{proc: proc, port: port, p: a.p, l: l, bias: a.main.Bias}
 }
 
 func (lv *live) unload(t *testing.T) {

@@ -1,54 +1,22 @@
 package loader
 
 import (
-	"debug/elf"
 	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"graft/elfpatch"
 	"graft/internal/testutil"
-	"graft/tracer"
 )
-
-func tickImage(t testing.TB) *elfpatch.Image {
-	t.Helper()
-	v1, v2 := buildTick(t, "v1"), buildTick(t, "v2")
-	oldF, err := elf.Open(v1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer oldF.Close()
-	newF, err := elf.Open(v2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer newF.Close()
-	im, err := elfpatch.PlanELF(oldF, newF, []elfpatch.PlanFunc{planFunc(t, oldF, newF, "", "work")}, []elfpatch.PlanFunc{planFunc(t, nil, newF, "", "added")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return im
-}
 
 // Two images side by side (two patches applied in turn): both land
 // within reach of the executable, apart, and unload independently.
 func TestLoadTwice(t *testing.T) {
 	testutil.RequirePtrace(t)
-	_, p, mods := startTick(t)
+	tgt := startTick(t)
+	p, main, res := tgt.p, tgt.main, tgt.res
 	im := tickImage(t)
-	var main *tracer.Module
-	for i := range mods {
-		if mods[i].Main {
-			main = &mods[i]
-		}
-	}
-	res, err := NewResolver(p.Pid(), mods, p)
-	if err != nil {
-		t.Fatal(err)
-	}
 	a, err := Load(p, im, main, res.Resolve, Options{ID: "a"})
 	if err != nil {
 		t.Fatal(err)
@@ -100,32 +68,8 @@ func TestLoadTwice(t *testing.T) {
 func BenchmarkLoad(b *testing.B) {
 	testutil.RequirePtrace(b)
 	im := tickImage(b)
-	proc := testutil.Start(b, buildTick(b, "v1"))
-	out := lines(proc.Stdout)
-	<-out
-	go func() {
-		for range out {
-		}
-	}()
-	p, err := tracer.Attach(proc.Pid)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Close()
-	mods, err := tracer.Modules(proc.Pid)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var main *tracer.Module
-	for i := range mods {
-		if mods[i].Main {
-			main = &mods[i]
-		}
-	}
-	res, err := NewResolver(proc.Pid, mods, p)
-	if err != nil {
-		b.Fatal(err)
-	}
+	tgt := startTick(b)
+	p, main, res := tgt.p, tgt.main, tgt.res
 	var floor, paused time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -158,18 +102,9 @@ func BenchmarkLoad(b *testing.B) {
 // its pause) keeps it stopped: Load and Unload neither stop nor resume.
 func TestLoadWhileStopped(t *testing.T) {
 	testutil.RequirePtrace(t)
-	_, p, mods := startTick(t)
+	tgt := startTick(t)
+	p, main, res := tgt.p, tgt.main, tgt.res
 	im := tickImage(t)
-	var main *tracer.Module
-	for i := range mods {
-		if mods[i].Main {
-			main = &mods[i]
-		}
-	}
-	res, err := NewResolver(p.Pid(), mods, p)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := p.Stop(); err != nil {
 		t.Fatal(err)
 	}
