@@ -132,7 +132,7 @@ func newChecker(pid int, mods []tracer.Module, extra []imageModule) (checker, er
 			Mappings: []tracer.Mapping{{Start: m.Base, End: m.Base + m.Size, Perms: "r-xp", Path: m.Path}},
 		})
 	}
-	u, err := safepoint.NewUnwinderImages(all, images)
+	u, err := safepoint.ForProcessImages(pid, all, images)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"graft/safepoint"
 )
 
 // Source names the patch Apply applies: exactly one field is set.
@@ -40,6 +42,39 @@ func Status(pid int) (*StatusResult, error) {
 		return nil, err
 	}
 	return sys.status(pid)
+}
+
+// Unwinder returns an unwinder for pid that knows, besides every mapped
+// module, the code of the patches in effect (their CFI read from the
+// target, as apply and revert see it), so stacks through patched code are
+// complete. It reads the process without stopping it.
+func Unwinder(pid int) (*safepoint.Unwinder, error) {
+	sys, err := defaultSystem()
+	if err != nil {
+		return nil, err
+	}
+	mods, err := sys.modules(pid)
+	if err != nil {
+		return nil, fmt.Errorf("unwinder for pid %d: %w", pid, err)
+	}
+	maps, err := sys.readMaps(pid)
+	if err != nil {
+		return nil, fmt.Errorf("unwinder for pid %d: %w", pid, err)
+	}
+	mem, err := sys.openMem(pid)
+	if err != nil {
+		return nil, fmt.Errorf("unwinder for pid %d: %w", pid, err)
+	}
+	st, err := readState(mem, pid, maps)
+	mem.Close()
+	if err != nil {
+		return nil, fmt.Errorf("unwinder for pid %d: %w", pid, err)
+	}
+	ck, err := newChecker(pid, mods, loadedModules(st))
+	if err != nil {
+		return nil, fmt.Errorf("unwinder for pid %d: %w", pid, err)
+	}
+	return ck.(*unwinder).u, nil
 }
 
 // Revert takes the newest patch (or all of them) out of pid again, behind

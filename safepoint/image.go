@@ -46,10 +46,17 @@ const maxEhFrame = 64 << 20
 // (call it before a pause, while the target runs). An image without
 // .eh_frame makes stacks passing through it incomplete, never safe.
 func NewUnwinderImages(mods []tracer.Module, images []Image) (*Unwinder, error) {
+	return ForProcessImages(0, mods, images)
+}
+
+// ForProcessImages is NewUnwinderImages for the modules of pid, opened
+// through the target's own view of the file system as ForProcess does
+// (pid 0: by path, as NewUnwinder does).
+func ForProcessImages(pid int, mods []tracer.Module, images []Image) (*Unwinder, error) {
 	u := &Unwinder{}
 	if len(mods) > 0 || len(images) == 0 {
 		var err error
-		if u, err = newUnwinder(0, mods); err != nil {
+		if u, err = newUnwinder(pid, mods); err != nil {
 			return nil, err
 		}
 	}

@@ -6,7 +6,7 @@ import (
 	"io"
 	"sort"
 
-	"graft/safepoint"
+	"graft"
 	"graft/tracer"
 )
 
@@ -91,7 +91,9 @@ func collectStacks(pid int, interrupted <-chan struct{}) (_ *stacksJSON, err err
 			err = p.check()
 		}
 	}()
-	u, err := safepoint.ForProcess(pid)
+	// The controller's unwinder also reads the CFI of patched code from
+	// the target, so stacks through it are complete without NEW on disk.
+	u, err := graft.Unwinder(pid)
 	if err != nil {
 		return nil, fmt.Errorf("stacks of pid %d: %w", pid, err)
 	}

@@ -2,8 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -95,4 +99,73 @@ func TestPidArgs(t *testing.T) {
 		assert.Equal(t, 2, code, cmd)
 		assert.Contains(t, stderr, "unexpected arguments", cmd)
 	}
+}
+
+// A thread blocked in read() inside patched code unwinds to its end through
+// the new code, named, with NEW's binary gone: graft stacks reads the
+// patch's CFI from the target, as apply and revert do.
+func TestStacksThroughPatchedCode(t *testing.T) {
+	testutil.RequirePtrace(t)
+	dir := t.TempDir()
+	newBin := filepath.Join(dir, "blockread-v2")
+	data, err := os.ReadFile(testutil.Build(t, "blockread-v2"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(newBin, data, 0o755))
+	patch := filepath.Join(dir, "v1-v2.graft")
+	_, stderr, code := runGraft("diff", testutil.Build(t, "blockread-v1"), newBin, "-o", patch)
+	require.Equal(t, 0, code, "stderr: %s", stderr)
+	require.NoError(t, os.Remove(newBin))
+
+	fifo := filepath.Join(dir, "in")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	w, err := os.OpenFile(fifo, os.O_RDWR, 0) // never blocks on a FIFO
+	require.NoError(t, err)
+	defer w.Close()
+	target := testutil.Start(t, testutil.Build(t, "blockread-v1"), fifo)
+	target.WaitLine(t, "ready", 10*time.Second)
+	pid := strconv.Itoa(target.Pid)
+
+	// The worker sits in v1's handle, which may finish there; its next
+	// call blocks in read() inside v2's handle, in the patch's image.
+	_, stderr, code = runGraft("apply", "-p", pid, patch, "--allow-active", "handle")
+	require.Equal(t, 0, code, "stderr: %s", stderr)
+	fmt.Fprintln(w, "a")
+	target.WaitLine(t, "v1 a", 10*time.Second)
+	fmt.Fprintln(w, "b")
+	target.WaitLine(t, "v2 b", 10*time.Second)
+
+	stdout, stderr, code := runGraft("stacks", "-p", pid, "--json")
+	require.Equal(t, 0, code, "stderr: %s", stderr)
+	testutil.RequireReleased(t, target.Pid)
+	var out struct {
+		Threads []struct {
+			Frames []struct {
+				Function string `json:"function"`
+				Module   string `json:"module"`
+			} `json:"frames"`
+			Incomplete string `json:"incomplete"`
+		} `json:"threads"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(stdout), &out), stdout)
+	var worker []string
+	for _, th := range out.Threads {
+		assert.Empty(t, th.Incomplete, "no stack is incomplete: %s", stdout)
+		for _, f := range th.Frames {
+			if strings.Contains(f.Module, "graft image") {
+				require.Equal(t, "handle", f.Function, "the frame in the image is named")
+				for _, g := range th.Frames {
+					worker = append(worker, g.Function)
+				}
+			}
+		}
+	}
+	require.NotNil(t, worker, "a thread has a frame in the patch's image: %s", stdout)
+	assert.Contains(t, worker, "__libc_read", "frames: %v", worker)
+	assert.Contains(t, worker, "worker", "the walk goes on into the executable: %v", worker)
+
+	_, stderr, code = runGraft("revert", "-p", pid, "--timeout", "200ms")
+	require.NotEqual(t, 0, code, "revert must wait: a thread is in the patched code")
+	assert.Contains(t, stderr, "handle")
+	testutil.RequireReleased(t, target.Pid)
+	require.False(t, target.Exited(), "target died")
 }
