@@ -6,11 +6,69 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 )
+
+// ErrKernelThread: the PID is a kernel thread; it has no user memory to
+// read or patch.
+var ErrKernelThread = errors.New("is a kernel thread")
+
+// Check says, without attaching, whether pid is a user process graft can
+// look at: it exists, is a process (not one of its threads), is not a
+// kernel thread or a zombie, and its memory may be read (ptrace access:
+// privileges, Yama, a security module). It does not mind another tracer,
+// so read-only callers (status) use it too; Attach checks that besides.
+// Callers run it before reading /proc/PID/maps or mem, whose own errors
+// ("no such process" for a kernel thread's mem, "permission denied" for
+// maps) would not say why.
+func Check(pid int) error {
+	if err := checkTarget(pid); err != nil {
+		return err
+	}
+	// Opening mem takes the same access check as PTRACE_SEIZE's
+	// (PTRACE_MODE_ATTACH): refused, it is explained the same way.
+	f, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	if err != nil {
+		switch {
+		case errors.Is(err, os.ErrPermission):
+			return explainPerm(pid)
+		case errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH):
+			if processGone(pid) {
+				return &ProcessExitedError{Pid: pid}
+			}
+		}
+		return fmt.Errorf("check pid %d: %w", pid, err)
+	}
+	f.Close()
+	return nil
+}
 
 // precheck turns the common reasons an attach fails into clear errors
 // before any ptrace request is made.
 func precheck(pid int) error {
+	if err := checkTarget(pid); err != nil {
+		return err
+	}
+	st, err := status(pid)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("attach pid %d: %w", pid, ErrNoSuchProcess)
+		}
+		return fmt.Errorf("attach pid %d: read status: %w", pid, err)
+	}
+	if tp, _ := strconv.Atoi(st["TracerPid"]); tp != 0 {
+		if ownThread(tp) {
+			return fmt.Errorf("attach pid %d: %w by this graft process (attach once, share the *Process)",
+				pid, ErrAlreadyTraced)
+		}
+		return fmt.Errorf("attach pid %d: %w by pid %d (%s): detach that debugger or tracer first",
+			pid, ErrAlreadyTraced, tp, comm(tp))
+	}
+	return nil
+}
+
+// checkTarget is Check without the access check.
+func checkTarget(pid int) error {
 	if pid <= 0 {
 		return fmt.Errorf("attach pid %d: %w", pid, ErrNoSuchProcess)
 	}
@@ -38,15 +96,32 @@ func precheck(pid int) error {
 				pid, ErrZombie, st["PPid"])
 		}
 	}
-	if tp, _ := strconv.Atoi(st["TracerPid"]); tp != 0 {
-		if ownThread(tp) {
-			return fmt.Errorf("attach pid %d: %w by this graft process (attach once, share the *Process)",
-				pid, ErrAlreadyTraced)
-		}
-		return fmt.Errorf("attach pid %d: %w by pid %d (%s): detach that debugger or tracer first",
-			pid, ErrAlreadyTraced, tp, comm(tp))
+	if kernelThread(pid) {
+		return fmt.Errorf("attach pid %d: %w (%s): graft patches user processes", pid, ErrKernelThread, comm(pid))
 	}
 	return nil
+}
+
+// kernelThread reports whether pid is a kernel thread: PF_KTHREAD in the
+// flags of /proc/PID/stat (status has "Kthread:" only since Linux 6.0, and
+// a PID namespace makes "pid 2 or a child of it" mean nothing).
+func kernelThread(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return false
+	}
+	// After the name: state ppid pgrp session tty_nr tpgid flags ...
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 7 {
+		return false
+	}
+	flags, err := strconv.ParseUint(f[6], 10, 64)
+	const pfKthread = 0x00200000
+	return err == nil && flags&pfKthread != 0
 }
 
 func mustTasks(pid int) []int {
