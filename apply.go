@@ -99,6 +99,9 @@ func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOpti
 	}
 
 	// Everything up to the attach reads files and /proc only.
+	if err := sys.checkPid(pid); err != nil {
+		return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
+	}
 	maps, err := sys.readMaps(pid)
 	if err != nil {
 		return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
@@ -171,6 +174,9 @@ func prepare(pid int, pt *Patch, st *State, exe *tracer.Module, readSyms func(pa
 	want, onTop := exe.BuildID, ""
 	if top != nil {
 		want, onTop = top.NewBuildID, top.ID
+	}
+	if pt.OldBuildID != want && pt.NewBuildID == want && top != nil {
+		return nil, fmt.Errorf("apply patch %s to pid %d: %w: it already runs build %s, from patch %s (graft status -p %d)", pt.ID, pid, ErrAlreadyApplied, want, onTop, pid)
 	}
 	if pt.OldBuildID != want {
 		return nil, &BuildIDMismatchError{Pid: pid, PatchID: pt.ID, Patch: pt.OldBuildID, Want: want, OnTopOf: onTop}

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"graft/elfpatch"
@@ -48,6 +50,8 @@ func defaultSystem() (*system, error) {
 		readPatch: readPatchFile,
 		diff:      diffBinaries,
 		now:       time.Now,
+		check:     tracer.Check,
+		tracedBy:  tracedBy,
 	}, nil
 }
 
@@ -394,4 +398,24 @@ func fileBuildID(path string) (id string, err error) {
 	}
 	defer f.Close()
 	return elfBuildID(f), nil
+}
+
+// tracedBy reads TracerPid from /proc/PID/status (0: not traced), and the
+// tracer's command name.
+func tracedBy(pid int) (int, string) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "TracerPid:"); ok {
+			tp, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil || tp == 0 {
+				return 0, ""
+			}
+			c, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", tp))
+			return tp, strings.TrimSpace(string(c))
+		}
+	}
+	return 0, ""
 }

@@ -119,6 +119,22 @@ type system struct {
 	readPatch func(path string) (*Patch, error)
 	diff      func(oldPath, newPath string) (*Patch, error)
 	now       func() time.Time
+	// check says, before anything reads /proc/PID/maps or mem, why pid
+	// cannot be patched (no such process, a kernel thread, a zombie, no
+	// ptrace access), so the error names the cause instead of what the
+	// first read happened to get. nil: no check (fakes).
+	check func(pid int) error
+	// tracedBy returns the tracer of pid and its name (0: none), for
+	// status to tell an apply in progress from a killed one.
+	tracedBy func(pid int) (int, string)
+}
+
+// checkPid runs sys.check if there is one.
+func (sys *system) checkPid(pid int) error {
+	if sys.check == nil {
+		return nil
+	}
+	return sys.check(pid)
 }
 
 type memReader interface {

@@ -48,3 +48,7 @@ func (e *RefusedError) Is(target error) bool { return target == ErrRefused }
 
 // ErrNothingApplied means revert found no patch in the process.
 var ErrNothingApplied = errors.New("no patch applied")
+
+// ErrAlreadyApplied refuses a patch whose NEW build is what the process
+// already runs (the same patch applied twice). Nothing was touched.
+var ErrAlreadyApplied = errors.New("patch already in effect")

@@ -98,6 +98,9 @@ func (sys *system) resolve(pid int, src Source) (*Patch, error) {
 		return sys.readPatch(src.File)
 	case src.NewBinary != "":
 		old := fmt.Sprintf("/proc/%d/exe", pid)
+		if err := sys.checkPid(pid); err != nil {
+			return nil, fmt.Errorf("apply %s: %w", src.NewBinary, err)
+		}
 		maps, err := sys.readMaps(pid)
 		if err != nil {
 			return nil, fmt.Errorf("apply %s: %w", src.NewBinary, err)

@@ -40,6 +40,9 @@ func (sys *system) revert(ctx context.Context, pid int, opts RevertOptions) (res
 	if opts.Timeout <= 0 {
 		opts.Timeout = defaultTimeout
 	}
+	if err := sys.checkPid(pid); err != nil {
+		return nil, fmt.Errorf("revert in pid %d: %w", pid, err)
+	}
 	maps, err := sys.readMaps(pid)
 	if err != nil {
 		return nil, fmt.Errorf("revert in pid %d: %w", pid, err)

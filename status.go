@@ -15,8 +15,15 @@ type StatusResult struct {
 	Record  uint64        `json:"record"`
 	Patches []PatchStatus `json:"patches"`
 	// Orphans are images a graft killed before its pause left mapped;
-	// graft revert --all takes them out.
+	// graft revert --all takes them out. While TracedBy is set they may
+	// instead be the image of an apply still in progress.
 	Orphans []Range `json:"orphans,omitempty"`
+	// TracedBy is the PID of the process tracing pid (0: none), Tracer
+	// its name: another graft at work (its apply may have mapped an image
+	// not recorded yet, or be between writing the record and the jumps)
+	// or a debugger. Status reads without stopping, so it still answers.
+	TracedBy int    `json:"traced_by,omitempty"`
+	Tracer   string `json:"tracer,omitempty"`
 }
 
 // PatchStatus is one patch in effect (oldest first in StatusResult).
@@ -48,6 +55,9 @@ type PatchStatus struct {
 
 // status reads the record without attaching: the target never stops.
 func (sys *system) status(pid int) (*StatusResult, error) {
+	if err := sys.checkPid(pid); err != nil {
+		return nil, fmt.Errorf("status of pid %d: %w", pid, err)
+	}
 	maps, err := sys.readMaps(pid)
 	if err != nil {
 		return nil, fmt.Errorf("status of pid %d: %w", pid, err)
@@ -63,6 +73,9 @@ func (sys *system) status(pid int) (*StatusResult, error) {
 	}
 	res := statusOf(pid, st, mem)
 	res.Orphans = orphanImages(maps, st)
+	if sys.tracedBy != nil {
+		res.TracedBy, res.Tracer = sys.tracedBy(pid)
+	}
 	return res, nil
 }
 

@@ -18,6 +18,10 @@ type statusOutput struct {
 	Record  string              `json:"record,omitempty"`
 	Patches []patchStatusOutput `json:"patches"`
 	Orphans []rangeOutput       `json:"orphans,omitempty"`
+	// TracedBy: another process (a graft at work, a debugger) traces
+	// the target right now.
+	TracedBy int    `json:"traced_by,omitempty"`
+	Tracer   string `json:"tracer,omitempty"`
 }
 
 type rangeOutput struct {
@@ -77,7 +81,7 @@ func runStatus(stdout, stderr io.Writer, args []string) error {
 		return err
 	}
 	if *asJSON {
-		out := statusOutput{Pid: st.Pid, Patches: []patchStatusOutput{}, Orphans: rangesOutput(st.Orphans)}
+		out := statusOutput{Pid: st.Pid, Patches: []patchStatusOutput{}, Orphans: rangesOutput(st.Orphans), TracedBy: st.TracedBy, Tracer: st.Tracer}
 		if st.Record != 0 {
 			out.Record = hex(st.Record)
 		}
@@ -98,7 +102,17 @@ func runStatus(stdout, stderr io.Writer, args []string) error {
 		}
 		return writeJSON(stdout, out)
 	}
-	printOrphans(stdout, st.Orphans)
+	if st.TracedBy != 0 {
+		// An apply in progress has mapped its image before recording
+		// it, and writes the record before the jumps: what looks
+		// orphaned or not intact may be its work, not a killed graft's.
+		fmt.Fprintf(stdout, "pid %d is traced by pid %d (%s) right now: if that is a graft, its apply or revert is in progress and what follows may be its work half done; run status again once it has finished\n", *pid, st.TracedBy, st.Tracer)
+		for _, r := range st.Orphans {
+			fmt.Fprintf(stdout, "unrecorded graft image %s-%s (no jump leads there; an apply in progress, or left by a killed graft)\n", hex(r.Start), hex(r.End))
+		}
+	} else {
+		printOrphans(stdout, st.Orphans)
+	}
 	if len(st.Patches) == 0 {
 		fmt.Fprintf(stdout, "pid %d: no patches applied\n", *pid)
 		return nil
