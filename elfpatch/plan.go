@@ -53,6 +53,10 @@ type PlanFunc struct {
 // ErrNotPIE is returned when NEW is not position independent.
 var ErrNotPIE = errors.New("new build is not a position-independent executable (build it with -fPIE -pie, the gcc default)")
 
+// ErrOldNotPIE is returned when OLD, the build that runs, is not position
+// independent: graft patches PIE programs only.
+var ErrOldNotPIE = errors.New("old build is not a position-independent executable")
+
 // PlanError reports a reference the loader cannot make safe, naming the
 // function it was found in and the symbol it reaches.
 type PlanError struct {
@@ -104,6 +108,13 @@ func PlanELF(old, new *elf.File, changed, added []PlanFunc) (im *Image, err erro
 	}()
 	if new.Type != elf.ET_DYN {
 		return nil, fmt.Errorf("plan image: %w (ELF type %v)", ErrNotPIE, new.Type)
+	}
+	// A PIE NEW against a non-PIE OLD is not a patch of the same build
+	// configuration: every function differs (_start, main, ...), so apply
+	// would wait for a safe point that never comes, the process stopped
+	// again and again meanwhile.
+	if old.Type != elf.ET_DYN {
+		return nil, fmt.Errorf("plan image: %w: old build (the running program) has ELF type %v, new %v; rebuild both the same way", ErrOldNotPIE, old.Type, new.Type)
 	}
 	if new.Machine != elf.EM_X86_64 || old.Machine != elf.EM_X86_64 {
 		return nil, fmt.Errorf("plan image: only x86-64 is supported (old %v, new %v)", old.Machine, new.Machine)
