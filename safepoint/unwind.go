@@ -520,7 +520,12 @@ func (u *Unwinder) Unwind(regs tracer.Regs, mem Memory) ([]Frame, error) {
 		if end {
 			return frames, nil
 		}
-		if !signal && cfa <= r.v[7] && r.ok[7] {
+		// The innermost frame may keep its return address in a register
+		// with nothing pushed, its CFA then equal to rsp: glibc's vfork
+		// pops it into rdi around the syscall (the parent thread stops
+		// there as vfork returns).
+		raInReg := len(frames) == 1 && fc.Regs[fc.RetAddrReg].Rule == frame.RuleRegister
+		if !signal && r.ok[7] && (cfa < r.v[7] || cfa == r.v[7] && !raInReg) {
 			// A call frame's CFA lies above its rsp; anything else is a
 			// corrupt stack or a loop.
 			frames = frames[:len(frames)-1]
