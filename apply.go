@@ -132,6 +132,7 @@ func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOpti
 	if err != nil {
 		return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
 	}
+	boundStops(p, opts.Timeout)
 	defer func() {
 		if cerr := p.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("apply patch %s: detach from pid %d: %w", pt.ID, pid, cerr)

@@ -154,3 +154,17 @@ func stopped(p proc, fn func() error) error {
 	}
 	return err
 }
+
+// boundStops bounds each stop by the operator's timeout. A thread that
+// cannot stop (uninterruptible sleep: a vfork parent, I/O on a dead NFS
+// server) holds every thread already stopped until the stop gives up; by
+// default that is tracer.DefaultStopTimeout (10 s), far longer than the
+// disruption a --timeout of 100ms asks for. The stop then fails naming the
+// thread (tracer.ErrStopTimeout), the process is resumed and nothing is
+// changed.
+func boundStops(p proc, d time.Duration) {
+	s, ok := p.(interface{ SetStopTimeout(time.Duration) })
+	if ok && d > 0 && d < tracer.DefaultStopTimeout {
+		s.SetStopTimeout(d)
+	}
+}

@@ -58,6 +58,7 @@ func (sys *system) revert(ctx context.Context, pid int, opts RevertOptions) (res
 	if err != nil {
 		return nil, fmt.Errorf("revert in pid %d: %w", pid, err)
 	}
+	boundStops(p, opts.Timeout)
 	defer func() {
 		if cerr := p.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("revert in pid %d: detach: %w", pid, cerr)
