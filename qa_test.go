@@ -527,3 +527,56 @@ func TestQAConcurrentApplies(t *testing.T) {
 		untouched(t, target.Pid, text)
 	}
 }
+
+// vforkerPair builds testprocs' vforker and a NEW of it whose vforker()
+// prints another line (made from the same source in a temporary directory).
+func vforkerPair(t *testing.T) (oldBin, newBin string) {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join(testutil.TestprocsDir(), "tracee", "vforker.c"))
+	require.NoError(t, err)
+	s := string(src)
+	require.Contains(t, s, `printf("vforked\n");`)
+	s = strings.Replace(s, `printf("vforked\n");`, `printf("vforked, v2\n");`, 1)
+	dir := t.TempDir()
+	c := filepath.Join(dir, "vforker.c")
+	require.NoError(t, os.WriteFile(c, []byte(s), 0o644))
+	newBin = filepath.Join(dir, "vforker-v2")
+	b, err := exec.Command("gcc", "-g", "-O2", "-o", newBin, c, "-lpthread").CombinedOutput()
+	require.NoError(t, err, "gcc: %s", b)
+	return testutil.Build(t, "vforker"), newBin
+}
+
+// A thread in uninterruptible sleep (the parent of a vfork child that has
+// not exited) cannot be stopped. Apply must not hold the other threads
+// stopped longer than the operator's --timeout waiting for it: it fails
+// naming the thread, resumes the process and changes nothing. Once the
+// child is gone the same apply goes through.
+func TestQAThreadInUninterruptibleSleep(t *testing.T) {
+	requirePtrace(t)
+	oldBin, newBin := vforkerPair(t)
+	target := testutil.Start(t, oldBin, "3000")
+	tid := 0
+	for tid == 0 {
+		fmt.Sscanf(target.WaitLine(t, "vfork ", 10*time.Second), "vfork %d", &tid)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for tracer.ThreadState(target.Pid, tid) != "D" {
+		require.True(t, time.Now().Before(deadline), "thread %d never blocked in vfork", tid)
+		time.Sleep(2 * time.Millisecond)
+	}
+	text := exeText(t, target.Pid)
+	opts := ApplyOptions{Timeout: 200 * time.Millisecond, AllowActive: []string{"main", "vforker"}}
+	_, err := Apply(context.Background(), target.Pid, Source{NewBinary: newBin}, opts)
+	require.ErrorIs(t, err, tracer.ErrStopTimeout)
+	require.Contains(t, err.Error(), fmt.Sprintf("tid %d (state D", tid))
+	require.Equal(t, "D", tracer.ThreadState(target.Pid, tid), "the child still holds the thread: the error came from the bound, not the wake-up")
+	untouched(t, target.Pid, text)
+
+	target.WaitLine(t, "vforked", 10*time.Second)
+	_, err = Apply(context.Background(), target.Pid, Source{NewBinary: newBin}, opts)
+	require.NoError(t, err)
+	testutil.RequireReleased(t, target.Pid)
+	_, err = Revert(context.Background(), target.Pid, RevertOptions{})
+	require.NoError(t, err)
+	untouched(t, target.Pid, text)
+}
