@@ -120,7 +120,18 @@ func (sys *system) resolve(pid int, src Source) (*Patch, error) {
 			}
 			old = top.NewPath
 		}
-		return sys.diff(old, src.NewBinary)
+		pt, err := sys.diff(old, src.NewBinary)
+		if err != nil {
+			return nil, err
+		}
+		// A deploy that replaced the binary in place (the usual way)
+		// also replaced the NEW of the patch in effect, recorded by
+		// path: the diff then starts from a build the process does not
+		// run, and the patch would be refused for a reason nobody sees.
+		if top := st.Top(); top != nil && pt.OldBuildID != top.NewBuildID {
+			return nil, fmt.Errorf("apply %s: pid %d runs patch %s, whose NEW binary %s is now build %s, not the build %s it was made from (replaced on disk since?): diff against a copy of that build, or apply a patch file (graft diff -o)", src.NewBinary, pid, top.ID, top.NewPath, pt.OldBuildID, top.NewBuildID)
+		}
+		return pt, nil
 	}
 	return nil, errors.New("apply: no patch file and no new binary given")
 }
