@@ -580,3 +580,79 @@ func TestQAThreadInUninterruptibleSleep(t *testing.T) {
 	require.NoError(t, err)
 	untouched(t, target.Pid, text)
 }
+
+// A deploy replaces the binary in place while the old process runs (its
+// /proc/PID/exe then reads "(deleted)"). --new with the new file patches
+// the running process; the next deploy replaces the file again, which was
+// also the NEW recorded for the patch in effect: --new then says so
+// instead of diffing from a build the process does not run.
+func TestQADeployReplacesBinaryInPlace(t *testing.T) {
+	requirePtrace(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "sshd")
+	deploy := func(target string) {
+		t.Helper()
+		b, err := os.ReadFile(testutil.Build(t, target))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(bin+".new", b, 0o755))
+		require.NoError(t, os.Rename(bin+".new", bin))
+	}
+	deploy("sshd-v2")
+	port := testutil.FreePort(t)
+	target := testutil.Start(t, bin, strconv.Itoa(port), "-u", sshUsers(t))
+	deadline := time.Now().Add(10 * time.Second)
+	for !testutil.ListensOn(target.Pid, port) {
+		require.False(t, target.Exited(), target.Stderr())
+		require.True(t, time.Now().Before(deadline))
+		time.Sleep(10 * time.Millisecond)
+	}
+	text := mappedText(t, target.Pid, bin)
+	c := loggedIn(t, port)
+
+	deploy("sshd-v3")
+	_, err := Apply(context.Background(), target.Pid, Source{NewBinary: bin}, ApplyOptions{})
+	require.NoError(t, err)
+	require.Equal(t, "OK a b c", c.cmd("ECHO a b c"))
+	patched := mappedText(t, target.Pid, bin)
+
+	deploy("sshd-v4")
+	_, err = Apply(context.Background(), target.Pid, Source{NewBinary: bin}, ApplyOptions{})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "replaced on disk")
+	require.Equal(t, patched, mappedText(t, target.Pid, bin))
+	testutil.RequireReleased(t, target.Pid)
+
+	// A patch file from v3 to v4 still stacks.
+	file := writePatchFile(t, dir, "sshd-v3", "sshd-v4")
+	_, err = Apply(context.Background(), target.Pid, Source{File: file}, ApplyOptions{})
+	require.NoError(t, err)
+	require.Equal(t, "OK SSH-2.0-graftssh_1.1", c.cmd("VERSION"))
+	_, err = Revert(context.Background(), target.Pid, RevertOptions{All: true})
+	require.NoError(t, err)
+	require.Equal(t, "OK a", c.cmd("ECHO a b c"))
+	require.Equal(t, text, mappedText(t, target.Pid, bin))
+	require.Empty(t, graftMappings(t, target.Pid))
+	testutil.RequireReleased(t, target.Pid)
+}
+
+// mappedText returns the bytes of pid's executable mappings of the file
+// path, which may have been deleted or replaced since ("(deleted)").
+func mappedText(t *testing.T, pid int, path string) []byte {
+	t.Helper()
+	maps, err := tracer.ReadMaps(pid)
+	require.NoError(t, err)
+	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	require.NoError(t, err)
+	defer mem.Close()
+	var out []byte
+	for _, m := range maps {
+		if strings.TrimSuffix(m.Path, " (deleted)") == path && strings.Contains(m.Perms, "x") {
+			b := make([]byte, m.End-m.Start)
+			_, err := mem.ReadAt(b, int64(m.Start))
+			require.NoError(t, err)
+			out = append(out, b...)
+		}
+	}
+	require.NotEmpty(t, out, "no executable mapping of %s in pid %d", path, pid)
+	return out
+}
