@@ -339,6 +339,10 @@ func (p *Process) poll() {
 		p.collect(t, true)
 	}
 	if !p.stopped {
+		// A poll has no caller to report a failure to. PTRACE_CONT with
+		// a valid signal fails only with ESRCH (the thread is going
+		// away, and the next poll reaps it); anything else goes
+		// unreported here.
 		p.release()
 	}
 }
@@ -431,36 +435,48 @@ func isStopSignal(sig int) bool {
 }
 
 // release sends every stopped thread on its way while the process is
-// meant to run: signals are delivered, group-stops honoured.
-func (p *Process) release() {
+// meant to run: signals are delivered, group-stops honoured. It returns
+// the first failure to continue a thread that still exists (one killed
+// meanwhile is not a failure): such a thread stays stopped, and Resume
+// must say so rather than report a running process.
+func (p *Process) release() error {
+	var first error
 	for _, tid := range p.tids() {
 		t := p.threads[tid]
 		if t == nil || t.zombie || t.state == running {
 			continue
 		}
-		p.resumeThread(t)
+		if err := p.resumeThread(t); err != nil && first == nil {
+			first = err
+		}
 	}
+	return first
 }
 
 // resumeThread continues one stopped thread, delivering its pending
 // signal. A thread in a job-control group-stop is PTRACE_LISTEN'd
 // instead, so the process stays stopped until someone sends SIGCONT.
-func (p *Process) resumeThread(t *thread) {
+func (p *Process) resumeThread(t *thread) error {
 	sig := p.prepareSignal(t)
 	var err error
+	op := "continue"
 	if t.state == stopGroup {
+		op = "listen"
 		err = ptraceListen(t.tid)
 		t.listening = err == nil
 	} else {
 		err = ptraceCont(t.tid, sig)
 	}
-	// ESRCH: killed meanwhile (SIGKILL needs no resume); the next poll
-	// reaps it.
-	_ = err
 	t.state = running
 	t.sig = 0
 	t.info = nil
 	t.regs = nil
+	// ESRCH: killed meanwhile (SIGKILL needs no resume); the next poll
+	// reaps it.
+	if err != nil && err != unix.ESRCH {
+		return p.opErr(op, t.tid, err)
+	}
+	return nil
 }
 
 // prepareSignal returns the signal to pass to PTRACE_CONT/DETACH for t.
@@ -531,7 +547,9 @@ func (p *Process) stop() error {
 			}
 			if err := p.awaitStop(t, deadline); err != nil {
 				// Never leave the process half stopped.
-				p.release()
+				if rerr := p.release(); rerr != nil {
+					err = errors.Join(err, fmt.Errorf("resume after failed stop: %w", rerr))
+				}
 				return err
 			}
 		}
@@ -716,8 +734,7 @@ func (p *Process) resume() error {
 		return nil
 	}
 	p.stopped = false
-	p.release()
-	return nil
+	return p.release()
 }
 
 // Stopped reports whether the process is held stopped by Stop.
