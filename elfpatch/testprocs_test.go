@@ -108,7 +108,9 @@ func TestTestprocsVersions(t *testing.T) {
 		t.Fatal("no testprocs/*/VERSIONS.md found")
 	}
 	for _, doc := range docs {
-		for _, p := range readVersions(t, doc) {
+		pairs := readVersions(t, doc)
+		requireEveryAdjacentPair(t, doc, pairs)
+		for _, p := range pairs {
 			t.Run(fmt.Sprintf("%s-v%d-v%d", p.prog, p.old, p.new), func(t *testing.T) {
 				old, err := Open(testutil.Build(t, fmt.Sprintf("%s-v%d", p.prog, p.old)))
 				if err != nil {
@@ -132,6 +134,40 @@ func TestTestprocsVersions(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// requireEveryAdjacentPair fails unless the pairs read from doc are
+// exactly v1->v2, v2->v3, ... up to the newest version directory next to
+// it: a VERSIONS.md whose layout the parser no longer recognises, or a new
+// version nobody documented, must not leave a program's diffs unchecked.
+func requireEveryAdjacentPair(t *testing.T, doc string, pairs []documentedPair) {
+	t.Helper()
+	dirs, err := filepath.Glob(filepath.Join(filepath.Dir(doc), "v*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newest := 0
+	for _, d := range dirs {
+		var n int
+		if _, err := fmt.Sscanf(filepath.Base(d), "v%d", &n); err == nil && n > newest {
+			newest = n
+		}
+	}
+	if newest < 2 {
+		t.Fatalf("%s: fewer than two version directories next to it", doc)
+	}
+	got := map[[2]int]bool{}
+	for _, p := range pairs {
+		got[[2]int{p.old, p.new}] = true
+	}
+	for v := 1; v < newest; v++ {
+		if !got[[2]int{v, v + 1}] {
+			t.Errorf("%s: pair v%d->v%d not documented (or not parsed); pairs read: %d", doc, v, v+1, len(pairs))
+		}
+	}
+	if len(got) != newest-1 {
+		t.Errorf("%s: %d distinct pairs read, want the %d adjacent ones of v1..v%d", doc, len(got), newest-1, newest)
 	}
 }
 
