@@ -51,7 +51,10 @@ type libSyms struct {
 	// islots maps an IFUNC resolver's vaddr to a field of the library
 	// holding its result (elfpatch.IndirectSlots).
 	islots map[uint64]uint64
-	err    error // why the library could not be read
+	// islotsErr says why islots could not be read: an IFUNC of this
+	// library is then unresolvable, and the error says why.
+	islotsErr error
+	err       error // why the library could not be read
 }
 
 // NewResolver reads OLD's imports (from /proc/PID/exe, the file the
@@ -142,7 +145,7 @@ func readLib(pid int, m tracer.Module) (l *libSyms) {
 		return l
 	}
 	l.err = nil
-	l.islots, _ = elfpatch.IndirectSlots(f)
+	l.islots, l.islotsErr = elfpatch.IndirectSlots(f)
 	for _, s := range syms {
 		if s.Section == elf.SHN_UNDEF || s.Name == "" {
 			continue
@@ -171,6 +174,9 @@ func (r *Resolver) Resolve(imp elfpatch.Import) (uint64, error) {
 // the implementation it chose for this CPU.
 func (r *Resolver) indirect(imp elfpatch.Import, l *libSyms, s *elf.Symbol) (uint64, error) {
 	slot, ok := l.islots[s.Value]
+	if !ok && l.islotsErr != nil {
+		return 0, fmt.Errorf("resolve %s in pid %d: %s defines it, and its relocations could not be read (%v): %w", imp.Symbol, r.pid, l.mod.Path, l.islotsErr, ErrIFUNC)
+	}
 	if !ok {
 		return 0, fmt.Errorf("resolve %s in pid %d: %s defines it, and no relocated field records its choice: %w", imp.Symbol, r.pid, l.mod.Path, ErrIFUNC)
 	}
