@@ -3,6 +3,7 @@ package graft
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -123,9 +124,10 @@ func BenchmarkPause(b *testing.B) {
 
 // lineLoad drives sshd with conns connections of rounds round trips of
 // line each, all at once (logged in as alice first when login is set), and
-// returns requests per second.
-func lineLoad(b testing.TB, port, conns, rounds int, login bool, line, want string) float64 {
-	b.Helper()
+// returns requests per second. It returns its error rather than failing
+// the benchmark, so it can run on a goroutine of its own (testing's
+// FailNow must be called from the benchmark's goroutine).
+func lineLoad(port, conns, rounds int, login bool, line, want string) (float64, error) {
 	errs := make(chan error, conns)
 	start := time.Now()
 	for range conns {
@@ -166,12 +168,16 @@ func lineLoad(b testing.TB, port, conns, rounds int, login bool, line, want stri
 			}()
 		}()
 	}
+	var first error
 	for range conns {
-		if err := <-errs; err != nil {
-			b.Fatal(err)
+		if err := <-errs; err != nil && first == nil {
+			first = err
 		}
 	}
-	return float64(conns*rounds) / time.Since(start).Seconds()
+	if first != nil {
+		return 0, fmt.Errorf("load on port %d: %w", port, first)
+	}
+	return float64(conns*rounds) / time.Since(start).Seconds(), nil
 }
 
 // BenchmarkPatchedThroughput: steady-state throughput of a server patched
@@ -202,20 +208,33 @@ func BenchmarkPatchedThroughput(b *testing.B) {
 				b.Fatal(err)
 			}
 			const conns, rounds = 4, 400
-			load := func(port int) float64 { return lineLoad(b, port, conns, rounds, c.login, c.line, c.reply) }
-			load(fport) // warm up both
-			load(pport)
+			load := func(port int) (float64, error) { return lineLoad(port, conns, rounds, c.login, c.line, c.reply) }
+			for _, port := range []int{fport, pport} { // warm up both
+				if _, err := load(port); err != nil {
+					b.Fatal(err)
+				}
+			}
 			// Both servers take their load at the same time, so whatever
 			// else the shared machine does disturbs both alike; the
 			// ratio is taken per round.
 			var fr, pr, ratio []float64
 			b.ResetTimer()
 			for range b.N {
-				done := make(chan float64)
-				go func() { done <- load(fport) }()
-				p := load(pport)
+				type rate struct {
+					v   float64
+					err error
+				}
+				done := make(chan rate, 1)
+				go func() {
+					v, err := load(fport)
+					done <- rate{v, err}
+				}()
+				p, err := load(pport)
 				f := <-done
-				fr, pr, ratio = append(fr, f), append(pr, p), append(ratio, p/f)
+				if err != nil || f.err != nil {
+					b.Fatal(errors.Join(err, f.err))
+				}
+				fr, pr, ratio = append(fr, f.v), append(pr, p), append(ratio, p/f.v)
 			}
 			b.StopTimer()
 			b.ReportMetric(medianF(fr), "fresh-req/s")
