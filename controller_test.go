@@ -80,9 +80,11 @@ func TestApplyWritesJumpsAndRecord(t *testing.T) {
 	require.True(t, p.Intact)
 	require.Equal(t, before[0x1000:0x1005], []byte(p.Sites[0].Orig))
 
-	// A second apply of the same patch is refused.
+	// A second apply of the same patch is refused, and says why.
+	nwrites := len(e.fp.writes)
 	_, err = e.sys.apply(context.Background(), 1, pt, ApplyOptions{})
-	require.Error(t, err)
+	require.ErrorIs(t, err, ErrAlreadyApplied)
+	require.Len(t, e.fp.writes, nwrites, "nothing written by the refused apply")
 }
 
 func TestApplyRefusesOtherBuild(t *testing.T) {
