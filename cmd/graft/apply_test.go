@@ -93,11 +93,13 @@ func TestApplyStatusRevertCommands(t *testing.T) {
 	require.Contains(t, out, ap.PatchID)
 	require.Contains(t, out, "cmd_login")
 
-	// The same patch again no longer binds: the process runs v2's code
-	// now, and the next patch must start from v2.
+	// The same patch again is refused as already in effect (the process
+	// runs v2's code now; the next patch must start from v2), and the
+	// message says which patch brought that build in.
 	_, errOut, code = runGraft("apply", "-p", pid, patch)
 	require.Equal(t, 1, code)
-	require.Contains(t, errOut, "applies to build")
+	require.Contains(t, errOut, "patch already in effect")
+	require.Contains(t, errOut, "from patch "+ap.PatchID)
 
 	out, errOut, code = runGraft("revert", "-p", pid, "--id", ap.PatchID, "--json")
 	require.Equal(t, 0, code, errOut)
