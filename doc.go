@@ -20,8 +20,8 @@
 // Then one pause: stop every thread, wait for a safe point (no PC or return
 // address inside a function being replaced, unless the operator allowed it
 // to stay active, and never inside the bytes a jump overwrites; the check
-// may resume, back off and retry up to --timeout), write the jumps, write
-// the record, resume. The pause holds no computation that could have been
+// may resume, back off and retry up to --timeout), write the record, then
+// the jumps, resume. The pause holds no computation that could have been
 // done before it: the jumps and the record are encoded beforehand (both
 // versions of the record when the image below may be unloaded, see
 // stacking; the pause then unwinds the stacks once more to decide).
