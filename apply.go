@@ -177,7 +177,7 @@ func prepare(pid int, pt *Patch, st *State, exe *tracer.Module, readSyms func(pa
 		want, onTop = top.NewBuildID, top.ID
 	}
 	if pt.OldBuildID != want && pt.NewBuildID == want && top != nil {
-		return nil, fmt.Errorf("apply patch %s to pid %d: %w: it already runs build %s, from patch %s (graft status -p %d)", pt.ID, pid, ErrAlreadyApplied, want, onTop, pid)
+		return nil, fmt.Errorf("apply patch %s to pid %d: %w: it applies to build %s, and the process already runs its new build %s, from patch %s (graft status -p %d)", pt.ID, pid, ErrAlreadyApplied, pt.OldBuildID, want, onTop, pid)
 	}
 	if pt.OldBuildID != want {
 		return nil, &BuildIDMismatchError{Pid: pid, PatchID: pt.ID, Patch: pt.OldBuildID, Want: want, OnTopOf: onTop}
