@@ -39,7 +39,10 @@ func buildPauseBench(b testing.TB) (v1, v2 string) {
 }
 
 // bareCycle is the floor a ptrace patcher pays: stop every thread, read
-// every thread's registers, resume. It returns the mean of n cycles.
+// every thread's registers, resume. It returns the mean of n cycles. A
+// first, untimed cycle follows the attach: apply's pause is never its
+// first stop after attaching either (the loader's mmap calls come before
+// it), so timing the first one here would inflate the baseline.
 func bareCycle(b testing.TB, pid, n int) time.Duration {
 	b.Helper()
 	p, err := tracer.Attach(pid)
@@ -48,7 +51,7 @@ func bareCycle(b testing.TB, pid, n int) time.Duration {
 	}
 	defer p.Close()
 	var total time.Duration
-	for range n {
+	for i := range n + 1 {
 		t0 := time.Now()
 		if err := p.Stop(); err != nil {
 			b.Fatal(err)
@@ -61,7 +64,9 @@ func bareCycle(b testing.TB, pid, n int) time.Duration {
 		if err := p.Resume(); err != nil {
 			b.Fatal(err)
 		}
-		total += time.Since(t0)
+		if i > 0 {
+			total += time.Since(t0)
+		}
 	}
 	return total / time.Duration(n)
 }
