@@ -32,7 +32,10 @@
 // leads there); killed inside the pause, after the record was written
 // (record first, then the jumps), it may leave some jumps unwritten: graft
 // status shows the patch as not intact and graft revert cleans it up. The
-// kernel detaches and resumes the threads either way.
+// kernel detaches and resumes the threads either way. Not covered: killed
+// while a borrowed thread single-steps an injected system call (the
+// loader's mmap calls, the record's creation), the thread is released with
+// graft's registers and the trap flag, and the target dies of SIGTRAP.
 //
 // # The record
 //
