@@ -274,8 +274,14 @@ func decodeState(r io.ReaderAt, pid int, addr uint64) (*State, error) {
 	}
 	gen := le.Uint64(hdr[16:])
 	n := le.Uint64(hdr[24:])
+	// The header lives in the target's memory, which the target can
+	// scribble on: its capacity is checked against the mapping graft
+	// creates before it sizes an allocation.
 	capacity := le.Uint64(hdr[40:])
-	if capacity < stateHeaderSize || n > capacity-stateHeaderSize {
+	if capacity < stateHeaderSize || capacity > stateCapacity {
+		return nil, ferr("capacity %d, records are %d to %d bytes", capacity, stateHeaderSize, stateCapacity)
+	}
+	if n > capacity-stateHeaderSize {
 		return nil, errTorn
 	}
 	body := make([]byte, n)
