@@ -13,17 +13,12 @@ import (
 	"graft/tracer"
 )
 
-// requirePtrace skips when this machine cannot trace (not root), except in
-// CI, where it must fail.
+// requirePtrace is testutil.RequirePtrace: it skips when this process
+// cannot trace (neither root nor CAP_SYS_PTRACE), except under CI=true,
+// where it fails.
 func requirePtrace(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("ptrace needs root or CAP_SYS_PTRACE and CI=true says it is available")
-	}
-	t.Skip("not root: cannot ptrace other processes (run as root or with CAP_SYS_PTRACE)")
+	testutil.RequirePtrace(t)
 }
 
 func mapsText(t *testing.T, pid int) string {
