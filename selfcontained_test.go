@@ -125,6 +125,7 @@ func TestStackedSSHDFromPatchFilesOnly(t *testing.T) {
 
 	stat, err := sys.status(target.Pid)
 	require.NoError(t, err)
+	require.Len(t, stat.Patches, 2, "status lists both patches")
 	for _, p := range stat.Patches {
 		require.True(t, p.SelfContained, p.ID)
 		require.True(t, p.Intact, p.ID)
