@@ -60,3 +60,53 @@ func TestSignalKeptThroughInterruptedRemoteSyscall(t *testing.T) {
 	}
 	b.requireNoEINTR(t)
 }
+
+// TestSignalKeptThroughGroupStopRemoteSyscall: the process is job-control
+// stopped when graft holds it; a signal arrives, and a remote syscall
+// runs on the thread that takes it. The thread is put back into its
+// group-stop afterwards, an event stop from which the signal cannot ride
+// on PTRACE_LISTEN: Resume must queue it again (tgkill), so the handler
+// runs once the process is continued.
+func TestSignalKeptThroughGroupStopRemoteSyscall(t *testing.T) {
+	testutil.RequirePtrace(t)
+	b := startBlockers(t)
+	main := b.tid["main"]
+	if main == 0 {
+		t.Fatalf("blockers did not report its main thread: %v", b.tid)
+	}
+	if err := unix.Kill(b.Pid, unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	waitAllState(t, b.Pid, "T")
+	p := attach(t, b.Pid)
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Tgkill(b.Pid, main, unix.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if _, err := p.SyscallOn(main, unix.SYS_GETPID); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := b.out.count("usr1"); n != 0 {
+		t.Fatalf("handler ran while job-control stopped (%d lines)", n)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Kill(b.Pid, unix.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	b.out.wait(t, "usr1 1", 5*time.Second)
+	testutil.RequireReleased(t, b.Pid)
+	time.Sleep(100 * time.Millisecond)
+	if n := b.out.count("usr1 "); n != 1 {
+		t.Errorf("%d usr1 lines for one signal: %q", n, b.out.all())
+	}
+	b.requireNoEINTR(t)
+}
