@@ -68,9 +68,14 @@
 // registers restored. A thread interrupted in a blocking call keeps
 // orig_rax and its -ERESTART* rax, and the kernel restarts the call when
 // it goes on: the program sees no EINTR. A signal the borrowed thread had
-// stopped for, or dequeued on the way, is delivered on resume with its
-// original siginfo. A remote call that blocks is interrupted at the stop
-// timeout.
+// stopped for, or dequeued on the way, is delivered on resume, with its
+// original siginfo when the thread is left in a signal-delivery-stop. A
+// thread that must go back into an event stop instead (its group-stop,
+// when the process is job-control stopped, or a syscall-stop it is
+// re-parked from) cannot carry a signal out of it: the signal is queued
+// again with tgkill, and its handler then sees graft as the sender
+// (si_code SI_TKILL, si_pid graft's), not the original one. A remote call
+// that blocks is interrupted at the stop timeout.
 //
 // # Close
 //

@@ -482,7 +482,10 @@ func (p *Process) resumeThread(t *thread) error {
 // prepareSignal returns the signal to pass to PTRACE_CONT/DETACH for t.
 // Only a signal-delivery-stop can inject one; from an event stop the
 // signal is queued again instead (a remote syscall or re-park moved the
-// thread out of the stop it had for it). A saved siginfo is put back.
+// thread out of the stop it had for it), which loses its siginfo: the
+// kernel lets no other process queue a signal with a non-negative si_code
+// (EPERM), so the handler sees graft's tgkill. In a signal-delivery-stop
+// a saved siginfo is put back.
 func (p *Process) prepareSignal(t *thread) int {
 	if t.sig == 0 {
 		return 0
