@@ -272,6 +272,17 @@ func TestQACLIKilledAtRandomPoints(t *testing.T) {
 					time.Sleep(50 * time.Microsecond)
 				}
 			}
+			// The record's creation ends with close(fd), injected too:
+			// wait until that stop is over (every thread running again;
+			// the next stop is the pause, which injects nothing).
+			for !done && !allRunning(target.Pid) {
+				select {
+				case werr = <-exited:
+					done = true
+				default:
+					time.Sleep(20 * time.Microsecond)
+				}
+			}
 			time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond)
 		} else {
 			time.Sleep(time.Duration(rand.IntN(50_000)) * time.Microsecond)
@@ -280,6 +291,7 @@ func TestQACLIKilledAtRandomPoints(t *testing.T) {
 			g.Process.Signal(sig)
 			werr = <-exited
 		}
+		require.False(t, target.Exited(), "round %d (%v): the target died", i, sig)
 		testutil.RequireReleased(t, target.Pid)
 		reply := echo(t, port)
 		require.Contains(t, []string{"OK a", "OK a b c"}, reply, "round %d (%v)", i, sig)
@@ -319,6 +331,20 @@ func TestQACLIKilledAtRandomPoints(t *testing.T) {
 		require.Equal(t, "OK a", echo(t, port))
 	}
 	t.Logf("outcomes: %v", outcomes)
+}
+
+// allRunning reports whether no thread of pid is in a ptrace-stop.
+func allRunning(pid int) bool {
+	states, err := testutil.ThreadStates(pid)
+	if err != nil {
+		return true
+	}
+	for _, s := range states {
+		if s == "t" {
+			return false
+		}
+	}
+	return true
 }
 
 // A thread in uninterruptible sleep (a vfork parent waiting for its child)
