@@ -223,12 +223,17 @@ func layout(im *elfpatch.Image, base uint64) ([]Region, error) {
 
 // fillMemfd writes the linked segments into the target's memfd through
 // /proc/PID/fd, while the target runs.
-func fillMemfd(pid int, fd int64, im *elfpatch.Image, segs [][]byte) error {
+func fillMemfd(pid int, fd int64, im *elfpatch.Image, segs [][]byte) (err error) {
 	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/%d", pid, fd), os.O_RDWR, 0)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() {
+		// A write path: a failing close is a failed load, not noise.
+		if cerr := f.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close %s: %w", f.Name(), cerr)
+		}
+	}()
 	for i, s := range im.Segments {
 		if _, err := f.WriteAt(segs[i], int64(s.Vaddr)); err != nil {
 			return err
