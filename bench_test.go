@@ -203,14 +203,24 @@ func BenchmarkPatchedThroughput(b *testing.B) {
 	}{
 		{1, 2, false, "LOGIN bob hunter3", "FAIL login incorrect"},
 		{2, 3, true, "ECHO the quick brown fox", "OK the quick brown fox"},
+		// Control: two fresh v2 servers, nothing patched. Its ratio is
+		// what the harness itself gives (which server gets which
+		// goroutine, scheduling): read the two above against it.
+		{2, 2, false, "LOGIN bob hunter3", "FAIL login incorrect"},
 	} {
-		b.Run(fmt.Sprintf("sshd-v%d-v%d", c.from, c.to), func(b *testing.B) {
+		name := fmt.Sprintf("sshd-v%d-v%d", c.from, c.to)
+		if c.from == c.to {
+			name = fmt.Sprintf("control-sshd-v%d-unpatched", c.from)
+		}
+		b.Run(name, func(b *testing.B) {
 			fresh, fport := testutil.StartServer(b, fmt.Sprintf("sshd-v%d", c.to), "-u", users)
 			patched, pport := testutil.StartServer(b, fmt.Sprintf("sshd-v%d", c.from), "-u", users)
 			defer testutil.RequireReleased(b, fresh.Pid)
 			defer testutil.RequireReleased(b, patched.Pid)
-			if _, err := Apply(context.Background(), patched.Pid, Source{NewBinary: testutil.Build(b, fmt.Sprintf("sshd-v%d", c.to))}, ApplyOptions{}); err != nil {
-				b.Fatal(err)
+			if c.from != c.to {
+				if _, err := Apply(context.Background(), patched.Pid, Source{NewBinary: testutil.Build(b, fmt.Sprintf("sshd-v%d", c.to))}, ApplyOptions{}); err != nil {
+					b.Fatal(err)
+				}
 			}
 			const conns, rounds = 4, 400
 			load := func(port int) (float64, error) { return lineLoad(port, conns, rounds, c.login, c.line, c.reply) }
