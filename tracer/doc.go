@@ -63,19 +63,54 @@
 //
 // # Remote syscalls
 //
-// See remote.go: registers saved, rip pointed at a `syscall` instruction
-// found in the vDSO or libc, orig_rax set to -1, one PTRACE_SINGLESTEP,
-// registers restored. A thread interrupted in a blocking call keeps
-// orig_rax and its -ERESTART* rax, and the kernel restarts the call when
-// it goes on: the program sees no EINTR. A signal the borrowed thread had
-// stopped for, or dequeued on the way, is delivered on resume, with its
-// original siginfo when the thread is left in a signal-delivery-stop. A
-// thread that must go back into an event stop instead (its group-stop,
-// when the process is job-control stopped, or a syscall-stop it is
-// re-parked from) cannot carry a signal out of it: the signal is queued
-// again with tgkill, and its handler then sees graft as the sender
-// (si_code SI_TKILL, si_pid graft's), not the original one. A remote call
-// that blocks is interrupted at the stop timeout.
+// See remote.go: registers saved, rip pointed at a `syscall; ret` found
+// in the target, orig_rax set to -1, the call run with PTRACE_SYSCALL to
+// its syscall-exit-stop, the thread parked in an interrupt stop inside the
+// kernel's signal path, registers restored. A thread interrupted in a
+// blocking call keeps orig_rax and its -ERESTART* rax, and the kernel
+// restarts the call when it goes on: the program sees no EINTR. A signal
+// the borrowed thread had stopped for, or dequeued on the way, is queued
+// again from inside the target with its original siginfo
+// (rt_tgsigqueueinfo as a second remote call) and delivered normally on
+// resume. A thread that must go back into its group-stop, when the
+// process is job-control stopped, or a signal whose requeue failed, gets
+// it queued again with tgkill, and its handler then sees graft as the
+// sender (si_code SI_TKILL, si_pid graft's), not the original one. A
+// remote call that blocks is interrupted at the stop timeout.
+//
+// # Surviving a SIGKILL of graft
+//
+// graft can die at any instruction (SIGKILL, OOM killer); the kernel then
+// detaches every thread as it is. Invariant: at every moment of a remote
+// syscall the borrowed thread is in a state it can continue from on its
+// own. Before its registers are changed and after they are restored that
+// is its own state. In between, no trap is pending (PTRACE_SYSCALL, never
+// TF), rip is at the `syscall; ret` or just past the syscall, and rsp
+// points at [__restore_rt][rt_sigframe], written below the red zone, 16-
+// (frame) and 64-byte (XSAVE area) aligned, holding the saved registers
+// (with rip and rax set as the kernel's restart would set them), the
+// blocked mask read from /proc (SigBlk) and the XSAVE area read with
+// PTRACE_GETREGSET(NT_X86_XSTATE) with the signal-frame magic fields
+// (fpu/signal.c's check_xstate_in_sigframe). The call finishes, ret jumps
+// to __restore_rt, rt_sigreturn puts everything back; the injected call
+// may or may not have happened, which the controller's record and revert
+// handle. uc_stack holds an invalid ss_flags so that rt_sigreturn's
+// sigaltstack fails (its error is ignored) and the thread's alternate
+// stack stays as it is. Limits: the frame needs roughly 3 KB of stack
+// below rsp-128 (more with AVX-512): fine on C and Go system stacks, but a
+// Go thread borrowed while on a small goroutine stack may have memory
+// below its stack overwritten; graft alive puts those bytes back, graft
+// killed mid-call cannot. A thread borrowed inside sigsuspend/ppoll/
+// pselect whose graft dies mid-call gets the call's temporary mask as its
+// mask after the restarted call (the real one is not visible in /proc).
+// -ERESTART_RESTARTBLOCK (nanosleep, poll, futex with a timeout) is
+// restarted by re-entering the original call rather than
+// restart_syscall, because rt_sigreturn resets the restart block: a
+// relative sleep then starts over. The single-step fallback (remote.go)
+// keeps the old exposure. tracer/kill_remote_test.go kills a tracer 50
+// times at random moments of remote calls on a thread blocked in read()
+// and a busy thread holding a ymm register: the single-step lost the
+// target 42 times in 50, the frame never.
 //
 // # Close
 //

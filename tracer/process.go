@@ -69,6 +69,14 @@ type Process struct {
 	closed  bool
 	exited  *ProcessExitedError
 	gadget  uint64 // address of a `syscall` instruction in the target
+	// retGadget (`syscall; ret`) and restorer (`mov $15,%rax; syscall`,
+	// libc's __restore_rt) in the target, for the self-restoring remote
+	// syscall (remote_frame.go); 0: not looked up yet, or absent (noFrame).
+	retGadget, restorer uint64
+	noFrame             bool
+	forceStep           bool // tests: always use the single-step
+	requeueing          bool // requeueKept's own remote call is running
+	frameCalls          int  // remote syscalls run self-restoring (tests)
 	// verified: a Stop has checked /proc/PID/task for threads that
 	// escaped Attach (see stop).
 	verified bool
@@ -690,6 +698,9 @@ func (p *Process) stolenStatus(tid int) (unix.WaitStatus, bool) {
 	code, signo := si.code(), si.signo()
 	// A ptrace event stop's siginfo carries the wait status's upper bits
 	// in si_code: SIGTRAP (or the stop signal) | event<<8.
+	if signo == int(unix.SIGTRAP) && code == signo|0x80 {
+		return unix.WaitStatus(code<<8 | 0x7f), true // a syscall-stop
+	}
 	if code > 0 && code&0xff == signo && code>>8 != 0 {
 		return unix.WaitStatus(code<<8 | 0x7f), true
 	}

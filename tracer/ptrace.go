@@ -8,7 +8,9 @@ import (
 // run on the Process's tracer goroutine (the OS thread that seized the
 // tracee); the kernel answers ESRCH to any other thread.
 
-const seizeOptions = unix.PTRACE_O_TRACECLONE
+// PTRACE_O_TRACESYSGOOD marks syscall-stops (SIGTRAP|0x80), which only
+// the remote syscalls' PTRACE_SYSCALL produces.
+const seizeOptions = unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACESYSGOOD
 
 func ptraceSeize(tid int) error {
 	return ptrace(unix.PTRACE_SEIZE, tid, 0, seizeOptions)
@@ -21,6 +23,8 @@ func ptraceCont(tid, sig int) error { return ptrace(unix.PTRACE_CONT, tid, 0, ui
 func ptraceListen(tid int) error { return ptrace(unix.PTRACE_LISTEN, tid, 0, 0) }
 
 func ptraceDetach(tid, sig int) error { return ptrace(unix.PTRACE_DETACH, tid, 0, uintptr(sig)) }
+
+func ptraceSyscall(tid int) error { return ptrace(unix.PTRACE_SYSCALL, tid, 0, 0) }
 
 func ptraceSingleStep(tid int) error { return ptrace(unix.PTRACE_SINGLESTEP, tid, 0, 0) }
 

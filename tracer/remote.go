@@ -13,14 +13,37 @@ import (
 // Remote system calls run on a borrowed, stopped thread:
 //
 //  1. save its registers;
-//  2. point rip at a `syscall` instruction found in the target (the vDSO
-//     has some), put the number in rax and the arguments in rdi, rsi, rdx,
-//     r10, r8, r9, move rsp below the red zone, aligned; set orig_rax to -1
-//     so the kernel's syscall-restart logic, which runs when the thread
-//     leaves its stop, leaves the new rip and rax alone;
-//  3. PTRACE_SINGLESTEP: the thread executes exactly the syscall and traps;
-//     rax holds the result;
-//  4. restore the registers, orig_rax and an -ERESTART* rax included.
+//  2. point rip at a `syscall; ret` (0f 05 c3) found in the target (libc's
+//     syscall wrappers have it), put the number in rax and the arguments
+//     in rdi, rsi, rdx, r10, r8, r9; set orig_rax to -1 so the kernel's
+//     syscall-restart logic, which runs when the thread leaves its stop,
+//     leaves the new rip and rax alone; point rsp at a frame written below
+//     the red zone (remote_frame.go): [address of __restore_rt][rt_sigframe
+//     holding the saved state];
+//  3. PTRACE_SYSCALL to the syscall-enter-stop, PTRACE_SYSCALL to the
+//     syscall-exit-stop: rax holds the result;
+//  4. PTRACE_INTERRUPT and continue: the thread takes the trap before it
+//     returns to user mode, inside the kernel's signal path, where the
+//     restart logic runs after the stop (as in any stop the thread was
+//     borrowed from);
+//  5. restore the registers, orig_rax and an -ERESTART* rax included, and
+//     the stack bytes the frame overwrote.
+//
+// Why not single-step: PTRACE_SINGLESTEP sets TF, and a graft killed
+// while the thread is inside the call leaves it detached with TF set and
+// graft's registers: it dies of SIGTRAP when the call returns. With
+// PTRACE_SYSCALL nothing is pending at any moment; a graft killed anywhere
+// in steps 2-4 leaves a thread that finishes the call (or makes it, if it
+// had not reached it), returns to the `ret`, which pops __restore_rt, whose
+// rt_sigreturn loads the frame: the thread's registers, signal mask and
+// FPU/SSE/AVX state, and carries on where it was (an interrupted blocking
+// call is entered again, see continuation). With graft alive the `ret` is
+// never reached. Killed after step 5, the thread simply has its own state.
+//
+// The single-step remains the fallback when the target has no `syscall;
+// ret` or no __restore_rt bytes (a static binary without libc), when the
+// XSAVE area cannot be read or uses dynamically enabled features (AMX),
+// or the frame cannot be written; that path is still exposed to SIGKILL.
 //
 // If the thread had been interrupted inside a blocking syscall (read,
 // accept, nanosleep, futex), its saved regs say so (orig_rax = the call,
@@ -37,11 +60,17 @@ import (
 // signal state changes (and the kernel's own logic restores the mask of a
 // thread borrowed inside sigsuspend or ppoll). A signal the thread
 // dequeues before it reaches the syscall stops it (signal-delivery-stop);
-// tracer suppresses it there and re-injects it, with its original
-// siginfo, when the thread is resumed, as it does with the signal of a
-// thread that was borrowed in a signal-delivery-stop. (Two such signals at
-// once are rare; the second is queued again with tgkill and loses its
-// siginfo.)
+// tracer suppresses it there and keeps it. The thread ends in an event
+// stop, from which no signal can be injected, so a kept signal is queued
+// again from inside the target by a second remote call,
+// rt_tgsigqueueinfo(pid, tid, sig, original siginfo) (a process may queue
+// any siginfo to itself; graft may not), and is then delivered normally
+// when the thread runs and has it unblocked. If that fails the signal is
+// queued with tgkill on resume (its handler then sees graft as sender).
+// On the single-step path the thread ends in a SIGTRAP
+// signal-delivery-stop and the signal rides on the resume with its
+// siginfo. (Two such signals at once are rare; the second is queued again
+// with tgkill and loses its siginfo.)
 
 // Syscall runs system call nr with up to six arguments inside the target
 // on a borrowed thread and returns its result. A negative kernel return
@@ -193,12 +222,35 @@ func (p *Process) remoteSyscall(t *thread, nr uint64, a [6]uint64) (uint64, erro
 	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
 	r.Rsp = (saved.Rsp - 128) &^ 15
 	r.Eflags &^= 1 << 8 // TF: single-stepping sets its own
+
+	// The self-restoring call when the target has the two gadgets and the
+	// frame can be built and written; the single-step otherwise.
+	var frame *sigframe
+	if retGadget, restorer, ok := p.frameGadgets(); ok && !p.forceStep {
+		if f, err := p.buildFrame(tid, saved, restorer); err == nil {
+			if _, err := p.WriteAt(f.data, int64(f.addr)); err == nil {
+				frame = f
+				r.Rip = retGadget
+				r.Rsp = f.sp
+			}
+		}
+	}
 	t.regs = nil
 	if err := ptraceSetRegs(tid, r); err != nil {
+		if frame != nil {
+			p.WriteAt(frame.original, int64(frame.addr))
+		}
 		return 0, p.opErr("set registers for remote syscall", tid, err)
 	}
 
-	ret, runErr := p.stepSyscall(t, gadget)
+	var ret uint64
+	var runErr error
+	if frame != nil {
+		p.frameCalls++
+		ret, runErr = p.traceSyscall(t, r.Rip, nr)
+	} else {
+		ret, runErr = p.stepSyscall(t, gadget)
+	}
 	if p.exited != nil {
 		return 0, p.exited
 	}
@@ -208,6 +260,16 @@ func (p *Process) remoteSyscall(t *thread, nr uint64, a [6]uint64) (uint64, erro
 		runErr = p.opErr("restore registers after remote syscall", tid, err)
 	}
 	t.regs = &saved
+	if frame != nil && p.exited == nil {
+		// Below the red zone: dead stack for C code, but perhaps a
+		// neighbour of a small Go goroutine stack. Put it back.
+		if _, err := p.WriteAt(frame.original, int64(frame.addr)); err != nil && runErr == nil {
+			runErr = fmt.Errorf("restore stack of tid %d in pid %d after remote syscall: %w", tid, p.pid, err)
+		}
+	}
+	if frame != nil && runErr == nil && t.sig != 0 && t.state != stopSignal {
+		p.requeueKept(t, frame.sp)
+	}
 	if wasGroup && runErr == nil {
 		// The process is job-control stopped: put the thread back into a
 		// group-stop trap, so Resume can PTRACE_LISTEN it again.
