@@ -132,3 +132,37 @@ func BenchmarkRemoteMmap(b *testing.B) {
 		p.Resume()
 	})
 }
+
+// BenchmarkRemoteSyscallMechanism compares a remote getpid run
+// self-restoring (PTRACE_SYSCALL with a signal frame on the thread's
+// stack, the default) with the single-step fallback, in the same run; it
+// reports the frame's cost as a ratio to the single-step.
+func BenchmarkRemoteSyscallMechanism(b *testing.B) {
+	var step float64
+	for _, mode := range []string{"step", "frame"} {
+		b.Run(mode, func(b *testing.B) {
+			p := benchTarget(b, "sleepers", 1)
+			if err := p.Stop(); err != nil {
+				b.Fatal(err)
+			}
+			p.forceStep = mode == "step"
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := p.Syscall(unix.SYS_GETPID); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			per := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+			if mode == "step" {
+				step = per
+			} else if step > 0 {
+				if p.frameCalls == 0 {
+					b.Fatal("no remote call took the frame path")
+				}
+				b.ReportMetric(per/step, "x_step")
+			}
+			p.Resume()
+		})
+	}
+}
