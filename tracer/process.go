@@ -77,6 +77,15 @@ type Process struct {
 	forceStep           bool // tests: always use the single-step
 	requeueing          bool // requeueKept's own remote call is running
 	frameCalls          int  // remote syscalls run self-restoring (tests)
+	// held: the thread left at its last remote call's syscall-exit-stop,
+	// its frame still live, so that the next call on it in this stop
+	// reuses the frame and skips the parking interrupt (see settle).
+	held      *thread
+	heldSaved Regs
+	// frameMu guards live, the frame in target memory while a thread is
+	// held: ReadAt shows its original bytes, WriteAt writes under it.
+	frameMu sync.Mutex
+	live    *sigframe
 	// verified: a Stop has checked /proc/PID/task for threads that
 	// escaped Attach (see stop).
 	verified bool
@@ -209,7 +218,12 @@ func (p *Process) loop(ready chan<- error) {
 
 // do runs fn on the tracer goroutine and returns its error. A panic in fn
 // is turned into an error so the goroutine survives and Close still works.
-func (p *Process) do(fn func() error) error {
+func (p *Process) do(fn func() error) error { return p.doReq(fn, true) }
+
+// doReq is do; settle false keeps a thread held by the last remote call
+// (remote syscalls only: every other request may look at or move the
+// thread, so it is put back first).
+func (p *Process) doReq(fn func() error, settle bool) error {
 	errc := make(chan error, 1)
 	req := func() {
 		defer func() {
@@ -217,7 +231,14 @@ func (p *Process) do(fn func() error) error {
 				errc <- fmt.Errorf("tracer pid %d: internal error: %v\n%s", p.pid, r, debug.Stack())
 			}
 		}()
+		var serr error
+		if settle {
+			serr = p.settle()
+		}
 		err := fn()
+		if err == nil {
+			err = serr
+		}
 		// Publish before answering: the caller's next Regs or Threads
 		// must see what this request did.
 		p.publish()

@@ -89,7 +89,7 @@ func (p *Process) SyscallOn(tid int, nr uint64, args ...uint64) (uint64, error) 
 	var a [6]uint64
 	copy(a[:], args)
 	var ret uint64
-	err := p.do(func() error {
+	err := p.doReq(func() error {
 		if err := p.usable(); err != nil {
 			return err
 		}
@@ -108,7 +108,7 @@ func (p *Process) SyscallOn(tid int, nr uint64, args ...uint64) (uint64, error) 
 		var err error
 		ret, err = p.remoteSyscall(t, nr, a)
 		return err
-	})
+	}, false)
 	if err != nil {
 		return 0, err
 	}
@@ -188,11 +188,19 @@ func (p *Process) syscallGadget() (uint64, error) {
 }
 
 // remoteSyscall runs one syscall on stopped thread t (see the comment at
-// the top of this file).
+// the top of this file). On the self-restoring path it may leave t held
+// (see settle): the next call on t in this stop then skips the frame
+// building and writing and the parking.
 func (p *Process) remoteSyscall(t *thread, nr uint64, a [6]uint64) (uint64, error) {
-	gadget, err := p.syscallGadget()
-	if err != nil {
-		return 0, err
+	retGadget, restorer, frameOK := p.frameGadgets()
+	frameOK = frameOK && !p.forceStep
+	if h := p.held; h != nil && (h != t || !frameOK || p.live == nil || p.live.restorer != restorer) {
+		if err := p.settle(); err != nil {
+			return 0, err
+		}
+	}
+	if p.held == t {
+		return p.chainedSyscall(t, retGadget, nr, a)
 	}
 	tid := t.tid
 	if t.state == stopClone || t.state == stopOther {
@@ -216,7 +224,6 @@ func (p *Process) remoteSyscall(t *thread, nr uint64, a [6]uint64) (uint64, erro
 	}
 
 	r := saved
-	r.Rip = gadget
 	r.Rax = nr
 	r.OrigRax = ^uint64(0)
 	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
@@ -226,19 +233,26 @@ func (p *Process) remoteSyscall(t *thread, nr uint64, a [6]uint64) (uint64, erro
 	// The self-restoring call when the target has the two gadgets and the
 	// frame can be built and written; the single-step otherwise.
 	var frame *sigframe
-	if retGadget, restorer, ok := p.frameGadgets(); ok && !p.forceStep {
+	if frameOK {
 		if f, err := p.buildFrame(tid, saved, restorer); err == nil {
-			if _, err := p.WriteAt(f.data, int64(f.addr)); err == nil {
+			if _, err := p.writeMem(f.data, int64(f.addr)); err == nil {
 				frame = f
 				r.Rip = retGadget
 				r.Rsp = f.sp
 			}
 		}
 	}
+	var gadget uint64
+	if frame == nil {
+		if gadget, err = p.syscallGadget(); err != nil {
+			return 0, err
+		}
+		r.Rip = gadget
+	}
 	t.regs = nil
 	if err := ptraceSetRegs(tid, r); err != nil {
 		if frame != nil {
-			p.WriteAt(frame.original, int64(frame.addr))
+			p.writeMem(frame.original, int64(frame.addr))
 		}
 		return 0, p.opErr("set registers for remote syscall", tid, err)
 	}
@@ -247,7 +261,20 @@ func (p *Process) remoteSyscall(t *thread, nr uint64, a [6]uint64) (uint64, erro
 	var runErr error
 	if frame != nil {
 		p.frameCalls++
-		ret, runErr = p.traceSyscall(t, r.Rip, nr)
+		// Hold t at the syscall-exit-stop unless something must happen
+		// right after the call: a group-stop to go back to, a signal to
+		// queue again, or this is that requeue.
+		hold := !wasGroup && !p.requeueing && t.sig == 0
+		var parked bool
+		ret, parked, runErr = p.traceSyscall(t, r.Rip, nr, hold)
+		if !parked && runErr == nil && p.exited == nil {
+			p.frameMu.Lock()
+			p.live = frame
+			p.frameMu.Unlock()
+			p.held, p.heldSaved = t, saved
+			t.regs = &saved // what Regs reports; the thread gets it back at settle
+			return ret, nil
+		}
 	} else {
 		ret, runErr = p.stepSyscall(t, gadget)
 	}
@@ -256,14 +283,107 @@ func (p *Process) remoteSyscall(t *thread, nr uint64, a [6]uint64) (uint64, erro
 	}
 	// Restore even if the call failed: the thread must carry on exactly
 	// where it was.
+	if err := p.restoreAfter(t, saved, frame, wasGroup, runErr); err != nil {
+		return 0, err
+	}
+	return ret, nil
+}
+
+// chainedSyscall runs a call on the held thread t: it sits at the
+// syscall-exit-stop of the previous call, its frame still in place and
+// valid (its saved state has not changed: the process stayed stopped).
+// From that stop new registers and PTRACE_SYSCALL take it straight back
+// to the gadget; only the last call of the series parks it (settle).
+func (p *Process) chainedSyscall(t *thread, gadget, nr uint64, a [6]uint64) (uint64, error) {
+	r := p.heldSaved
+	r.Rip = gadget
+	r.Rax = nr
+	r.OrigRax = ^uint64(0)
+	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+	r.Rsp = p.live.sp
+	r.Eflags &^= 1 << 8
+	if err := ptraceSetRegs(t.tid, r); err != nil {
+		serr := p.settle()
+		if p.exited != nil {
+			return 0, p.exited
+		}
+		if serr != nil {
+			return 0, serr
+		}
+		return 0, p.opErr("set registers for remote syscall", t.tid, err)
+	}
+	p.frameCalls++
+	ret, parked, err := p.traceSyscall(t, gadget, nr, true)
+	if p.exited != nil {
+		return 0, p.exited
+	}
+	if !parked && err == nil && t.sig == 0 {
+		return ret, nil // still held
+	}
+	saved := p.heldSaved
+	frame := p.live
+	p.held = nil
+	if err := p.restoreAfter(t, saved, frame, false, err); err != nil {
+		return 0, err
+	}
+	return ret, nil
+}
+
+// settle puts the held thread back: parks it in an event stop inside the
+// signal path (so the kernel's restart logic sees the restored registers,
+// as in the stop it was borrowed from), restores its registers and the
+// stack bytes under its frame, and queues again a signal it stopped for
+// on the way. Every request other than a remote syscall settles first, so
+// nothing else ever sees or moves a held thread, and the process never
+// runs with one: Resume and Close are requests.
+func (p *Process) settle() error {
+	t := p.held
+	if t == nil {
+		return nil
+	}
+	saved, frame := p.heldSaved, p.live
+	p.held = nil
+	if p.exited != nil || p.threads[t.tid] != t {
+		p.frameMu.Lock()
+		p.live = nil
+		p.frameMu.Unlock()
+		return nil
+	}
+	final := stopEvent
+	err := p.park(t, &final)
+	if _, ok := p.threads[t.tid]; ok {
+		t.state = final
+	}
+	if p.exited != nil {
+		p.frameMu.Lock()
+		p.live = nil
+		p.frameMu.Unlock()
+		return nil
+	}
+	return p.restoreAfter(t, saved, frame, false, err)
+}
+
+// restoreAfter gives t back its saved registers and the stack bytes the
+// frame covered, queues again a signal kept during the call, and re-parks
+// a thread taken from a group-stop. runErr is the call's error, returned
+// if nothing worse happens.
+func (p *Process) restoreAfter(t *thread, saved Regs, frame *sigframe, wasGroup bool, runErr error) error {
+	tid := t.tid
 	if err := ptraceSetRegs(tid, saved); err != nil && runErr == nil {
 		runErr = p.opErr("restore registers after remote syscall", tid, err)
 	}
 	t.regs = &saved
-	if frame != nil && p.exited == nil {
+	if frame != nil {
 		// Below the red zone: dead stack for C code, but perhaps a
-		// neighbour of a small Go goroutine stack. Put it back.
-		if _, err := p.WriteAt(frame.original, int64(frame.addr)); err != nil && runErr == nil {
+		// neighbour of a small Go goroutine stack. Put it back (with
+		// whatever WriteAt put under it meanwhile).
+		p.frameMu.Lock()
+		if p.live == frame {
+			p.live = nil
+		}
+		_, err := p.writeMem(frame.original, int64(frame.addr))
+		p.frameMu.Unlock()
+		if err != nil && runErr == nil && p.exited == nil {
 			runErr = fmt.Errorf("restore stack of tid %d in pid %d after remote syscall: %w", tid, p.pid, err)
 		}
 	}
@@ -275,10 +395,7 @@ func (p *Process) remoteSyscall(t *thread, nr uint64, a [6]uint64) (uint64, erro
 		// group-stop trap, so Resume can PTRACE_LISTEN it again.
 		runErr = p.repark(t)
 	}
-	if runErr != nil {
-		return 0, runErr
-	}
-	return ret, nil
+	return runErr
 }
 
 // stepSyscall single-steps t until it has executed the syscall at gadget

@@ -183,6 +183,7 @@ type sigframe struct {
 	addr     uint64 // lowest byte written
 	data     []byte
 	original []byte
+	restorer uint64 // the __restore_rt it returns to
 }
 
 // buildFrame lays out [restorer][rt_sigframe] ... [fpstate] below the red
@@ -230,7 +231,7 @@ func (p *Process) buildFrame(tid int, saved Regs, restorer uint64) (*sigframe, e
 	le.PutUint64(fp[xstateHdrOff:], le.Uint64(fp[xstateHdrOff:])&features)
 	le.PutUint32(fp[size:], fpMagic2)
 
-	f := &sigframe{sp: sp, addr: sp, data: data, original: make([]byte, len(data))}
+	f := &sigframe{sp: sp, addr: sp, data: data, original: make([]byte, len(data)), restorer: restorer}
 	if _, err := p.ReadAt(f.original, int64(sp)); err != nil {
 		return nil, err
 	}
@@ -246,7 +247,12 @@ const syscallStop = unix.SIGTRAP | 0x80
 // restored there are what the restart logic sees. No trap is ever pending:
 // a tracer killed at any moment leaves a thread that finishes the call and
 // returns through the frame.
-func (p *Process) traceSyscall(t *thread, gadget, nr uint64) (uint64, error) {
+//
+// hold: at a clean syscall-exit-stop (no timeout, no signal kept), leave
+// t there unparked (parked false): it is as safe as anywhere in the call,
+// and the next call can start right from it (chainedSyscall); settle
+// parks it later.
+func (p *Process) traceSyscall(t *thread, gadget, nr uint64, hold bool) (ret uint64, parked bool, err error) {
 	tid := t.tid
 	final := stopEvent
 	defer func() {
@@ -262,12 +268,12 @@ func (p *Process) traceSyscall(t *thread, gadget, nr uint64) (uint64, error) {
 			// t is stopped (we only get here after a stop): park it.
 			callErr = fmt.Errorf("remote syscall on tid %d in pid %d: no syscall-exit-stop after 64 stops", tid, p.pid)
 			if err := p.park(t, &final); err != nil {
-				return 0, err
+				return 0, true, err
 			}
-			return 0, callErr
+			return 0, true, callErr
 		}
 		if err := ptraceSyscall(tid); err != nil {
-			return 0, p.opErr("run remote syscall", tid, err)
+			return 0, false, p.opErr("run remote syscall", tid, err)
 		}
 		ws, err := p.waitRaw(t, deadline, false)
 		if err == errTimedOut && !interrupted {
@@ -281,44 +287,47 @@ func (p *Process) traceSyscall(t *thread, gadget, nr uint64) (uint64, error) {
 		}
 		if err != nil {
 			p.gone(tid, "")
-			return 0, p.opErr("wait for remote syscall", tid, unix.ESRCH)
+			return 0, false, p.opErr("wait for remote syscall", tid, unix.ESRCH)
 		}
 		if !ws.Stopped() {
 			p.record(tid, ws)
 			if p.exited != nil {
-				return 0, p.exited
+				return 0, false, p.exited
 			}
-			return 0, fmt.Errorf("remote syscall on tid %d in pid %d: thread exited: %w", tid, p.pid, ErrNoThread)
+			return 0, false, fmt.Errorf("remote syscall on tid %d in pid %d: thread exited: %w", tid, p.pid, ErrNoThread)
 		}
 		sig := ws.StopSignal()
 		switch {
 		case sig == syscallStop && !entered:
 			r, err := ptraceGetRegs(tid)
 			if err != nil {
-				return 0, p.opErr("read remote syscall registers", tid, err)
+				return 0, false, p.opErr("read remote syscall registers", tid, err)
 			}
 			if r.Rip != gadget+2 || r.OrigRax != nr {
-				return 0, fmt.Errorf("remote syscall on tid %d in pid %d: syscall-enter-stop at %#x for call %d, want %#x for %d",
+				return 0, false, fmt.Errorf("remote syscall on tid %d in pid %d: syscall-enter-stop at %#x for call %d, want %#x for %d",
 					tid, p.pid, r.Rip, int64(r.OrigRax), gadget+2, nr)
 			}
 			entered = true
 		case sig == syscallStop:
 			r, err := ptraceGetRegs(tid)
 			if err != nil {
-				return 0, p.opErr("read remote syscall result", tid, err)
+				return 0, false, p.opErr("read remote syscall result", tid, err)
+			}
+			if hold && callErr == nil && t.sig == 0 {
+				return r.Rax, false, nil
 			}
 			if err := p.park(t, &final); err != nil {
-				return 0, err
+				return 0, true, err
 			}
 			if callErr != nil {
-				return 0, callErr
+				return 0, true, callErr
 			}
-			return r.Rax, nil
+			return r.Rax, true, nil
 		case int(ws)>>16 != 0:
 			if interrupted && !entered {
 				// Stopped by our interrupt before the call ran: this
 				// event stop is inside the signal path; done.
-				return 0, callErr
+				return 0, true, callErr
 			}
 			// A late interrupt or a group-stop: go on.
 		default:
