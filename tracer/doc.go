@@ -66,7 +66,17 @@
 // See remote.go: registers saved, rip pointed at a `syscall; ret` found
 // in the target, orig_rax set to -1, the call run with PTRACE_SYSCALL to
 // its syscall-exit-stop, the thread parked in an interrupt stop inside the
-// kernel's signal path, registers restored. A thread interrupted in a
+// kernel's signal path, registers restored. Consecutive calls on one
+// thread within a stop share that work: the thread is held at the
+// syscall-exit-stop of its last call, its frame left in place (the saved
+// state cannot change while the process is stopped), and the next call
+// starts from there (new registers, PTRACE_SYSCALL: two stops per call
+// instead of three, no XSAVE read, no frame write). Every request other
+// than a remote syscall, Resume and Close included, first settles the
+// held thread (park, registers back, stack bytes back), so nothing else
+// sees it and the process never runs with it; meanwhile ReadAt shows the
+// stack bytes under the frame as they were and WriteAt there writes to
+// the copy put back at settle. A thread interrupted in a
 // blocking call keeps orig_rax and its -ERESTART* rax, and the kernel
 // restarts the call when it goes on: the program sees no EINTR. A signal
 // the borrowed thread had stopped for, or dequeued on the way, is queued
@@ -100,7 +110,9 @@
 // below rsp-128 (more with AVX-512): fine on C and Go system stacks, but a
 // Go thread borrowed while on a small goroutine stack may have memory
 // below its stack overwritten; graft alive puts those bytes back, graft
-// killed mid-call cannot. A thread borrowed inside sigsuspend/ppoll/
+// killed mid-call, or between two calls while the thread is held, cannot
+// (a held thread is as safe as one mid-call: it returns through the
+// frame; a WriteAt redirected under the frame is then lost). A thread borrowed inside sigsuspend/ppoll/
 // pselect whose graft dies mid-call gets the call's temporary mask as its
 // mask after the restarted call (the real one is not visible in /proc).
 // -ERESTART_RESTARTBLOCK (nanosleep, poll, futex with a timeout) is

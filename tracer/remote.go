@@ -29,6 +29,11 @@ import (
 //  5. restore the registers, orig_rax and an -ERESTART* rax included, and
 //     the stack bytes the frame overwrote.
 //
+// Steps 4 and 5 are deferred while remote calls on the same thread follow
+// one another (settle): the thread stays at its syscall-exit-stop, where
+// setting step 2's registers again and PTRACE_SYSCALL start the next call
+// with the frame already in place. The first other request settles it.
+//
 // Why not single-step: PTRACE_SINGLESTEP sets TF, and a graft killed
 // while the thread is inside the call leaves it detached with TF set and
 // graft's registers: it dies of SIGTRAP when the call returns. With
