@@ -53,15 +53,7 @@ func bareCycle(b testing.TB, pid, n int) time.Duration {
 	var total time.Duration
 	for i := range n + 1 {
 		t0 := time.Now()
-		if err := p.Stop(); err != nil {
-			b.Fatal(err)
-		}
-		for _, tid := range p.Threads() {
-			if _, err := p.Regs(tid); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if err := p.Resume(); err != nil {
+		if err := p.BareCycle(); err != nil {
 			b.Fatal(err)
 		}
 		if i > 0 {

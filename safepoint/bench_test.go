@@ -26,15 +26,7 @@ func BenchmarkStacks(b *testing.B) {
 			p := attach(b, target.Pid)
 			u.Preload(p)
 			bare := func() {
-				if err := p.Stop(); err != nil {
-					b.Fatal(err)
-				}
-				for _, tid := range p.Threads() {
-					if _, err := p.Regs(tid); err != nil {
-						b.Fatal(err)
-					}
-				}
-				if err := p.Resume(); err != nil {
+				if err := p.BareCycle(); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -40,15 +40,7 @@ func benchTarget(b *testing.B, prog string, n int) *Process {
 // stopCycle is one pause of the kind graft's apply makes: stop every
 // thread, read every thread's registers, resume.
 func stopCycle(b *testing.B, p *Process) {
-	if err := p.Stop(); err != nil {
-		b.Fatal(err)
-	}
-	for _, tid := range p.Threads() {
-		if _, err := p.Regs(tid); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := p.Resume(); err != nil {
+	if err := p.BareCycle(); err != nil {
 		b.Fatal(err)
 	}
 }
