@@ -6,7 +6,8 @@ require (
 	github.com/go-delve/delve v1.27.2
 	github.com/stretchr/testify v1.12.1
 	golang.org/x/arch v0.32.0
-	golang.org/x/sys v0.49.0
+	golang.org/x/crypto v0.59.0
+	golang.org/x/sys v0.50.0
 )
 
 require go.yaml.in/yaml/v3 v3.0.5 // indirect
