@@ -33,6 +33,9 @@ type Patch struct {
 	// Parts are, by function name, its out-of-line parts (foo.cold), which
 	// get no jump but count as the function for the safety check.
 	Parts map[string][]string
+	// Signer is who signed the patch file, when the trust policy checked
+	// it (recorded in the target).
+	Signer *Signer
 }
 
 // ApplyOptions tune Apply.
@@ -45,6 +48,9 @@ type ApplyOptions struct {
 	// DryRun prepares and checks (including the safe point) and writes
 	// nothing into the target.
 	DryRun bool
+	// Trust is the policy for which patches may go in; nil reads the
+	// default (/etc/graft).
+	Trust *TrustPolicy
 }
 
 // ApplyResult says what Apply did.
@@ -63,6 +69,10 @@ type ApplyResult struct {
 	// Unloaded lists earlier patches whose code this one superseded and
 	// that were unmapped.
 	Unloaded []string `json:"unloaded,omitempty"`
+	// Signer is who signed the patch (nil: not checked).
+	Signer *Signer `json:"signer,omitempty"`
+	// Unverified: a patch file applied with no signers configured.
+	Unverified bool `json:"unverified,omitempty"`
 }
 
 const defaultTimeout = 5 * time.Second
@@ -336,6 +346,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		Size:       size,
 		Refs:       pr.refs,
 		Symbols:    imageSymbols(pr.image, base),
+		Signer:     pt.Signer,
 	}
 	im := pr.image
 	rec.EhFrame, rec.EhFrameSize = im.EhFrame, im.EhFrameSize

@@ -1,6 +1,7 @@
 package graft
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"debug/elf"
@@ -254,12 +255,17 @@ func planJump(code []byte, entry, target uint64) (site, error) {
 }
 
 func readPatchFile(path string) (*Patch, error) {
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read patch: %w", err)
 	}
-	defer f.Close()
-	p, err := elfpatch.ReadPatch(f)
+	return readPatchData(path, data)
+}
+
+// readPatchData parses a patch file's bytes (read once, so what the trust
+// policy checked is what is applied).
+func readPatchData(path string, data []byte) (*Patch, error) {
+	p, err := elfpatch.ReadPatch(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("read patch %s: %w", path, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"graft/safepoint"
 )
@@ -16,6 +17,11 @@ type Source struct {
 	// the fly against what the process runs (its executable or, when
 	// patches are in effect, the NEW binary of the newest one).
 	NewBinary string
+	// Signature is File's OpenSSH signature ("" = File + ".sig"), checked
+	// when the trust policy configures signers.
+	Signature string
+	// data is File's bytes as the trust check read them.
+	data []byte
 }
 
 // Apply patches the running process pid: it prepares everything while the
@@ -27,11 +33,27 @@ func Apply(ctx context.Context, pid int, src Source, opts ApplyOptions) (*ApplyR
 	if err != nil {
 		return nil, err
 	}
+	trust := opts.Trust
+	if trust == nil {
+		if trust, err = LoadTrustPolicy("", ""); err != nil {
+			return nil, err
+		}
+	}
+	signer, err := trust.checkSource(&src, time.Now())
+	if err != nil {
+		return nil, err
+	}
 	pt, err := sys.resolve(pid, src)
 	if err != nil {
 		return nil, err
 	}
-	return sys.apply(ctx, pid, pt, opts)
+	pt.Signer = signer
+	res, err := sys.apply(ctx, pid, pt, opts)
+	if res != nil {
+		res.Signer = signer
+		res.Unverified = !trust.Enforced() && src.File != ""
+	}
+	return res, err
 }
 
 // Status returns the patches in effect in pid, read from the process
@@ -94,6 +116,8 @@ func (sys *system) resolve(pid int, src Source) (*Patch, error) {
 	switch {
 	case src.File != "" && src.NewBinary != "":
 		return nil, errors.New("apply: give a patch file or a new binary, not both")
+	case src.File != "" && src.data != nil:
+		return readPatchData(src.File, src.data)
 	case src.File != "":
 		return sys.readPatch(src.File)
 	case src.NewBinary != "":

@@ -88,6 +88,9 @@ type PatchRecord struct {
 	Applied    time.Time `json:"applied"`
 	OldBuildID string    `json:"old_build_id"`
 	NewBuildID string    `json:"new_build_id"`
+	// Signer is who signed the patch file (principal and key
+	// fingerprint), when a trust policy checked it.
+	Signer *Signer `json:"signer,omitempty"`
 	// NewPath is the NEW binary the patch came from, when it was on this
 	// machine: what `graft apply --new` diffs a patch on top against, and
 	// the fallback source of CFI and symbols for a patch recorded without

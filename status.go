@@ -51,6 +51,8 @@ type PatchStatus struct {
 	// version-1 patch file, which needs NEW at NewPath for both.
 	SelfContained bool   `json:"self_contained"`
 	NewPath       string `json:"new_path,omitempty"`
+	// Signer is who signed the patch, when a trust policy checked it.
+	Signer *Signer `json:"signer,omitempty"`
 }
 
 // status reads the record without attaching: the target never stops.
@@ -89,6 +91,7 @@ func statusOf(pid int, st *State, mem io.ReaderAt) *StatusResult {
 			Intact:        true,
 			SelfContained: r.EhFrameSize > 0 && len(r.Symbols) > 0,
 			NewPath:       r.NewPath,
+			Signer:        r.Signer,
 		}
 		for _, f := range r.Functions {
 			ps.Functions = append(ps.Functions, f.Name)

@@ -26,6 +26,10 @@ type applyOutput struct {
 	OnTopOf   string       `json:"on_top_of,omitempty"`
 	Unloaded  []string     `json:"unloaded,omitempty"`
 	Sites     []siteOutput `json:"sites"`
+	// Signer is who signed the patch; Unverified is set when no signers
+	// are configured, so nobody checked.
+	Signer     *graft.Signer `json:"signer,omitempty"`
+	Unverified bool          `json:"unverified,omitempty"`
 }
 
 type siteOutput struct {
@@ -69,6 +73,8 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 	allow := fs.String("allow-active", "", "`FUNC[,FUNC]` that may stay on a stack (running frames finish in old code)")
 	dry := fs.Bool("dry-run", false, "prepare and check, write nothing")
 	asJSON := fs.Bool("json", false, "print JSON")
+	signers := fs.String("allowed-signers", "", "OpenSSH allowed_signers `FILE` whose keys may sign patches (default "+graft.DefaultAllowedSigners+" if it exists)")
+	sigFile := fs.String("signature", "", "the patch's signature `FILE` (default FILE.sig)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: graft apply -p PID [options] FILE")
 		fmt.Fprintln(stderr, "       graft apply -p PID [options] --new NEWBIN")
@@ -81,7 +87,7 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 	if *pid <= 0 {
 		return fmt.Errorf("%w: -p PID is required", errUsage)
 	}
-	src := graft.Source{NewBinary: *newBin}
+	src := graft.Source{NewBinary: *newBin, Signature: *sigFile}
 	switch {
 	case len(pos) == 1 && *newBin == "":
 		src.File = pos[0]
@@ -89,7 +95,11 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 	default:
 		return fmt.Errorf("%w: give exactly one of FILE or --new NEWBIN", errUsage)
 	}
-	opts := graft.ApplyOptions{Timeout: *timeout, DryRun: *dry}
+	trust, err := graft.LoadTrustPolicy(*signers, "")
+	if err != nil {
+		return err
+	}
+	opts := graft.ApplyOptions{Timeout: *timeout, DryRun: *dry, Trust: trust}
 	for _, f := range strings.Split(*allow, ",") {
 		if f = strings.TrimSpace(f); f != "" {
 			opts.AllowActive = append(opts.AllowActive, f)
@@ -102,8 +112,12 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 	if err != nil {
 		return err
 	}
+	if res.Unverified {
+		fmt.Fprintf(stderr, "graft apply: warning: patch %s is unverified: no allowed signers are configured (%s or --allowed-signers)\n", src.File, graft.DefaultAllowedSigners)
+	}
 	if *asJSON {
 		return writeJSON(stdout, applyOutput{
+			Signer: res.Signer, Unverified: res.Unverified,
 			PatchID: res.PatchID, Pid: *pid, Functions: res.Functions, PauseUS: res.PauseUS,
 			DryRun: res.DryRun, Base: hex(res.Base), Size: res.Size, OnTopOf: res.OnTopOf,
 			Unloaded: res.Unloaded, Sites: sitesOutput(res.Sites),
@@ -116,6 +130,9 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 	fmt.Fprintf(stdout, "%s patch %s to pid %d: %d function(s): %s\n", verb, res.PatchID, *pid, len(res.Functions), strings.Join(res.Functions, ", "))
 	if res.OnTopOf != "" {
 		fmt.Fprintf(stdout, "  stacked on %s\n", res.OnTopOf)
+	}
+	if res.Signer != nil {
+		fmt.Fprintf(stdout, "  signed by %s (%s key %s)\n", res.Signer.Principal, res.Signer.KeyType, res.Signer.Fingerprint)
 	}
 	fmt.Fprintf(stdout, "  new code at %s (%d bytes)\n", hex(res.Base), res.Size)
 	for _, s := range res.Sites {

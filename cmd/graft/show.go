@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 
+	"graft"
 	"graft/elfpatch"
 )
 
@@ -17,13 +18,14 @@ func init() {
 // showOutput is show's --json document: the patch without the segment
 // bytes, which are summarised by size and hash.
 type showOutput struct {
-	Version    int           `json:"version"`
-	OldBuildID string        `json:"old_build_id"`
-	NewBuildID string        `json:"new_build_id"`
-	OldPath    string        `json:"old_path,omitempty"`
-	NewPath    string        `json:"new_path,omitempty"`
-	Report     *reportOutput `json:"report"`
-	Image      imageOutput   `json:"image"`
+	Version    int                 `json:"version"`
+	OldBuildID string              `json:"old_build_id"`
+	NewBuildID string              `json:"new_build_id"`
+	OldPath    string              `json:"old_path,omitempty"`
+	NewPath    string              `json:"new_path,omitempty"`
+	Report     *reportOutput       `json:"report"`
+	Image      imageOutput         `json:"image"`
+	Signature  graft.SignatureInfo `json:"signature"`
 }
 
 type imageOutput struct {
@@ -123,6 +125,8 @@ func showView(p *elfpatch.Patch) showOutput {
 func runShow(stdout, stderr io.Writer, args []string) error {
 	fs := newFlags("show", stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
+	signers := fs.String("allowed-signers", "", "check the signature against this allowed_signers `FILE` (default "+graft.DefaultAllowedSigners+" if it exists)")
+	sigFile := fs.String("signature", "", "the patch's signature `FILE` (default FILE.sig)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: graft show FILE [--json]")
 		fs.PrintDefaults()
@@ -144,6 +148,11 @@ func runShow(stdout, stderr io.Writer, args []string) error {
 		return fmt.Errorf("show patch %s: %w", pos[0], err)
 	}
 	v := showView(p)
+	trust, err := graft.LoadTrustPolicy(*signers, "")
+	if err != nil {
+		return err
+	}
+	v.Signature = trust.DescribeSignature(pos[0], *sigFile)
 	if *asJSON {
 		return writeJSON(stdout, v)
 	}
@@ -157,6 +166,20 @@ func runShow(stdout, stderr io.Writer, args []string) error {
 		fmt.Fprintf(stdout, " (%s)", p.NewPath)
 	}
 	fmt.Fprintln(stdout)
+	switch sg := v.Signature; sg.State {
+	case "trusted":
+		fmt.Fprintf(stdout, "signed by %s (%s key %s), trusted\n", sg.Signer.Principal, sg.Signer.KeyType, sg.Signer.Fingerprint)
+	case "untrusted":
+		fmt.Fprintf(stdout, "signature NOT TRUSTED: %s\n", sg.Reason)
+	case "unchecked":
+		if sg.Signer != nil {
+			fmt.Fprintf(stdout, "signed with %s key %s (%s), not checked: no allowed signers configured\n", sg.Signer.KeyType, sg.Signer.Fingerprint, sg.File)
+		} else {
+			fmt.Fprintf(stdout, "signature %s unreadable: %s\n", sg.File, sg.Reason)
+		}
+	default:
+		fmt.Fprintln(stdout, "unsigned")
+	}
 	if p.Report != nil {
 		printReport(stdout, p.Report)
 	}

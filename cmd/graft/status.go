@@ -57,6 +57,7 @@ type patchStatusOutput struct {
 	Unloaded     bool             `json:"unloaded,omitempty"`
 	SupersededBy string           `json:"superseded_by,omitempty"`
 	Intact       bool             `json:"intact"`
+	Signer       *graft.Signer    `json:"signer,omitempty"`
 }
 
 type redirectOutput struct {
@@ -89,7 +90,7 @@ func runStatus(stdout, stderr io.Writer, args []string) error {
 			po := patchStatusOutput{
 				ID: p.ID, Applied: p.Applied, OldBuildID: p.OldBuildID, NewBuildID: p.NewBuildID,
 				Functions: p.Functions, Sites: sitesOutput(p.Sites), Base: hex(p.Base), Size: p.Size,
-				Unloaded: p.Unloaded, SupersededBy: p.SupersededBy, Intact: p.Intact, Redirects: []redirectOutput{},
+				Unloaded: p.Unloaded, SupersededBy: p.SupersededBy, Intact: p.Intact, Redirects: []redirectOutput{}, Signer: p.Signer,
 			}
 			for _, r := range p.Redirects {
 				ro := redirectOutput{Name: r.Name, New: hex(r.New), NewSize: r.NewSize}
@@ -130,6 +131,11 @@ func runStatus(stdout, stderr io.Writer, args []string) error {
 		fmt.Fprintf(stdout, "  build %s -> %s\n", p.OldBuildID, p.NewBuildID)
 		fmt.Fprintf(stdout, "  code at %s (%d bytes)\n", hex(p.Base), p.Size)
 		fmt.Fprintf(stdout, "  functions: %s\n", strings.Join(p.Functions, ", "))
+		if p.Signer != nil {
+			fmt.Fprintf(stdout, "  signed by %s (%s key %s)\n", p.Signer.Principal, p.Signer.KeyType, p.Signer.Fingerprint)
+		} else {
+			fmt.Fprintf(stdout, "  signature: not checked (no trust policy when it was applied)\n")
+		}
 		if !p.SelfContained && !p.Unloaded {
 			nb := p.NewPath
 			if nb == "" {
