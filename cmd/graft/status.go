@@ -134,7 +134,7 @@ func runStatus(stdout, stderr io.Writer, args []string) error {
 		if p.Signer != nil {
 			fmt.Fprintf(stdout, "  signed by %s (%s key %s)\n", p.Signer.Principal, p.Signer.KeyType, p.Signer.Fingerprint)
 		} else {
-			fmt.Fprintf(stdout, "  signature: not checked (no trust policy when it was applied)\n")
+			fmt.Fprintf(stdout, "  unsigned: applied with no trust policy\n")
 		}
 		if !p.SelfContained && !p.Unloaded {
 			nb := p.NewPath
