@@ -51,6 +51,11 @@ type PatchStatus struct {
 	// version-1 patch file, which needs NEW at NewPath for both.
 	SelfContained bool   `json:"self_contained"`
 	NewPath       string `json:"new_path,omitempty"`
+	// Module and ModulePath name the patched module (the executable or
+	// a shared library) by build-id and mapped path; empty for a patch
+	// recorded before graft patched libraries (the executable).
+	Module     string `json:"module,omitempty"`
+	ModulePath string `json:"module_path,omitempty"`
 }
 
 // status reads the record without attaching: the target never stops.
@@ -89,6 +94,8 @@ func statusOf(pid int, st *State, mem io.ReaderAt) *StatusResult {
 			Intact:        true,
 			SelfContained: r.EhFrameSize > 0 && len(r.Symbols) > 0,
 			NewPath:       r.NewPath,
+			Module:        r.Module,
+			ModulePath:    r.ModulePath,
 		}
 		for _, f := range r.Functions {
 			ps.Functions = append(ps.Functions, f.Name)
