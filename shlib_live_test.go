@@ -91,9 +91,9 @@ func writeLibPatch(t *testing.T, dir, oldPath, newPath, name string) string {
 // revert, on a connection held open the whole time.
 func TestSharedLibraryLive(t *testing.T) {
 	requirePtrace(t)
-	v1 := testutil.Build(t, "libkv-v1/libkv.so.1")
-	v2 := testutil.Build(t, "libkv-v2/libkv.so.1")
-	v3 := testutil.Build(t, "libkv-v3/libkv.so.1")
+	v1 := testutil.Build(t, "libkv-v1")
+	v2 := testutil.Build(t, "libkv-v2")
+	v3 := testutil.Build(t, "libkv-v3")
 	testutil.Build(t, "kvstat")
 	dir := t.TempDir()
 	libdir := filepath.Join(dir, "lib")
@@ -187,7 +187,7 @@ func TestSharedLibraryNotMapped(t *testing.T) {
 	requirePtrace(t)
 	target, _ := testutil.StartServer(t, "sshd-v1")
 	defer testutil.RequireReleased(t, target.Pid)
-	_, err := Apply(context.Background(), target.Pid, Source{NewBinary: testutil.Build(t, "libkv-v2/libkv.so.1")}, ApplyOptions{})
+	_, err := Apply(context.Background(), target.Pid, Source{NewBinary: testutil.Build(t, "libkv-v2")}, ApplyOptions{})
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "is the library libkv.so.1, and pid "+strconv.Itoa(target.Pid)+" maps no library of that name")
 	require.Empty(t, graftMappings(t, target.Pid))
