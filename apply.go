@@ -98,6 +98,8 @@ type prepared struct {
 	// parts are the out-of-line parts (foo.cold) of the functions being
 	// replaced: a thread there is inside the function.
 	parts []namedRange
+	// module is the patched module (the executable or a library).
+	module *tracer.Module
 }
 
 func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOptions) (res *ApplyResult, err error) {
@@ -129,7 +131,7 @@ func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOpti
 	if err != nil {
 		return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
 	}
-	exe := mainModule(mods)
+	exe := patchedModule(mods, st, pt.OldBuildID)
 	if exe == nil {
 		return nil, fmt.Errorf("apply patch %s: no main executable among the modules of pid %d", pt.ID, pid)
 	}
@@ -180,8 +182,8 @@ func (sys *system) sameState(pid int, p proc, st *State) error {
 // prepare checks that pt belongs on top of what pid runs and works out
 // which copies of which functions it redirects. Nothing is touched.
 func prepare(pid int, pt *Patch, st *State, exe *tracer.Module, readSyms func(path, buildID string) (*symbols, error)) (*prepared, error) {
-	pr := &prepared{patch: pt, state: st, exeBias: exe.Bias, image: pt.Image}
-	top := st.Top()
+	pr := &prepared{patch: pt, state: st, exeBias: exe.Bias, image: pt.Image, module: exe}
+	top := st.TopFor(exe)
 	want, onTop := exe.BuildID, ""
 	if top != nil {
 		want, onTop = top.NewBuildID, top.ID
@@ -215,7 +217,11 @@ func prepare(pid int, pt *Patch, st *State, exe *tracer.Module, readSyms func(pa
 			pr.versions = append(pr.versions, version{redir: i, name: r.Name, entry: exe.Bias + r.Old, size: r.OldSize + pt.Pad[r.Name]})
 		}
 		if len(pt.Parts) > 0 {
-			exeSyms, err := readSyms(fmt.Sprintf("/proc/%d/exe", pid), exe.BuildID)
+			path, err := tracer.ModuleFile(pid, exe)
+			if err != nil {
+				return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
+			}
+			exeSyms, err := readSyms(path, exe.BuildID)
 			if err != nil {
 				return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
 			}
@@ -347,6 +353,8 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		Refs:       pr.refs,
 		Symbols:    imageSymbols(pr.image, base),
 		Signer:     pt.Signer,
+		Module:     exe.BuildID,
+		ModulePath: exe.Path,
 	}
 	im := pr.image
 	rec.EhFrame, rec.EhFrameSize = im.EhFrame, im.EhFrameSize
@@ -379,7 +387,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	var cands []int
 	for i := range st.Patches {
 		r := &st.Patches[i]
-		if i != len(st.Patches)-1 || r.Unloaded || slices.Contains(pr.refs, r.ID) {
+		if i != len(st.Patches)-1 || r.Unloaded || !r.inModule(exe) || slices.Contains(pr.refs, r.ID) {
 			continue
 		}
 		all := true
@@ -418,7 +426,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	}
 
 	res := &ApplyResult{PatchID: pt.ID, Functions: pr.funcNames, DryRun: opts.DryRun, Base: base, Size: size, Sites: sites}
-	if top := st.Top(); top != nil {
+	if top := st.TopFor(exe); top != nil {
 		res.OnTopOf = top.ID
 	}
 

@@ -74,7 +74,7 @@ func loadImage(ctx context.Context, p proc, pid int, im *elfpatch.Image, exe *tr
 	if !ok {
 		return nil, fmt.Errorf("load image into pid %d: not a traced process", pid)
 	}
-	res, err := loader.NewResolver(pid, mods, tp)
+	res, err := loader.NewResolverFor(pid, mods, tp, exe)
 	if err != nil {
 		return nil, err
 	}

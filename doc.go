@@ -5,12 +5,13 @@
 //
 // Everything that needs no stopped target happens first, while it runs:
 //
-//  1. read the target's graft record (below) and its modules; bind the
-//     patch: its OLD build-id must be the executable's, or, when patches
-//     are in effect, the NEW build-id of the newest one (patches stack);
-//     a patch the diff refused (a global whose layout changed) stops here;
+//  1. read the target's graft record (below) and its modules; pick the
+//     patched module (module.go): the executable or the shared library
+//     whose build-id is the patch's OLD build-id, or whose newest patch's
+//     NEW build-id it is (patches stack per module); a patch the diff
+//     refused (a global whose layout changed) stops here;
 //  2. attach (PTRACE_SEIZE: the target keeps running);
-//  3. map and link NEW's image near the executable (loader; it stops the
+//  3. map and link NEW's image near the patched module (loader; it stops the
 //     target briefly around its injected mmap calls only);
 //  4. plan every jump: for each redirected function, the bytes to write
 //     over each live copy's entry and the bytes they replace;

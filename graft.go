@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"graft/safepoint"
+	"graft/tracer"
 )
 
 // Source names the patch Apply applies: exactly one field is set.
@@ -121,7 +122,6 @@ func (sys *system) resolve(pid int, src Source) (*Patch, error) {
 	case src.File != "":
 		return sys.readPatch(src.File)
 	case src.NewBinary != "":
-		old := fmt.Sprintf("/proc/%d/exe", pid)
 		if err := sys.checkPid(pid); err != nil {
 			return nil, fmt.Errorf("apply %s: %w", src.NewBinary, err)
 		}
@@ -138,7 +138,22 @@ func (sys *system) resolve(pid int, src Source) (*Patch, error) {
 		if err != nil {
 			return nil, fmt.Errorf("apply %s: %w", src.NewBinary, err)
 		}
-		if top := st.Top(); top != nil {
+		// OLD is the module NEW replaces (the executable, or the
+		// library of NEW's SONAME), as the process mapped it.
+		mods, err := sys.modules(pid)
+		if err != nil {
+			return nil, fmt.Errorf("apply %s: %w", src.NewBinary, err)
+		}
+		mod, err := moduleForNew(pid, mods, src.NewBinary)
+		if err != nil {
+			return nil, fmt.Errorf("apply %s: %w", src.NewBinary, err)
+		}
+		old, err := tracer.ModuleFile(pid, mod)
+		if err != nil {
+			return nil, fmt.Errorf("apply %s: %w", src.NewBinary, err)
+		}
+		top := st.TopFor(mod)
+		if top != nil {
 			if top.NewPath == "" {
 				return nil, fmt.Errorf("apply %s: pid %d runs patch %s, applied from a patch file whose NEW binary (build %s) was not on this machine; a patch on top of it made with --new needs that binary to diff against (a patch file made elsewhere from it, graft diff -o, needs nothing more)", src.NewBinary, pid, top.ID, top.NewBuildID)
 			}
@@ -152,7 +167,7 @@ func (sys *system) resolve(pid int, src Source) (*Patch, error) {
 		// also replaced the NEW of the patch in effect, recorded by
 		// path: the diff then starts from a build the process does not
 		// run, and the patch would be refused for a reason nobody sees.
-		if top := st.Top(); top != nil && pt.OldBuildID != top.NewBuildID {
+		if top != nil && pt.OldBuildID != top.NewBuildID {
 			return nil, fmt.Errorf("apply %s: pid %d runs patch %s, whose NEW binary %s is now build %s, not the build %s it was made from (replaced on disk since?): diff against a copy of that build, or apply a patch file (graft diff -o)", src.NewBinary, pid, top.ID, top.NewPath, pt.OldBuildID, top.NewBuildID)
 		}
 		return pt, nil

@@ -26,17 +26,22 @@ type layer struct {
 // function gets a jump straight to the newest version.
 func prepareStacked(pid int, pr *prepared, exe *tracer.Module, readSyms func(path, buildID string) (*symbols, error)) (*prepared, error) {
 	pt, st := pr.patch, pr.state
-	exeSyms, err := readSyms(fmt.Sprintf("/proc/%d/exe", pid), exe.BuildID)
+	path, err := tracer.ModuleFile(pid, exe)
 	if err != nil {
 		return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
 	}
+	exeSyms, err := readSyms(path, exe.BuildID)
+	if err != nil {
+		return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
+	}
+	top := st.TopFor(exe)
 	// Each loaded image's symbols come from its record (what lives in the
 	// image); only a patch recorded without them (from a version-1 patch
 	// file) needs its NEW binary on disk.
 	layers := []layer{{syms: exeSyms, base: exe.Bias}}
 	for i := range st.Patches {
 		rec := &st.Patches[i]
-		if rec.Unloaded {
+		if rec.Unloaded || !rec.inModule(exe) {
 			continue
 		}
 		if len(rec.Symbols) > 0 {
@@ -44,15 +49,14 @@ func prepareStacked(pid int, pr *prepared, exe *tracer.Module, readSyms func(pat
 			continue
 		}
 		if rec.NewPath == "" {
-			return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: patch %s records neither its image's symbols nor its NEW binary, so its symbols cannot be mapped", pt.ID, st.Top().ID, pid, rec.ID)
+			return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: patch %s records neither its image's symbols nor its NEW binary, so its symbols cannot be mapped", pt.ID, top.ID, pid, rec.ID)
 		}
 		syms, err := readSyms(rec.NewPath, rec.NewBuildID)
 		if err != nil {
-			return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: NEW of %s: %w", pt.ID, st.Top().ID, pid, rec.ID, err)
+			return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: NEW of %s: %w", pt.ID, top.ID, pid, rec.ID, err)
 		}
 		layers = append(layers, layer{rec: rec, syms: syms, base: rec.Base})
 	}
-	top := st.Top()
 	if top.Unloaded {
 		return nil, fmt.Errorf("apply patch %s to pid %d: top patch %s is unloaded", pt.ID, pid, top.ID)
 	}

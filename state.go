@@ -91,6 +91,12 @@ type PatchRecord struct {
 	// Signer is who signed the patch file (principal and key
 	// fingerprint), when a trust policy checked it.
 	Signer *Signer `json:"signer,omitempty"`
+	// Module is the build-id of the mapped module the patch redirects
+	// functions of (the executable or a shared library), ModulePath its
+	// path as mapped. Empty in records from before libraries could be
+	// patched: those patched the executable.
+	Module     string `json:"module,omitempty"`
+	ModulePath string `json:"module_path,omitempty"`
 	// NewPath is the NEW binary the patch came from, when it was on this
 	// machine: what `graft apply --new` diffs a patch on top against, and
 	// the fallback source of CFI and symbols for a patch recorded without

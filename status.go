@@ -53,6 +53,11 @@ type PatchStatus struct {
 	NewPath       string `json:"new_path,omitempty"`
 	// Signer is who signed the patch, when a trust policy checked it.
 	Signer *Signer `json:"signer,omitempty"`
+	// Module and ModulePath name the patched module (the executable or
+	// a shared library) by build-id and mapped path; empty for a patch
+	// recorded before graft patched libraries (the executable).
+	Module     string `json:"module,omitempty"`
+	ModulePath string `json:"module_path,omitempty"`
 }
 
 // status reads the record without attaching: the target never stops.
@@ -92,6 +97,8 @@ func statusOf(pid int, st *State, mem io.ReaderAt) *StatusResult {
 			SelfContained: r.EhFrameSize > 0 && len(r.Symbols) > 0,
 			NewPath:       r.NewPath,
 			Signer:        r.Signer,
+			Module:        r.Module,
+			ModulePath:    r.ModulePath,
 		}
 		for _, f := range r.Functions {
 			ps.Functions = append(ps.Functions, f.Name)

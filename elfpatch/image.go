@@ -146,6 +146,12 @@ type Import struct {
 	// ever calls through it, so any entry that ends up in the function
 	// will do, including OLD's own PLT stub that resolves lazily.
 	Call bool `json:"call,omitempty"`
+	// TLSModule marks a field (R_X86_64_DTPMOD64) that must hold OLD's
+	// own TLS module ID, which the dynamic linker chose at load time; the
+	// loader reads it from one of OLD's fields of the same kind. Symbol
+	// is empty. (A reader that does not know the field sees an import of
+	// no symbol and refuses it: never a wrong value.)
+	TLSModule bool `json:"tls_module,omitempty"`
 }
 
 // Relative is an R_X86_64_RELATIVE relocation in NEW:

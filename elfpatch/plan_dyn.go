@@ -109,8 +109,33 @@ func (p *planner) dynamic() error {
 			if err := p.pointer(r.off, s.Value+uint64(addend), s.Name); err != nil {
 				return err
 			}
-		case elf.R_X86_64_DTPMOD64, elf.R_X86_64_DTPOFF64, elf.R_X86_64_TPOFF64,
-			elf.R_X86_64_TLSDESC, elf.R_X86_64_TPOFF32:
+		case elf.R_X86_64_DTPMOD64, elf.R_X86_64_DTPOFF64:
+			// General-dynamic TLS of a shared library (its own
+			// variables): checkTLS has made sure each of NEW's
+			// thread-local variables sits at OLD's offset in a block of
+			// OLD's size, so NEW's code may use OLD's block: the module
+			// ID is OLD's (read from the target by the loader) and the
+			// offset is NEW's own, a constant.
+			var s elf.Symbol
+			if r.sym != 0 {
+				var err error
+				if s, err = dsym(r); err != nil {
+					return err
+				}
+				if s.Section == elf.SHN_UNDEF {
+					return &PlanError{Addr: r.off, Symbol: s.Name, Reason: fmt.Sprintf("thread-local relocation %v against another module's variable: unsupported", r.typ)}
+				}
+			}
+			if r.typ == elf.R_X86_64_DTPMOD64 {
+				p.im.Imports = append(p.im.Imports, Import{Off: r.off, TLSModule: true})
+				continue
+			}
+			b, err := p.bytesAt(r.off, 8)
+			if err != nil {
+				return &PlanError{Addr: r.off, Symbol: s.Name, Reason: fmt.Sprintf("thread-local offset: %v", err)}
+			}
+			binary.LittleEndian.PutUint64(b, s.Value+uint64(r.addend))
+		case elf.R_X86_64_TPOFF64, elf.R_X86_64_TLSDESC, elf.R_X86_64_TPOFF32:
 			name := ""
 			if s, err := dsym(r); err == nil {
 				name = s.Name
@@ -214,7 +239,9 @@ func (p *planner) dead(off uint64) bool {
 
 // DynamicImports lists f's fields that the dynamic linker fills with the
 // address of a symbol from another module (GLOB_DAT, JUMP_SLOT and
-// R_X86_64_64 relocations against undefined symbols), sorted by address.
+// R_X86_64_64 relocations against undefined symbols), and the fields it
+// fills with f's own TLS module ID (DTPMOD64 against f's own variables,
+// TLSModule set), sorted by address.
 // The loader reads OLD's slots in the target to learn which
 // implementation the dynamic linker picked (an IFUNC's, for one).
 func DynamicImports(f *elf.File) (imps []Import, err error) {
@@ -231,6 +258,11 @@ func DynamicImports(f *elf.File) (imps []Import, err error) {
 	for _, r := range relocs {
 		switch r.typ {
 		case elf.R_X86_64_GLOB_DAT, elf.R_X86_64_JMP_SLOT, elf.R_X86_64_64:
+		case elf.R_X86_64_DTPMOD64:
+			if r.sym == 0 || (int(r.sym) <= len(dsyms) && dsyms[r.sym-1].Section != elf.SHN_UNDEF) {
+				imps = append(imps, Import{Off: r.off, TLSModule: true})
+			}
+			continue
 		default:
 			continue
 		}

@@ -286,3 +286,39 @@ func findBuildID(r io.Reader, bo binary.ByteOrder, size uint64) string {
 	}
 	return ""
 }
+
+// ModuleFile returns a path that opens the very file mod was mapped from:
+// the running executable's /proc/PID/exe, else the library's path inside
+// the target's root when it still holds the mapped inode, else
+// /proc/PID/map_files (which reaches a file deleted or replaced on disk
+// since, as a package upgrade leaves it). Reading it needs no stop.
+func ModuleFile(pid int, mod *Module) (string, error) {
+	if mod.Main {
+		return fmt.Sprintf("/proc/%d/exe", pid), nil
+	}
+	if len(mod.Mappings) == 0 || !strings.HasPrefix(mod.Path, "/") {
+		return "", fmt.Errorf("module %s of pid %d has no mapped file", mod.Path, pid)
+	}
+	lo := lowest(mod.Mappings)
+	paths := []string{
+		fmt.Sprintf("/proc/%d/root%s", pid, strings.TrimSuffix(mod.Path, " (deleted)")),
+		fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, lo.Start, lo.End),
+	}
+	var first error
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		if lo.Inode == 0 || sameInode(fi, lo.Inode) {
+			return p, nil
+		}
+	}
+	if first == nil {
+		first = errors.New("the file at its path is not the mapped one, and map_files does not reach it")
+	}
+	return "", fmt.Errorf("open module %s of pid %d: %w", mod.Path, pid, first)
+}

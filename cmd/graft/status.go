@@ -58,6 +58,8 @@ type patchStatusOutput struct {
 	SupersededBy string           `json:"superseded_by,omitempty"`
 	Intact       bool             `json:"intact"`
 	Signer       *graft.Signer    `json:"signer,omitempty"`
+	Module       string           `json:"module,omitempty"`
+	ModulePath   string           `json:"module_path,omitempty"`
 }
 
 type redirectOutput struct {
@@ -91,6 +93,7 @@ func runStatus(stdout, stderr io.Writer, args []string) error {
 				ID: p.ID, Applied: p.Applied, OldBuildID: p.OldBuildID, NewBuildID: p.NewBuildID,
 				Functions: p.Functions, Sites: sitesOutput(p.Sites), Base: hex(p.Base), Size: p.Size,
 				Unloaded: p.Unloaded, SupersededBy: p.SupersededBy, Intact: p.Intact, Redirects: []redirectOutput{}, Signer: p.Signer,
+				Module: p.Module, ModulePath: p.ModulePath,
 			}
 			for _, r := range p.Redirects {
 				ro := redirectOutput{Name: r.Name, New: hex(r.New), NewSize: r.NewSize}
@@ -129,6 +132,9 @@ func runStatus(stdout, stderr io.Writer, args []string) error {
 		}
 		fmt.Fprintf(stdout, "%s  applied %s  %s\n", p.ID, p.Applied.Format(time.RFC3339), state)
 		fmt.Fprintf(stdout, "  build %s -> %s\n", p.OldBuildID, p.NewBuildID)
+		if p.ModulePath != "" {
+			fmt.Fprintf(stdout, "  in %s\n", p.ModulePath)
+		}
 		fmt.Fprintf(stdout, "  code at %s (%d bytes)\n", hex(p.Base), p.Size)
 		fmt.Fprintf(stdout, "  functions: %s\n", strings.Join(p.Functions, ", "))
 		if p.Signer != nil {

@@ -62,22 +62,33 @@ type libSyms struct {
 // symbols of every library in mods. mem reads target memory (a
 // *tracer.Process); reads need no stop.
 func NewResolver(pid int, mods []tracer.Module, mem io.ReaderAt) (*Resolver, error) {
-	r := &Resolver{pid: pid, mem: mem, oldSlots: map[string][]elfpatch.Import{}}
 	for i := range mods {
-		m := mods[i]
-		switch {
-		case m.Main:
-			r.main = &mods[i]
-		case strings.HasPrefix(m.Path, "/"):
+		if mods[i].Main {
+			return NewResolverFor(pid, mods, mem, &mods[i])
+		}
+	}
+	return nil, fmt.Errorf("resolve imports in pid %d: no main executable among %d modules", pid, len(mods))
+}
+
+// NewResolverFor is NewResolver for a patch of the module old, the
+// executable or a shared library: OLD's GOT is that module's, as the
+// dynamic linker filled it in this process (a library's calls to its own
+// exported functions, its references to the executable's COPY-relocated
+// data and its IFUNC choices are all there).
+func NewResolverFor(pid int, mods []tracer.Module, mem io.ReaderAt, old *tracer.Module) (*Resolver, error) {
+	r := &Resolver{pid: pid, mem: mem, main: old, oldSlots: map[string][]elfpatch.Import{}}
+	for i := range mods {
+		if m := mods[i]; !m.Main && strings.HasPrefix(m.Path, "/") {
 			r.libs = append(r.libs, readLib(pid, m))
 		}
 	}
-	if r.main == nil {
-		return nil, fmt.Errorf("resolve imports in pid %d: no main executable among %d modules", pid, len(mods))
-	}
-	f, err := elf.Open(fmt.Sprintf("/proc/%d/exe", pid))
+	path, err := tracer.ModuleFile(pid, old)
 	if err != nil {
-		return nil, fmt.Errorf("resolve imports in pid %d: open running executable: %w", pid, err)
+		return nil, fmt.Errorf("resolve imports in pid %d: %w", pid, err)
+	}
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("resolve imports in pid %d: open %s as mapped: %w", pid, old.Path, err)
 	}
 	defer f.Close()
 	imps, err := elfpatch.DynamicImports(f)
@@ -158,6 +169,9 @@ func readLib(pid int, m tracer.Module) (l *libSyms) {
 // Resolve returns the address imp's field must hold, without its addend
 // (Link adds it). An absent weak symbol resolves to 0.
 func (r *Resolver) Resolve(imp elfpatch.Import) (uint64, error) {
+	if imp.TLSModule {
+		return r.tlsModule()
+	}
 	v, ok, err := r.fromOld(imp)
 	if err != nil || ok {
 		return v, err
@@ -190,6 +204,26 @@ func (r *Resolver) indirect(imp elfpatch.Import, l *libSyms, s *elf.Symbol) (uin
 		return 0, fmt.Errorf("resolve %s in pid %d: %s's IRELATIVE field at %#x holds %#x, outside the library: %w", imp.Symbol, r.pid, l.mod.Path, addr, v, ErrIFUNC)
 	}
 	return v, nil
+}
+
+// tlsModule reads OLD's TLS module ID from one of OLD's own DTPMOD64
+// fields, which the dynamic linker filled when it loaded the module.
+func (r *Resolver) tlsModule() (uint64, error) {
+	slots := r.oldSlots[""]
+	for _, slot := range slots {
+		if !slot.TLSModule {
+			continue
+		}
+		var b [8]byte
+		addr := r.main.Bias + slot.Off
+		if _, err := r.mem.ReadAt(b[:], int64(addr)); err != nil {
+			return 0, fmt.Errorf("resolve the TLS module of %s in pid %d: read %#x: %w", r.main.Path, r.pid, addr, err)
+		}
+		if v := binary.LittleEndian.Uint64(b[:]); v != 0 {
+			return v, nil
+		}
+	}
+	return 0, fmt.Errorf("resolve the TLS module of %s in pid %d: the running build has no field holding it (it reaches no thread-local variable the way the new code does): unsupported", r.main.Path, r.pid)
 }
 
 func versionsMatch(a, b string) bool { return a == "" || b == "" || a == b }
