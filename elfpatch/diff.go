@@ -399,6 +399,8 @@ func (d *differ) functions() {
 		d.r.Changed = append(d.r.Changed, f)
 		if !f.Patchable {
 			d.reason(VerdictRefused, f.Name, f.Source, "%s changed but its entry cannot take a jump: %s", f.Name, f.Why)
+		} else if why := doubtWhy(o, n); why != "" {
+			d.reason(VerdictAuto, f.Name, f.Source, "%s counts as changed: %s; calls to it will jump to the new version", f.Name, why)
 		} else {
 			d.reason(VerdictAuto, f.Name, f.Source, "code of %s changed; calls to it will jump to the new version", f.Name)
 		}

@@ -58,6 +58,31 @@ func TestDiffFixtures(t *testing.T) {
 			assert.NotZero(t, f.NewAddr)
 		}},
 		{name: "string", changed: []string{"banner"}, verdict: VerdictAuto},
+		{name: "tailmerge", changed: []string{"banner", "release"}, verdict: VerdictAuto, check: func(t *testing.T, r *Report) {
+			// Meaningful only if the linker really stored the release
+			// string inside the banner's tail in both builds.
+			for _, v := range []string{"v1", "v2"} {
+				b := openFixture(t, "tailmerge", v)
+				ro := b.f.Section(".rodata")
+				require.NotNil(t, ro)
+				d, err := ro.Data()
+				require.NoError(t, err)
+				rel := "1." + v[1:]
+				require.Equal(t, 1, strings.Count(string(d), rel+"\x00"), "%s: %q stored once", v, rel)
+				require.Contains(t, string(d), "SRV-2.0-x_"+rel+"\x00", "%s: the release is the banner's tail", v)
+			}
+		}},
+		{name: "bigconst", changed: []string{"fill", "main"}, verdict: VerdictAuto, check: func(t *testing.T, r *Report) {
+			// fill is the same in both builds, but its table has no
+			// known end: it is in the patch, and the reason says why.
+			found := false
+			for _, rs := range r.Reasons {
+				if rs.Symbol == "fill" && strings.Contains(rs.Message, "whose end is unknown") {
+					found = true
+				}
+			}
+			assert.True(t, found, "fill's reason names the unknown extent: %+v", r.Reasons)
+		}},
 		{name: "static", changed: []string{"helper"}, verdict: VerdictAuto, check: func(t *testing.T, r *Report) {
 			f := findFunc(r.Changed, "helper")
 			assert.Equal(t, "b.c", f.File, "the helper that changed is b.c's, not a.c's")

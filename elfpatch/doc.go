@@ -18,8 +18,13 @@
 // by the dynamic symbol it is bound to, a read-only data symbol together
 // with a hash of its value, and anonymous read-only data by its bytes: a
 // jump table by the offsets it leads to, a load by the bytes it loads, an
-// address (a string literal) by the bytes up to its NUL or to the next
-// address that any code takes, whichever comes first. So a function the
+// address (a string literal) by the whole object there: in a C program up
+// to its NUL or to where the next object is known to begin (an address
+// code takes, a relocated pointer's target, a symbol), whichever is later,
+// so a string another literal was merged into the tail of compares whole;
+// an object with no known end makes the function count as changed. (In a
+// Go program, up to the NUL or the next address code takes, whichever is
+// first.) So a function the
 // linker only moved compares equal, and one whose code is the same but
 // whose string literal changed does not. Padding between functions lies
 // outside their symbol sizes and is never compared.
