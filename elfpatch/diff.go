@@ -327,6 +327,7 @@ func Diff(old, new *Binary) (r *Report, err error) {
 		d.r.Warnings = append(d.r.Warnings, "no usable DWARF in one of the builds: types, signatures and globals' types were not compared")
 	}
 	d.functions()
+	d.sameProgram()
 	d.globals()
 	d.finish()
 	return d.r, nil

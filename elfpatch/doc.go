@@ -51,6 +51,11 @@
 // to encoding and size, which separates identical, compatible (int ->
 // volatile sig_atomic_t) and changed types.
 //
+// NEW must be a build of OLD's program: it is refused, with the figures,
+// when more than half of OLD's own functions (the toolchain's crt code
+// left aside) are not in NEW, and for Go when the main module path in the
+// build info differs (sameprog.go).
+//
 // The verdict is the worst of the per-symbol reasons: auto (bodies,
 // literals, new globals, signature changes with their callers), transformer
 // (a global's own layout changed: its contents must be converted) or
