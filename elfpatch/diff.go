@@ -130,10 +130,13 @@ type side struct {
 	dw    *dwarfIndex
 	// values caches objValue: pairing may compare one object many times.
 	values map[*symbol][]byte
+	// unqualified: function-local statics are not named by their
+	// function (the other build has no DWARF: qualifyStatics).
+	unqualified bool
 }
 
-func prepare(b *Binary) *side {
-	s := &side{b: b, byKey: map[string]*unit{}, dw: b.dwarfIdx(), values: map[*symbol][]byte{}}
+func prepare(b *Binary, qualify bool) *side {
+	s := &side{b: b, byKey: map[string]*unit{}, dw: b.dwarfIdx(), values: map[*symbol][]byte{}, unqualified: !qualify}
 	var cold []*symbol
 	for _, sym := range b.syms {
 		switch {
@@ -304,14 +307,18 @@ func Diff(old, new *Binary) (r *Report, err error) {
 			r, err = nil, fmt.Errorf("diff %s %s: malformed input: %v", old.path, new.path, p)
 		}
 	}()
+	// Code compares the same whether or not a build kept its debug
+	// info (debuginfo.go).
+	borrowFiles(old, new)
+	qualify := qualifyStatics(old, new)
 	// The two sides are independent until matched: prepare them at once.
 	var oldSide *side
 	done := make(chan any, 1)
 	go func() {
 		defer func() { done <- recover() }()
-		oldSide = prepare(old)
+		oldSide = prepare(old, qualify)
 	}()
-	newSide := prepare(new)
+	newSide := prepare(new, qualify)
 	if p := <-done; p != nil {
 		panic(p) // re-raised on this goroutine, where Diff recovers it
 	}

@@ -51,6 +51,14 @@
 // to encoding and size, which separates identical, compatible (int ->
 // volatile sig_atomic_t) and changed types.
 //
+// Code compares the same whether or not a build kept its debug info: a
+// build run through `strip -g` lost its DWARF and its STT_FILE symbols, so
+// its statics borrow their file from the other build where that is
+// unambiguous, and function-local statics are qualified by function only
+// when both builds have DWARF (debuginfo.go); the report then warns that
+// types were not compared, and the warning travels with the patch to
+// apply.
+//
 // NEW must be a build of OLD's program: it is refused, with the figures,
 // when more than half of OLD's own functions (the toolchain's crt code
 // left aside) are not in NEW, and for Go when the main module path in the

@@ -29,7 +29,7 @@ func (d *differ) sameProgram() {
 			}
 			return "not a Go program"
 		}
-		d.reason(VerdictRefused, "", "", "NEW is not a build of OLD's program: OLD is %s, NEW is %s; give a NEW built from OLD's sources", lang(oldGo), lang(newGo))
+		d.reason(VerdictRefused, "program", "", "NEW is not a build of OLD's program: OLD is %s, NEW is %s; give a NEW built from OLD's sources", lang(oldGo), lang(newGo))
 		return
 	}
 	if oldGo {
@@ -39,7 +39,7 @@ func (d *differ) sameProgram() {
 		case oerr != nil || nerr != nil:
 			d.r.Warnings = append(d.r.Warnings, "the Go build info of one of the builds could not be read: whether NEW is the same program was judged by its functions only")
 		case om != nm:
-			d.reason(VerdictRefused, "", "", "NEW is not a build of OLD's program: OLD's main module is %q, NEW's is %q; give a NEW built from OLD's module", om, nm)
+			d.reason(VerdictRefused, "program", "", "NEW is not a build of OLD's program: OLD's main module is %q, NEW's is %q; give a NEW built from OLD's module", om, nm)
 			return
 		}
 	}
@@ -54,7 +54,7 @@ func (d *differ) sameProgram() {
 		}
 	}
 	if own > 0 && gone*2 > own {
-		d.reason(VerdictRefused, "", "", "NEW is not a build of OLD's program: %d of OLD's %d functions are not in NEW (%d%%); give a NEW built from OLD's sources", gone, own, gone*100/own)
+		d.reason(VerdictRefused, "program", "", "NEW is not a build of OLD's program: %d of OLD's %d functions are not in NEW (%d%%); give a NEW built from OLD's sources", gone, own, gone*100/own)
 	}
 }
 

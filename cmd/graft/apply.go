@@ -26,6 +26,7 @@ type applyOutput struct {
 	OnTopOf   string       `json:"on_top_of,omitempty"`
 	Unloaded  []string     `json:"unloaded,omitempty"`
 	Sites     []siteOutput `json:"sites"`
+	Warnings  []string     `json:"warnings,omitempty"`
 }
 
 type siteOutput struct {
@@ -106,7 +107,7 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 		return writeJSON(stdout, applyOutput{
 			PatchID: res.PatchID, Pid: *pid, Functions: res.Functions, PauseUS: res.PauseUS,
 			DryRun: res.DryRun, Base: hex(res.Base), Size: res.Size, OnTopOf: res.OnTopOf,
-			Unloaded: res.Unloaded, Sites: sitesOutput(res.Sites),
+			Unloaded: res.Unloaded, Sites: sitesOutput(res.Sites), Warnings: res.Warnings,
 		})
 	}
 	verb := "applied"
@@ -118,6 +119,9 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 		fmt.Fprintf(stdout, "  stacked on %s\n", res.OnTopOf)
 	}
 	fmt.Fprintf(stdout, "  new code at %s (%d bytes)\n", hex(res.Base), res.Size)
+	for _, w := range res.Warnings {
+		fmt.Fprintf(stdout, "  warning: %s\n", w)
+	}
 	for _, s := range res.Sites {
 		fmt.Fprintf(stdout, "  %-24s %s -> %s\n", s.Func, hex(s.Addr), hex(s.Target))
 	}
