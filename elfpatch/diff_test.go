@@ -72,6 +72,21 @@ func TestDiffFixtures(t *testing.T) {
 				require.Contains(t, string(d), "SRV-2.0-x_"+rel+"\x00", "%s: the release is the banner's tail", v)
 			}
 		}},
+		{name: "enumgain", changed: []string{"show", "state_name"}, verdict: VerdictAuto, check: func(t *testing.T, r *Report) {
+			// enum state gains FAILED at the end: same size, old values
+			// kept. Compatible wherever it is held (a global, a struct
+			// on the heap, a parameter), and no signature change.
+			assert.Empty(t, r.Signatures)
+			require.NotEmpty(t, r.Types)
+			for _, ty := range r.Types {
+				assert.Equal(t, TypeCompatible, ty.Class, "%s via %v: %s", ty.Name, ty.UsedBy, ty.Detail)
+				assert.Contains(t, ty.Detail, "gained enum state.FAILED")
+			}
+			g := findGlobal(r.Globals, "g_state")
+			require.NotNil(t, g)
+			assert.Equal(t, TypeCompatible, g.TypeClass)
+			assert.NotNil(t, findType(r.Types, "struct job"), "the struct holding the enum was compared")
+		}},
 		{name: "bigconst", changed: []string{"fill", "main"}, verdict: VerdictAuto, check: func(t *testing.T, r *Report) {
 			// fill is the same in both builds, but its table has no
 			// known end: it is in the patch, and the reason says why.

@@ -49,7 +49,9 @@
 // pointers replaced by what they point to). Type layouts are rendered
 // twice: exactly, and with typedefs, qualifiers and base-type names reduced
 // to encoding and size, which separates identical, compatible (int ->
-// volatile sig_atomic_t) and changed types.
+// volatile sig_atomic_t) and changed types. An enum that only gained
+// enumerators (same size, every old one keeps its value) is compatible,
+// also inside other types and in signatures (enums.go).
 //
 // Code compares the same whether or not a build kept its debug info: a
 // build run through `strip -g` lost its DWARF and its STT_FILE symbols, so
