@@ -87,6 +87,28 @@ func TestDiffFixtures(t *testing.T) {
 			assert.Equal(t, TypeCompatible, g.TypeClass)
 			assert.NotNil(t, findType(r.Types, "struct job"), "the struct holding the enum was compared")
 		}},
+		{name: "retpoline", changed: []string{"grow"}, verdict: VerdictAuto, check: func(t *testing.T, r *Report) {
+			// Built with retpolines and return thunks: twice, apply and
+			// main call or jump to the thunks, which moved when grow
+			// grew; they are named, so only grow changed.
+			o, n := openFixture(t, "retpoline", "v1"), openFixture(t, "retpoline", "v2")
+			ol, nl := codeLabels(o), codeLabels(n)
+			find := func(m map[uint64]string, name string) uint64 {
+				for a, s := range m {
+					if strings.HasSuffix(s, name) {
+						return a
+					}
+				}
+				return 0
+			}
+			for _, th := range []string{"__x86_return_thunk", "__x86_indirect_thunk_rax"} {
+				oa, na := find(ol, th), find(nl, th)
+				require.NotZero(t, oa, th)
+				require.NotEqual(t, oa, na, "%s did not move; the fixture no longer tests moved thunks", th)
+			}
+			_, err := BuildPatch(o, n)
+			require.NoError(t, err, "the new code's jumps to the thunks can be planned")
+		}},
 		{name: "bigconst", changed: []string{"fill", "main"}, verdict: VerdictAuto, check: func(t *testing.T, r *Report) {
 			// fill is the same in both builds, but its table has no
 			// known end: it is in the patch, and the reason says why.

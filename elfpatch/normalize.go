@@ -71,10 +71,12 @@ type normaliser struct {
 	// anonSeen are the anonymous read-only addresses code refers to in
 	// any way: where objects begin (objectStarts).
 	anonSeen []uint64
+	// labels are the function symbols without a size (codeLabels).
+	labels map[uint64]string
 }
 
 func newNormaliser(b *Binary) *normaliser {
-	return &normaliser{b: b, roHash: map[*symbol]string{}, pltSym: map[uint64]string{}, dataKey: (*symbol).key}
+	return &normaliser{b: b, roHash: map[*symbol]string{}, pltSym: map[uint64]string{}, dataKey: (*symbol).key, labels: codeLabels(b)}
 }
 
 // normalise decodes u into its normalised form. The hash is computed by
@@ -294,6 +296,11 @@ func (n *normaliser) ref(u *unit, inst *x86asm.Inst, target uint64) string {
 				return t + "+" + strconv.FormatUint(uint64(r.addend)-s.addr, 10)
 			}
 		}
+	}
+	if name, ok := n.labels[target]; ok {
+		t := "label:" + name
+		u.refs = append(u.refs, t)
+		return t
 	}
 	sec := b.section(target)
 	if sec == nil {
