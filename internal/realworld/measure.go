@@ -185,6 +185,7 @@ func touched(bin, tree string, want lines, out map[string]bool) error {
 		return fmt.Errorf("%s: %w", bin, err)
 	}
 	root := filepath.Clean(tree) + "/"
+	resolved := map[string]string{}
 	rd := d.Reader()
 	for {
 		e, err := rd.Next()
@@ -208,7 +209,11 @@ func touched(bin, tree string, want lines, out map[string]bool) error {
 			if row.EndSequence || row.File == nil {
 				continue
 			}
-			rel := strings.TrimPrefix(filepath.Clean(row.File.Name), root)
+			rel, ok := resolved[row.File.Name]
+			if !ok {
+				rel = resolve(row.File.Name, root, want)
+				resolved[row.File.Name] = rel
+			}
 			if !want[rel][row.Line] {
 				continue
 			}
@@ -271,4 +276,31 @@ func measure(p pair, oldTree, newTree, oldBin, newBin string) (result, error) {
 		}
 	}
 	return r, nil
+}
+
+// resolve maps a line table's file name to the path, relative to the tree
+// root, of a file the source diff touched ("" if none). Names are absolute
+// or relative to a directory that debug/dwarf does not always keep (a
+// libtool build in src/liblzma names ../common/x.c "common/x.c"), so a
+// relative name matches a touched path it is a suffix of, if only one.
+func resolve(name, root string, want lines) string {
+	name = filepath.Clean(name)
+	if filepath.IsAbs(name) {
+		rel := strings.TrimPrefix(name, root)
+		if want[rel] != nil {
+			return rel
+		}
+		return ""
+	}
+	name = strings.TrimLeft(strings.TrimPrefix("/"+name, "/"), "./")
+	found := ""
+	for rel := range want {
+		if rel == name || strings.HasSuffix(rel, "/"+name) {
+			if found != "" {
+				return "" // ambiguous
+			}
+			found = rel
+		}
+	}
+	return found
 }
