@@ -2,6 +2,7 @@
 #
 #   make demo   build a sample server, start it, patch it live, show the change
 #   make test   the whole test suite (needs root or CAP_SYS_PTRACE, gcc)
+#   make realworld  graft diff against source diffs of real Debian fixes
 
 GO        ?= go
 BIN       := bin/graft
@@ -22,6 +23,12 @@ test: testprocs
 bench: testprocs
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./...
 
+# Ground truth on real programs (slow: fetches Debian sources with apt-get
+# and builds them under /var/tmp/realworld; not part of make test).
+realworld: $(BIN)
+	$(GO) run ./internal/realworld -v
+	bash internal/realworld/livelib/expat-live.sh $(abspath $(BIN))
+
 demo: $(BIN) testprocs
 	bash internal/demo/demo.sh
 
@@ -30,4 +37,4 @@ clean:
 	$(MAKE) -C testprocs clean
 
 FORCE:
-.PHONY: all test bench demo clean testprocs FORCE
+.PHONY: all test bench demo clean testprocs realworld FORCE

@@ -27,6 +27,9 @@ type Patch struct {
 	// Refused holds the diff's reasons when it judged the patch unsafe
 	// to apply live; such a patch is never applied.
 	Refused []string
+	// Warnings are the diff's limits (types not compared, for instance),
+	// passed on to whoever applies the patch.
+	Warnings []string
 	// Pad is, by function name, how many bytes of alignment padding after
 	// OLD's function the jump may take (functions shorter than the jump).
 	Pad map[string]uint64
@@ -73,6 +76,8 @@ type ApplyResult struct {
 	Signer *Signer `json:"signer,omitempty"`
 	// Unverified: a patch file applied with no signers configured.
 	Unverified bool `json:"unverified,omitempty"`
+	// Warnings are the diff's limits (Patch.Warnings).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 const defaultTimeout = 5 * time.Second
@@ -425,7 +430,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		return nil, rollback(fail(err))
 	}
 
-	res := &ApplyResult{PatchID: pt.ID, Functions: pr.funcNames, DryRun: opts.DryRun, Base: base, Size: size, Sites: sites}
+	res := &ApplyResult{PatchID: pt.ID, Functions: pr.funcNames, DryRun: opts.DryRun, Base: base, Size: size, Sites: sites, Warnings: pt.Warnings}
 	if top := st.TopFor(exe); top != nil {
 		res.OnTopOf = top.ID
 	}

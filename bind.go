@@ -359,6 +359,7 @@ func fromElfpatch(p *elfpatch.Patch) *Patch {
 	}
 	pt.ID = patchID(p.OldBuildID, p.NewBuildID)
 	if r := p.Report; r != nil {
+		pt.Warnings = r.Warnings
 		if r.Verdict != elfpatch.VerdictAuto {
 			for _, why := range r.Reasons {
 				if why.Verdict == elfpatch.VerdictAuto {

@@ -44,6 +44,9 @@ func (d *differ) signature(o, n *unit, f Func) {
 	if !ok1 || !ok2 || ol == nl {
 		return
 	}
+	if ok, _ := enumsOnlyGain(d.old.signatureTypes(o), d.new.signatureTypes(n)); ok {
+		return // an enum gained values: OLD callers pass values it still means
+	}
 	sc := SignatureChange{Name: f.Name, Old: ot, New: nt}
 	ref := "fn:" + o.key
 	for _, c := range d.old.units {

@@ -130,10 +130,13 @@ type side struct {
 	dw    *dwarfIndex
 	// values caches objValue: pairing may compare one object many times.
 	values map[*symbol][]byte
+	// unqualified: function-local statics are not named by their
+	// function (the other build has no DWARF: qualifyStatics).
+	unqualified bool
 }
 
-func prepare(b *Binary) *side {
-	s := &side{b: b, byKey: map[string]*unit{}, dw: b.dwarfIdx(), values: map[*symbol][]byte{}}
+func prepare(b *Binary, qualify bool) *side {
+	s := &side{b: b, byKey: map[string]*unit{}, dw: b.dwarfIdx(), values: map[*symbol][]byte{}, unqualified: !qualify}
 	var cold []*symbol
 	for _, sym := range b.syms {
 		switch {
@@ -304,14 +307,18 @@ func Diff(old, new *Binary) (r *Report, err error) {
 			r, err = nil, fmt.Errorf("diff %s %s: malformed input: %v", old.path, new.path, p)
 		}
 	}()
+	// Code compares the same whether or not a build kept its debug
+	// info (debuginfo.go).
+	borrowFiles(old, new)
+	qualify := qualifyStatics(old, new)
 	// The two sides are independent until matched: prepare them at once.
 	var oldSide *side
 	done := make(chan any, 1)
 	go func() {
 		defer func() { done <- recover() }()
-		oldSide = prepare(old)
+		oldSide = prepare(old, qualify)
 	}()
-	newSide := prepare(new)
+	newSide := prepare(new, qualify)
 	if p := <-done; p != nil {
 		panic(p) // re-raised on this goroutine, where Diff recovers it
 	}
@@ -327,6 +334,7 @@ func Diff(old, new *Binary) (r *Report, err error) {
 		d.r.Warnings = append(d.r.Warnings, "no usable DWARF in one of the builds: types, signatures and globals' types were not compared")
 	}
 	d.functions()
+	d.sameProgram()
 	d.globals()
 	d.finish()
 	return d.r, nil
@@ -399,6 +407,8 @@ func (d *differ) functions() {
 		d.r.Changed = append(d.r.Changed, f)
 		if !f.Patchable {
 			d.reason(VerdictRefused, f.Name, f.Source, "%s changed but its entry cannot take a jump: %s", f.Name, f.Why)
+		} else if why := doubtWhy(o, n); why != "" {
+			d.reason(VerdictAuto, f.Name, f.Source, "%s counts as changed: %s; calls to it will jump to the new version", f.Name, why)
 		} else {
 			d.reason(VerdictAuto, f.Name, f.Source, "code of %s changed; calls to it will jump to the new version", f.Name)
 		}

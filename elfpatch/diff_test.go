@@ -58,6 +58,68 @@ func TestDiffFixtures(t *testing.T) {
 			assert.NotZero(t, f.NewAddr)
 		}},
 		{name: "string", changed: []string{"banner"}, verdict: VerdictAuto},
+		{name: "tailmerge", changed: []string{"banner", "release"}, verdict: VerdictAuto, check: func(t *testing.T, r *Report) {
+			// Meaningful only if the linker really stored the release
+			// string inside the banner's tail in both builds.
+			for _, v := range []string{"v1", "v2"} {
+				b := openFixture(t, "tailmerge", v)
+				ro := b.f.Section(".rodata")
+				require.NotNil(t, ro)
+				d, err := ro.Data()
+				require.NoError(t, err)
+				rel := "1." + v[1:]
+				require.Equal(t, 1, strings.Count(string(d), rel+"\x00"), "%s: %q stored once", v, rel)
+				require.Contains(t, string(d), "SRV-2.0-x_"+rel+"\x00", "%s: the release is the banner's tail", v)
+			}
+		}},
+		{name: "enumgain", changed: []string{"show", "state_name"}, verdict: VerdictAuto, check: func(t *testing.T, r *Report) {
+			// enum state gains FAILED at the end: same size, old values
+			// kept. Compatible wherever it is held (a global, a struct
+			// on the heap, a parameter), and no signature change.
+			assert.Empty(t, r.Signatures)
+			require.NotEmpty(t, r.Types)
+			for _, ty := range r.Types {
+				assert.Equal(t, TypeCompatible, ty.Class, "%s via %v: %s", ty.Name, ty.UsedBy, ty.Detail)
+				assert.Contains(t, ty.Detail, "gained enum state.FAILED")
+			}
+			g := findGlobal(r.Globals, "g_state")
+			require.NotNil(t, g)
+			assert.Equal(t, TypeCompatible, g.TypeClass)
+			assert.NotNil(t, findType(r.Types, "struct job"), "the struct holding the enum was compared")
+		}},
+		{name: "retpoline", changed: []string{"grow"}, verdict: VerdictAuto, check: func(t *testing.T, r *Report) {
+			// Built with retpolines and return thunks: twice, apply and
+			// main call or jump to the thunks, which moved when grow
+			// grew; they are named, so only grow changed.
+			o, n := openFixture(t, "retpoline", "v1"), openFixture(t, "retpoline", "v2")
+			ol, nl := codeLabels(o), codeLabels(n)
+			find := func(m map[uint64]string, name string) uint64 {
+				for a, s := range m {
+					if strings.HasSuffix(s, name) {
+						return a
+					}
+				}
+				return 0
+			}
+			for _, th := range []string{"__x86_return_thunk", "__x86_indirect_thunk_rax"} {
+				oa, na := find(ol, th), find(nl, th)
+				require.NotZero(t, oa, th)
+				require.NotEqual(t, oa, na, "%s did not move; the fixture no longer tests moved thunks", th)
+			}
+			_, err := BuildPatch(o, n)
+			require.NoError(t, err, "the new code's jumps to the thunks can be planned")
+		}},
+		{name: "bigconst", changed: []string{"fill", "main"}, verdict: VerdictAuto, check: func(t *testing.T, r *Report) {
+			// fill is the same in both builds, but its table has no
+			// known end: it is in the patch, and the reason says why.
+			found := false
+			for _, rs := range r.Reasons {
+				if rs.Symbol == "fill" && strings.Contains(rs.Message, "whose end is unknown") {
+					found = true
+				}
+			}
+			assert.True(t, found, "fill's reason names the unknown extent: %+v", r.Reasons)
+		}},
 		{name: "static", changed: []string{"helper"}, verdict: VerdictAuto, check: func(t *testing.T, r *Report) {
 			f := findFunc(r.Changed, "helper")
 			assert.Equal(t, "b.c", f.File, "the helper that changed is b.c's, not a.c's")

@@ -18,8 +18,13 @@
 // by the dynamic symbol it is bound to, a read-only data symbol together
 // with a hash of its value, and anonymous read-only data by its bytes: a
 // jump table by the offsets it leads to, a load by the bytes it loads, an
-// address (a string literal) by the bytes up to its NUL or to the next
-// address that any code takes, whichever comes first. So a function the
+// address (a string literal) by the whole object there: in a C program up
+// to its NUL or to where the next object is known to begin (an address
+// code takes, a relocated pointer's target, a symbol), whichever is later,
+// so a string another literal was merged into the tail of compares whole;
+// an object with no known end makes the function count as changed. (In a
+// Go program, up to the NUL or the next address code takes, whichever is
+// first.) So a function the
 // linker only moved compares equal, and one whose code is the same but
 // whose string literal changed does not. Padding between functions lies
 // outside their symbol sizes and is never compared.
@@ -44,7 +49,22 @@
 // pointers replaced by what they point to). Type layouts are rendered
 // twice: exactly, and with typedefs, qualifiers and base-type names reduced
 // to encoding and size, which separates identical, compatible (int ->
-// volatile sig_atomic_t) and changed types.
+// volatile sig_atomic_t) and changed types. An enum that only gained
+// enumerators (same size, every old one keeps its value) is compatible,
+// also inside other types and in signatures (enums.go).
+//
+// Code compares the same whether or not a build kept its debug info: a
+// build run through `strip -g` lost its DWARF and its STT_FILE symbols, so
+// its statics borrow their file from the other build where that is
+// unambiguous, and function-local statics are qualified by function only
+// when both builds have DWARF (debuginfo.go); the report then warns that
+// types were not compared, and the warning travels with the patch to
+// apply.
+//
+// NEW must be a build of OLD's program: it is refused, with the figures,
+// when more than half of OLD's own functions (the toolchain's crt code
+// left aside) are not in NEW, and for Go when the main module path in the
+// build info differs (sameprog.go).
 //
 // The verdict is the worst of the per-symbol reasons: auto (bodies,
 // literals, new globals, signature changes with their callers), transformer

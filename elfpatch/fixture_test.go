@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -46,7 +47,12 @@ func fixture(t testing.TB, name, ver string) string {
 		if len(srcs) == 0 {
 			err = fmt.Errorf("no sources for fixture %s/%s", name, ver)
 		} else {
-			args := append([]string{"-g", "-O2", "-o", out}, srcs...)
+			args := []string{"-g", "-O2", "-o", out}
+			// testdata/diff/<name>/CFLAGS: extra flags for both versions.
+			if extra, e := os.ReadFile(filepath.Join("testdata", "diff", name, "CFLAGS")); e == nil {
+				args = append(args, strings.Fields(string(extra))...)
+			}
+			args = append(args, srcs...)
 			if b, e := exec.Command("gcc", args...).CombinedOutput(); e != nil {
 				err = fmt.Errorf("gcc %v: %v\n%s", args, e, b)
 			}

@@ -13,7 +13,7 @@ import (
 // GCC numbers them per file in an order that shifts between builds.
 func (s *side) objKey(o *symbol) string {
 	k := o.key()
-	if s.dw != nil {
+	if s.dw != nil && !s.unqualified {
 		if v := s.dw.vars[o.addr]; v != nil && v.parent != nil {
 			if name := s.dw.funcName(v.parent); name != "" {
 				k += "/" + name

@@ -43,6 +43,9 @@ type unit struct {
 	// bounds are the instruction starts in the first 64 bytes, as
 	// offsets from the entry.
 	bounds []uint64
+	// doubt is the address of read-only data the unit refers to whose
+	// extent is unknown (0 if none): the unit compares as changed.
+	doubt uint64
 }
 
 // branch is a control transfer from one address to another.
@@ -65,10 +68,15 @@ type normaliser struct {
 	// anon is set by ref to the address of a literal whose contents
 	// finish inserts after the token.
 	anon uint64
+	// anonSeen are the anonymous read-only addresses code refers to in
+	// any way: where objects begin (objectStarts).
+	anonSeen []uint64
+	// labels are the function symbols without a size (codeLabels).
+	labels map[uint64]string
 }
 
 func newNormaliser(b *Binary) *normaliser {
-	return &normaliser{b: b, roHash: map[*symbol]string{}, pltSym: map[uint64]string{}, dataKey: (*symbol).key}
+	return &normaliser{b: b, roHash: map[*symbol]string{}, pltSym: map[uint64]string{}, dataKey: (*symbol).key, labels: codeLabels(b)}
 }
 
 // normalise decodes u into its normalised form. The hash is computed by
@@ -93,9 +101,11 @@ type anonRef struct {
 	addr uint64
 }
 
-// finish fills in the anonymous literals and hashes every unit. A
-// literal's extent is up to its NUL, the next address any code refers to,
-// or the next symbol, whichever comes first: C strings end at their NUL,
+// finish fills in the anonymous literals and hashes every unit. In a C
+// program a literal is the whole object at its address (cObject); one
+// whose extent is unknown makes its function differ from every other
+// build. In a Go program a literal's extent is up to its NUL, the next
+// address any code refers to, or the next symbol, whichever comes first:
 // Go's unterminated strings end where the next one that code uses starts.
 func (n *normaliser) finish(units []*unit) {
 	var addrs []uint64
@@ -105,6 +115,11 @@ func (n *normaliser) finish(units []*unit) {
 		}
 	}
 	sort.Slice(addrs, func(i, j int) bool { return addrs[i] < addrs[j] })
+	goBin := n.b.isGoBinary()
+	var starts []uint64
+	if !goBin {
+		starts = n.objectStarts()
+	}
 	var out []byte
 	for _, u := range units {
 		if len(u.anons) == 0 {
@@ -116,7 +131,19 @@ func (n *normaliser) finish(units []*unit) {
 		last := 0
 		for _, a := range u.anons {
 			out = append(out, u.norm[last:a.pos]...)
-			out = append(out, n.literal(a.addr, addrs)...)
+			if goBin {
+				out = append(out, n.literal(a.addr, addrs)...)
+			} else if obj, known := n.cObject(a.addr, starts); known {
+				// Length first: the object may hold NULs.
+				out = strconv.AppendInt(out, int64(len(obj)), 10)
+				out = append(out, ':')
+				out = append(out, obj...)
+			} else {
+				// When in doubt the function is in the patch: no
+				// other build produces this token.
+				out = append(out, "\x00unknown-extent:"+n.b.buildID+":"+n.b.path...)
+				u.doubt = a.addr
+			}
 			last = a.pos
 		}
 		out = append(out, u.norm[last:]...)
@@ -270,6 +297,11 @@ func (n *normaliser) ref(u *unit, inst *x86asm.Inst, target uint64) string {
 			}
 		}
 	}
+	if name, ok := n.labels[target]; ok {
+		t := "label:" + name
+		u.refs = append(u.refs, t)
+		return t
+	}
 	sec := b.section(target)
 	if sec == nil {
 		return "abs?"
@@ -295,12 +327,13 @@ func (n *normaliser) anonContent(u *unit, inst *x86asm.Inst, sec *elf.Section, t
 		return "?"
 	}
 	d = d[off:]
+	n.anonSeen = append(n.anonSeen, target)
 	if inst.Op == x86asm.LEA {
 		if jt, ok := n.jumpTable(u, d, target); ok {
 			return jt
 		}
-		// The literal's bytes follow the token (finish); they hold no
-		// NUL, and the NUL after them ends the token.
+		// The literal's bytes follow the token (finish); the NUL after
+		// them ends the token.
 		n.anon = target
 		return "str:"
 

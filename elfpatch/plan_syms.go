@@ -48,8 +48,13 @@ type symtab struct {
 	syms  []*psym // sorted by value, then size descending
 	byKey map[symKey][]*psym
 	// localsByName lets a static be matched when its compile unit was
-	// renamed between builds but its name is unique on both sides.
-	localsByName map[string][]*psym
+	// renamed between builds, or one build has no STT_FILE symbols
+	// (strip -g removes them), but its name is unique on both sides;
+	// localsUnnumbered the same without gcc's numbering.
+	localsByName     map[string][]*psym
+	localsUnnumbered map[numKey][]*psym
+	// units: some static is qualified by its STT_FILE.
+	units bool
 	// byUnnumbered indexes symbols by unit, type and name without gcc's
 	// numbering (cloneKey), for clones and statics renumbered between
 	// builds.
@@ -78,7 +83,7 @@ func newSymtab(f *elf.File) (*symtab, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &symtab{byKey: map[symKey][]*psym{}, localsByName: map[string][]*psym{}, byUnnumbered: map[numKey][]*psym{}}
+	t := &symtab{byKey: map[symKey][]*psym{}, localsByName: map[string][]*psym{}, localsUnnumbered: map[numKey][]*psym{}, byUnnumbered: map[numKey][]*psym{}}
 	for _, s := range raw {
 		typ := elf.ST_TYPE(s.Info)
 		bind := elf.ST_BIND(s.Info)
@@ -99,7 +104,12 @@ func newSymtab(f *elf.File) (*symtab, error) {
 		ps.key.name = stripVersion(s.Name)
 		if ps.local && s.file != "" {
 			ps.key.cu = path.Base(s.file)
+			t.units = true
+		}
+		if ps.local {
 			t.localsByName[ps.key.name] = append(t.localsByName[ps.key.name], ps)
+			lk := numKey{name: cloneKey(ps.key.name), typ: typ}
+			t.localsUnnumbered[lk] = append(t.localsUnnumbered[lk], ps)
 		}
 		t.byKey[ps.key] = append(t.byKey[ps.key], ps)
 		nk := numKey{cloneKey(ps.key.name), ps.key.cu, typ}
@@ -181,7 +191,9 @@ func (t *symtab) containing(addr uint64) []*psym {
 // a static whose unit was renamed, the only static of that name on both
 // sides.
 func matchOld(old, new *symtab, s *psym) *psym {
-	if o := old.lookupKey(s.key); o != nil {
+	// (Same binding: without STT_FILE symbols a static's key is that of
+	// a global of the same name, such as crt's weak data_start.)
+	if o := old.lookupKey(s.key); o != nil && o.local == s.local {
 		return o
 	}
 	if n := cloneKey(s.key.name); n != s.key.name {
@@ -195,6 +207,14 @@ func matchOld(old, new *symtab, s *psym) *psym {
 			o := old.localsByName[s.key.name][0]
 			if o.typ == s.typ {
 				return o
+			}
+		}
+		// One side without units (strip -g): a static unique on both
+		// sides once gcc's numbering is dropped (counter.1, counter.2).
+		if !old.units || !new.units {
+			lk := numKey{name: cloneKey(s.key.name), typ: s.typ}
+			if no, nn := old.localsUnnumbered[lk], new.localsUnnumbered[lk]; len(no) == 1 && len(nn) == 1 {
+				return no[0]
 			}
 		}
 	}

@@ -49,11 +49,21 @@ type TypeChange struct {
 // storage of the object being compared.
 func typeDesc(t dwarf.Type, exact bool, depth int) string {
 	var sb strings.Builder
-	writeType(&sb, t, exact, depth)
+	(&typeWriter{exact: exact}).write(&sb, t, depth)
 	return sb.String()
 }
 
-func writeType(sb *strings.Builder, t dwarf.Type, exact bool, depth int) {
+// typeWriter renders types for typeDesc. With looseEnums (layout form
+// only) an enum renders as its size alone and is collected in enums, in
+// the order met, for enumsOnlyGain to compare their enumerators.
+type typeWriter struct {
+	exact      bool
+	looseEnums bool
+	enums      []*dwarf.EnumType
+}
+
+func (w *typeWriter) write(sb *strings.Builder, t dwarf.Type, depth int) {
+	exact := w.exact
 	if depth > 12 {
 		sb.WriteString("...")
 		return
@@ -65,15 +75,15 @@ func writeType(sb *strings.Builder, t dwarf.Type, exact bool, depth int) {
 		if exact {
 			sb.WriteString(t.Qual + " ")
 		}
-		writeType(sb, t.Type, exact, depth+1)
+		w.write(sb, t.Type, depth+1)
 	case *dwarf.TypedefType:
 		if exact {
 			sb.WriteString("typedef " + t.Name + "=")
 		}
-		writeType(sb, t.Type, exact, depth+1)
+		w.write(sb, t.Type, depth+1)
 	case *dwarf.PtrType:
 		sb.WriteString("*")
-		sb.WriteString(pointeeName(t.Type, exact))
+		sb.WriteString(w.pointeeName(t.Type))
 	case *dwarf.StructType:
 		sb.WriteString(t.Kind + " " + t.StructName)
 		if t.Incomplete {
@@ -87,14 +97,19 @@ func writeType(sb *strings.Builder, t dwarf.Type, exact bool, depth int) {
 				fmt.Fprintf(sb, ":%d/%d", f.BitOffset+f.DataBitOffset, f.BitSize)
 			}
 			sb.WriteString("=")
-			writeType(sb, f.Type, exact, depth+1)
+			w.write(sb, f.Type, depth+1)
 			sb.WriteString(";")
 		}
 		sb.WriteString("}" + strconv.FormatInt(t.ByteSize, 10))
 	case *dwarf.ArrayType:
 		fmt.Fprintf(sb, "[%d]", t.Count)
-		writeType(sb, t.Type, exact, depth+1)
+		w.write(sb, t.Type, depth+1)
 	case *dwarf.EnumType:
+		if w.looseEnums && !exact {
+			w.enums = append(w.enums, t)
+			sb.WriteString("enum" + strconv.FormatInt(t.ByteSize, 10))
+			return
+		}
 		sb.WriteString("enum")
 		if exact {
 			sb.WriteString(" " + t.EnumName)
@@ -144,7 +159,8 @@ func baseLayout(t dwarf.Type) string {
 }
 
 // pointeeName names what a pointer points to without descending into it.
-func pointeeName(t dwarf.Type, exact bool) string {
+func (w *typeWriter) pointeeName(t dwarf.Type) string {
+	exact := w.exact
 	for {
 		switch u := t.(type) {
 		case *dwarf.QualType:
@@ -159,15 +175,17 @@ func pointeeName(t dwarf.Type, exact bool) string {
 		case *dwarf.StructType:
 			return u.Kind + " " + u.StructName
 		case *dwarf.PtrType:
-			return "*" + pointeeName(u.Type, exact)
+			return "*" + w.pointeeName(u.Type)
 		case nil:
 			return "void"
 		case *dwarf.FuncType:
 			return "func"
 		case *dwarf.ArrayType:
-			return fmt.Sprintf("[%d]%s", u.Count, pointeeName(u.Type, exact))
+			return fmt.Sprintf("[%d]%s", u.Count, w.pointeeName(u.Type))
 		case *dwarf.EnumType:
-			return typeDesc(u, exact, 0)
+			var sb strings.Builder
+			w.write(&sb, u, 0)
+			return sb.String()
 		default:
 			if exact {
 				return t.String()
@@ -270,6 +288,9 @@ func compareTypes(old, new dwarf.Type) (TypeClass, string) {
 	}
 	if typeDesc(old, false, 0) == typeDesc(new, false, 0) {
 		return TypeCompatible, fmt.Sprintf("%s -> %s, same layout", typeString(old), typeString(new))
+	}
+	if ok, gained := enumsOnlyGain([]dwarf.Type{old}, []dwarf.Type{new}); ok {
+		return TypeCompatible, fmt.Sprintf("%s -> %s, same layout; gained %s", typeString(old), typeString(new), strings.Join(gained, ", "))
 	}
 	return TypeChanged, layoutDetail(old, new)
 }

@@ -30,6 +30,7 @@ type applyOutput struct {
 	// are configured, so nobody checked.
 	Signer     *graft.Signer `json:"signer,omitempty"`
 	Unverified bool          `json:"unverified,omitempty"`
+	Warnings   []string      `json:"warnings,omitempty"`
 }
 
 type siteOutput struct {
@@ -120,7 +121,7 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 			Signer: res.Signer, Unverified: res.Unverified,
 			PatchID: res.PatchID, Pid: *pid, Functions: res.Functions, PauseUS: res.PauseUS,
 			DryRun: res.DryRun, Base: hex(res.Base), Size: res.Size, OnTopOf: res.OnTopOf,
-			Unloaded: res.Unloaded, Sites: sitesOutput(res.Sites),
+			Unloaded: res.Unloaded, Sites: sitesOutput(res.Sites), Warnings: res.Warnings,
 		})
 	}
 	verb := "applied"
@@ -135,6 +136,9 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 		fmt.Fprintf(stdout, "  signed by %s (%s key %s)\n", res.Signer.Principal, res.Signer.KeyType, res.Signer.Fingerprint)
 	}
 	fmt.Fprintf(stdout, "  new code at %s (%d bytes)\n", hex(res.Base), res.Size)
+	for _, w := range res.Warnings {
+		fmt.Fprintf(stdout, "  warning: %s\n", w)
+	}
 	for _, s := range res.Sites {
 		fmt.Fprintf(stdout, "  %-24s %s -> %s\n", s.Func, hex(s.Addr), hex(s.Target))
 	}

@@ -14,10 +14,10 @@
 # STOP now answers "error: parser not started", that parsing still works and
 # the counter carried on, reverts, and checks OLD's answer is back.
 #
-# Usage: internal/realworld/expat-live.sh [GRAFT]   (needs root, apt deb-src)
+# Usage: internal/realworld/livelib/expat-live.sh [GRAFT]   (needs root, apt deb-src)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-graft=${1:-$here/../../bin/graft}
+graft=${1:-$here/../../../bin/graft}
 work=${REALWORLD_DIR:-/var/tmp/realworld}/expat
 mkdir -p "$work"
 cd "$work"

@@ -1,0 +1,97 @@
+package elfpatch
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"graft/internal/testutil"
+)
+
+// stripped copies path and removes its debug info the way production
+// builds do (strip -g: DWARF and the STT_FILE symbols go, the rest of
+// .symtab stays).
+func stripped(t *testing.T, path string) *Binary {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), filepath.Base(path)+"-stripped")
+	if b, err := exec.Command("cp", path, out).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v\n%s", err, b)
+	}
+	if b, err := exec.Command("strip", "-g", out).CombinedOutput(); err != nil {
+		t.Fatalf("strip -g: %v\n%s", err, b)
+	}
+	b, err := Open(out)
+	require.NoError(t, err)
+	require.Nil(t, b.dwarfIdx(), "strip -g left DWARF")
+	require.False(t, b.hasFileSymbols(), "strip -g left STT_FILE symbols: the test no longer covers their loss")
+	return b
+}
+
+func changeSet(r *Report) string {
+	var out []string
+	for _, f := range r.Changed {
+		out = append(out, "changed "+f.Name)
+	}
+	for _, f := range r.Added {
+		out = append(out, "added "+f.Name)
+	}
+	for _, f := range r.Removed {
+		out = append(out, "removed "+f.Name)
+	}
+	sort.Strings(out)
+	return strings.Join(out, "\n")
+}
+
+// TestDebugInfoMismatch diffs every documented C pair of testprocs three
+// more times, NEW stripped, OLD stripped and both: the functions changed,
+// added and removed are those of the matched pair, a warning says types
+// were not compared, and a patch can still be built whenever the matched
+// pair's can.
+func TestDebugInfoMismatch(t *testing.T) {
+	for _, prog := range []string{"sshd", "ftpd", "handshake", "blockread"} {
+		pairs := readVersions(t, filepath.Join(testutil.TestprocsDir(), prog, "VERSIONS.md"))
+		require.NotEmpty(t, pairs, prog)
+		for _, p := range pairs {
+			t.Run(fmt.Sprintf("%s-v%d-v%d", prog, p.old, p.new), func(t *testing.T) {
+				oldPath := testutil.Build(t, fmt.Sprintf("%s-v%d", prog, p.old))
+				newPath := testutil.Build(t, fmt.Sprintf("%s-v%d", prog, p.new))
+				old, err := Open(oldPath)
+				require.NoError(t, err)
+				new, err := Open(newPath)
+				require.NoError(t, err)
+				want, err := Diff(old, new)
+				require.NoError(t, err)
+				require.Empty(t, want.Warnings)
+				_, wantPlanErr := BuildPatch(old, new, AllowRefused())
+
+				sides := map[string][2]func() *Binary{
+					"new-stripped": {func() *Binary { b, _ := Open(oldPath); return b }, func() *Binary { return stripped(t, newPath) }},
+					"old-stripped": {func() *Binary { return stripped(t, oldPath) }, func() *Binary { b, _ := Open(newPath); return b }},
+					"both":         {func() *Binary { return stripped(t, oldPath) }, func() *Binary { return stripped(t, newPath) }},
+				}
+				for name, mk := range sides {
+					o, n := mk[0](), mk[1]()
+					r, err := Diff(o, n)
+					require.NoError(t, err, name)
+					assert.Equal(t, changeSet(want), changeSet(r), "%s: change set differs from the matched pair's", name)
+					require.NotEmpty(t, r.Warnings, name)
+					assert.Contains(t, r.Warnings[0], "types, signatures and globals' types were not compared", name)
+					_, err = BuildPatch(o, n, AllowRefused())
+					if want.Verdict == VerdictAuto && wantPlanErr == nil {
+						assert.NoError(t, err, "%s: the matched pair's patch builds, this one does not", name)
+					} else {
+						// What the diff refused for a type it can no
+						// longer see, the planner must still refuse.
+						assert.True(t, r.Verdict != VerdictAuto || err != nil, "%s: the matched pair is %s (plan: %v), this one is auto and plans", name, want.Verdict, wantPlanErr)
+					}
+				}
+			})
+		}
+	}
+}
