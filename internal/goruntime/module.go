@@ -33,9 +33,9 @@ type Module struct {
 	// registers, so the runtime keeps them out of type and GC-root lists).
 	Bad bool
 
-	l                                            *Layout
+	l                                           *Layout
 	funcnametab, cutab, filetab, pctab, functab []byte
-	nftab                                        int
+	nftab                                       int
 }
 
 func le64(b []byte, off int) uint64 { return binary.LittleEndian.Uint64(b[off:]) }
