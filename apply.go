@@ -33,6 +33,9 @@ type Patch struct {
 	// Parts are, by function name, its out-of-line parts (foo.cold), which
 	// get no jump but count as the function for the safety check.
 	Parts map[string][]string
+	// Go is set for a patch of a Go program (goapply.go): the module
+	// record to link in the pause.
+	Go *goInfo
 }
 
 // ApplyOptions tune Apply.
@@ -338,6 +341,9 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		Symbols:    imageSymbols(pr.image, base),
 	}
 	im := pr.image
+	if pt.Go != nil {
+		rec.GoModule = base + pt.Go.Module
+	}
 	rec.EhFrame, rec.EhFrameSize = im.EhFrame, im.EhFrameSize
 	rec.EhFrameHdr, rec.EhFrameHdrSize = im.EhFrameHdr, im.EhFrameHdrSize
 	for _, seg := range pr.image.Segments {
@@ -416,7 +422,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	rec.Applied = sys.now().UTC()
 	var before []byte
 	if !opts.DryRun && stateAddr != 0 {
-		b, err := encodeState(&State{Patches: st.Patches}, st.Generation+2)
+		b, err := encodeState(&State{Patches: st.Patches, Retained: st.Retained}, st.Generation+2)
 		if err != nil {
 			return nil, rollback(fail(err))
 		}
@@ -501,7 +507,21 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		}
 		return nil, rollback(fail(err))
 	}
+	unlinkGo := func() error { return nil }
+	if pt.Go != nil {
+		u, err := linkGoModule(p, pt.Go, pr.exeBias, rec.GoModule)
+		if err != nil {
+			if before != nil {
+				if _, werr := p.WriteAt(before, int64(stateAddr)); werr != nil {
+					err = errors.Join(err, fmt.Errorf("put back graft record at %#x: %w", stateAddr, werr))
+				}
+			}
+			return nil, rollback(fail(errors.Join(err, resume())))
+		}
+		unlinkGo = u
+	}
 	if err := writeSites(p, sites); err != nil {
+		err = errors.Join(err, unlinkGo())
 		if before != nil {
 			if _, werr := p.WriteAt(before, int64(stateAddr)); werr != nil {
 				err = errors.Join(err, fmt.Errorf("put back graft record at %#x: %w", stateAddr, werr))

@@ -16,6 +16,9 @@ type Source struct {
 	// the fly against what the process runs (its executable or, when
 	// patches are in effect, the NEW binary of the newest one).
 	NewBinary string
+	// GoFunctions names, for a Go program, the functions NEW replaces
+	// (with NewBinary); see goapply.go.
+	GoFunctions []string
 }
 
 // Apply patches the running process pid: it prepares everything while the
@@ -119,6 +122,12 @@ func (sys *system) resolve(pid int, src Source) (*Patch, error) {
 				return nil, fmt.Errorf("apply %s: pid %d runs patch %s, applied from a patch file whose NEW binary (build %s) was not on this machine; a patch on top of it made with --new needs that binary to diff against (a patch file made elsewhere from it, graft diff -o, needs nothing more)", src.NewBinary, pid, top.ID, top.NewBuildID)
 			}
 			old = top.NewPath
+		}
+		if isGoExecutable(old) {
+			if st.Top() != nil {
+				return nil, fmt.Errorf("apply %s: pid %d runs Go patch %s: stacking Go patches is not supported yet; revert it first (graft revert -p %d)", src.NewBinary, pid, st.Top().ID, pid)
+			}
+			return goPatch(old, src.NewBinary, src.GoFunctions)
 		}
 		pt, err := sys.diff(old, src.NewBinary)
 		if err != nil {
