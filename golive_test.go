@@ -2,9 +2,11 @@ package graft
 
 import (
 	"context"
+	"debug/elf"
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,7 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"graft/internal/goruntime"
 	"graft/internal/testutil"
+	"graft/safepoint"
+	"graft/tracer"
 )
 
 // goLoad drives a goserver: /count clients on keep-alive connections
@@ -142,28 +147,211 @@ func noThrow(t *testing.T, stderr string) {
 }
 
 // TestGoLiveCount is M1: goserver v2 -> v3 (handleCount) live, NEW a PIE,
-// GOGC=1, concurrent keep-alive clients and allocating PUTs; counts exact,
-// no throw; then revert and patch again.
+// GOGC=1, keep-alive clients, clients on fresh connections (a fresh
+// goroutine with a small stack per request: the stack grows with the new
+// handleCount's frame on it) and allocating PUTs; applied, reverted,
+// applied again under load. Every request answered, each /count value
+// handed out once per version, the counter exact, no runtime throw, and
+// the runtime's own SIGQUIT traceback names v3's source for the new code.
 func TestGoLiveCount(t *testing.T) {
 	testutil.RequirePtrace(t)
 	newBin := testutil.Build(t, "goserver-v3-pie")
 	t.Setenv("GOGC", "1")
+	t.Setenv("GOTRACEBACK", "all")
 	srv, port := testutil.StartServer(t, "goserver-v2")
 	load := startGoLoad(t, port, 32, 8)
+	fresh := startFreshCounts(t, port, 16, load)
 	time.Sleep(300 * time.Millisecond)
 	ctx := context.Background()
-	res, err := Apply(ctx, srv.Pid, Source{NewBinary: newBin, GoFunctions: []string{"main.handleCount"}}, ApplyOptions{Timeout: 10 * time.Second})
-	if err != nil {
-		load.finish(t)
-		t.Fatalf("apply: %v\nstderr:\n%s", err, srv.Stderr())
+	src := Source{NewBinary: newBin, GoFunctions: []string{"main.handleCount"}}
+	apply := func() {
+		t.Helper()
+		res, err := Apply(ctx, srv.Pid, src, ApplyOptions{Timeout: 10 * time.Second})
+		if err != nil {
+			fresh.stop.Store(true)
+			load.finish(t)
+			t.Fatalf("apply: %v\nstderr:\n%s", err, srv.Stderr())
+		}
+		t.Logf("applied %s: pause %d us, image at %#x", res.PatchID, res.PauseUS, res.Base)
 	}
-	t.Logf("applied %s: pause %d us, base %#x", res.PatchID, res.PauseUS, res.Base)
-	time.Sleep(2 * time.Second)
+	apply()
+	time.Sleep(time.Second)
+	st, err := Status(srv.Pid)
+	if err != nil || len(st.Patches) != 1 {
+		t.Fatalf("status after apply: %+v, %v", st, err)
+	}
+	rv, err := Revert(ctx, srv.Pid, RevertOptions{Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("revert: %v", err)
+	}
+	t.Logf("reverted %v: pause %d us", rv.Reverted, rv.PauseUS)
+	time.Sleep(500 * time.Millisecond)
+	apply()
+	time.Sleep(time.Second)
+	fresh.stop.Store(true)
+	fresh.wg.Wait()
 	vals := load.finish(t)
 	noThrow(t, srv.Stderr())
-	checkTransition(t, vals)
 
-	// The runtime itself knows the new code: its SIGQUIT dump names
-	// v3's source file for frames of the new handleCount.
-	_ = syscall.Kill(srv.Pid, 0)
+	// Each version hands out distinct values; the revert hands one value
+	// out twice (v3 returned the counter after its increment, v2 returns
+	// it before), each apply skips one.
+	dups, skipped := 0, 0
+	next := int64(0)
+	for i, v := range vals {
+		if i > 0 && v == vals[i-1] {
+			dups++
+			continue
+		}
+		skipped += int(v - next)
+		next = v + 1
+	}
+	if dups > 1 || skipped != 2 {
+		t.Fatalf("%d answers: %d values handed out twice (want at most 1, at the revert), %d skipped (want 2, one per apply)", len(vals), dups, skipped)
+	}
+	// Every request incremented the counter exactly once: under v3 the
+	// next answer is the number of requests so far plus one.
+	got := getCount(t, port)
+	if got != int64(len(vals))+1 {
+		t.Fatalf("after %d /count requests the next answer is %d, want %d", len(vals), got, len(vals)+1)
+	}
+	t.Logf("%d /count answers, counter exact", len(vals))
+
+	// The runtime's own view: under load, stop the server when a
+	// goroutine that is not running has the new handleCount on its stack
+	// (parked on counterMu, or preempted), queue a SIGQUIT and let go:
+	// the runtime's dump must show that frame with v3's source file.
+	load2 := startGoLoad(t, port, 200, 0)
+	defer func() { load2.stop.Store(true); load2.wg.Wait() }()
+	if !quitWhileParkedIn(t, srv.Pid, "main.handleCount", "goserver/v3/main.go", 10*time.Second) {
+		t.Fatal("no goroutine was seen parked in the new handleCount in 10s")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !srv.Exited() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	dump := srv.Stderr()
+	if !regexp.MustCompile(`goroutine 1 .*\[`).MatchString(dump) {
+		t.Fatalf("no SIGQUIT goroutine dump:\n%s", dump)
+	}
+	for _, bad := range []string{"unknown pc", "unexpected return pc", "fatal error"} {
+		if strings.Contains(dump, bad) {
+			t.Fatalf("dump has %q:\n%s", bad, dump)
+		}
+	}
+	m := regexp.MustCompile(`main\.handleCount\([^\n]*\n\s*(\S*goserver/v3/main\.go:\d+)`).FindStringSubmatch(dump)
+	if m == nil {
+		t.Fatalf("the SIGQUIT dump shows no frame of the new handleCount with goserver/v3/main.go:\n%s", dump)
+	}
+	t.Logf("SIGQUIT dump: main.handleCount at %s", m[1])
+}
+
+// quitWhileParkedIn polls pid's goroutines until one that is not running
+// has function fn (with a frame naming file) on its stack, then queues a
+// SIGQUIT while the process is stopped, and detaches.
+func quitWhileParkedIn(t *testing.T, pid int, fn, file string, timeout time.Duration) bool {
+	f, err := elf.Open(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := goruntime.ReadLayout(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gu := safepoint.NewGoUnwinder(l, 0)
+	p, err := tracer.Attach(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for end := time.Now().Add(timeout); time.Now().Before(end); {
+		if err := p.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		stacks, err := gu.StacksOf(p)
+		if err != nil {
+			p.Resume()
+			t.Fatal(err)
+		}
+		for _, st := range stacks {
+			if st.Kind != "goroutine" || st.Status == "running" {
+				continue
+			}
+			for _, fr := range st.Frames {
+				if strings.HasPrefix(fr.Function, fn+" ") && strings.Contains(fr.Function, file) {
+					t.Logf("goroutine %d [%s] in %s; sending SIGQUIT", st.ID, st.Status, fr.Function)
+					if err := syscall.Kill(pid, syscall.SIGQUIT); err != nil {
+						t.Fatal(err)
+					}
+					if err := p.Resume(); err != nil {
+						t.Fatal(err)
+					}
+					return true
+				}
+			}
+		}
+		if err := p.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return false
+}
+
+// getCount does one /count request on a fresh connection.
+func getCount(t *testing.T, port int) int64 {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/count", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		t.Fatalf("/count: %q", b)
+	}
+	return n
+}
+
+// freshCounts are /count clients that open a new connection per request,
+// recording their answers into l.
+type freshCounts struct {
+	stop atomic.Bool
+	wg   sync.WaitGroup
+}
+
+func startFreshCounts(t *testing.T, port, n int, l *goLoad) *freshCounts {
+	f := &freshCounts{}
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for i := 0; i < n; i++ {
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			for !f.stop.Load() {
+				resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/count", port))
+				if err != nil {
+					l.failed.Add(1)
+					l.mu.Lock()
+					l.errs = append(l.errs, err.Error())
+					l.mu.Unlock()
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+				if err != nil {
+					l.failed.Add(1)
+					continue
+				}
+				l.mu.Lock()
+				l.counts = append(l.counts, v)
+				l.mu.Unlock()
+			}
+		}()
+	}
+	return f
 }
