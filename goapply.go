@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"graft/elfpatch"
 	"graft/internal/goruntime"
 	"graft/internal/loader"
 	"graft/safepoint"
@@ -48,60 +49,60 @@ func isGoExecutable(path string) bool {
 	return goruntime.IsGo(f)
 }
 
-// goPatch makes the patch replacing funcs of OLD (the running executable
-// at oldPath) by NEW's.
-func goPatch(oldPath, newPath string, funcs []string) (pt *Patch, err error) {
+// goPatch makes the patch from OLD (the running executable at oldPath) to
+// NEW: diffed is NEW built the way OLD was (what the diff compares), load
+// NEW built with -buildmode=pie (what is mapped); the same file when OLD is
+// itself a PIE. The plan is elfpatch.PlanGo's.
+func goPatch(oldPath, diffedPath, loadPath string) (pt *Patch, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			pt, err = nil, fmt.Errorf("make Go patch from %s: malformed ELF: %v", newPath, r)
+			pt, err = nil, fmt.Errorf("make Go patch from %s: malformed ELF: %v", loadPath, r)
 		}
 	}()
-	fail := func(err error) error { return fmt.Errorf("make Go patch %s -> %s: %w", oldPath, newPath, err) }
-	if len(funcs) == 0 {
-		return nil, fail(errors.New("no function to replace named"))
-	}
-	oldf, err := elf.Open(oldPath)
+	fail := func(err error) error { return fmt.Errorf("make Go patch %s -> %s: %w", oldPath, loadPath, err) }
+	old, err := elfpatch.Open(oldPath)
 	if err != nil {
 		return nil, fail(err)
 	}
-	defer oldf.Close()
-	newf, err := elf.Open(newPath)
+	diffed, err := elfpatch.Open(diffedPath)
 	if err != nil {
 		return nil, fail(err)
 	}
-	defer newf.Close()
-	if !goruntime.IsGo(newf) {
-		return nil, fail(errors.New("NEW is not a Go program"))
+	load := diffed
+	if loadPath != diffedPath {
+		if load, err = elfpatch.Open(loadPath); err != nil {
+			return nil, fail(err)
+		}
 	}
-	if newf.Type != elf.ET_DYN {
-		return nil, fail(errors.New("NEW is not position-independent: build NEW with -buildmode=pie (go build -buildmode=pie); OLD may be either"))
+	if old.ELF().Type == elf.ET_DYN && diffed != load {
+		return nil, fail(errors.New("OLD is a PIE: give NEW built with -buildmode=pie alone (no separate build to diff)"))
 	}
-	if err := sameGoToolchain(oldPath, newPath); err != nil {
+	if old.ELF().Type != elf.ET_DYN && diffed == load && load.ELF().Type == elf.ET_DYN {
+		return nil, fail(errors.New("OLD is a default (non-PIE) Go build: give NEW built the same way to diff (--new) and NEW built with -buildmode=pie to load (--go-pie)"))
+	}
+	plan, err := elfpatch.PlanGo(old, diffed, load)
+	if err != nil {
 		return nil, fail(err)
 	}
-	oldL, err := goruntime.ReadLayout(oldf)
+	oldL, err := goruntime.ReadLayout(old.ELF())
 	if err != nil {
 		return nil, fail(fmt.Errorf("OLD: %w", err))
 	}
-	newL, err := goruntime.ReadLayout(newf)
+	newL, err := goruntime.ReadLayout(load.ELF())
 	if err != nil {
 		return nil, fail(fmt.Errorf("NEW: %w", err))
 	}
 	if oldL.ModuleSize != newL.ModuleSize || oldL.Module["next"] != newL.Module["next"] {
 		return nil, fail(errors.New("OLD's and NEW's runtime.moduledata differ: not the same Go toolchain"))
 	}
-	plan, err := planGoRefs(oldf, newf, funcs)
-	if err != nil {
-		return nil, fail(err)
-	}
-	gi, err := loader.BuildGoImage(newf, newL, plan)
+	gi, err := loader.BuildGoImage(load.ELF(), newL, goFuncs(plan))
 	if err != nil {
 		return nil, fail(err)
 	}
 	pt = &Patch{
-		OldBuildID: elfBuildID(oldf),
-		NewBuildID: elfBuildID(newf),
-		NewPath:    newPath,
+		OldBuildID: plan.OldBuildID,
+		NewBuildID: plan.LoadBuildID,
+		NewPath:    loadPath,
 		Image:      gi.Image,
 		Go: &goInfo{
 			Module:          gi.Module,
@@ -116,26 +117,25 @@ func goPatch(oldPath, newPath string, funcs []string) (pt *Patch, err error) {
 	return pt, nil
 }
 
-// sameGoToolchain compares the toolchain and the settings that change
-// generated code or the runtime (go version -m).
-func sameGoToolchain(oldPath, newPath string) error {
-	oi, err := readGoBuildInfo(oldPath)
-	if err != nil {
-		return fmt.Errorf("OLD: %w", err)
+// goFuncs turns PlanGo's plan into the loader's per-function view.
+func goFuncs(p *elfpatch.GoPlan) []loader.GoFunc {
+	var out []loader.GoFunc
+	idx := map[string]int{}
+	for _, f := range p.Funcs {
+		idx[f.Name] = len(out)
+		out = append(out, loader.GoFunc{Name: f.Name, Old: f.OldEntry, OldSize: f.OldSize, New: f.NewEntry, NewSize: f.NewSize})
 	}
-	ni, err := readGoBuildInfo(newPath)
-	if err != nil {
-		return fmt.Errorf("NEW: %w", err)
-	}
-	if oi.GoVersion != ni.GoVersion {
-		return fmt.Errorf("OLD was built by %s and NEW by %s: build NEW with the same Go toolchain", oi.GoVersion, ni.GoVersion)
-	}
-	for _, k := range []string{"GOARCH", "GOAMD64", "GOEXPERIMENT", "-race", "-msan", "-asan", "CGO_ENABLED", "-gcflags", "-tags"} {
-		if oi.settings[k] != ni.settings[k] {
-			return fmt.Errorf("build setting %s is %q in OLD and %q in NEW: build NEW with OLD's settings", k, oi.settings[k], ni.settings[k])
+	for _, r := range p.Redirects {
+		if i, ok := idx[r.Func]; ok {
+			out[i].Refs = append(out[i].Refs, loader.GoRef{Off: r.Field, PCNext: r.End, Old: r.Target, Symbol: r.What})
 		}
 	}
-	return nil
+	for _, r := range p.Kept {
+		if i, ok := idx[r.Func]; ok {
+			out[i].Refs = append(out[i].Refs, loader.GoRef{Off: r.Field, PCNext: r.End, Keep: true, Symbol: r.What})
+		}
+	}
+	return out
 }
 
 // linkGoModule links the moduledata at md into the runtime's module list of

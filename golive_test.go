@@ -16,9 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"graft/internal/goruntime"
 	"graft/internal/testutil"
-	"graft/safepoint"
 	"graft/tracer"
 )
 
@@ -155,7 +153,7 @@ func noThrow(t *testing.T, stderr string) {
 // the runtime's own SIGQUIT traceback names v3's source for the new code.
 func TestGoLiveCount(t *testing.T) {
 	testutil.RequirePtrace(t)
-	newBin := testutil.Build(t, "goserver-v3-pie")
+	newBin, newPIE := testutil.Build(t, "goserver-v3"), testutil.Build(t, "goserver-v3-pie")
 	t.Setenv("GOGC", "1")
 	t.Setenv("GOTRACEBACK", "all")
 	srv, port := testutil.StartServer(t, "goserver-v2")
@@ -163,10 +161,20 @@ func TestGoLiveCount(t *testing.T) {
 	fresh := startFreshCounts(t, port, 16, load)
 	time.Sleep(300 * time.Millisecond)
 	ctx := context.Background()
-	src := Source{NewBinary: newBin, GoFunctions: []string{"main.handleCount"}}
+	// The first apply goes through the public path (diff, plan, apply);
+	// the second reuses its patch (planning takes seconds).
+	sys, err := defaultSystem()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt, err := sys.resolve(srv.Pid, Source{NewBinary: newBin, GoPIE: newPIE})
+	if err != nil {
+		t.Fatal(err)
+	}
 	apply := func() {
 		t.Helper()
-		res, err := Apply(ctx, srv.Pid, src, ApplyOptions{Timeout: 10 * time.Second})
+		cp := *pt
+		res, err := sys.apply(ctx, srv.Pid, &cp, ApplyOptions{Timeout: 10 * time.Second})
 		if err != nil {
 			fresh.stop.Store(true)
 			load.finish(t)
@@ -217,14 +225,16 @@ func TestGoLiveCount(t *testing.T) {
 	}
 	t.Logf("%d /count answers, counter exact", len(vals))
 
-	// The runtime's own view: under load, stop the server when a
-	// goroutine that is not running has the new handleCount on its stack
-	// (parked on counterMu, or preempted), queue a SIGQUIT and let go:
-	// the runtime's dump must show that frame with v3's source file.
-	load2 := startGoLoad(t, port, 200, 0)
+	// The runtime's own view: lock main.counterMu from outside (its
+	// state word, written while the process is stopped), so the clients'
+	// requests pile up in the new handleCount, blocked in Lock; then a
+	// SIGQUIT: the runtime's dump must show those frames with v3's file.
+	load2 := startGoLoad(t, port, 50, 0)
 	defer func() { load2.stop.Store(true); load2.wg.Wait() }()
-	if !quitWhileParkedIn(t, srv.Pid, "main.handleCount", "goserver/v3/main.go", 10*time.Second) {
-		t.Fatal("no goroutine was seen parked in the new handleCount in 10s")
+	lockFromOutside(t, srv.Pid, "main.counterMu")
+	time.Sleep(300 * time.Millisecond)
+	if err := syscall.Kill(srv.Pid, syscall.SIGQUIT); err != nil {
+		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for !srv.Exited() && time.Now().Before(deadline) {
@@ -246,57 +256,57 @@ func TestGoLiveCount(t *testing.T) {
 	t.Logf("SIGQUIT dump: main.handleCount at %s", m[1])
 }
 
-// quitWhileParkedIn polls pid's goroutines until one that is not running
-// has function fn (with a frame naming file) on its stack, then queues a
-// SIGQUIT while the process is stopped, and detaches.
-func quitWhileParkedIn(t *testing.T, pid int, fn, file string, timeout time.Duration) bool {
+// lockFromOutside sets the locked bit of the sync.Mutex named sym in pid
+// (a default build: link-time address), in a pause in which it is free.
+func lockFromOutside(t *testing.T, pid int, sym string) {
+	t.Helper()
 	f, err := elf.Open(fmt.Sprintf("/proc/%d/exe", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := goruntime.ReadLayout(f)
+	syms, err := f.Symbols()
 	f.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
-	gu := safepoint.NewGoUnwinder(l, 0)
+	var addr uint64
+	for _, s := range syms {
+		if s.Name == sym {
+			addr = s.Value
+		}
+	}
+	if addr == 0 {
+		t.Fatalf("no symbol %s", sym)
+	}
 	p, err := tracer.Attach(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	for end := time.Now().Add(timeout); time.Now().Before(end); {
+	for i := 0; i < 1000; i++ {
 		if err := p.Stop(); err != nil {
 			t.Fatal(err)
 		}
-		stacks, err := gu.StacksOf(p)
-		if err != nil {
-			p.Resume()
+		var b [4]byte
+		if _, err := p.ReadAt(b[:], int64(addr)); err != nil {
 			t.Fatal(err)
 		}
-		for _, st := range stacks {
-			if st.Kind != "goroutine" || st.Status == "running" {
-				continue
+		if b == [4]byte{} {
+			b[0] = 1 // mutexLocked
+			if _, err := p.WriteAt(b[:], int64(addr)); err != nil {
+				t.Fatal(err)
 			}
-			for _, fr := range st.Frames {
-				if strings.HasPrefix(fr.Function, fn+" ") && strings.Contains(fr.Function, file) {
-					t.Logf("goroutine %d [%s] in %s; sending SIGQUIT", st.ID, st.Status, fr.Function)
-					if err := syscall.Kill(pid, syscall.SIGQUIT); err != nil {
-						t.Fatal(err)
-					}
-					if err := p.Resume(); err != nil {
-						t.Fatal(err)
-					}
-					return true
-				}
+			if err := p.Resume(); err != nil {
+				t.Fatal(err)
 			}
+			return
 		}
 		if err := p.Resume(); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(time.Millisecond)
 	}
-	return false
+	t.Fatalf("%s never free", sym)
 }
 
 // getCount does one /count request on a fresh connection.

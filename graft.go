@@ -16,9 +16,11 @@ type Source struct {
 	// the fly against what the process runs (its executable or, when
 	// patches are in effect, the NEW binary of the newest one).
 	NewBinary string
-	// GoFunctions names, for a Go program, the functions NEW replaces
-	// (with NewBinary); see goapply.go.
-	GoFunctions []string
+	// GoPIE is, for a Go program running a default (non-PIE) build, NEW
+	// built with -buildmode=pie: the code that is loaded, while
+	// NewBinary, built the way the program was, is what the diff
+	// compares (goapply.go).
+	GoPIE string
 }
 
 // Apply patches the running process pid: it prepares everything while the
@@ -127,7 +129,11 @@ func (sys *system) resolve(pid int, src Source) (*Patch, error) {
 			if st.Top() != nil {
 				return nil, fmt.Errorf("apply %s: pid %d runs Go patch %s: stacking Go patches is not supported yet; revert it first (graft revert -p %d)", src.NewBinary, pid, st.Top().ID, pid)
 			}
-			return goPatch(old, src.NewBinary, src.GoFunctions)
+			load := src.GoPIE
+			if load == "" {
+				load = src.NewBinary
+			}
+			return goPatch(old, src.NewBinary, load)
 		}
 		pt, err := sys.diff(old, src.NewBinary)
 		if err != nil {

@@ -170,7 +170,9 @@ func BuildGoImage(f *elf.File, l *goruntime.Layout, funcs []GoFunc) (*GoImage, e
 		if !inMapped(fn.New) {
 			return nil, fmt.Errorf("build Go image: %s at %#x is outside NEW's mapped code", fn.Name, fn.New)
 		}
-		im.Redirects = append(im.Redirects, elfpatch.Redirect{Name: fn.Name, Old: fn.Old, OldSize: fn.OldSize, New: fn.New - low, NewSize: fn.NewSize})
+		if fn.Old != 0 { // an added function gets no jump
+			im.Redirects = append(im.Redirects, elfpatch.Redirect{Name: fn.Name, Old: fn.Old, OldSize: fn.OldSize, New: fn.New - low, NewSize: fn.NewSize})
+		}
 		im.Runs = append(im.Runs, elfpatch.RunFunc{Name: fn.Name, New: fn.New - low, Size: fn.NewSize})
 		for _, r := range fn.Refs {
 			if r.Keep {
