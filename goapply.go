@@ -228,3 +228,17 @@ func (c *goChecker) framesIn(p proc, rs []Range) ([]bool, error) {
 	}
 	return out, nil
 }
+
+// GoUnwinder returns a goroutine-aware unwinder for pid when it runs a Go
+// program (ok false otherwise), its module list read while it runs.
+func GoUnwinder(pid int) (g *safepoint.GoUnwinder, ok bool, err error) {
+	mods, err := tracer.Modules(pid)
+	if err != nil {
+		return nil, false, fmt.Errorf("unwinder for pid %d: %w", pid, err)
+	}
+	c, ok, err := newGoChecker(pid, mods)
+	if !ok || err != nil {
+		return nil, ok, err
+	}
+	return c.(*goChecker).g, true, nil
+}

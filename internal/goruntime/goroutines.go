@@ -66,6 +66,9 @@ func (l *Layout) Goroutines(mem Mem, bias uint64) ([]G, error) {
 	size := max(g.StackLo, g.StackHi, g.SchedSP, g.SchedPC, g.SchedBP, g.SyscallSP, g.SyscallPC, g.Status, g.Goid, g.M) + 8
 	buf := make([]byte, size)
 	dead, scan := l.Status["dead"], l.Status["scan"]
+	// Go 1.26's _Gdeadextra: a dead goroutine kept for a cgo callback's
+	// extra M (absent before 1.26).
+	deadExtra, hasDeadExtra := l.Status["deadextra"]
 	mcache := map[uint64]int{}
 	out := make([]G, 0, n)
 	for i := uint64(0); i < n; i++ {
@@ -91,7 +94,7 @@ func (l *Layout) Goroutines(mem Mem, bias uint64) ([]G, error) {
 			SyscallSP: le64(buf, g.SyscallSP),
 			M:         le64(buf, g.M),
 		}
-		if x.Status == dead {
+		if x.Status == dead || (hasDeadExtra && x.Status == deadExtra) {
 			continue
 		}
 		if x.M != 0 {
