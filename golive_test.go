@@ -151,12 +151,28 @@ func noThrow(t *testing.T, stderr string) {
 // applied again under load. Every request answered, each /count value
 // handed out once per version, the counter exact, no runtime throw, and
 // the runtime's own SIGQUIT traceback names v3's source for the new code.
+// The running program is a default (non-PIE) build.
 func TestGoLiveCount(t *testing.T) {
+	goLiveCount(t, "goserver-v2", "goserver-v3", "goserver-v3-pie")
+}
+
+// TestGoLiveCountPIE is M1 with the running program a PIE too.
+func TestGoLiveCountPIE(t *testing.T) {
+	goLiveCount(t, "goserver-v2-pie", "goserver-v3-pie", "goserver-v3-pie")
+}
+
+// TestGoLiveCountGo125 is M1 on the previous Go release's runtime (layouts
+// read from its DWARF like any other).
+func TestGoLiveCountGo125(t *testing.T) {
+	goLiveCount(t, "goserver-v2-go125", "goserver-v3-go125", "goserver-v3-go125-pie")
+}
+
+func goLiveCount(t *testing.T, oldT, newT, pieT string) {
 	testutil.RequirePtrace(t)
-	newBin, newPIE := testutil.Build(t, "goserver-v3"), testutil.Build(t, "goserver-v3-pie")
+	newBin, newPIE := testutil.Build(t, newT), testutil.Build(t, pieT)
 	t.Setenv("GOGC", "1")
 	t.Setenv("GOTRACEBACK", "all")
-	srv, port := testutil.StartServer(t, "goserver-v2")
+	srv, port := testutil.StartServer(t, oldT)
 	load := startGoLoad(t, port, 32, 8)
 	fresh := startFreshCounts(t, port, 16, load)
 	time.Sleep(300 * time.Millisecond)
@@ -167,7 +183,11 @@ func TestGoLiveCount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pt, err := sys.resolve(srv.Pid, Source{NewBinary: newBin, GoPIE: newPIE})
+	src := Source{NewBinary: newBin, GoPIE: newPIE}
+	if newBin == newPIE {
+		src.GoPIE = ""
+	}
+	pt, err := sys.resolve(srv.Pid, src)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +277,7 @@ func TestGoLiveCount(t *testing.T) {
 }
 
 // lockFromOutside sets the locked bit of the sync.Mutex named sym in pid
-// (a default build: link-time address), in a pause in which it is free.
+// in a pause in which it is free.
 func lockFromOutside(t *testing.T, pid int, sym string) {
 	t.Helper()
 	f, err := elf.Open(fmt.Sprintf("/proc/%d/exe", pid))
@@ -277,6 +297,15 @@ func lockFromOutside(t *testing.T, pid int, sym string) {
 	}
 	if addr == 0 {
 		t.Fatalf("no symbol %s", sym)
+	}
+	mods, err := tracer.Modules(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range mods {
+		if m.Main {
+			addr += m.Bias
+		}
 	}
 	p, err := tracer.Attach(pid)
 	if err != nil {
