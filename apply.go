@@ -176,11 +176,16 @@ func prepare(pid int, pt *Patch, st *State, exe *tracer.Module, readSyms func(pa
 	pr := &prepared{patch: pt, state: st, exeBias: exe.Bias, image: pt.Image}
 	top := st.Top()
 	want, onTop := exe.BuildID, ""
-	if top != nil {
+	// A Go patch is always made against the executable (goapply.go):
+	// it redirects the executable's entries, over earlier jumps.
+	if top != nil && pt.Go == nil {
 		want, onTop = top.NewBuildID, top.ID
 	}
 	if pt.OldBuildID != want && pt.NewBuildID == want && top != nil {
 		return nil, fmt.Errorf("apply patch %s to pid %d: %w: it applies to build %s, and the process already runs its new build %s, from patch %s (graft status -p %d)", pt.ID, pid, ErrAlreadyApplied, pt.OldBuildID, want, onTop, pid)
+	}
+	if pt.Go != nil && top != nil && top.NewBuildID == pt.NewBuildID {
+		return nil, fmt.Errorf("apply patch %s to pid %d: %w: the process already runs build %s, from patch %s (graft status -p %d)", pt.ID, pid, ErrAlreadyApplied, pt.NewBuildID, top.ID, pid)
 	}
 	if pt.OldBuildID != want {
 		return nil, &BuildIDMismatchError{Pid: pid, PatchID: pt.ID, Patch: pt.OldBuildID, Want: want, OnTopOf: onTop}
@@ -203,7 +208,7 @@ func prepare(pid int, pt *Patch, st *State, exe *tracer.Module, readSyms func(pa
 	for _, r := range pt.Image.Redirects {
 		pr.funcNames = append(pr.funcNames, r.Name)
 	}
-	if top == nil {
+	if top == nil || pt.Go != nil {
 		for i, r := range pt.Image.Redirects {
 			pr.versions = append(pr.versions, version{redir: i, name: r.Name, entry: exe.Bias + r.Old, size: r.OldSize + pt.Pad[r.Name]})
 		}

@@ -394,3 +394,90 @@ func startFreshCounts(t *testing.T, port, n int, l *goLoad) *freshCounts {
 	}
 	return f
 }
+
+// TestGoLiveVersions patches a running goserver v1 version by version
+// (v2: an inlined helper's change inside handleKV; v3: a body; v4: a
+// string literal) under GOGC=2 with clients on every handler, checks each
+// version's answers, then reverts one patch and then all. Each Go patch is
+// made against the running executable and redirects everything changed
+// since, over the jumps in place.
+func TestGoLiveVersions(t *testing.T) {
+	testutil.RequirePtrace(t)
+	t.Setenv("GOGC", "2")
+	srv, port := testutil.StartServer(t, "goserver-v1")
+	load := startGoLoad(t, port, 16, 4)
+	fresh := startFreshCounts(t, port, 8, load)
+	ctx := context.Background()
+	client := &http.Client{Timeout: 10 * time.Second}
+	do := func(method, path, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, fmt.Sprintf("http://127.0.0.1:%d%s", port, path), strings.NewReader(body))
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	key20 := strings.Repeat("k", 20)
+	check := func(v int) {
+		t.Helper()
+		wantKV := 400
+		if v >= 2 {
+			wantKV = 200
+		}
+		if code, body := do(http.MethodPut, "/kv?key="+key20, "x"); code != wantKV {
+			t.Errorf("v%d: PUT 20-byte key: %d %q, want %d", v, code, body, wantKV)
+		}
+		wantVer := "goserver/1.0\n"
+		if v >= 4 {
+			wantVer = "goserver/1.1\n"
+		}
+		if _, body := do(http.MethodGet, "/version", ""); body != wantVer {
+			t.Errorf("v%d: /version %q, want %q", v, body, wantVer)
+		}
+		if code, body := do(http.MethodGet, "/hello?name=go", ""); code != 200 || body != "hello, go\n" {
+			t.Errorf("v%d: /hello: %d %q", v, code, body)
+		}
+	}
+	check(1)
+	for v := 2; v <= 4; v++ {
+		res, err := Apply(ctx, srv.Pid, Source{
+			NewBinary: testutil.Build(t, fmt.Sprintf("goserver-v%d", v)),
+			GoPIE:     testutil.Build(t, fmt.Sprintf("goserver-v%d-pie", v)),
+		}, ApplyOptions{Timeout: 10 * time.Second})
+		if err != nil {
+			fresh.stop.Store(true)
+			load.finish(t)
+			t.Fatalf("apply v%d: %v", v, err)
+		}
+		t.Logf("v%d: %s %v, pause %d us, on top of %q", v, res.PatchID, res.Functions, res.PauseUS, res.OnTopOf)
+		time.Sleep(300 * time.Millisecond)
+		check(v)
+	}
+	if _, err := Revert(ctx, srv.Pid, RevertOptions{Timeout: 10 * time.Second}); err != nil {
+		t.Fatalf("revert v4: %v", err)
+	}
+	check(3)
+	if _, err := Revert(ctx, srv.Pid, RevertOptions{Timeout: 10 * time.Second, All: true}); err != nil {
+		t.Fatalf("revert all: %v", err)
+	}
+	check(1)
+	st, err := Status(srv.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Patches) != 0 {
+		t.Errorf("status after reverting all: %d patches", len(st.Patches))
+	}
+	fresh.stop.Store(true)
+	fresh.wg.Wait()
+	vals := load.finish(t)
+	noThrow(t, srv.Stderr())
+	// Every /count request incremented the counter once; v1 answers
+	// with the value before its increment.
+	if got := getCount(t, port); got != int64(len(vals)) {
+		t.Errorf("after %d /count requests the counter reads %d", len(vals), got)
+	}
+}

@@ -119,16 +119,16 @@ func (sys *system) resolve(pid int, src Source) (*Patch, error) {
 		if err != nil {
 			return nil, fmt.Errorf("apply %s: %w", src.NewBinary, err)
 		}
-		if top := st.Top(); top != nil {
+		if top := st.Top(); top != nil && !isGoExecutable(old) {
 			if top.NewPath == "" {
 				return nil, fmt.Errorf("apply %s: pid %d runs patch %s, applied from a patch file whose NEW binary (build %s) was not on this machine; a patch on top of it made with --new needs that binary to diff against (a patch file made elsewhere from it, graft diff -o, needs nothing more)", src.NewBinary, pid, top.ID, top.NewBuildID)
 			}
 			old = top.NewPath
 		}
 		if isGoExecutable(old) {
-			if st.Top() != nil {
-				return nil, fmt.Errorf("apply %s: pid %d runs Go patch %s: stacking Go patches is not supported yet; revert it first (graft revert -p %d)", src.NewBinary, pid, st.Top().ID, pid)
-			}
+			// Always against the executable, whatever is applied:
+			// the patch redirects every function NEW changed since
+			// the executable's build, over the jumps in place.
 			load := src.GoPIE
 			if load == "" {
 				load = src.NewBinary
