@@ -3,9 +3,11 @@ package graft
 import (
 	"context"
 	"debug/elf"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"regexp"
 	"sort"
 	"strconv"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"graft/internal/testutil"
+	"graft/safepoint"
 	"graft/tracer"
 )
 
@@ -480,4 +483,51 @@ func TestGoLiveVersions(t *testing.T) {
 	if got := getCount(t, port); got != int64(len(vals)) {
 		t.Errorf("after %d /count requests the counter reads %d", len(vals), got)
 	}
+}
+
+// TestGoLiveActiveGoroutine: a goroutine parked inside the function to
+// replace blocks the patch. main.counterMu is locked from outside, so
+// requests wait in v2's handleCount; apply must time out naming the
+// goroutine, its status and its stack, and leave the process untouched.
+func TestGoLiveActiveGoroutine(t *testing.T) {
+	testutil.RequirePtrace(t)
+	srv, port := testutil.StartServer(t, "goserver-v2")
+	lockFromOutside(t, srv.Pid, "main.counterMu")
+	var wg sync.WaitGroup
+	for i := 0; i < 3; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &http.Client{Timeout: 20 * time.Second}
+			if resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/count", port)); err == nil {
+				resp.Body.Close()
+			}
+		}()
+	}
+	defer func() { syscall.Kill(srv.Pid, syscall.SIGKILL); wg.Wait() }()
+	time.Sleep(300 * time.Millisecond)
+	_, err := Apply(context.Background(), srv.Pid, Source{
+		NewBinary: testutil.Build(t, "goserver-v3"),
+		GoPIE:     testutil.Build(t, "goserver-v3-pie"),
+	}, ApplyOptions{Timeout: 1500 * time.Millisecond})
+	if err == nil {
+		t.Fatal("apply went in while goroutines wait inside main.handleCount")
+	}
+	if !errors.Is(err, safepoint.ErrActive) {
+		t.Fatalf("apply: %v; want a safe-point refusal", err)
+	}
+	msg := err.Error()
+	if !regexp.MustCompile(`goroutine \d+ \[waiting\] is inside main\.handleCount`).MatchString(msg) ||
+		!strings.Contains(msg, "internal/sync.(*Mutex).lockSlow") || !strings.Contains(msg, "net/http.(*conn).serve") {
+		t.Fatalf("refusal does not name the goroutine and its stack: %v", err)
+	}
+	t.Logf("refused: %v", err)
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", srv.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(maps), "memfd:graft") {
+		t.Errorf("a refused apply left a mapping:\n%s", maps)
+	}
+	noThrow(t, srv.Stderr())
 }

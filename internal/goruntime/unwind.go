@@ -154,6 +154,14 @@ func (ms *Modules) GoroutineStack(mem Mem, g G, regs map[int]ThreadRegs) Stack {
 		return st
 	}
 	st.Frames, st.Incomplete = ms.Unwind(mem, pc, sp, exact, g.StackHi)
+	// A saved sched.pc is the return address of the call that switched
+	// stacks (mcall, systemstack): the runtime's tracebacks show the line
+	// of that call, so does this.
+	if st.From == "sched" && len(st.Frames) > 0 && st.Frames[0].PC > st.Frames[0].Entry {
+		if f, ok := ms.FindFunc(st.Frames[0].PC - 1); ok {
+			st.Frames[0].File, st.Frames[0].Line = f.Line(st.Frames[0].PC - 1)
+		}
+	}
 	return st
 }
 
