@@ -39,6 +39,9 @@ type Patch struct {
 	// Signer is who signed the patch file, when the trust policy checked
 	// it (recorded in the target).
 	Signer *Signer
+	// Go is set for a patch of a Go program (goapply.go): the module
+	// record to link in the pause.
+	Go *goInfo
 }
 
 // ApplyOptions tune Apply.
@@ -190,11 +193,16 @@ func prepare(pid int, pt *Patch, st *State, exe *tracer.Module, readSyms func(pa
 	pr := &prepared{patch: pt, state: st, exeBias: exe.Bias, image: pt.Image, module: exe}
 	top := st.TopFor(exe)
 	want, onTop := exe.BuildID, ""
-	if top != nil {
+	// A Go patch is always made against the executable (goapply.go):
+	// it redirects the executable's entries, over earlier jumps.
+	if top != nil && pt.Go == nil {
 		want, onTop = top.NewBuildID, top.ID
 	}
 	if pt.OldBuildID != want && pt.NewBuildID == want && top != nil {
 		return nil, fmt.Errorf("apply patch %s to pid %d: %w: it applies to build %s, and the process already runs its new build %s, from patch %s (graft status -p %d)", pt.ID, pid, ErrAlreadyApplied, pt.OldBuildID, want, onTop, pid)
+	}
+	if pt.Go != nil && top != nil && top.NewBuildID == pt.NewBuildID {
+		return nil, fmt.Errorf("apply patch %s to pid %d: %w: the process already runs build %s, from patch %s (graft status -p %d)", pt.ID, pid, ErrAlreadyApplied, pt.NewBuildID, top.ID, pid)
 	}
 	if pt.OldBuildID != want {
 		return nil, &BuildIDMismatchError{Pid: pid, PatchID: pt.ID, Patch: pt.OldBuildID, Want: want, OnTopOf: onTop}
@@ -217,7 +225,7 @@ func prepare(pid int, pt *Patch, st *State, exe *tracer.Module, readSyms func(pa
 	for _, r := range pt.Image.Redirects {
 		pr.funcNames = append(pr.funcNames, r.Name)
 	}
-	if top == nil {
+	if top == nil || pt.Go != nil {
 		for i, r := range pt.Image.Redirects {
 			pr.versions = append(pr.versions, version{redir: i, name: r.Name, entry: exe.Bias + r.Old, size: r.OldSize + pt.Pad[r.Name]})
 		}
@@ -362,6 +370,9 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		ModulePath: exe.Path,
 	}
 	im := pr.image
+	if pt.Go != nil {
+		rec.GoModule = base + pt.Go.Module
+	}
 	rec.EhFrame, rec.EhFrameSize = im.EhFrame, im.EhFrameSize
 	rec.EhFrameHdr, rec.EhFrameHdrSize = im.EhFrameHdr, im.EhFrameHdrSize
 	for _, seg := range pr.image.Segments {
@@ -440,7 +451,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	rec.Applied = sys.now().UTC()
 	var before []byte
 	if !opts.DryRun && stateAddr != 0 {
-		b, err := encodeState(&State{Patches: st.Patches}, st.Generation+2)
+		b, err := encodeState(&State{Patches: st.Patches, Retained: st.Retained}, st.Generation+2)
 		if err != nil {
 			return nil, rollback(fail(err))
 		}
@@ -525,7 +536,21 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		}
 		return nil, rollback(fail(err))
 	}
+	unlinkGo := func() error { return nil }
+	if pt.Go != nil {
+		u, err := linkGoModule(p, pt.Go, pr.exeBias, rec.GoModule)
+		if err != nil {
+			if before != nil {
+				if _, werr := p.WriteAt(before, int64(stateAddr)); werr != nil {
+					err = errors.Join(err, fmt.Errorf("put back graft record at %#x: %w", stateAddr, werr))
+				}
+			}
+			return nil, rollback(fail(errors.Join(err, resume())))
+		}
+		unlinkGo = u
+	}
 	if err := writeSites(p, sites); err != nil {
+		err = errors.Join(err, unlinkGo())
 		if before != nil {
 			if _, werr := p.WriteAt(before, int64(stateAddr)); werr != nil {
 				err = errors.Join(err, fmt.Errorf("put back graft record at %#x: %w", stateAddr, werr))

@@ -93,6 +93,9 @@ type unwinder struct {
 }
 
 func newChecker(pid int, mods []tracer.Module, extra []imageModule) (checker, error) {
+	if gc, ok, err := newGoChecker(pid, mods); ok {
+		return gc, err
+	}
 	// The images' own mappings (memfds named graft-<id>) show up among
 	// the modules too, as files nobody can open: the images below
 	// describe them.

@@ -23,6 +23,11 @@ type Source struct {
 	Signature string
 	// data is File's bytes as the trust check read them.
 	data []byte
+	// GoPIE is, for a Go program running a default (non-PIE) build, NEW
+	// built with -buildmode=pie: the code that is loaded, while
+	// NewBinary, built the way the program was, is what the diff
+	// compares (goapply.go).
+	GoPIE string
 }
 
 // Apply patches the running process pid: it prepares everything while the
@@ -153,11 +158,21 @@ func (sys *system) resolve(pid int, src Source) (*Patch, error) {
 			return nil, fmt.Errorf("apply %s: %w", src.NewBinary, err)
 		}
 		top := st.TopFor(mod)
-		if top != nil {
+		if top != nil && !isGoExecutable(old) {
 			if top.NewPath == "" {
 				return nil, fmt.Errorf("apply %s: pid %d runs patch %s, applied from a patch file whose NEW binary (build %s) was not on this machine; a patch on top of it made with --new needs that binary to diff against (a patch file made elsewhere from it, graft diff -o, needs nothing more)", src.NewBinary, pid, top.ID, top.NewBuildID)
 			}
 			old = top.NewPath
+		}
+		if isGoExecutable(old) {
+			// Always against the executable, whatever is applied:
+			// the patch redirects every function NEW changed since
+			// the executable's build, over the jumps in place.
+			load := src.GoPIE
+			if load == "" {
+				load = src.NewBinary
+			}
+			return goPatch(old, src.NewBinary, load)
 		}
 		pt, err := sys.diff(old, src.NewBinary)
 		if err != nil {

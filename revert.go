@@ -175,7 +175,12 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 		}
 	}
 
-	next := &State{Patches: slices.Clone(keep)}
+	next := &State{Patches: slices.Clone(keep), Retained: slices.Clone(st.Retained)}
+	for _, r := range popped {
+		if r.GoModule != 0 && !r.Unloaded {
+			next.Retained = append(next.Retained, r)
+		}
+	}
 	buf, err := encodeState(next, st.Generation+1)
 	if err != nil {
 		return nil, fail(err)
@@ -234,8 +239,8 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 	var errs []error
 	serr := stopped(p, func() error {
 		for _, r := range popped {
-			if r.Unloaded {
-				continue
+			if r.Unloaded || r.GoModule != 0 {
+				continue // a Go image stays: its module stays registered
 			}
 			if err := sys.unmapImage(p, r.Base, r.Size); err != nil {
 				errs = append(errs, fmt.Errorf("unmap code of %s at %#x: %w", r.ID, r.Base, err))
@@ -246,7 +251,7 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 				errs = append(errs, fmt.Errorf("unmap orphaned image at %#x: %w", o.Start, err))
 			}
 		}
-		if len(keep) == 0 && st.Addr != 0 {
+		if len(keep) == 0 && len(next.Retained) == 0 && st.Addr != 0 {
 			// Nothing graft did is left: take the record out too, so
 			// the process looks as it did before the first apply.
 			if err := p.Munmap(st.Addr, stateCapacity); err != nil {
@@ -275,7 +280,7 @@ func orphanImages(maps []tracer.Mapping, st *State) []Range {
 		if !strings.HasPrefix(name, "/memfd:graft-") || strings.HasPrefix(name, stateMapPrefix) {
 			continue
 		}
-		if slices.ContainsFunc(st.Patches, func(r PatchRecord) bool {
+		if slices.ContainsFunc(append(slices.Clone(st.Patches), st.Retained...), func(r PatchRecord) bool {
 			return !r.Unloaded && m.Start >= r.Base && m.Start < r.Base+r.Size
 		}) {
 			continue

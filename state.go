@@ -80,6 +80,9 @@ type State struct {
 	// Addr is where the record is mapped in the target (0: no record yet).
 	Addr    uint64        `json:"-"`
 	Patches []PatchRecord `json:"patches"`
+	// Retained are reverted patches of a Go program whose images stay
+	// mapped because their modules stay registered with the runtime.
+	Retained []PatchRecord `json:"retained,omitempty"`
 }
 
 // PatchRecord is one applied patch as recorded in the target.
@@ -136,6 +139,10 @@ type PatchRecord struct {
 	// refers to is the executable's. Empty for a patch from a version-1
 	// patch file, whose NEW binary must then be on disk (NewPath).
 	Symbols []SymRecord `json:"symbols,omitempty"`
+	// GoModule is, for a patch of a Go program, the address of the
+	// moduledata linked into the runtime's module list for the image:
+	// the image stays mapped for good, even once reverted.
+	GoModule uint64 `json:"go_module,omitempty"`
 }
 
 // SymRecord is one NEW symbol living in a patch's image. The keys are

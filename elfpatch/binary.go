@@ -41,6 +41,13 @@ type Binary struct {
 	dwErr  error
 	dwIdx  *dwarfIndex
 	dwOnce sync.Once
+
+	// Go binaries (gobuild.go, goident.go): build info and the index of
+	// the Go linker's data, made on first use.
+	goOnce   sync.Once
+	goInfo   *GoBuild
+	goImOnce sync.Once
+	goIm     *goImage
 }
 
 type addrRange struct{ lo, hi uint64 }

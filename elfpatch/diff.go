@@ -148,7 +148,7 @@ func prepare(b *Binary, qualify bool) *side {
 			if _, dup := s.byKey[u.key]; !dup {
 				s.byKey[u.key] = u
 			}
-		case !sym.tls && dataSection(sym.sect) && !strings.HasPrefix(sym.name, "go:"):
+		case !sym.tls && dataSection(sym.sect) && !strings.HasPrefix(sym.name, "go:") && !goLinkerTable(sym.name):
 			// ("go:func.*", "go:string.*": the Go linker's tables of
 			// funcdata and literals, which change with any code change
 			// and are reached through the code that uses them.)
@@ -170,6 +170,9 @@ func prepare(b *Binary, qualify bool) *side {
 	}
 	n := newNormaliser(b)
 	n.dataKey = s.objKey
+	if g := b.goImage(); g != nil {
+		n.goRef = g.codeRef
+	}
 	for _, u := range s.units {
 		n.normalise(u)
 	}

@@ -56,7 +56,9 @@ func (s *side) objValue(o *symbol) []byte {
 		return v
 	}
 	var v []byte
-	if d := s.b.read(o.addr, o.size); d != nil {
+	if g := s.b.goImage(); g != nil {
+		v = g.goValue(o)
+	} else if d := s.b.read(o.addr, o.size); d != nil {
 		v = s.b.objectValue(o, d)
 	}
 	s.values[o] = v

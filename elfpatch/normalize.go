@@ -73,6 +73,8 @@ type normaliser struct {
 	anonSeen []uint64
 	// labels are the function symbols without a size (codeLabels).
 	labels map[uint64]string
+	// goRef names references of Go code (godiff.go), nil for C.
+	goRef func(u *unit, pc uint64, inst *x86asm.Inst, target uint64) string
 }
 
 func newNormaliser(b *Binary) *normaliser {
@@ -265,6 +267,9 @@ func (n *normaliser) ref(u *unit, inst *x86asm.Inst, target uint64) string {
 	}
 	if b.inPLT(target) {
 		return "plt:" + n.pltName(target)
+	}
+	if n.goRef != nil {
+		return n.goRef(u, n.pc, inst, target)
 	}
 	if s := b.symbolAt(target); s != nil {
 		off := "+" + strconv.FormatUint(target-s.addr, 10)

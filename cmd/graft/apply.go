@@ -70,6 +70,7 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 	fs := newFlags("apply", stderr)
 	pid := fs.Int("p", 0, "`PID` of the process to patch")
 	newBin := fs.String("new", "", "NEW `binary`: diff it against what the process runs and apply the result")
+	goPIE := fs.String("go-pie", "", "for a Go program running a default (non-PIE) build: NEW built with -buildmode=pie, the `binary` loaded (--new is NEW built like the running one)")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for a safe point")
 	allow := fs.String("allow-active", "", "`FUNC[,FUNC]` that may stay on a stack (running frames finish in old code)")
 	dry := fs.Bool("dry-run", false, "prepare and check, write nothing")
@@ -88,7 +89,7 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 	if *pid <= 0 {
 		return fmt.Errorf("%w: -p PID is required", errUsage)
 	}
-	src := graft.Source{NewBinary: *newBin, Signature: *sigFile}
+	src := graft.Source{NewBinary: *newBin, Signature: *sigFile, GoPIE: *goPIE}
 	switch {
 	case len(pos) == 1 && *newBin == "":
 		src.File = pos[0]

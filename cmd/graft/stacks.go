@@ -17,6 +17,8 @@ func init() {
 type stacksJSON struct {
 	Pid     int          `json:"pid"`
 	Threads []threadJSON `json:"threads"`
+	// Goroutines, for a Go program (gostacks.go).
+	Goroutines []goroutineJSON `json:"goroutines,omitempty"`
 }
 
 type threadJSON struct {
@@ -24,6 +26,9 @@ type threadJSON struct {
 	Frames []frameJSON `json:"frames"`
 	// Incomplete is the reason the stack could not be unwound to its end.
 	Incomplete string `json:"incomplete,omitempty"`
+	// Note says where a Go thread's system stack ends (not required to
+	// be complete: goroutine stacks are what counts).
+	Note string `json:"note,omitempty"`
 }
 
 type frameJSON struct {
@@ -49,6 +54,7 @@ func runStacks(stdout, stderr io.Writer, args []string) error {
 	if asJSON {
 		return writeJSON(stdout, out)
 	}
+	printGoroutines(stdout, out.Goroutines)
 	for i, t := range out.Threads {
 		if i > 0 {
 			fmt.Fprintln(stdout)
@@ -67,6 +73,9 @@ func runStacks(stdout, stderr io.Writer, args []string) error {
 		}
 		if t.Incomplete != "" {
 			fmt.Fprintf(stdout, "  (stack incomplete: %s)\n", t.Incomplete)
+		}
+		if t.Note != "" {
+			fmt.Fprintf(stdout, "  (%s)\n", t.Note)
 		}
 	}
 	return nil
@@ -91,6 +100,12 @@ func collectStacks(pid int, interrupted <-chan struct{}) (_ *stacksJSON, err err
 			err = p.check()
 		}
 	}()
+	if g, ok, err := graft.GoUnwinder(pid); ok {
+		if err != nil {
+			return nil, fmt.Errorf("stacks of pid %d: %w", pid, err)
+		}
+		return collectGoStacks(p, pid, g)
+	}
 	// The controller's unwinder also reads the CFI of patched code from
 	// the target, so stacks through it are complete without NEW on disk.
 	u, err := graft.Unwinder(pid)

@@ -83,7 +83,9 @@ func FindHole(maps []tracer.Mapping, old Span, size uint64) (uint64, error) {
 	var end uint64 // highest end seen so far: mappings may overlap in the list
 	for i := 0; i < len(busy); i++ {
 		end = max(end, busy[i].End)
-		if i+1 == len(busy) {
+		if i+1 == len(busy) || end >= maxAddr {
+			// Past the user address space (the vsyscall page follows
+			// the maxAddr sentinel): gs below would wrap around to 0.
 			break
 		}
 		gs := (end + guard + pageSize - 1) &^ (pageSize - 1)

@@ -130,3 +130,22 @@ func TestFindHoleRandom(t *testing.T) {
 		t.Fatalf("only %d of 500 random layouts got a hole", placed)
 	}
 }
+
+// TestFindHoleLowExecutableWithVsyscall: a non-PIE executable at 0x400000
+// (the default Go build) in a process with the vsyscall page mapped. The
+// gap after the maxAddr sentinel once wrapped around to 0x1000, which
+// "fits" a low executable: the reservation then failed with EEXIST.
+func TestFindHoleLowExecutableWithVsyscall(t *testing.T) {
+	maps := append(exeMaps(0x400000), libs()...)
+	maps = append(maps, tracer.Mapping{Start: 0x1e58c000, End: 0x1e5ad000, Perms: "rw-p", Path: "[heap]"},
+		tracer.Mapping{Start: 0xffffffffff600000, End: 0xffffffffff601000, Perms: "--xp", Path: "[vsyscall]"})
+	old := span(maps)
+	addr, err := FindHole(maps, old, 0x2666000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addr < old.End {
+		t.Fatalf("hole at %#x, want after the executable (ends %#x)", addr, old.End)
+	}
+	checkHole(t, maps, old, addr, 0x2666000)
+}

@@ -1,0 +1,271 @@
+package elfpatch
+
+import (
+	"debug/elf"
+	"sort"
+	"strconv"
+
+	"golang.org/x/arch/x86/x86asm"
+
+	"graft/internal/x86dec"
+)
+
+// codeRef is the normal-form token for a PC-relative reference from Go
+// code at pc (instruction inst) to target: what target denotes (see
+// goImage), never where it lies. It records in u.refs the functions and
+// globals the code names, in the tokens the rest of the diff uses.
+func (g *goImage) codeRef(u *unit, pc uint64, inst *x86asm.Inst, target uint64) string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	kind, s := g.where(target)
+	switch kind {
+	case goFunc:
+		if s != nil {
+			t := "fn:" + s.key()
+			u.refs = append(u.refs, t)
+			return t + "+" + strconv.FormatUint(target-s.addr, 10)
+		}
+	case goRWSym:
+		t := "data:" + s.key()
+		u.refs = append(u.refs, t)
+		return t + "+" + strconv.FormatUint(target-s.addr, 10)
+	case goString:
+		g.scanStrings()
+		n, ok := g.codeLen[pc]
+		if !ok {
+			n = -1
+		}
+		return g.str(target, n)
+	}
+	return g.denote(target, -1, 0)
+}
+
+// goABIRegs is the order of Go's register ABI for integer arguments: a
+// string argument is a pointer in one register and its length in the
+// next.
+var goABIRegs = []x86asm.Reg{x86asm.RAX, x86asm.RBX, x86asm.RCX, x86asm.RDI, x86asm.RSI, x86asm.R8, x86asm.R9, x86asm.R10, x86asm.R11}
+
+// reg64 maps a 32-bit register to its 64-bit register.
+func reg64(r x86asm.Reg) x86asm.Reg {
+	if r >= x86asm.EAX && r <= x86asm.R15L {
+		return r - x86asm.EAX + x86asm.RAX
+	}
+	return r
+}
+
+// goInst is one decoded instruction of a function, at pc.
+type goInst struct {
+	pc uint64
+	in x86dec.Inst
+}
+
+// goBranch reports a control transfer: the register-tracking searches of
+// strLen stop there.
+func goBranch(op x86asm.Op) bool {
+	switch op {
+	case x86asm.CALL, x86asm.JMP, x86asm.RET, x86asm.JA, x86asm.JAE, x86asm.JB, x86asm.JBE, x86asm.JE, x86asm.JNE,
+		x86asm.JG, x86asm.JGE, x86asm.JL, x86asm.JLE, x86asm.JO, x86asm.JNO, x86asm.JP, x86asm.JNP, x86asm.JS, x86asm.JNS,
+		x86asm.UD2, x86asm.INT:
+		return true
+	}
+	return false
+}
+
+// writes reports whether in writes register r (its first operand).
+func writes(in *x86dec.Inst, r x86asm.Reg) bool {
+	if a, ok := in.Args[0].(x86asm.Reg); ok && reg64(a) == r {
+		return in.Op != x86asm.CMP && in.Op != x86asm.TEST && in.Op != x86asm.PUSH
+	}
+	return false
+}
+
+// strLen finds the length the code loads with a string literal's address
+// (LEAQ str(IP), R, insts[i]): the constant moved into the next ABI
+// register after R (a string argument or result), before or after the
+// LEAQ, or the constant stored 8 bytes past where R is stored (a string
+// header built in memory). -1 if none is found within a few instructions
+// on either side, without a branch between.
+func strLen(insts []goInst, i int) int64 {
+	in := &insts[i].in
+	if in.Op != x86asm.LEA {
+		return -1
+	}
+	dst, ok := in.Args[0].(x86asm.Reg)
+	if !ok {
+		return -1
+	}
+	dst = reg64(dst)
+	var next x86asm.Reg
+	for k, r := range goABIRegs[:len(goABIRegs)-1] {
+		if r == dst {
+			next = goABIRegs[k+1]
+		}
+	}
+	immTo := func(j int, r x86asm.Reg) (int64, bool) {
+		c := &insts[j].in
+		if c.Op != x86asm.MOV {
+			return 0, false
+		}
+		a, ok := c.Args[0].(x86asm.Reg)
+		if !ok || reg64(a) != r {
+			return 0, false
+		}
+		imm, ok := c.Args[1].(x86asm.Imm)
+		return int64(imm), ok
+	}
+	const window = 8
+	if next != 0 {
+		for j := i + 1; j < len(insts) && j <= i+window && !goBranch(insts[j].in.Op); j++ {
+			if n, ok := immTo(j, next); ok {
+				return n
+			}
+			if writes(&insts[j].in, next) || writes(&insts[j].in, dst) {
+				break
+			}
+		}
+		for j := i - 1; j >= 0 && j >= i-window && !goBranch(insts[j].in.Op); j-- {
+			if n, ok := immTo(j, next); ok {
+				return n
+			}
+			if writes(&insts[j].in, next) {
+				break
+			}
+		}
+	}
+	// A header in memory: MOVQ R, d(B) next to MOVQ $len, d+8(B).
+	var store *x86asm.Mem
+	for j := i + 1; j < len(insts) && j <= i+window && !goBranch(insts[j].in.Op); j++ {
+		c := &insts[j].in
+		if m, ok := c.Args[0].(x86asm.Mem); ok && c.Op == x86asm.MOV {
+			if r, ok := c.Args[1].(x86asm.Reg); ok && reg64(r) == dst {
+				store = &m
+				break
+			}
+		}
+		if writes(c, dst) {
+			break
+		}
+	}
+	if store == nil {
+		return -1
+	}
+	lenAt := func(j int) (int64, bool) {
+		c := &insts[j].in
+		m, ok := c.Args[0].(x86asm.Mem)
+		if !ok || c.Op != x86asm.MOV || m.Base != store.Base || m.Index != store.Index || m.Scale != store.Scale || m.Disp != store.Disp+8 {
+			return 0, false
+		}
+		imm, ok := c.Args[1].(x86asm.Imm)
+		return int64(imm), ok
+	}
+	for j := i + 1; j < len(insts) && j <= i+2*window && !goBranch(insts[j].in.Op); j++ {
+		if n, ok := lenAt(j); ok {
+			return n
+		}
+	}
+	for j := i - 1; j >= 0 && j >= i-window && !goBranch(insts[j].in.Op); j-- {
+		if n, ok := lenAt(j); ok {
+			return n
+		}
+	}
+	return -1
+}
+
+// decodeFunc decodes a function symbol's code, up to the first byte that
+// does not decode.
+func (g *goImage) decodeFunc(s *symbol) []goInst {
+	code := g.b.read(s.addr, s.size)
+	var out []goInst
+	for off := 0; off < len(code); {
+		in, err := x86dec.Decode(code[off:], s.addr+uint64(off))
+		if err != nil {
+			break
+		}
+		out = append(out, goInst{s.addr + uint64(off), in})
+		off += in.Len
+	}
+	return out
+}
+
+// scanStrings finds, once, every place where a string literal starts and
+// ends as far as anyone says: the code's references with the lengths it
+// loads (codeLen, by instruction address), and the string headers in data
+// (a pointer into the string group followed by its length). A string
+// whose length nothing states extends to the next of these boundaries.
+func (g *goImage) scanStrings() {
+	if g.scanned {
+		return
+	}
+	g.scanned = true
+	g.codeLen = map[uint64]int64{}
+	bounds := map[uint64]bool{}
+	for _, s := range g.b.syms {
+		if !s.fn {
+			continue
+		}
+		insts := g.decodeFunc(s)
+		for i := range insts {
+			in := &insts[i].in
+			if in.RelSize == 0 || !g.strs.has(in.Target) {
+				continue
+			}
+			bounds[in.Target] = true
+			if n := strLen(insts, i); n >= 0 && in.Target+uint64(n) <= g.strs.hi {
+				g.codeLen[insts[i].pc] = n
+				bounds[in.Target+uint64(n)] = true
+			}
+		}
+	}
+	word := func(a uint64) {
+		p, _, ok := g.ptr(a)
+		if !ok || !g.strs.has(p) {
+			return
+		}
+		bounds[p] = true
+		if _, _, isPtr := g.ptr(a + 8); !isPtr {
+			if l, ok := g.u64(a + 8); ok && l < 1<<20 && p+l <= g.strs.hi {
+				bounds[p+l] = true
+			}
+		}
+	}
+	if g.pie {
+		for _, a := range g.b.relocOffs {
+			word(a)
+		}
+	} else {
+		for _, sec := range g.b.secs {
+			if sec.Flags&elf.SHF_EXECINSTR != 0 || sec.Type == elf.SHT_NOBITS {
+				continue
+			}
+			for a := (sec.Addr + 7) &^ 7; a+8 <= sec.Addr+sec.Size; a += 8 {
+				word(a)
+			}
+		}
+	}
+	for a := range bounds {
+		g.strBounds = append(g.strBounds, a)
+	}
+	sort.Slice(g.strBounds, func(i, j int) bool { return g.strBounds[i] < g.strBounds[j] })
+}
+
+// goValue is a Go data object's initial value with every pointer replaced
+// by what it denotes, for the comparison of globals.
+func (g *goImage) goValue(o *symbol) []byte {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.render(o.addr, o.addr+o.size, 0)
+}
+
+// goLinkerTable names the Go linker's own tables among the data symbols:
+// the module record and the tables it points to, the build information.
+// They describe the build (every one differs when any code moves) and are
+// not program state, like C's .got and .dynamic.
+func goLinkerTable(name string) bool {
+	switch name {
+	case "runtime.firstmoduledata", "runtime.lastmoduledatap", "runtime.textsectionmap", "runtime.itablink",
+		"runtime.typelink", "runtime.modinfo", "runtime.modinfo.str", "runtime.buildVersion", "runtime.buildVersion.str",
+		"runtime.findfunctab", "runtime.pclntab", "runtime.pcheader", "go:buildinfo", "go:buildinfo.ref":
+		return true
+	}
+	return false
+}

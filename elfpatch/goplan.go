@@ -1,0 +1,537 @@
+package elfpatch
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"graft/internal/x86dec"
+)
+
+// GoPlan is the offline plan of a live patch of a Go program: which
+// functions of NEW replace which of OLD, and where every reference of the
+// new code must point so that it shares the running program's runtime,
+// heap, types and state. It is pure data computed from the binaries by
+// PlanGo; the live half (mapping NEW's image, registering its module,
+// rewriting the fields, writing the jumps) consumes it.
+//
+// Addresses are link-time virtual addresses: OLD's as in OLD's ELF file
+// (add the running program's load bias, 0 for a default build), NEW's as
+// in the loaded build's ELF file (Load: add the bias at which its image is
+// mapped).
+type GoPlan struct {
+	// Old and Load are the paths of OLD and of the NEW build whose code
+	// is loaded (a PIE); Diffed is the NEW build compared with OLD (Load
+	// itself, or a build of the same source in OLD's build mode).
+	Old, Diffed, Load string
+	// OldBuildID and LoadBuildID are the GNU build-ids.
+	OldBuildID, LoadBuildID string
+	// Toolchain is the common `go version` of OLD and NEW.
+	Toolchain string
+	// Funcs are the functions whose code runs from NEW's image: the
+	// changed ones (with OLD's entry, which gets the jump) and the added
+	// ones (OldEntry 0).
+	Funcs []GoFunc
+	// Redirects are the fields in Funcs' code that must be rewritten to
+	// reach OLD's copy of what they denote. Sorted by Field.
+	Redirects []GoRedirect
+	// Kept are the references that stay inside NEW's image (its own code,
+	// other functions of Funcs, string literals, constants, jump tables):
+	// the image must be mapped with them, relocated. Sorted by Field.
+	Kept []GoRedirect
+	// Refusals name what the plan cannot do (a new type, itab or global
+	// with no twin in OLD; a signature change); a plan with refusals
+	// must not be applied.
+	Refusals []Reason
+	// Report is the diff of OLD and Diffed the plan is made from.
+	Report *Report
+}
+
+// GoFunc is one function the patch runs from NEW's image.
+type GoFunc struct {
+	Name string `json:"name"`
+	// OldEntry and OldSize locate OLD's copy (0 for an added function);
+	// the jump goes at OldEntry.
+	OldEntry uint64 `json:"old_entry"`
+	OldSize  uint64 `json:"old_size"`
+	// NewEntry and NewSize locate the code in the loaded build.
+	NewEntry uint64 `json:"new_entry"`
+	NewSize  uint64 `json:"new_size"`
+	Added    bool   `json:"added,omitempty"`
+	// Source is the declaration's file:line.
+	Source string `json:"source,omitempty"`
+}
+
+// GoRedirect is one PC-relative field of NEW's code: a rel32 call or jump
+// displacement, or a RIP-relative disp32 operand.
+type GoRedirect struct {
+	// Func is the function of GoPlan.Funcs the field is in.
+	Func string `json:"func"`
+	// Field is the NEW link-time address of the 4-byte field; End the
+	// address of the end of its instruction. The field's value is
+	// Target - End, computed in the address space the code runs in.
+	Field uint64 `json:"field"`
+	End   uint64 `json:"end"`
+	// Target is the link-time address the field must reach: in OLD for a
+	// redirect, in NEW for a kept reference.
+	Target uint64 `json:"target"`
+	// Kind is what the target is: "function", "global", "type", "itab",
+	// "cache" (type-assertion or interface-switch cache), "dict",
+	// "funcval", "rodata", "string", "code" (inside its own function).
+	Kind string `json:"kind"`
+	// What names the target: a symbol and offset, a type's name.
+	What string `json:"what"`
+}
+
+// ErrGoPlanRefused is wrapped by PlanGo's error when the plan has
+// refusals; the plan itself is returned with them.
+var ErrGoPlanRefused = errors.New("the Go patch cannot be applied live")
+
+// PlanGo plans a live patch of a Go program running OLD with NEW's code.
+//
+// diffed is the NEW build compared with OLD to find what changed; load is
+// the NEW build whose code is loaded into the process, which must be a
+// PIE (-buildmode=pie). When OLD is itself a PIE, pass the same binary
+// twice. When OLD is a default (non-PIE) build, the compiler's PIE code
+// differs from the default build's in places no source change touched (g
+// reloads, TLS access in assembly), so diffed must be NEW built the way
+// OLD was and load NEW built with -buildmode=pie from the same source; the
+// functions of the diff are looked up in load by name.
+//
+// It checks that OLD, diffed and load were built by one toolchain with the
+// same settings (CheckGoBuilds), then decodes every changed or added
+// function of load with internal/x86dec and classifies each rel32 and
+// RIP-relative field:
+//
+//   - kept in NEW: its own code, the other functions of the plan, string
+//     literals, pointer-free read-only data (float constants, GC masks),
+//     read-only data whose pointers all lead to kept things (jump tables,
+//     static string headers), funcvals of functions of the plan;
+//   - redirected to OLD's twin: every other function (the runtime's
+//     morestack, write barriers, mallocgc, duffzero at an offset...), by
+//     name; every global (runtime.writeBarrier included) by name; type
+//     descriptors by identity (abi.Type content: name, kind, size, hash,
+//     GC mask, element types); itabs and dictionaries by name;
+//     type-assertion and interface-switch caches and funcvals by content;
+//     other read-only data with pointers by name and value;
+//   - refused, naming the symbol: what has no twin in OLD and carries
+//     identity or state (a new type, itab, dictionary, cache or global),
+//     a function whose signature changed (a goroutine growing its stack
+//     re-enters OLD's entry with OLD's arguments), unnamed writable data.
+//
+// The result is deterministic. With refusals it is returned together with
+// an error wrapping ErrGoPlanRefused.
+func PlanGo(old, diffed, load *Binary) (*GoPlan, error) {
+	if old == nil || diffed == nil || load == nil {
+		return nil, fmt.Errorf("plan go patch: nil binary")
+	}
+	if old.goBuild() == nil {
+		return nil, fmt.Errorf("plan go patch: %s is not a Go program", old.path)
+	}
+	if err := CheckGoBuilds(old, diffed); err != nil {
+		return nil, fmt.Errorf("plan go patch: %w", err)
+	}
+	if load != diffed {
+		if err := CheckGoBuilds(old, load); err != nil {
+			return nil, fmt.Errorf("plan go patch: %w", err)
+		}
+	}
+	if err := CheckGoNewPIE(load); err != nil {
+		return nil, fmt.Errorf("plan go patch: %w", err)
+	}
+	if load == diffed && old.f.Type != diffed.f.Type {
+		return nil, fmt.Errorf("plan go patch: OLD %s is a default (non-PIE) build and NEW %s a PIE: the PIE's code differs from a default build's beyond the source change; diff against NEW built the way OLD was and load the PIE (PlanGo(old, newDefault, newPIE))", old.path, diffed.path)
+	}
+	r, err := Diff(old, diffed)
+	if err != nil {
+		return nil, err
+	}
+	p := &GoPlan{Old: old.path, Diffed: diffed.path, Load: load.path, OldBuildID: old.buildID,
+		LoadBuildID: load.buildID, Toolchain: old.goBuild().GoVersion, Report: r}
+	pl := &goPlanner{p: p, old: old, load: load, og: old.goImage(), lg: load.goImage(), kept: map[string]*symbol{}}
+	pl.og.mu.Lock()
+	defer pl.og.mu.Unlock()
+	if pl.lg != pl.og {
+		pl.lg.mu.Lock()
+		defer pl.lg.mu.Unlock()
+	}
+	pl.indexOld()
+	pl.funcs(r)
+	for _, f := range p.Funcs {
+		pl.code(f)
+	}
+	sort.Slice(p.Redirects, func(i, j int) bool { return p.Redirects[i].Field < p.Redirects[j].Field })
+	sort.Slice(p.Kept, func(i, j int) bool { return p.Kept[i].Field < p.Kept[j].Field })
+	sort.SliceStable(p.Refusals, func(i, j int) bool {
+		if p.Refusals[i].Symbol != p.Refusals[j].Symbol {
+			return p.Refusals[i].Symbol < p.Refusals[j].Symbol
+		}
+		return p.Refusals[i].Message < p.Refusals[j].Message
+	})
+	// One refusal per symbol and message: a new type used ten times is
+	// one reason.
+	var uniq []Reason
+	for i, rs := range p.Refusals {
+		if i > 0 && rs.Symbol == p.Refusals[i-1].Symbol && rs.Message == p.Refusals[i-1].Message {
+			continue
+		}
+		uniq = append(uniq, rs)
+	}
+	p.Refusals = uniq
+	if len(p.Refusals) > 0 {
+		var msgs []string
+		for _, rs := range p.Refusals {
+			msgs = append(msgs, rs.Message)
+		}
+		return p, fmt.Errorf("%w: %s", ErrGoPlanRefused, strings.Join(msgs, "; "))
+	}
+	return p, nil
+}
+
+type goPlanner struct {
+	p         *GoPlan
+	old, load *Binary
+	og, lg    *goImage
+	// kept are the functions of the plan in load, by name.
+	kept map[string]*symbol
+	// OLD's twins by identity.
+	oldByName   map[string]*symbol
+	oldTypes    map[string]uint64
+	oldCaches   map[string]*symbol
+	oldFuncvals map[string]uint64
+}
+
+func (pl *goPlanner) refuse(sym, format string, args ...any) {
+	pl.p.Refusals = append(pl.p.Refusals, Reason{Verdict: VerdictRefused, Symbol: sym, Message: fmt.Sprintf(format, args...)})
+}
+
+// indexOld indexes OLD's symbols by name, its type descriptors by
+// identity (those its code, its itabs, its typelinks and its DWARF
+// reach), its caches and funcvals by content.
+func (pl *goPlanner) indexOld() {
+	og := pl.og
+	pl.oldByName = map[string]*symbol{}
+	pl.oldTypes = map[string]uint64{}
+	pl.oldCaches = map[string]*symbol{}
+	pl.oldFuncvals = map[string]uint64{}
+	for _, s := range pl.old.syms {
+		if _, dup := pl.oldByName[s.key()]; !dup {
+			pl.oldByName[s.key()] = s
+		}
+		if goCache.MatchString(s.name) {
+			id := string(og.render(s.addr, s.addr+s.size, 0))
+			if _, dup := pl.oldCaches[id]; !dup {
+				pl.oldCaches[id] = s
+			}
+		}
+	}
+	addType := func(a uint64) {
+		if !og.types.has(a) {
+			return
+		}
+		if id := og.typeIdent(a, 0); id != "" {
+			if prev, dup := pl.oldTypes[id]; !dup || a < prev {
+				pl.oldTypes[id] = a
+			}
+		}
+	}
+	for _, s := range pl.old.syms {
+		if s.fn {
+			for _, in := range og.decodeFunc(s) {
+				if in.in.RelSize > 0 {
+					addType(in.in.Target)
+				}
+			}
+			continue
+		}
+		// Pointers in OLD's data (itabs, dictionaries, type fields).
+		for a := (s.addr + 7) &^ 7; a+8 <= s.addr+s.size; a += 8 {
+			if t, _, ok := og.ptr(a); ok {
+				addType(t)
+			}
+		}
+	}
+	// typelinks: int32 offsets from moduledata.types.
+	if sec := pl.old.f.Section(".typelink"); sec != nil {
+		if d, err := sec.Data(); err == nil {
+			for i := 0; i+4 <= len(d); i += 4 {
+				off := int32(uint32(d[i]) | uint32(d[i+1])<<8 | uint32(d[i+2])<<16 | uint32(d[i+3])<<24)
+				addType(og.typesBase + uint64(off))
+			}
+		}
+	}
+	for _, r := range og.funcdesc {
+		for a := r.lo; a+8 <= r.hi; a += 8 {
+			id := og.denote(a, -1, 0)
+			if _, dup := pl.oldFuncvals[id]; !dup {
+				pl.oldFuncvals[id] = a
+			}
+		}
+	}
+}
+
+// funcs fills Funcs from the diff: changed and added functions, found in
+// load by name.
+func (pl *goPlanner) funcs(r *Report) {
+	byName := map[string]*symbol{}
+	for _, s := range pl.load.syms {
+		if s.fn {
+			if _, dup := byName[s.key()]; !dup {
+				byName[s.key()] = s
+			}
+		}
+	}
+	add := func(f Func, added bool) {
+		key := cloneKey(f.Name)
+		if f.File != "" {
+			key = f.File + ":" + key
+		}
+		s := byName[key]
+		if s == nil {
+			pl.refuse(f.Name, "%s is not in the loaded build %s (a different source, or a function only the other build mode has)", f.Name, pl.load.path)
+			return
+		}
+		gf := GoFunc{Name: f.Name, NewEntry: s.addr, NewSize: s.size, Added: added, Source: f.Source}
+		if !added {
+			gf.OldEntry, gf.OldSize = f.OldAddr, f.OldSize
+			if !f.Patchable {
+				pl.refuse(f.Name, "%s changed but its entry cannot take a jump: %s", f.Name, f.Why)
+			}
+		}
+		pl.kept[s.key()] = s
+		pl.p.Funcs = append(pl.p.Funcs, gf)
+	}
+	for _, f := range r.Changed {
+		add(f, false)
+	}
+	for _, f := range r.Added {
+		add(f, true)
+	}
+	for _, s := range r.Signatures {
+		pl.refuse(s.Name, "signature of %s changed (%s -> %s): a goroutine that grows its stack in it, or is preempted at its entry, re-enters the old entry with the old arguments; rename the new function instead", s.Name, s.Old, s.New)
+	}
+	sort.Slice(pl.p.Funcs, func(i, j int) bool { return pl.p.Funcs[i].Name < pl.p.Funcs[j].Name })
+}
+
+// code classifies every PC-relative field of one function of the plan.
+func (pl *goPlanner) code(f GoFunc) {
+	s := pl.load.symbolAt(f.NewEntry)
+	if s == nil {
+		return
+	}
+	code := pl.load.read(s.addr, s.size)
+	for off := 0; off < len(code); {
+		pc := s.addr + uint64(off)
+		in, err := x86dec.Decode(code[off:], pc)
+		if err != nil {
+			pl.refuse(f.Name, "%s: the instruction at %#x does not decode; its references cannot all be found", f.Name, pc)
+			return
+		}
+		off += in.Len
+		if in.RelSize == 0 {
+			continue
+		}
+		rd := GoRedirect{Func: f.Name, Field: pc + uint64(in.RelOff), End: pc + uint64(in.Len), Target: in.Target}
+		if in.RelSize != 4 {
+			// rel8 branches: always inside the function.
+			if in.Target >= s.addr && in.Target < s.addr+s.size {
+				continue
+			}
+			pl.refuse(f.Name, "%s: a short branch at %#x leaves the function", f.Name, pc)
+			continue
+		}
+		if in.Target >= s.addr && in.Target < s.addr+s.size {
+			rd.Kind, rd.What = "code", fmt.Sprintf("%s+%#x", s.name, in.Target-s.addr)
+			pl.p.Kept = append(pl.p.Kept, rd)
+			continue
+		}
+		pl.classify(f.Name, rd)
+	}
+}
+
+func (pl *goPlanner) keep(rd GoRedirect, kind, what string) {
+	rd.Kind, rd.What = kind, what
+	pl.p.Kept = append(pl.p.Kept, rd)
+}
+
+func (pl *goPlanner) redirect(rd GoRedirect, kind, what string, target uint64) {
+	rd.Kind, rd.What, rd.Target = kind, what, target
+	pl.p.Redirects = append(pl.p.Redirects, rd)
+}
+
+func symOff(s *symbol, a uint64) string {
+	if a == s.addr {
+		return s.name
+	}
+	return fmt.Sprintf("%s+%#x", s.name, a-s.addr)
+}
+
+// classify decides one field of fn whose target lies outside fn.
+func (pl *goPlanner) classify(fn string, rd GoRedirect) {
+	lg := pl.lg
+	t := rd.Target
+	kind, s := lg.where(t)
+	switch kind {
+	case goFunc:
+		if s == nil {
+			pl.refuse(fn, "%s refers to code at %#x that belongs to no function symbol", fn, t)
+			return
+		}
+		if _, ok := pl.kept[s.key()]; ok {
+			pl.keep(rd, "function", symOff(s, t))
+			return
+		}
+		if o := pl.oldByName[s.key()]; o != nil && o.fn && t-s.addr < o.size {
+			pl.redirect(rd, "function", symOff(s, t), o.addr+(t-s.addr))
+			return
+		}
+		pl.refuse(s.name, "%s calls %s, which OLD does not have and the patch does not add", fn, s.name)
+	case goRWSym:
+		if o := pl.oldByName[s.key()]; o != nil && !o.fn && t-s.addr < max(o.size, 1) {
+			pl.redirect(rd, "global", symOff(s, t), o.addr+(t-s.addr))
+			return
+		}
+		pl.refuse(s.name, "%s uses the global %s, which OLD does not have: new globals are not supported yet (the running program has no storage for it)", fn, s.name)
+	case goCacheSym:
+		id := string(lg.render(s.addr, s.addr+s.size, 0))
+		if o := pl.oldCaches[id]; o != nil {
+			pl.redirect(rd, "cache", symOff(s, t), o.addr+(t-s.addr))
+			return
+		}
+		pl.refuse(s.name, "%s uses %s, a type-assertion or interface-switch cache with no twin in OLD (a new type assertion on an interface OLD never asserts to): not supported yet", fn, s.name)
+	case goType:
+		id := lg.typeIdent(t, 0)
+		name, _, _ := strings.Cut(id, "|")
+		if a, ok := pl.oldTypes[id]; ok && id != "" {
+			pl.redirect(rd, "type", name, a)
+			return
+		}
+		if id == "" {
+			pl.refuse(fn, "%s refers to %#x among the type descriptors, which does not read as one", fn, t)
+			return
+		}
+		pl.refuse("type "+name, "%s uses the type %s, whose descriptor OLD does not have (a new or changed type): the running program's runtime would not know it", fn, name)
+	case goROSym:
+		pl.classifyRO(fn, rd, s)
+	case goString:
+		pl.keep(rd, "string", lg.near(t))
+	case goGCBits:
+		pl.keep(rd, "rodata", lg.near(t))
+	case goFuncval:
+		id := lg.denote(t, -1, 0)
+		if p, _, ok := lg.ptr(t); ok {
+			if ps := pl.load.symbolAt(p); ps != nil && ps.addr == p {
+				if _, kept := pl.kept[ps.key()]; kept {
+					pl.keep(rd, "funcval", "funcval of "+ps.name)
+					return
+				}
+			}
+		}
+		if a, ok := pl.oldFuncvals[id]; ok {
+			pl.redirect(rd, "funcval", strings.TrimPrefix(id, "fv:"), a)
+			return
+		}
+		pl.refuse(fn, "%s uses a funcval (%s) with no twin in OLD", fn, id)
+	case goROAnon:
+		if pl.keepable(lg.anonEnd(t), t, 0) {
+			pl.keep(rd, "rodata", lg.near(t))
+			return
+		}
+		pl.refuse(fn, "%s refers to unnamed read-only data at %#x (%s) holding pointers to what OLD owns; it has no name to find OLD's copy by", fn, t, lg.near(t))
+	case goRWAnon:
+		pl.refuse(fn, "%s refers to unnamed writable data at %#x (%s); it has no name to find OLD's copy by", fn, t, lg.near(t))
+	default:
+		pl.refuse(fn, "%s refers to %#x, outside any section of %s", fn, t, pl.load.path)
+	}
+}
+
+// classifyRO decides a reference to a named read-only object.
+func (pl *goPlanner) classifyRO(fn string, rd GoRedirect, s *symbol) {
+	lg, t := pl.lg, rd.Target
+	kind := "rodata"
+	switch {
+	case strings.HasPrefix(s.name, "go:itab."):
+		kind = "itab"
+	case strings.Contains(s.name, "..dict."):
+		kind = "dict"
+	}
+	if kind == "rodata" && pl.keepable(s.addr+s.size, s.addr, 0) {
+		pl.keep(rd, kind, symOff(s, t))
+		return
+	}
+	if !goNumbered.MatchString(s.name) {
+		if o := pl.oldByName[s.key()]; o != nil && !o.fn && o.size == s.size &&
+			string(lg.render(s.addr, s.addr+s.size, 0)) == string(pl.og.render(o.addr, o.addr+o.size, 0)) {
+			pl.redirect(rd, kind, symOff(s, t), o.addr+(t-s.addr))
+			return
+		}
+	}
+	switch kind {
+	case "itab":
+		pl.refuse(s.name, "%s uses %s, an interface table OLD does not have (a type newly converted to an interface): the running program's runtime would not know it", fn, s.name)
+	case "dict":
+		pl.refuse(s.name, "%s uses %s, a generic dictionary with no identical twin in OLD (a new instantiation): not supported yet", fn, s.name)
+	default:
+		pl.refuse(s.name, "%s uses %s, read-only data holding pointers to types or code, with no identical twin in OLD", fn, s.name)
+	}
+}
+
+// keepable says whether read-only data [lo, hi) of load may stay in NEW's
+// image: every pointer in it leads to a string, pointer-free data, a
+// function of the plan, or other keepable data.
+func (pl *goPlanner) keepable(hi, lo uint64, depth int) bool {
+	lg := pl.lg
+	if depth > 3 {
+		return false
+	}
+	for a := (lo + 7) &^ 7; a+8 <= hi; a += 8 {
+		p, sym, ok := lg.ptr(a)
+		if !ok {
+			continue
+		}
+		if sym != "" {
+			return false
+		}
+		kind, s := lg.where(p)
+		switch kind {
+		case goString, goGCBits:
+		case goFunc:
+			if s == nil {
+				return false
+			}
+			if _, kept := pl.kept[s.key()]; !kept {
+				return false
+			}
+		case goROSym:
+			if strings.HasPrefix(s.name, "go:itab.") || !pl.keepable(s.addr+s.size, s.addr, depth+1) {
+				return false
+			}
+		case goROAnon:
+			if !pl.keepable(lg.anonEnd(p), p, depth+1) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// anonEnd is where anonymous read-only data starting at addr ends at the
+// latest: the next symbol, group or section end (at most 512 bytes).
+func (g *goImage) anonEnd(addr uint64) uint64 {
+	end := addr + 512
+	if sec := g.b.section(addr); sec != nil {
+		end = min(end, sec.Addr+sec.Size)
+	}
+	if i := sort.Search(len(g.b.syms), func(i int) bool { return g.b.syms[i].addr > addr }); i < len(g.b.syms) {
+		end = min(end, g.b.syms[i].addr)
+	}
+	for _, r := range append([]addrRange{g.types, g.strs, g.gcbits}, g.funcdesc...) {
+		if r.lo > addr {
+			end = min(end, r.lo)
+		}
+	}
+	return end
+}

@@ -1,0 +1,132 @@
+package goruntime
+
+import (
+	"debug/elf"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"graft/internal/testutil"
+	"graft/tracer"
+)
+
+// walkAll stops p once and unwinds every goroutine.
+func walkAll(t testing.TB, p *tracer.Process, ms *Modules) []Stack {
+	t.Helper()
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := p.Resume(); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	regs := map[int]ThreadRegs{}
+	for _, tid := range p.Threads() {
+		r, err := p.Regs(tid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		regs[tid] = ThreadRegs{PC: r.PC(), SP: r.SP()}
+	}
+	if err := ms.Refresh(p); err != nil {
+		t.Fatal(err)
+	}
+	gs, err := ms.L.Goroutines(p, ms.Bias)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []Stack
+	for _, g := range gs {
+		out = append(out, ms.GoroutineStack(p, g, regs))
+	}
+	return out
+}
+
+// TestGoroutinesLive walks every goroutine of a goserver under load, many
+// times: parked goroutines (main in accept, connection readers) must
+// unwind to their top frame, every stack that is complete must end in a
+// top frame, and a handler must be seen on some goroutine's stack.
+func TestGoroutinesLive(t *testing.T) {
+	testutil.RequirePtrace(t)
+	bin := testutil.Build(t, "goserver-v2")
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ReadLayout(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, port := testutil.StartServer(t, "goserver-v2")
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	client := &http.Client{Timeout: 20 * time.Second}
+	var failed atomic.Int64
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/count", port))
+				if err != nil {
+					failed.Add(1)
+					return
+				}
+				io.ReadAll(resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	defer func() { stop.Store(true); wg.Wait() }()
+	p, err := tracer.Attach(srv.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ms := NewModules(l, 0)
+	sawHandler, sawMain, incomplete, total := false, false, 0, 0
+	for round := 0; round < 200 && !(sawHandler && round > 20); round++ {
+		for _, st := range walkAll(t, p, ms) {
+			total++
+			var names []string
+			for _, fr := range st.Frames {
+				names = append(names, fr.Func)
+			}
+			joined := strings.Join(names, " <- ")
+			if st.Incomplete != "" {
+				incomplete++
+				if st.G.Status != l.Status["running"] {
+					t.Errorf("goroutine %d (%s) parked but incomplete: %s: %s", st.G.ID, l.StatusName(st.G.Status), st.Incomplete, joined)
+				}
+				continue
+			}
+			if last := names[len(names)-1]; last != "runtime.goexit" && last != "runtime.mstart" && last != "runtime.rt0_go" {
+				t.Errorf("goroutine %d: stack ends at %s, not at a top frame: %s", st.G.ID, last, joined)
+			}
+			if st.G.ID == 1 && strings.Contains(joined, "main.main") {
+				sawMain = true
+			}
+			if strings.Contains(joined, "main.handleCount") {
+				sawHandler = true
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Logf("%d goroutine stacks walked, %d incomplete (running)", total, incomplete)
+	if !sawMain {
+		t.Error("goroutine 1 never showed main.main")
+	}
+	if !sawHandler {
+		t.Error("no goroutine was ever seen in main.handleCount under load")
+	}
+	if failed.Load() > 0 {
+		t.Errorf("%d requests failed", failed.Load())
+	}
+}

@@ -1,0 +1,188 @@
+package goruntime
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// Frame is one frame of a goroutine's stack, innermost first.
+type Frame struct {
+	// PC is where the frame resumes: the goroutine's own PC for frame 0
+	// and for a frame interrupted by an asynchronous preemption or a
+	// signal panic (Exact), the return address otherwise.
+	PC, SP uint64
+	Exact  bool
+	// Func is the function's name, Entry and End its bounds; Module the
+	// address of the moduledata describing it.
+	Func       string
+	Entry, End uint64
+	Module     uint64
+	File       string
+	Line       int
+}
+
+// maxFrames bounds one walk: deep recursion is legitimate, a loop is not.
+const maxFrames = 1 << 17
+
+// stackReader serves reads of one goroutine's stack from a single read.
+type stackReader struct {
+	mem    Mem
+	lo, hi uint64
+	buf    []byte
+}
+
+func (s *stackReader) word(a uint64) (uint64, error) {
+	if a >= s.lo && a+8 <= s.hi && s.buf != nil {
+		return binary.LittleEndian.Uint64(s.buf[a-s.lo:]), nil
+	}
+	var b [8]byte
+	if _, err := s.mem.ReadAt(b[:], int64(a)); err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint64(b[:]), nil
+}
+
+// Unwind walks a Go stack from pc/sp (exact: pc is where the code resumes,
+// not a return address). hi, when not 0, is the top of the stack: the
+// words in [sp, hi) are read at once. It returns the frames and, when the
+// walk stopped before a top frame (goexit, mstart, ...), why.
+func (ms *Modules) Unwind(mem Mem, pc, sp uint64, exact bool, hi uint64) ([]Frame, string) {
+	sr := &stackReader{mem: mem}
+	if hi > sp && hi-sp <= 1<<30 {
+		b := make([]byte, hi-sp)
+		if _, err := mem.ReadAt(b, int64(sp)); err == nil {
+			sr.lo, sr.hi, sr.buf = sp, hi, b
+		}
+	}
+	var frames []Frame
+	for len(frames) < maxFrames {
+		look := pc
+		if !exact && pc > 0 {
+			look = pc - 1
+		}
+		f, ok := ms.FindFunc(look)
+		if !ok {
+			if pc == 0 && len(frames) > 0 {
+				return frames, "return address 0 before a top frame"
+			}
+			return frames, fmt.Sprintf("pc %#x is in no Go module's code", pc)
+		}
+		fr := Frame{PC: pc, SP: sp, Exact: exact, Func: f.Name, Entry: f.Entry, End: f.End(), Module: f.mod.Addr}
+		fr.File, fr.Line = f.Line(look)
+		frames = append(frames, fr)
+		flag := f.flag()
+		if flag&flagTopFrame != 0 {
+			return frames, ""
+		}
+		if flag&flagSPWrite != 0 {
+			return frames, fmt.Sprintf("%s changes the stack pointer at pc %#x (switching stacks): its caller is not known", f.Name, pc)
+		}
+		spl := pc
+		if spl >= fr.End {
+			spl = look
+		}
+		delta, ok := f.SPDelta(spl)
+		if !ok || delta < 0 {
+			return frames, fmt.Sprintf("no frame size for %s at pc %#x", f.Name, pc)
+		}
+		fp := sp + uint64(delta)
+		ra, err := sr.word(fp)
+		if err != nil {
+			return frames, fmt.Sprintf("read return address of %s at %#x: %v", f.Name, fp, err)
+		}
+		nsp := fp + 8
+		if nsp <= sp {
+			return frames, fmt.Sprintf("stack does not grow at %s (sp %#x)", f.Name, sp)
+		}
+		// An asynchronous preemption or a signal panic is a call the
+		// signal handler injected: the address it pushed is where the
+		// interrupted function resumes, not after a call.
+		exact = f.Name == "runtime.asyncPreempt" || f.Name == "runtime.sigpanic"
+		pc, sp = ra, nsp
+	}
+	return frames, fmt.Sprintf("more than %d frames", maxFrames)
+}
+
+// ThreadRegs are the registers of one stopped thread.
+type ThreadRegs struct {
+	PC, SP uint64
+}
+
+// Stack is one goroutine's stack.
+type Stack struct {
+	G      G
+	Frames []Frame
+	// From says where the walk started: "thread" (a running goroutine's
+	// thread registers), "syscall" (syscallpc/sp), "sched" (its saved
+	// registers).
+	From string
+	// Incomplete says why the walk stopped before the stack's end ("" if
+	// it reached a top frame). Such a stack is never called safe.
+	Incomplete string
+}
+
+// GoroutineStack unwinds g, starting from where its status says it is: a
+// running goroutine from its thread's registers (from its saved state if
+// the thread is on its system stack, which saves it on the switch), one in
+// a system call from where it entered the call, any other from its saved
+// state. g0Stack gives the system stack bounds of the thread running g
+// (0, 0 if unknown).
+func (ms *Modules) GoroutineStack(mem Mem, g G, regs map[int]ThreadRegs) Stack {
+	st := Stack{G: g}
+	pc, sp, exact := g.SchedPC, g.SchedSP, true
+	st.From = "sched"
+	switch g.Status {
+	case ms.L.Status["running"]:
+		r, ok := regs[g.Tid]
+		if !ok {
+			st.Incomplete = fmt.Sprintf("running on thread %d, which was not stopped", g.Tid)
+			return st
+		}
+		if r.SP >= g.StackLo && r.SP < g.StackHi {
+			pc, sp, st.From = r.PC, r.SP, "thread"
+		} else if !ms.onSystemStack(mem, g, r.SP) {
+			st.Incomplete = fmt.Sprintf("running on thread %d, whose sp %#x is neither on the goroutine's stack nor on the thread's system stack (in a signal handler?)", g.Tid, r.SP)
+			return st
+		}
+	case ms.L.Status["syscall"]:
+		if g.SyscallSP != 0 {
+			pc, sp, exact, st.From = g.SyscallPC, g.SyscallSP, false, "syscall"
+		}
+	}
+	if sp == 0 || pc == 0 {
+		st.Incomplete = "no saved registers"
+		return st
+	}
+	st.Frames, st.Incomplete = ms.Unwind(mem, pc, sp, exact, g.StackHi)
+	// A saved sched.pc is the return address of the call that switched
+	// stacks (mcall, systemstack): the runtime's tracebacks show the line
+	// of that call, so does this.
+	if st.From == "sched" && len(st.Frames) > 0 && st.Frames[0].PC > st.Frames[0].Entry {
+		if f, ok := ms.FindFunc(st.Frames[0].PC - 1); ok {
+			st.Frames[0].File, st.Frames[0].Line = f.Line(st.Frames[0].PC - 1)
+		}
+	}
+	return st
+}
+
+// onSystemStack reports whether sp lies on the g0 stack of g's m (the
+// runtime saves the goroutine's state in g.sched before switching there).
+func (ms *Modules) onSystemStack(mem Mem, g G, sp uint64) bool {
+	if g.M == 0 {
+		return false
+	}
+	var b [8]byte
+	if _, err := mem.ReadAt(b[:], int64(g.M)+int64(ms.L.M.G0)); err != nil {
+		return false
+	}
+	g0 := binary.LittleEndian.Uint64(b[:])
+	var s [16]byte
+	if g0 == 0 || ms.L.G.StackHi != ms.L.G.StackLo+8 {
+		return false
+	}
+	if _, err := mem.ReadAt(s[:], int64(g0)+int64(ms.L.G.StackLo)); err != nil {
+		return false
+	}
+	lo, hi := binary.LittleEndian.Uint64(s[:]), binary.LittleEndian.Uint64(s[8:])
+	return sp >= lo && sp < hi
+}
