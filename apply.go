@@ -33,6 +33,11 @@ type Patch struct {
 	// Parts are, by function name, its out-of-line parts (foo.cold), which
 	// get no jump but count as the function for the safety check.
 	Parts map[string][]string
+	// Transfers convert the globals whose layout changed, in the pause
+	// (transfer.go); PtrSites are OLD's pointer fields that may point
+	// into them.
+	Transfers []elfpatch.Transfer
+	PtrSites  []elfpatch.PtrSite
 }
 
 // ApplyOptions tune Apply.
@@ -63,6 +68,10 @@ type ApplyResult struct {
 	// Unloaded lists earlier patches whose code this one superseded and
 	// that were unmapped.
 	Unloaded []string `json:"unloaded,omitempty"`
+	// Transfers are the globals whose contents were converted (in a dry
+	// run: checked); Irreversible says why revert will refuse.
+	Transfers    []TransferResult `json:"transfers,omitempty"`
+	Irreversible string           `json:"irreversible,omitempty"`
 }
 
 const defaultTimeout = 5 * time.Second
@@ -125,6 +134,9 @@ func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOpti
 	}
 	pr, err := prepare(pid, pt, st, exe, sys.symbols)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkTransfers(pid, pt, st, opts.AllowActive); err != nil {
 		return nil, err
 	}
 
@@ -451,9 +463,13 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		t0 = last
 	}
 	if opts.DryRun {
-		if err := resume(); err != nil {
-			return nil, fail(fmt.Errorf("resume: %w", err))
+		// The transformers run too, writing nothing: a value that does
+		// not fit its new type shows now.
+		xrecs, _, xerr := runTransfers(p, pt, pr.exeBias, base, false)
+		if err := resume(); err != nil || xerr != nil {
+			return nil, fail(errors.Join(xerr, err))
 		}
+		res.Transfers, res.Irreversible = transferResults(xrecs), (&PatchRecord{Transfers: xrecs}).Irreversible()
 		return res, nil
 	}
 
@@ -484,6 +500,24 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 			out = o
 		}
 	}
+	// State transfer: converted now, after every thread stopped and
+	// before the record and any jump; the record then holds the result.
+	xundo := func() error { return nil }
+	if len(pt.Transfers) > 0 {
+		xrecs, undo, err := runTransfers(p, pt, pr.exeBias, base, true)
+		if err == nil {
+			rec.Transfers = xrecs
+			out, err = sys.outcome(st, rec, sites, out.unload)
+			if err != nil {
+				err = errors.Join(err, undo())
+			}
+		}
+		if err != nil {
+			return nil, rollback(fail(errors.Join(err, resume())))
+		}
+		xundo = undo
+		res.Transfers, res.Irreversible = transferResults(xrecs), rec.Irreversible()
+	}
 	sites, buf := out.sites, out.buf
 	res.Sites = sites
 	for _, i := range out.unload {
@@ -495,13 +529,14 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	// original bytes, so status shows it and revert cleans it up, and
 	// never a jump nobody knows about.
 	if _, err := p.WriteAt(buf, int64(stateAddr)); err != nil {
-		err = fmt.Errorf("write graft record at %#x: %w", stateAddr, err)
+		err = errors.Join(fmt.Errorf("write graft record at %#x: %w", stateAddr, err), xundo())
 		if rerr := resume(); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("resume: %w", rerr))
 		}
 		return nil, rollback(fail(err))
 	}
 	if err := writeSites(p, sites); err != nil {
+		err = errors.Join(err, xundo())
 		if before != nil {
 			if _, werr := p.WriteAt(before, int64(stateAddr)); werr != nil {
 				err = errors.Join(err, fmt.Errorf("put back graft record at %#x: %w", stateAddr, werr))

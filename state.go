@@ -127,6 +127,9 @@ type PatchRecord struct {
 	// refers to is the executable's. Empty for a patch from a version-1
 	// patch file, whose NEW binary must then be on disk (NewPath).
 	Symbols []SymRecord `json:"symbols,omitempty"`
+	// Transfers are the globals whose contents the patch converted
+	// (transfer.go): what revert needs to convert them back.
+	Transfers []TransferRecord `json:"transfers,omitempty"`
 }
 
 // SymRecord is one NEW symbol living in a patch's image. The keys are

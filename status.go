@@ -51,6 +51,10 @@ type PatchStatus struct {
 	// version-1 patch file, which needs NEW at NewPath for both.
 	SelfContained bool   `json:"self_contained"`
 	NewPath       string `json:"new_path,omitempty"`
+	// Transfers are the globals whose contents the patch converted;
+	// Irreversible says why revert refuses it ("" if it does not).
+	Transfers    []TransferResult `json:"transfers,omitempty"`
+	Irreversible string           `json:"irreversible,omitempty"`
 }
 
 // status reads the record without attaching: the target never stops.
@@ -89,6 +93,8 @@ func statusOf(pid int, st *State, mem io.ReaderAt) *StatusResult {
 			Intact:        true,
 			SelfContained: r.EhFrameSize > 0 && len(r.Symbols) > 0,
 			NewPath:       r.NewPath,
+			Transfers:     transferResults(r.Transfers),
+			Irreversible:  r.Irreversible(),
 		}
 		for _, f := range r.Functions {
 			ps.Functions = append(ps.Functions, f.Name)

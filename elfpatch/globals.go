@@ -152,6 +152,7 @@ func (d *differ) global(o, n *symbol) {
 			}
 			d.addType(tname, ot, nt, "global", n.name)
 			if class == TypeChanged {
+				d.xfer = append(d.xfer, xferCand{o: o, n: n, ot: ot, nt: nt, src: src})
 				verdict = VerdictTransformer
 				msgs = append(msgs, fmt.Sprintf("type of %s changed layout (%s): its running contents need a state transformer", n.name, detail))
 			} else {

@@ -202,10 +202,24 @@ func (p *planner) oldObject(s *psym, target uint64) (to uint64, shared bool, rea
 		}
 		return 0, false, ""
 	}
+	if t := p.xfer[s.value]; t != nil {
+		if t.InPlace {
+			// NEW's layout is written over OLD's object, in its slot.
+			return o.value + (target - s.value), true, ""
+		}
+		return 0, false, "" // NEW's object, filled from OLD's in the pause
+	}
 	if o.size != s.size {
 		return 0, false, fmt.Sprintf("size differs between builds (old %d, new %d bytes): its type or layout changed; refusing to point new code at the old object", o.size, s.size)
 	}
 	return o.value + (target - s.value), true, ""
+}
+
+// moved reports whether NEW's object s is a transferred global that lives
+// in NEW's image.
+func (p *planner) moved(s *psym) bool {
+	t := p.xfer[s.value]
+	return t != nil && !t.InPlace
 }
 
 // resizedUnchanged explains why NEW's function s cannot be replaced by

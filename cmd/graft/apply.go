@@ -26,6 +26,9 @@ type applyOutput struct {
 	OnTopOf   string       `json:"on_top_of,omitempty"`
 	Unloaded  []string     `json:"unloaded,omitempty"`
 	Sites     []siteOutput `json:"sites"`
+	// Transfers: globals converted (transfer.go).
+	Transfers    []graft.TransferResult `json:"transfers,omitempty"`
+	Irreversible string                 `json:"irreversible,omitempty"`
 }
 
 type siteOutput struct {
@@ -107,6 +110,7 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 			PatchID: res.PatchID, Pid: *pid, Functions: res.Functions, PauseUS: res.PauseUS,
 			DryRun: res.DryRun, Base: hex(res.Base), Size: res.Size, OnTopOf: res.OnTopOf,
 			Unloaded: res.Unloaded, Sites: sitesOutput(res.Sites),
+			Transfers: res.Transfers, Irreversible: res.Irreversible,
 		})
 	}
 	verb := "applied"
@@ -124,6 +128,7 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 	if len(res.Unloaded) > 0 {
 		fmt.Fprintf(stdout, "  unloaded superseded: %s\n", strings.Join(res.Unloaded, ", "))
 	}
+	printTransfers(stdout, res.Transfers, res.Irreversible)
 	fmt.Fprintf(stdout, "  pause: %d µs\n", res.PauseUS)
 	return nil
 }

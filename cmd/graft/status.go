@@ -57,6 +57,9 @@ type patchStatusOutput struct {
 	Unloaded     bool             `json:"unloaded,omitempty"`
 	SupersededBy string           `json:"superseded_by,omitempty"`
 	Intact       bool             `json:"intact"`
+	// Transfers: globals the patch converted.
+	Transfers    []graft.TransferResult `json:"transfers,omitempty"`
+	Irreversible string                 `json:"irreversible,omitempty"`
 }
 
 type redirectOutput struct {
@@ -90,6 +93,7 @@ func runStatus(stdout, stderr io.Writer, args []string) error {
 				ID: p.ID, Applied: p.Applied, OldBuildID: p.OldBuildID, NewBuildID: p.NewBuildID,
 				Functions: p.Functions, Sites: sitesOutput(p.Sites), Base: hex(p.Base), Size: p.Size,
 				Unloaded: p.Unloaded, SupersededBy: p.SupersededBy, Intact: p.Intact, Redirects: []redirectOutput{},
+				Transfers: p.Transfers, Irreversible: p.Irreversible,
 			}
 			for _, r := range p.Redirects {
 				ro := redirectOutput{Name: r.Name, New: hex(r.New), NewSize: r.NewSize}
@@ -130,6 +134,7 @@ func runStatus(stdout, stderr io.Writer, args []string) error {
 		fmt.Fprintf(stdout, "  build %s -> %s\n", p.OldBuildID, p.NewBuildID)
 		fmt.Fprintf(stdout, "  code at %s (%d bytes)\n", hex(p.Base), p.Size)
 		fmt.Fprintf(stdout, "  functions: %s\n", strings.Join(p.Functions, ", "))
+		printTransfers(stdout, p.Transfers, p.Irreversible)
 		if !p.SelfContained && !p.Unloaded {
 			nb := p.NewPath
 			if nb == "" {
