@@ -107,6 +107,12 @@ func (p *planner) inRun(addr uint64) bool {
 // OLD's copy.
 func (p *planner) refTarget(from *psym, pc, target uint64, branch bool) (*Fixup, error) {
 	if from.contains(target) {
+		// A function taking its own address (lea fn, to store a
+		// handler pointer) gets OLD's entry like every other address
+		// taker: one identity per function. Branches stay inside.
+		if o := matchOld(p.oldSyms, p.newSyms, from); !branch && target == from.value && o != nil {
+			return &Fixup{Target: o.value, Symbol: from.label()}, nil
+		}
 		return nil, nil
 	}
 	fail := func(sym, reason string) error {

@@ -1,6 +1,7 @@
 package elfpatch
 
 import (
+	"bytes"
 	"debug/dwarf"
 	"debug/elf"
 	"fmt"
@@ -80,6 +81,12 @@ func (d *differ) transfer(c xferCand, changed map[string]bool) Transfer {
 	if v := d.new.b.read(n.addr, n.size); v != nil && !allZero(v) {
 		t.Init = append(HexBytes(nil), v...)
 	}
+	// A writable global whose initial value changed too may be a table
+	// the program never writes: carrying its running contents would keep
+	// OLD's entries. The operator decides.
+	if ov, nv := d.old.objValue(o), d.new.objValue(n); (rules == nil || !rules.Fresh && !rules.Carry) && !(allZero(ov) && allZero(nv)) && !bytes.Equal(ov, nv) {
+		t.Todo = append(t.Todo, "its initial value changed too: carry the running contents (the generated mapping; say `carry: true`) or take the new build's initial value (`fresh: true`)?")
+	}
 
 	// Reverse: the same generation from NEW to OLD, with the operator's
 	// renames turned round. Lost members, unit changes and initial
@@ -104,7 +111,7 @@ func (d *differ) transfer(c xferCand, changed map[string]bool) Transfer {
 				rev.Enum[k] = inv
 			}
 		}
-		rops, _, rtodo := genTransfer(c.nt, c.ot, rev)
+		rops, _, rtodo := genOps(c.nt, c.ot, rev, true)
 		if len(rtodo) > 0 {
 			t.Irreversible = "no reverse mapping: " + rtodo[0]
 		} else {
@@ -192,4 +199,36 @@ func (d *differ) addUser(u *unit, global string, changed map[string]bool) {
 func containsSorted(s []string, k string) bool {
 	i := sort.SearchStrings(s, k)
 	return i < len(s) && s[i] == k
+}
+
+// stackOnlyInPatch reports whether a changed type that lives in locals and
+// parameters (storage "stack") is used only by functions the patch
+// replaces: none of them may be on a stack in the pause, so no frame holds
+// an object of the old layout when the new code starts. It records why.
+func (d *differ) stackOnlyInPatch(tc *TypeChange) bool {
+	if tc.Storage != "stack" || len(d.r.Transfers) == 0 {
+		return false
+	}
+	in := map[string]bool{}
+	for _, f := range d.r.Changed {
+		in[f.Name] = true
+	}
+	for _, u := range tc.UsedBy {
+		if !in[u] {
+			return false
+		}
+	}
+	d.reason(VerdictAuto, tc.Name, "", "%s changed layout and lives in locals of %s: every one is replaced by the patch and must be off every stack in the pause, so no frame keeps an object of the old layout", tc.Name, strings.Join(tc.UsedBy, ", "))
+	return true
+}
+
+// inRelro reports whether addr lies in the range the dynamic linker
+// write-protects after relocation (PT_GNU_RELRO): constant at run time.
+func (b *Binary) inRelro(addr uint64) bool {
+	for _, p := range b.f.Progs {
+		if p.Type == elf.PT_GNU_RELRO && addr >= p.Vaddr && addr < p.Vaddr+p.Memsz {
+			return true
+		}
+	}
+	return false
 }

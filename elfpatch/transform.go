@@ -37,6 +37,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -122,8 +123,11 @@ type XferOp struct {
 	// destination's (narrowing and sign changes are checked with both).
 	Signed    bool `json:"signed,omitempty"`
 	DstSigned bool `json:"dst_signed,omitempty"`
-	// Enum pairs OLD's value with NEW's, by enumerator name.
-	Enum [][2]int64 `json:"enum,omitempty"`
+	// Enum pairs OLD's value with NEW's, by enumerator name; Unmapped are
+	// source enumerators with no counterpart: a live value among them
+	// stops the conversion.
+	Enum     [][2]int64 `json:"enum,omitempty"`
+	Unmapped []int64    `json:"unmapped,omitempty"`
 	// Scale multiplies an integer (an operator's unit change).
 	Scale int64 `json:"scale,omitempty"`
 	// Value is an operator's initial value (OpInit).
@@ -162,11 +166,11 @@ func RunOps(ops []XferOp, name string, src, init []byte, dstSize uint64, reloc R
 						break
 					}
 				}
-				if !found {
-					// A value no enumerator names (flags, a sentinel)
-					// keeps its number if NEW's type holds it.
-					_ = found
+				if !found && slices.Contains(op.Unmapped, v) {
+					return nil, fmt.Errorf("%s.%s holds enumerator value %d, which the other build's enum lacks: nothing was changed", name, op.Path, v)
 				}
+				// A value no enumerator names (flags, a sentinel)
+				// keeps its number if the new type holds it.
 			}
 			if op.Scale != 0 {
 				r := v * op.Scale
@@ -324,6 +328,12 @@ type Rules struct {
 	Enum map[string]map[string]string
 	// Drop accepts that an OLD member (OLD path) is not carried.
 	Drop map[string]bool
+	// Fresh takes NEW's initial value for the whole object and carries
+	// nothing (a table whose contents are constants in practice).
+	Fresh bool
+	// Carry confirms the generated mapping for a global whose initial
+	// value changed too.
+	Carry bool
 }
 
 type gen struct {
@@ -332,15 +342,27 @@ type gen struct {
 	todo  []string
 	rules *Rules
 	n     int
+	// reverse: generating a revert's operations.
+	reverse bool
 }
 
 const maxOps = 1 << 16
 
 // genTransfer generates the operations building NEW's type from OLD's.
 func genTransfer(ot, nt dwarf.Type, rules *Rules) (ops []XferOp, notes, todo []string) {
-	g := &gen{rules: rules}
+	return genOps(ot, nt, rules, false)
+}
+
+// genOps generates forward operations, or with reverse those of a revert:
+// there an old enumerator with no counterpart is checked on the live value
+// instead of being a TODO.
+func genOps(ot, nt dwarf.Type, rules *Rules, reverse bool) (ops []XferOp, notes, todo []string) {
+	g := &gen{rules: rules, reverse: reverse}
 	if g.rules == nil {
 		g.rules = &Rules{}
+	}
+	if g.rules.Fresh {
+		return nil, []string{"the running contents are not carried: NEW's initial value (operator)"}, nil
 	}
 	g.walk(ot, nt, 0, 0, "", 0)
 	if len(g.ops) > maxOps {
@@ -351,7 +373,7 @@ func genTransfer(ot, nt dwarf.Type, rules *Rules) (ops []XferOp, notes, todo []s
 
 func label(path string) string {
 	if path == "" {
-		return "(whole object)"
+		return "the object"
 	}
 	return path
 }
@@ -514,6 +536,10 @@ func (g *gen) enum(a, b *dwarf.EnumType, so, do uint64, path string) {
 			name = r
 		}
 		nv, ok := byName[name]
+		if !ok && g.reverse {
+			op.Unmapped = append(op.Unmapped, v.Val)
+			continue
+		}
 		if !ok {
 			g.todo = append(g.todo, fmt.Sprintf("%s: enumerator %s of enum %s has no counterpart in the new enum (map it: enum: {%s: NEW_NAME})", label(path), v.Name, a.EnumName, v.Name))
 			continue
@@ -565,16 +591,20 @@ func (g *gen) structs(a, b *dwarf.StructType, so, do uint64, path string, depth 
 		if src != f.Name {
 			g.notes = append(g.notes, fmt.Sprintf("%s: from %s (operator)", p, join(path, src)))
 		}
-		start := len(g.ops)
-		g.walk(o.Type, f.Type, so+uint64(o.ByteOffset), do+uint64(f.ByteOffset), p, depth+1)
 		if sc, ok := g.rules.Scale[p]; ok {
-			for i := start; i < len(g.ops); i++ {
-				if g.ops[i].Op == OpInt {
-					g.ops[i].Scale = sc
-				}
+			ot, nt := stripTypedefs(o.Type), stripTypedefs(f.Type)
+			ss, ok1 := intKind(ot)
+			ds, ok2 := intKind(nt)
+			if !ok1 || !ok2 {
+				g.todo = append(g.todo, fmt.Sprintf("%s: scale applies to integers, not %s -> %s", p, typeString(o.Type), typeString(f.Type)))
+				continue
 			}
+			g.add(XferOp{Op: OpInt, Path: p, Src: so + uint64(o.ByteOffset), Dst: do + uint64(f.ByteOffset),
+				SrcSize: uint64(ot.Size()), DstSize: uint64(nt.Size()), Signed: ss, DstSigned: ds, Scale: sc})
 			g.notes = append(g.notes, fmt.Sprintf("%s: times %d (operator)", p, sc))
+			continue
 		}
+		g.walk(o.Type, f.Type, so+uint64(o.ByteOffset), do+uint64(f.ByteOffset), p, depth+1)
 	}
 	var removed []string
 	for _, f := range a.Field {
