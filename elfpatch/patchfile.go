@@ -96,6 +96,7 @@ type BuildOption func(*buildConfig)
 
 type buildConfig struct {
 	allowRefused bool
+	rules        map[string]*Rules // operator's transformer rules (WithRules)
 }
 
 // AllowRefused makes BuildPatch return a patch even when the verdict is
@@ -108,7 +109,7 @@ func BuildPatch(old, new *Binary, opts ...BuildOption) (*Patch, error) {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	r, err := Diff(old, new)
+	r, err := DiffRules(old, new, cfg.rules)
 	if err != nil {
 		return nil, fmt.Errorf("build patch: %w", err)
 	}

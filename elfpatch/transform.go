@@ -620,7 +620,7 @@ func (g *gen) structs(a, b *dwarf.StructType, so, do uint64, path string, depth 
 	for _, f := range added {
 		p := join(path, f.Name)
 		if len(removed) > 0 {
-			g.todo = append(g.todo, fmt.Sprintf("%s: new member, while %s lost %s: a rename or a new meaning? (say `from: OLD`, `init: N`, or drop the old ones)", p, label(path), strings.Join(removed, ", ")))
+			g.todo = append(g.todo, fmt.Sprintf("%s: new member, while %s lost %s: a rename or a new meaning? (say `from: {NEW: OLD}`, `init: {NEW: N}`, or list the old ones under `drop`)", p, label(path), strings.Join(removed, ", ")))
 			continue
 		}
 		g.notes = append(g.notes, fmt.Sprintf("%s: new, starts at its initial value", p))
@@ -631,7 +631,7 @@ func (g *gen) structs(a, b *dwarf.StructType, so, do uint64, path string, depth 
 		}
 	} else {
 		for _, r := range removed {
-			g.todo = append(g.todo, fmt.Sprintf("%s: removed while new members appeared (say `drop: true` if it is not carried)", join(path, r)))
+			g.todo = append(g.todo, fmt.Sprintf("%s: removed while new members appeared (list it under `drop` if it is not carried)", join(path, r)))
 		}
 	}
 }

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
+	"os"
 
 	"graft"
+	"graft/elfpatch"
 )
 
 // printTransfers lists the globals a patch converted (apply, status).
@@ -23,4 +26,49 @@ func printTransfers(w io.Writer, ts []graft.TransferResult, irreversible string)
 	if irreversible != "" {
 		fmt.Fprintf(w, "  IRREVERSIBLE: revert will refuse this patch: %s\n", irreversible)
 	}
+}
+
+// loadStateRules reads the operator's transformer rules (diff --state).
+func loadStateRules(path string) (map[string]*elfpatch.Rules, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read state description: %w", err)
+	}
+	defer f.Close()
+	rules, err := elfpatch.ReadStateRules(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return rules, nil
+}
+
+// writeStateDesc writes PATCH.state.yaml next to a patch whose globals
+// changed layout: the generated mappings, the TODOs, the rules used.
+func writeStateDesc(stdout io.Writer, patch string, r *elfpatch.Report, rules map[string]*elfpatch.Rules, quiet bool) error {
+	if len(r.Transfers) == 0 {
+		return nil
+	}
+	path := patch + ".state.yaml"
+	var b bytes.Buffer
+	if err := elfpatch.NewStateDesc(r, rules).Write(&b); err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("write state description: %w", err)
+	}
+	todo := 0
+	for _, t := range r.Transfers {
+		todo += len(t.Todo)
+	}
+	if !quiet {
+		if todo > 0 {
+			fmt.Fprintf(stdout, "state description written to %s: %d TODO(s) to resolve there; apply refuses the patch until then\n", path, todo)
+		} else {
+			fmt.Fprintf(stdout, "state description written to %s (nothing to resolve)\n", path)
+		}
+	}
+	return nil
 }
