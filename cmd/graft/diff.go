@@ -232,6 +232,7 @@ func printReport(w io.Writer, r *elfpatch.Report) {
 	for _, warn := range r.Warnings {
 		fmt.Fprintf(w, "\nwarning: %s\n", warn)
 	}
+	printTransferReport(w, r)
 	fmt.Fprintf(w, "\n%d functions unchanged\n", r.Unchanged)
 }
 
@@ -251,6 +252,8 @@ type reportOutput struct {
 	Verdict    elfpatch.Verdict           `json:"verdict"`
 	Reasons    []elfpatch.Reason          `json:"reasons"`
 	Warnings   []string                   `json:"warnings,omitempty"`
+	// Transfers: the generated state transformers (elfpatch/transform.go).
+	Transfers []elfpatch.Transfer `json:"transfers,omitempty"`
 }
 
 type funcOutput struct {
@@ -321,7 +324,7 @@ func reportJSON(r *elfpatch.Report) *reportOutput {
 		OldBuildID: r.OldBuildID, NewBuildID: r.NewBuildID,
 		Changed: funcsOutput(r.Changed, true), Added: funcsOutput(r.Added, false), Removed: funcsOutput(r.Removed, false),
 		Unchanged: r.Unchanged, Types: r.Types, Signatures: r.Signatures,
-		Verdict: r.Verdict, Reasons: r.Reasons, Warnings: r.Warnings,
+		Verdict: r.Verdict, Reasons: r.Reasons, Warnings: r.Warnings, Transfers: r.Transfers,
 		Globals: []globalOutput{},
 	}
 	for _, g := range r.Globals {

@@ -72,3 +72,27 @@ func writeStateDesc(stdout io.Writer, patch string, r *elfpatch.Report, rules ma
 	}
 	return nil
 }
+
+// printTransferReport is diff's section on the state transformers.
+func printTransferReport(w io.Writer, r *elfpatch.Report) {
+	if len(r.Transfers) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nstate transformers (%d):\n", len(r.Transfers))
+	for _, t := range r.Transfers {
+		where := "moved into the new image"
+		if t.InPlace {
+			where = "in place"
+		}
+		fmt.Fprintf(w, "  %s (%s): %d -> %d bytes, %s, %d operation(s)\n", t.Name, t.Type, t.OldSize, t.NewSize, where, len(t.Ops))
+		for _, n := range t.Notes {
+			fmt.Fprintf(w, "    %s\n", n)
+		}
+		for _, n := range t.Todo {
+			fmt.Fprintf(w, "    TODO %s\n", n)
+		}
+		if t.Irreversible != "" {
+			fmt.Fprintf(w, "    irreversible: %s\n", t.Irreversible)
+		}
+	}
+}
