@@ -136,7 +136,9 @@ func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOpti
 	if err != nil {
 		return nil, err
 	}
-	if err := checkTransfers(pid, pt, st, opts.AllowActive); err != nil {
+	xfClean, err := prepareTransfers(pid, pt, st, opts.AllowActive)
+	defer xfClean()
+	if err != nil {
 		return nil, err
 	}
 

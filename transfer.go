@@ -24,8 +24,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"graft/elfpatch"
 )
@@ -93,9 +95,52 @@ func (r *PatchRecord) Irreversible() string {
 	return strings.Join(why, "; ")
 }
 
+// xfProgramTimeout bounds an operator's C transformer, run while the
+// target is stopped.
+const xfProgramTimeout = 2 * time.Second
+
 // ErrIrreversible marks a revert refused because a patch converted state
 // without a reverse mapping.
 var ErrIrreversible = errors.New("patch is irreversible")
+
+// prepareTransfers checks a patch's transformers (checkTransfers) and puts
+// their C programs, if any, where the pause can run them. The cleanup
+// removes them.
+func prepareTransfers(pid int, pt *Patch, st *State, allow []string) (func(), error) {
+	cleanup := func() {}
+	if err := checkTransfers(pid, pt, st, allow); err != nil {
+		return cleanup, err
+	}
+	var paths []string
+	cleanup = func() {
+		for _, p := range paths {
+			os.Remove(p)
+		}
+	}
+	for i := range pt.Transfers {
+		t := &pt.Transfers[i]
+		if len(t.Program) == 0 {
+			continue
+		}
+		f, err := os.CreateTemp("", "xf-*")
+		if err == nil {
+			paths = append(paths, f.Name())
+			_, err = f.Write(t.Program)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err == nil {
+				err = os.Chmod(f.Name(), 0o700)
+			}
+		}
+		if err != nil {
+			cleanup()
+			return func() {}, fmt.Errorf("apply patch %s to pid %d: put the C transformer of %s in place: %w", pt.ID, pid, t.Name, err)
+		}
+		t.ProgramPath = f.Name()
+	}
+	return cleanup, nil
+}
 
 // checkTransfers refuses, before anything is touched, a patch whose
 // transformers cannot run: a TODO left, a stacked patch, or a function
@@ -201,6 +246,13 @@ func runTransfers(p proc, pt *Patch, exeBias, base uint64, write bool) ([]Transf
 			return nil, nil, fmt.Errorf("transfer %s: %w", t.Name, err)
 		}
 		data, err := elfpatch.RunOps(t.Ops, t.Name, old, init, t.NewSize, reloc)
+		if err == nil && len(t.Program) > 0 {
+			if t.ProgramPath == "" {
+				err = fmt.Errorf("its C transformer was not put in place")
+			} else {
+				data, err = elfpatch.RunProgram(t.ProgramPath, t.Name, old, data, xfProgramTimeout)
+			}
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("transfer %s: %w", t.Name, err)
 		}

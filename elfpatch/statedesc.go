@@ -49,10 +49,12 @@ type StateRules struct {
 	Drop  []string                     `yaml:"drop,omitempty"`
 	Fresh bool                         `yaml:"fresh,omitempty"`
 	Carry bool                         `yaml:"carry,omitempty"`
+	// C names a C file defining xf_NAME (relative to the description).
+	C string `yaml:"c,omitempty"`
 }
 
 func (r StateRules) rules() *Rules {
-	out := &Rules{From: r.From, Scale: r.Scale, Init: r.Init, Enum: r.Enum, Fresh: r.Fresh, Carry: r.Carry, Drop: map[string]bool{}}
+	out := &Rules{From: r.From, Scale: r.Scale, Init: r.Init, Enum: r.Enum, Fresh: r.Fresh, Carry: r.Carry, C: r.C, Drop: map[string]bool{}}
 	for _, d := range r.Drop {
 		out.Drop[d] = true
 	}
@@ -60,7 +62,7 @@ func (r StateRules) rules() *Rules {
 }
 
 func (r StateRules) empty() bool {
-	return len(r.From) == 0 && len(r.Scale) == 0 && len(r.Init) == 0 && len(r.Enum) == 0 && len(r.Drop) == 0 && !r.Fresh && !r.Carry
+	return len(r.From) == 0 && len(r.Scale) == 0 && len(r.Init) == 0 && len(r.Enum) == 0 && len(r.Drop) == 0 && !r.Fresh && !r.Carry && r.C == ""
 }
 
 // NewStateDesc describes the transformers of r, keeping the rules they
@@ -77,7 +79,7 @@ func NewStateDesc(r *Report, rules map[string]*Rules) *StateDesc {
 			g.Mapping = append(g.Mapping, describeOp(op))
 		}
 		if rs := rules[t.Name]; rs != nil {
-			g.Rules = StateRules{From: rs.From, Scale: rs.Scale, Init: rs.Init, Enum: rs.Enum, Fresh: rs.Fresh, Carry: rs.Carry}
+			g.Rules = StateRules{From: rs.From, Scale: rs.Scale, Init: rs.Init, Enum: rs.Enum, Fresh: rs.Fresh, Carry: rs.Carry, C: rs.C}
 			for k := range rs.Drop {
 				g.Rules.Drop = append(g.Rules.Drop, k)
 			}
@@ -120,6 +122,9 @@ const stateHeader = `# State description for a live patch (graft diff -o).
 #   drop:  [old_member]                 the old member is not carried
 #   fresh: true                         take the new build's initial value
 #   carry: true                         carry the running contents anyway
+#   c: convert.c                        a C file defining xf_NAME(in, out),
+#                                       run after the generated mapping
+#                                       (types: FILE.NAME.xf_types.h)
 # Then build the patch again: graft diff OLD NEW -o FILE --state THIS_FILE
 # (apply refuses a patch with TODOs left).
 `

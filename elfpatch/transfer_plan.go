@@ -119,6 +119,22 @@ func (d *differ) transfer(c xferCand, changed map[string]bool) Transfer {
 		}
 	}
 
+	if hdr, err := cHeader(t.Name, c.ot, c.nt, o.size, n.size); err == nil {
+		t.CHeader = hdr
+	}
+	if rules != nil && rules.C != "" {
+		prog, _, err := buildCTransformer(c, t.Name, rules.C)
+		if err != nil {
+			t.Todo = append(t.Todo, err.Error())
+		} else {
+			t.Program = prog
+			if len(t.Todo) > 0 {
+				t.Notes = append(t.Notes, fmt.Sprintf("left to the C transformer (%s): %s", rules.C, strings.Join(t.Todo, "; ")))
+			}
+			t.Todo = nil
+			t.Reverse, t.Irreversible = nil, "a C transformer has no generated inverse"
+		}
+	}
 	t.InPlace = d.fitsInPlace(o, n)
 	keys := []string{"data:" + d.old.objKey(o), "gotrel:" + o.key()}
 	for _, u := range d.old.units {

@@ -78,6 +78,13 @@ type Transfer struct {
 	// Todo lists what could not be generated; apply refuses while any
 	// remains.
 	Todo []string `json:"todo,omitempty"`
+	// Program is the operator's C transformer, compiled (xfprog.go): run
+	// by apply after Ops, on the apply machine. ProgramPath is where
+	// apply put it to run it; CHeader the generated types, for the
+	// operator writing one (neither is carried).
+	Program     HexBytes `json:"program,omitempty"`
+	ProgramPath string   `json:"-"`
+	CHeader     string   `json:"-"`
 }
 
 // HexBytes marshals as a hex string.
@@ -334,6 +341,9 @@ type Rules struct {
 	// Carry confirms the generated mapping for a global whose initial
 	// value changed too.
 	Carry bool
+	// C is a C file defining xf_NAME (xfprog.go), run after the
+	// generated operations; it takes over what they leave as TODO.
+	C string
 }
 
 type gen struct {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"graft"
 	"graft/elfpatch"
@@ -42,6 +43,11 @@ func loadStateRules(path string) (map[string]*elfpatch.Rules, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	for _, r := range rules {
+		if r.C != "" && !filepath.IsAbs(r.C) {
+			r.C = filepath.Join(filepath.Dir(path), r.C)
+		}
+	}
 	return rules, nil
 }
 
@@ -58,6 +64,14 @@ func writeStateDesc(stdout io.Writer, patch string, r *elfpatch.Report, rules ma
 	}
 	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("write state description: %w", err)
+	}
+	// The types a C transformer is written against (rule c:).
+	for _, t := range r.Transfers {
+		if t.CHeader != "" {
+			if err := os.WriteFile(patch+"."+t.Name+".xf_types.h", []byte(t.CHeader), 0o644); err != nil {
+				return fmt.Errorf("write C transformer types: %w", err)
+			}
+		}
 	}
 	todo := 0
 	for _, t := range r.Transfers {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -111,4 +112,61 @@ func TestStateDescriptionCommands(t *testing.T) {
 	assert.Contains(t, errOut, "irreversible")
 	out, _, _ = runGraft("status", "-p", pid)
 	assert.Contains(t, out, "1 patch(es)")
+}
+
+// The same pair through a C transformer: diff -o writes the generated
+// types next to the patch; the operator's C file, named in the state
+// description, is compiled into the patch and run in the pause after the
+// generated mapping.
+func TestCTransformerCommands(t *testing.T) {
+	testutil.RequirePtrace(t)
+	old, new := testutil.Build(t, "statd-v2"), testutil.Build(t, "statd-v3")
+	dir := t.TempDir()
+	patch := filepath.Join(dir, "v2-v3.patch")
+	_, errOut, code := runGraft("diff", "-o", patch, old, new)
+	require.Equal(t, 0, code, errOut)
+	hdr, err := os.ReadFile(patch + ".stats.xf_types.h")
+	require.NoError(t, err)
+	assert.Contains(t, string(hdr), "int64_t started;")
+	assert.Contains(t, string(hdr), "int64_t started_ms;")
+	assert.Contains(t, string(hdr), "#define MODE_DRAIN__old (3)")
+	assert.Contains(t, string(hdr), "void xf_stats(const xf_stats_old_t *in, xf_stats_new_t *out);")
+
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "convert.c"), []byte(`#include "xf_types.h"
+void xf_stats(const xf_stats_old_t *in, xf_stats_new_t *out)
+{
+	out->started_ms = in->started * 1000 + 7;
+	if (in->mode == MODE_DRAIN__old)
+		out->mode = MODE_CLOSING;
+	out->io.dropped = 42;
+}
+`), 0o644))
+	desc := filepath.Join(dir, "state.yaml")
+	require.NoError(t, os.WriteFile(desc, []byte("globals:\n  - name: stats\n    rules:\n      c: convert.c\n"), 0o644))
+	out, errOut, code := runGraft("diff", "-o", patch, "--state", desc, old, new)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "left to the C transformer")
+
+	// A C file that does not compile is a TODO, named.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "bad.c"), []byte("void xf_stats(void) { nope; }\n"), 0o644))
+	badDesc := filepath.Join(dir, "bad.yaml")
+	require.NoError(t, os.WriteFile(badDesc, []byte("globals:\n  - name: stats\n    rules:\n      c: bad.c\n"), 0o644))
+	out, _, _ = runGraft("diff", "--state", badDesc, old, new)
+	assert.Contains(t, out, "TODO C transformer for stats: compile")
+
+	target, port := testutil.StartServer(t, "statd-v2")
+	defer testutil.RequireReleased(t, target.Pid)
+	require.Equal(t, []string{"OK", "OK"}, statdCmd(t, port, "MODE drain", "REQ 1"))
+	pid := strconv.Itoa(target.Pid)
+	out, errOut, code = runGraft("apply", "-p", pid, patch)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "IRREVERSIBLE")
+	s := statdCmd(t, port, "STATS")[0]
+	assert.Contains(t, s, "mode=closing")
+	assert.Contains(t, s, "requests=1")
+	assert.Contains(t, s, "io=1/0/42", "the C function ran")
+	m := regexp.MustCompile(`uptime=(-?\d+)ms`).FindStringSubmatch(s)
+	require.NotNil(t, m, s)
+	up, _ := strconv.Atoi(m[1])
+	assert.True(t, up >= -7 && up < 600_000, "started_ms from started*1000: %s", s)
 }

@@ -54,7 +54,22 @@ static struct statd_stats stats;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct client *clients;
 
-static const char *const mode_names[] = {"idle", "paused", "busy", "closing"};
+#define MODE_COUNT 4
+
+static const char *mode_name(int m)
+{
+	switch (m) {
+	case MODE_IDLE:
+		return "idle";
+	case MODE_PAUSED:
+		return "paused";
+	case MODE_BUSY:
+		return "busy";
+	case MODE_CLOSING:
+		return "closing";
+	}
+	return "?";
+}
 
 static void reply(struct client *c, const char *fmt, ...)
 {
@@ -115,8 +130,8 @@ static void cmd_bump(struct client *c, const char *arg)
 
 static void cmd_mode(struct client *c, const char *arg)
 {
-	for (int i = 0; i < (int)(sizeof mode_names / sizeof *mode_names); i++) {
-		if (strcmp(arg, mode_names[i]) == 0) {
+	for (int i = 0; i < MODE_COUNT; i++) {
+		if (strcmp(arg, mode_name(i)) == 0) {
 			pthread_mutex_lock(&lock);
 			stats.mode = (enum mode)i;
 			stats.last = cmd_mode;
@@ -160,7 +175,7 @@ static void cmd_stats(struct client *c, const char *arg)
 	last = last_counter == &stats.requests ? "requests" : last_counter == &stats.errors ? "errors" : "-";
 	pthread_mutex_unlock(&lock);
 	reply(c, "OK requests=%ld errors=%ld delta=%ld mode=%s hist=%ld,%ld,%ld,%ld,%ld,%ld,%ld,%ld io=%ld/%ld/%ld uptime=%ldms last=%s counter=%s",
-	      s.requests, s.errors, (long)s.delta, mode_names[s.mode], s.hist[0], s.hist[1], s.hist[2], s.hist[3],
+	      s.requests, s.errors, (long)s.delta, mode_name(s.mode), s.hist[0], s.hist[1], s.hist[2], s.hist[3],
 	      s.hist[4], s.hist[5], s.hist[6], s.hist[7],
 	      s.io.in, s.io.out, s.io.dropped, now_ms() - s.started_ms, handler_name(s.last), last);
 }
