@@ -182,7 +182,7 @@ var expectedVerdict = map[string]Verdict{
 	"statd v1->v2": VerdictTransformer,
 	"statd v2->v3": VerdictTransformer,
 	"statd v3->v4": VerdictRefused,
-	"sshd v5->v6": VerdictRefused,
+	"sshd v5->v6":  VerdictRefused,
 }
 
 func checkDocumented(t *testing.T, p documentedPair, old, new *Binary, r *Report) {

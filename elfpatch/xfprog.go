@@ -254,7 +254,6 @@ func RunProgram(path string, name string, old, cur []byte, timeout time.Duration
 	return out.Bytes(), nil
 }
 
-
 // cIdent makes a global's name (counter.0, a function-local static) a C
 // identifier.
 func cIdent(name string) string {
