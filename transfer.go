@@ -260,6 +260,15 @@ func runTransfers(p proc, pt *Patch, exeBias, base uint64, write bool) ([]Transf
 		if err != nil {
 			return nil, nil, fmt.Errorf("transfer %s: %w", t.Name, err)
 		}
+		if t.InPlace && t.NewSize > t.OldSize {
+			// The slot's tail was alignment padding in OLD: nothing
+			// may have written there.
+			for _, c := range prior[t.OldSize:] {
+				if c != 0 {
+					return nil, nil, fmt.Errorf("transfer %s: the %d bytes after it at %#x, which its new layout takes, are not zero padding: something uses them; nothing was changed", t.Name, t.NewSize-t.OldSize, s.old+t.OldSize)
+				}
+			}
+		}
 		writes = append(writes, write1{s.new, prior, data})
 		recs[i] = TransferRecord{Name: t.Name, Type: t.Type, Old: s.old, OldSize: t.OldSize, New: s.new, NewSize: t.NewSize,
 			InPlace: t.InPlace, OldBytes: old, Reverse: t.Reverse, Irreversible: t.Irreversible}

@@ -116,6 +116,12 @@ func TestTransferStatdLive(t *testing.T) {
 	require.Equal(t, "3", statdField(t, before, "requests"))
 	require.Equal(t, "errors", statdField(t, before, "counter"))
 
+	// A user of the moved global may not stay on a stack: its frame
+	// would go on with the old object.
+	_, err := Apply(context.Background(), target.Pid, newBin(t, "statd-v2"), ApplyOptions{AllowActive: []string{"cmd_req"}})
+	require.ErrorContains(t, err, "--allow-active cmd_req: it uses stats, whose contents move to a new object")
+	require.Equal(t, text, exeText(t, target.Pid))
+
 	done := statdLoad(t, port, 3)
 	time.Sleep(200 * time.Millisecond)
 	res, err := Apply(context.Background(), target.Pid, newBin(t, "statd-v2"), ApplyOptions{})
