@@ -65,8 +65,10 @@ func TestBuildPatchTransformer(t *testing.T) {
 	assert.True(t, x.Complete())
 	assert.False(t, x.InPlace, "16 bytes do not fit the old 8-byte slot")
 	assert.Contains(t, x.Users, "main")
+	assert.Contains(t, x.CHeader, "struct stats__old {", "types for a C transformer, not carried")
 	q, err := ReadPatch(bytes.NewReader(encode(t, p)))
 	require.NoError(t, err)
+	p.Report.Transfers[0].CHeader = ""
 	assert.Equal(t, p.Report.Transfers, q.Report.Transfers)
 	// g_stats lives in the image, where a stacked patch finds it.
 	found := false
