@@ -72,6 +72,8 @@ type ApplyResult struct {
 	// run: checked); Irreversible says why revert will refuse.
 	Transfers    []TransferResult `json:"transfers,omitempty"`
 	Irreversible string           `json:"irreversible,omitempty"`
+	// TransferUS is the part of the pause spent converting state.
+	TransferUS int64 `json:"transfer_us,omitempty"`
 }
 
 const defaultTimeout = 5 * time.Second
@@ -506,7 +508,9 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	// before the record and any jump; the record then holds the result.
 	xundo := func() error { return nil }
 	if len(pt.Transfers) > 0 {
+		tx := time.Now()
 		xrecs, undo, err := runTransfers(p, pt, pr.exeBias, base, true)
+		res.TransferUS = time.Since(tx).Microseconds()
 		if err == nil {
 			rec.Transfers = xrecs
 			out, err = sys.outcome(st, rec, sites, out.unload)

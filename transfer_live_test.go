@@ -109,7 +109,7 @@ func TestTransferFTPDLiveKeepsEveryCount(t *testing.T) {
 	require.Empty(t, res.Irreversible)
 	time.Sleep(300 * time.Millisecond)
 	n := done()
-	t.Logf("%d sessions around the apply", n)
+	t.Logf("%d sessions around the apply (pause %d µs, state transfer %d µs)", n, res.PauseUS, res.TransferUS)
 	require.Greater(t, n, 10)
 
 	s := ftpLogin(t, port)
@@ -162,4 +162,30 @@ func (s *ftpSession) stor(t *testing.T, name, data string) {
 	dc.Close()
 	_, _, err = s.tp.ReadResponse(226)
 	require.NoError(t, err)
+}
+
+// A patch stacks on one that converted state: ftpd v7 -> v8 (the accept
+// loop, allowed to stay active) on v6 -> v7's in-place ftpd_stats; both
+// revert together, the counter intact.
+func TestTransferThenStackedFTPD(t *testing.T) {
+	requirePtrace(t)
+	target, port := testutil.StartServer(t, "ftpd-v6", "-d", ftpTree(t), "-m", "5")
+	defer testutil.RequireReleased(t, target.Pid)
+	text := exeText(t, target.Pid)
+	require.Equal(t, "221 Goodbye.", ftpLogin(t, port).cmd("QUIT"))
+	_, err := Apply(context.Background(), target.Pid, newBin(t, "ftpd-v7"), ApplyOptions{})
+	require.NoError(t, err)
+	res, err := Apply(context.Background(), target.Pid, newBin(t, "ftpd-v8"), ApplyOptions{AllowActive: []string{"accept_loop", "main"}})
+	require.NoError(t, err)
+	require.Equal(t, []string{"accept_loop"}, res.Functions)
+	stat := ftpLogin(t, port).cmd("STAT")
+	require.Equal(t, 2, ftpSessionNumber(t, stat), stat)
+	require.Contains(t, stat, "Files received in this session: 0")
+	_, err = Revert(context.Background(), target.Pid, RevertOptions{All: true})
+	require.NoError(t, err)
+	stat = ftpLogin(t, port).cmd("STAT")
+	require.Equal(t, 3, ftpSessionNumber(t, stat), stat)
+	require.NotContains(t, stat, "Files received")
+	require.Equal(t, text, exeText(t, target.Pid))
+	require.Empty(t, graftMappings(t, target.Pid))
 }

@@ -132,7 +132,7 @@ func TestTransferStatdLive(t *testing.T) {
 	require.ElementsMatch(t, []string{"cmd_add", "cmd_err", "cmd_mode", "cmd_req", "cmd_stats", "stats_init"}, res.Functions)
 	time.Sleep(200 * time.Millisecond)
 	n := done()
-	t.Logf("%d requests around the apply (pause %d µs)", n, res.PauseUS)
+	t.Logf("%d requests around the apply (pause %d µs, state transfer %d µs)", n, res.PauseUS, res.TransferUS)
 	require.Greater(t, n, 20)
 
 	after := c.cmd(t, "STATS")

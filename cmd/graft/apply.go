@@ -29,6 +29,7 @@ type applyOutput struct {
 	// Transfers: globals converted (transfer.go).
 	Transfers    []graft.TransferResult `json:"transfers,omitempty"`
 	Irreversible string                 `json:"irreversible,omitempty"`
+	TransferUS   int64                  `json:"transfer_us,omitempty"`
 }
 
 type siteOutput struct {
@@ -110,7 +111,7 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 			PatchID: res.PatchID, Pid: *pid, Functions: res.Functions, PauseUS: res.PauseUS,
 			DryRun: res.DryRun, Base: hex(res.Base), Size: res.Size, OnTopOf: res.OnTopOf,
 			Unloaded: res.Unloaded, Sites: sitesOutput(res.Sites),
-			Transfers: res.Transfers, Irreversible: res.Irreversible,
+			Transfers: res.Transfers, Irreversible: res.Irreversible, TransferUS: res.TransferUS,
 		})
 	}
 	verb := "applied"
@@ -129,6 +130,10 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 		fmt.Fprintf(stdout, "  unloaded superseded: %s\n", strings.Join(res.Unloaded, ", "))
 	}
 	printTransfers(stdout, res.Transfers, res.Irreversible)
-	fmt.Fprintf(stdout, "  pause: %d µs\n", res.PauseUS)
+	if res.TransferUS > 0 {
+		fmt.Fprintf(stdout, "  pause: %d µs (state transfer %d µs)\n", res.PauseUS, res.TransferUS)
+	} else {
+		fmt.Fprintf(stdout, "  pause: %d µs\n", res.PauseUS)
+	}
 	return nil
 }
