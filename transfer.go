@@ -273,12 +273,24 @@ func runTransfers(p proc, pt *Patch, exeBias, base uint64, write bool) ([]Transf
 		recs[i] = TransferRecord{Name: t.Name, Type: t.Type, Old: s.old, OldSize: t.OldSize, New: s.new, NewSize: t.NewSize,
 			InPlace: t.InPlace, OldBytes: old, Reverse: t.Reverse, Irreversible: t.Irreversible}
 	}
-	for _, ps := range pt.PtrSites {
+	// The pointer fields, read one global at a time (sites are sorted
+	// by address; a global's fields are contiguous in the list).
+	var chunk []byte
+	var chunkAt uint64
+	for k, ps := range pt.PtrSites {
 		addr := exeBias + ps.Addr
-		b, err := read(addr, 8)
-		if err != nil {
-			return nil, nil, fmt.Errorf("pointer in %s: %w", ps.Global, err)
+		if chunk == nil || addr < chunkAt || addr+8 > chunkAt+uint64(len(chunk)) {
+			end := k
+			for end+1 < len(pt.PtrSites) && pt.PtrSites[end+1].Global == ps.Global && pt.PtrSites[end+1].Addr-ps.Addr < 1<<16 {
+				end++
+			}
+			c, err := read(addr, pt.PtrSites[end].Addr-ps.Addr+8)
+			if err != nil {
+				return nil, nil, fmt.Errorf("pointer in %s: %w", ps.Global, err)
+			}
+			chunk, chunkAt = c, addr
 		}
+		b := slices.Clone(chunk[addr-chunkAt : addr-chunkAt+8])
 		v := binary.LittleEndian.Uint64(b)
 		nv, ok, err := reloc(v)
 		if err != nil {
