@@ -42,6 +42,11 @@ type Patch struct {
 	// Go is set for a patch of a Go program (goapply.go): the module
 	// record to link in the pause.
 	Go *goInfo
+	// Transfers convert the globals whose layout changed, in the pause
+	// (transfer.go); PtrSites are OLD's pointer fields that may point
+	// into them.
+	Transfers []elfpatch.Transfer
+	PtrSites  []elfpatch.PtrSite
 }
 
 // ApplyOptions tune Apply.
@@ -81,6 +86,12 @@ type ApplyResult struct {
 	Unverified bool `json:"unverified,omitempty"`
 	// Warnings are the diff's limits (Patch.Warnings).
 	Warnings []string `json:"warnings,omitempty"`
+	// Transfers are the globals whose contents were converted (in a dry
+	// run: checked); Irreversible says why revert will refuse.
+	Transfers    []TransferResult `json:"transfers,omitempty"`
+	Irreversible string           `json:"irreversible,omitempty"`
+	// TransferUS is the part of the pause spent converting state.
+	TransferUS int64 `json:"transfer_us,omitempty"`
 }
 
 const defaultTimeout = 5 * time.Second
@@ -144,6 +155,11 @@ func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOpti
 		return nil, fmt.Errorf("apply patch %s: no main executable among the modules of pid %d", pt.ID, pid)
 	}
 	pr, err := prepare(pid, pt, st, exe, sys.symbols)
+	if err != nil {
+		return nil, err
+	}
+	xfClean, err := prepareTransfers(pid, pt, st, opts.AllowActive)
+	defer xfClean()
 	if err != nil {
 		return nil, err
 	}
@@ -486,9 +502,13 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		t0 = last
 	}
 	if opts.DryRun {
-		if err := resume(); err != nil {
-			return nil, fail(fmt.Errorf("resume: %w", err))
+		// The transformers run too, writing nothing: a value that does
+		// not fit its new type shows now.
+		xrecs, _, xerr := runTransfers(p, pt, pr.exeBias, base, false)
+		if err := resume(); err != nil || xerr != nil {
+			return nil, fail(errors.Join(xerr, err))
 		}
+		res.Transfers, res.Irreversible = transferResults(xrecs), (&PatchRecord{Transfers: xrecs}).Irreversible()
 		return res, nil
 	}
 
@@ -519,6 +539,26 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 			out = o
 		}
 	}
+	// State transfer: converted now, after every thread stopped and
+	// before the record and any jump; the record then holds the result.
+	xundo := func() error { return nil }
+	if len(pt.Transfers) > 0 {
+		tx := time.Now()
+		xrecs, undo, err := runTransfers(p, pt, pr.exeBias, base, true)
+		res.TransferUS = time.Since(tx).Microseconds()
+		if err == nil {
+			rec.Transfers = xrecs
+			out, err = sys.outcome(st, rec, sites, out.unload)
+			if err != nil {
+				err = errors.Join(err, undo())
+			}
+		}
+		if err != nil {
+			return nil, rollback(fail(errors.Join(err, resume())))
+		}
+		xundo = undo
+		res.Transfers, res.Irreversible = transferResults(xrecs), rec.Irreversible()
+	}
 	sites, buf := out.sites, out.buf
 	res.Sites = sites
 	for _, i := range out.unload {
@@ -530,7 +570,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	// original bytes, so status shows it and revert cleans it up, and
 	// never a jump nobody knows about.
 	if _, err := p.WriteAt(buf, int64(stateAddr)); err != nil {
-		err = fmt.Errorf("write graft record at %#x: %w", stateAddr, err)
+		err = errors.Join(fmt.Errorf("write graft record at %#x: %w", stateAddr, err), xundo())
 		if rerr := resume(); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("resume: %w", rerr))
 		}
@@ -540,6 +580,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	if pt.Go != nil {
 		u, err := linkGoModule(p, pt.Go, pr.exeBias, rec.GoModule)
 		if err != nil {
+			err = errors.Join(err, xundo())
 			if before != nil {
 				if _, werr := p.WriteAt(before, int64(stateAddr)); werr != nil {
 					err = errors.Join(err, fmt.Errorf("put back graft record at %#x: %w", stateAddr, werr))
@@ -550,7 +591,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		unlinkGo = u
 	}
 	if err := writeSites(p, sites); err != nil {
-		err = errors.Join(err, unlinkGo())
+		err = errors.Join(err, unlinkGo(), xundo())
 		if before != nil {
 			if _, werr := p.WriteAt(before, int64(stateAddr)); werr != nil {
 				err = errors.Join(err, fmt.Errorf("put back graft record at %#x: %w", stateAddr, werr))

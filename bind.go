@@ -330,7 +330,7 @@ func absIfBuild(path, buildID string) string {
 // planImage fills the image of a patch whose builder left it empty
 // (BuildPatch before it calls PlanImage itself).
 func planImage(p *elfpatch.Patch, old, nb *elfpatch.Binary) error {
-	if p.Report == nil || p.Report.Verdict != elfpatch.VerdictAuto {
+	if p.Report == nil || p.Report.Verdict == elfpatch.VerdictRefused {
 		return nil // refused: apply says why and never needs the image
 	}
 	im, err := elfpatch.PlanImage(old, nb, p.Report)
@@ -363,9 +363,10 @@ func fromElfpatch(p *elfpatch.Patch) *Patch {
 	pt.ID = patchID(p.OldBuildID, p.NewBuildID)
 	if r := p.Report; r != nil {
 		pt.Warnings = r.Warnings
+		pt.Transfers, pt.PtrSites = r.Transfers, r.PtrSites
 		if r.Verdict != elfpatch.VerdictAuto {
 			for _, why := range r.Reasons {
-				if why.Verdict == elfpatch.VerdictAuto {
+				if why.Verdict == elfpatch.VerdictAuto || why.Verdict == elfpatch.VerdictTransformer && hasTransfer(r, why.Symbol) {
 					continue
 				}
 				msg := why.Symbol + ": " + why.Message
@@ -374,7 +375,7 @@ func fromElfpatch(p *elfpatch.Patch) *Patch {
 				}
 				pt.Refused = append(pt.Refused, msg)
 			}
-			if len(pt.Refused) == 0 {
+			if len(pt.Refused) == 0 && r.Verdict == elfpatch.VerdictRefused {
 				pt.Refused = []string{"diff verdict " + string(r.Verdict)}
 			}
 		}

@@ -663,21 +663,6 @@ func TestApplyFTPDPairs(t *testing.T) {
 	}
 }
 
-// A global struct that gains a member (ftpd v6->v7) needs its contents
-// carried over, which graft does not do: refused, target untouched.
-func TestFTPDLayoutChangeRefused(t *testing.T) {
-	requirePtrace(t)
-	target, port := testutil.StartServer(t, "ftpd-v6", "-d", ftpTree(t))
-	defer testutil.RequireReleased(t, target.Pid)
-	text := exeText(t, target.Pid)
-	_, err := Apply(context.Background(), target.Pid, newBin(t, "ftpd-v7"), ApplyOptions{})
-	require.ErrorIs(t, err, ErrRefused)
-	require.Contains(t, err.Error(), "ftpd_stats")
-	require.Equal(t, text, exeText(t, target.Pid))
-	require.Empty(t, graftMappings(t, target.Pid))
-	require.Contains(t, ftpLogin(t, port).cmd("STAT"), "Files sent in this session: 0")
-}
-
 // A dry run stops the target to check, and writes nothing.
 func TestDryRunTouchesNothing(t *testing.T) {
 	requirePtrace(t)

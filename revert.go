@@ -106,6 +106,9 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 	}
 	keep := st.Patches[:len(st.Patches)-n]
 	popped := st.Patches[len(st.Patches)-n:]
+	if err := checkReversible(pid, popped); err != nil {
+		return nil, err
+	}
 	res := &RevertResult{Orphans: orphans}
 	fail := func(err error) error {
 		if len(popped) == 0 {
@@ -207,11 +210,17 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 	} else if !last.IsZero() {
 		t0 = last
 	}
+	// Converted state goes back first (transfer.go), while no thread
+	// runs and before the old code can run again.
+	xundo, err := revertTransfers(p, popped)
+	if err != nil {
+		return nil, fail(errors.Join(err, resume()))
+	}
 	// restore writes in order; if one fails, rewrite the jumps already
 	// restored so the target stays fully patched.
 	for i, s := range restore {
 		if _, err := p.WriteAt(s.Orig, int64(s.Addr)); err != nil {
-			err = fmt.Errorf("restore %s at %#x: %w", s.Func, s.Addr, err)
+			err = errors.Join(fmt.Errorf("restore %s at %#x: %w", s.Func, s.Addr, err), xundo())
 			for j := i - 1; j >= 0; j-- {
 				if _, werr := p.WriteAt(restore[j].New, int64(restore[j].Addr)); werr != nil {
 					err = errors.Join(err, fmt.Errorf("re-write jump for %s at %#x: %w", restore[j].Func, restore[j].Addr, werr))
@@ -223,7 +232,7 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 	if st.Addr == 0 {
 		// Only orphans to take out: there is no record to update.
 	} else if _, err := p.WriteAt(buf, int64(st.Addr)); err != nil {
-		err = fmt.Errorf("write graft record at %#x: %w", st.Addr, err)
+		err = errors.Join(fmt.Errorf("write graft record at %#x: %w", st.Addr, err), xundo())
 		for j := len(restore) - 1; j >= 0; j-- {
 			if _, werr := p.WriteAt(restore[j].New, int64(restore[j].Addr)); werr != nil {
 				err = errors.Join(err, fmt.Errorf("re-write jump for %s at %#x: %w", restore[j].Func, restore[j].Addr, werr))

@@ -143,6 +143,9 @@ type PatchRecord struct {
 	// moduledata linked into the runtime's module list for the image:
 	// the image stays mapped for good, even once reverted.
 	GoModule uint64 `json:"go_module,omitempty"`
+	// Transfers are the globals whose contents the patch converted
+	// (transfer.go): what revert needs to convert them back.
+	Transfers []TransferRecord `json:"transfers,omitempty"`
 }
 
 // SymRecord is one NEW symbol living in a patch's image. The keys are

@@ -58,6 +58,10 @@ type PatchStatus struct {
 	// recorded before graft patched libraries (the executable).
 	Module     string `json:"module,omitempty"`
 	ModulePath string `json:"module_path,omitempty"`
+	// Transfers are the globals whose contents the patch converted;
+	// Irreversible says why revert refuses it ("" if it does not).
+	Transfers    []TransferResult `json:"transfers,omitempty"`
+	Irreversible string           `json:"irreversible,omitempty"`
 }
 
 // status reads the record without attaching: the target never stops.
@@ -99,6 +103,8 @@ func statusOf(pid int, st *State, mem io.ReaderAt) *StatusResult {
 			Signer:        r.Signer,
 			Module:        r.Module,
 			ModulePath:    r.ModulePath,
+			Transfers:     transferResults(r.Transfers),
+			Irreversible:  r.Irreversible(),
 		}
 		for _, f := range r.Functions {
 			ps.Functions = append(ps.Functions, f.Name)

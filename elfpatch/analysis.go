@@ -171,7 +171,7 @@ func (d *differ) typeReasons() {
 		tc := d.types[k]
 		sort.Strings(tc.UsedBy)
 		d.r.Types = append(d.r.Types, *tc)
-		if tc.Class != TypeChanged || tc.Storage == "global" {
+		if tc.Class != TypeChanged || tc.Storage == "global" || d.stackOnlyInPatch(tc) {
 			continue
 		}
 		where := "heap objects reached through pointers"

@@ -119,6 +119,11 @@ type Report struct {
 	Reasons    []Reason          `json:"reasons"`
 	// Warnings are limits of the analysis (no DWARF, for instance).
 	Warnings []string `json:"warnings,omitempty"`
+	// Transfers convert the globals whose layout changed (transform.go);
+	// PtrSites are the pointer fields of OLD's other globals, rewritten
+	// if they point into a transferred one.
+	Transfers []Transfer `json:"transfers,omitempty"`
+	PtrSites  []PtrSite  `json:"ptr_sites,omitempty"`
 }
 
 // side is one binary prepared for the diff.
@@ -294,11 +299,19 @@ type differ struct {
 	// newRefs are the symbols referenced by NEW code that will run
 	// (changed and added functions).
 	newRefs map[string][]string
+	// xfer are the globals whose layout changed; rules the operator's
+	// decisions for their transformers, by global name.
+	xfer  []xferCand
+	rules map[string]*Rules
 }
 
 // Diff compares OLD and NEW and decides how NEW can be applied to a process
 // running OLD. It is deterministic and reads nothing but the two binaries.
-func Diff(old, new *Binary) (r *Report, err error) {
+func Diff(old, new *Binary) (r *Report, err error) { return DiffRules(old, new, nil) }
+
+// DiffRules is Diff with the operator's decisions for the state
+// transformers (from a state description), by global name.
+func DiffRules(old, new *Binary, rules map[string]*Rules) (r *Report, err error) {
 	if old == nil || new == nil {
 		return nil, fmt.Errorf("diff: nil binary")
 	}
@@ -332,6 +345,7 @@ func Diff(old, new *Binary) (r *Report, err error) {
 		types:   map[string]*TypeChange{},
 		status:  map[*unit]string{},
 		newRefs: map[string][]string{},
+		rules:   rules,
 	}
 	if d.old.dw == nil || d.new.dw == nil {
 		d.r.Warnings = append(d.r.Warnings, "no usable DWARF in one of the builds: types, signatures and globals' types were not compared")
@@ -339,6 +353,7 @@ func Diff(old, new *Binary) (r *Report, err error) {
 	d.functions()
 	d.sameProgram()
 	d.globals()
+	d.transfers()
 	d.finish()
 	return d.r, nil
 }

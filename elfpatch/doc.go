@@ -72,6 +72,19 @@
 // refused (a changed type in heap or stack objects, an unpatchable entry, a
 // caller left behind, a removed global that new code still names).
 //
+// # State transformers
+//
+// For a transformer verdict the diff generates, per global, the operations
+// that build NEW's object from OLD's (transform.go: members by name,
+// integer widening and checked narrowing, enums by name, resized arrays,
+// nested aggregates, pointers), their reverse for revert, and where NEW's
+// object lives (transfer_plan.go: in place when it fits OLD's slot, else in
+// the image with every OLD user of the global made part of the patch).
+// What cannot be generated is a TODO resolved by the operator's Rules from
+// the state description (statedesc.go). A changed type that lives only in
+// locals of functions the patch replaces needs nothing: none may be on a
+// stack in the pause.
+//
 // # Patch files
 //
 // BuildPatch adds the loader's Image (PlanImage) to the Report; WriteTo and

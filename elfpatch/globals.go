@@ -153,7 +153,10 @@ func (d *differ) global(o, n *symbol) {
 				tname = nt.String()
 			}
 			d.addType(tname, ot, nt, "global", n.name)
-			if class == TypeChanged {
+			if class == TypeChanged && d.new.b.inRelro(n.addr) {
+				msgs = append(msgs, fmt.Sprintf("type of %s changed layout (%s), but it is read-only once relocated (RELRO): the new code uses the new build's copy", n.name, detail))
+			} else if class == TypeChanged {
+				d.xfer = append(d.xfer, xferCand{o: o, n: n, ot: ot, nt: nt, src: src})
 				verdict = VerdictTransformer
 				msgs = append(msgs, fmt.Sprintf("type of %s changed layout (%s): its running contents need a state transformer", n.name, detail))
 			} else {

@@ -34,7 +34,10 @@ type Patch struct {
 // image's self-description (Image.EhFrame*, Image.Objects, Fixup.Name,
 // File, SymAddr), keys a version-1 reader would reject; ReadPatch still
 // reads version 1, whose images simply lack them.
-const PatchVersion = 2
+//
+// Version 3 added the state transformers (Report.Transfers, PtrSites) for
+// globals whose layout changed; a version-2 reader would reject the keys.
+const PatchVersion = 3
 
 // minPatchVersion is the oldest format version ReadPatch reads.
 const minPatchVersion = 1
@@ -93,6 +96,7 @@ type BuildOption func(*buildConfig)
 
 type buildConfig struct {
 	allowRefused bool
+	rules        map[string]*Rules // operator's transformer rules (WithRules)
 }
 
 // AllowRefused makes BuildPatch return a patch even when the verdict is
@@ -105,7 +109,7 @@ func BuildPatch(old, new *Binary, opts ...BuildOption) (*Patch, error) {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	r, err := Diff(old, new)
+	r, err := DiffRules(old, new, cfg.rules)
 	if err != nil {
 		return nil, fmt.Errorf("build patch: %w", err)
 	}
@@ -338,6 +342,21 @@ func (p *Patch) validate(version int, segs [][]byte) error {
 	}
 	if version < 2 && (im.EhFrameSize > 0 || len(im.Objects) > 0) {
 		return bad("version-1 patch with version-2 image keys", version)
+	}
+	if version < 3 && (len(p.Report.Transfers) > 0 || len(p.Report.PtrSites) > 0) {
+		return bad("version-2 patch with state transformers (version-3 keys)", version)
+	}
+	for _, t := range p.Report.Transfers {
+		if t.OldSize == 0 || t.NewSize == 0 || t.OldSize > 1<<30 || t.NewSize > 1<<30 {
+			return bad("transfer "+t.Name+": implausible object size", t.NewSize)
+		}
+		for _, ops := range [][]XferOp{t.Ops, t.Reverse} {
+			for _, op := range ops {
+				if op.Src+op.SrcSize < op.Src || op.Dst+op.DstSize < op.Dst || op.SrcSize > 1<<30 || op.DstSize > 1<<30 {
+					return bad("transfer "+t.Name+": operation out of range", op.Path)
+				}
+			}
+		}
 	}
 	return nil
 }

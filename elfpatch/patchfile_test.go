@@ -54,10 +54,28 @@ func TestPatchBoundToOldBuildID(t *testing.T) {
 
 // TestBuildPatchTransformer: a global whose layout changed cannot be
 // planned until state transformers exist; BuildPatch says so.
+// A global whose layout changed gets a generated transformer, and the
+// patch carries it (format version 3) through a write and a read.
 func TestBuildPatchTransformer(t *testing.T) {
-	_, err := BuildPatch(openFixture(t, "globaltype", "v1"), openFixture(t, "globaltype", "v2"))
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "g_stats")
+	p, err := BuildPatch(openFixture(t, "globaltype", "v1"), openFixture(t, "globaltype", "v2"))
+	require.NoError(t, err)
+	require.Len(t, p.Report.Transfers, 1)
+	x := p.Report.Transfers[0]
+	assert.Equal(t, "g_stats", x.Name)
+	assert.True(t, x.Complete())
+	assert.False(t, x.InPlace, "16 bytes do not fit the old 8-byte slot")
+	assert.Contains(t, x.Users, "main")
+	assert.Contains(t, x.CHeader, "struct stats__old {", "types for a C transformer, not carried")
+	q, err := ReadPatch(bytes.NewReader(encode(t, p)))
+	require.NoError(t, err)
+	p.Report.Transfers[0].CHeader = ""
+	assert.Equal(t, p.Report.Transfers, q.Report.Transfers)
+	// g_stats lives in the image, where a stacked patch finds it.
+	found := false
+	for _, o := range q.Image.Objects {
+		found = found || o.Name == "g_stats"
+	}
+	assert.True(t, found, "moved object listed among the image's objects")
 }
 
 func TestBuildPatchRefused(t *testing.T) {

@@ -95,12 +95,20 @@ type planner struct {
 	// stderr that the executable owns a copy of).
 	copied map[uint64]string
 	fixed  map[uint64]bool // fields already given a fixup
+	// xfer are the globals whose contents a transformer converts, by
+	// NEW address (transform.go): in place ones are reached at OLD's
+	// address despite their new size, moved ones stay in NEW's image.
+	xfer map[uint64]*Transfer
 }
 
 // PlanELF computes the Image that loads NEW's changed and added functions
 // into a process running OLD. It is pure: the same files and lists give
 // the same Image, byte for byte.
 func PlanELF(old, new *elf.File, changed, added []PlanFunc) (im *Image, err error) {
+	return planELF(old, new, changed, added, nil)
+}
+
+func planELF(old, new *elf.File, changed, added []PlanFunc, xfer []Transfer) (im *Image, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			im, err = nil, fmt.Errorf("plan image: malformed ELF: %v", r)
@@ -126,6 +134,10 @@ func PlanELF(old, new *elf.File, changed, added []PlanFunc) (im *Image, err erro
 		coldParts: map[string][]*psym{},
 		copied:    map[uint64]string{},
 		fixed:     map[uint64]bool{},
+		xfer:      map[uint64]*Transfer{},
+	}
+	for i := range xfer {
+		p.xfer[xfer[i].NewAddr] = &xfer[i]
 	}
 	if p.oldSyms, err = newSymtab(old); err != nil {
 		return nil, fmt.Errorf("plan image: read old symbols: %w (a stripped build cannot be patched)", err)
@@ -202,7 +214,7 @@ func (p *planner) selfDescribe() {
 		if sec := p.section(s.value); sec == nil || sec.Flags&elf.SHF_WRITE == 0 || sec.Flags&elf.SHF_TLS != 0 || p.readOnly(s.value) {
 			continue
 		}
-		if matchOld(p.oldSyms, p.newSyms, s) != nil {
+		if matchOld(p.oldSyms, p.newSyms, s) != nil && !p.moved(s) {
 			continue
 		}
 		seen[s.value] = true
@@ -471,5 +483,10 @@ func PlanImage(old, new *Binary, r *Report) (*Image, error) {
 		}
 		return out
 	}
-	return PlanELF(old.ELF(), new.ELF(), conv(r.Changed), conv(r.Added))
+	var xfer []Transfer
+	// Incomplete transformers are planned too (where the object lives
+	// does not depend on them): the patch file then carries them with
+	// their TODOs, and apply refuses it until they are resolved.
+	xfer = append(xfer, r.Transfers...)
+	return planELF(old.ELF(), new.ELF(), conv(r.Changed), conv(r.Added), xfer)
 }

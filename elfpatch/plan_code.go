@@ -107,6 +107,12 @@ func (p *planner) inRun(addr uint64) bool {
 // OLD's copy.
 func (p *planner) refTarget(from *psym, pc, target uint64, branch bool) (*Fixup, error) {
 	if from.contains(target) {
+		// A function taking its own address (lea fn, to store a
+		// handler pointer) gets OLD's entry like every other address
+		// taker: one identity per function. Branches stay inside.
+		if o := matchOld(p.oldSyms, p.newSyms, from); !branch && target == from.value && o != nil {
+			return &Fixup{Target: o.value, Symbol: from.label()}, nil
+		}
 		return nil, nil
 	}
 	fail := func(sym, reason string) error {
@@ -202,10 +208,24 @@ func (p *planner) oldObject(s *psym, target uint64) (to uint64, shared bool, rea
 		}
 		return 0, false, ""
 	}
+	if t := p.xfer[s.value]; t != nil {
+		if t.InPlace {
+			// NEW's layout is written over OLD's object, in its slot.
+			return o.value + (target - s.value), true, ""
+		}
+		return 0, false, "" // NEW's object, filled from OLD's in the pause
+	}
 	if o.size != s.size {
 		return 0, false, fmt.Sprintf("size differs between builds (old %d, new %d bytes): its type or layout changed; refusing to point new code at the old object", o.size, s.size)
 	}
 	return o.value + (target - s.value), true, ""
+}
+
+// moved reports whether NEW's object s is a transferred global that lives
+// in NEW's image.
+func (p *planner) moved(s *psym) bool {
+	t := p.xfer[s.value]
+	return t != nil && !t.InPlace
 }
 
 // resizedUnchanged explains why NEW's function s cannot be replaced by

@@ -230,7 +230,7 @@ func (p *planner) dead(off uint64) bool {
 		return false
 	}
 	for _, s := range p.newSyms.containing(off) {
-		if s.size > 0 && !isFuncSym(s) && matchOld(p.oldSyms, p.newSyms, s) != nil {
+		if s.size > 0 && !isFuncSym(s) && matchOld(p.oldSyms, p.newSyms, s) != nil && !p.moved(s) {
 			return true
 		}
 	}

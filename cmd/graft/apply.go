@@ -31,6 +31,10 @@ type applyOutput struct {
 	Signer     *graft.Signer `json:"signer,omitempty"`
 	Unverified bool          `json:"unverified,omitempty"`
 	Warnings   []string      `json:"warnings,omitempty"`
+	// Transfers: globals converted (transfer.go).
+	Transfers    []graft.TransferResult `json:"transfers,omitempty"`
+	Irreversible string                 `json:"irreversible,omitempty"`
+	TransferUS   int64                  `json:"transfer_us,omitempty"`
 }
 
 type siteOutput struct {
@@ -123,6 +127,7 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 			PatchID: res.PatchID, Pid: *pid, Functions: res.Functions, PauseUS: res.PauseUS,
 			DryRun: res.DryRun, Base: hex(res.Base), Size: res.Size, OnTopOf: res.OnTopOf,
 			Unloaded: res.Unloaded, Sites: sitesOutput(res.Sites), Warnings: res.Warnings,
+			Transfers: res.Transfers, Irreversible: res.Irreversible, TransferUS: res.TransferUS,
 		})
 	}
 	verb := "applied"
@@ -146,6 +151,11 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 	if len(res.Unloaded) > 0 {
 		fmt.Fprintf(stdout, "  unloaded superseded: %s\n", strings.Join(res.Unloaded, ", "))
 	}
-	fmt.Fprintf(stdout, "  pause: %d µs\n", res.PauseUS)
+	printTransfers(stdout, res.Transfers, res.Irreversible)
+	if res.TransferUS > 0 {
+		fmt.Fprintf(stdout, "  pause: %d µs (state transfer %d µs)\n", res.PauseUS, res.TransferUS)
+	} else {
+		fmt.Fprintf(stdout, "  pause: %d µs\n", res.PauseUS)
+	}
 	return nil
 }

@@ -21,8 +21,9 @@ func runDiff(stdout, stderr io.Writer, args []string) error {
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	out := fs.String("o", "", "write the patch to `FILE`")
 	force := fs.Bool("force", false, "with -o, write the patch even if the verdict is refused (apply still refuses it)")
+	statePath := fs.String("state", "", "the operator's rules for the state transformers: a state description `FILE` (FILE.state.yaml from an earlier diff -o, edited)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: graft diff OLD NEW [--json] [-o FILE] [--force]")
+		fmt.Fprintln(stderr, "usage: graft diff OLD NEW [--json] [-o FILE] [--force] [--state FILE.state.yaml]")
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterleaved(fs, args)
@@ -40,10 +41,14 @@ func runDiff(stdout, stderr io.Writer, args []string) error {
 	if err != nil {
 		return err
 	}
+	rules, err := loadStateRules(*statePath)
+	if err != nil {
+		return err
+	}
 	var report *elfpatch.Report
 	var refused error
 	if *out != "" {
-		var opts []elfpatch.BuildOption
+		opts := []elfpatch.BuildOption{elfpatch.WithRules(rules)}
 		if *force {
 			opts = append(opts, elfpatch.AllowRefused())
 		}
@@ -64,9 +69,12 @@ func runDiff(stdout, stderr io.Writer, args []string) error {
 			if err := writePatchFile(*out, p); err != nil {
 				return err
 			}
+			if err := writeStateDesc(stdout, *out, p.Report, rules, *asJSON); err != nil {
+				return err
+			}
 		}
 	} else {
-		report, err = elfpatch.Diff(old, new)
+		report, err = elfpatch.DiffRules(old, new, rules)
 		if err != nil {
 			return err
 		}
@@ -224,6 +232,7 @@ func printReport(w io.Writer, r *elfpatch.Report) {
 	for _, warn := range r.Warnings {
 		fmt.Fprintf(w, "\nwarning: %s\n", warn)
 	}
+	printTransferReport(w, r)
 	fmt.Fprintf(w, "\n%d functions unchanged\n", r.Unchanged)
 }
 
@@ -243,6 +252,8 @@ type reportOutput struct {
 	Verdict    elfpatch.Verdict           `json:"verdict"`
 	Reasons    []elfpatch.Reason          `json:"reasons"`
 	Warnings   []string                   `json:"warnings,omitempty"`
+	// Transfers: the generated state transformers (elfpatch/transform.go).
+	Transfers []elfpatch.Transfer `json:"transfers,omitempty"`
 }
 
 type funcOutput struct {
@@ -313,7 +324,7 @@ func reportJSON(r *elfpatch.Report) *reportOutput {
 		OldBuildID: r.OldBuildID, NewBuildID: r.NewBuildID,
 		Changed: funcsOutput(r.Changed, true), Added: funcsOutput(r.Added, false), Removed: funcsOutput(r.Removed, false),
 		Unchanged: r.Unchanged, Types: r.Types, Signatures: r.Signatures,
-		Verdict: r.Verdict, Reasons: r.Reasons, Warnings: r.Warnings,
+		Verdict: r.Verdict, Reasons: r.Reasons, Warnings: r.Warnings, Transfers: r.Transfers,
 		Globals: []globalOutput{},
 	}
 	for _, g := range r.Globals {

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"graft/elfpatch"
 	"graft/internal/testutil"
 )
 
@@ -91,28 +92,32 @@ func TestDiffCommandJSONAndPatchFile(t *testing.T) {
 	out, errOut, code = runGraft("show", "--json", patch)
 	require.Equal(t, 0, code, errOut)
 	require.NoError(t, json.Unmarshal([]byte(out), &v))
-	assert.Equal(t, 2, v.Version)
+	assert.Equal(t, elfpatch.PatchVersion, v.Version)
 	assert.NotEmpty(t, v.OldBuildID)
 	assert.Equal(t, "auto", string(v.Report.Verdict))
 	assert.NotEmpty(t, v.Image.Segments)
 	require.Len(t, v.Image.Redirects, 1)
 }
 
-// TestDiffCommandTransformer: the report is printed, but no patch can be
-// built for a global whose layout changed.
+// TestDiffCommandTransformer: a global whose layout changed gets a
+// generated transformer; the patch carries it and a state description
+// with nothing to resolve is written next to it.
 func TestDiffCommandTransformer(t *testing.T) {
 	old, new := buildPair(t, "globaltype")
-	patch := filepath.Join(t.TempDir(), "p.graft")
+	patch := filepath.Join(t.TempDir(), "p.patch")
 	out, errOut, code := runGraft("diff", old, new)
 	require.Equal(t, 0, code, errOut)
 	assert.Contains(t, out, "verdict: transformer")
 	assert.Contains(t, out, "g_stats")
 	out, errOut, code = runGraft("diff", "-o", patch, old, new)
-	assert.Equal(t, 1, code)
-	assert.Contains(t, out, "verdict: transformer", "the report is shown even without a patch")
-	assert.Contains(t, errOut, "no patch written")
-	assert.Contains(t, errOut, "g_stats")
-	assert.NoFileExists(t, patch)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "verdict: transformer")
+	assert.Contains(t, out, "state description written to "+patch+".state.yaml (nothing to resolve)")
+	assert.FileExists(t, patch)
+	desc, err := os.ReadFile(patch + ".state.yaml")
+	require.NoError(t, err)
+	assert.Contains(t, string(desc), "name: g_stats")
+	assert.NotContains(t, string(desc), "todo:")
 }
 
 func TestDiffCommandRefusedWritesNothing(t *testing.T) {

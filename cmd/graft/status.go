@@ -60,6 +60,9 @@ type patchStatusOutput struct {
 	Signer       *graft.Signer    `json:"signer,omitempty"`
 	Module       string           `json:"module,omitempty"`
 	ModulePath   string           `json:"module_path,omitempty"`
+	// Transfers: globals the patch converted.
+	Transfers    []graft.TransferResult `json:"transfers,omitempty"`
+	Irreversible string                 `json:"irreversible,omitempty"`
 }
 
 type redirectOutput struct {
@@ -94,6 +97,7 @@ func runStatus(stdout, stderr io.Writer, args []string) error {
 				Functions: p.Functions, Sites: sitesOutput(p.Sites), Base: hex(p.Base), Size: p.Size,
 				Unloaded: p.Unloaded, SupersededBy: p.SupersededBy, Intact: p.Intact, Redirects: []redirectOutput{}, Signer: p.Signer,
 				Module: p.Module, ModulePath: p.ModulePath,
+				Transfers: p.Transfers, Irreversible: p.Irreversible,
 			}
 			for _, r := range p.Redirects {
 				ro := redirectOutput{Name: r.Name, New: hex(r.New), NewSize: r.NewSize}
@@ -142,6 +146,7 @@ func runStatus(stdout, stderr io.Writer, args []string) error {
 		} else {
 			fmt.Fprintf(stdout, "  unsigned: applied with no trust policy\n")
 		}
+		printTransfers(stdout, p.Transfers, p.Irreversible)
 		if !p.SelfContained && !p.Unloaded {
 			nb := p.NewPath
 			if nb == "" {

@@ -160,8 +160,9 @@ func TestLoadSshdLoginLive(t *testing.T) {
 
 // Every version pair of the sample servers whose diff is applicable
 // plans, links against the running process's libraries, loads and
-// unloads. Pairs whose diff needs a state transformer or is refused must
-// be refused by the plan too, naming the global.
+// unloads. A pair whose globals changed layout plans with its state
+// transformers (they run in the controller's pause, not here: see
+// transfer_live_test.go); a refused one is refused by the diff.
 func TestLoadTestprocsPairsLive(t *testing.T) {
 	testutil.RequirePtrace(t)
 	for _, prog := range []string{"ftpd", "sshd"} {
@@ -180,10 +181,14 @@ func TestLoadTestprocsPairsLive(t *testing.T) {
 				r, im, err := planPair(t, prog, v, v+1)
 				if r.Verdict != elfpatch.VerdictAuto {
 					var pe *elfpatch.PlanError
-					if !errors.As(err, &pe) || pe.Symbol == "" {
-						t.Fatalf("verdict %s, plan error %v: want a PlanError naming the global", r.Verdict, err)
+					switch {
+					case errors.As(err, &pe) && pe.Symbol != "":
+						t.Logf("verdict %s; plan refused: %v", r.Verdict, err)
+					case err == nil && len(r.Transfers) > 0:
+						t.Logf("verdict %s; planned with %d state transformer(s); the controller runs them", r.Verdict, len(r.Transfers))
+					default:
+						t.Fatalf("verdict %s, plan error %v, %d transfers: want a PlanError naming the global or a transformer", r.Verdict, err, len(r.Transfers))
 					}
-					t.Logf("verdict %s; plan refused: %v", r.Verdict, err)
 					return
 				}
 				if err != nil {

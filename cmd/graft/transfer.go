@@ -1,0 +1,112 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"graft"
+	"graft/elfpatch"
+)
+
+// printTransfers lists the globals a patch converted (apply, status).
+func printTransfers(w io.Writer, ts []graft.TransferResult, irreversible string) {
+	for _, t := range ts {
+		where := fmt.Sprintf("moved %s -> %s", hex(t.Old), hex(t.New))
+		if t.InPlace {
+			where = "in place at " + hex(t.Old)
+		}
+		fmt.Fprintf(w, "  transferred %s (%s): %d -> %d bytes, %s", t.Name, t.Type, t.OldSize, t.NewSize, where)
+		if t.Pointers > 0 {
+			fmt.Fprintf(w, ", %d pointer(s) rewritten", t.Pointers)
+		}
+		fmt.Fprintln(w)
+	}
+	if irreversible != "" {
+		fmt.Fprintf(w, "  IRREVERSIBLE: revert will refuse this patch: %s\n", irreversible)
+	}
+}
+
+// loadStateRules reads the operator's transformer rules (diff --state).
+func loadStateRules(path string) (map[string]*elfpatch.Rules, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read state description: %w", err)
+	}
+	defer f.Close()
+	rules, err := elfpatch.ReadStateRules(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	for _, r := range rules {
+		if r.C != "" && !filepath.IsAbs(r.C) {
+			r.C = filepath.Join(filepath.Dir(path), r.C)
+		}
+	}
+	return rules, nil
+}
+
+// writeStateDesc writes PATCH.state.yaml next to a patch whose globals
+// changed layout: the generated mappings, the TODOs, the rules used.
+func writeStateDesc(stdout io.Writer, patch string, r *elfpatch.Report, rules map[string]*elfpatch.Rules, quiet bool) error {
+	if len(r.Transfers) == 0 {
+		return nil
+	}
+	path := patch + ".state.yaml"
+	var b bytes.Buffer
+	if err := elfpatch.NewStateDesc(r, rules).Write(&b); err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("write state description: %w", err)
+	}
+	// The types a C transformer is written against (rule c:).
+	for _, t := range r.Transfers {
+		if t.CHeader != "" {
+			if err := os.WriteFile(patch+"."+t.Name+".xf_types.h", []byte(t.CHeader), 0o644); err != nil {
+				return fmt.Errorf("write C transformer types: %w", err)
+			}
+		}
+	}
+	todo := 0
+	for _, t := range r.Transfers {
+		todo += len(t.Todo)
+	}
+	if !quiet {
+		if todo > 0 {
+			fmt.Fprintf(stdout, "state description written to %s: %d TODO(s) to resolve there; apply refuses the patch until then\n", path, todo)
+		} else {
+			fmt.Fprintf(stdout, "state description written to %s (nothing to resolve)\n", path)
+		}
+	}
+	return nil
+}
+
+// printTransferReport is diff's section on the state transformers.
+func printTransferReport(w io.Writer, r *elfpatch.Report) {
+	if len(r.Transfers) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nstate transformers (%d):\n", len(r.Transfers))
+	for _, t := range r.Transfers {
+		where := "moved into the new image"
+		if t.InPlace {
+			where = "in place"
+		}
+		fmt.Fprintf(w, "  %s (%s): %d -> %d bytes, %s, %d operation(s)\n", t.Name, t.Type, t.OldSize, t.NewSize, where, len(t.Ops))
+		for _, n := range t.Notes {
+			fmt.Fprintf(w, "    %s\n", n)
+		}
+		for _, n := range t.Todo {
+			fmt.Fprintf(w, "    TODO %s\n", n)
+		}
+		if t.Irreversible != "" {
+			fmt.Fprintf(w, "    irreversible: %s\n", t.Irreversible)
+		}
+	}
+}
