@@ -88,7 +88,7 @@ func TestImageDescribesItself(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if q.Version != 2 || q.Image.EhFrame != im.EhFrame || q.Image.EhFrameHdrSize != im.EhFrameHdrSize ||
+	if q.Version != PatchVersion || q.Image.EhFrame != im.EhFrame || q.Image.EhFrameHdrSize != im.EhFrameHdrSize ||
 		len(q.Image.Objects) != len(im.Objects) || q.Image.Fixups[0] != im.Fixups[0] {
 		t.Errorf("patch file lost the self-description: version %d, %+v", q.Version, q.Image.Objects)
 	}

@@ -33,8 +33,11 @@ type Patch struct {
 // PatchVersion is the format version WriteTo writes. Version 2 added the
 // image's self-description (Image.EhFrame*, Image.Objects, Fixup.Name,
 // File, SymAddr), keys a version-1 reader would reject; ReadPatch still
-// reads version 1, whose images simply lack them.
-const PatchVersion = 2
+// reads version 1, whose images simply lack them. Version 3 added each
+// changed function's resume analysis (Func.Resume: where a frame may stay
+// in OLD's code during an apply, in NEW's during a revert); a version-2
+// file lacks it and its frames in changed functions simply block.
+const PatchVersion = 3
 
 // minPatchVersion is the oldest format version ReadPatch reads.
 const minPatchVersion = 1

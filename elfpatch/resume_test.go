@@ -1,6 +1,8 @@
 package elfpatch
 
 import (
+	"bytes"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -123,5 +125,35 @@ func TestResumeCompiled(t *testing.T) {
 	f := byName["loop_banner"]
 	if ok, _ := f.Resume.Old.Lookup(f.OldAddr); ok {
 		t.Errorf("loop_banner's entry proven as a resume address")
+	}
+}
+
+// TestResumeInPatchFile: the analysis travels in the patch file and reads
+// back the same, so an apply from a file proves frames as an on-the-fly
+// diff does.
+func TestResumeInPatchFile(t *testing.T) {
+	p, err := BuildPatch(openFixture(t, "resume", "v1"), openFixture(t, "resume", "v2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := p.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	q, err := ReadPatch(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for i, f := range p.Report.Changed {
+		g := q.Report.Changed[i]
+		if f.Resume == nil || g.Resume == nil || !reflect.DeepEqual(f.Resume, g.Resume) {
+			t.Errorf("%s: resume analysis %v written, %v read", f.Name, f.Resume, g.Resume)
+			continue
+		}
+		n += len(g.Resume.Old.Proven())
+	}
+	if n == 0 {
+		t.Errorf("no proven resume address survived the round trip")
 	}
 }
