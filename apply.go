@@ -33,6 +33,10 @@ type Patch struct {
 	// Parts are, by function name, its out-of-line parts (foo.cold), which
 	// get no jump but count as the function for the safety check.
 	Parts map[string][]string
+	// Resume is, by function name, where a frame may stay (frames.go);
+	// Origins a clone's base name, which --allow-active also takes.
+	Resume  map[string]*elfpatch.Resume
+	Origins map[string]string
 }
 
 // ApplyOptions tune Apply.
@@ -63,6 +67,8 @@ type ApplyResult struct {
 	// Unloaded lists earlier patches whose code this one superseded and
 	// that were unmapped.
 	Unloaded []string `json:"unloaded,omitempty"`
+	// Stayed are the frames inside replaced functions let stay, and why.
+	Stayed []StayedFrame `json:"stayed,omitempty"`
 }
 
 const defaultTimeout = 5 * time.Second
@@ -88,6 +94,8 @@ type prepared struct {
 	// parts are the out-of-line parts (foo.cold) of the functions being
 	// replaced: a thread there is inside the function.
 	parts []namedRange
+	// allowNames are the operator's --allow-active names.
+	allowNames []string
 }
 
 func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOptions) (res *ApplyResult, err error) {
@@ -125,6 +133,9 @@ func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOpti
 	}
 	pr, err := prepare(pid, pt, st, exe, sys.symbols)
 	if err != nil {
+		return nil, err
+	}
+	if _, err := resolveAllow(pt, opts.AllowActive); err != nil {
 		return nil, err
 	}
 
@@ -296,7 +307,10 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	// Precompute every byte to write.
 	var sites []SiteRecord
 	var spec safeSpec
-	spec.AllowActive = opts.AllowActive
+	pr.allowNames = opts.AllowActive
+	if err := pr.frameSpec(&spec, pr.exeBias); err != nil {
+		return nil, rollback(fail(err))
+	}
 	spec.Functions = append(spec.Functions, pr.parts...)
 	for _, v := range pr.versions {
 		r := pr.image.Redirects[v.redir]
@@ -450,6 +464,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	} else if !last.IsZero() {
 		t0 = last
 	}
+	res.Stayed = lastStayed(ck)
 	if opts.DryRun {
 		if err := resume(); err != nil {
 			return nil, fail(fmt.Errorf("resume: %w", err))

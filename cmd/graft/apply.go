@@ -26,6 +26,7 @@ type applyOutput struct {
 	OnTopOf   string       `json:"on_top_of,omitempty"`
 	Unloaded  []string     `json:"unloaded,omitempty"`
 	Sites     []siteOutput `json:"sites"`
+	Stayed    []frameOut   `json:"stayed,omitempty"`
 }
 
 type siteOutput struct {
@@ -100,13 +101,16 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 	defer stop()
 	res, err := graft.Apply(ctx, *pid, src, opts)
 	if err != nil {
+		if *asJSON {
+			writeBlockers(stdout, *pid, err)
+		}
 		return err
 	}
 	if *asJSON {
 		return writeJSON(stdout, applyOutput{
 			PatchID: res.PatchID, Pid: *pid, Functions: res.Functions, PauseUS: res.PauseUS,
 			DryRun: res.DryRun, Base: hex(res.Base), Size: res.Size, OnTopOf: res.OnTopOf,
-			Unloaded: res.Unloaded, Sites: sitesOutput(res.Sites),
+			Unloaded: res.Unloaded, Sites: sitesOutput(res.Sites), Stayed: framesOut(res.Stayed),
 		})
 	}
 	verb := "applied"
@@ -124,6 +128,7 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 	if len(res.Unloaded) > 0 {
 		fmt.Fprintf(stdout, "  unloaded superseded: %s\n", strings.Join(res.Unloaded, ", "))
 	}
+	printStayed(stdout, res.Stayed, "old")
 	fmt.Fprintf(stdout, "  pause: %d µs\n", res.PauseUS)
 	return nil
 }
