@@ -154,6 +154,9 @@ func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOpti
 	if err := sys.sameState(pid, p, st); err != nil {
 		return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
 	}
+	if _, err := sys.reapPendingCtx(ctx, pid, p, st, mods, false); err != nil {
+		return nil, fmt.Errorf("apply patch %s: unmap a pending image: %w", pt.ID, err)
+	}
 	return sys.applyAttached(ctx, pid, p, pr, maps, exe, mods, opts)
 }
 
@@ -350,6 +353,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		Size:       size,
 		Refs:       pr.refs,
 		Symbols:    imageSymbols(pr.image, base),
+		StayAt:     stayAt(pt, base),
 	}
 	im := pr.image
 	rec.EhFrame, rec.EhFrameSize = im.EhFrame, im.EhFrameSize
@@ -430,7 +434,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	rec.Applied = sys.now().UTC()
 	var before []byte
 	if !opts.DryRun && stateAddr != 0 {
-		b, err := encodeState(&State{Patches: st.Patches}, st.Generation+2)
+		b, err := encodeState(&State{Patches: st.Patches, Pending: st.Pending}, st.Generation+2)
 		if err != nil {
 			return nil, rollback(fail(err))
 		}
@@ -560,6 +564,9 @@ func loadedModules(st *State) []imageModule {
 		if r := &st.Patches[i]; !r.Unloaded {
 			out = append(out, recordModule(r))
 		}
+	}
+	for i := range st.Pending {
+		out = append(out, recordModule(&st.Pending[i]))
 	}
 	return out
 }

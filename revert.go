@@ -34,6 +34,12 @@ type RevertResult struct {
 	// Orphans are images of a graft killed before its pause that --all
 	// unmapped.
 	Orphans []Range `json:"orphans,omitempty"`
+	// Stayed are frames left in new code (proven to finish as the old
+	// version would); Pending the patches whose image therefore stays
+	// mapped; Reaped earlier pending images found free and unmapped.
+	Stayed  []StayedFrame `json:"stayed,omitempty"`
+	Pending []string      `json:"pending,omitempty"`
+	Reaped  []string      `json:"reaped,omitempty"`
 }
 
 func (sys *system) revert(ctx context.Context, pid int, opts RevertOptions) (res *RevertResult, err error) {
@@ -70,11 +76,25 @@ func (sys *system) revert(ctx context.Context, pid int, opts RevertOptions) (res
 	if err != nil {
 		return nil, fmt.Errorf("revert in pid %d: %w", pid, err)
 	}
+	reaped, err := sys.reapPendingCtx(ctx, pid, p, st, mods, true)
+	if err != nil {
+		return nil, fmt.Errorf("revert in pid %d: unmap a pending image: %w", pid, err)
+	}
 	var orphans []Range
 	if opts.All {
 		orphans = orphanImages(maps, st)
 	}
-	return sys.revertAttached(ctx, pid, p, st, mods, orphans, opts)
+	if st.Top() == nil && len(orphans) == 0 && (len(reaped) > 0 || len(st.Pending) > 0) {
+		if len(st.Pending) > 0 {
+			return nil, fmt.Errorf("revert in pid %d: %w (graft status -p %d)", pid, ErrPending, pid)
+		}
+		return &RevertResult{Reverted: []string{}, Functions: []string{}, Reaped: reaped}, nil
+	}
+	res, err = sys.revertAttached(ctx, pid, p, st, mods, orphans, opts)
+	if res != nil {
+		res.Reaped = reaped
+	}
+	return res, err
 }
 
 // popCount decides how many patches, from the top, a revert takes out.
@@ -154,6 +174,7 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 	for _, o := range orphans {
 		spec.Functions = append(spec.Functions, namedRange{"orphaned graft image", o})
 	}
+	spec.Stay = revertStay(popped)
 	// The newest patch's jumps must be what graft wrote, or the original
 	// bytes (a graft killed inside its pause wrote the record but not
 	// every jump: revert finishes the clean-up). Anything else means the
@@ -175,7 +196,7 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 		}
 	}
 
-	next := &State{Patches: slices.Clone(keep)}
+	next := &State{Patches: slices.Clone(keep), Pending: st.Pending}
 	buf, err := encodeState(next, st.Generation+1)
 	if err != nil {
 		return nil, fail(err)
@@ -201,6 +222,20 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 		return nil, fail(errors.Join(withCause(ctx, err), resume()))
 	} else if !last.IsZero() {
 		t0 = last
+	}
+	// Frames proven to finish in new code stay: their images become
+	// pending (rare: the record is encoded again, in the pause).
+	res.Stayed = lastStayed(ck)
+	if pend := pendingOf(popped, res.Stayed); len(pend) > 0 {
+		next.Pending = append(slices.Clone(st.Pending), pend...)
+		b, err := encodeState(next, st.Generation+1)
+		if err != nil {
+			return nil, fail(errors.Join(err, resume()))
+		}
+		buf = b
+		for _, r := range pend {
+			res.Pending = append(res.Pending, r.ID)
+		}
 	}
 	// restore writes in order; if one fails, rewrite the jumps already
 	// restored so the target stays fully patched.
@@ -234,7 +269,7 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 	var errs []error
 	serr := stopped(p, func() error {
 		for _, r := range popped {
-			if r.Unloaded {
+			if r.Unloaded || slices.Contains(res.Pending, r.ID) {
 				continue
 			}
 			if err := sys.unmapImage(p, r.Base, r.Size); err != nil {
@@ -246,7 +281,7 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 				errs = append(errs, fmt.Errorf("unmap orphaned image at %#x: %w", o.Start, err))
 			}
 		}
-		if len(keep) == 0 && st.Addr != 0 {
+		if len(keep) == 0 && len(next.Pending) == 0 && st.Addr != 0 {
 			// Nothing graft did is left: take the record out too, so
 			// the process looks as it did before the first apply.
 			if err := p.Munmap(st.Addr, stateCapacity); err != nil {
@@ -275,7 +310,7 @@ func orphanImages(maps []tracer.Mapping, st *State) []Range {
 		if !strings.HasPrefix(name, "/memfd:graft-") || strings.HasPrefix(name, stateMapPrefix) {
 			continue
 		}
-		if slices.ContainsFunc(st.Patches, func(r PatchRecord) bool {
+		if slices.ContainsFunc(append(slices.Clone(st.Patches), st.Pending...), func(r PatchRecord) bool {
 			return !r.Unloaded && m.Start >= r.Base && m.Start < r.Base+r.Size
 		}) {
 			continue

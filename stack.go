@@ -171,7 +171,7 @@ type outcome struct {
 // outcome encodes the record after rec is applied and the patches unload
 // (indexes into st.Patches) are unloaded; jumps into them are dropped.
 func (sys *system) outcome(st *State, rec PatchRecord, sites []SiteRecord, unload []int) (outcome, error) {
-	next := &State{Patches: slices.Clone(st.Patches)}
+	next := &State{Patches: slices.Clone(st.Patches), Pending: st.Pending}
 	sites = slices.Clone(sites)
 	for _, i := range unload {
 		next.Patches[i].Unloaded = true

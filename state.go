@@ -63,7 +63,7 @@ const (
 	stateName       = "graft-state"
 	stateMapPrefix  = "/memfd:" + stateName
 	stateMagic      = "GRAFTST\x00"
-	stateVersion    = 2
+	stateVersion    = 3
 	stateMinVersion = 1
 	stateHeaderSize = 64
 	// stateCapacity is the size of the mapping. memfd pages cost memory
@@ -80,6 +80,9 @@ type State struct {
 	// Addr is where the record is mapped in the target (0: no record yet).
 	Addr    uint64        `json:"-"`
 	Patches []PatchRecord `json:"patches"`
+	// Pending are reverted patches whose image stays mapped while a
+	// thread is still in it (pending.go); their jumps are gone.
+	Pending []PatchRecord `json:"pending,omitempty"`
 }
 
 // PatchRecord is one applied patch as recorded in the target.
@@ -127,6 +130,10 @@ type PatchRecord struct {
 	// refers to is the executable's. Empty for a patch from a version-1
 	// patch file, whose NEW binary must then be on disk (NewPath).
 	Symbols []SymRecord `json:"symbols,omitempty"`
+	// StayAt are the resume addresses in the image's new code where a
+	// frame may stay past a revert (proven by the resume analysis;
+	// sorted, absolute).
+	StayAt []uint64 `json:"stay_at,omitempty"`
 }
 
 // SymRecord is one NEW symbol living in a patch's image. The keys are
@@ -235,7 +242,14 @@ func encodeState(s *State, gen uint64) ([]byte, error) {
 	buf := make([]byte, stateHeaderSize+len(body))
 	copy(buf, stateMagic)
 	le := binary.LittleEndian
-	le.PutUint32(buf[8:], stateVersion)
+	// Version 3 only when it matters: a record with pending images, which
+	// a version-2 reader would not see (and revert --all would unmap as
+	// orphans while a thread runs in them).
+	ver := uint32(2)
+	if len(s.Pending) > 0 {
+		ver = stateVersion
+	}
+	le.PutUint32(buf[8:], ver)
 	le.PutUint32(buf[12:], stateHeaderSize)
 	le.PutUint64(buf[16:], gen)
 	le.PutUint64(buf[24:], uint64(len(body)))

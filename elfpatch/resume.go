@@ -464,6 +464,11 @@ func resumeSide(x, y *rfunc, m []int, newSide bool, patched map[string]bool) Res
 			continue
 		}
 		w := why[i]
+		if c := i - 1; w == "" && (m[c] < 0 || m[i] < 0 || y.ins[m[c]].next != m[i]) {
+			// The frame waits in call c: the other version's call
+			// must return to the instruction aligned to this one.
+			w = fmt.Sprintf("the call it waits in (%s) returns to code that changed (something was inserted, removed or altered right after it)", symOff(x.ins[c].sym, x.ins[c].addr))
+		}
 		if w == "" {
 			w = flowCheck(xs, ys, m, i)
 		}

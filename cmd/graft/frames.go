@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"graft"
 )
@@ -62,4 +63,28 @@ func writeBlockers(w io.Writer, pid int, err error) {
 		out.Blocked = append(out.Blocked, blockerOut{Tid: b.Tid, Frame: b.Frame, Function: b.Function, PC: hex(b.PC), Why: b.Why, Allow: b.Allow, Stack: b.Stack})
 	}
 	_ = writeJSON(w, out)
+}
+
+// pendingOutput is a reverted patch whose image is still mapped.
+type pendingOutput struct {
+	ID        string   `json:"id"`
+	State     string   `json:"state"`
+	Base      string   `json:"base"`
+	Size      uint64   `json:"size"`
+	Functions []string `json:"functions"`
+}
+
+func pendingsOutput(ps []graft.PendingStatus) []pendingOutput {
+	var out []pendingOutput
+	for _, p := range ps {
+		out = append(out, pendingOutput{ID: p.ID, State: "reverted, image pending", Base: hex(p.Base), Size: p.Size, Functions: p.Functions})
+	}
+	return out
+}
+
+func printPending(w io.Writer, ps []graft.PendingStatus) {
+	for _, p := range ps {
+		fmt.Fprintf(w, "%s  reverted, image pending: a thread is still in its new code at %s (%d bytes; %s); the next graft apply or revert that finds it free unmaps it\n",
+			p.ID, hex(p.Base), p.Size, strings.Join(p.Functions, ", "))
+	}
 }
