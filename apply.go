@@ -49,6 +49,9 @@ type ApplyOptions struct {
 	// DryRun prepares and checks (including the safe point) and writes
 	// nothing into the target.
 	DryRun bool
+	// Once (with DryRun) checks the stacks in one stop and does not wait
+	// for a safe point: `graft diff -p` shows what is on them right now.
+	Once bool
 }
 
 // ApplyResult says what Apply did.
@@ -459,7 +462,11 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		res.PauseUS = time.Since(t0).Microseconds()
 		return err
 	}
-	if last, err := ck.waitSafe(ctx, p, spec, opts.Timeout); err != nil {
+	wait := opts.Timeout
+	if opts.Once && opts.DryRun {
+		wait = 0
+	}
+	if last, err := ck.waitSafe(ctx, p, spec, wait); err != nil {
 		err = withCause(ctx, err)
 		if rerr := resume(); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("resume: %w", rerr))

@@ -3,6 +3,7 @@ package safepoint
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -122,7 +123,17 @@ func (e *BlockedError) Error() string {
 	for i, b := range e.Blockers {
 		parts[i] = fmt.Sprintf("\n  (%d) %s", i+1, b.Error())
 	}
-	return fmt.Sprintf("%d frames block:%s", len(e.Blockers), strings.Join(parts, ""))
+	msg := fmt.Sprintf("%d frames block:%s", len(e.Blockers), strings.Join(parts, ""))
+	var names []string
+	for _, b := range e.Blockers {
+		if b.Allow != "" && !slices.Contains(names, b.Allow) {
+			names = append(names, b.Allow)
+		}
+	}
+	if len(names) > 1 {
+		msg += "\n  --allow-active " + strings.Join(names, ",") + " lets every one of them finish in the old code"
+	}
+	return msg
 }
 
 func (e *BlockedError) Unwrap() []error {

@@ -91,7 +91,7 @@ func TestDiffCommandJSONAndPatchFile(t *testing.T) {
 	out, errOut, code = runGraft("show", "--json", patch)
 	require.Equal(t, 0, code, errOut)
 	require.NoError(t, json.Unmarshal([]byte(out), &v))
-	assert.Equal(t, 2, v.Version)
+	assert.Equal(t, 3, v.Version) // elfpatch.PatchVersion
 	assert.NotEmpty(t, v.OldBuildID)
 	assert.Equal(t, "auto", string(v.Report.Verdict))
 	assert.NotEmpty(t, v.Image.Segments)

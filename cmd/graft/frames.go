@@ -88,3 +88,62 @@ func printPending(w io.Writer, ps []graft.PendingStatus) {
 			p.ID, hex(p.Base), p.Size, strings.Join(p.Functions, ", "))
 	}
 }
+
+// framesNow is what `graft diff -p PID` found on the stacks of PID: the
+// frames inside changed functions that would stay (proven or allowed)
+// and those that would block an apply right now.
+type framesNow struct {
+	Stayed  []frameOut   `json:"stayed"`
+	Blocked []blockerOut `json:"blocked"`
+	// Error is why the check could not be made ("" if it was).
+	Error string `json:"error,omitempty"`
+}
+
+// checkFrames runs a dry-run apply of NEW that checks the stacks once,
+// without waiting: nothing is written.
+func checkFrames(pid int, newBin string) *framesNow {
+	ctx, stop := interruptible()
+	defer stop()
+	fr := &framesNow{Stayed: []frameOut{}, Blocked: []blockerOut{}}
+	res, err := graft.Apply(ctx, pid, graft.Source{NewBinary: newBin}, graft.ApplyOptions{DryRun: true, Once: true})
+	if err != nil {
+		bs := graft.Blockers(err)
+		if len(bs) == 0 {
+			fr.Error = err.Error()
+			return fr
+		}
+		for _, b := range bs {
+			fr.Blocked = append(fr.Blocked, blockerOut{Tid: b.Tid, Frame: b.Frame, Function: b.Function, PC: hex(b.PC), Why: b.Why, Allow: b.Allow, Stack: b.Stack})
+		}
+		return fr
+	}
+	if fs := framesOut(res.Stayed); fs != nil {
+		fr.Stayed = fs
+	}
+	return fr
+}
+
+func printFramesNow(w io.Writer, pid int, fr *framesNow) {
+	fmt.Fprintf(w, "\nframes of pid %d in changed functions right now:\n", pid)
+	if fr.Error != "" {
+		fmt.Fprintf(w, "  could not check: %s\n", fr.Error)
+		return
+	}
+	if len(fr.Stayed) == 0 && len(fr.Blocked) == 0 {
+		fmt.Fprintln(w, "  none: an apply would go through now")
+		return
+	}
+	for _, f := range fr.Stayed {
+		fmt.Fprintf(w, "  stays:  thread %d frame #%d in %s at %s: %s\n", f.Tid, f.Frame, f.Function, f.PC, f.Why)
+	}
+	for _, b := range fr.Blocked {
+		fmt.Fprintf(w, "  BLOCKS: thread %d frame #%d in %s at %s: %s", b.Tid, b.Frame, b.Function, b.PC, b.Why)
+		if b.Allow != "" {
+			fmt.Fprintf(w, " (--allow-active %s lets it finish in the old code)", b.Allow)
+		}
+		fmt.Fprintln(w)
+	}
+	if len(fr.Blocked) > 0 {
+		fmt.Fprintln(w, "  an apply now would wait for these frames to leave, up to --timeout")
+	}
+}
