@@ -330,7 +330,7 @@ func (f *rfunc) cfg() [][]int {
 // xmm0-1 (its results) from its arguments, the others to garbage with no
 // inputs (not traced further). The call the frame waits in has happened: its results are what
 // the callee returned, taken as given.
-func defsFor(f *rfunc, r int, live, args locSet, pred [][]int, eff []effect) map[[2]int]bool {
+func defsFor(f *rfunc, r int, live, args locSet, pred [][]int, eff []effect, budget *int) map[[2]int]bool {
 	// arg marks a location read as a call's argument: the callee's
 	// arity is unknown, so an argument register another call left
 	// behind is taken as garbage the callee does not read.
@@ -356,6 +356,10 @@ func defsFor(f *rfunc, r int, live, args locSet, pred [][]int, eff []effect) map
 	for len(work) > 0 {
 		it := work[len(work)-1]
 		work = work[:len(work)-1]
+		*budget -= 1 + len(pred[it.k])
+		if *budget < 0 {
+			return nil
+		}
 		for _, p := range pred[it.k] {
 			e := &eff[p]
 			b := bit(it.l)
@@ -395,10 +399,19 @@ type flowSide struct {
 	// liveIn is what each instruction's future may read as a value
 	// before setting it (calls' arguments aside).
 	liveIn []locSet
+	// budget bounds the work of the data check on this function (steps
+	// of defsFor); past it the remaining resume addresses are not
+	// proven, so a huge function cannot stall a diff.
+	budget int
 }
 
+// flowBudget is the data check's work limit per function and side: ample
+// for real functions (a 2,000-instruction main with 300 calls uses a
+// few million steps).
+const flowBudget = 50_000_000
+
 func newFlowSide(f *rfunc) *flowSide {
-	s := &flowSide{f: f, succ: f.cfg(), eff: make([]effect, len(f.ins))}
+	s := &flowSide{f: f, succ: f.cfg(), eff: make([]effect, len(f.ins)), budget: flowBudget}
 	s.pred = make([][]int, len(f.ins))
 	for i, ss := range s.succ {
 		for _, k := range ss {
@@ -466,8 +479,11 @@ func flowCheck(x, y *flowSide, m []int, r int) string {
 	_, ay := y.live(j)
 	lx, ly := x.liveIn[r], y.liveIn[j]
 	live, args := lx|ly, (ax|ay)&^(lx|ly)
-	dx := defsFor(x.f, r, live, args, x.pred, x.eff)
-	dy := defsFor(y.f, j, live, args, y.pred, y.eff)
+	dx := defsFor(x.f, r, live, args, x.pred, x.eff, &x.budget)
+	dy := defsFor(y.f, j, live, args, y.pred, y.eff, &y.budget)
+	if x.budget < 0 || y.budget < 0 {
+		return "the function is too large for the data check (work limit reached)"
+	}
 	name := func(f *rfunc, i int) string { return symOff(f.ins[i].sym, f.ins[i].addr) }
 	for _, d := range sortedDefs(dx) {
 		if m[d[0]] < 0 || !dy[[2]int{m[d[0]], d[1]}] {
