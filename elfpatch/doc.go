@@ -52,6 +52,17 @@
 // refused (a changed type in heap or stack objects, an unpatchable entry, a
 // caller left behind, a removed global that new code still names).
 //
+// # Frames that never leave
+//
+// For every changed function, Func.Resume (resume.go, resume_flow.go) says,
+// for each return address of OLD, whether a frame waiting there may finish
+// in OLD's code while the patch goes in, and for each of NEW's whether a
+// frame in the new code may finish there after a revert: the two versions
+// are aligned instruction by instruction, everything reachable from the
+// address is followed and must be the same in both, and every register and
+// stack slot it may read must be set by aligned instructions on both sides.
+// Where it cannot prove it, it says why; the controller then blocks.
+//
 // # Patch files
 //
 // BuildPatch adds the loader's Image (PlanImage) to the Report; WriteTo and
