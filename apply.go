@@ -357,6 +357,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		Refs:       pr.refs,
 		Symbols:    imageSymbols(pr.image, base),
 		StayAt:     stayAt(pt, base),
+		Carry:      carryOf(pr, base),
 	}
 	im := pr.image
 	rec.EhFrame, rec.EhFrameSize = im.EhFrame, im.EhFrameSize

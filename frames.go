@@ -120,6 +120,10 @@ type stayChecker struct {
 	proofs []proof
 	// note says where the analysis does not reach ("" if everywhere).
 	note map[string]string
+	// carry translates a return address in an older copy (one an earlier
+	// patch let a frame stay in) to its equivalent in the copy the
+	// proofs cover, through the records' Carry maps.
+	carry func(pc uint64) (uint64, bool)
 }
 
 func (c *stayChecker) stay(fn string, pc uint64, exact bool) (bool, string) {
@@ -143,7 +147,61 @@ func (c *stayChecker) stay(fn string, pc uint64, exact bool) (bool, string) {
 	if n := c.note[fn]; n != "" {
 		return false, n
 	}
-	return false, "the frame is in a copy of the function the patch was not made from (code from before an earlier patch)"
+	if c.carry != nil {
+		if to, ok := c.carry(pc); ok {
+			for _, p := range c.proofs {
+				if p.fn != fn {
+					continue
+				}
+				if ok, why := p.ranges.Lookup(to); ok {
+					return true, fmt.Sprintf("proven: an earlier patch proved this frame equivalent to one at %#x in the code this patch was made from, and from there nothing that differs is reachable", to)
+				} else if why != "" {
+					return false, "in code from before an earlier patch, equivalent to " + fmt.Sprintf("%#x", to) + ", where: " + why
+				}
+			}
+		}
+	}
+	return false, "the frame is in a copy of the function from before an earlier patch, at a return address no earlier patch proved equivalent to the code this patch was made from"
+}
+
+// carryChain follows pc through every record's Carry map, oldest first:
+// each maps the copy its patch was made from to its own image.
+func carryChain(st *State) func(uint64) (uint64, bool) {
+	return func(pc uint64) (uint64, bool) {
+		moved := false
+		for _, r := range st.Patches {
+			i := sort.Search(len(r.Carry), func(i int) bool { return r.Carry[i].From >= pc })
+			if i < len(r.Carry) && r.Carry[i].From == pc {
+				pc, moved = r.Carry[i].To, true
+			}
+		}
+		return pc, moved
+	}
+}
+
+// carryOf is the Carry map of a patch mapped at base: the proven return
+// addresses of the copy it was made from (the executable's, or the top
+// patch's image) and their equivalents in its image, sorted.
+func carryOf(pr *prepared, base uint64) []CarryRecord {
+	pt := pr.patch
+	shift := pr.exeBias
+	if top := pr.state.Top(); top != nil {
+		shift = top.Base
+	}
+	var out []CarryRecord
+	for _, r := range pt.Image.Redirects {
+		rs := pt.Resume[r.Name]
+		if rs == nil {
+			continue
+		}
+		for _, x := range rs.Old.Proven() {
+			if x.To != 0 {
+				out = append(out, CarryRecord{From: x.Start + shift, To: x.To + base})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].From < out[j].From })
+	return out
 }
 
 // frameSpec fills in what lets frames stay: the operator's names
@@ -192,6 +250,7 @@ func (pr *prepared) frameSpec(spec *safeSpec, exeBias uint64) error {
 		}
 		sc.proofs = append(sc.proofs, p)
 	}
+	sc.carry = carryChain(pr.state)
 	spec.Stay = sc.stay
 	return nil
 }

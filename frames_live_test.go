@@ -108,6 +108,12 @@ func TestAcceptdNeverLeavingFrames(t *testing.T) {
 	require.Equal(t, res.PatchID, st.Pending[0].ID)
 	images, _ := graftMapped(t, target.Pid)
 	require.Positive(t, images, "pending image still mapped")
+	// Not an orphan: revert --all leaves it alone while the frame is in
+	// it, and says why.
+	_, err = Revert(ctx, target.Pid, RevertOptions{All: true, Timeout: time.Second})
+	require.ErrorIs(t, err, ErrPending)
+	again, _ := graftMapped(t, target.Pid)
+	require.Equal(t, images, again, "revert --all kept the pending image")
 
 	// New calls take the old code at once; this connection also lets
 	// the waiting frame leave the image.
@@ -180,4 +186,44 @@ func TestAcceptdChangeAheadRefused(t *testing.T) {
 	require.NoError(t, serr)
 	require.Len(t, st.Patches, 1, "revert refused: patch still in")
 	require.Equal(t, "acceptd 3 hello", greet(t, port))
+}
+
+// Releases follow each other: v1 -> v2 lets main's frame stay in v1's
+// code, then v2 -> v4 (a new version string: main and serve change again)
+// is stacked on it. main's frame is still in v1's copy, which the v2->v4
+// analysis never saw; the v1->v2 patch recorded which of v1's return
+// addresses it proved equivalent to v2's, so the frame is judged at its v2
+// equivalent and stays without a flag. Both revert plainly afterwards.
+func TestAcceptdStackedReleasesCarryTheProof(t *testing.T) {
+	requirePtrace(t)
+	v2, v4 := testutil.Build(t, "acceptd-v2"), testutil.Build(t, "acceptd-v4")
+	target, port := testutil.StartServer(t, "acceptd-v1")
+	defer testutil.RequireReleased(t, target.Pid)
+	require.Equal(t, "acceptd 1 hello", greet(t, port))
+	waitIdleIn(t, target.Pid)
+	ctx := context.Background()
+
+	r12, err := Apply(ctx, target.Pid, Source{NewBinary: v2}, ApplyOptions{Timeout: 3 * time.Second})
+	require.NoError(t, err)
+	require.Len(t, r12.Stayed, 2)
+	require.True(t, strings.HasPrefix(greet(t, port), "acceptd 2.0 hello"))
+	waitIdleIn(t, target.Pid)
+
+	r24, err := Apply(ctx, target.Pid, Source{NewBinary: v4}, ApplyOptions{Timeout: 3 * time.Second})
+	require.NoError(t, err, "main's v1 frame judged at its v2 equivalent")
+	require.Equal(t, r12.PatchID, r24.OnTopOf)
+	require.Len(t, r24.Stayed, 1, "%+v", r24.Stayed)
+	require.Equal(t, "main", r24.Stayed[0].Function)
+	require.False(t, r24.Stayed[0].Allowed)
+	require.Contains(t, r24.Stayed[0].Why, "earlier patch proved this frame equivalent")
+	require.True(t, strings.HasPrefix(greet(t, port), "acceptd 2.1 hello, connection "))
+	waitIdleIn(t, target.Pid)
+
+	_, err = Revert(ctx, target.Pid, RevertOptions{Timeout: 3 * time.Second})
+	require.NoError(t, err)
+	rv, err := Revert(ctx, target.Pid, RevertOptions{Timeout: 3 * time.Second})
+	require.NoError(t, err)
+	require.Equal(t, []string{r12.PatchID}, rv.Pending, "main thread waits in v2's accept_conn")
+	require.Equal(t, "acceptd 1 hello", greet(t, port))
+	require.False(t, target.Exited())
 }

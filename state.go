@@ -134,6 +134,16 @@ type PatchRecord struct {
 	// frame may stay past a revert (proven by the resume analysis;
 	// sorted, absolute).
 	StayAt []uint64 `json:"stay_at,omitempty"`
+	// Carry maps the proven return addresses of the copy of OLD this
+	// patch was made from to the corresponding ones in its image: a
+	// frame that stayed there is, for a later patch, a frame of NEW.
+	Carry []CarryRecord `json:"carry,omitempty"`
+}
+
+// CarryRecord is one proven correspondence (absolute addresses).
+type CarryRecord struct {
+	From uint64 `json:"f"`
+	To   uint64 `json:"t"`
 }
 
 // SymRecord is one NEW symbol living in a patch's image. The keys are

@@ -64,6 +64,11 @@ type ResumeRange struct {
 	Start uint64 `json:"s"`
 	End   uint64 `json:"e"`
 	Why   string `json:"why,omitempty"`
+	// To is, for a proven return address, the other version's return
+	// address it corresponds to (link-time): a frame let stay at Start
+	// behaves as one at To would, which a later patch made from the
+	// other version can build on.
+	To uint64 `json:"to,omitempty"`
 }
 
 // ResumeRanges are sorted, disjoint ranges.
@@ -83,7 +88,7 @@ func (rs ResumeRanges) Lookup(addr uint64) (proven bool, why string) {
 func (rs ResumeRanges) Shift(delta uint64) ResumeRanges {
 	out := make(ResumeRanges, len(rs))
 	for i, r := range rs {
-		out[i] = ResumeRange{Start: r.Start + delta, End: r.End + delta, Why: r.Why}
+		out[i] = ResumeRange{Start: r.Start + delta, End: r.End + delta, Why: r.Why, To: r.To}
 	}
 	return out
 }
@@ -472,7 +477,11 @@ func resumeSide(x, y *rfunc, m []int, newSide bool, patched map[string]bool) Res
 		if w == "" {
 			w = flowCheck(xs, ys, m, i)
 		}
-		out = append(out, ResumeRange{Start: x.ins[i].addr, End: x.ins[i].addr + 1, Why: w})
+		rr := ResumeRange{Start: x.ins[i].addr, End: x.ins[i].addr + 1, Why: w}
+		if w == "" {
+			rr.To = y.ins[m[i]].addr
+		}
+		out = append(out, rr)
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Start < out[b].Start })
 	return out
