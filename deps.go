@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"graft/elfpatch"
+	"graft/safepoint"
 	"graft/tracer"
 )
 
@@ -53,7 +54,7 @@ type safeSpec struct {
 	// it (a clone's base name); Stay decides whether a frame inside
 	// Functions may stay anyway (frames.go). Both may be nil.
 	Allow map[string]string
-	Stay  func(fn string, resume uint64, exact bool) (bool, string)
+	Stay  func(fn string, resume uint64, exact bool) safepoint.StayVerdict
 }
 
 type namedRange struct {

@@ -126,7 +126,7 @@ type stayChecker struct {
 	carry func(pc uint64) (uint64, bool)
 }
 
-func (c *stayChecker) stay(fn string, pc uint64, exact bool) (bool, string) {
+func (c *stayChecker) stay(fn string, pc uint64, exact bool) safepoint.StayVerdict {
 	for _, p := range c.proofs {
 		if p.fn != fn {
 			continue
@@ -140,12 +140,12 @@ func (c *stayChecker) stay(fn string, pc uint64, exact bool) (bool, string) {
 		}
 		ok, why := p.ranges.Lookup(pc)
 		if ok {
-			return true, "proven: nothing that differs in the new version is reachable from here, and every register and stack slot it reads was set by code the same in both"
+			return safepoint.StayVerdict{OK: true, Why: "proven: nothing that differs in the new version is reachable from here, and every register and stack slot it reads was set by code the same in both"}
 		}
-		return false, why
+		return safepoint.StayVerdict{Why: why}
 	}
 	if n := c.note[fn]; n != "" {
-		return false, n
+		return safepoint.StayVerdict{Why: n}
 	}
 	if c.carry != nil {
 		if to, ok := c.carry(pc); ok {
@@ -154,14 +154,14 @@ func (c *stayChecker) stay(fn string, pc uint64, exact bool) (bool, string) {
 					continue
 				}
 				if ok, why := p.ranges.Lookup(to); ok {
-					return true, fmt.Sprintf("proven: an earlier patch proved this frame equivalent to one at %#x in the code this patch was made from, and from there nothing that differs is reachable", to)
+					return safepoint.StayVerdict{OK: true, Why: fmt.Sprintf("proven: an earlier patch proved this frame equivalent to one at %#x in the code this patch was made from, and from there nothing that differs is reachable", to)}
 				} else if why != "" {
-					return false, "in code from before an earlier patch, equivalent to " + fmt.Sprintf("%#x", to) + ", where: " + why
+					return safepoint.StayVerdict{Why: fmt.Sprintf("in code from before an earlier patch, equivalent to %#x, where: %s", to, why)}
 				}
 			}
 		}
 	}
-	return false, "the frame is in a copy of the function from before an earlier patch, at a return address no earlier patch proved equivalent to the code this patch was made from"
+	return safepoint.StayVerdict{Why: "the frame is in a copy of the function from before an earlier patch, at a return address no earlier patch proved equivalent to the code this patch was made from"}
 }
 
 // carryChain follows pc through every record's Carry map, oldest first:

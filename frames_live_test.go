@@ -181,11 +181,25 @@ func TestAcceptdChangeAheadRefused(t *testing.T) {
 	// accept differs from v1: not proven, so the revert waits, names
 	// it, and changes nothing.
 	require.Error(t, err)
-	require.Len(t, Blockers(err), 1, "%v", err)
+	rb := Blockers(err)
+	require.Len(t, rb, 1, "%v", err)
+	require.Equal(t, "accept_conn", rb[0].Allow)
+	require.Contains(t, rb[0].Why, "accept_conn+0x")
 	st, serr := Status(target.Pid)
 	require.NoError(t, serr)
 	require.Len(t, st.Patches, 1, "revert refused: patch still in")
 	require.Equal(t, "acceptd 3 hello", greet(t, port))
+	waitIdleIn(t, target.Pid)
+
+	// The operator's name lets that frame finish in the new code.
+	_, err = Revert(ctx, target.Pid, RevertOptions{AllowActive: []string{"nosuch"}})
+	require.ErrorIs(t, err, ErrUnknownAllow)
+	rv, err := Revert(ctx, target.Pid, RevertOptions{AllowActive: []string{"accept_conn"}, Timeout: 3 * time.Second})
+	require.NoError(t, err)
+	require.Len(t, rv.Stayed, 1)
+	require.True(t, rv.Stayed[0].Allowed)
+	require.Equal(t, []string{res.PatchID}, rv.Pending)
+	require.Equal(t, "acceptd 1 hello", greet(t, port))
 }
 
 // Releases follow each other: v1 -> v2 lets main's frame stay in v1's

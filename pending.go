@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 
+	"graft/safepoint"
 	"graft/tracer"
 )
 
@@ -40,30 +42,76 @@ func stayAt(pt *Patch, base uint64) []uint64 {
 }
 
 // revertStay decides whether a frame in a popped patch's image may stay
-// past the revert. fn is the range's name ("patch ID").
-func revertStay(popped []PatchRecord) func(fn string, pc uint64, exact bool) (bool, string) {
-	return func(fn string, pc uint64, exact bool) (bool, string) {
+// past the revert: proven (StayAt), or its function named by the
+// operator (allow: --allow-active of revert, the names status and the
+// diff print; a clone's base name too). fn is the range's name ("patch
+// ID").
+func revertStay(popped []PatchRecord, allow []string) func(fn string, pc uint64, exact bool) safepoint.StayVerdict {
+	return func(fn string, pc uint64, exact bool) safepoint.StayVerdict {
 		for i := range popped {
 			r := &popped[i]
 			if fn != "patch "+r.ID {
 				continue
 			}
-			where := fmt.Sprintf("%#x", pc)
+			where, name := fmt.Sprintf("%#x", pc), ""
 			for _, s := range r.Symbols {
-				if !s.Data && pc >= s.Addr && pc < s.Addr+s.Size+1 {
-					where = fmt.Sprintf("%s+%#x", s.Name, pc-s.Addr)
+				if !s.Data && pc >= s.Addr && (pc < s.Addr+s.Size || (!exact && pc == s.Addr+s.Size)) {
+					where, name = fmt.Sprintf("%s+%#x", s.Name, pc-s.Addr), s.Name
+				}
+			}
+			op := baseName(name)
+			for _, a := range allow {
+				if name != "" && (a == name || a == op || a == strings.TrimRight(name, ".0123456789")) {
+					return safepoint.StayVerdict{OK: true, Allowed: true, Why: "allowed by --allow-active " + a + "; its image stays mapped until it leaves"}
 				}
 			}
 			if _, ok := slices.BinarySearch(r.StayAt, pc); ok {
-				return true, fmt.Sprintf("proven: from %s in the new code nothing that differs from the old version is reachable, and every value it reads was set the same way; its image stays mapped until it leaves", where)
+				return safepoint.StayVerdict{OK: true, Why: fmt.Sprintf("proven: from %s in the new code nothing that differs from the old version is reachable, and every value it reads was set the same way; its image stays mapped until it leaves", where)}
 			}
+			v := safepoint.StayVerdict{Allow: op}
 			if len(r.StayAt) == 0 {
-				return false, fmt.Sprintf("the thread is in the new code at %s and the patch recorded no resume analysis (applied by an older graft or from a version-2 patch file)", where)
+				v.Why = fmt.Sprintf("the thread is in the new code at %s and the patch recorded no resume analysis (applied by an older graft or from a version-2 patch file)", where)
+			} else {
+				v.Why = fmt.Sprintf("the thread is in the new code at %s, and from there code that differs from the old version is reachable (or a value it reads was set differently)", where)
 			}
-			return false, fmt.Sprintf("the thread is in the new code at %s, and from there code that differs from the old version is reachable (or a value it reads was set differently)", where)
+			return v
 		}
-		return false, ""
+		return safepoint.StayVerdict{}
 	}
+}
+
+// baseName is a compiler clone's base name (main_noinetd for
+// main_noinetd.constprop.0), the name itself otherwise.
+func baseName(name string) string {
+	for _, suf := range []string{".constprop", ".isra", ".part", ".cold", ".lto_priv", ".localalias", ".specialization"} {
+		if i := strings.Index(name, suf); i > 0 {
+			return name[:i]
+		}
+	}
+	return name
+}
+
+// checkRevertAllow refuses a revert --allow-active name that no function
+// of the patches being reverted has.
+func checkRevertAllow(popped []PatchRecord, allow []string) error {
+	for _, a := range allow {
+		found := false
+		var have []string
+		for _, r := range popped {
+			for _, s := range r.Symbols {
+				if s.Data {
+					continue
+				}
+				have = append(have, baseName(s.Name))
+				found = found || a == s.Name || a == baseName(s.Name) || a == strings.TrimRight(s.Name, ".0123456789")
+			}
+		}
+		if !found {
+			sort.Strings(have)
+			return fmt.Errorf("%w: %q (the new code being reverted has: %s); nothing was done", ErrUnknownAllow, a, strings.Join(slices.Compact(have), ", "))
+		}
+	}
+	return nil
 }
 
 // pendingOf moves the popped patches a stayed frame is in to pending: the

@@ -21,6 +21,10 @@ type RevertOptions struct {
 	All bool
 	// Timeout bounds the wait for a safe point (default 5s).
 	Timeout time.Duration
+	// AllowActive names functions of the new code whose running frames
+	// may stay though not proven: they finish in the new code, whose
+	// image stays mapped (pending) until they leave.
+	AllowActive []string
 }
 
 // RevertResult says what Revert did.
@@ -174,7 +178,10 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 	for _, o := range orphans {
 		spec.Functions = append(spec.Functions, namedRange{"orphaned graft image", o})
 	}
-	spec.Stay = revertStay(popped)
+	if err := checkRevertAllow(popped, opts.AllowActive); err != nil {
+		return nil, fail(err)
+	}
+	spec.Stay = revertStay(popped, opts.AllowActive)
 	// The newest patch's jumps must be what graft wrote, or the original
 	// bytes (a graft killed inside its pause wrote the record but not
 	// every jump: revert finishes the clean-up). Anything else means the

@@ -33,11 +33,21 @@ type Spec struct {
 	AllowActive []string
 	// Stay, when set, decides whether a frame inside one of Functions may
 	// stay anyway, because it was proven to finish as the other version
-	// would (frames.go): resume is the frame's resume address (its PC),
-	// exact whether that is where the thread runs rather than a return
-	// address. It returns the verdict and its reason. nil: every such
-	// frame blocks.
-	Stay func(fn string, resume uint64, exact bool) (ok bool, why string)
+	// would, or the operator allowed it by a name only the caller can
+	// resolve (a function inside an image): resume is the frame's resume
+	// address (its PC), exact whether that is where the thread runs
+	// rather than a return address. nil: every such frame blocks.
+	Stay func(fn string, resume uint64, exact bool) StayVerdict
+}
+
+// StayVerdict is Spec.Stay's answer for one frame.
+type StayVerdict struct {
+	OK      bool   // the frame may stay
+	Allowed bool   // by the operator's name, not by proof
+	Why     string // the proof, the name, or why not
+	// Allow is the operator's name that would let the frame stay, when
+	// the Range has none.
+	Allow string
 }
 
 // ErrActive is what every *ActiveError matches with errors.Is.

@@ -80,12 +80,15 @@ func Judge(stacks map[int][]Frame, s Spec) Judgement {
 				}
 				why := ""
 				if s.Stay != nil {
-					ok, w := s.Stay(r.Name, f.PC, f.Exact)
-					if ok {
-						j.Stayed = append(j.Stayed, Stayed{Tid: tid, Frame: i, Function: r.Name, PC: f.PC, Why: w})
+					v := s.Stay(r.Name, f.PC, f.Exact)
+					if v.OK {
+						j.Stayed = append(j.Stayed, Stayed{Tid: tid, Frame: i, Function: r.Name, PC: f.PC, Allowed: v.Allowed, Why: v.Why})
 						continue frames
 					}
-					why = w
+					why = v.Why
+					if allow == "" {
+						allow = v.Allow
+					}
 				}
 				j.Blockers = append(j.Blockers, &ActiveError{Tid: tid, Function: r.Name, Frame: i, PC: f.PC, Stack: st, Why: why, Allow: allow})
 				continue frames

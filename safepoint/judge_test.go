@@ -14,11 +14,11 @@ func TestJudgeAll(t *testing.T) {
 	mainR := Range{Start: 0x1000, End: 0x1200, Name: "main", Allow: "main"}
 	acc := Range{Start: 0x2000, End: 0x2040, Name: "accept_conn.constprop.0", Allow: "accept_conn"}
 	entryAcc := Range{Start: 0x2000, End: 0x2005, Name: acc.Name}
-	stay := func(fn string, pc uint64, exact bool) (bool, string) {
+	stay := func(fn string, pc uint64, exact bool) StayVerdict {
 		if pc == 0x1050 && !exact {
-			return true, "proven"
+			return StayVerdict{OK: true, Why: "proven"}
 		}
-		return false, "a changed instruction is reachable"
+		return StayVerdict{Why: "a changed instruction is reachable"}
 	}
 	tail := Frame{PC: 0x9000, Function: "_start"}
 	stacks := map[int][]Frame{

@@ -30,6 +30,7 @@ func runRevert(stdout, stderr io.Writer, args []string) error {
 	id := fs.String("id", "", "patch `ID` to revert (must be the newest)")
 	all := fs.Bool("all", false, "revert every patch")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for a safe point")
+	allow := fs.String("allow-active", "", "`FUNC[,FUNC]` of the new code that may stay on a stack (running frames finish in the new code; its image stays mapped until they leave)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -42,7 +43,13 @@ func runRevert(stdout, stderr io.Writer, args []string) error {
 	}
 	ctx, stop := interruptible()
 	defer stop()
-	res, err := graft.Revert(ctx, *pid, graft.RevertOptions{ID: *id, All: *all, Timeout: *timeout})
+	ropts := graft.RevertOptions{ID: *id, All: *all, Timeout: *timeout}
+	for _, f := range strings.Split(*allow, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			ropts.AllowActive = append(ropts.AllowActive, f)
+		}
+	}
+	res, err := graft.Revert(ctx, *pid, ropts)
 	if err != nil {
 		if *asJSON {
 			writeBlockers(stdout, *pid, err)
