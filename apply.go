@@ -47,6 +47,10 @@ type Patch struct {
 	// into them.
 	Transfers []elfpatch.Transfer
 	PtrSites  []elfpatch.PtrSite
+	// Resume is, by function name, where a frame may stay (frames.go);
+	// Origins a clone's base name, which --allow-active also takes.
+	Resume  map[string]*elfpatch.Resume
+	Origins map[string]string
 }
 
 // ApplyOptions tune Apply.
@@ -62,6 +66,9 @@ type ApplyOptions struct {
 	// Trust is the policy for which patches may go in; nil reads the
 	// default (/etc/graft).
 	Trust *TrustPolicy
+	// Once (with DryRun) checks the stacks in one stop and does not wait
+	// for a safe point: `graft diff -p` shows what is on them right now.
+	Once bool
 }
 
 // ApplyResult says what Apply did.
@@ -92,6 +99,8 @@ type ApplyResult struct {
 	Irreversible string           `json:"irreversible,omitempty"`
 	// TransferUS is the part of the pause spent converting state.
 	TransferUS int64 `json:"transfer_us,omitempty"`
+	// Stayed are the frames inside replaced functions let stay, and why.
+	Stayed []StayedFrame `json:"stayed,omitempty"`
 }
 
 const defaultTimeout = 5 * time.Second
@@ -119,6 +128,8 @@ type prepared struct {
 	parts []namedRange
 	// module is the patched module (the executable or a library).
 	module *tracer.Module
+	// allowNames are the operator's --allow-active names.
+	allowNames []string
 }
 
 func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOptions) (res *ApplyResult, err error) {
@@ -158,7 +169,11 @@ func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOpti
 	if err != nil {
 		return nil, err
 	}
-	xfClean, err := prepareTransfers(pid, pt, st, opts.AllowActive)
+	allowed, err := resolveAllow(pt, opts.AllowActive)
+	if err != nil {
+		return nil, err
+	}
+	xfClean, err := prepareTransfers(pid, pt, st, allowed)
 	defer xfClean()
 	if err != nil {
 		return nil, err
@@ -178,6 +193,9 @@ func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOpti
 	// changed it in between. Attached, nobody else can.
 	if err := sys.sameState(pid, p, st); err != nil {
 		return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
+	}
+	if _, err := sys.reapPendingCtx(ctx, pid, p, st, mods, false); err != nil {
+		return nil, fmt.Errorf("apply patch %s: unmap a pending image: %w", pt.ID, err)
 	}
 	return sys.applyAttached(ctx, pid, p, pr, maps, exe, mods, opts)
 }
@@ -341,7 +359,10 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	// Precompute every byte to write.
 	var sites []SiteRecord
 	var spec safeSpec
-	spec.AllowActive = opts.AllowActive
+	pr.allowNames = opts.AllowActive
+	if err := pr.frameSpec(&spec, pr.exeBias); err != nil {
+		return nil, rollback(fail(err))
+	}
 	spec.Functions = append(spec.Functions, pr.parts...)
 	for _, v := range pr.versions {
 		r := pr.image.Redirects[v.redir]
@@ -384,6 +405,8 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		Signer:     pt.Signer,
 		Module:     exe.BuildID,
 		ModulePath: exe.Path,
+		StayAt:     stayAt(pt, base),
+		Carry:      carryOf(pr, base),
 	}
 	im := pr.image
 	if pt.Go != nil {
@@ -467,7 +490,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	rec.Applied = sys.now().UTC()
 	var before []byte
 	if !opts.DryRun && stateAddr != 0 {
-		b, err := encodeState(&State{Patches: st.Patches, Retained: st.Retained}, st.Generation+2)
+		b, err := encodeState(&State{Patches: st.Patches, Retained: st.Retained, Pending: st.Pending}, st.Generation+2)
 		if err != nil {
 			return nil, rollback(fail(err))
 		}
@@ -492,7 +515,11 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		res.PauseUS = time.Since(t0).Microseconds()
 		return err
 	}
-	if last, err := ck.waitSafe(ctx, p, spec, opts.Timeout); err != nil {
+	wait := opts.Timeout
+	if opts.Once && opts.DryRun {
+		wait = 0
+	}
+	if last, err := ck.waitSafe(ctx, p, spec, wait); err != nil {
 		err = withCause(ctx, err)
 		if rerr := resume(); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("resume: %w", rerr))
@@ -501,6 +528,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	} else if !last.IsZero() {
 		t0 = last
 	}
+	res.Stayed = lastStayed(ck)
 	if opts.DryRun {
 		// The transformers run too, writing nothing: a value that does
 		// not fit its new type shows now.
@@ -635,6 +663,9 @@ func loadedModules(st *State) []imageModule {
 		if r := &st.Patches[i]; !r.Unloaded {
 			out = append(out, recordModule(r))
 		}
+	}
+	for i := range st.Pending {
+		out = append(out, recordModule(&st.Pending[i]))
 	}
 	return out
 }

@@ -90,7 +90,11 @@ func loadImage(ctx context.Context, p proc, pid int, im *elfpatch.Image, exe *tr
 type unwinder struct {
 	u    *safepoint.Unwinder
 	last map[int][]safepoint.Frame
+	// stays are the frames the last successful wait let stay.
+	stays []safepoint.Stayed
 }
+
+func (w *unwinder) stayed() []safepoint.Stayed { return w.stays }
 
 func newChecker(pid int, mods []tracer.Module, extra []imageModule) (checker, error) {
 	if gc, ok, err := newGoChecker(pid, mods); ok {
@@ -202,13 +206,20 @@ func (w *unwinder) waitSafe(ctx context.Context, p proc, spec safeSpec, timeout 
 		return time.Time{}, errors.New("wait for safe point: not a traced process")
 	}
 	clock := &stopClock{Target: t}
-	stacks, err := safepoint.WaitSafeStacks(ctx, clock, w.u, safepoint.Spec{
+	sp := safepoint.Spec{
 		Functions:   toSafepoint(spec.Functions),
 		Entries:     toSafepoint(spec.Entries),
 		AllowActive: spec.AllowActive,
-	}, timeout)
+		Stay:        spec.Stay,
+	}
+	for i := range sp.Functions {
+		sp.Functions[i].Allow = spec.Allow[sp.Functions[i].Name]
+	}
+	w.stays = nil
+	stacks, err := safepoint.WaitSafeStacks(ctx, clock, w.u, sp, timeout)
 	if err == nil {
 		w.last = stacks
+		w.stays = safepoint.Judge(stacks, sp).Stayed
 	}
 	return clock.last, err
 }
@@ -380,6 +391,18 @@ func fromElfpatch(p *elfpatch.Patch) *Patch {
 			}
 		}
 		for _, f := range r.Changed {
+			if f.Resume != nil {
+				if pt.Resume == nil {
+					pt.Resume = map[string]*elfpatch.Resume{}
+				}
+				pt.Resume[f.Name] = f.Resume
+			}
+			if f.Origin != "" {
+				if pt.Origins == nil {
+					pt.Origins = map[string]string{}
+				}
+				pt.Origins[f.Name] = f.Origin
+			}
 			if len(f.Parts) > 0 {
 				if pt.Parts == nil {
 					pt.Parts = map[string][]string{}

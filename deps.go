@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"graft/elfpatch"
+	"graft/safepoint"
 	"graft/tracer"
 )
 
@@ -49,6 +50,11 @@ type safeSpec struct {
 	// (the bytes a jump overwrites).
 	Entries     []namedRange
 	AllowActive []string
+	// Allow maps a function's name to the name the operator gives for
+	// it (a clone's base name); Stay decides whether a frame inside
+	// Functions may stay anyway (frames.go). Both may be nil.
+	Allow map[string]string
+	Stay  func(fn string, resume uint64, exact bool) safepoint.StayVerdict
 }
 
 type namedRange struct {

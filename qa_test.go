@@ -565,7 +565,7 @@ func TestQAThreadInUninterruptibleSleep(t *testing.T) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	text := exeText(t, target.Pid)
-	opts := ApplyOptions{Timeout: 200 * time.Millisecond, AllowActive: []string{"main", "vforker"}}
+	opts := ApplyOptions{Timeout: 200 * time.Millisecond, AllowActive: []string{"vforker"}}
 	_, err := Apply(context.Background(), target.Pid, Source{NewBinary: newBin}, opts)
 	require.ErrorIs(t, err, tracer.ErrStopTimeout)
 	require.Contains(t, err.Error(), fmt.Sprintf("tid %d (state D", tid))

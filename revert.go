@@ -21,6 +21,10 @@ type RevertOptions struct {
 	All bool
 	// Timeout bounds the wait for a safe point (default 5s).
 	Timeout time.Duration
+	// AllowActive names functions of the new code whose running frames
+	// may stay though not proven: they finish in the new code, whose
+	// image stays mapped (pending) until they leave.
+	AllowActive []string
 }
 
 // RevertResult says what Revert did.
@@ -34,6 +38,12 @@ type RevertResult struct {
 	// Orphans are images of a graft killed before its pause that --all
 	// unmapped.
 	Orphans []Range `json:"orphans,omitempty"`
+	// Stayed are frames left in new code (proven to finish as the old
+	// version would); Pending the patches whose image therefore stays
+	// mapped; Reaped earlier pending images found free and unmapped.
+	Stayed  []StayedFrame `json:"stayed,omitempty"`
+	Pending []string      `json:"pending,omitempty"`
+	Reaped  []string      `json:"reaped,omitempty"`
 }
 
 func (sys *system) revert(ctx context.Context, pid int, opts RevertOptions) (res *RevertResult, err error) {
@@ -70,11 +80,25 @@ func (sys *system) revert(ctx context.Context, pid int, opts RevertOptions) (res
 	if err != nil {
 		return nil, fmt.Errorf("revert in pid %d: %w", pid, err)
 	}
+	reaped, err := sys.reapPendingCtx(ctx, pid, p, st, mods, true)
+	if err != nil {
+		return nil, fmt.Errorf("revert in pid %d: unmap a pending image: %w", pid, err)
+	}
 	var orphans []Range
 	if opts.All {
 		orphans = orphanImages(maps, st)
 	}
-	return sys.revertAttached(ctx, pid, p, st, mods, orphans, opts)
+	if st.Top() == nil && len(orphans) == 0 && (len(reaped) > 0 || len(st.Pending) > 0) {
+		if len(st.Pending) > 0 {
+			return nil, fmt.Errorf("revert in pid %d: %w (graft status -p %d)", pid, ErrPending, pid)
+		}
+		return &RevertResult{Reverted: []string{}, Functions: []string{}, Reaped: reaped}, nil
+	}
+	res, err = sys.revertAttached(ctx, pid, p, st, mods, orphans, opts)
+	if res != nil {
+		res.Reaped = reaped
+	}
+	return res, err
 }
 
 // popCount decides how many patches, from the top, a revert takes out.
@@ -157,6 +181,18 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 	for _, o := range orphans {
 		spec.Functions = append(spec.Functions, namedRange{"orphaned graft image", o})
 	}
+	if err := checkRevertAllow(popped, opts.AllowActive); err != nil {
+		return nil, fail(err)
+	}
+	spec.Stay = revertStay(popped, opts.AllowActive)
+	for _, r := range popped {
+		if len(r.Transfers) > 0 {
+			// Converted state goes back to the old layout in the
+			// pause: a frame left in new code would go on with the
+			// new one. Every frame in the new code blocks.
+			spec.Stay = nil
+		}
+	}
 	// The newest patch's jumps must be what graft wrote, or the original
 	// bytes (a graft killed inside its pause wrote the record but not
 	// every jump: revert finishes the clean-up). Anything else means the
@@ -178,7 +214,7 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 		}
 	}
 
-	next := &State{Patches: slices.Clone(keep), Retained: slices.Clone(st.Retained)}
+	next := &State{Patches: slices.Clone(keep), Retained: slices.Clone(st.Retained), Pending: st.Pending}
 	for _, r := range popped {
 		if r.GoModule != 0 && !r.Unloaded {
 			next.Retained = append(next.Retained, r)
@@ -209,6 +245,20 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 		return nil, fail(errors.Join(withCause(ctx, err), resume()))
 	} else if !last.IsZero() {
 		t0 = last
+	}
+	// Frames proven to finish in new code stay: their images become
+	// pending (rare: the record is encoded again, in the pause).
+	res.Stayed = lastStayed(ck)
+	if pend := pendingOf(popped, res.Stayed); len(pend) > 0 {
+		next.Pending = append(slices.Clone(st.Pending), pend...)
+		b, err := encodeState(next, st.Generation+1)
+		if err != nil {
+			return nil, fail(errors.Join(err, resume()))
+		}
+		buf = b
+		for _, r := range pend {
+			res.Pending = append(res.Pending, r.ID)
+		}
 	}
 	// Converted state goes back first (transfer.go), while no thread
 	// runs and before the old code can run again.
@@ -251,6 +301,9 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 			if r.Unloaded || r.GoModule != 0 {
 				continue // a Go image stays: its module stays registered
 			}
+			if slices.Contains(res.Pending, r.ID) {
+				continue // a frame is still in it: unmapped once it leaves
+			}
 			if err := sys.unmapImage(p, r.Base, r.Size); err != nil {
 				errs = append(errs, fmt.Errorf("unmap code of %s at %#x: %w", r.ID, r.Base, err))
 			}
@@ -260,7 +313,7 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 				errs = append(errs, fmt.Errorf("unmap orphaned image at %#x: %w", o.Start, err))
 			}
 		}
-		if len(keep) == 0 && len(next.Retained) == 0 && st.Addr != 0 {
+		if len(keep) == 0 && len(next.Retained) == 0 && len(next.Pending) == 0 && st.Addr != 0 {
 			// Nothing graft did is left: take the record out too, so
 			// the process looks as it did before the first apply.
 			if err := p.Munmap(st.Addr, stateCapacity); err != nil {
@@ -289,7 +342,7 @@ func orphanImages(maps []tracer.Mapping, st *State) []Range {
 		if !strings.HasPrefix(name, "/memfd:graft-") || strings.HasPrefix(name, stateMapPrefix) {
 			continue
 		}
-		if slices.ContainsFunc(append(slices.Clone(st.Patches), st.Retained...), func(r PatchRecord) bool {
+		if slices.ContainsFunc(append(append(slices.Clone(st.Patches), st.Retained...), st.Pending...), func(r PatchRecord) bool {
 			return !r.Unloaded && m.Start >= r.Base && m.Start < r.Base+r.Size
 		}) {
 			continue

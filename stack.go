@@ -175,7 +175,7 @@ type outcome struct {
 // outcome encodes the record after rec is applied and the patches unload
 // (indexes into st.Patches) are unloaded; jumps into them are dropped.
 func (sys *system) outcome(st *State, rec PatchRecord, sites []SiteRecord, unload []int) (outcome, error) {
-	next := &State{Patches: slices.Clone(st.Patches), Retained: st.Retained}
+	next := &State{Patches: slices.Clone(st.Patches), Retained: st.Retained, Pending: st.Pending}
 	sites = slices.Clone(sites)
 	for _, i := range unload {
 		next.Patches[i].Unloaded = true

@@ -63,7 +63,7 @@ const (
 	stateName       = "graft-state"
 	stateMapPrefix  = "/memfd:" + stateName
 	stateMagic      = "GRAFTST\x00"
-	stateVersion    = 2
+	stateVersion    = 3
 	stateMinVersion = 1
 	stateHeaderSize = 64
 	// stateCapacity is the size of the mapping. memfd pages cost memory
@@ -83,6 +83,9 @@ type State struct {
 	// Retained are reverted patches of a Go program whose images stay
 	// mapped because their modules stay registered with the runtime.
 	Retained []PatchRecord `json:"retained,omitempty"`
+	// Pending are reverted patches whose image stays mapped while a
+	// thread is still in it (pending.go); their jumps are gone.
+	Pending []PatchRecord `json:"pending,omitempty"`
 }
 
 // PatchRecord is one applied patch as recorded in the target.
@@ -146,6 +149,20 @@ type PatchRecord struct {
 	// Transfers are the globals whose contents the patch converted
 	// (transfer.go): what revert needs to convert them back.
 	Transfers []TransferRecord `json:"transfers,omitempty"`
+	// StayAt are the resume addresses in the image's new code where a
+	// frame may stay past a revert (proven by the resume analysis;
+	// sorted, absolute).
+	StayAt []uint64 `json:"stay_at,omitempty"`
+	// Carry maps the proven return addresses of the copy of OLD this
+	// patch was made from to the corresponding ones in its image: a
+	// frame that stayed there is, for a later patch, a frame of NEW.
+	Carry []CarryRecord `json:"carry,omitempty"`
+}
+
+// CarryRecord is one proven correspondence (absolute addresses).
+type CarryRecord struct {
+	From uint64 `json:"f"`
+	To   uint64 `json:"t"`
 }
 
 // SymRecord is one NEW symbol living in a patch's image. The keys are
@@ -254,7 +271,14 @@ func encodeState(s *State, gen uint64) ([]byte, error) {
 	buf := make([]byte, stateHeaderSize+len(body))
 	copy(buf, stateMagic)
 	le := binary.LittleEndian
-	le.PutUint32(buf[8:], stateVersion)
+	// Version 3 only when it matters: a record with pending images, which
+	// a version-2 reader would not see (and revert --all would unmap as
+	// orphans while a thread runs in them).
+	ver := uint32(2)
+	if len(s.Pending) > 0 {
+		ver = stateVersion
+	}
+	le.PutUint32(buf[8:], ver)
 	le.PutUint32(buf[12:], stateHeaderSize)
 	le.PutUint64(buf[16:], gen)
 	le.PutUint64(buf[24:], uint64(len(body)))

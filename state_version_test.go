@@ -9,9 +9,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The record is versioned: this graft writes version 2, still reads a
-// version-1 record (an older graft's, without CFI places and symbols), and
-// refuses any other version by name instead of guessing.
+// The record is versioned: this graft writes version 2, or 3 while a
+// reverted patch's image is pending (which a version-2 reader would not
+// see), still reads a version-1 record (an older graft's, without CFI
+// places and symbols), and refuses any other version by name instead of
+// guessing.
 func TestStateVersions(t *testing.T) {
 	s := &State{Patches: []PatchRecord{{
 		ID: "x", Base: 0x7f0000000000, Size: 0x5000, EhFrame: 0x2100, EhFrameSize: 0x300,
@@ -19,25 +21,31 @@ func TestStateVersions(t *testing.T) {
 	}}}
 	buf, err := encodeState(s, 3)
 	require.NoError(t, err)
-	require.Equal(t, uint32(stateVersion), binary.LittleEndian.Uint32(buf[8:]))
 	require.Equal(t, uint32(2), binary.LittleEndian.Uint32(buf[8:]))
+	pend, err := encodeState(&State{Pending: s.Patches}, 4)
+	require.NoError(t, err)
+	require.Equal(t, uint32(3), binary.LittleEndian.Uint32(pend[8:]))
+	gp, err := decodeState(bytes.NewReader(pend), 1, 0)
+	require.NoError(t, err)
+	require.Len(t, gp.Pending, 1)
+	require.Empty(t, gp.Patches)
 	got, err := decodeState(bytes.NewReader(append(make([]byte, 0x1000), buf...)), 1, 0x1000)
 	require.NoError(t, err)
 	require.Equal(t, s.Patches[0].Symbols, got.Patches[0].Symbols)
 	require.Equal(t, s.Patches[0].EhFrameSize, got.Patches[0].EhFrameSize)
 
-	for _, v := range []uint32{1, 0, 3, 99} {
+	for _, v := range []uint32{1, 3, 0, 4, 99} {
 		b := bytes.Clone(buf)
 		binary.LittleEndian.PutUint32(b[8:], v)
 		_, err := decodeState(bytes.NewReader(b), 1, 0)
-		if v == 1 {
-			require.NoError(t, err, "version 1 still reads")
+		if v == 1 || v == 3 {
+			require.NoError(t, err, "version %d reads", v)
 			continue
 		}
 		var fe *StateFormatError
 		require.ErrorAs(t, err, &fe, "version %d", v)
 		require.Contains(t, err.Error(), fmt.Sprintf("record version %d", v))
-		require.Contains(t, err.Error(), "reads versions 1 to 2")
+		require.Contains(t, err.Error(), "reads versions 1 to 3")
 	}
 }
 

@@ -18,6 +18,10 @@ type StatusResult struct {
 	// graft revert --all takes them out. While TracedBy is set they may
 	// instead be the image of an apply still in progress.
 	Orphans []Range `json:"orphans,omitempty"`
+	// Pending are reverted patches whose image stays mapped while a
+	// thread is in it; the next apply or revert that finds it free
+	// unmaps it.
+	Pending []PendingStatus `json:"pending,omitempty"`
 	// TracedBy is the PID of the process tracing pid (0: none), Tracer
 	// its name: another graft at work (its apply may have mapped an image
 	// not recorded yet, or be between writing the record and the jumps)
@@ -84,6 +88,7 @@ func (sys *system) status(pid int) (*StatusResult, error) {
 	}
 	res := statusOf(pid, st, mem)
 	res.Orphans = orphanImages(maps, st)
+	res.Pending = pendingStatus(st)
 	if sys.tracedBy != nil {
 		res.TracedBy, res.Tracer = sys.tracedBy(pid)
 	}

@@ -68,6 +68,9 @@ type Func struct {
 	// Pad is how many bytes of the alignment padding after OLD's function
 	// the jump overwrites, for a function shorter than the jump.
 	Pad uint64 `json:"pad,omitempty"`
+	// Resume says where a frame may stay in OLD's code during an apply
+	// and in NEW's during a revert (changed functions; resume.go).
+	Resume *Resume `json:"resume,omitempty"`
 }
 
 // GlobalChange is a data object that was added, removed, or whose type or
@@ -436,6 +439,7 @@ func (d *differ) functions() {
 			d.newRefs[ref] = append(d.newRefs[ref], f.Name)
 		}
 	}
+	d.resumeAll(changed)
 	for _, u := range added {
 		f := d.new.makeFunc(u, false)
 		d.r.Added = append(d.r.Added, f)

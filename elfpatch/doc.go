@@ -84,6 +84,16 @@
 // the state description (statedesc.go). A changed type that lives only in
 // locals of functions the patch replaces needs nothing: none may be on a
 // stack in the pause.
+// # Frames that never leave
+//
+// For every changed function, Func.Resume (resume.go, resume_flow.go) says,
+// for each return address of OLD, whether a frame waiting there may finish
+// in OLD's code while the patch goes in, and for each of NEW's whether a
+// frame in the new code may finish there after a revert: the two versions
+// are aligned instruction by instruction, everything reachable from the
+// address is followed and must be the same in both, and every register and
+// stack slot it may read must be set by aligned instructions on both sides.
+// Where it cannot prove it, it says why; the controller then blocks.
 //
 // # Patch files
 //

@@ -36,7 +36,10 @@ type Patch struct {
 // reads version 1, whose images simply lack them.
 //
 // Version 3 added the state transformers (Report.Transfers, PtrSites) for
-// globals whose layout changed; a version-2 reader would reject the keys.
+// globals whose layout changed, and each changed function's resume
+// analysis (Func.Resume: where a frame may stay in OLD's code during an
+// apply, in NEW's during a revert); a version-2 reader would reject the
+// keys, and a version-2 file's frames in changed functions simply block.
 const PatchVersion = 3
 
 // minPatchVersion is the oldest format version ReadPatch reads.

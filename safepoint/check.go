@@ -3,7 +3,6 @@ package safepoint
 import (
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 )
 
@@ -11,6 +10,9 @@ import (
 type Range struct {
 	Start, End uint64
 	Name       string
+	// Allow is the name the operator gives to let a frame here stay
+	// (a clone's base name); "" means Name.
+	Allow string
 }
 
 func (r Range) contains(a uint64) bool { return a >= r.Start && a < r.End }
@@ -29,6 +31,23 @@ type Spec struct {
 	// AllowActive names functions whose running frames may finish in the
 	// old code (an accept loop, main): new calls go to the new code.
 	AllowActive []string
+	// Stay, when set, decides whether a frame inside one of Functions may
+	// stay anyway, because it was proven to finish as the other version
+	// would, or the operator allowed it by a name only the caller can
+	// resolve (a function inside an image): resume is the frame's resume
+	// address (its PC), exact whether that is where the thread runs
+	// rather than a return address. nil: every such frame blocks.
+	Stay func(fn string, resume uint64, exact bool) StayVerdict
+}
+
+// StayVerdict is Spec.Stay's answer for one frame.
+type StayVerdict struct {
+	OK      bool   // the frame may stay
+	Allowed bool   // by the operator's name, not by proof
+	Why     string // the proof, the name, or why not
+	// Allow is the operator's name that would let the frame stay, when
+	// the Range has none.
+	Allow string
 }
 
 // ErrActive is what every *ActiveError matches with errors.Is.
@@ -48,6 +67,10 @@ type ActiveError struct {
 	Incomplete bool
 	Reason     string
 	Stack      []Frame
+	// Why is why the frame could not be proven to stay (Spec.Stay's
+	// reason), Allow the --allow-active value that would let it.
+	Why   string
+	Allow string
 }
 
 func (e *ActiveError) Error() string {
@@ -61,6 +84,12 @@ func (e *ActiveError) Error() string {
 			e.Tid, e.PC, e.Frame, e.Function)
 	default:
 		what = fmt.Sprintf("thread %d is inside %s (frame #%d, pc %#x)", e.Tid, e.Function, e.Frame, e.PC)
+		if e.Why != "" {
+			what += ", not proven to finish safely in its code: " + e.Why
+		}
+		if e.Allow != "" {
+			what += "; --allow-active " + e.Allow + " lets it finish there"
+		}
 	}
 	return what + "; stack: " + FormatStack(e.Stack)
 }
@@ -97,57 +126,11 @@ func FormatStack(st []Frame) string {
 // *ActiveError for the first offending thread (lowest TID, innermost
 // frame). A frame is inside a range when its PC is, or, for a return
 // address, PC-1 is: a call that is the last instruction of a function
-// returns just past its end.
+// returns just past its end. Judge names every offender.
 func Check(stacks map[int][]Frame, s Spec) error {
-	if len(s.Functions) == 0 && len(s.Entries) == 0 {
-		return nil // nothing is replaced: no stack can be in the way
+	j := Judge(stacks, s)
+	if len(j.Blockers) == 0 {
+		return nil
 	}
-	allowed := map[string]bool{}
-	for _, n := range s.AllowActive {
-		allowed[n] = true
-	}
-	tids := make([]int, 0, len(stacks))
-	for tid := range stacks {
-		tids = append(tids, tid)
-	}
-	sort.Ints(tids)
-	for _, tid := range tids {
-		st := stacks[tid]
-		for i, f := range st {
-			addrs := []uint64{f.PC}
-			if !f.Exact && f.PC != 0 {
-				addrs = append(addrs, f.PC-1)
-			}
-			for _, e := range s.Entries {
-				// Only the PC itself: a return address one past the end
-				// of the entry bytes resumes after them, which is fine.
-				if e.contains(f.PC) {
-					return &ActiveError{Tid: tid, Function: e.Name, Frame: i, PC: f.PC, Entry: true, Stack: st}
-				}
-			}
-			for _, r := range s.Functions {
-				if allowed[r.Name] {
-					continue
-				}
-				for _, a := range addrs {
-					if r.contains(a) {
-						return &ActiveError{Tid: tid, Function: r.Name, Frame: i, PC: f.PC, Stack: st}
-					}
-				}
-			}
-		}
-	}
-	// Incomplete stacks second, so that a thread definitely inside a
-	// replaced function is what the error names when there is one.
-	for _, tid := range tids {
-		st := stacks[tid]
-		if len(st) == 0 {
-			return &ActiveError{Tid: tid, Incomplete: true, Reason: "no frames", Stack: st}
-		}
-		if last := st[len(st)-1]; last.Incomplete {
-			return &ActiveError{Tid: tid, Function: "", Frame: len(st) - 1, PC: last.PC,
-				Incomplete: true, Reason: last.Reason, Stack: st}
-		}
-	}
-	return nil
+	return j.Blockers[0]
 }

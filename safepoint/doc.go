@@ -42,8 +42,13 @@
 //
 // Check looks at every frame of every thread: a PC (or PC-1 for a return
 // address) inside Spec.Functions is active unless the function is in
-// AllowActive; a PC inside Spec.Entries (the bytes the jump overwrites) is
-// refused always. WaitSafe repeats stop/unwind/check with the whole process
+// AllowActive (by its name or its Range.Allow, the operator's name for a
+// clone) or Spec.Stay proves the frame may finish in its code (the
+// controller asks the patch's resume analysis); a PC inside Spec.Entries
+// (the bytes the jump overwrites) is refused always. Judge (judge.go) gives
+// every frame's verdict: every blocker, with why and the name that would
+// allow it, and every frame let stay; WaitSafe's error names them all
+// (*BlockedError). WaitSafe repeats stop/unwind/check with the whole process
 // resumed between attempts (bounded exponential backoff) until it is safe,
 // and returns with the process still stopped so the caller writes in the
 // same pause. WaitSafeStacks also returns the stacks of that last check,

@@ -53,7 +53,8 @@ const (
 // (never only some threads: a stopped thread may hold a lock the others
 // need), waits with bounded exponential backoff, stops it again and
 // re-checks, seeing threads created or exited meanwhile. On timeout or
-// cancellation it returns the last *ActiveError wrapped (with the
+// cancellation it returns the last check's *BlockedError, naming every
+// blocking frame (errors.As also finds the first as an *ActiveError), wrapped (with the
 // context's error too, on cancellation), with t stopped; the caller
 // decides whether to resume.
 func WaitSafe(ctx context.Context, t Target, u *Unwinder, s Spec, timeout time.Duration) error {
@@ -77,10 +78,11 @@ func WaitSafeStacks(ctx context.Context, t Target, u *Unwinder, s Spec, timeout 
 		if err != nil {
 			return nil, fmt.Errorf("wait for safe point: %w", err)
 		}
-		cerr := Check(stacks, s)
-		if cerr == nil {
+		j := Judge(stacks, s)
+		if len(j.Blockers) == 0 {
 			return stacks, nil
 		}
+		var cerr error = &BlockedError{Blockers: j.Blockers}
 		now := time.Now()
 		if err := ctx.Err(); err != nil {
 			return stacks, fmt.Errorf("wait for safe point: %w after %d checks in %v: %w", err, attempt, now.Sub(start).Round(time.Millisecond), cerr)

@@ -35,6 +35,7 @@ type applyOutput struct {
 	Transfers    []graft.TransferResult `json:"transfers,omitempty"`
 	Irreversible string                 `json:"irreversible,omitempty"`
 	TransferUS   int64                  `json:"transfer_us,omitempty"`
+	Stayed       []frameOut             `json:"stayed,omitempty"`
 }
 
 type siteOutput struct {
@@ -116,6 +117,9 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 	defer stop()
 	res, err := graft.Apply(ctx, *pid, src, opts)
 	if err != nil {
+		if *asJSON {
+			writeBlockers(stdout, *pid, err)
+		}
 		return err
 	}
 	if res.Unverified {
@@ -128,6 +132,7 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 			DryRun: res.DryRun, Base: hex(res.Base), Size: res.Size, OnTopOf: res.OnTopOf,
 			Unloaded: res.Unloaded, Sites: sitesOutput(res.Sites), Warnings: res.Warnings,
 			Transfers: res.Transfers, Irreversible: res.Irreversible, TransferUS: res.TransferUS,
+			Stayed: framesOut(res.Stayed),
 		})
 	}
 	verb := "applied"
@@ -152,6 +157,7 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 		fmt.Fprintf(stdout, "  unloaded superseded: %s\n", strings.Join(res.Unloaded, ", "))
 	}
 	printTransfers(stdout, res.Transfers, res.Irreversible)
+	printStayed(stdout, res.Stayed, "old")
 	if res.TransferUS > 0 {
 		fmt.Fprintf(stdout, "  pause: %d µs (state transfer %d µs)\n", res.PauseUS, res.TransferUS)
 	} else {

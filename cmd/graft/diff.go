@@ -22,8 +22,9 @@ func runDiff(stdout, stderr io.Writer, args []string) error {
 	out := fs.String("o", "", "write the patch to `FILE`")
 	force := fs.Bool("force", false, "with -o, write the patch even if the verdict is refused (apply still refuses it)")
 	statePath := fs.String("state", "", "the operator's rules for the state transformers: a state description `FILE` (FILE.state.yaml from an earlier diff -o, edited)")
+	pid := fs.Int("p", 0, "also show which frames of running `PID` (running OLD) are inside changed functions: which would stay, which block")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: graft diff OLD NEW [--json] [-o FILE] [--force] [--state FILE.state.yaml]")
+		fmt.Fprintln(stderr, "usage: graft diff OLD NEW [--json] [-o FILE] [--force] [--state FILE.state.yaml] [-p PID]")
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterleaved(fs, args)
@@ -79,13 +80,27 @@ func runDiff(stdout, stderr io.Writer, args []string) error {
 			return err
 		}
 	}
+	var fr *framesNow
+	if *pid > 0 {
+		fr = checkFrames(*pid, pos[1])
+	}
 	if *asJSON {
-		if err := writeJSON(stdout, reportJSON(report)); err != nil {
+		var doc any = reportJSON(report)
+		if fr != nil {
+			doc = struct {
+				*reportOutput
+				Frames *framesNow `json:"frames"`
+			}{reportJSON(report), fr}
+		}
+		if err := writeJSON(stdout, doc); err != nil {
 			return err
 		}
 	} else {
 		fmt.Fprintf(stdout, "old %s (build-id %s)\nnew %s (build-id %s)\n", pos[0], orNone(report.OldBuildID), pos[1], orNone(report.NewBuildID))
 		printReport(stdout, report)
+		if fr != nil {
+			printFramesNow(stdout, *pid, fr)
+		}
 		if *out != "" && refused == nil {
 			fmt.Fprintf(stdout, "\npatch written to %s\n", *out)
 		}

@@ -19,6 +19,9 @@ type revertOutput struct {
 	Functions []string      `json:"functions"`
 	PauseUS   int64         `json:"pause_us"`
 	Orphans   []rangeOutput `json:"orphans,omitempty"`
+	Stayed    []frameOut    `json:"stayed,omitempty"`
+	Pending   []string      `json:"pending,omitempty"`
+	Reaped    []string      `json:"reaped,omitempty"`
 }
 
 func runRevert(stdout, stderr io.Writer, args []string) error {
@@ -27,6 +30,7 @@ func runRevert(stdout, stderr io.Writer, args []string) error {
 	id := fs.String("id", "", "patch `ID` to revert (must be the newest)")
 	all := fs.Bool("all", false, "revert every patch")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for a safe point")
+	allow := fs.String("allow-active", "", "`FUNC[,FUNC]` of the new code that may stay on a stack (running frames finish in the new code; its image stays mapped until they leave)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -39,12 +43,25 @@ func runRevert(stdout, stderr io.Writer, args []string) error {
 	}
 	ctx, stop := interruptible()
 	defer stop()
-	res, err := graft.Revert(ctx, *pid, graft.RevertOptions{ID: *id, All: *all, Timeout: *timeout})
+	ropts := graft.RevertOptions{ID: *id, All: *all, Timeout: *timeout}
+	for _, f := range strings.Split(*allow, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			ropts.AllowActive = append(ropts.AllowActive, f)
+		}
+	}
+	res, err := graft.Revert(ctx, *pid, ropts)
 	if err != nil {
+		if *asJSON {
+			writeBlockers(stdout, *pid, err)
+		}
 		return err
 	}
 	if *asJSON {
-		return writeJSON(stdout, revertOutput{Pid: *pid, Reverted: res.Reverted, Functions: res.Functions, PauseUS: res.PauseUS, Orphans: rangesOutput(res.Orphans)})
+		return writeJSON(stdout, revertOutput{Pid: *pid, Reverted: res.Reverted, Functions: res.Functions, PauseUS: res.PauseUS, Orphans: rangesOutput(res.Orphans),
+			Stayed: framesOut(res.Stayed), Pending: res.Pending, Reaped: res.Reaped})
+	}
+	for _, id := range res.Reaped {
+		fmt.Fprintf(stdout, "unmapped the pending image of reverted patch %s (no thread is in it any more)\n", id)
 	}
 	if len(res.Reverted) > 0 {
 		fmt.Fprintf(stdout, "reverted %s in pid %d: %s\n", strings.Join(res.Reverted, ", "), *pid, strings.Join(res.Functions, ", "))
@@ -52,6 +69,12 @@ func runRevert(stdout, stderr io.Writer, args []string) error {
 	for _, r := range res.Orphans {
 		fmt.Fprintf(stdout, "unmapped orphaned graft image %s-%s\n", hex(r.Start), hex(r.End))
 	}
-	fmt.Fprintf(stdout, "  pause: %d µs\n", res.PauseUS)
+	printStayed(stdout, res.Stayed, "new")
+	for _, id := range res.Pending {
+		fmt.Fprintf(stdout, "  image of %s stays mapped while a thread is in it (graft status shows it pending; the next apply or revert that finds it free unmaps it)\n", id)
+	}
+	if len(res.Reverted) > 0 || len(res.Orphans) > 0 {
+		fmt.Fprintf(stdout, "  pause: %d µs\n", res.PauseUS)
+	}
 	return nil
 }

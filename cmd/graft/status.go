@@ -18,6 +18,7 @@ type statusOutput struct {
 	Record  string              `json:"record,omitempty"`
 	Patches []patchStatusOutput `json:"patches"`
 	Orphans []rangeOutput       `json:"orphans,omitempty"`
+	Pending []pendingOutput     `json:"pending,omitempty"`
 	// TracedBy: another process (a graft at work, a debugger) traces
 	// the target right now.
 	TracedBy int    `json:"traced_by,omitempty"`
@@ -87,7 +88,7 @@ func runStatus(stdout, stderr io.Writer, args []string) error {
 		return err
 	}
 	if *asJSON {
-		out := statusOutput{Pid: st.Pid, Patches: []patchStatusOutput{}, Orphans: rangesOutput(st.Orphans), TracedBy: st.TracedBy, Tracer: st.Tracer}
+		out := statusOutput{Pid: st.Pid, Patches: []patchStatusOutput{}, Orphans: rangesOutput(st.Orphans), TracedBy: st.TracedBy, Tracer: st.Tracer, Pending: pendingsOutput(st.Pending)}
 		if st.Record != 0 {
 			out.Record = hex(st.Record)
 		}
@@ -121,6 +122,7 @@ func runStatus(stdout, stderr io.Writer, args []string) error {
 	} else {
 		printOrphans(stdout, st.Orphans)
 	}
+	printPending(stdout, st.Pending)
 	if len(st.Patches) == 0 {
 		fmt.Fprintf(stdout, "pid %d: no patches applied\n", *pid)
 		return nil

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"graft"
+)
+
+// frameOut is a frame apply or revert let stay, in --json.
+type frameOut struct {
+	Tid      int    `json:"tid"`
+	Frame    int    `json:"frame"`
+	Function string `json:"function"`
+	PC       string `json:"pc"`
+	Allowed  bool   `json:"allowed,omitempty"`
+	Why      string `json:"why"`
+}
+
+func framesOut(fs []graft.StayedFrame) []frameOut {
+	var out []frameOut
+	for _, f := range fs {
+		out = append(out, frameOut{Tid: f.Tid, Frame: f.Frame, Function: f.Function, PC: hex(f.PC), Allowed: f.Allowed, Why: f.Why})
+	}
+	return out
+}
+
+// printStayed lists the frames let stay; which is "old" (apply: they
+// finish in the old code) or "new" (revert).
+func printStayed(w io.Writer, fs []graft.StayedFrame, which string) {
+	for _, f := range fs {
+		fmt.Fprintf(w, "  let stay: thread %d frame #%d in %s at %s finishes in the %s code: %s\n", f.Tid, f.Frame, f.Function, hex(f.PC), which, f.Why)
+	}
+}
+
+// blockerOut is one blocking frame in --json.
+type blockerOut struct {
+	Tid      int    `json:"tid"`
+	Frame    int    `json:"frame"`
+	Function string `json:"function,omitempty"`
+	PC       string `json:"pc"`
+	Why      string `json:"why"`
+	Allow    string `json:"allow_active,omitempty"`
+	Stack    string `json:"stack"`
+}
+
+// writeBlockers prints, for --json, every frame an error names as
+// blocking: {"pid":N,"error":"..","blocked":[...]}. Nothing when the
+// error names none.
+func writeBlockers(w io.Writer, pid int, err error) {
+	bs := graft.Blockers(err)
+	if len(bs) == 0 || errors.Is(err, errUsage) {
+		return
+	}
+	out := struct {
+		Pid     int          `json:"pid"`
+		Error   string       `json:"error"`
+		Blocked []blockerOut `json:"blocked"`
+	}{Pid: pid, Error: err.Error()}
+	for _, b := range bs {
+		out.Blocked = append(out.Blocked, blockerOut{Tid: b.Tid, Frame: b.Frame, Function: b.Function, PC: hex(b.PC), Why: b.Why, Allow: b.Allow, Stack: b.Stack})
+	}
+	_ = writeJSON(w, out)
+}
+
+// pendingOutput is a reverted patch whose image is still mapped.
+type pendingOutput struct {
+	ID        string   `json:"id"`
+	State     string   `json:"state"`
+	Base      string   `json:"base"`
+	Size      uint64   `json:"size"`
+	Functions []string `json:"functions"`
+}
+
+func pendingsOutput(ps []graft.PendingStatus) []pendingOutput {
+	var out []pendingOutput
+	for _, p := range ps {
+		out = append(out, pendingOutput{ID: p.ID, State: "reverted, image pending", Base: hex(p.Base), Size: p.Size, Functions: p.Functions})
+	}
+	return out
+}
+
+func printPending(w io.Writer, ps []graft.PendingStatus) {
+	for _, p := range ps {
+		fmt.Fprintf(w, "%s  reverted, image pending: a thread is still in its new code at %s (%d bytes; %s); the next graft apply or revert that finds it free unmaps it\n",
+			p.ID, hex(p.Base), p.Size, strings.Join(p.Functions, ", "))
+	}
+}
+
+// framesNow is what `graft diff -p PID` found on the stacks of PID: the
+// frames inside changed functions that would stay (proven or allowed)
+// and those that would block an apply right now.
+type framesNow struct {
+	Stayed  []frameOut   `json:"stayed"`
+	Blocked []blockerOut `json:"blocked"`
+	// Error is why the check could not be made ("" if it was).
+	Error string `json:"error,omitempty"`
+}
+
+// checkFrames runs a dry-run apply of NEW that checks the stacks once,
+// without waiting: nothing is written.
+func checkFrames(pid int, newBin string) *framesNow {
+	ctx, stop := interruptible()
+	defer stop()
+	fr := &framesNow{Stayed: []frameOut{}, Blocked: []blockerOut{}}
+	res, err := graft.Apply(ctx, pid, graft.Source{NewBinary: newBin}, graft.ApplyOptions{DryRun: true, Once: true})
+	if err != nil {
+		bs := graft.Blockers(err)
+		if len(bs) == 0 {
+			fr.Error = err.Error()
+			return fr
+		}
+		for _, b := range bs {
+			fr.Blocked = append(fr.Blocked, blockerOut{Tid: b.Tid, Frame: b.Frame, Function: b.Function, PC: hex(b.PC), Why: b.Why, Allow: b.Allow, Stack: b.Stack})
+		}
+		return fr
+	}
+	if fs := framesOut(res.Stayed); fs != nil {
+		fr.Stayed = fs
+	}
+	return fr
+}
+
+func printFramesNow(w io.Writer, pid int, fr *framesNow) {
+	fmt.Fprintf(w, "\nframes of pid %d in changed functions right now:\n", pid)
+	if fr.Error != "" {
+		fmt.Fprintf(w, "  could not check: %s\n", fr.Error)
+		return
+	}
+	if len(fr.Stayed) == 0 && len(fr.Blocked) == 0 {
+		fmt.Fprintln(w, "  none: an apply would go through now")
+		return
+	}
+	for _, f := range fr.Stayed {
+		fmt.Fprintf(w, "  stays:  thread %d frame #%d in %s at %s: %s\n", f.Tid, f.Frame, f.Function, f.PC, f.Why)
+	}
+	for _, b := range fr.Blocked {
+		fmt.Fprintf(w, "  BLOCKS: thread %d frame #%d in %s at %s: %s", b.Tid, b.Frame, b.Function, b.PC, b.Why)
+		if b.Allow != "" {
+			fmt.Fprintf(w, " (--allow-active %s lets it finish in the old code)", b.Allow)
+		}
+		fmt.Fprintln(w)
+	}
+	if len(fr.Blocked) > 0 {
+		fmt.Fprintln(w, "  an apply now would wait for these frames to leave, up to --timeout")
+	}
+}

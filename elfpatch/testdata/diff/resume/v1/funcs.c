@@ -1,0 +1,162 @@
+/* Functions whose frames the resume analysis judges; v2 changes each in a
+   different place (see resume_test.go). */
+int wait_conn(void);
+void handle(int fd);
+void setup(void);
+void say(const char *m);
+__attribute__((cold, noreturn)) void fail(const char *m);
+int tail_target(int x);
+
+volatile int hits;
+
+int loop_banner(void) {
+	setup();
+#ifdef V2
+	say("loop v2");
+#endif
+	for (;;) {
+		int fd = wait_conn();
+		if (fd < 0)
+			break;
+		handle(fd);
+	}
+	return 1;
+}
+
+int loop_ahead(void) {
+	setup();
+	for (;;) {
+		int fd = wait_conn();
+#ifdef V2
+		hits++;
+#endif
+		if (fd < 0)
+			break;
+		handle(fd);
+	}
+	return 2;
+}
+
+#ifdef V2
+#define THREE "THREE"
+#else
+#define THREE "three"
+#endif
+
+int sw_banner(void) {
+	setup();
+#ifdef V2
+	say("switch v2");
+#endif
+	for (;;) {
+		int c = wait_conn();
+		switch (c) {
+		case 0: handle(10); break;
+		case 1: say("one"); break;
+		case 2: handle(c * 3); break;
+		case 3: say("three"); break;
+		case 4: handle(44); break;
+		case 5: say("five"); break;
+		case 6: handle(66); break;
+		default: return c;
+		}
+	}
+}
+
+int sw_case(void) {
+	setup();
+	for (;;) {
+		int c = wait_conn();
+		switch (c) {
+		case 0: handle(11); break;
+		case 1: say("one"); break;
+		case 2: handle(c * 3); break;
+		case 3: say(THREE); break;
+		case 4: handle(44); break;
+		case 5: say("five"); break;
+		case 6: handle(66); break;
+		default: return c;
+		}
+	}
+}
+
+int tail_wrap(int x) {
+#ifdef V2
+	hits++;
+#endif
+	int r = wait_conn();
+	return tail_target(r + x);
+}
+
+int cold_loop(void) {
+	setup();
+#ifdef V2
+	say("cold v2");
+#endif
+	for (;;) {
+		int fd = wait_conn();
+		if (__builtin_expect(fd < -5, 0))
+			fail("bad fd");
+		handle(fd);
+		if (fd == 0)
+			return 0;
+	}
+}
+
+int cold_changed(void) {
+	setup();
+	for (;;) {
+		int fd = wait_conn();
+		if (__builtin_expect(fd < -5, 0))
+#ifdef V2
+			fail("bad descriptor");
+#else
+			fail("bad fd");
+#endif
+		handle(fd);
+		if (fd == 0)
+			return 0;
+	}
+}
+
+typedef int (*fp_t)(int);
+fp_t fps[2] = {tail_target, tail_target};
+
+int indirect(int x) {
+	setup();
+#ifdef V2
+	say("indirect v2");
+#endif
+	int r = wait_conn();
+	return fps[r & 1](x);
+}
+
+int calls_changed(void) {
+#ifdef V2
+	hits += 2;
+#endif
+	int r = wait_conn();
+	handle(r);
+	return sw_case() + 1;
+}
+
+#ifdef V2
+#define GREETING "hello v2"
+#else
+#define GREETING "hello"
+#endif
+
+/* The greeting's address is loop-invariant: gcc loads it into a
+   callee-saved register before the loop, so the loop's instructions are
+   the same in both versions while the value they use is not. */
+int hoisted(void) {
+	setup();
+	for (;;) {
+		int fd = wait_conn();
+		if (fd < 0)
+			break;
+		say(GREETING);
+		handle(fd);
+	}
+	return 3;
+}

@@ -1,0 +1,281 @@
+package graft
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	"graft/elfpatch"
+	"graft/safepoint"
+)
+
+// Frames that never leave (DESIGN.md): a frame inside a function being
+// replaced may stay when the patch's resume analysis (elfpatch/resume.go)
+// proved that it finishes as the other version would; --allow-active
+// names the others the operator lets stay; every frame that blocks is
+// named at once.
+
+// StayedFrame is a frame inside a replaced function that apply (or
+// revert) let stay, and why.
+type StayedFrame struct {
+	Tid      int    `json:"tid"`
+	Frame    int    `json:"frame"`
+	Function string `json:"function"`
+	PC       uint64 `json:"pc"`
+	// Allowed: by --allow-active, not by proof.
+	Allowed bool   `json:"allowed,omitempty"`
+	Why     string `json:"why"`
+}
+
+// Blocker is one frame that kept a patch (or a revert) out.
+type Blocker struct {
+	Tid      int    `json:"tid"`
+	Frame    int    `json:"frame"`
+	Function string `json:"function,omitempty"`
+	PC       uint64 `json:"pc"`
+	// Why it could not be let stay; Allow the --allow-active value that
+	// would let it ("" where no flag can: a stack that could not be
+	// unwound, a PC inside the bytes a jump overwrites).
+	Why   string `json:"why"`
+	Allow string `json:"allow,omitempty"`
+	Stack string `json:"stack"`
+}
+
+// Blockers lists every frame an apply or revert error names.
+func Blockers(err error) []Blocker {
+	var out []Blocker
+	for _, b := range safepoint.Blockers(err) {
+		x := Blocker{Tid: b.Tid, Frame: b.Frame, Function: b.Function, PC: b.PC, Stack: safepoint.FormatStack(b.Stack)}
+		switch {
+		case b.Incomplete:
+			x.Why = "stack could not be unwound to its end: " + b.Reason
+		case b.Entry:
+			x.Why = "inside the bytes the jump overwrites"
+		default:
+			x.Why, x.Allow = b.Why, b.Allow
+			if x.Why == "" {
+				x.Why = "no proof that it may finish in its code"
+			}
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// ErrUnknownAllow: --allow-active named no function of the patch.
+var ErrUnknownAllow = errors.New("--allow-active names no function of the patch")
+
+// operatorName is what the diff prints for a function and what
+// --allow-active takes: a compiler clone's base name (main_noinetd for
+// main_noinetd.constprop.0), the name itself otherwise.
+func operatorName(pt *Patch, fn string) string {
+	if o := pt.Origins[fn]; o != "" && !strings.HasSuffix(fn, ".cold") {
+		return o
+	}
+	return fn
+}
+
+// resolveAllow maps the operator's --allow-active names to the patch's
+// function names: a function's own name, its name without the clone
+// number, or a clone's base name. A name matching nothing is refused
+// (before anything is touched), listing the names the patch has.
+func resolveAllow(pt *Patch, names []string) ([]string, error) {
+	var out []string
+	for _, n := range names {
+		found := false
+		for _, r := range pt.Image.Redirects {
+			fn := r.Name
+			if n == fn || n == operatorName(pt, fn) || n == strings.TrimRight(fn, ".0123456789") {
+				found = true
+				if !slices.Contains(out, fn) {
+					out = append(out, fn)
+				}
+			}
+		}
+		if !found {
+			var have []string
+			for _, r := range pt.Image.Redirects {
+				have = append(have, operatorName(pt, r.Name))
+			}
+			sort.Strings(have)
+			have = slices.Compact(have)
+			return nil, fmt.Errorf("apply patch %s: %w: %q (the patch replaces: %s); nothing was done", pt.ID, ErrUnknownAllow, n, strings.Join(have, ", "))
+		}
+	}
+	return out, nil
+}
+
+// proof is one copy of a function that an analysis covers: its runtime
+// resume verdicts.
+type proof struct {
+	fn     string
+	ranges elfpatch.ResumeRanges // runtime addresses
+	extent []Range               // where this copy (and its parts) lies
+}
+
+// stayChecker decides, in the pause, whether a frame may stay.
+type stayChecker struct {
+	proofs []proof
+	// note says where the analysis does not reach ("" if everywhere).
+	note map[string]string
+	// carry translates a return address in an older copy (one an earlier
+	// patch let a frame stay in) to its equivalent in the copy the
+	// proofs cover, through the records' Carry maps.
+	carry func(pc uint64) (uint64, bool)
+}
+
+func (c *stayChecker) stay(fn string, pc uint64, exact bool) safepoint.StayVerdict {
+	for _, p := range c.proofs {
+		if p.fn != fn {
+			continue
+		}
+		in := false
+		for _, e := range p.extent {
+			in = in || e.Contains(pc) || (!exact && e.Contains(pc-1))
+		}
+		if !in {
+			continue
+		}
+		ok, why := p.ranges.Lookup(pc)
+		if ok {
+			return safepoint.StayVerdict{OK: true, Why: "proven: nothing that differs in the new version is reachable from here, and every register and stack slot it reads was set by code the same in both"}
+		}
+		return safepoint.StayVerdict{Why: why}
+	}
+	if n := c.note[fn]; n != "" {
+		return safepoint.StayVerdict{Why: n}
+	}
+	if c.carry != nil {
+		if to, ok := c.carry(pc); ok {
+			for _, p := range c.proofs {
+				if p.fn != fn {
+					continue
+				}
+				if ok, why := p.ranges.Lookup(to); ok {
+					return safepoint.StayVerdict{OK: true, Why: fmt.Sprintf("proven: an earlier patch proved this frame equivalent to one at %#x in the code this patch was made from, and from there nothing that differs is reachable", to)}
+				} else if why != "" {
+					return safepoint.StayVerdict{Why: fmt.Sprintf("in code from before an earlier patch, equivalent to %#x, where: %s", to, why)}
+				}
+			}
+		}
+	}
+	return safepoint.StayVerdict{Why: "the frame is in a copy of the function from before an earlier patch, at a return address no earlier patch proved equivalent to the code this patch was made from"}
+}
+
+// carryChain follows pc through every record's Carry map, oldest first:
+// each maps the copy its patch was made from to its own image.
+func carryChain(st *State) func(uint64) (uint64, bool) {
+	return func(pc uint64) (uint64, bool) {
+		moved := false
+		for _, r := range st.Patches {
+			i := sort.Search(len(r.Carry), func(i int) bool { return r.Carry[i].From >= pc })
+			if i < len(r.Carry) && r.Carry[i].From == pc {
+				pc, moved = r.Carry[i].To, true
+			}
+		}
+		return pc, moved
+	}
+}
+
+// carryOf is the Carry map of a patch mapped at base: the proven return
+// addresses of the copy it was made from (the executable's, or the top
+// patch's image) and their equivalents in its image, sorted.
+func carryOf(pr *prepared, base uint64) []CarryRecord {
+	pt := pr.patch
+	shift := pr.exeBias
+	if top := pr.state.Top(); top != nil {
+		shift = top.Base
+	}
+	var out []CarryRecord
+	for _, r := range pt.Image.Redirects {
+		rs := pt.Resume[r.Name]
+		if rs == nil {
+			continue
+		}
+		for _, x := range rs.Old.Proven() {
+			if x.To != 0 {
+				out = append(out, CarryRecord{From: x.Start + shift, To: x.To + base})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].From < out[j].From })
+	return out
+}
+
+// frameSpec fills in what lets frames stay: the operator's names
+// (resolved against the patch) and the proofs for OLD's copy of each
+// function, the one the patch was made from: the executable's, or the
+// top patch's image when stacked.
+func (pr *prepared) frameSpec(spec *safeSpec, exeBias uint64) error {
+	pt := pr.patch
+	allow, err := resolveAllow(pt, pr.allowNames)
+	if err != nil {
+		return err
+	}
+	spec.AllowActive = allow
+	spec.Allow = map[string]string{}
+	for _, r := range pt.Image.Redirects {
+		spec.Allow[r.Name] = operatorName(pt, r.Name)
+	}
+	if len(pt.Transfers) > 0 {
+		// A patch that converts globals: a frame left in old code
+		// would go on with the old layout (or the old object, when
+		// the global moved), which the resume analysis does not see,
+		// since it compares code, not data. Every frame blocks.
+		return nil
+	}
+	// OLD's copy lives in the executable, or in the top patch's image
+	// when this patch is stacked on it.
+	shift, lo, hi := exeBias, uint64(0), ^uint64(0)
+	top := pr.state.TopFor(pr.module)
+	if top != nil {
+		shift, lo, hi = top.Base, top.Base, top.Base+top.Size
+	}
+	inLayer := func(a uint64) bool {
+		if top == nil {
+			return !inAnyImage(pr.state, a)
+		}
+		return a >= lo && a < hi
+	}
+	sc := &stayChecker{note: map[string]string{}}
+	for _, v := range pr.versions {
+		rs := pt.Resume[v.name]
+		if rs == nil {
+			sc.note[v.name] = "the patch carries no analysis of " + v.name + " (made by an older graft, or a version-2 patch file)"
+			continue
+		}
+		if !inLayer(v.entry) {
+			continue // a copy older than OLD (stacked): not what the analysis saw
+		}
+		p := proof{fn: v.name, ranges: rs.Old.Shift(shift), extent: []Range{{v.entry, v.entry + v.size}}}
+		for _, part := range pr.parts {
+			if part.Name == v.name && inLayer(part.Start) {
+				p.extent = append(p.extent, part.Range)
+			}
+		}
+		sc.proofs = append(sc.proofs, p)
+	}
+	sc.carry = carryChain(pr.state)
+	spec.Stay = sc.stay
+	return nil
+}
+
+// stayedFrames converts safepoint's verdicts.
+func stayedFrames(ss []safepoint.Stayed) []StayedFrame {
+	var out []StayedFrame
+	for _, s := range ss {
+		out = append(out, StayedFrame{Tid: s.Tid, Frame: s.Frame, Function: s.Function, PC: s.PC, Allowed: s.Allowed, Why: s.Why})
+	}
+	return out
+}
+
+// lastStayed asks the checker which frames the last successful wait let
+// stay (a checker that cannot tell: none).
+func lastStayed(ck checker) []StayedFrame {
+	if s, ok := ck.(interface{ stayed() []safepoint.Stayed }); ok {
+		return stayedFrames(s.stayed())
+	}
+	return nil
+}

@@ -1,0 +1,7 @@
+#ifndef ACCEPTD_H
+#define ACCEPTD_H
+#define ACCEPTD_VERSION "2.0"
+extern unsigned long accepts;
+int accept_conn(int lfd);
+void *serve(void *arg);
+#endif
