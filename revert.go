@@ -34,6 +34,8 @@ type RevertResult struct {
 	// Orphans are images of a graft killed before its pause that --all
 	// unmapped.
 	Orphans []Range `json:"orphans,omitempty"`
+	// Held is, per thread, how long it was held stopped and why (hold.go).
+	Held []ThreadHold `json:"held,omitempty"`
 }
 
 func (sys *system) revert(ctx context.Context, pid int, opts RevertOptions) (res *RevertResult, err error) {
@@ -62,6 +64,9 @@ func (sys *system) revert(ctx context.Context, pid int, opts RevertOptions) (res
 	defer func() {
 		if cerr := p.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("revert in pid %d: detach: %w", pid, cerr)
+		}
+		if res != nil {
+			res.Held = holdsOf(p)
 		}
 	}()
 	// Read the record only once attached: no other graft can change it
@@ -226,13 +231,18 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 		}
 		return nil, fail(errors.Join(err, resume()))
 	}
-	if err := resume(); err != nil {
+	// The threads go on detached; one stays borrowed for the unmapping.
+	unmap := len(orphans) > 0 || (len(keep) == 0 && st.Addr != 0) ||
+		slices.ContainsFunc(popped, func(r PatchRecord) bool { return !r.Unloaded })
+	if err := endPause(p, unmap); err != nil {
+		res.PauseUS = time.Since(t0).Microseconds()
 		return res, fail(fmt.Errorf("resume after reverting: %w", err))
 	}
+	res.PauseUS = time.Since(t0).Microseconds()
 
 	// No thread is in the popped images and no jump leads there: unmap.
 	var errs []error
-	serr := stopped(p, func() error {
+	serr := withThread(p, func() error {
 		for _, r := range popped {
 			if r.Unloaded {
 				continue

@@ -26,6 +26,8 @@ type applyOutput struct {
 	OnTopOf   string       `json:"on_top_of,omitempty"`
 	Unloaded  []string     `json:"unloaded,omitempty"`
 	Sites     []siteOutput `json:"sites"`
+	// Held: per thread, stops and held time by cause (graft.ThreadHold).
+	Held []graft.ThreadHold `json:"held,omitempty"`
 }
 
 type siteOutput struct {
@@ -106,7 +108,7 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 		return writeJSON(stdout, applyOutput{
 			PatchID: res.PatchID, Pid: *pid, Functions: res.Functions, PauseUS: res.PauseUS,
 			DryRun: res.DryRun, Base: hex(res.Base), Size: res.Size, OnTopOf: res.OnTopOf,
-			Unloaded: res.Unloaded, Sites: sitesOutput(res.Sites),
+			Unloaded: res.Unloaded, Sites: sitesOutput(res.Sites), Held: res.Held,
 		})
 	}
 	verb := "applied"

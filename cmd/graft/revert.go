@@ -19,6 +19,8 @@ type revertOutput struct {
 	Functions []string      `json:"functions"`
 	PauseUS   int64         `json:"pause_us"`
 	Orphans   []rangeOutput `json:"orphans,omitempty"`
+	// Held: per thread, stops and held time by cause (graft.ThreadHold).
+	Held []graft.ThreadHold `json:"held,omitempty"`
 }
 
 func runRevert(stdout, stderr io.Writer, args []string) error {
@@ -44,7 +46,7 @@ func runRevert(stdout, stderr io.Writer, args []string) error {
 		return err
 	}
 	if *asJSON {
-		return writeJSON(stdout, revertOutput{Pid: *pid, Reverted: res.Reverted, Functions: res.Functions, PauseUS: res.PauseUS, Orphans: rangesOutput(res.Orphans)})
+		return writeJSON(stdout, revertOutput{Pid: *pid, Reverted: res.Reverted, Functions: res.Functions, PauseUS: res.PauseUS, Orphans: rangesOutput(res.Orphans), Held: res.Held})
 	}
 	if len(res.Reverted) > 0 {
 		fmt.Fprintf(stdout, "reverted %s in pid %d: %s\n", strings.Join(res.Reverted, ", "), *pid, strings.Join(res.Functions, ", "))
