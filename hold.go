@@ -33,6 +33,7 @@ type lender interface {
 	Lent() int
 	EndPause(keepOne bool) (int, error)
 	Holds() []tracer.Hold
+	Settle() error
 }
 
 // borrowThread borrows one thread of the running target for the system
@@ -166,6 +167,16 @@ func (sys *system) loadForPause(ctx context.Context, p proc, pid int, pr *prepar
 		undo = append(undo, func() error {
 			return withThread(p, func() error { return p.Munmap(addr, stateCapacity) })
 		})
+	}
+	// Put the borrowed thread's registers and stack back now, not in
+	// the pause (it stays stopped and borrowed).
+	if lp, ok := p.(lender); ok {
+		if err := lp.Settle(); err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				err = errors.Join(err, undo[i]())
+			}
+			return nil, 0, nil, err
+		}
 	}
 	return l, addr, undo, nil
 }

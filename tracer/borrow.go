@@ -463,3 +463,11 @@ func (p *Process) syscallThread(nr uint64, tid int) (*thread, error) {
 	}
 	return nil, fmt.Errorf("remote syscall %d in pid %d: %w (and no thread borrowed)", nr, p.pid, ErrNotStopped)
 }
+
+// Settle puts a thread held between remote calls (remote.go) back into its
+// own state now (parked, registers and stack restored), rather than in the
+// next request: a caller about to stop the process does this work before
+// the pause instead of inside it. The thread stays borrowed.
+func (p *Process) Settle() error {
+	return p.do(func() error { return nil }) // do settles first
+}
