@@ -462,7 +462,7 @@ func buildBig(b testing.TB, dir string) (v1, v2 string) {
 			if err := os.WriteFile(src, []byte(sb.String()), 0o644); err != nil {
 				b.Fatal(err)
 			}
-			tmp := filepath.Join(dir, filepath.Base(out))
+			tmp := out + ".tmp"
 			if o, err := exec.Command("gcc", "-g", "-O0", "-o", tmp, src).CombinedOutput(); err != nil {
 				b.Fatalf("gcc: %v\n%s", err, o)
 			}
