@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 
 	"graft/tracer"
 )
@@ -179,4 +180,13 @@ func (sys *system) loadForPause(ctx context.Context, p proc, pid int, pr *prepar
 		}
 	}
 	return l, addr, undo, nil
+}
+
+// quietGC lets a garbage collection under way finish now and keeps the
+// next one from starting until restore is called: a pause must not share
+// two cores with graft's own collector (issue 15's outlier analysis). The
+// heap grows unchecked meanwhile, by what one pause allocates.
+func quietGC() (restore func()) {
+	old := debug.SetGCPercent(-1) // waits for a running cycle to end
+	return func() { debug.SetGCPercent(old) }
 }

@@ -154,13 +154,49 @@ type timedProc struct {
 	endStart, endEnd        time.Time
 	stops                   int
 	afterStop, wroteInPause bool
+	// waited: the most any target thread spent runnable but waiting for
+	// a CPU during the stop (schedstat's run_delay), and which thread.
+	waited    time.Duration
+	waitedTid int
+}
+
+// runDelays reads every thread's run_delay (/proc/PID/task/TID/schedstat,
+// second field: time spent on a runqueue waiting for a CPU).
+func runDelays(pid int) map[int]time.Duration {
+	out := map[int]time.Duration{}
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, e := range ents {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b))
+		tid, _ := strconv.Atoi(e.Name())
+		if len(f) >= 2 {
+			ns, _ := strconv.ParseInt(f[1], 10, 64)
+			out[tid] = time.Duration(ns)
+		}
+	}
+	return out
 }
 
 func (t *timedProc) Stop() error {
+	if t.Process.Stopped() {
+		return t.Process.Stop() // a no-op: not a stop of its own
+	}
+	d0 := runDelays(t.Pid())
 	s := time.Now()
 	err := t.Process.Stop()
+	e := time.Now()
+	d1 := runDelays(t.Pid())
 	t.mu.Lock()
-	t.stopStart, t.stopEnd, t.afterStop = s, time.Now(), true
+	t.stopStart, t.stopEnd, t.afterStop = s, e, true
+	t.waited, t.waitedTid = 0, 0
+	for tid, d := range d1 {
+		if w := d - d0[tid]; w > t.waited {
+			t.waited, t.waitedTid = w, tid
+		}
+	}
 	t.firstWrite = time.Time{}
 	t.stops++
 	t.mu.Unlock()
@@ -287,6 +323,7 @@ func BenchmarkStackedPauses(b *testing.B) {
 	}
 	type pauseRec struct {
 		total, stop, check, write, end, late time.Duration
+		waited                               time.Duration
 		gcs                                  uint64
 		retries                              int
 	}
@@ -294,7 +331,7 @@ func BenchmarkStackedPauses(b *testing.B) {
 	var bare []time.Duration
 	b.ResetTimer()
 	for range b.N {
-		target := testutil.Start(b, v1, "8")
+		target := testutil.Start(b, v1, os.Getenv("ONESTOP_THREADS"))
 		target.WaitLine(b, "ready", 20*time.Second)
 		probe := startProbe()
 		for k := range 20 {
@@ -313,6 +350,7 @@ func BenchmarkStackedPauses(b *testing.B) {
 				write:   t.lastWrite.Sub(t.firstWrite),
 				end:     t.endEnd.Sub(t.endStart),
 				late:    probe.worst(t.stopStart, t.endEnd),
+				waited:  t.waited,
 				gcs:     gcCycles() - gc0,
 				retries: t.stops - 1,
 			}
@@ -335,8 +373,8 @@ func BenchmarkStackedPauses(b *testing.B) {
 			worst = r
 		}
 		if r.total > 3*med {
-			b.Logf("slow pause %v (median %v): stop %v, check %v, write %v, end %v; graft's worst wake-up latency meanwhile %v; GC cycles in the apply %d; safe-point retries %d",
-				r.total, med, r.stop, r.check, r.write, r.end, r.late, r.gcs, r.retries)
+			b.Logf("slow pause %v (median %v): stop %v (a target thread waited %v of it on a runqueue), check %v, write %v, end %v; graft's worst wake-up latency meanwhile %v; GC cycles in the apply %d; safe-point retries %d",
+				r.total, med, r.stop, r.waited, r.check, r.write, r.end, r.late, r.gcs, r.retries)
 		}
 	}
 	b.ReportMetric(float64(med)/float64(median(bare)), "median-pause/stop-resume")
@@ -344,9 +382,27 @@ func BenchmarkStackedPauses(b *testing.B) {
 	b.ReportMetric(float64(worst.stop)/float64(worst.total), "worst-stop-share")
 	b.ReportMetric(float64(worst.check)/float64(worst.total), "worst-check-share")
 	b.ReportMetric(float64(worst.late)/float64(worst.total), "worst-latency/worst-pause")
+	b.ReportMetric(float64(worst.waited)/float64(worst.stop), "worst-runqueue-wait/worst-stop")
+	// Over every pause whose stop took over 3x the median stop: how much
+	// of that stop one target thread spent waiting for a CPU.
+	stops := make([]time.Duration, len(all))
+	for i, r := range all {
+		stops[i] = r.stop
+	}
+	medStop := median(stops)
+	var slow, explained float64
+	for _, r := range all {
+		if r.stop > 3*medStop {
+			slow += float64(r.stop)
+			explained += float64(min(r.waited, r.stop))
+		}
+	}
+	if slow > 0 {
+		b.ReportMetric(explained/slow, "slow-stops-runqueue-share")
+	}
 	sort.Slice(all, func(i, j int) bool { return all[i].total > all[j].total })
 	b.Logf("pauses, slowest first (of %d): %v", len(all), fmtPauses(all[:min(5, len(all))], func(r pauseRec) string {
-		return fmt.Sprintf("%v[stop %v check %v write %v end %v late %v gc %d]", r.total, r.stop, r.check, r.write, r.end, r.late, r.gcs)
+		return fmt.Sprintf("%v[stop %v (runqueue wait %v) check %v write %v end %v late %v]", r.total, r.stop, r.waited, r.check, r.write, r.end, r.late)
 	}))
 }
 
@@ -482,3 +538,29 @@ func buildBig(b testing.TB, dir string) (v1, v2 string) {
 // syscallKill ends a target started in a benchmark iteration (its process
 // group, as testutil's cleanup would at the end).
 func syscallKill(pid int) { syscall.Kill(-pid, syscall.SIGKILL) }
+
+// settledCycle is bareCycle with the target left alone for 10 ms before
+// each timed cycle, as it is before apply's pause: back to back, a cycle
+// finds threads it just resumed not yet asleep again (an idle thread then
+// stops without a wake-up of its own, see switchesPerStop), which makes
+// the bare cycle cheaper than any stop of a settled process.
+func settledCycle(b testing.TB, pid, n int) time.Duration {
+	b.Helper()
+	p, err := tracer.Attach(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	var total time.Duration
+	for i := range n + 1 {
+		time.Sleep(10 * time.Millisecond)
+		t0 := time.Now()
+		if err := p.BareCycle(); err != nil {
+			b.Fatal(err)
+		}
+		if i > 0 {
+			total += time.Since(t0)
+		}
+	}
+	return total / time.Duration(n)
+}
