@@ -331,7 +331,7 @@ func BenchmarkStackedPauses(b *testing.B) {
 	var bare []time.Duration
 	b.ResetTimer()
 	for range b.N {
-		target := testutil.Start(b, v1, os.Getenv("ONESTOP_THREADS"))
+		target := testutil.Start(b, v1, "8")
 		target.WaitLine(b, "ready", 20*time.Second)
 		probe := startProbe()
 		for k := range 20 {
