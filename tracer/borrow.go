@@ -471,3 +471,14 @@ func (p *Process) syscallThread(nr uint64, tid int) (*thread, error) {
 func (p *Process) Settle() error {
 	return p.do(func() error { return nil }) // do settles first
 }
+
+// unbookRunning closes the held-time entries of threads that never
+// stopped (a failed Stop): their interrupt is still pending, and they
+// will be sent on when it strikes.
+func (p *Process) unbookRunning() {
+	for _, tid := range p.tids() {
+		if t := p.threads[tid]; t != nil && t.state == running {
+			p.holds.end(tid)
+		}
+	}
+}

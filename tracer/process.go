@@ -603,6 +603,7 @@ func (p *Process) stop() error {
 				if rerr := p.release(); rerr != nil {
 					err = errors.Join(err, fmt.Errorf("resume after failed stop: %w", rerr))
 				}
+				p.unbookRunning()
 				return err
 			}
 		}
