@@ -408,8 +408,8 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	}
 
 	// The image and the record go in on one borrowed thread, held on
-	// into the pause; no garbage collection of graft's runs meanwhile.
-	defer quietGC()()
+	// into the pause; graft gets ready for it (hold.go: forPause).
+	defer forPause()()
 	if !opts.DryRun {
 		_, a, u, err := sys.loadForPause(ctx, p, pid, pr, exe, mods, base, stateAddr)
 		if err != nil {

@@ -193,7 +193,7 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 		return nil, fail(err)
 	}
 
-	defer quietGC()()
+	defer forPause()()
 	t0 := time.Now()
 	if err := p.Stop(); err != nil {
 		return nil, fail(fmt.Errorf("stop threads: %w", err))
