@@ -4,11 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"runtime/debug"
-	"strconv"
-
-	"golang.org/x/sys/unix"
 
 	"graft/tracer"
 )
@@ -186,59 +182,15 @@ func (sys *system) loadForPause(ctx context.Context, p proc, pid int, pr *prepar
 	return l, addr, undo, nil
 }
 
-// forPause prepares graft itself for a pause, until restore is called:
-//
-//   - a garbage collection under way finishes now and the next one cannot
-//     start: a pause must not share two cores with graft's own collector
-//     (the heap grows unchecked meanwhile, by what one apply allocates);
-//   - graft's threads run at nice -10 (if allowed: root or CAP_SYS_NICE),
-//     so that on a busy machine the scheduler does not leave graft waiting
-//     while it holds every thread of the target: stacked applies on a
-//     loaded 2-core machine showed pauses of tens of milliseconds spent
-//     with graft itself waiting for a CPU (BenchmarkStackedPauses). The
-//     target's own threads keep their priority.
+// forPause holds off graft's garbage collector until restore is called:
+// a collection under way finishes now and the next one cannot start, so a
+// pause never shares two cores with graft's own collector (the heap grows
+// unchecked meanwhile, by what one apply allocates). Raising graft's
+// priority for the pause as well (nice -10) was tried and dropped: on a
+// loaded 2-core machine it left the share of slow pauses unchanged (7-9%
+// against 8-13%, BenchmarkStackedPauses, same runs), nearly all of them
+// being a target thread waiting for a CPU.
 func forPause() (restore func()) {
 	old := debug.SetGCPercent(-1) // waits for a running cycle to end
-	unboost := boostSelf()
-	return func() {
-		unboost()
-		debug.SetGCPercent(old)
-	}
-}
-
-// pauseBoost is the nice value graft's threads take for a pause (0: none;
-// the benchmarks compare).
-var pauseBoost = -10
-
-// boostSelf sets every thread of graft to pauseBoost (on Linux the nice
-// value is per thread, and new threads inherit their creator's) and
-// returns what puts them back to the process's own.
-func boostSelf() (restore func()) {
-	self := os.Getpid()
-	cur, err := unix.Getpriority(unix.PRIO_PROCESS, self)
-	if pauseBoost == 0 || err != nil {
-		return func() {}
-	}
-	orig := 20 - cur // the raw system call returns 20 - nice
-	if orig <= pauseBoost {
-		return func() {}
-	}
-	setAll := func(nice int) bool {
-		ents, err := os.ReadDir("/proc/self/task")
-		if err != nil {
-			return false
-		}
-		ok := true
-		for _, e := range ents {
-			if tid, err := strconv.Atoi(e.Name()); err == nil {
-				ok = unix.Setpriority(unix.PRIO_PROCESS, tid, nice) == nil && ok
-			}
-		}
-		return ok
-	}
-	if !setAll(pauseBoost) {
-		setAll(orig) // not allowed: leave everything as it was
-		return func() {}
-	}
-	return func() { setAll(orig) }
+	return func() { debug.SetGCPercent(old) }
 }

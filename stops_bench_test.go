@@ -326,7 +326,6 @@ func BenchmarkStackedPauses(b *testing.B) {
 		waited                               time.Duration
 		gcs                                  uint64
 		retries                              int
-		boosted                              bool
 	}
 	var all []pauseRec
 	var bare []time.Duration
@@ -337,13 +336,6 @@ func BenchmarkStackedPauses(b *testing.B) {
 		probe := startProbe()
 		for k := range 20 {
 			p := *pts[k%2]
-			// Every other pair of applies without graft's nice boost
-			// (hold.go), to compare in the same run.
-			boosted := (k/2)%2 == 0
-			pauseBoost = -10
-			if !boosted {
-				pauseBoost = 0
-			}
 			gc0 := gcCycles()
 			res, err := sys.apply(context.Background(), target.Pid, &p, ApplyOptions{})
 			if err != nil {
@@ -361,12 +353,10 @@ func BenchmarkStackedPauses(b *testing.B) {
 				waited:  t.waited,
 				gcs:     gcCycles() - gc0,
 				retries: t.stops - 1,
-				boosted: boosted,
 			}
 			all = append(all, r)
 		}
 		probe.close()
-		pauseBoost = -10
 		bare = append(bare, bareCycle(b, target.Pid, 3))
 		testutil.RequireReleased(b, target.Pid)
 		syscallKill(target.Pid)
@@ -383,8 +373,8 @@ func BenchmarkStackedPauses(b *testing.B) {
 			worst = r
 		}
 		if r.total > 3*med {
-			b.Logf("slow pause %v (median %v, boosted %v): stop %v (a target thread waited %v of it on a runqueue), check %v, write %v, end %v; graft's worst wake-up latency meanwhile %v; GC cycles in the apply %d; safe-point retries %d",
-				r.total, med, r.boosted, r.stop, r.waited, r.check, r.write, r.end, r.late, r.gcs, r.retries)
+			b.Logf("slow pause %v (median %v): stop %v (a target thread waited %v of it on a runqueue), check %v, write %v, end %v; graft's worst wake-up latency meanwhile %v; GC cycles in the apply %d; safe-point retries %d",
+				r.total, med, r.stop, r.waited, r.check, r.write, r.end, r.late, r.gcs, r.retries)
 		}
 	}
 	b.ReportMetric(float64(med)/float64(median(bare)), "median-pause/stop-resume")
@@ -413,14 +403,9 @@ func BenchmarkStackedPauses(b *testing.B) {
 	// Slow pauses (over 3x the median): how many have their excess over
 	// the median covered, at least half, by a target thread's runqueue
 	// wait or graft's own wake-up latency in the same window (the
-	// machine), and how many came with and without graft's nice boost.
-	var nslow, machine, slowBoosted, slowPlain, nBoosted, nPlain float64
+	// machine).
+	var nslow, machine float64
 	for _, r := range all {
-		if r.boosted {
-			nBoosted++
-		} else {
-			nPlain++
-		}
 		if r.total <= 3*med {
 			continue
 		}
@@ -428,18 +413,10 @@ func BenchmarkStackedPauses(b *testing.B) {
 		if 2*max(r.waited, r.late) >= r.total-med {
 			machine++
 		}
-		if r.boosted {
-			slowBoosted++
-		} else {
-			slowPlain++
-		}
 	}
 	if nslow > 0 {
 		b.ReportMetric(machine/nslow, "slow-pauses-explained-by-machine")
-	}
-	if nBoosted > 0 && nPlain > 0 {
-		b.ReportMetric(slowBoosted/nBoosted, "slow-rate-boosted")
-		b.ReportMetric(slowPlain/nPlain, "slow-rate-plain")
+		b.ReportMetric(nslow/float64(len(all)), "slow-pause-rate")
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].total > all[j].total })
 	b.Logf("pauses, slowest first (of %d): %v", len(all), fmtPauses(all[:min(5, len(all))], func(r pauseRec) string {
