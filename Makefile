@@ -20,8 +20,15 @@ test: testprocs
 	$(GO) vet ./...
 	$(GO) test $(TESTFLAGS) ./...
 
+# The benchmarks of one stop per apply (stops_bench_test.go) run a whole
+# apply, or 20, per iteration: fewer iterations. The first run compiles a
+# 5 MB C program twice (minutes on a loaded machine; cached in
+# testprocs/build).
+HEAVY_BENCH := StackedPauses|ApplyWall|IdleStops|HeartbeatStall
+
 bench: testprocs
-	$(GO) test -run '^$$' -bench . -benchtime 200x ./...
+	$(GO) test -run '^$$' -bench . -skip '$(HEAVY_BENCH)' -benchtime 200x ./...
+	$(GO) test -run '^$$' -bench '$(HEAVY_BENCH)' -benchtime 10x .
 
 # Ground truth on real programs (slow: fetches Debian sources with apt-get
 # and builds them under /var/tmp/realworld; not part of make test).

@@ -101,6 +101,9 @@ type ApplyResult struct {
 	TransferUS int64 `json:"transfer_us,omitempty"`
 	// Stayed are the frames inside replaced functions let stay, and why.
 	Stayed []StayedFrame `json:"stayed,omitempty"`
+	// Held is, per thread of the target, how long it was held stopped
+	// and why (hold.go).
+	Held []ThreadHold `json:"held,omitempty"`
 }
 
 const defaultTimeout = 5 * time.Second
@@ -187,6 +190,9 @@ func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOpti
 	defer func() {
 		if cerr := p.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("apply patch %s: detach from pid %d: %w", pt.ID, pid, cerr)
+		}
+		if res != nil {
+			res.Held = holdsOf(p)
 		}
 	}()
 	// The record was read before attaching; another graft may have
@@ -334,26 +340,12 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	if err := ctx.Err(); err != nil {
 		return nil, fail(err)
 	}
-	var base, size uint64
-	var loaded loadedImage
-	if opts.DryRun {
-		size = pr.image.Size
-		b, err := sys.findHole(maps, exe, size)
-		if err != nil {
-			return nil, fail(err)
-		}
-		base = b
-	} else {
-		l, err := sys.load(ctx, p, pid, pr.image, exe, mods, pt.ID)
-		if err != nil {
-			return nil, fail(fmt.Errorf("load new code: %w", err))
-		}
-		loaded = l
-		base, size = l.Base(), l.Size()
-		undo = append(undo, func() error { return loaded.Unload(p) })
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, rollback(fail(err))
+	// Where the image will go: the jumps, the unwinder and the records
+	// are worked out for it before anything is loaded (hold.go).
+	size := pr.image.Size
+	base, err := sys.findHole(maps, exe, size)
+	if err != nil {
+		return nil, fail(err)
 	}
 
 	// Precompute every byte to write.
@@ -459,23 +451,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		return nil, rollback(fail(fmt.Errorf("build unwinder: %w", err)))
 	}
 
-	// The record must exist before the pause; creating it needs remote
-	// syscalls, so it is done now.
 	stateAddr := st.Addr
-	if !opts.DryRun && stateAddr == 0 {
-		var a uint64
-		err := stopped(p, func() (err error) {
-			a, err = createStateMapping(p)
-			return err
-		})
-		if err != nil {
-			return nil, rollback(fail(err))
-		}
-		stateAddr = a
-		undo = append(undo, func() error {
-			return stopped(p, func() error { return p.Munmap(a, stateCapacity) })
-		})
-	}
 	if err := ctx.Err(); err != nil {
 		return nil, rollback(fail(err))
 	}
@@ -489,7 +465,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	// candidates, and as it was (to put back if a jump cannot be written).
 	rec.Applied = sys.now().UTC()
 	var before []byte
-	if !opts.DryRun && stateAddr != 0 {
+	if !opts.DryRun {
 		b, err := encodeState(&State{Patches: st.Patches, Retained: st.Retained, Pending: st.Pending}, st.Generation+2)
 		if err != nil {
 			return nil, rollback(fail(err))
@@ -505,6 +481,18 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		outcomes[k] = o
 	}
 
+	// The image and the record go in on one borrowed thread, held on
+	// into the pause; graft gets ready for it (hold.go: forPause).
+	defer forPause()()
+	if !opts.DryRun {
+		_, a, u, err := sys.loadForPause(ctx, p, pid, pr, exe, mods, base, stateAddr)
+		if err != nil {
+			return nil, fail(err)
+		}
+		stateAddr = a
+		undo = append(undo, u...)
+	}
+
 	// The pause.
 	t0 := time.Now()
 	if err := p.Stop(); err != nil {
@@ -512,6 +500,13 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	}
 	resume := func() error {
 		err := p.Resume()
+		res.PauseUS = time.Since(t0).Microseconds()
+		return err
+	}
+	// end ends a pause that succeeded: the threads are let go detached,
+	// one kept for the unmapping if keep.
+	end := func(keep bool) error {
+		err := endPause(p, keep)
 		res.PauseUS = time.Since(t0).Microseconds()
 		return err
 	}
@@ -533,7 +528,10 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		// The transformers run too, writing nothing: a value that does
 		// not fit its new type shows now.
 		xrecs, _, xerr := runTransfers(p, pt, pr.exeBias, base, false)
-		if err := resume(); err != nil || xerr != nil {
+		if err := end(false); err != nil || xerr != nil {
+			if err != nil {
+				err = fmt.Errorf("resume: %w", err)
+			}
 			return nil, fail(errors.Join(xerr, err))
 		}
 		res.Transfers, res.Irreversible = transferResults(xrecs), (&PatchRecord{Transfers: xrecs}).Irreversible()
@@ -630,7 +628,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		}
 		return nil, rollback(fail(err))
 	}
-	if err := resume(); err != nil {
+	if err := end(len(unload) > 0); err != nil {
 		// The patch is in and recorded; the threads may be left
 		// stopped only if the process is going away.
 		return res, fail(fmt.Errorf("resume after patching: %w", err))
@@ -641,7 +639,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	if len(unload) == 0 {
 		return res, nil
 	}
-	err = stopped(p, func() error {
+	err = withThread(p, func() error {
 		var errs []error
 		for _, i := range unload {
 			if err := sys.unmapImage(p, st.Patches[i].Base, st.Patches[i].Size); err != nil {

@@ -93,7 +93,7 @@ func BenchmarkPause(b *testing.B) {
 			target := testutil.Start(b, v1, strconv.Itoa(n))
 			target.WaitLine(b, "ready", 20*time.Second)
 			defer testutil.RequireReleased(b, target.Pid)
-			var pauses, bares, unpauses []time.Duration
+			var pauses, bares, unpauses, settled []time.Duration
 			b.ResetTimer()
 			for range b.N {
 				p := *pt
@@ -108,6 +108,7 @@ func BenchmarkPause(b *testing.B) {
 				}
 				unpauses = append(unpauses, time.Duration(rr.PauseUS)*time.Microsecond)
 				bares = append(bares, bareCycle(b, target.Pid, 3))
+				settled = append(settled, settledCycle(b, target.Pid, 3))
 			}
 			b.StopTimer()
 			pm, bm := median(pauses), median(bares)
@@ -115,6 +116,7 @@ func BenchmarkPause(b *testing.B) {
 			b.ReportMetric(float64(median(unpauses).Microseconds()), "revert-pause-µs")
 			b.ReportMetric(float64(bm.Microseconds()), "stop-resume-µs")
 			b.ReportMetric(float64(pm)/float64(bm), "pause/stop-resume")
+			b.ReportMetric(float64(pm)/float64(median(settled)), "pause/settled-stop-resume")
 		})
 	}
 }

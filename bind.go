@@ -78,7 +78,7 @@ func loadImage(ctx context.Context, p proc, pid int, im *elfpatch.Image, exe *tr
 	if err != nil {
 		return nil, err
 	}
-	l, err := loader.Load(tp, im, exe, res.Resolve, loader.Options{ID: id})
+	l, err := loader.Load(tp, im, exe, res.Resolve, loader.Options{ID: id, Base: loadBase(ctx)})
 	if err != nil {
 		return nil, err
 	}
@@ -148,13 +148,15 @@ func newChecker(pid int, mods []tracer.Module, extra []imageModule) (checker, er
 	if err != nil {
 		return nil, err
 	}
-	if len(images) > 0 {
+	if f, err := procMem(pid); err == nil {
 		// Read the images' CFI now, while the target runs, not in the
 		// pause. A failure here shows again, as incomplete stacks.
-		if f, err := procMem(pid); err == nil {
+		if len(images) > 0 {
 			u.Preload(f)
-			f.Close()
 		}
+		// And work out the unwind rules of the sleeping stacks now.
+		u.Warm(pid, f)
+		f.Close()
 	}
 	return &unwinder{u: u}, nil
 }

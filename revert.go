@@ -44,6 +44,8 @@ type RevertResult struct {
 	Stayed  []StayedFrame `json:"stayed,omitempty"`
 	Pending []string      `json:"pending,omitempty"`
 	Reaped  []string      `json:"reaped,omitempty"`
+	// Held is, per thread, how long it was held stopped and why (hold.go).
+	Held []ThreadHold `json:"held,omitempty"`
 }
 
 func (sys *system) revert(ctx context.Context, pid int, opts RevertOptions) (res *RevertResult, err error) {
@@ -72,6 +74,9 @@ func (sys *system) revert(ctx context.Context, pid int, opts RevertOptions) (res
 	defer func() {
 		if cerr := p.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("revert in pid %d: detach: %w", pid, cerr)
+		}
+		if res != nil {
+			res.Held = holdsOf(p)
 		}
 	}()
 	// Read the record only once attached: no other graft can change it
@@ -232,6 +237,7 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 		return nil, fail(err)
 	}
 
+	defer forPause()()
 	t0 := time.Now()
 	if err := p.Stop(); err != nil {
 		return nil, fail(fmt.Errorf("stop threads: %w", err))
@@ -290,13 +296,20 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 		}
 		return nil, fail(errors.Join(err, resume()))
 	}
-	if err := resume(); err != nil {
+	// The threads go on detached; one stays borrowed for the unmapping.
+	unmap := len(orphans) > 0 || (len(keep) == 0 && len(next.Retained) == 0 && len(next.Pending) == 0 && st.Addr != 0) ||
+		slices.ContainsFunc(popped, func(r PatchRecord) bool {
+			return !r.Unloaded && r.GoModule == 0 && !slices.Contains(res.Pending, r.ID)
+		})
+	if err := endPause(p, unmap); err != nil {
+		res.PauseUS = time.Since(t0).Microseconds()
 		return res, fail(fmt.Errorf("resume after reverting: %w", err))
 	}
+	res.PauseUS = time.Since(t0).Microseconds()
 
 	// No thread is in the popped images and no jump leads there: unmap.
 	var errs []error
-	serr := stopped(p, func() error {
+	serr := withThread(p, func() error {
 		for _, r := range popped {
 			if r.Unloaded || r.GoModule != 0 {
 				continue // a Go image stays: its module stays registered

@@ -88,6 +88,30 @@
 // sender (si_code SI_TKILL, si_pid graft's), not the original one. A
 // remote call that blocks is interrupted at the stop timeout.
 //
+// # Borrowing one thread
+//
+// See borrow.go. Remote syscalls need one stopped thread, not a stopped
+// process: Borrow interrupts a single thread (one asleep in a call that
+// waits for work, read/accept/epoll_wait/poll..., before a futex waiter,
+// a timed sleeper or a running thread) while every other thread runs on,
+// and Syscall then runs on it exactly as above. Return lets it go. While
+// it is borrowed, what the others stop for is passed on as usual (poll
+// after each request), and nothing resumes it behind the borrower's
+// back. A Stop while a thread is borrowed stops the others and takes the
+// borrowed one in without letting it run, so a thread borrowed to load an
+// image and then held through the pause is stopped once. EndPause ends a
+// pause by detaching from every thread (each with its pending signal)
+// instead of resuming it, optionally keeping one stopped and borrowed for
+// the calls that follow the pause; Close then has nothing left to stop.
+// Every stop is booked per thread, from the interrupt to the resume or
+// detach, by cause (the pause, or borrowed for system calls): Holds. A
+// borrowed thread is as safe against a SIGKILL of graft as one in a
+// stopped process (the same frame); tracer/borrow_kill_test.go kills a
+// tracer at random moments while it borrows. One more exposure: while the
+// others run, the bytes the frame covers below a borrowed thread's stack
+// are not only dead to that thread but may be live to a neighbour (a Go
+// goroutine stack next to a small one): C and Go system stacks are fine.
+//
 // # Surviving a SIGKILL of graft
 //
 // graft can die at any instruction (SIGKILL, OOM killer); the kernel then
@@ -128,7 +152,8 @@
 //
 // Close stops the world (PTRACE_DETACH needs a stopped tracee), then
 // detaches each thread with its pending signal; a thread in a group-stop
-// goes back to it. Close is idempotent, safe from a deferred call after a
+// goes back to it. After EndPause only the kept thread, if any, is left
+// to detach, and nothing is stopped. Close is idempotent, safe from a deferred call after a
 // panic (a panic inside a request is recovered on the tracer goroutine),
 // and a process that exited meanwhile is not an error.
 //

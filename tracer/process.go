@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -95,6 +96,14 @@ type Process struct {
 	// stopTimeout bounds how long Stop waits for one thread (a thread in
 	// uninterruptible sleep stops only when it wakes).
 	stopTimeout time.Duration
+	// borrow.go: the thread borrowed while the others run (lentTid
+	// mirrors it for other goroutines), the last one borrowed, whether
+	// EndPause detached the others, and the held-time book.
+	lent     *thread
+	lentTid  atomic.Int64
+	lastLent int
+	partial  bool
+	holds    holdBook
 }
 
 type snapshot struct {
@@ -206,6 +215,12 @@ func (p *Process) loop(ready chan<- error) {
 		select {
 		case fn := <-p.reqs:
 			fn()
+			if p.lent != nil && !p.stopped {
+				// The others run meanwhile: pass on what they stopped
+				// for (the waits of a remote call may have taken the
+				// SIGCHLD that said so).
+				p.poll()
+			}
 		case <-p.sigc:
 			p.poll()
 		case <-tick.C:
@@ -336,6 +351,7 @@ func (p *Process) seizeStragglers() (int, error) {
 		switch {
 		case err == nil:
 			ptraceInterrupt(tid)
+			p.holds.begin(tid, HoldPause)
 		case err == unix.EPERM && tracerOf(p.pid, tid) == me:
 		case err == unix.ESRCH || (err == unix.EPERM && exiting(p.pid, tid)):
 			continue
@@ -472,7 +488,7 @@ func (p *Process) release() error {
 	var first error
 	for _, tid := range p.tids() {
 		t := p.threads[tid]
-		if t == nil || t.zombie || t.state == running {
+		if t == nil || t.zombie || t.state == running || t == p.lent {
 			continue
 		}
 		if err := p.resumeThread(t); err != nil && first == nil {
@@ -500,6 +516,7 @@ func (p *Process) resumeThread(t *thread) error {
 	t.sig = 0
 	t.info = nil
 	t.regs = nil
+	p.holds.end(t.tid)
 	// ESRCH: killed meanwhile (SIGKILL needs no resume); the next poll
 	// reaps it.
 	if err != nil && err != unix.ESRCH {
@@ -551,6 +568,9 @@ func (p *Process) stop() error {
 	if p.stopped {
 		return nil
 	}
+	if p.partial {
+		return fmt.Errorf("stop pid %d: its threads were released (EndPause)", p.pid)
+	}
 	for _, tid := range p.tids() {
 		t := p.threads[tid]
 		if t.zombie || (t.state != running && !t.listening) {
@@ -558,6 +578,7 @@ func (p *Process) stop() error {
 		}
 		// ESRCH: exiting; its exit status is collected below.
 		ptraceInterrupt(tid)
+		p.holds.begin(tid, HoldPause)
 	}
 	deadline := time.Now().Add(p.stopTimeout)
 	for {
@@ -582,6 +603,7 @@ func (p *Process) stop() error {
 				if rerr := p.release(); rerr != nil {
 					err = errors.Join(err, fmt.Errorf("resume after failed stop: %w", rerr))
 				}
+				p.unbookRunning()
 				return err
 			}
 		}
@@ -612,6 +634,7 @@ func (p *Process) stop() error {
 		}
 	}
 	p.stopped = true
+	p.absorbLent()
 	// Read every thread's registers now, in this one hand-off: every
 	// caller of Stop wants them (unwinding, safety checks), and Regs can
 	// then answer from the snapshot.
@@ -929,6 +952,9 @@ func (p *Process) detach() error {
 		p.closed = true // the loop ends after this request
 		return nil
 	}
+	if p.partial {
+		return p.detachPartial()
+	}
 	serr := p.stop()
 	p.closed = true
 	if p.exited != nil {
@@ -944,6 +970,7 @@ func (p *Process) detach() error {
 			continue
 		}
 		sig := p.prepareSignal(t)
+		p.holds.end(tid)
 		if err := ptraceDetach(tid, sig); err != nil && err != unix.ESRCH && first == nil {
 			first = fmt.Errorf("detach tid %d of pid %d: %w", tid, p.pid, err)
 		}

@@ -98,19 +98,10 @@ func (p *Process) SyscallOn(tid int, nr uint64, args ...uint64) (uint64, error) 
 		if err := p.usable(); err != nil {
 			return err
 		}
-		if !p.stopped {
-			return fmt.Errorf("remote syscall %d in pid %d: %w", nr, p.pid, ErrNotStopped)
+		t, err := p.syscallThread(nr, tid)
+		if err != nil {
+			return err
 		}
-		var t *thread
-		if tid != 0 {
-			var err error
-			if t, err = p.stoppedThread(tid); err != nil {
-				return err
-			}
-		} else if t = p.borrow(); t == nil {
-			return fmt.Errorf("remote syscall %d in pid %d: no stopped thread to borrow", nr, p.pid)
-		}
-		var err error
 		ret, err = p.remoteSyscall(t, nr, a)
 		return err
 	}, false)

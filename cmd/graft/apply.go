@@ -36,6 +36,8 @@ type applyOutput struct {
 	Irreversible string                 `json:"irreversible,omitempty"`
 	TransferUS   int64                  `json:"transfer_us,omitempty"`
 	Stayed       []frameOut             `json:"stayed,omitempty"`
+	// Held: per thread, stops and held time by cause (graft.ThreadHold).
+	Held []graft.ThreadHold `json:"held,omitempty"`
 }
 
 type siteOutput struct {
@@ -132,7 +134,7 @@ func runApply(stdout, stderr io.Writer, args []string) error {
 			DryRun: res.DryRun, Base: hex(res.Base), Size: res.Size, OnTopOf: res.OnTopOf,
 			Unloaded: res.Unloaded, Sites: sitesOutput(res.Sites), Warnings: res.Warnings,
 			Transfers: res.Transfers, Irreversible: res.Irreversible, TransferUS: res.TransferUS,
-			Stayed: framesOut(res.Stayed),
+			Stayed: framesOut(res.Stayed), Held: res.Held,
 		})
 	}
 	verb := "applied"

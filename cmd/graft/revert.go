@@ -22,6 +22,8 @@ type revertOutput struct {
 	Stayed    []frameOut    `json:"stayed,omitempty"`
 	Pending   []string      `json:"pending,omitempty"`
 	Reaped    []string      `json:"reaped,omitempty"`
+	// Held: per thread, stops and held time by cause (graft.ThreadHold).
+	Held []graft.ThreadHold `json:"held,omitempty"`
 }
 
 func runRevert(stdout, stderr io.Writer, args []string) error {
@@ -58,7 +60,7 @@ func runRevert(stdout, stderr io.Writer, args []string) error {
 	}
 	if *asJSON {
 		return writeJSON(stdout, revertOutput{Pid: *pid, Reverted: res.Reverted, Functions: res.Functions, PauseUS: res.PauseUS, Orphans: rangesOutput(res.Orphans),
-			Stayed: framesOut(res.Stayed), Pending: res.Pending, Reaped: res.Reaped})
+			Stayed: framesOut(res.Stayed), Pending: res.Pending, Reaped: res.Reaped, Held: res.Held})
 	}
 	for _, id := range res.Reaped {
 		fmt.Fprintf(stdout, "unmapped the pending image of reverted patch %s (no thread is in it any more)\n", id)

@@ -5,20 +5,27 @@
 // has already loaded, links the image for that address (elfpatch.Image.Link,
 // pure) and only then touches the process.
 //
-// Loading, step by step, with the target paused only around the injected
-// system calls (never while graft computes or copies):
+// Loading, step by step, with one thread of the target borrowed (tracer's
+// Borrow: the others run on) from the first system call to the last, and
+// never while graft computes (placing, linking):
 //
 //  1. FindHole over /proc/PID/maps: a page-aligned free range next to the
-//     executable, keeping clear of the brk heap's growth.
-//  2. Pause; mmap an anonymous read-write reservation there with
-//     MAP_FIXED_NOREPLACE (never clobbering a mapping that appeared since
-//     maps was read); write the name "graft-<id>" into it;
-//     memfd_create(name); ftruncate(size); resume.
+//     executable, keeping clear of the brk heap's growth (or Options.Base,
+//     a range the caller picked the same way to plan its jumps first).
+//  2. Borrow a thread (unless the caller stopped the process or borrowed
+//     one already, and then keeps it); mmap an anonymous read-write
+//     reservation there with MAP_FIXED_NOREPLACE (never clobbering a
+//     mapping that appeared since maps was read, which the running
+//     threads may do); write the name "graft-<id>" into it;
+//     memfd_create(name); ftruncate(size).
 //  3. graft writes the linked bytes into the memfd through
-//     /proc/PID/fd/N while the target runs.
-//  4. Pause; mmap each segment of the memfd MAP_PRIVATE|MAP_FIXED over the
+//     /proc/PID/fd/N (the thread stays borrowed: one stop, not two).
+//  4. mmap each segment of the memfd MAP_PRIVATE|MAP_FIXED over the
 //     reservation with its final protection, PROT_NONE between segments;
-//     close the descriptor; resume.
+//     close the descriptor; give the thread back.
+//
+// A process that cannot lend a thread (no Borrow method) is stopped whole
+// around the system calls instead.
 //
 // Pages inside NEW's PT_GNU_RELRO range (its GOT, .data.rel.ro) are mapped
 // read-only, as ld.so would after relocating them.

@@ -44,10 +44,13 @@ type Loaded struct {
 	// ("/memfd:graft-<id> (deleted)"), "" for anonymous mappings.
 	Name    string
 	Regions []Region
-	// Pauses are how long Load (and Unload) held the process stopped,
+	// Pauses are how long Load (and Unload) held a borrowed thread (or,
+	// for a process that cannot lend one, the whole process) stopped,
 	// one entry per stop, for reports; empty when the caller had it
-	// stopped already.
+	// stopped or a thread borrowed already.
 	Pauses []time.Duration
+	// heldSince: when borrow borrowed the thread it must give back.
+	heldSince time.Time
 	// unloaded makes Unload safe to call twice.
 	unloaded bool
 }
@@ -58,6 +61,10 @@ type Options struct {
 	ID string
 	// NoMemfd loads into anonymous mappings even when memfd_create works.
 	NoMemfd bool
+	// Base, if set, is where the image must go (picked by FindHole
+	// earlier, so that jumps could be planned before loading); if the
+	// range was taken meanwhile, Load fails and maps nothing.
+	Base uint64
 }
 
 // LoadError says which step of loading failed in which process.
@@ -87,9 +94,11 @@ func Load(p Process, im *elfpatch.Image, old *tracer.Module, resolve func(elfpat
 	if err != nil {
 		return nil, fail("read maps", err)
 	}
-	base, err := FindHole(maps, ImageSpan(maps, old), im.Size)
-	if err != nil {
-		return nil, fail("place image", err)
+	base := opt.Base
+	if base == 0 {
+		if base, err = FindHole(maps, ImageSpan(maps, old), im.Size); err != nil {
+			return nil, fail("place image", err)
+		}
 	}
 	// Everything that can fail without touching the target comes first.
 	segs, err := im.Link(base, old.Bias, resolve)
@@ -101,13 +110,40 @@ func Load(p Process, im *elfpatch.Image, old *tracer.Module, resolve func(elfpat
 		return nil, fail("lay out", err)
 	}
 	l := &Loaded{Base: base, Size: im.Size, Regions: regions}
+	// From here on one thread is borrowed (borrow.go) for every system
+	// call and for the copy into the memfd, the others running on.
+	if err := l.borrow(p); err != nil {
+		return nil, fail("borrow a thread", err)
+	}
+	if err := l.mapInto(p, im, segs, opt, fail); err != nil {
+		return nil, errors.Join(err, l.giveBack(p))
+	}
+	if err := l.giveBack(p); err != nil {
+		return nil, l.undo(p, -1, fail("return the borrowed thread", err))
+	}
+	// Read the image back from the target: what runs is what was linked.
+	for i, s := range im.Segments {
+		got := make([]byte, len(segs[i]))
+		if _, err := p.ReadAt(got, int64(base+s.Vaddr)); err != nil {
+			return nil, l.undo(p, -1, fail("verify", err))
+		}
+		if !bytes.Equal(got, segs[i]) {
+			return nil, l.undo(p, -1, fail("verify", fmt.Errorf("segment at %#x reads back different bytes", base+s.Vaddr)))
+		}
+	}
+	return l, nil
+}
 
+// mapInto maps the linked segments at l.Base (the target stopped or a
+// thread borrowed, see borrow).
+func (l *Loaded) mapInto(p Process, im *elfpatch.Image, segs [][]byte, opt Options, fail func(string, error) error) error {
+	pid, base := p.Pid(), l.Base
 	name := "graft"
 	if opt.ID != "" {
 		name += "-" + opt.ID
 	}
 	memfd := int64(-1)
-	err = l.paused(p, func() error {
+	err := l.paused(p, func() error {
 		got, err := p.Syscall(unix.SYS_MMAP, base, im.Size, unix.PROT_READ|unix.PROT_WRITE,
 			unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uint64(0), 0)
 		if err != nil {
@@ -136,7 +172,7 @@ func Load(p Process, im *elfpatch.Image, old *tracer.Module, resolve func(elfpat
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if memfd >= 0 {
 		if err := fillMemfd(pid, memfd, im, segs); err != nil {
@@ -148,7 +184,7 @@ func Load(p Process, im *elfpatch.Image, old *tracer.Module, resolve func(elfpat
 			})
 			memfd = -1
 			if err != nil {
-				return nil, l.undo(p, -1, fail("close memfd", err))
+				return l.undo(p, -1, fail("close memfd", err))
 			}
 		}
 	}
@@ -160,7 +196,7 @@ func Load(p Process, im *elfpatch.Image, old *tracer.Module, resolve func(elfpat
 		return l.mapAnon(p, fail)
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if memfd < 0 {
 		// /proc/PID/mem writes through page protections into private
@@ -168,21 +204,11 @@ func Load(p Process, im *elfpatch.Image, old *tracer.Module, resolve func(elfpat
 		// to be mapped writable.
 		for i, s := range im.Segments {
 			if _, err := p.WriteAt(segs[i], int64(base+s.Vaddr)); err != nil {
-				return nil, l.undo(p, -1, fail(fmt.Sprintf("write segment at %#x", base+s.Vaddr), err))
+				return l.undo(p, -1, fail(fmt.Sprintf("write segment at %#x", base+s.Vaddr), err))
 			}
 		}
 	}
-	// Read the image back from the target: what runs is what was linked.
-	for i, s := range im.Segments {
-		got := make([]byte, len(segs[i]))
-		if _, err := p.ReadAt(got, int64(base+s.Vaddr)); err != nil {
-			return nil, l.undo(p, -1, fail("verify", err))
-		}
-		if !bytes.Equal(got, segs[i]) {
-			return nil, l.undo(p, -1, fail("verify", fmt.Errorf("segment at %#x reads back different bytes", base+s.Vaddr)))
-		}
-	}
-	return l, nil
+	return nil
 }
 
 // layout turns the segments into page-aligned regions relative to base,
@@ -313,11 +339,61 @@ func (l *Loaded) Unload(p Process) error {
 	return nil
 }
 
-// paused runs fn with the process stopped: it stops it first unless the
-// caller already did, and resumes it afterwards in that case only.
+// borrower is a process that can lend one thread for system calls while
+// its other threads run (*tracer.Process; see tracer/borrow.go).
+type borrower interface {
+	Lent() int
+	Borrow(tid int) (int, error)
+	Return() error
+}
+
+// borrow borrows a thread for the system calls that follow, unless the
+// process is stopped or a thread is borrowed already (by the caller, who
+// then keeps it: giveBack leaves it alone).
+func (l *Loaded) borrow(p Process) error {
+	b, ok := p.(borrower)
+	if !ok || p.Stopped() || b.Lent() != 0 {
+		return nil
+	}
+	l.heldSince = time.Now()
+	if _, err := b.Borrow(0); err != nil {
+		l.heldSince = time.Time{}
+		return err
+	}
+	return nil
+}
+
+// giveBack returns the thread borrow borrowed.
+func (l *Loaded) giveBack(p Process) error {
+	if l.heldSince.IsZero() {
+		return nil
+	}
+	err := p.(borrower).Return()
+	l.Pauses = append(l.Pauses, time.Since(l.heldSince))
+	l.heldSince = time.Time{}
+	return err
+}
+
+// paused runs fn with the process stopped or a thread borrowed: it
+// borrows one (or, for a process that cannot lend one, stops every
+// thread) first unless the caller already did, and gives it back
+// afterwards in that case only.
 func (l *Loaded) paused(p Process, fn func() error) error {
 	if p.Stopped() {
 		return fn()
+	}
+	if b, ok := p.(borrower); ok {
+		if b.Lent() != 0 {
+			return fn()
+		}
+		if err := l.borrow(p); err != nil {
+			return &LoadError{Pid: p.Pid(), Step: "borrow a thread", Err: err}
+		}
+		ferr := fn()
+		if err := l.giveBack(p); err != nil {
+			return errors.Join(ferr, &LoadError{Pid: p.Pid(), Step: "return the borrowed thread", Err: err})
+		}
+		return ferr
 	}
 	start := time.Now()
 	if err := p.Stop(); err != nil {
