@@ -192,10 +192,28 @@ func targetVars(pb *Playbook, pid int) map[string]string {
 		vars[k] = v
 	}
 	vars["pid"] = strconv.Itoa(pid)
-	if port, err := ListenPort(pid); err == nil && port != 0 {
+	vars["port"] = ""
+	if port := portOf(pid); port != 0 {
 		vars["port"] = strconv.Itoa(port)
-	} else {
-		vars["port"] = ""
 	}
 	return vars
+}
+
+// portOf is the lowest TCP port pid listens on. A forked child that
+// listens on none (a session process, which closed its copy of the
+// listening socket) takes that of its nearest ancestor running the same
+// executable: checks of a session are checks of its server.
+func portOf(pid int) int {
+	p, ok := readProc(pid)
+	for depth := 0; ok && depth < 16; depth++ {
+		if port, err := ListenPort(p.pid); err == nil && port != 0 {
+			return port
+		}
+		parent, ok2 := readProc(p.ppid)
+		if !ok2 || !parent.hasExe || parent.dev != p.dev || parent.ino != p.ino {
+			return 0
+		}
+		p = parent
+	}
+	return 0
 }

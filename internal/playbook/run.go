@@ -565,6 +565,9 @@ func (r *runner) applyOne(ctx context.Context, tr *TargetReport) bool {
 		r.progress("pid %d: SKIPPED_UNHEALTHY: %s", pid, why)
 		return true
 	}
+	if n := len(r.checksFor("before")); n > 0 {
+		r.progress("pid %d: baseline passed (%d check(s))", pid, n)
+	}
 	res, err := r.act.Apply(ctx, pid, r.src, graft.ApplyOptions{Timeout: r.pb.Patch.Timeout, AllowActive: r.pb.Patch.AllowActive})
 	var ae *safepoint.ActiveError
 	var pe *tracer.ProcessExitedError
