@@ -115,7 +115,12 @@ type ansibleResult struct {
 // callback output.
 func runAnsible(t *testing.T, ansible, dir string, extra ...string) (*ansibleResult, string) {
 	t.Helper()
-	args := append([]string{"-i", filepath.Join(dir, "hosts"), filepath.Join(dir, "site.yml")}, extra...)
+	return runSite(t, ansible, dir, "site.yml", extra...)
+}
+
+func runSite(t *testing.T, ansible, dir, site string, extra ...string) (*ansibleResult, string) {
+	t.Helper()
+	args := append([]string{"-i", filepath.Join(dir, "hosts"), filepath.Join(dir, site)}, extra...)
 	cmd := exec.Command(ansible, args...)
 	cmd.Env = append(os.Environ(),
 		"ANSIBLE_LIBRARY="+filepath.Join(testutil.Root(), "internal", "ansible", "library"),
@@ -312,4 +317,66 @@ func TestAnsibleFailureStopsLaterHosts(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "host2.yaml")); err == nil {
 		t.Fatal("host2's tasks ran")
 	}
+}
+
+// The module's apply mode (graft apply -p PID): check mode is a dry run that
+// writes nothing, the apply patches, and a second apply of the same NEW
+// build (as a binary or as a patch file) is ok, not changed.
+func TestAnsibleApplyMode(t *testing.T) {
+	ansible := requireAnsible(t)
+	testutil.RequirePtrace(t)
+	cli := buildCLI(t)
+	dir := t.TempDir()
+	b, err := os.ReadFile(testutil.Build(t, "sshd-v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(dir, "sshd-old")
+	if err := os.WriteFile(old, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p, port := startAt(t, old)
+	newBin := testutil.Build(t, "sshd-v2")
+	fix := filepath.Join(dir, "fix.patch")
+	if out, err := exec.Command(cli, "diff", "-o", fix, old, newBin).CombinedOutput(); err != nil {
+		t.Fatalf("diff: %v\n%s", err, out)
+	}
+	inv := "[servers]\nhost1 ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n"
+	files := map[string]string{
+		"hosts":    inv,
+		"file.yml": fmt.Sprintf("- hosts: servers\n  gather_facts: false\n  tasks:\n    - livepatch: {pid: %d, patch_file: %s, binary: %s}\n", p.Pid, fix, cli),
+		"new.yml":  fmt.Sprintf("- hosts: servers\n  gather_facts: false\n  tasks:\n    - livepatch: {pid: %d, new: %s, binary: %s, timeout: 3s}\n", p.Pid, newBin, cli),
+	}
+	for name, text := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, out := runSite(t, ansible, dir, "file.yml", "--check")
+	if st := res.Stats["host1"]; st.Failures != 0 || st.Changed != 1 {
+		t.Fatalf("--check: %+v\n%s", st, out)
+	}
+	if n := patchCount(t, p.Pid); n != 0 {
+		t.Fatalf("--check patched (%d patches)", n)
+	}
+	res, out = runSite(t, ansible, dir, "file.yml")
+	if st := res.Stats["host1"]; st.Failures != 0 || st.Changed != 1 {
+		t.Fatalf("apply: %+v\n%s", st, out)
+	}
+	if n := patchCount(t, p.Pid); n != 1 {
+		t.Fatalf("%d patches after apply, want 1", n)
+	}
+	if got := login(t, port, "sec"); got != "FAIL login incorrect" {
+		t.Fatalf("not patched: %s", got)
+	}
+	for _, site := range []string{"file.yml", "new.yml"} {
+		res, out = runSite(t, ansible, dir, site)
+		if st := res.Stats["host1"]; st.Failures != 0 || st.Changed != 0 {
+			t.Fatalf("%s again: %+v\n%s", site, st, out)
+		}
+	}
+	if n := patchCount(t, p.Pid); n != 1 {
+		t.Fatalf("%d patches after re-runs, want 1", n)
+	}
+	testutil.RequireReleased(t, p.Pid)
 }

@@ -80,8 +80,35 @@ counts:
 '''
 
 import json
+import struct
 
 from ansible.module_utils.basic import AnsibleModule
+
+
+def elf_build_id(path):
+    """The GNU build-id of an ELF file (hex), from its PT_NOTE segments;
+    None when there is none."""
+    with open(path, 'rb') as f:
+        eh = f.read(64)
+        if len(eh) < 64 or eh[:4] != b'\x7fELF' or eh[4] != 2 or eh[5] != 1:
+            return None
+        phoff, = struct.unpack_from('<Q', eh, 32)
+        phentsize, phnum = struct.unpack_from('<HH', eh, 54)
+        for i in range(phnum):
+            f.seek(phoff + i * phentsize)
+            ptype, _, off, _, _, filesz = struct.unpack('<IIQQQQ', f.read(40))
+            if ptype != 4:  # PT_NOTE
+                continue
+            f.seek(off)
+            notes = f.read(filesz)
+            while len(notes) >= 12:
+                namesz, descsz, ntype = struct.unpack_from('<III', notes)
+                name_end = 12 + ((namesz + 3) & ~3)
+                desc_end = name_end + ((descsz + 3) & ~3)
+                if ntype == 3 and notes[12:12 + namesz].rstrip(b'\0') == b'GNU':
+                    return notes[name_end:name_end + descsz].hex()
+                notes = notes[desc_end:]
+    return None
 
 
 def parse_json(text):
@@ -123,6 +150,25 @@ def run_apply(module, binary):
     p = module.params
     if bool(p['patch_file']) == bool(p['new']):
         module.fail_json(msg='with pid, give exactly one of patch_file or new')
+    # Already in effect? The newest patch in the process (graft status)
+    # already brings the NEW build this apply would bring.
+    if p['new']:
+        want = elf_build_id(p['new'])
+    else:
+        rc, out, err = module.run_command([binary, 'show', '--json', p['patch_file']])
+        shown = parse_json(out) if rc == 0 else None
+        if shown is None:
+            module.fail_json(msg='graft show %s: %s' % (p['patch_file'], err.strip()), rc=rc)
+        want = shown.get('new_build_id')
+    rc, out, err = module.run_command([binary, 'status', '-p', str(p['pid']), '--json'])
+    status = parse_json(out) if rc == 0 else None
+    if status is None:
+        module.fail_json(msg='graft status -p %s: %s' % (p['pid'], err.strip()), rc=rc)
+    patches = status.get('patches') or []
+    if want and patches and patches[-1].get('new_build_id') == want:
+        module.exit_json(changed=False, rc=0, status=status,
+                         msg='pid %s already runs build %s (patch %s)' % (p['pid'], want, patches[-1].get('id')))
+
     cmd = [binary, 'apply', '-p', str(p['pid']), '--json']
     if p['timeout']:
         cmd += ['--timeout', p['timeout']]
@@ -138,7 +184,7 @@ def run_apply(module, binary):
         result['changed'] = True
         module.exit_json(msg='patched pid %s' % p['pid'] if not module.check_mode else 'would patch pid %s' % p['pid'], **result)
     if 'already in effect' in err:
-        # The same patch applied before: nothing to do, not a failure.
+        # Applied meanwhile: nothing to do, not a failure.
         module.exit_json(msg='pid %s already runs the patch' % p['pid'], **result)
     module.fail_json(msg='graft apply exit %d: %s' % (rc, err.strip()), **result)
 
