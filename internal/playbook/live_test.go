@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -423,4 +424,121 @@ checks:
 	// the late server.
 	require.True(t, strings.HasPrefix(sess.cmd(t, "SIZE sub"), "550"), "patched session")
 	require.True(t, strings.HasPrefix(ftpOpen(t, latePort).cmd(t, "SIZE sub"), "550"), "late server")
+}
+
+// A target that stays inside a function the patch replaces is BUSY, with
+// the blocking frame named; nothing is written, and the run stops there.
+func TestPlayBusyNamesTheFrame(t *testing.T) {
+	testutil.RequirePtrace(t)
+	exe := copyExe(t, "ftpd-v7", "ftpd-old")
+	var pids []int
+	for i := 0; i < 2; i++ {
+		p, _ := startAt(t, exe, "-d", t.TempDir())
+		pids = append(pids, p.Pid)
+	}
+	pb := writePlaybook(t, fmt.Sprintf(`patch: {new: %s, timeout: 300ms}
+targets: [{exe: %s}]
+rollout: {batches: [1]}
+`, testutil.Build(t, "ftpd-v8"), exe))
+	rep := Run(context.Background(), pb, Options{})
+	require.Equal(t, ExitFailed, rep.ExitCode)
+	requireCountsAddUp(t, rep)
+	got := byPid(rep)
+	busy := got[pids[0]]
+	require.Equal(t, Busy, busy.Outcome, busy.Error)
+	require.NotNil(t, busy.Blocker)
+	require.Equal(t, "accept_loop", busy.Blocker.Function)
+	require.Contains(t, busy.Blocker.Stack, "accept_loop")
+	require.NotZero(t, busy.Blocker.Tid)
+	require.False(t, busy.Patched)
+	require.Equal(t, NotReached, got[pids[1]].Outcome)
+	for _, pid := range pids {
+		require.Nil(t, patches(t, pid))
+		st, err := graft.Status(pid)
+		require.NoError(t, err)
+		require.Empty(t, st.Orphans, "the busy apply left its image mapped")
+		testutil.RequireReleased(t, pid)
+	}
+}
+
+// uniqueBuild copies a testprocs build under a name of its own and gives
+// the copy a build-id of its own (the note's bytes rewritten), so the name
+// and build_id selectors see this test's processes only.
+func uniqueBuild(t *testing.T, target string) (path, buildID string) {
+	t.Helper()
+	b, err := os.ReadFile(testutil.Build(t, target))
+	require.NoError(t, err)
+	f, err := elfpatchOpen(testutil.Build(t, target))
+	require.NoError(t, err)
+	old := f.BuildID()
+	raw, err := hexDecode(old)
+	require.NoError(t, err)
+	i := strings.Index(string(b), string(raw))
+	require.Positive(t, i)
+	stamp := fmt.Sprintf("%016x", time.Now().UnixNano())
+	copy(b[i:], stamp[:8])
+	name := "sx" + stamp[10:]
+	path = filepath.Join(t.TempDir(), name)
+	require.NoError(t, os.WriteFile(path, b, 0o755))
+	g, err := elfpatchOpen(path)
+	require.NoError(t, err)
+	require.NotEqual(t, old, g.BuildID())
+	return path, g.BuildID()
+}
+
+// Every selector, and a patch file made beforehand.
+func TestPlaySelectorsAndPatchFile(t *testing.T) {
+	testutil.RequirePtrace(t)
+	exe, id := uniqueBuild(t, "sshd-v1")
+	var pids, ports []int
+	for i := 0; i < 3; i++ {
+		p, port := startAt(t, exe)
+		pids, ports = append(pids, p.Pid), append(ports, port)
+	}
+	pidfile := filepath.Join(t.TempDir(), "a.pid")
+	require.NoError(t, os.WriteFile(pidfile, []byte(strconv.Itoa(pids[0])+"\n"), 0o644))
+	sel := func(kind, val string) []int {
+		s := Selector{Kind: kind, Value: val, Pos: Pos{"pb.yaml", 1, 1}}
+		if kind == "pid" {
+			s.Pid, _ = strconv.Atoi(val)
+		}
+		res, err := Resolve([]Selector{s})
+		require.NoError(t, err)
+		var out []int
+		for _, tg := range res.Targets {
+			out = append(out, tg.Pid)
+		}
+		return out
+	}
+	require.Equal(t, []int{pids[0]}, sel("pidfile", pidfile))
+	require.Equal(t, []int{pids[1]}, sel("pid", strconv.Itoa(pids[1])))
+	require.Equal(t, pids, sel("name", filepath.Base(exe)[:6]+"*"))
+	require.Equal(t, pids, sel("build_id", id))
+	require.Equal(t, pids, sel("exe", exe))
+	require.Empty(t, sel("pid", "999999999"))
+	if _, err := exec.LookPath("systemctl"); err != nil {
+		_, err := Resolve([]Selector{{Kind: "unit", Value: "sshd.service", Pos: Pos{"pb.yaml", 3, 5}}})
+		require.ErrorContains(t, err, "pb.yaml:3:5: target unit: sshd.service: the unit selector needs systemd, and systemctl is not on this host's PATH")
+	}
+
+	fix := filepath.Join(t.TempDir(), "fix.patch")
+	writePatch(t, exe, testutil.Build(t, "sshd-v2"), fix)
+	pb := writePlaybook(t, fmt.Sprintf(`patch: {file: %s}
+targets:
+  - pidfile: %s
+  - build_id: %s
+rollout: {batches: ["34%%"]}
+`, fix, pidfile, id)+sshdHealthy)
+	rep := Run(context.Background(), pb, Options{})
+	require.Equal(t, ExitOK, rep.ExitCode, rep.Failure)
+	require.Equal(t, 3, rep.Batches, "34%% of 3 is one per batch")
+	require.Equal(t, id, rep.Patch.OldBuildID)
+	got := byPid(rep)
+	require.Equal(t, "pidfile: "+pidfile, got[pids[0]].Via)
+	require.Equal(t, "build_id: "+id, got[pids[1]].Via)
+	for i, pid := range pids {
+		require.Equal(t, Applied, got[pid].Outcome)
+		require.Equal(t, id, got[pid].BuildID)
+		require.Equal(t, "FAIL login incorrect", sshdLogin(t, ports[i], "alice", "sec"))
+	}
 }

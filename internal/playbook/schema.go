@@ -114,7 +114,10 @@ type Check struct {
 	Pos              Pos
 }
 
-// TCPCheck connects, optionally sends, optionally expects a reply.
+// TCPCheck connects, optionally sends, optionally expects a reply: Expect
+// is matched, in multi-line mode (^ and $ at every line), against all that
+// was read so far, trailing newlines trimmed, until it matches or the
+// timeout.
 type TCPCheck struct {
 	Host   string
 	Port   string
@@ -752,7 +755,10 @@ func (v *validator) tcp(f field, name string) *TCPCheck {
 		t.Send, _ = v.template(sf, fmt.Sprintf("check %q: tcp.send", name))
 	}
 	if ef, ok := m["expect"]; ok {
-		t.Expect = v.regex(ef, "tcp.expect")
+		// A reply often follows a banner: ^ and $ match at every line.
+		if re := v.regex(ef, "tcp.expect"); re != nil {
+			t.Expect = regexp.MustCompile("(?m)" + re.String())
+		}
 	}
 	return t
 }
