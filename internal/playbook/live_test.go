@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -541,4 +542,155 @@ rollout: {batches: ["34%%"]}
 		require.Equal(t, id, got[pid].BuildID)
 		require.Equal(t, "FAIL login incorrect", sshdLogin(t, ports[i], "alice", "sec"))
 	}
+}
+
+// on_failure: stop leaves the failed canary patched (and says so) and
+// touches nothing more.
+func TestPlayOnFailureStop(t *testing.T) {
+	testutil.RequirePtrace(t)
+	exe := copyExe(t, "sshd-v1", "sshd-old")
+	var pids []int
+	for i := 0; i < 2; i++ {
+		p, _ := startAt(t, exe)
+		pids = append(pids, p.Pid)
+	}
+	pb := writePlaybook(t, fmt.Sprintf(`patch: {new: %s}
+targets: [{exe: %s}]
+rollout: {batches: [1], on_failure: stop}
+checks:
+  - name: prefix login
+    when: after
+    tcp: {send: "LOGIN alice sec\n", expect: "OK welcome alice"}
+    period: 50ms
+    failure_threshold: 1
+`, testutil.Build(t, "sshd-v2"), exe))
+	rep := Run(context.Background(), pb, Options{})
+	require.Equal(t, ExitFailed, rep.ExitCode)
+	requireCountsAddUp(t, rep)
+	got := byPid(rep)
+	require.Equal(t, Failed, got[pids[0]].Outcome)
+	require.True(t, got[pids[0]].Patched)
+	require.Len(t, patches(t, pids[0]), 1, "stop leaves the canary patched")
+	require.Equal(t, NotReached, got[pids[1]].Outcome)
+	require.Nil(t, patches(t, pids[1]))
+}
+
+// Targets are resolved again before each batch: a server started after
+// the canary joins the next batch, one that exited is GONE.
+func TestPlayResolvesAgainPerBatch(t *testing.T) {
+	testutil.RequirePtrace(t)
+	exe := copyExe(t, "sshd-v1", "sshd-old")
+	var procs []*testutil.Proc
+	for i := 0; i < 3; i++ {
+		p, _ := startAt(t, exe)
+		procs = append(procs, p)
+	}
+	pb := writePlaybook(t, fmt.Sprintf(`patch: {new: %s}
+targets: [{exe: %s}]
+rollout: {batches: [1, "100%%"], pause: 1s}
+`, testutil.Build(t, "sshd-v2"), exe))
+	var late *testutil.Proc
+	var prog lines
+	prog.on = func(s string) {
+		if strings.HasPrefix(s, "pause ") {
+			// Between the batches: one target exits, a new one starts.
+			procs[2].Cmd.Process.Kill()
+			for !procs[2].Exited() {
+				time.Sleep(5 * time.Millisecond)
+			}
+			late, _ = startAt(t, exe)
+		}
+	}
+	rep := Run(context.Background(), pb, Options{Progress: prog.add})
+	t.Log(prog.String())
+	require.Equal(t, ExitOK, rep.ExitCode, rep.Failure)
+	requireCountsAddUp(t, rep)
+	require.NotNil(t, late)
+	got := byPid(rep)
+	require.Equal(t, Applied, got[procs[0].Pid].Outcome)
+	require.Equal(t, 1, got[procs[0].Pid].Batch)
+	require.Equal(t, Applied, got[procs[1].Pid].Outcome)
+	require.Equal(t, Gone, got[procs[2].Pid].Outcome)
+	require.Equal(t, Applied, got[late.Pid].Outcome)
+	require.Equal(t, 2, got[late.Pid].Batch)
+	require.Len(t, patches(t, late.Pid), 1)
+	require.Equal(t, 1, rep.Counts[Gone])
+	require.Equal(t, 4, rep.Total)
+}
+
+// An interrupt (Ctrl-C) ends the rollout like a failure: what was patched
+// is rolled back, nothing more is touched.
+func TestPlayInterruptRollsBack(t *testing.T) {
+	testutil.RequirePtrace(t)
+	exe := copyExe(t, "sshd-v1", "sshd-old")
+	var pids []int
+	for i := 0; i < 2; i++ {
+		p, _ := startAt(t, exe)
+		pids = append(pids, p.Pid)
+	}
+	pb := writePlaybook(t, fmt.Sprintf(`patch: {new: %s}
+targets: [{exe: %s}]
+rollout: {batches: [1], pause: 30s}
+`, testutil.Build(t, "sshd-v2"), exe))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var prog lines
+	prog.on = func(s string) {
+		if strings.HasPrefix(s, "pause ") {
+			cancel()
+		}
+	}
+	start := time.Now()
+	rep := Run(ctx, pb, Options{Progress: prog.add})
+	require.Less(t, time.Since(start), 20*time.Second, "the pause was not cut short")
+	require.Equal(t, ExitFailed, rep.ExitCode)
+	require.Equal(t, "interrupted", rep.Failure)
+	requireCountsAddUp(t, rep)
+	got := byPid(rep)
+	require.Equal(t, RolledBack, got[pids[0]].Outcome)
+	require.Equal(t, NotReached, got[pids[1]].Outcome)
+	for _, pid := range pids {
+		require.Nil(t, patches(t, pid))
+	}
+}
+
+// A session forked after the listener was patched inherited the patch; a
+// rollback takes it out of that session too.
+func TestPlayRollbackReachesInheritingChild(t *testing.T) {
+	testutil.RequirePtrace(t)
+	root := t.TempDir()
+	exe := copyExe(t, "ftpd-v2", "ftpd-a")
+	lst, _ := startAt(t, exe, "-d", root)
+	// The check opens a session that outlives it (the server forks a
+	// patched child for it), then fails.
+	holder := filepath.Join(t.TempDir(), "holder.pid")
+	t.Cleanup(func() {
+		// The client holding the session: ours, so ours to end.
+		if b, err := os.ReadFile(holder); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	pb := writePlaybook(t, fmt.Sprintf(`patch: {new: %s}
+targets: [{pid: %d}]
+checks:
+  - name: keeps a session open, then fails
+    when: after
+    exec: [bash, -c, "(echo $BASHPID > %s; exec 3<>/dev/tcp/127.0.0.1/${port}; exec sleep 30) >/dev/null 2>&1 & sleep 0.5; exit 1"]
+    failure_threshold: 1
+`, testutil.Build(t, "ftpd-v3"), lst.Pid, holder))
+	rep := Run(context.Background(), pb, Options{})
+	require.Equal(t, ExitFailed, rep.ExitCode)
+	requireCountsAddUp(t, rep)
+	got := byPid(rep)
+	require.Equal(t, FailedRolledBack, got[lst.Pid].Outcome)
+	kids := childrenOf(t, lst.Pid)
+	require.Len(t, kids, 1, "the session the check opened")
+	child := got[kids[0]]
+	require.NotNil(t, child, "the inheriting session is in the report: %+v", rep.Targets)
+	require.Equal(t, RolledBack, child.Outcome, child.Error)
+	require.Contains(t, child.Error, "inherited the patch by fork")
+	require.Nil(t, patches(t, lst.Pid))
+	require.Nil(t, patches(t, kids[0]))
 }
