@@ -558,6 +558,11 @@ func (r *runner) applyOne(ctx context.Context, tr *TargetReport) bool {
 	if build == r.newID {
 		tr.Outcome, tr.Patched = AlreadyApplied, true
 		r.progress("pid %d: ALREADY_APPLIED (runs build %s)", pid, build)
+		// Patched by an earlier run: its executable's build is an OLD
+		// one all the same, for follow.
+		if id, err := tracer.ExeBuildID(pid); err == nil && id != r.newID && r.patchFile == nil {
+			r.oldIDs[id] = true
+		}
 		return true
 	}
 	if ok, why := r.healthy(ctx, tr, "before"); !ok {
