@@ -189,6 +189,7 @@ rollout:
 	}
 	// The canary's batch finished (checks included) before batch 2 began.
 	out := prog.String()
+	require.Equal(t, 1, strings.Count(out, "patch from build"), "one diff for three processes of one build:\n%s", out)
 	require.Less(t, strings.Index(out, fmt.Sprintf("pid %d: checks after the patch passed", pids[0])),
 		strings.Index(out, "batch 2"), out)
 

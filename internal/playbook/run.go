@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -166,7 +167,8 @@ type runner struct {
 	opts Options
 	act  Actions
 	rep  *Report
-	src  graft.Source
+	// src is patch.file's source (patch.new's are made per OLD build).
+	src graft.Source
 
 	// newID is NEW's build-id; oldIDs are the builds this run patches from
 	// (the patch file's OLD, or what each patched target ran before).
@@ -175,8 +177,10 @@ type runner struct {
 	// patchFile is the patch file's content (patch.file).
 	patchFile *elfpatch.Patch
 	newBin    *elfpatch.Binary
-	// built caches --check's patches by OLD build-id (patch.new).
-	built map[string]error
+	// built holds the patches made from patch.new, by OLD build-id; dir
+	// is the run's directory for them, removed at the end.
+	built map[string]builtPatch
+	dir   string
 
 	known   map[key]Target
 	handled map[key]*TargetReport
@@ -197,7 +201,7 @@ func (r *runner) progress(format string, args ...any) {
 func Run(ctx context.Context, pb *Playbook, opts Options) *Report {
 	start := time.Now()
 	r := &runner{pb: pb, opts: opts, act: opts.Actions, rep: &Report{Playbook: pb.File, Name: pb.Name, Check: opts.Check},
-		oldIDs: map[string]bool{}, built: map[string]error{}, known: map[key]Target{}, handled: map[key]*TargetReport{}}
+		oldIDs: map[string]bool{}, built: map[string]builtPatch{}, known: map[key]Target{}, handled: map[key]*TargetReport{}}
 	if r.act == nil {
 		r.act = graftActions{}
 	}
@@ -208,6 +212,9 @@ func Run(ctx context.Context, pb *Playbook, opts Options) *Report {
 		r.opts.FollowSettle = 200 * time.Millisecond
 	}
 	r.run(ctx)
+	if r.dir != "" {
+		os.RemoveAll(r.dir)
+	}
 	r.finish()
 	r.rep.DurationMS = time.Since(start).Milliseconds()
 	return r.rep
@@ -271,7 +278,6 @@ func (r *runner) openPatch() error {
 			return fmt.Errorf("%s: patch.new: %s has no GNU build-id note, so a patched process could not be told from an unpatched one (link with -Wl,--build-id)", ps.Pos, ps.New)
 		}
 		r.newBin, r.newID = b, b.BuildID()
-		r.src = graft.Source{NewBinary: ps.New}
 	} else {
 		f, err := os.Open(ps.File)
 		if err != nil {
@@ -396,6 +402,12 @@ func (r *runner) batch(i int) Batch {
 	return bs[min(i, len(bs)-1)]
 }
 
+// builtPatch is the patch from one OLD build to NEW, made once.
+type builtPatch struct {
+	path string // the patch file written to the run's directory
+	err  error
+}
+
 // fits says, without touching the process, whether the patch applies to
 // what pid runs: for a patch file its OLD build-id; for a NEW binary the
 // patch is built against the process's executable (or the NEW of its
@@ -407,27 +419,67 @@ func (r *runner) fits(pid int, build string, top *graft.PatchStatus) error {
 		}
 		return nil
 	}
-	if err, ok := r.built[build]; ok {
-		return err
+	_, err := r.sourceFor(pid, build, top)
+	return err
+}
+
+// sourceFor is what to apply to pid, which runs build (top: its newest
+// patch). patch.new is diffed once per OLD build, not once per process:
+// the patch is written to a file in the run's directory and every process
+// of that build gets the same file.
+func (r *runner) sourceFor(pid int, build string, top *graft.PatchStatus) (graft.Source, error) {
+	if r.patchFile != nil {
+		return r.src, nil
 	}
+	if b, ok := r.built[build]; ok {
+		return graft.Source{File: b.path}, b.err
+	}
+	b := r.build(pid, build, top)
+	r.built[build] = b
+	if b.err == nil {
+		r.progress("patch from build %s to %s made (%s)", build, r.newID, filepath.Base(b.path))
+	}
+	return graft.Source{File: b.path}, b.err
+}
+
+func (r *runner) build(pid int, build string, top *graft.PatchStatus) builtPatch {
 	oldPath := fmt.Sprintf("/proc/%d/exe", pid)
 	if top != nil {
 		if top.NewPath == "" {
-			err := fmt.Errorf("pid %d runs patch %s from a patch file whose NEW binary is not on this machine: a diff against it needs that binary", pid, top.ID)
-			r.built[build] = err
-			return err
+			return builtPatch{err: fmt.Errorf("pid %d runs patch %s from a patch file whose NEW binary is not on this machine: a diff against it needs that binary (or use patch.file)", pid, top.ID)}
 		}
 		oldPath = top.NewPath
 	}
 	old, err := elfpatch.Open(oldPath)
+	if err != nil {
+		return builtPatch{err: fmt.Errorf("patch from build %s: %w", build, err)}
+	}
+	// A deploy that replaced the NEW of the patch in effect on disk would
+	// make the diff start from a build the process does not run.
+	if old.BuildID() != build {
+		return builtPatch{err: fmt.Errorf("pid %d runs build %s, but %s is now build %s (replaced on disk since?): use a patch file made from the right build (patch.file)", pid, build, oldPath, old.BuildID())}
+	}
+	p, err := elfpatch.BuildPatch(old, r.newBin)
+	if err != nil {
+		return builtPatch{err: fmt.Errorf("patch from build %s to %s: %w", build, r.newID, err)}
+	}
+	if r.dir == "" {
+		if r.dir, err = os.MkdirTemp("", "play-"); err != nil {
+			return builtPatch{err: fmt.Errorf("directory for the patch: %w", err)}
+		}
+	}
+	path := filepath.Join(r.dir, build+".patch")
+	f, err := os.Create(path)
 	if err == nil {
-		_, err = elfpatch.BuildPatch(old, r.newBin)
+		_, err = p.WriteTo(f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
 	}
 	if err != nil {
-		err = fmt.Errorf("patch from build %s to %s: %w", build, r.newID, err)
+		return builtPatch{err: fmt.Errorf("write the patch from build %s: %w", build, err)}
 	}
-	r.built[build] = err
-	return err
+	return builtPatch{path: path}
 }
 
 // settleError files an error from looking at a target: gone, or failed.
@@ -549,7 +601,7 @@ func (r *runner) applyOne(ctx context.Context, tr *TargetReport) bool {
 		r.progress("pid %d: GONE", pid)
 		return true
 	}
-	build, _, err := r.current(pid)
+	build, top, err := r.current(pid)
 	if err != nil {
 		r.settleError(tr, err)
 		return tr.Outcome == Gone
@@ -573,7 +625,13 @@ func (r *runner) applyOne(ctx context.Context, tr *TargetReport) bool {
 	if n := len(r.checksFor("before")); n > 0 {
 		r.progress("pid %d: baseline passed (%d check(s))", pid, n)
 	}
-	res, err := r.act.Apply(ctx, pid, r.src, graft.ApplyOptions{Timeout: r.pb.Patch.Timeout, AllowActive: r.pb.Patch.AllowActive})
+	src, err := r.sourceFor(pid, build, top)
+	if err != nil {
+		tr.Outcome, tr.Error = Failed, err.Error()
+		r.progress("pid %d: FAILED: %v", pid, err)
+		return false
+	}
+	res, err := r.act.Apply(ctx, pid, src, graft.ApplyOptions{Timeout: r.pb.Patch.Timeout, AllowActive: r.pb.Patch.AllowActive})
 	var ae *safepoint.ActiveError
 	var pe *tracer.ProcessExitedError
 	switch {
