@@ -8,7 +8,10 @@
 // error (unknown keys included). Run then:
 //
 //  1. opens the patch once (`patch.new`: NEW's build-id; `patch.file`: the
-//     patch file, read and checked), before any process is looked at;
+//     patch file, read and checked), before any process is looked at; a
+//     `patch.new` is diffed once per OLD build met (against the executable,
+//     or the NEW of the newest patch in effect), into a temporary patch file
+//     that every process of that build gets;
 //  2. before each batch, resolves the selectors again over /proc (exe by
 //     inode, pid, pidfile, comm glob, systemd MainPID, build-id read from
 //     the process's memory) and adds the forked children of every target;
