@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -383,7 +384,7 @@ func TestPlayForkedChildAndFollow(t *testing.T) {
 targets:
   - pid: %d
   - exe: %s
-rollout: {follow: 3s}
+rollout: {follow: 60s}
 checks:
   - name: greets
     tcp: {expect: "^220 "}
@@ -395,20 +396,34 @@ checks:
 	var latePort int
 	started := make(chan struct{})
 	var once sync.Once
+	// Follow watches for up to a minute; the test ends it (an interrupt
+	// only ends following) once the late server is patched and checked.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var latePid atomic.Int64
 	prog.on = func(s string) {
 		if strings.HasPrefix(s, "follow: watching") {
 			once.Do(func() { close(started) })
 		}
+		if pid := latePid.Load(); pid != 0 && s == fmt.Sprintf("pid %d: checks after the patch passed", pid) {
+			cancel()
+		}
 	}
 	done := make(chan *Report, 1)
-	go func() { done <- Run(context.Background(), pb, Options{Progress: prog.add}) }()
+	go func() { done <- Run(ctx, pb, Options{Progress: prog.add}) }()
 	select {
 	case <-started:
 	case rep := <-done:
 		t.Fatalf("run ended before follow: %+v\n%s", rep, prog.String())
 	}
 	late, latePort = startAt(t, exeB, "-d", root)
-	rep := <-done
+	latePid.Store(int64(late.Pid))
+	var rep *Report
+	select {
+	case rep = <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("follow did not patch pid %d:\n%s", late.Pid, prog.String())
+	}
 	t.Log(prog.String())
 	require.Equal(t, ExitOK, rep.ExitCode, rep.Failure)
 	requireCountsAddUp(t, rep)
