@@ -340,7 +340,11 @@ func (r *runner) healthy(ctx context.Context, tr *TargetReport, phase string) (b
 		res := runCheck(ctx, c, func() map[string]string { return targetVars(r.pb, pid) }, phase)
 		tr.Checks = append(tr.Checks, res)
 		if !res.OK {
-			return false, fmt.Sprintf("check %q failed %s the patch after %d attempt(s): %s", c.Name, phase, res.Attempts, res.Detail)
+			why := fmt.Sprintf("check %q failed %s the patch after %d attempt(s): %s", c.Name, phase, res.Attempts, res.Detail)
+			if phase == "before" && c.When == "always" {
+				why += " (a check that holds only once patched needs when: after)"
+			}
+			return false, why
 		}
 	}
 	return true, ""
