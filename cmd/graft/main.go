@@ -69,6 +69,12 @@ func run(stdout, stderr io.Writer, args []string) int {
 		return 2
 	}
 	if err := cmd.run(stdout, stderr, args[1:]); err != nil {
+		// A command with exit statuses of its own (play) has printed
+		// its message already.
+		var ec interface{ ExitCode() int }
+		if errors.As(err, &ec) {
+			return ec.ExitCode()
+		}
 		if errors.Is(err, errHelp) {
 			return 0
 		}
