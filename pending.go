@@ -173,7 +173,7 @@ func (sys *system) reapPending(pid int, p proc, st *State, mods []tracer.Module,
 		if len(free) == 0 {
 			return nil
 		}
-		next := &State{Patches: st.Patches, Pending: keep}
+		next := &State{Patches: st.Patches, Retained: st.Retained, Pending: keep}
 		buf, err := encodeState(next, st.Generation+1)
 		if err != nil {
 			return err
@@ -193,7 +193,7 @@ func (sys *system) reapPending(pid int, p proc, st *State, mods []tracer.Module,
 			}
 			gone = append(gone, r.ID)
 		}
-		if dropEmpty && len(errs) == 0 && len(st.Patches) == 0 && len(st.Pending) == 0 {
+		if dropEmpty && len(errs) == 0 && len(st.Patches) == 0 && len(st.Retained) == 0 && len(st.Pending) == 0 {
 			if err := p.Munmap(st.Addr, stateCapacity); err != nil {
 				return fmt.Errorf("unmap graft record at %#x: %w", st.Addr, err)
 			}

@@ -308,6 +308,10 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 	res.PauseUS = time.Since(t0).Microseconds()
 
 	// No thread is in the popped images and no jump leads there: unmap.
+	// (Nothing to unmap: the threads are detached already.)
+	if !unmap {
+		return res, nil
+	}
 	var errs []error
 	serr := withThread(p, func() error {
 		for _, r := range popped {
