@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,15 +33,37 @@ func requireAnsible(t *testing.T) string {
 	return ""
 }
 
+var cli struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// buildCLI builds the command once for every test of the package.
 func buildCLI(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "patcher")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/graft")
-	cmd.Dir = testutil.Root()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/graft: %v\n%s", err, out)
+	cli.once.Do(func() {
+		if cli.dir, cli.err = os.MkdirTemp("", "ansible-cli-"); cli.err != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", filepath.Join(cli.dir, "patcher"), "./cmd/graft")
+		cmd.Dir = testutil.Root()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			cli.err = fmt.Errorf("go build ./cmd/graft: %v\n%s", err, out)
+		}
+	})
+	if cli.err != nil {
+		t.Fatal(cli.err)
 	}
-	return bin
+	return filepath.Join(cli.dir, "patcher")
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if cli.dir != "" {
+		os.RemoveAll(cli.dir)
+	}
+	os.Exit(code)
 }
 
 func startAt(t *testing.T, path string) (*testutil.Proc, int) {
@@ -149,6 +172,7 @@ func runSite(t *testing.T, ansible, dir, site string, extra ...string) (*ansible
 // changes nothing.
 func TestAnsibleTwoLocalHostsSerial(t *testing.T) {
 	ansible := requireAnsible(t)
+	t.Parallel() // each has its own servers, files and inventory
 	testutil.RequirePtrace(t)
 	cli := buildCLI(t)
 	dir := t.TempDir()
@@ -249,6 +273,7 @@ checks:
 // and max_fail_percentage: 0 the second host is never run.
 func TestAnsibleFailureStopsLaterHosts(t *testing.T) {
 	ansible := requireAnsible(t)
+	t.Parallel() // each has its own servers, files and inventory
 	testutil.RequirePtrace(t)
 	cli := buildCLI(t)
 	dir := t.TempDir()
@@ -324,6 +349,7 @@ func TestAnsibleFailureStopsLaterHosts(t *testing.T) {
 // build (as a binary or as a patch file) is ok, not changed.
 func TestAnsibleApplyMode(t *testing.T) {
 	ansible := requireAnsible(t)
+	t.Parallel() // each has its own servers, files and inventory
 	testutil.RequirePtrace(t)
 	cli := buildCLI(t)
 	dir := t.TempDir()
