@@ -60,6 +60,8 @@ type PointerRecord struct {
 	Addr   uint64 `json:"addr"`
 	Old    uint64 `json:"old"`
 	New    uint64 `json:"new"`
+	// Pointee: elfpatch.PtrSite.Pointee, for the way back.
+	Pointee uint64 `json:"pointee,omitempty"`
 }
 
 // TransferResult is what apply and status say of a transferred global.
@@ -188,11 +190,11 @@ type xferSpan struct {
 	old, new uint64
 }
 
-func (x xferSpan) relocate(v uint64) (uint64, bool, error) {
+func (x xferSpan) relocate(v, pointee uint64) (uint64, bool, error) {
 	if v < x.old || v > x.old+x.t.OldSize {
 		return 0, false, nil
 	}
-	m, ok := elfpatch.OffsetMap(x.t.Ops, x.t.OldSize, x.t.NewSize, v-x.old)
+	m, ok := elfpatch.OffsetMap(x.t.Ops, x.t.OldSize, x.t.NewSize, v-x.old, pointee)
 	if !ok {
 		return 0, false, fmt.Errorf("holds %#x, a pointer into %s+%d, a part the new layout does not carry", v, x.t.Name, v-x.old)
 	}
@@ -211,9 +213,9 @@ func runTransfers(p proc, pt *Patch, exeBias, base uint64, write bool) ([]Transf
 			spans[i].new = spans[i].old
 		}
 	}
-	reloc := func(v uint64) (uint64, bool, error) {
+	reloc := func(v, pointee uint64) (uint64, bool, error) {
 		for _, s := range spans {
-			if nv, ok, err := s.relocate(v); ok || err != nil {
+			if nv, ok, err := s.relocate(v, pointee); ok || err != nil {
 				return nv, ok, err
 			}
 		}
@@ -292,7 +294,7 @@ func runTransfers(p proc, pt *Patch, exeBias, base uint64, write bool) ([]Transf
 		}
 		b := slices.Clone(chunk[addr-chunkAt : addr-chunkAt+8])
 		v := binary.LittleEndian.Uint64(b)
-		nv, ok, err := reloc(v)
+		nv, ok, err := reloc(v, ps.Pointee)
 		if err != nil {
 			return nil, nil, fmt.Errorf("pointer in %s at %#x: %w", ps.Global, addr, err)
 		}
@@ -301,7 +303,7 @@ func runTransfers(p proc, pt *Patch, exeBias, base uint64, write bool) ([]Transf
 		}
 		for i, s := range spans {
 			if v >= s.old && v <= s.old+s.t.OldSize {
-				recs[i].Pointers = append(recs[i].Pointers, PointerRecord{Global: ps.Global, Addr: addr, Old: v, New: nv})
+				recs[i].Pointers = append(recs[i].Pointers, PointerRecord{Global: ps.Global, Addr: addr, Old: v, New: nv, Pointee: ps.Pointee})
 			}
 		}
 		nb := binary.LittleEndian.AppendUint64(nil, nv)
@@ -340,13 +342,13 @@ func revertTransfers(p proc, popped []PatchRecord) (func() error, error) {
 	var writes []write1
 	for i := len(popped) - 1; i >= 0; i-- {
 		ts := popped[i].Transfers
-		reloc := func(v uint64) (uint64, bool, error) {
+		reloc := func(v, pointee uint64) (uint64, bool, error) {
 			for k := range ts {
 				t := &ts[k]
 				if v < t.New || v > t.New+t.NewSize {
 					continue
 				}
-				m, ok := elfpatch.OffsetMap(t.Reverse, t.NewSize, t.OldSize, v-t.New)
+				m, ok := elfpatch.OffsetMap(t.Reverse, t.NewSize, t.OldSize, v-t.New, pointee)
 				if !ok {
 					return 0, false, fmt.Errorf("holds %#x, a pointer into %s+%d, a part the old layout lacks", v, t.Name, v-t.New)
 				}
@@ -387,7 +389,7 @@ func revertTransfers(p proc, popped []PatchRecord) (func() error, error) {
 					return nil, fmt.Errorf("read pointer in %s at %#x: %w", pr.Global, pr.Addr, err)
 				}
 				v := binary.LittleEndian.Uint64(b)
-				nv, ok, err := reloc(v)
+				nv, ok, err := reloc(v, pr.Pointee)
 				if err != nil {
 					return nil, fmt.Errorf("pointer in %s at %#x: %w", pr.Global, pr.Addr, err)
 				}

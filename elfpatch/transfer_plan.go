@@ -46,11 +46,11 @@ func (d *differ) transfers() {
 		if t == nil || !hasPointer(t, 0) {
 			continue
 		}
-		var offs []uint64
+		var offs [][2]uint64
 		ptrFields(t, 0, &offs, 0)
-		for _, off := range offs {
-			if off+8 <= o.size {
-				d.r.PtrSites = append(d.r.PtrSites, PtrSite{Global: o.name, Addr: o.addr + off})
+		for _, f := range offs {
+			if f[0]+8 <= o.size {
+				d.r.PtrSites = append(d.r.PtrSites, PtrSite{Global: o.name, Addr: o.addr + f[0], Pointee: f[1]})
 			}
 		}
 	}
