@@ -201,10 +201,11 @@ func (x xferSpan) relocate(v, pointee uint64) (uint64, bool, error) {
 	return x.new + m, true, nil
 }
 
-// runTransfers converts every transferred global in the pause. With write
-// false it only computes and checks (a dry run). It returns the records
-// and an undo that puts OLD's bytes and the pointers back.
-func runTransfers(p proc, pt *Patch, exeBias, base uint64, write bool) ([]TransferRecord, func() error, error) {
+// runTransfers computes, in the pause, every transferred global's new
+// bytes from the live ones (checking every value) and the pointers to
+// rewrite. It writes nothing: commit writes them and returns an undo that
+// puts OLD's bytes and the pointers back. A dry run only computes.
+func runTransfers(p proc, pt *Patch, exeBias, base uint64) ([]TransferRecord, func() (func() error, error), error) {
 	spans := make([]xferSpan, len(pt.Transfers))
 	for i := range pt.Transfers {
 		t := &pt.Transfers[i]
@@ -309,26 +310,28 @@ func runTransfers(p proc, pt *Patch, exeBias, base uint64, write bool) ([]Transf
 		nb := binary.LittleEndian.AppendUint64(nil, nv)
 		writes = append(writes, write1{addr, b, nb})
 	}
-	undo := func() error {
+	undo := func(ws []write1) error {
 		var errs []error
-		for i := len(writes) - 1; i >= 0; i-- {
-			if _, err := p.WriteAt(writes[i].old, int64(writes[i].addr)); err != nil {
-				errs = append(errs, fmt.Errorf("put back %d bytes at %#x: %w", len(writes[i].old), writes[i].addr, err))
+		for i := len(ws) - 1; i >= 0; i-- {
+			if _, err := p.WriteAt(ws[i].old, int64(ws[i].addr)); err != nil {
+				errs = append(errs, fmt.Errorf("put back %d bytes at %#x: %w", len(ws[i].old), ws[i].addr, err))
 			}
 		}
 		return errors.Join(errs...)
 	}
-	if !write {
-		return recs, func() error { return nil }, nil
-	}
-	for i, w := range writes {
-		if _, err := p.WriteAt(w.data, int64(w.addr)); err != nil {
-			err = fmt.Errorf("write converted state at %#x: %w", w.addr, err)
-			writes = writes[:i]
-			return nil, nil, errors.Join(err, undo())
+	// Nothing is written until commit: the caller encodes the record
+	// first, so the converted state, the record and the jumps go in
+	// back to back.
+	commit := func() (func() error, error) {
+		for i, w := range writes {
+			if _, err := p.WriteAt(w.data, int64(w.addr)); err != nil {
+				err = fmt.Errorf("write converted state at %#x: %w", w.addr, err)
+				return nil, errors.Join(err, undo(writes[:i]))
+			}
 		}
+		return func() error { return undo(writes) }, nil
 	}
-	return recs, undo, nil
+	return recs, commit, nil
 }
 
 // revertTransfers converts the transferred globals of the popped patches
