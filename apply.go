@@ -384,7 +384,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	var cands []int
 	for i := range st.Patches {
 		r := &st.Patches[i]
-		if i != len(st.Patches)-1 || r.Unloaded || slices.Contains(pr.refs, r.ID) {
+		if i != len(st.Patches)-1 || r.Unloaded || slices.Contains(pr.refs, r.ID) || holdsState(r) {
 			continue
 		}
 		all := true

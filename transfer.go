@@ -442,3 +442,15 @@ func hasTransfer(r *elfpatch.Report, sym string) bool {
 	}
 	return false
 }
+
+// holdsState reports whether a patch's image holds a global's contents
+// (a transfer that moved it there): the image must stay mapped, whatever
+// code supersedes it, since other globals may point into it.
+func holdsState(r *PatchRecord) bool {
+	for _, t := range r.Transfers {
+		if !t.InPlace {
+			return true
+		}
+	}
+	return false
+}
