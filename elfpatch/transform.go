@@ -186,7 +186,7 @@ func RunOps(ops []XferOp, name string, src, init []byte, dstSize uint64, reloc R
 			}
 			if op.Scale != 0 {
 				r := v * op.Scale
-				if op.Scale != 0 && r/op.Scale != v {
+				if r/op.Scale != v {
 					return nil, fmt.Errorf("%s.%s holds %d: times %d overflows", name, op.Path, v, op.Scale)
 				}
 				v, neg = r, r < 0
