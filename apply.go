@@ -434,7 +434,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	var cands []int
 	for i := range st.Patches {
 		r := &st.Patches[i]
-		if i != len(st.Patches)-1 || r.Unloaded || !r.inModule(exe) || slices.Contains(pr.refs, r.ID) {
+		if i != len(st.Patches)-1 || r.Unloaded || !r.inModule(exe) || slices.Contains(pr.refs, r.ID) || holdsState(r) {
 			continue
 		}
 		all := true
@@ -527,7 +527,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	if opts.DryRun {
 		// The transformers run too, writing nothing: a value that does
 		// not fit its new type shows now.
-		xrecs, _, xerr := runTransfers(p, pt, pr.exeBias, base, false)
+		xrecs, _, xerr := runTransfers(p, pt, pr.exeBias, base)
 		if err := end(false); err != nil || xerr != nil {
 			if err != nil {
 				err = fmt.Errorf("resume: %w", err)
@@ -570,19 +570,18 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	xundo := func() error { return nil }
 	if len(pt.Transfers) > 0 {
 		tx := time.Now()
-		xrecs, undo, err := runTransfers(p, pt, pr.exeBias, base, true)
-		res.TransferUS = time.Since(tx).Microseconds()
+		xrecs, commit, err := runTransfers(p, pt, pr.exeBias, base)
 		if err == nil {
 			rec.Transfers = xrecs
 			out, err = sys.outcome(st, rec, sites, out.unload)
-			if err != nil {
-				err = errors.Join(err, undo())
-			}
 		}
+		if err == nil {
+			xundo, err = commit()
+		}
+		res.TransferUS = time.Since(tx).Microseconds()
 		if err != nil {
 			return nil, rollback(fail(errors.Join(err, resume())))
 		}
-		xundo = undo
 		res.Transfers, res.Irreversible = transferResults(xrecs), rec.Irreversible()
 	}
 	sites, buf := out.sites, out.buf

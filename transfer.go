@@ -60,6 +60,8 @@ type PointerRecord struct {
 	Addr   uint64 `json:"addr"`
 	Old    uint64 `json:"old"`
 	New    uint64 `json:"new"`
+	// Pointee: elfpatch.PtrSite.Pointee, for the way back.
+	Pointee uint64 `json:"pointee,omitempty"`
 }
 
 // TransferResult is what apply and status say of a transferred global.
@@ -188,21 +190,22 @@ type xferSpan struct {
 	old, new uint64
 }
 
-func (x xferSpan) relocate(v uint64) (uint64, bool, error) {
+func (x xferSpan) relocate(v, pointee uint64) (uint64, bool, error) {
 	if v < x.old || v > x.old+x.t.OldSize {
 		return 0, false, nil
 	}
-	m, ok := elfpatch.OffsetMap(x.t.Ops, x.t.OldSize, x.t.NewSize, v-x.old)
+	m, ok := elfpatch.OffsetMap(x.t.Ops, x.t.OldSize, x.t.NewSize, v-x.old, pointee)
 	if !ok {
 		return 0, false, fmt.Errorf("holds %#x, a pointer into %s+%d, a part the new layout does not carry", v, x.t.Name, v-x.old)
 	}
 	return x.new + m, true, nil
 }
 
-// runTransfers converts every transferred global in the pause. With write
-// false it only computes and checks (a dry run). It returns the records
-// and an undo that puts OLD's bytes and the pointers back.
-func runTransfers(p proc, pt *Patch, exeBias, base uint64, write bool) ([]TransferRecord, func() error, error) {
+// runTransfers computes, in the pause, every transferred global's new
+// bytes from the live ones (checking every value) and the pointers to
+// rewrite. It writes nothing: commit writes them and returns an undo that
+// puts OLD's bytes and the pointers back. A dry run only computes.
+func runTransfers(p proc, pt *Patch, exeBias, base uint64) ([]TransferRecord, func() (func() error, error), error) {
 	spans := make([]xferSpan, len(pt.Transfers))
 	for i := range pt.Transfers {
 		t := &pt.Transfers[i]
@@ -211,9 +214,9 @@ func runTransfers(p proc, pt *Patch, exeBias, base uint64, write bool) ([]Transf
 			spans[i].new = spans[i].old
 		}
 	}
-	reloc := func(v uint64) (uint64, bool, error) {
+	reloc := func(v, pointee uint64) (uint64, bool, error) {
 		for _, s := range spans {
-			if nv, ok, err := s.relocate(v); ok || err != nil {
+			if nv, ok, err := s.relocate(v, pointee); ok || err != nil {
 				return nv, ok, err
 			}
 		}
@@ -292,7 +295,7 @@ func runTransfers(p proc, pt *Patch, exeBias, base uint64, write bool) ([]Transf
 		}
 		b := slices.Clone(chunk[addr-chunkAt : addr-chunkAt+8])
 		v := binary.LittleEndian.Uint64(b)
-		nv, ok, err := reloc(v)
+		nv, ok, err := reloc(v, ps.Pointee)
 		if err != nil {
 			return nil, nil, fmt.Errorf("pointer in %s at %#x: %w", ps.Global, addr, err)
 		}
@@ -301,32 +304,34 @@ func runTransfers(p proc, pt *Patch, exeBias, base uint64, write bool) ([]Transf
 		}
 		for i, s := range spans {
 			if v >= s.old && v <= s.old+s.t.OldSize {
-				recs[i].Pointers = append(recs[i].Pointers, PointerRecord{Global: ps.Global, Addr: addr, Old: v, New: nv})
+				recs[i].Pointers = append(recs[i].Pointers, PointerRecord{Global: ps.Global, Addr: addr, Old: v, New: nv, Pointee: ps.Pointee})
 			}
 		}
 		nb := binary.LittleEndian.AppendUint64(nil, nv)
 		writes = append(writes, write1{addr, b, nb})
 	}
-	undo := func() error {
+	undo := func(ws []write1) error {
 		var errs []error
-		for i := len(writes) - 1; i >= 0; i-- {
-			if _, err := p.WriteAt(writes[i].old, int64(writes[i].addr)); err != nil {
-				errs = append(errs, fmt.Errorf("put back %d bytes at %#x: %w", len(writes[i].old), writes[i].addr, err))
+		for i := len(ws) - 1; i >= 0; i-- {
+			if _, err := p.WriteAt(ws[i].old, int64(ws[i].addr)); err != nil {
+				errs = append(errs, fmt.Errorf("put back %d bytes at %#x: %w", len(ws[i].old), ws[i].addr, err))
 			}
 		}
 		return errors.Join(errs...)
 	}
-	if !write {
-		return recs, func() error { return nil }, nil
-	}
-	for i, w := range writes {
-		if _, err := p.WriteAt(w.data, int64(w.addr)); err != nil {
-			err = fmt.Errorf("write converted state at %#x: %w", w.addr, err)
-			writes = writes[:i]
-			return nil, nil, errors.Join(err, undo())
+	// Nothing is written until commit: the caller encodes the record
+	// first, so the converted state, the record and the jumps go in
+	// back to back.
+	commit := func() (func() error, error) {
+		for i, w := range writes {
+			if _, err := p.WriteAt(w.data, int64(w.addr)); err != nil {
+				err = fmt.Errorf("write converted state at %#x: %w", w.addr, err)
+				return nil, errors.Join(err, undo(writes[:i]))
+			}
 		}
+		return func() error { return undo(writes) }, nil
 	}
-	return recs, undo, nil
+	return recs, commit, nil
 }
 
 // revertTransfers converts the transferred globals of the popped patches
@@ -340,13 +345,13 @@ func revertTransfers(p proc, popped []PatchRecord) (func() error, error) {
 	var writes []write1
 	for i := len(popped) - 1; i >= 0; i-- {
 		ts := popped[i].Transfers
-		reloc := func(v uint64) (uint64, bool, error) {
+		reloc := func(v, pointee uint64) (uint64, bool, error) {
 			for k := range ts {
 				t := &ts[k]
 				if v < t.New || v > t.New+t.NewSize {
 					continue
 				}
-				m, ok := elfpatch.OffsetMap(t.Reverse, t.NewSize, t.OldSize, v-t.New)
+				m, ok := elfpatch.OffsetMap(t.Reverse, t.NewSize, t.OldSize, v-t.New, pointee)
 				if !ok {
 					return 0, false, fmt.Errorf("holds %#x, a pointer into %s+%d, a part the old layout lacks", v, t.Name, v-t.New)
 				}
@@ -387,7 +392,7 @@ func revertTransfers(p proc, popped []PatchRecord) (func() error, error) {
 					return nil, fmt.Errorf("read pointer in %s at %#x: %w", pr.Global, pr.Addr, err)
 				}
 				v := binary.LittleEndian.Uint64(b)
-				nv, ok, err := reloc(v)
+				nv, ok, err := reloc(v, pr.Pointee)
 				if err != nil {
 					return nil, fmt.Errorf("pointer in %s at %#x: %w", pr.Global, pr.Addr, err)
 				}
@@ -432,6 +437,18 @@ func checkReversible(pid int, popped []PatchRecord) error {
 func hasTransfer(r *elfpatch.Report, sym string) bool {
 	for _, t := range r.Transfers {
 		if t.Name == sym {
+			return true
+		}
+	}
+	return false
+}
+
+// holdsState reports whether a patch's image holds a global's contents
+// (a transfer that moved it there): the image must stay mapped, whatever
+// code supersedes it, since other globals may point into it.
+func holdsState(r *PatchRecord) bool {
+	for _, t := range r.Transfers {
+		if !t.InPlace {
 			return true
 		}
 	}

@@ -189,3 +189,24 @@ func TestTransferThenStackedFTPD(t *testing.T) {
 	require.Equal(t, text, exeText(t, target.Pid))
 	require.Empty(t, graftMappings(t, target.Pid))
 }
+
+// State transfer on top of another patch is refused before anything is
+// touched (the live object may not be where OLD's build has it): ftpd
+// v5 -> v6, then v6 -> v7.
+func TestTransferOnTopOfPatchRefused(t *testing.T) {
+	requirePtrace(t)
+	target, port := testutil.StartServer(t, "ftpd-v5", "-d", ftpTree(t))
+	defer testutil.RequireReleased(t, target.Pid)
+	_, err := Apply(context.Background(), target.Pid, newBin(t, "ftpd-v6"), ApplyOptions{})
+	require.NoError(t, err)
+	text := exeText(t, target.Pid)
+	maps := graftMappings(t, target.Pid)
+	_, err = Apply(context.Background(), target.Pid, newBin(t, "ftpd-v7"), ApplyOptions{})
+	require.ErrorContains(t, err, "state transfer on top of another patch is not supported")
+	require.Equal(t, text, exeText(t, target.Pid))
+	require.Equal(t, maps, graftMappings(t, target.Pid))
+	st, err := Status(target.Pid)
+	require.NoError(t, err)
+	require.Len(t, st.Patches, 1)
+	require.Contains(t, ftpLogin(t, port).cmd("STAT"), "Files sent in this session: 0")
+}

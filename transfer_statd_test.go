@@ -277,3 +277,52 @@ func TestTransferHeapRefusedLive(t *testing.T) {
 	require.Empty(t, graftMappings(t, target.Pid))
 	require.Equal(t, "1", statdField(t, c.cmd(t, "STATS"), "requests"))
 }
+
+// Narrowing is checked on the live value in the pause: statd v2 -> v1
+// (delta int64_t -> int32_t, in place; MODE_PAUSED mapped by the operator)
+// applies while delta fits and is refused, untouched, once it does not.
+func TestTransferNarrowingCheckedLive(t *testing.T) {
+	requirePtrace(t)
+	old, err := elfpatch.Open(testutil.Build(t, "statd-v2"))
+	require.NoError(t, err)
+	nb, err := elfpatch.Open(testutil.Build(t, "statd-v1"))
+	require.NoError(t, err)
+	p, err := elfpatch.BuildPatch(old, nb, elfpatch.WithRules(map[string]*elfpatch.Rules{
+		"stats": {Enum: map[string]map[string]string{"mode": {"MODE_PAUSED": "MODE_IDLE"}}},
+	}))
+	require.NoError(t, err)
+	require.Len(t, p.Report.Transfers, 1)
+	require.True(t, p.Report.Transfers[0].InPlace, "88 bytes fit the 136-byte slot")
+	file := filepath.Join(t.TempDir(), "v2-v1.patch")
+	f, err := os.Create(file)
+	require.NoError(t, err)
+	_, err = p.WriteTo(f)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+
+	target, port := testutil.StartServer(t, "statd-v2")
+	defer testutil.RequireReleased(t, target.Pid)
+	text := exeText(t, target.Pid)
+	c := statdDial(t, port)
+	for range 3 {
+		require.Equal(t, "OK", c.cmd(t, "ADD 2000000000"))
+	}
+	require.Equal(t, "6000000000", statdField(t, c.cmd(t, "STATS"), "delta"))
+	_, err = Apply(context.Background(), target.Pid, Source{File: file}, ApplyOptions{})
+	require.ErrorContains(t, err, "stats.delta holds 6000000000, which does not fit its new 4-byte signed type")
+	require.Equal(t, text, exeText(t, target.Pid))
+	require.Empty(t, graftMappings(t, target.Pid))
+	require.Equal(t, "6000000000", statdField(t, c.cmd(t, "STATS"), "delta"), "untouched")
+
+	for range 3 {
+		require.Equal(t, "OK", c.cmd(t, "ADD -2000000000"))
+	}
+	require.Equal(t, "OK", c.cmd(t, "ADD 1"))
+	require.Equal(t, "OK", c.cmd(t, "MODE paused"))
+	_, err = Apply(context.Background(), target.Pid, Source{File: file}, ApplyOptions{})
+	require.NoError(t, err)
+	s := c.cmd(t, "STATS")
+	require.Equal(t, "1", statdField(t, s, "delta"))
+	require.Equal(t, "idle", statdField(t, s, "mode"), "MODE_PAUSED mapped to MODE_IDLE by the operator")
+	require.Regexp(t, `hist=\d+,\d+,\d+,\d+ `, s, "v1's four buckets")
+}

@@ -46,11 +46,11 @@ func (d *differ) transfers() {
 		if t == nil || !hasPointer(t, 0) {
 			continue
 		}
-		var offs []uint64
+		var offs [][2]uint64
 		ptrFields(t, 0, &offs, 0)
-		for _, off := range offs {
-			if off+8 <= o.size {
-				d.r.PtrSites = append(d.r.PtrSites, PtrSite{Global: o.name, Addr: o.addr + off})
+		for _, f := range offs {
+			if f[0]+8 <= o.size {
+				d.r.PtrSites = append(d.r.PtrSites, PtrSite{Global: o.name, Addr: o.addr + f[0], Pointee: f[1]})
 			}
 		}
 	}
@@ -136,6 +136,17 @@ func (d *differ) transfer(c xferCand, changed map[string]bool) Transfer {
 		}
 	}
 	t.InPlace = d.fitsInPlace(o, n)
+	if t.InPlace {
+		// Converted in place, NEW's object starts from NEW's file bytes,
+		// not from a relocated copy: a pointer NEW initialises at load
+		// time in a member nothing carries would be left unrelocated.
+		for _, off := range d.new.b.relocOffs {
+			if off < n.addr || off >= n.addr+n.size || coveredByOps(t.Ops, off-n.addr) {
+				continue
+			}
+			t.Todo = append(t.Todo, fmt.Sprintf("the new layout's initial value holds a pointer at +%d (set at load time), which a conversion in place cannot relocate: give the member an `init` or a `from`", off-n.addr))
+		}
+	}
 	keys := []string{"data:" + d.old.objKey(o), "gotrel:" + o.key()}
 	for _, u := range d.old.units {
 		for _, k := range keys {
@@ -150,7 +161,7 @@ func (d *differ) transfer(c xferCand, changed map[string]bool) Transfer {
 	}
 	sort.Strings(t.Users)
 	t.Users = dedup(t.Users)
-	where := fmt.Sprintf("in place at its old address (it fits in the old object's slot); only the changed functions move")
+	where := "in place at its old address (it fits in the old object's slot); only the changed functions move"
 	if !t.InPlace {
 		where = fmt.Sprintf("into the new object in the new image; every function using it (%s) is redirected to its new copy", strings.Join(t.Users, ", "))
 	}
@@ -243,6 +254,16 @@ func (d *differ) stackOnlyInPatch(tc *TypeChange) bool {
 func (b *Binary) inRelro(addr uint64) bool {
 	for _, p := range b.f.Progs {
 		if p.Type == elf.PT_GNU_RELRO && addr >= p.Vaddr && addr < p.Vaddr+p.Memsz {
+			return true
+		}
+	}
+	return false
+}
+
+// coveredByOps reports whether an operation writes the destination byte off.
+func coveredByOps(ops []XferOp, off uint64) bool {
+	for _, op := range ops {
+		if off >= op.Dst && off < op.Dst+op.DstSize {
 			return true
 		}
 	}

@@ -139,12 +139,17 @@ type XferOp struct {
 	Scale int64 `json:"scale,omitempty"`
 	// Value is an operator's initial value (OpInit).
 	Value int64 `json:"value,omitempty"`
+	// Pointee is the size of what a pointer (OpPtr) points to in the
+	// source build (0: void or unknown): a pointer to a whole
+	// transferred object stays at its start, one to its first member
+	// follows the member.
+	Pointee uint64 `json:"pointee,omitempty"`
 }
 
 // Relocator maps a pointer value from OLD's world to NEW's: a pointer into
 // a transferred global's old object comes back pointing into its new one.
 // ok false leaves the value as it is; an error stops the transfer.
-type Relocator func(v uint64) (nv uint64, ok bool, err error)
+type Relocator func(v, pointee uint64) (nv uint64, ok bool, err error)
 
 // Run builds the destination object from src (the live bytes of the
 // source object) with ops, over init (the destination's initial bytes, or
@@ -181,7 +186,7 @@ func RunOps(ops []XferOp, name string, src, init []byte, dstSize uint64, reloc R
 			}
 			if op.Scale != 0 {
 				r := v * op.Scale
-				if op.Scale != 0 && r/op.Scale != v {
+				if r/op.Scale != v {
 					return nil, fmt.Errorf("%s.%s holds %d: times %d overflows", name, op.Path, v, op.Scale)
 				}
 				v, neg = r, r < 0
@@ -217,7 +222,7 @@ func RunOps(ops []XferOp, name string, src, init []byte, dstSize uint64, reloc R
 			}
 			v := le.Uint64(in)
 			if reloc != nil && v != 0 {
-				nv, ok, err := reloc(v)
+				nv, ok, err := reloc(v, op.Pointee)
 				if err != nil {
 					return nil, fmt.Errorf("%s.%s: %w", name, op.Path, err)
 				}
@@ -291,10 +296,16 @@ func fits(v int64, neg bool, size uint64, signed bool) bool {
 // OffsetMap maps an offset inside the source object to the destination:
 // the innermost operation covering it (a pointer to a member follows the
 // member), or the end of the object for a one-past-the-end pointer. ok is
-// false for an offset inside a member that has no counterpart.
-func OffsetMap(ops []XferOp, srcSize, dstSize, off uint64) (uint64, bool) {
+// false for an offset inside a member that has no counterpart. pointee is
+// the size of what the pointer points to (0: unknown): at offset 0, a
+// pointer to something as big as the object, or to void, means the whole
+// object, which starts at 0 in both layouts.
+func OffsetMap(ops []XferOp, srcSize, dstSize, off, pointee uint64) (uint64, bool) {
 	if off == srcSize {
 		return dstSize, true
+	}
+	if off == 0 && (pointee == 0 || pointee >= srcSize) {
+		return 0, true
 	}
 	best := -1
 	for i, op := range ops {
@@ -487,7 +498,7 @@ func (g *gen) walk(ot, nt dwarf.Type, so, do uint64, path string, depth int) {
 		return
 	case *dwarf.PtrType:
 		if _, ok := n.(*dwarf.PtrType); ok && a.ByteSize == 8 {
-			g.add(XferOp{Op: OpPtr, Path: label(path), Src: so, Dst: do, SrcSize: 8, DstSize: 8})
+			g.add(XferOp{Op: OpPtr, Path: label(path), Src: so, Dst: do, SrcSize: 8, DstSize: 8, Pointee: pointeeSize(a)})
 			return
 		}
 	case *dwarf.FloatType:
@@ -649,14 +660,30 @@ func (g *gen) structs(a, b *dwarf.StructType, so, do uint64, path string, depth 
 // Complete reports whether t can run: every TODO resolved.
 func (t *Transfer) Complete() bool { return len(t.Todo) == 0 && len(t.Ops) > 0 }
 
-// ptrFields lists the offsets of the pointer fields in t's own storage.
-func ptrFields(t dwarf.Type, base uint64, out *[]uint64, depth int) {
+// pointeeSize is the size of what p points to (0 for void or unknown).
+func pointeeSize(p *dwarf.PtrType) uint64 {
+	t := stripTypedefs(p.Type)
+	if t == nil {
+		return 0
+	}
+	if _, ok := t.(*dwarf.FuncType); ok {
+		return 0
+	}
+	if s := t.Size(); s > 0 {
+		return uint64(s)
+	}
+	return 0
+}
+
+// ptrFields lists the pointer fields in t's own storage: offset and the
+// size of what each points to.
+func ptrFields(t dwarf.Type, base uint64, out *[][2]uint64, depth int) {
 	if depth > 16 || len(*out) > 4096 {
 		return
 	}
 	switch u := stripTypedefs(t).(type) {
 	case *dwarf.PtrType:
-		*out = append(*out, base)
+		*out = append(*out, [2]uint64{base, pointeeSize(u)})
 	case *dwarf.StructType:
 		if u.Kind == "union" {
 			return
@@ -681,6 +708,8 @@ type PtrSite struct {
 	Global string `json:"global"`
 	// Addr is link-time, in OLD.
 	Addr uint64 `json:"addr"`
+	// Pointee is the size of what the field points to (XferOp.Pointee).
+	Pointee uint64 `json:"pointee,omitempty"`
 }
 
 // sortTransfers orders transfers by OLD address.

@@ -102,10 +102,18 @@ func TestTransferStatdGenerated(t *testing.T) {
 	assert.Equal(t, uint64(0x5555_0000_1000), le.Uint64(out[128:]))
 
 	// A pointer to errors (v1 offset 8) lands on v2's errors (offset 0).
-	off, ok := OffsetMap(x.Ops, x.OldSize, x.NewSize, 8)
+	off, ok := OffsetMap(x.Ops, x.OldSize, x.NewSize, 8, 8)
 	assert.True(t, ok)
 	assert.Equal(t, uint64(0), off)
-	off, ok = OffsetMap(x.Ops, x.OldSize, x.NewSize, 24+8*3)
+	// At offset 0: a long * to requests follows the member (v2 offset
+	// 8); a pointer to the whole struct (or void *) stays at the start.
+	off, ok = OffsetMap(x.Ops, x.OldSize, x.NewSize, 0, 8)
+	assert.True(t, ok)
+	assert.Equal(t, uint64(8), off)
+	off, ok = OffsetMap(x.Ops, x.OldSize, x.NewSize, 0, x.OldSize)
+	assert.True(t, ok)
+	assert.Equal(t, uint64(0), off)
+	off, ok = OffsetMap(x.Ops, x.OldSize, x.NewSize, 24+8*3, 8)
 	assert.True(t, ok)
 	assert.Equal(t, uint64(32+8*3), off, "hist[3]")
 
