@@ -78,8 +78,13 @@
 // stack bytes under the frame as they were and WriteAt there writes to
 // the copy put back at settle. A thread interrupted in a
 // blocking call keeps orig_rax and its -ERESTART* rax, and the kernel
-// restarts the call when it goes on: the program sees no EINTR. A signal
-// the borrowed thread had stopped for, or dequeued on the way, is queued
+// restarts the call when it goes on: the program sees no EINTR. The
+// borrowed thread runs the call with every asynchronous signal blocked
+// (PTRACE_SETSIGMASK) and gets its own mask back with its registers, so a
+// steady stream of signals cannot keep it from the call, and each signal
+// that arrives meanwhile stays queued, with its siginfo, for the kernel to
+// deliver once when the thread runs (remote_signals.go). A signal
+// the borrowed thread had already stopped for is queued
 // again from inside the target with its original siginfo
 // (rt_tgsigqueueinfo as a second remote call) and delivered normally on
 // resume. A thread that must go back into its group-stop, when the

@@ -43,6 +43,10 @@ type thread struct {
 	sig    int      // signal to deliver when the thread goes on (0: none)
 	info   *siginfo // sig's siginfo, when a remote syscall replaced the stop
 	regs   *Regs    // register cache, valid while stopped
+	// masked: a remote call blocked its signals; ownMask goes back
+	// (remote_signals.go).
+	masked  bool
+	ownMask uint64
 }
 
 // Process is one traced process. All its ptrace and wait calls run on one
@@ -75,6 +79,7 @@ type Process struct {
 	retGadget, restorer uint64
 	noFrame             bool
 	forceStep           bool // tests: always use the single-step
+	noSigmask           bool // PTRACE_SETSIGMASK unsupported (remote_signals.go)
 	requeueing          bool // requeueKept's own remote call is running
 	frameCalls          int  // remote syscalls run self-restoring (tests)
 	// held: the thread left at its last remote call's syscall-exit-stop,
