@@ -52,6 +52,7 @@ func defaultSystem() (*system, error) {
 		now:       time.Now,
 		check:     tracer.Check,
 		tracedBy:  tracedBy,
+		fds:       tracer.MemfdDescriptors,
 	}, nil
 }
 

@@ -127,6 +127,8 @@ type system struct {
 	// tracedBy returns the tracer of pid and its name (0: none), for
 	// status to tell an apply in progress from a killed one.
 	tracedBy func(pid int) (int, string)
+	// fds lists pid's open memfds (leftovers.go); nil: none (fakes).
+	fds func(pid int) ([]tracer.Memfd, error)
 }
 
 // checkPid runs sys.check if there is one.

@@ -34,6 +34,9 @@ type RevertResult struct {
 	// Orphans are images of a graft killed before its pause that --all
 	// unmapped.
 	Orphans []Range `json:"orphans,omitempty"`
+	// Descriptors are graft memfds a killed graft left open that --all
+	// closed.
+	Descriptors []Descriptor `json:"descriptors,omitempty"`
 }
 
 func (sys *system) revert(ctx context.Context, pid int, opts RevertOptions) (res *RevertResult, err error) {
@@ -47,7 +50,13 @@ func (sys *system) revert(ctx context.Context, pid int, opts RevertOptions) (res
 	if err != nil {
 		return nil, fmt.Errorf("revert in pid %d: %w", pid, err)
 	}
-	if findStateMapping(maps) == 0 && (!opts.All || len(orphanImages(maps, &State{})) == 0) {
+	var fds []Descriptor
+	if opts.All {
+		if fds, err = sys.leftDescriptors(pid); err != nil {
+			return nil, fmt.Errorf("revert in pid %d: %w", pid, err)
+		}
+	}
+	if findStateMapping(maps) == 0 && (!opts.All || len(orphanImages(maps, &State{})) == 0 && len(fds) == 0) {
 		return nil, fmt.Errorf("revert in pid %d: %w", pid, ErrNothingApplied)
 	}
 	mods, err := sys.modules(pid)
@@ -73,8 +82,23 @@ func (sys *system) revert(ctx context.Context, pid int, opts RevertOptions) (res
 	var orphans []Range
 	if opts.All {
 		orphans = orphanImages(maps, st)
+		// Attached, no other graft can open or close one now.
+		if fds, err = sys.leftDescriptors(pid); err != nil {
+			return nil, fmt.Errorf("revert in pid %d: %w", pid, err)
+		}
 	}
-	return sys.revertAttached(ctx, pid, p, st, mods, orphans, opts)
+	if len(st.Patches) == 0 && len(orphans) == 0 && len(fds) > 0 {
+		res = &RevertResult{}
+	} else if res, err = sys.revertAttached(ctx, pid, p, st, mods, orphans, opts); err != nil {
+		return res, err
+	}
+	if len(fds) > 0 {
+		if err := stopped(p, func() error { return closeDescriptors(p, pid, fds) }); err != nil {
+			return res, fmt.Errorf("revert in pid %d: close descriptors left by a killed graft: %w", pid, err)
+		}
+		res.Descriptors = fds
+	}
+	return res, nil
 }
 
 // popCount decides how many patches, from the top, a revert takes out.

@@ -47,6 +47,9 @@ type thread struct {
 	// (remote_signals.go).
 	masked  bool
 	ownMask uint64
+	// resumeSig: the signal the next PTRACE_SYSCALL passes; blocked, the
+	// kernel queues it again itself (handOver).
+	resumeSig int
 }
 
 // Process is one traced process. All its ptrace and wait calls run on one

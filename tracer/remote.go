@@ -267,6 +267,9 @@ func (p *Process) remoteSyscall(t *thread, nr uint64, a [6]uint64) (uint64, erro
 		return 0, p.opErr("set registers for remote syscall", tid, err)
 	}
 	p.blockSignals(t) // after the registers: see remote_signals.go
+	if frame != nil {
+		p.handOver(t)
+	}
 
 	var ret uint64
 	var runErr error

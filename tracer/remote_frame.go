@@ -276,7 +276,9 @@ func (p *Process) traceSyscall(t *thread, gadget, nr uint64, hold bool) (ret uin
 			}
 			return 0, true, callErr
 		}
-		if err := ptraceSyscall(tid); err != nil {
+		pass := t.resumeSig
+		t.resumeSig = 0
+		if err := ptrace(unix.PTRACE_SYSCALL, tid, 0, uintptr(pass)); err != nil {
 			return 0, false, p.opErr("run remote syscall", tid, err)
 		}
 		ws, err := p.waitRaw(t, deadline, false)

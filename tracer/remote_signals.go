@@ -41,9 +41,14 @@ import (
 // rt_sigreturn.
 //
 // A signal the thread had already dequeued when it was borrowed (it sat
-// in a signal-delivery-stop) cannot stay in that stop; it is queued again
-// with its siginfo after the call (requeueKept). borrow prefers threads
-// in an event stop, so this is rare.
+// in a signal-delivery-stop) cannot stay in that stop. It goes back to
+// the kernel as the thread leaves the stop: PTRACE_SYSCALL passes it, and
+// since it is blocked by then, the kernel queues it again itself, with
+// its siginfo, in the queue it came from (ptrace_signal), so no moment
+// exists where only graft knows of it: a graft killed at any point loses
+// no signal (handOver). Only where the mask could not be set, or for a
+// synchronous signal, is it kept and queued again after the call
+// (requeueKept). borrow prefers threads in an event stop anyway.
 
 // syncSignals are never blocked for a remote call (see above).
 const syncSignals = 1<<(unix.SIGSEGV-1) | 1<<(unix.SIGBUS-1) | 1<<(unix.SIGILL-1) |
@@ -127,4 +132,18 @@ func sigName(s int) string {
 		return n
 	}
 	return fmt.Sprintf("signal %d", s)
+}
+
+// handOver gives the signal t stopped for back to the kernel as it
+// leaves its signal-delivery-stop (see above). Precondition: t's
+// registers are set for the call.
+func (p *Process) handOver(t *thread) {
+	if !t.masked || t.state != stopSignal || t.sig == 0 || syncSignals&(1<<(t.sig-1)) != 0 {
+		return
+	}
+	if t.info != nil && t.info.signo() == t.sig {
+		ptraceSetSiginfo(t.tid, t.info)
+	}
+	t.resumeSig = t.sig
+	t.sig, t.info = 0, nil
 }

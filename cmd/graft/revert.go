@@ -19,6 +19,8 @@ type revertOutput struct {
 	Functions []string      `json:"functions"`
 	PauseUS   int64         `json:"pause_us"`
 	Orphans   []rangeOutput `json:"orphans,omitempty"`
+	// Descriptors: graft memfds left open by a killed graft, closed.
+	Descriptors []graft.Descriptor `json:"descriptors,omitempty"`
 }
 
 func runRevert(stdout, stderr io.Writer, args []string) error {
@@ -44,13 +46,16 @@ func runRevert(stdout, stderr io.Writer, args []string) error {
 		return err
 	}
 	if *asJSON {
-		return writeJSON(stdout, revertOutput{Pid: *pid, Reverted: res.Reverted, Functions: res.Functions, PauseUS: res.PauseUS, Orphans: rangesOutput(res.Orphans)})
+		return writeJSON(stdout, revertOutput{Pid: *pid, Reverted: res.Reverted, Functions: res.Functions, PauseUS: res.PauseUS, Orphans: rangesOutput(res.Orphans), Descriptors: res.Descriptors})
 	}
 	if len(res.Reverted) > 0 {
 		fmt.Fprintf(stdout, "reverted %s in pid %d: %s\n", strings.Join(res.Reverted, ", "), *pid, strings.Join(res.Functions, ", "))
 	}
 	for _, r := range res.Orphans {
 		fmt.Fprintf(stdout, "unmapped orphaned graft image %s-%s\n", hex(r.Start), hex(r.End))
+	}
+	for _, d := range res.Descriptors {
+		fmt.Fprintf(stdout, "closed descriptor %d (memfd %s) left by a killed graft\n", d.FD, d.Name)
 	}
 	fmt.Fprintf(stdout, "  pause: %d µs\n", res.PauseUS)
 	return nil

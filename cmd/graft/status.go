@@ -22,6 +22,8 @@ type statusOutput struct {
 	// the target right now.
 	TracedBy int    `json:"traced_by,omitempty"`
 	Tracer   string `json:"tracer,omitempty"`
+	// Descriptors: graft memfds a killed graft left open.
+	Descriptors []graft.Descriptor `json:"descriptors,omitempty"`
 }
 
 type rangeOutput struct {
@@ -81,7 +83,7 @@ func runStatus(stdout, stderr io.Writer, args []string) error {
 		return err
 	}
 	if *asJSON {
-		out := statusOutput{Pid: st.Pid, Patches: []patchStatusOutput{}, Orphans: rangesOutput(st.Orphans), TracedBy: st.TracedBy, Tracer: st.Tracer}
+		out := statusOutput{Pid: st.Pid, Patches: []patchStatusOutput{}, Orphans: rangesOutput(st.Orphans), TracedBy: st.TracedBy, Tracer: st.Tracer, Descriptors: st.Descriptors}
 		if st.Record != 0 {
 			out.Record = hex(st.Record)
 		}
@@ -112,6 +114,9 @@ func runStatus(stdout, stderr io.Writer, args []string) error {
 		}
 	} else {
 		printOrphans(stdout, st.Orphans)
+	}
+	for _, d := range st.Descriptors {
+		fmt.Fprintf(stdout, "descriptor %d open to memfd %s (%d bytes), left by a graft killed mid-way; 'graft revert --all' closes it\n", d.FD, d.Name, d.Size)
 	}
 	if len(st.Patches) == 0 {
 		fmt.Fprintf(stdout, "pid %d: no patches applied\n", *pid)

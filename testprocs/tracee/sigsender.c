@@ -2,8 +2,9 @@
  * sigsender PID RATE: queues real-time signals to PID with sigqueue(3)
  * at RATE per second, SIGRTMIN..SIGRTMIN+3 in turn, the i-th carrying
  * sival_int i (from 1). A full queue (EAGAIN) is retried, so every
- * signal counted as sent was queued. On SIGTERM it stops and prints
- * "sent N sum S" on stdout.
+ * signal counted as sent was queued. On SIGTERM it stops sending,
+ * prints "sent N sum S ..." on stdout and waits to be killed (exiting
+ * would race the reader of its stdout).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -62,5 +63,6 @@ int main(int argc, char **argv)
 	}
 	printf("sent %ld sum %ld again %ld seconds %.3f\n", sent, sum, again, now() - start);
 	fflush(stdout);
-	return 0;
+	for (;;)
+		pause();
 }
