@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"graft/elfpatch"
+	"graft/safepoint"
 	"graft/tracer"
 )
 
@@ -45,6 +46,9 @@ type ApplyOptions struct {
 	// DryRun prepares and checks (including the safe point) and writes
 	// nothing into the target.
 	DryRun bool
+	// Progress, if set, is called about once a second while the apply
+	// waits for a safe point: what blocks and how long is left.
+	Progress func(safepoint.Waiting)
 }
 
 // ApplyResult says what Apply did.
@@ -263,7 +267,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 			}
 		}
 		if len(errs) > 0 {
-			return fmt.Errorf("%w (and rolling back failed, target may hold unused memory: %w)", err, errors.Join(errs...))
+			return needsAttention(pid, fmt.Errorf("%w (and undoing it failed, the process may hold unused memory of graft's: %w)", err, errors.Join(errs...)))
 		}
 		return err
 	}
@@ -297,6 +301,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	var sites []SiteRecord
 	var spec safeSpec
 	spec.AllowActive = opts.AllowActive
+	spec.Progress = opts.Progress
 	spec.Functions = append(spec.Functions, pr.parts...)
 	for _, v := range pr.versions {
 		r := pr.image.Redirects[v.redir]

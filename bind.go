@@ -203,6 +203,7 @@ func (w *unwinder) waitSafe(ctx context.Context, p proc, spec safeSpec, timeout 
 		Functions:   toSafepoint(spec.Functions),
 		Entries:     toSafepoint(spec.Entries),
 		AllowActive: spec.AllowActive,
+		Progress:    spec.Progress,
 	}, timeout)
 	if err == nil {
 		w.last = stacks

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"graft/elfpatch"
+	"graft/safepoint"
 	"graft/tracer"
 )
 
@@ -49,6 +50,8 @@ type safeSpec struct {
 	// (the bytes a jump overwrites).
 	Entries     []namedRange
 	AllowActive []string
+	// Progress: see ApplyOptions.Progress.
+	Progress func(safepoint.Waiting)
 }
 
 type namedRange struct {

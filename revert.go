@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"graft/safepoint"
 	"graft/tracer"
 )
 
@@ -21,6 +22,8 @@ type RevertOptions struct {
 	All bool
 	// Timeout bounds the wait for a safe point (default 5s).
 	Timeout time.Duration
+	// Progress: as ApplyOptions.Progress.
+	Progress func(safepoint.Waiting)
 }
 
 // RevertResult says what Revert did.
@@ -154,6 +157,7 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 	// entry the oldest original bytes end up there.
 	var restore []SiteRecord
 	var spec safeSpec
+	spec.Progress = opts.Progress
 	for i := len(popped) - 1; i >= 0; i-- {
 		r := popped[i]
 		res.Reverted = append(res.Reverted, r.ID)
@@ -283,7 +287,8 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 		errs = append(errs, serr)
 	}
 	if len(errs) > 0 {
-		return res, fail(errors.Join(errs...))
+		// The patches are out; their code or the record stays mapped.
+		return res, needsAttention(pid, fail(errors.Join(errs...)))
 	}
 	return res, nil
 }

@@ -29,6 +29,9 @@ type Spec struct {
 	// AllowActive names functions whose running frames may finish in the
 	// old code (an accept loop, main): new calls go to the new code.
 	AllowActive []string
+	// Progress, if set, is called about once a second while WaitSafe
+	// waits (progress.go), on WaitSafe's goroutine.
+	Progress func(Waiting)
 }
 
 // ErrActive is what every *ActiveError matches with errors.Is.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -9,32 +8,6 @@ import (
 
 	"graft"
 )
-
-func init() {
-	register("apply", "patch a running process live", runApply)
-}
-
-// applyOutput is apply's --json document.
-type applyOutput struct {
-	PatchID   string       `json:"patch_id"`
-	Pid       int          `json:"pid"`
-	Functions []string     `json:"functions"`
-	PauseUS   int64        `json:"pause_us"`
-	DryRun    bool         `json:"dry_run,omitempty"`
-	Base      string       `json:"base"`
-	Size      uint64       `json:"size"`
-	OnTopOf   string       `json:"on_top_of,omitempty"`
-	Unloaded  []string     `json:"unloaded,omitempty"`
-	Sites     []siteOutput `json:"sites"`
-}
-
-type siteOutput struct {
-	Func   string `json:"func"`
-	Addr   string `json:"addr"`
-	Target string `json:"target"`
-	Orig   string `json:"orig"`
-	New    string `json:"new"`
-}
 
 func sitesOutput(ss []graft.SiteRecord) []siteOutput {
 	out := []siteOutput{}
@@ -44,58 +17,21 @@ func sitesOutput(ss []graft.SiteRecord) []siteOutput {
 	return out
 }
 
-// parseInterleaved parses flags that may come before or after positional
-// arguments (`graft apply FILE -p PID` as well as `-p PID FILE`).
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := parseFlags(fs, args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
+// applyOpts are apply's flags and argument.
+type applyOpts struct {
+	Pid         int
+	File        string // patch file, or
+	New         string // NEW binary
+	Timeout     time.Duration
+	AllowActive []string
+	DryRun      bool
+	JSON        bool
 }
 
-func runApply(stdout, stderr io.Writer, args []string) error {
-	fs := newFlags("apply", stderr)
-	pid := fs.Int("p", 0, "`PID` of the process to patch")
-	newBin := fs.String("new", "", "NEW `binary`: diff it against what the process runs and apply the result")
-	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for a safe point")
-	allow := fs.String("allow-active", "", "`FUNC[,FUNC]` that may stay on a stack (running frames finish in old code)")
-	dry := fs.Bool("dry-run", false, "prepare and check, write nothing")
-	asJSON := fs.Bool("json", false, "print JSON")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: graft apply -p PID [options] FILE")
-		fmt.Fprintln(stderr, "       graft apply -p PID [options] --new NEWBIN")
-		fs.PrintDefaults()
-	}
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	if *pid <= 0 {
-		return fmt.Errorf("%w: -p PID is required", errUsage)
-	}
-	src := graft.Source{NewBinary: *newBin}
-	switch {
-	case len(pos) == 1 && *newBin == "":
-		src.File = pos[0]
-	case len(pos) == 0 && *newBin != "":
-	default:
-		return fmt.Errorf("%w: give exactly one of FILE or --new NEWBIN", errUsage)
-	}
-	opts := graft.ApplyOptions{Timeout: *timeout, DryRun: *dry}
-	for _, f := range strings.Split(*allow, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			opts.AllowActive = append(opts.AllowActive, f)
-		}
-	}
-
+func runApply(stdout, stderr io.Writer, o applyOpts) error {
+	src := graft.Source{File: o.File, NewBinary: o.New}
+	opts := graft.ApplyOptions{Timeout: o.Timeout, DryRun: o.DryRun, AllowActive: o.AllowActive, Progress: progressPrinter(stderr, "apply")}
+	pid, asJSON := &o.Pid, &o.JSON
 	ctx, stop := interruptible()
 	defer stop()
 	res, err := graft.Apply(ctx, *pid, src, opts)

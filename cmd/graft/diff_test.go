@@ -132,7 +132,7 @@ func TestDiffCommandRefusedWritesNothing(t *testing.T) {
 func TestDiffShowErrors(t *testing.T) {
 	_, errOut, code := runGraft("diff", "only-one")
 	assert.Equal(t, 2, code)
-	assert.Contains(t, errOut, "need OLD and NEW")
+	assert.Contains(t, errOut, "need the OLD and NEW binaries")
 
 	junk := filepath.Join(t.TempDir(), "junk")
 	require.NoError(t, os.WriteFile(junk, []byte("not a patch at all, long enough for a header......"), 0o644))

@@ -87,6 +87,9 @@ func TestKilledApplyAndRevertLeaveNothingAfterRevertAll(t *testing.T) {
 		_ = werr
 		require.False(t, target.Exited(), "round %d (%s): the target died", i, op)
 		testutil.RequireReleased(t, target.Pid)
+		// A system call graft injected may still be finishing on its own
+		// (the SIGKILL-safe path): let it, so what is left stays put.
+		time.Sleep(20 * time.Millisecond)
 
 		st := statusJSON(t, target.Pid)
 		if len(graftFDs(t, target.Pid)) > 0 {

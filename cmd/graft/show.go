@@ -10,63 +10,6 @@ import (
 	"graft/elfpatch"
 )
 
-func init() {
-	register("show", "print a patch file", runShow)
-}
-
-// showOutput is show's --json document: the patch without the segment
-// bytes, which are summarised by size and hash.
-type showOutput struct {
-	Version    int           `json:"version"`
-	OldBuildID string        `json:"old_build_id"`
-	NewBuildID string        `json:"new_build_id"`
-	OldPath    string        `json:"old_path,omitempty"`
-	NewPath    string        `json:"new_path,omitempty"`
-	Report     *reportOutput `json:"report"`
-	Image      imageOutput   `json:"image"`
-}
-
-type imageOutput struct {
-	Size      string                `json:"size"`
-	Segments  []segmentOutput       `json:"segments"`
-	Redirects []patchRedirectOutput `json:"redirects"`
-	Fixups    []patchFixupOutput    `json:"fixups"`
-	Imports   []patchImportOutput   `json:"imports"`
-	Relatives int                   `json:"relatives"`
-}
-
-type patchRedirectOutput struct {
-	Name    string `json:"name"`
-	Old     string `json:"old"`
-	OldSize uint64 `json:"old_size"`
-	New     string `json:"new"`
-	NewSize uint64 `json:"new_size"`
-}
-
-type patchFixupOutput struct {
-	Off    string             `json:"off"`
-	Kind   elfpatch.FixupKind `json:"kind"`
-	PCNext string             `json:"pc_next,omitempty"`
-	Target string             `json:"target"`
-	Symbol string             `json:"symbol"`
-}
-
-type patchImportOutput struct {
-	Off     string `json:"off"`
-	Symbol  string `json:"symbol"`
-	Version string `json:"version,omitempty"`
-	Addend  int64  `json:"addend,omitempty"`
-	Weak    bool   `json:"weak,omitempty"`
-}
-
-type segmentOutput struct {
-	Vaddr  string `json:"vaddr"`
-	Memsz  uint64 `json:"memsz"`
-	Filesz int    `json:"filesz"`
-	Prot   string `json:"prot"`
-	SHA256 string `json:"sha256"`
-}
-
 func protString(p int) string {
 	b := []byte("---")
 	if p&1 != 0 {
@@ -120,20 +63,9 @@ func showView(p *elfpatch.Patch) showOutput {
 	return v
 }
 
-func runShow(stdout, stderr io.Writer, args []string) error {
-	fs := newFlags("show", stderr)
-	asJSON := fs.Bool("json", false, "print JSON")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: graft show FILE [--json]")
-		fs.PrintDefaults()
-	}
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return fmt.Errorf("%w: need one patch FILE, got %d arguments", errUsage, len(pos))
-	}
+func runShow(stdout, stderr io.Writer, file string, asJSONv bool) error {
+	pos := []string{file}
+	asJSON := &asJSONv
 	f, err := os.Open(pos[0])
 	if err != nil {
 		return fmt.Errorf("show patch: %w", err)
@@ -160,13 +92,13 @@ func runShow(stdout, stderr io.Writer, args []string) error {
 	if p.Report != nil {
 		printReport(stdout, p.Report)
 	}
-	fmt.Fprintf(stdout, "\nimage: %s bytes, %d segments, %d redirects, %d fixups, %d imports, %d relatives\n",
+	fmt.Fprintf(stdout, "\nnew code: %s bytes, %d segments, %d functions redirected, %d references into the running program, %d library symbols, %d relative relocations\n",
 		v.Image.Size, len(v.Image.Segments), len(v.Image.Redirects), len(v.Image.Fixups), len(v.Image.Imports), v.Image.Relatives)
 	for _, s := range v.Image.Segments {
 		fmt.Fprintf(stdout, "  segment %s memsz %d filesz %d %s sha256 %s\n", s.Vaddr, s.Memsz, s.Filesz, s.Prot, s.SHA256[:16])
 	}
 	for _, r := range v.Image.Redirects {
-		fmt.Fprintf(stdout, "  redirect %s: old %s -> new %s\n", r.Name, r.Old, r.New)
+		fmt.Fprintf(stdout, "  %s: old %s -> new %s\n", r.Name, r.Old, r.New)
 	}
 	if len(v.Image.Segments) == 0 {
 		fmt.Fprintln(stdout, "  (no code: this patch cannot be applied)")

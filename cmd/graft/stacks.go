@@ -10,34 +10,7 @@ import (
 	"graft/tracer"
 )
 
-func init() {
-	register("stacks", "print the stack of every thread of a process (CFI unwinding)", runStacks)
-}
-
-type stacksJSON struct {
-	Pid     int          `json:"pid"`
-	Threads []threadJSON `json:"threads"`
-}
-
-type threadJSON struct {
-	Tid    int         `json:"tid"`
-	Frames []frameJSON `json:"frames"`
-	// Incomplete is the reason the stack could not be unwound to its end.
-	Incomplete string `json:"incomplete,omitempty"`
-}
-
-type frameJSON struct {
-	PC       string `json:"pc"`
-	CFA      string `json:"cfa,omitempty"`
-	Function string `json:"function"`
-	Module   string `json:"module,omitempty"`
-}
-
-func runStacks(stdout, stderr io.Writer, args []string) error {
-	pid, asJSON, err := parsePidArgs("stacks", stderr, args)
-	if err != nil {
-		return err
-	}
+func runStacks(stdout, stderr io.Writer, pid int, asJSON bool) error {
 	// SIGINT/SIGTERM cancel ctx instead of killing graft: attached's
 	// watcher detaches at once, and the command reports the interrupt.
 	ctx, stop := interruptible()

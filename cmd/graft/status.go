@@ -9,28 +9,6 @@ import (
 	"graft"
 )
 
-func init() {
-	register("status", "list the patches in effect in a process", runStatus)
-}
-
-type statusOutput struct {
-	Pid     int                 `json:"pid"`
-	Record  string              `json:"record,omitempty"`
-	Patches []patchStatusOutput `json:"patches"`
-	Orphans []rangeOutput       `json:"orphans,omitempty"`
-	// TracedBy: another process (a graft at work, a debugger) traces
-	// the target right now.
-	TracedBy int    `json:"traced_by,omitempty"`
-	Tracer   string `json:"tracer,omitempty"`
-	// Descriptors: graft memfds a killed graft left open.
-	Descriptors []graft.Descriptor `json:"descriptors,omitempty"`
-}
-
-type rangeOutput struct {
-	Start string `json:"start"`
-	End   string `json:"end"`
-}
-
 func rangesOutput(rs []graft.Range) []rangeOutput {
 	var out []rangeOutput
 	for _, r := range rs {
@@ -46,44 +24,14 @@ func printOrphans(w io.Writer, rs []graft.Range) {
 	}
 }
 
-type patchStatusOutput struct {
-	ID           string           `json:"id"`
-	Applied      time.Time        `json:"applied"`
-	OldBuildID   string           `json:"old_build_id"`
-	NewBuildID   string           `json:"new_build_id"`
-	Functions    []string         `json:"functions"`
-	Redirects    []redirectOutput `json:"redirects"`
-	Sites        []siteOutput     `json:"sites"`
-	Base         string           `json:"base"`
-	Size         uint64           `json:"size"`
-	Unloaded     bool             `json:"unloaded,omitempty"`
-	SupersededBy string           `json:"superseded_by,omitempty"`
-	Intact       bool             `json:"intact"`
-}
-
-type redirectOutput struct {
-	Name    string `json:"name"`
-	Entry   string `json:"entry,omitempty"`
-	New     string `json:"new"`
-	NewSize uint64 `json:"new_size"`
-}
-
-func runStatus(stdout, stderr io.Writer, args []string) error {
-	fs := newFlags("status", stderr)
-	pid := fs.Int("p", 0, "`PID` of the process")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if *pid <= 0 || fs.NArg() != 0 {
-		return fmt.Errorf("%w: graft status -p PID [--json]", errUsage)
-	}
+func runStatus(stdout, stderr io.Writer, pidv int, asJSONv bool) error {
+	pid, asJSON := &pidv, &asJSONv
 	st, err := graft.Status(*pid)
 	if err != nil {
 		return err
 	}
 	if *asJSON {
-		out := statusOutput{Pid: st.Pid, Patches: []patchStatusOutput{}, Orphans: rangesOutput(st.Orphans), TracedBy: st.TracedBy, Tracer: st.Tracer, Descriptors: st.Descriptors}
+		out := statusOutput{Pid: st.Pid, Patches: []patchStatusOutput{}, Orphans: rangesOutput(st.Orphans), TracedBy: st.TracedBy, Tracer: st.Tracer, Descriptors: descriptorsWire(st.Descriptors)}
 		if st.Record != 0 {
 			out.Record = hex(st.Record)
 		}
