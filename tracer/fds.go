@@ -62,8 +62,8 @@ type MemfdHolder struct {
 
 // ScanMemfds lists every process on the host that maps or holds open a
 // memfd whose name starts with prefix, reading only /proc: no process is
-// stopped or traced. Processes that vanish or cannot be read (another
-// user's, without privileges) are skipped; unreadable ones are counted.
+// stopped or traced. Processes that vanish or cannot be read are
+// skipped; those refused for want of privileges are counted.
 func ScanMemfds(prefix string) (found []MemfdHolder, unreadable int, err error) {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
@@ -77,10 +77,10 @@ func ScanMemfds(prefix string) (found []MemfdHolder, unreadable int, err error) 
 		}
 		maps, err := ReadMaps(pid)
 		if err != nil {
-			if !errors.Is(err, ErrProcessExited) && !errors.Is(err, os.ErrNotExist) {
+			if errors.Is(err, os.ErrPermission) {
 				unreadable++
 			}
-			continue
+			continue // gone meanwhile, or not ours to read
 		}
 		h := MemfdHolder{Pid: pid}
 		for _, m := range maps {

@@ -77,7 +77,22 @@ func classify(err error) outcome {
 			break
 		}
 	}
+	if h := hints[code]; h != "" && !strings.Contains(msg, h) {
+		msg += "; " + h
+	}
 	return outcome{exitFailed, code, msg}
+}
+
+// hints say what to do next, for failures whose message does not.
+var hints = map[string]string{
+	"no_such_process": "check the PID (pgrep NAME)",
+	"process_exited":  "the process exited meanwhile; nothing of graft is left in it",
+	"not_safe":        "nothing was changed: try again when the process is less busy, give a longer --timeout, or, if that function's running frame may finish in the old code (an accept loop, main), name it with --allow-active",
+	"stop_timeout":    "nothing was changed: a thread did not stop in time (uninterruptible sleep, state D); try again when it wakes, or give a longer --timeout",
+	"signal_storm":    "nothing was changed: try again when the signal load is lower",
+	"build_mismatch":  "make the patch from the build that runs: graft diff /proc/PID/exe NEW -o FILE (or from the NEW of the newest patch in effect)",
+	"nothing_applied": "'graft status -p PID' shows what is in effect",
+	"timeout":         "nothing was changed; give a longer --timeout",
 }
 
 func sigOf() int32 { return interruptedBy.Load() }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"graft"
@@ -42,7 +43,11 @@ func runHostStatus(stdout, stderr io.Writer, asJSON bool) error {
 		fmt.Fprintln(stdout, "\n'graft status -p PID' shows a process's patches; 'graft revert -p PID --all' removes leftovers")
 	}
 	if unreadable > 0 {
-		fmt.Fprintf(stderr, "graft status: %d processes could not be read (run as root to see every process)\n", unreadable)
+		next := "run graft status as root to see every process"
+		if os.Geteuid() == 0 {
+			next = "even as root: a security module or another PID namespace's owner forbids it"
+		}
+		fmt.Fprintf(stderr, "graft status: %d processes could not be read (%s)\n", unreadable, next)
 	}
 	return nil
 }
