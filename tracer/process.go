@@ -50,6 +50,9 @@ type thread struct {
 	// resumeSig: the signal the next PTRACE_SYSCALL passes; blocked, the
 	// kernel queues it again itself (handOver).
 	resumeSig int
+	// early: signals delivered at once during the current stop
+	// (signal_stops.go).
+	early int
 }
 
 // Process is one traced process. All its ptrace and wait calls run on one
@@ -583,6 +586,7 @@ func (p *Process) stop() error {
 			}
 			waiting = true
 			if p.collect(t, true) {
+				p.deliverCaught(t) // signal_stops.go
 				continue
 			}
 			if err := p.awaitStop(t, deadline); err != nil {
@@ -592,6 +596,7 @@ func (p *Process) stop() error {
 				}
 				return err
 			}
+			p.deliverCaught(t)
 		}
 		if p.exited != nil {
 			return p.exited
@@ -620,6 +625,9 @@ func (p *Process) stop() error {
 		}
 	}
 	p.stopped = true
+	for _, t := range p.threads {
+		t.early = 0
+	}
 	// Read every thread's registers now, in this one hand-off: every
 	// caller of Stop wants them (unwinding, safety checks), and Regs can
 	// then answer from the snapshot.

@@ -32,3 +32,5 @@ func ptraceSetSigmask(tid int, m uint64) error {
 	}
 	return nil
 }
+
+func unsafePointer(p *[128]byte) unsafe.Pointer { return unsafe.Pointer(p) }

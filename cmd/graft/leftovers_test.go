@@ -124,8 +124,11 @@ func TestKilledApplyAndRevertLeaveNothingAfterRevertAll(t *testing.T) {
 	_, err := fmt.Sscanf(line, "sent %d sum %d again %d seconds %f", &sent, &sum, &again, &secs)
 	require.NoError(t, err, line)
 	t.Logf("%d signals in %.1fs = %.0f/s", sent, secs, float64(sent)/secs)
-	// Known gap: a graft SIGKILLed at some moments of a remote call loses
-	// a signal or two of the stream (see the report); never one twice.
+	// Known gap: the kernel drops the signal of a signal-delivery-stop
+	// whose tracer dies. Stop delivers caught signals at once
+	// (tracer/signal_stops.go), but a signal stop that graft has not yet
+	// reaped while the process runs between its stops can still be lost
+	// to a SIGKILL: 0-2 of about 5,000 here. Never one twice.
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		require.NoError(t, syscall.Kill(target.Pid, syscall.SIGUSR1))
