@@ -16,7 +16,9 @@ import (
 // order `graft --help` shows them. To add one: write its logic as a
 // function of its own file taking the output streams and an options
 // struct, and a constructor here that declares its flags, checks them
-// (usagef for a wrong command line: exit status 2) and calls it.
+// (usagef for a wrong command line: exit status 2) and calls it; a logic
+// function that returns an exit status itself goes through exitWith.
+// Then run `go generate ./cmd/graft` for its usage page.
 var commandList = []func(stdout, stderr io.Writer) *cobra.Command{
 	newDiffCmd,
 	newShowCmd,

@@ -217,3 +217,12 @@ func TestHostStatus(t *testing.T) {
 		require.Zero(t, tp)
 	}
 }
+
+// A command whose logic returns its own exit status (the shape other
+// commands are written in) exits with it and nothing more is printed.
+func TestExitWith(t *testing.T) {
+	require.NoError(t, exitWith(0))
+	e := classify(exitWith(3))
+	require.Equal(t, 3, e.exit)
+	require.Empty(t, e.message)
+}

@@ -30,6 +30,27 @@ func usagef(format string, args ...any) error {
 	return &usageError{fmt.Sprintf(format, args...)}
 }
 
+// statusError carries the exit status of a command whose logic function
+// returns one (func runX(ctx, stdout, stderr, opts) int) and has already
+// said why: run exits with it and prints nothing more.
+type statusError struct{ code int }
+
+func (e *statusError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// exitWith adapts such a function's result to a cobra RunE:
+//
+//	RunE: func(c *cobra.Command, args []string) error {
+//		ctx, stop := interruptible()
+//		defer stop()
+//		return exitWith(runPlay(ctx, stdout, stderr, o))
+//	},
+func exitWith(code int) error {
+	if code == 0 {
+		return nil
+	}
+	return &statusError{code}
+}
+
 // outcome is how run reports an error.
 type outcome struct {
 	exit    int
@@ -40,6 +61,10 @@ type outcome struct {
 // classify maps an error to its exit status, code and message.
 func classify(err error) outcome {
 	msg := err.Error()
+	var se *statusError
+	if errors.As(err, &se) {
+		return outcome{se.code, "", ""}
+	}
 	var ue *usageError
 	switch {
 	case errors.Is(err, graft.ErrNeedsAttention):

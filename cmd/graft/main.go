@@ -35,6 +35,9 @@ func run(stdout, stderr io.Writer, args []string) int {
 		asJSON = true
 	}
 	e := classify(err)
+	if e.message == "" {
+		return e.exit // the command has said why (exitWith)
+	}
 	if asJSON {
 		writeJSON(stdout, errorWire{Error: errorBody{Code: e.code, Message: e.message, Exit: e.exit}})
 	} else {
