@@ -59,7 +59,12 @@
 // Resume continues each thread with its recorded signal, or
 // PTRACE_LISTENs it if it was in a group-stop. So a signal that arrives
 // while the process is held is delivered after Resume (or Close), never
-// swallowed, and kill -STOP is never undone.
+// swallowed, and kill -STOP is never undone. One exception, for a graft
+// that may die: a signal the program catches is delivered as soon as the
+// thread stops for it (its handler's frame is set up and the pending
+// interrupt stops the thread before the handler runs), because the kernel
+// drops the signal of a signal-delivery-stop whose tracer dies
+// (signal_stops.go).
 //
 // # Remote syscalls
 //
@@ -136,6 +141,13 @@
 // goes back to it. Close is idempotent, safe from a deferred call after a
 // panic (a panic inside a request is recovered on the tracer goroutine),
 // and a process that exited meanwhile is not an error.
+//
+// # Reading /proc without tracing
+//
+// ReadMaps, MemfdDescriptors (a process's open memfds, from
+// /proc/PID/fd) and ScanMemfds (every process on the host mapping or
+// holding a memfd with a given name prefix: graft's host-wide status)
+// never attach or stop anything.
 //
 // # Limits
 //

@@ -86,7 +86,7 @@ func TestDiffCommandJSONAndPatchFile(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	assert.Contains(t, out, "verdict: auto")
 	assert.Contains(t, out, "bytes_served")
-	assert.Regexp(t, `redirect handle: old 0x[0-9a-f]+ -> new 0x[0-9a-f]+`, out)
+	assert.Regexp(t, `\n  handle: old 0x[0-9a-f]+ -> new 0x[0-9a-f]+`, out)
 	var v showOutput
 	out, errOut, code = runGraft("show", "--json", patch)
 	require.Equal(t, 0, code, errOut)
@@ -158,7 +158,7 @@ func TestDiffPatchAppliesLive(t *testing.T) {
 	assert.Contains(t, out, "cmd_echo")
 	out, errOut, code = runGraft("show", patch)
 	require.Equal(t, 0, code, errOut)
-	assert.Contains(t, out, "redirect cmd_echo")
+	assert.Regexp(t, `\n  cmd_echo: old 0x[0-9a-f]+ -> new 0x[0-9a-f]+`, out)
 
 	p, port := testutil.StartServer(t, "sshd-v2")
 	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 5*time.Second)

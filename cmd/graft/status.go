@@ -64,7 +64,11 @@ func runStatus(stdout, stderr io.Writer, pidv int, asJSONv bool) error {
 		printOrphans(stdout, st.Orphans)
 	}
 	for _, d := range st.Descriptors {
-		fmt.Fprintf(stdout, "descriptor %d open to memfd %s (%d bytes), left by a graft killed mid-way; 'graft revert --all' closes it\n", d.FD, d.Name, d.Size)
+		if st.TracedBy != 0 {
+			fmt.Fprintf(stdout, "descriptor %d open to memfd %s (%d bytes): the apply in progress, or left by a killed graft\n", d.FD, d.Name, d.Size)
+			continue
+		}
+		fmt.Fprintf(stdout, "descriptor %d open to memfd %s (%d bytes), left by a graft killed mid-way; 'graft revert -p %d --all' closes it\n", d.FD, d.Name, d.Size, *pid)
 	}
 	if len(st.Patches) == 0 {
 		fmt.Fprintf(stdout, "pid %d: no patches applied\n", *pid)
