@@ -114,7 +114,7 @@ func (p *Process) signalStopsError(tid int, sigs []int) error {
 	if len(names) > 4 {
 		names = append(names[:4], "...")
 	}
-	return fmt.Errorf("remote syscall on tid %d in pid %d: the thread stopped for %d signals (%s) before the call could run and signals could not be blocked: %w",
+	return fmt.Errorf("system call injected into tid %d of pid %d: the thread stopped %d times for signals (%s) before the call could run, and its signals could not be blocked (PTRACE_SETSIGMASK refused): %w",
 		tid, p.pid, len(sigs), strings.Join(names, ", "), ErrSignalStorm)
 }
 
