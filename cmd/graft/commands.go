@@ -219,6 +219,9 @@ it was.`,
 			switch {
 			case len(args) == 1 && o.New == "":
 				o.File = args[0]
+				if isELF(o.File) {
+					return usagef("%s is a program, not a patch file: to patch with that build, give it as --new %s (or make a patch with graft diff OLD %s -o FILE)", o.File, o.File, o.File)
+				}
 			case len(args) == 0 && o.New != "":
 			default:
 				return usagef("give exactly one of FILE or --new NEWBIN")
@@ -370,4 +373,16 @@ func noArgs(c *cobra.Command, args []string) error {
 		return usagef("unexpected arguments %q", args)
 	}
 	return nil
+}
+
+// isELF reports whether path starts with the ELF magic.
+func isELF(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var b [4]byte
+	n, _ := f.Read(b[:])
+	return n == 4 && string(b[:]) == "\x7fELF"
 }
