@@ -128,7 +128,7 @@ func TestApplyUsageErrors(t *testing.T) {
 		{"revert", "-p", "1", "--timeout", "soon"},
 		{"apply", "-p", "one", "x"},
 		{"nosuchcommand"},
-		{"apply", "-p", "1", "/proc/self/exe"}, // a program given as a patch
+		{"apply", "-p", "1", "/proc/self/exe"},      // a program given as a patch
 		{"revert", "-p", "1", "--id", "x", "--all"}, // exclusive
 		{"revert", "-p", "1", "extra"},              // positional
 	} {
