@@ -20,9 +20,9 @@ import (
 // runs after Resume, as it would have). From then on the signal is the
 // kernel's business: graft dying loses nothing. A thread does this at
 // most maxEarly times per stop (a storm must not keep it from stopping);
-// beyond that, and for signals without a handler (default actions:
-// stop, terminate, ignore), the stop is kept as before and the signal
-// goes back in on Resume.
+// beyond that, for signals without a handler (default actions: stop,
+// terminate, ignore), and for SIGURG, the stop is kept as before and the
+// signal goes back in on Resume.
 const maxEarly = 8
 
 // deliverCaught delivers the signal t just stopped for, if the process
@@ -30,6 +30,12 @@ const maxEarly = 8
 // event stop.
 func (p *Process) deliverCaught(t *thread) {
 	if t.state != stopSignal || t.sig == 0 || isStopSignal(t.sig) || t.early >= maxEarly {
+		return
+	}
+	if syscall.Signal(t.sig) == unix.SIGURG {
+		// Go's preemption request, every 10 ms per busy thread: one
+		// lost costs nothing, and a thread parked at runtime.sigtramp
+		// is no help to the goroutine walk.
 		return
 	}
 	if !caught(p.pid, t.sig) {
