@@ -34,7 +34,8 @@ func graftFDs(t *testing.T, pid int) []string {
 	return out
 }
 
-// SIGKILL of graft at random moments of apply and of revert, while the
+// SIGKILL of graft at random moments of apply and of revert (and, every
+// fourth round, of apply just as its memfd appears in the target), while the
 // target takes queued real-time signals: the target survives, is
 // released, and after `revert --all` holds no graft mapping and no graft
 // descriptor, and runs its original code.
@@ -49,7 +50,7 @@ func TestKilledApplyAndRevertLeaveNothingAfterRevertAll(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "sigload.patch")
 	_, errOut, code := runGraft("diff", testutil.Build(t, "sigload-v1"), testutil.Build(t, "sigload-v2"), "-o", file)
 	require.Equal(t, 0, code, errOut)
-	sender := testutil.Start(t, testutil.Build(t, "sigsender"), pid, "1500")
+	sender := testutil.Start(t, testutil.Build(t, "sigsender"), pid, "2000")
 	sender.WaitLine(t, "sending", 10*time.Second)
 
 	outcomes := map[string]int{}
@@ -75,16 +76,35 @@ func TestKilledApplyAndRevertLeaveNothingAfterRevertAll(t *testing.T) {
 		go func() { exited <- g.Wait() }()
 		// graft's start-up (reading the patch, CFI) takes a few ms, its
 		// stops a few more: spread the kills over both.
-		var werr error
-		select {
-		case werr = <-exited:
-			outcomes[op+": finished before the kill"]++
-		case <-time.After(time.Duration(rand.IntN(60_000)) * time.Microsecond):
-			g.Process.Signal(syscall.SIGKILL)
-			werr = <-exited
-			outcomes[op+": killed"]++
+		if op == "apply" && i%4 == 2 {
+			// Aim at the window where graft's memfd is open in the
+			// target (between memfd_create and its close after mmap).
+			done := false
+			for !done && len(graftFDs(t, target.Pid)) == 0 {
+				select {
+				case <-exited:
+					done = true
+				default:
+					time.Sleep(20 * time.Microsecond)
+				}
+			}
+			if done {
+				outcomes[op+": finished before its descriptor was seen"]++
+			} else {
+				g.Process.Signal(syscall.SIGKILL)
+				<-exited
+				outcomes[op+": killed with its descriptor open"]++
+			}
+		} else {
+			select {
+			case <-exited:
+				outcomes[op+": finished before the kill"]++
+			case <-time.After(time.Duration(rand.IntN(60_000)) * time.Microsecond):
+				g.Process.Signal(syscall.SIGKILL)
+				<-exited
+				outcomes[op+": killed"]++
+			}
 		}
-		_ = werr
 		require.False(t, target.Exited(), "round %d (%s): the target died", i, op)
 		testutil.RequireReleased(t, target.Pid)
 		// A system call graft injected may still be finishing on its own
@@ -103,6 +123,20 @@ func TestKilledApplyAndRevertLeaveNothingAfterRevertAll(t *testing.T) {
 			out, _, _ := runGraft("status", "-p", pid, "--json")
 			require.NoError(t, json.Unmarshal([]byte(out), &full))
 			require.NotEmpty(t, full.Descriptors, "round %d: status must list the descriptors %v: %s", i, graftFDs(t, target.Pid), out)
+			// And the host-wide list names the process with them.
+			var host struct {
+				Processes []struct {
+					Pid         int               `json:"pid"`
+					Descriptors []json.RawMessage `json:"descriptors"`
+				} `json:"processes"`
+			}
+			out, _, _ = runGraft("status", "--json")
+			require.NoError(t, json.Unmarshal([]byte(out), &host))
+			listed := false
+			for _, p := range host.Processes {
+				listed = listed || p.Pid == target.Pid && len(p.Descriptors) > 0
+			}
+			require.True(t, listed, "round %d: host-wide status must list pid %d with its descriptors: %s", i, target.Pid, out)
 		}
 		if len(st.Patches) > 0 || len(st.Orphans) > 0 || len(graftMaps(t, target.Pid)) > 0 || len(graftFDs(t, target.Pid)) > 0 {
 			if len(st.Orphans) > 0 {
