@@ -40,6 +40,9 @@ type RevertResult struct {
 	// Descriptors are graft memfds a killed graft left open that --all
 	// closed.
 	Descriptors []Descriptor `json:"descriptors,omitempty"`
+	// EmptyRecord: --all unmapped a record that held no patch (a revert
+	// killed before it removed it).
+	EmptyRecord bool `json:"empty_record,omitempty"`
 }
 
 func (sys *system) revert(ctx context.Context, pid int, opts RevertOptions) (res *RevertResult, err error) {
@@ -90,8 +93,17 @@ func (sys *system) revert(ctx context.Context, pid int, opts RevertOptions) (res
 			return nil, fmt.Errorf("revert in pid %d: %w", pid, err)
 		}
 	}
-	if len(st.Patches) == 0 && len(orphans) == 0 && len(fds) > 0 {
+	// A revert killed after it emptied the record but before it unmapped
+	// it leaves a record with no patch: --all takes it out.
+	emptyRecord := opts.All && len(st.Patches) == 0 && st.Addr != 0
+	if len(st.Patches) == 0 && len(orphans) == 0 && (len(fds) > 0 || emptyRecord) {
 		res = &RevertResult{}
+		if emptyRecord {
+			if err := stopped(p, func() error { return p.Munmap(st.Addr, stateCapacity) }); err != nil {
+				return res, needsAttention(pid, fmt.Errorf("revert in pid %d: unmap the empty graft record at %#x: %w", pid, st.Addr, err))
+			}
+			res.EmptyRecord = true
+		}
 	} else if res, err = sys.revertAttached(ctx, pid, p, st, mods, orphans, opts); err != nil {
 		return res, err
 	}

@@ -54,7 +54,7 @@ func TestKilledApplyAndRevertLeaveNothingAfterRevertAll(t *testing.T) {
 	sender.WaitLine(t, "sending", 10*time.Second)
 
 	outcomes := map[string]int{}
-	leftFDs, leftMaps := 0, 0
+	leftFDs, leftMaps, emptyRecords := 0, 0, 0
 	const rounds = 40
 	for i := range rounds {
 		op := "apply"
@@ -142,14 +142,17 @@ func TestKilledApplyAndRevertLeaveNothingAfterRevertAll(t *testing.T) {
 			if len(st.Orphans) > 0 {
 				leftMaps++
 			}
-			_, errOut, code := runGraft("revert", "-p", pid, "--all")
+			out, errOut, code := runGraft("revert", "-p", pid, "--all", "--json")
 			require.Equal(t, 0, code, "round %d (%s): revert --all: %s", i, op, errOut)
+			if strings.Contains(out, `"empty_record": true`) {
+				emptyRecords++
+			}
 		}
 		require.Empty(t, graftMaps(t, target.Pid), "round %d (%s): graft mappings after revert --all", i, op)
 		require.Empty(t, graftFDs(t, target.Pid), "round %d (%s): graft descriptors after revert --all", i, op)
 		require.Equal(t, text, textOf(t, target.Pid), "round %d (%s): original text back", i, op)
 	}
-	t.Logf("%d rounds: %v; rounds that left descriptors: %d, orphaned images: %d", rounds, outcomes, leftFDs, leftMaps)
+	t.Logf("%d rounds: %v; rounds that left descriptors: %d, orphaned images: %d, an empty record: %d", rounds, outcomes, leftFDs, leftMaps, emptyRecords)
 
 	require.NoError(t, syscall.Kill(sender.Pid, syscall.SIGTERM))
 	line := sender.WaitLine(t, "sent ", 10*time.Second)

@@ -27,13 +27,16 @@ func runRevert(stdout, stderr io.Writer, o revertOpts) error {
 		return err
 	}
 	if *asJSON {
-		return writeJSON(stdout, revertOutput{Pid: *pid, Reverted: res.Reverted, Functions: res.Functions, PauseUS: res.PauseUS, Orphans: rangesOutput(res.Orphans), Descriptors: descriptorsWire(res.Descriptors)})
+		return writeJSON(stdout, revertOutput{Pid: *pid, Reverted: res.Reverted, Functions: res.Functions, PauseUS: res.PauseUS, Orphans: rangesOutput(res.Orphans), Descriptors: descriptorsWire(res.Descriptors), EmptyRecord: res.EmptyRecord})
 	}
 	if len(res.Reverted) > 0 {
 		fmt.Fprintf(stdout, "reverted %s in pid %d: %s\n", strings.Join(res.Reverted, ", "), *pid, strings.Join(res.Functions, ", "))
 	}
 	for _, r := range res.Orphans {
 		fmt.Fprintf(stdout, "unmapped orphaned graft image %s-%s\n", hex(r.Start), hex(r.End))
+	}
+	if res.EmptyRecord {
+		fmt.Fprintf(stdout, "removed the empty graft record left by a killed revert\n")
 	}
 	for _, d := range res.Descriptors {
 		fmt.Fprintf(stdout, "closed descriptor %d (memfd %s) left by a killed graft\n", d.FD, d.Name)

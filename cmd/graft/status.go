@@ -70,6 +70,10 @@ func runStatus(stdout, stderr io.Writer, pidv int, asJSONv bool) error {
 		}
 		fmt.Fprintf(stdout, "descriptor %d open to memfd %s (%d bytes), left by a graft killed mid-way; 'graft revert -p %d --all' closes it\n", d.FD, d.Name, d.Size, *pid)
 	}
+	if len(st.Patches) == 0 && st.Record != 0 && st.TracedBy == 0 {
+		fmt.Fprintf(stdout, "pid %d: no patches applied, but an empty graft record is mapped at %s (a revert killed before it removed it); 'graft revert -p %d --all' removes it\n", *pid, hex(st.Record), *pid)
+		return nil
+	}
 	if len(st.Patches) == 0 {
 		fmt.Fprintf(stdout, "pid %d: no patches applied\n", *pid)
 		return nil

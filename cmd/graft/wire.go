@@ -173,6 +173,8 @@ type revertOutput struct {
 	Orphans   []rangeOutput `json:"orphans,omitempty"`
 	// Descriptors: graft memfds left open by a killed graft, closed.
 	Descriptors []descriptorWire `json:"descriptors,omitempty"`
+	// EmptyRecord: an empty record a killed revert left was removed.
+	EmptyRecord bool `json:"empty_record,omitempty"`
 }
 
 // showOutput is show's --json document: the patch without the segment
