@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"graft/elfpatch"
+	"graft/safepoint"
 	"graft/tracer"
 )
 
@@ -69,6 +70,9 @@ type ApplyOptions struct {
 	// Once (with DryRun) checks the stacks in one stop and does not wait
 	// for a safe point: `graft diff -p` shows what is on them right now.
 	Once bool
+	// Progress, if set, is called about once a second while the apply
+	// waits for a safe point: what blocks and how long is left.
+	Progress func(safepoint.Waiting)
 }
 
 // ApplyResult says what Apply did.
@@ -332,7 +336,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 			}
 		}
 		if len(errs) > 0 {
-			return fmt.Errorf("%w (and rolling back failed, target may hold unused memory: %w)", err, errors.Join(errs...))
+			return needsAttention(pid, fmt.Errorf("%w (and undoing it failed, the process may hold unused memory of graft's: %w)", err, errors.Join(errs...)))
 		}
 		return err
 	}
@@ -355,6 +359,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	if err := pr.frameSpec(&spec, pr.exeBias); err != nil {
 		return nil, rollback(fail(err))
 	}
+	spec.Progress = opts.Progress
 	spec.Functions = append(spec.Functions, pr.parts...)
 	for _, v := range pr.versions {
 		r := pr.image.Redirects[v.redir]

@@ -53,6 +53,7 @@ func defaultSystem() (*system, error) {
 		now:       time.Now,
 		check:     tracer.Check,
 		tracedBy:  tracedBy,
+		fds:       tracer.MemfdDescriptors,
 	}, nil
 }
 
@@ -213,6 +214,7 @@ func (w *unwinder) waitSafe(ctx context.Context, p proc, spec safeSpec, timeout 
 		Entries:     toSafepoint(spec.Entries),
 		AllowActive: spec.AllowActive,
 		Stay:        spec.Stay,
+		Progress:    spec.Progress,
 	}
 	for i := range sp.Functions {
 		sp.Functions[i].Allow = spec.Allow[sp.Functions[i].Name]

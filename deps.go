@@ -55,6 +55,8 @@ type safeSpec struct {
 	// Functions may stay anyway (frames.go). Both may be nil.
 	Allow map[string]string
 	Stay  func(fn string, resume uint64, exact bool) safepoint.StayVerdict
+	// Progress: see ApplyOptions.Progress.
+	Progress func(safepoint.Waiting)
 }
 
 type namedRange struct {
@@ -133,6 +135,8 @@ type system struct {
 	// tracedBy returns the tracer of pid and its name (0: none), for
 	// status to tell an apply in progress from a killed one.
 	tracedBy func(pid int) (int, string)
+	// fds lists pid's open memfds (leftovers.go); nil: none (fakes).
+	fds func(pid int) ([]tracer.Memfd, error)
 }
 
 // checkPid runs sys.check if there is one.

@@ -21,6 +21,10 @@ type Source struct {
 	// Signature is File's OpenSSH signature ("" = File + ".sig"), checked
 	// when the trust policy configures signers.
 	Signature string
+	// LocalBuild marks File as a patch graft itself made on this machine
+	// from NEW binaries on it (graft play's patch.new): the trust policy
+	// treats it as --new, which nobody signed.
+	LocalBuild bool
 	// data is File's bytes as the trust check read them.
 	data []byte
 	// GoPIE is, for a Go program running a default (non-PIE) build, NEW

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"graft/safepoint"
 	"graft/tracer"
 )
 
@@ -25,6 +26,8 @@ type RevertOptions struct {
 	// may stay though not proven: they finish in the new code, whose
 	// image stays mapped (pending) until they leave.
 	AllowActive []string
+	// Progress: as ApplyOptions.Progress.
+	Progress func(safepoint.Waiting)
 }
 
 // RevertResult says what Revert did.
@@ -46,6 +49,12 @@ type RevertResult struct {
 	Reaped  []string      `json:"reaped,omitempty"`
 	// Held is, per thread, how long it was held stopped and why (hold.go).
 	Held []ThreadHold `json:"held,omitempty"`
+	// Descriptors are graft memfds a killed graft left open that --all
+	// closed.
+	Descriptors []Descriptor `json:"descriptors,omitempty"`
+	// EmptyRecord: --all unmapped a record that held no patch (a revert
+	// killed before it removed it).
+	EmptyRecord bool `json:"empty_record,omitempty"`
 }
 
 func (sys *system) revert(ctx context.Context, pid int, opts RevertOptions) (res *RevertResult, err error) {
@@ -59,7 +68,13 @@ func (sys *system) revert(ctx context.Context, pid int, opts RevertOptions) (res
 	if err != nil {
 		return nil, fmt.Errorf("revert in pid %d: %w", pid, err)
 	}
-	if findStateMapping(maps) == 0 && (!opts.All || len(orphanImages(maps, &State{})) == 0) {
+	var fds []Descriptor
+	if opts.All {
+		if fds, err = sys.leftDescriptors(pid); err != nil {
+			return nil, fmt.Errorf("revert in pid %d: %w", pid, err)
+		}
+	}
+	if findStateMapping(maps) == 0 && (!opts.All || len(orphanImages(maps, &State{})) == 0 && len(fds) == 0) {
 		return nil, fmt.Errorf("revert in pid %d: %w", pid, ErrNothingApplied)
 	}
 	mods, err := sys.modules(pid)
@@ -92,18 +107,45 @@ func (sys *system) revert(ctx context.Context, pid int, opts RevertOptions) (res
 	var orphans []Range
 	if opts.All {
 		orphans = orphanImages(maps, st)
+		// Attached, no other graft can open or close one now.
+		if fds, err = sys.leftDescriptors(pid); err != nil {
+			return nil, fmt.Errorf("revert in pid %d: %w", pid, err)
+		}
 	}
-	if st.Top() == nil && len(orphans) == 0 && (len(reaped) > 0 || len(st.Pending) > 0) {
+	if st.Top() == nil && len(orphans) == 0 && len(fds) == 0 && (len(reaped) > 0 || len(st.Pending) > 0) {
 		if len(st.Pending) > 0 {
 			return nil, fmt.Errorf("revert in pid %d: %w (graft status -p %d)", pid, ErrPending, pid)
 		}
 		return &RevertResult{Reverted: []string{}, Functions: []string{}, Reaped: reaped}, nil
 	}
-	res, err = sys.revertAttached(ctx, pid, p, st, mods, orphans, opts)
-	if res != nil {
-		res.Reaped = reaped
+	// Descriptors a killed graft left open go first, in a stop of their
+	// own (each is checked again with every thread stopped, so a number
+	// the program reused is never closed): they have nothing to do with
+	// the patches, and the revert's pause ends with the threads let go.
+	if len(fds) > 0 {
+		if err := stopped(p, func() error { return closeDescriptors(p, pid, fds) }); err != nil {
+			return nil, fmt.Errorf("revert in pid %d: close descriptors left by a killed graft: %w", pid, err)
+		}
 	}
-	return res, err
+	// A revert killed after it emptied the record but before it unmapped
+	// it leaves a record with no patch: --all takes it out.
+	emptyRecord := opts.All && len(st.Patches) == 0 && len(st.Pending) == 0 && len(st.Retained) == 0 && st.Addr != 0
+	if len(st.Patches) == 0 && len(orphans) == 0 && (len(fds) > 0 || emptyRecord) {
+		res = &RevertResult{Reverted: []string{}, Functions: []string{}}
+		if emptyRecord {
+			if err := stopped(p, func() error { return p.Munmap(st.Addr, stateCapacity) }); err != nil {
+				return res, needsAttention(pid, fmt.Errorf("revert in pid %d: unmap the empty graft record at %#x: %w", pid, st.Addr, err))
+			}
+			res.EmptyRecord = true
+		}
+	} else if res, err = sys.revertAttached(ctx, pid, p, st, mods, orphans, opts); err != nil {
+		if res != nil {
+			res.Reaped, res.Descriptors = reaped, fds
+		}
+		return res, err
+	}
+	res.Reaped, res.Descriptors = reaped, fds
+	return res, nil
 }
 
 // popCount decides how many patches, from the top, a revert takes out.
@@ -162,6 +204,7 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 	// entry the oldest original bytes end up there.
 	var restore []SiteRecord
 	var spec safeSpec
+	spec.Progress = opts.Progress
 	for i := len(popped) - 1; i >= 0; i-- {
 		r := popped[i]
 		res.Reverted = append(res.Reverted, r.ID)
@@ -343,7 +386,8 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 		errs = append(errs, serr)
 	}
 	if len(errs) > 0 {
-		return res, fail(errors.Join(errs...))
+		// The patches are out; their code or the record stays mapped.
+		return res, needsAttention(pid, fail(errors.Join(errs...)))
 	}
 	return res, nil
 }

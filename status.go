@@ -26,8 +26,11 @@ type StatusResult struct {
 	// its name: another graft at work (its apply may have mapped an image
 	// not recorded yet, or be between writing the record and the jumps)
 	// or a debugger. Status reads without stopping, so it still answers.
-	TracedBy int    `json:"traced_by,omitempty"`
-	Tracer   string `json:"tracer,omitempty"`
+	TracedBy int `json:"traced_by,omitempty"`
+	// Descriptors are graft memfds left open in the process by a graft
+	// killed mid-way (leftovers.go); graft revert --all closes them.
+	Descriptors []Descriptor `json:"descriptors,omitempty"`
+	Tracer      string       `json:"tracer,omitempty"`
 }
 
 // PatchStatus is one patch in effect (oldest first in StatusResult).
@@ -89,6 +92,9 @@ func (sys *system) status(pid int) (*StatusResult, error) {
 	res := statusOf(pid, st, mem)
 	res.Orphans = orphanImages(maps, st)
 	res.Pending = pendingStatus(st)
+	if res.Descriptors, err = sys.leftDescriptors(pid); err != nil {
+		return nil, fmt.Errorf("status of pid %d: %w", pid, err)
+	}
 	if sys.tracedBy != nil {
 		res.TracedBy, res.Tracer = sys.tracedBy(pid)
 	}

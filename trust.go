@@ -162,11 +162,18 @@ var ErrNewNotAllowed = errors.New("unsigned --new patches are not allowed by the
 // later parsed (src.data). It returns the signer (nil when the policy
 // enforces nothing).
 func (tp *TrustPolicy) checkSource(src *Source, now time.Time) (*Signer, error) {
-	if src.NewBinary != "" && src.File == "" {
-		if tp.Enforced() && !tp.AllowNew {
-			return nil, &UntrustedError{Patch: src.NewBinary, Err: ErrNewNotAllowed,
-				Msg: fmt.Sprintf("signers are configured (%s) and --new builds a patch on this machine that nobody signed: apply a signed patch file (graft diff -o PATCH, then ssh-keygen -Y sign -n graft or graft sign), or set 'allow-new yes' in %s", tp.AllowedSigners, DefaultPolicyFile)}
+	if (src.NewBinary != "" && src.File == "") || src.LocalBuild {
+		if err := tp.CheckNew(src.NewBinary + src.File); err != nil {
+			return nil, err
 		}
+		if src.File == "" {
+			return nil, nil
+		}
+		data, err := os.ReadFile(src.File)
+		if err != nil {
+			return nil, fmt.Errorf("read patch: %w", err)
+		}
+		src.data = data
 		return nil, nil
 	}
 	if src.File == "" {
@@ -201,6 +208,25 @@ func (tp *TrustPolicy) checkSource(src *Source, now time.Time) (*Signer, error) 
 		return nil, &UntrustedError{Patch: src.File, Err: err, Msg: fmt.Sprintf("%s: %v", sigPath, err)}
 	}
 	return who, nil
+}
+
+// CheckNew says whether the policy lets a patch made on this machine from
+// binaries on it (--new, graft play's patch.new) in: refused where signers
+// are configured and the policy does not say allow-new yes.
+func (tp *TrustPolicy) CheckNew(what string) error {
+	if tp.Enforced() && !tp.AllowNew {
+		return &UntrustedError{Patch: what, Err: ErrNewNotAllowed,
+			Msg: fmt.Sprintf("signers are configured (%s) and --new builds a patch on this machine that nobody signed: apply a signed patch file (graft diff -o PATCH, then ssh-keygen -Y sign -n graft or graft sign), or set 'allow-new yes' in %s", tp.AllowedSigners, DefaultPolicyFile)}
+	}
+	return nil
+}
+
+// CheckFile checks a patch file and its signature (sigPath "" = path +
+// ".sig") against the policy, as apply would, without applying it: the
+// signer (nil when the policy enforces nothing), or why it is refused.
+func (tp *TrustPolicy) CheckFile(path, sigPath string) (*Signer, error) {
+	src := Source{File: path, Signature: sigPath}
+	return tp.checkSource(&src, time.Now())
 }
 
 // SignatureInfo is what graft show says of a patch file's signature.

@@ -72,9 +72,9 @@ func (e *PlanError) Error() string {
 		where = fmt.Sprintf("%s (new 0x%x)", e.Func, e.Addr)
 	}
 	if e.Symbol != "" {
-		return fmt.Sprintf("plan image: %s: reference to %s: %s", where, e.Symbol, e.Reason)
+		return fmt.Sprintf("prepare the new code: %s: reference to %s: %s", where, e.Symbol, e.Reason)
 	}
-	return fmt.Sprintf("plan image: %s: %s", where, e.Reason)
+	return fmt.Sprintf("prepare the new code: %s: %s", where, e.Reason)
 }
 
 // planner holds the state of one PlanELF run.
@@ -111,21 +111,21 @@ func PlanELF(old, new *elf.File, changed, added []PlanFunc) (im *Image, err erro
 func planELF(old, new *elf.File, changed, added []PlanFunc, xfer []Transfer) (im *Image, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			im, err = nil, fmt.Errorf("plan image: malformed ELF: %v", r)
+			im, err = nil, fmt.Errorf("prepare the new code: malformed ELF: %v", r)
 		}
 	}()
 	if new.Type != elf.ET_DYN {
-		return nil, fmt.Errorf("plan image: %w (ELF type %v)", ErrNotPIE, new.Type)
+		return nil, fmt.Errorf("prepare the new code: %w (ELF type %v)", ErrNotPIE, new.Type)
 	}
 	// A PIE NEW against a non-PIE OLD is not a patch of the same build
 	// configuration: every function differs (_start, main, ...), so apply
 	// would wait for a safe point that never comes, the process stopped
 	// again and again meanwhile.
 	if old.Type != elf.ET_DYN {
-		return nil, fmt.Errorf("plan image: %w: old build (the running program) has ELF type %v, new %v; rebuild both the same way", ErrOldNotPIE, old.Type, new.Type)
+		return nil, fmt.Errorf("prepare the new code: %w: old build (the running program) has ELF type %v, new %v; rebuild both the same way", ErrOldNotPIE, old.Type, new.Type)
 	}
 	if new.Machine != elf.EM_X86_64 || old.Machine != elf.EM_X86_64 {
-		return nil, fmt.Errorf("plan image: only x86-64 is supported (old %v, new %v)", old.Machine, new.Machine)
+		return nil, fmt.Errorf("prepare the new code: only x86-64 is supported (old %v, new %v)", old.Machine, new.Machine)
 	}
 	p := &planner{
 		old: old, new: new,
@@ -140,10 +140,10 @@ func planELF(old, new *elf.File, changed, added []PlanFunc, xfer []Transfer) (im
 		p.xfer[xfer[i].NewAddr] = &xfer[i]
 	}
 	if p.oldSyms, err = newSymtab(old); err != nil {
-		return nil, fmt.Errorf("plan image: read old symbols: %w (a stripped build cannot be patched)", err)
+		return nil, fmt.Errorf("prepare the new code: read old symbols: %w (a stripped build cannot be patched)", err)
 	}
 	if p.newSyms, err = newSymtab(new); err != nil {
-		return nil, fmt.Errorf("plan image: read new symbols: %w (a stripped build cannot be patched)", err)
+		return nil, fmt.Errorf("prepare the new code: read new symbols: %w (a stripped build cannot be patched)", err)
 	}
 	if err := p.segments(); err != nil {
 		return nil, err
@@ -264,11 +264,11 @@ func (p *planner) segments() error {
 		switch prog.Type {
 		case elf.PT_LOAD:
 			if prog.Filesz > prog.Memsz || prog.Memsz > 1<<32 {
-				return fmt.Errorf("plan image: new PT_LOAD at 0x%x: bad sizes filesz 0x%x memsz 0x%x", prog.Vaddr, prog.Filesz, prog.Memsz)
+				return fmt.Errorf("prepare the new code: new PT_LOAD at 0x%x: bad sizes filesz 0x%x memsz 0x%x", prog.Vaddr, prog.Filesz, prog.Memsz)
 			}
 			data := make([]byte, prog.Filesz)
 			if _, err := prog.ReadAt(data, 0); err != nil {
-				return fmt.Errorf("plan image: read new segment at 0x%x: %w", prog.Vaddr, err)
+				return fmt.Errorf("prepare the new code: read new segment at 0x%x: %w", prog.Vaddr, err)
 			}
 			prot := 0
 			if prog.Flags&elf.PF_R != 0 {
@@ -288,7 +288,7 @@ func (p *planner) segments() error {
 		}
 	}
 	if len(p.im.Segments) == 0 {
-		return fmt.Errorf("plan image: new build has no PT_LOAD segment")
+		return fmt.Errorf("prepare the new code: new build has no PT_LOAD segment")
 	}
 	sort.Slice(p.im.Segments, func(i, j int) bool { return p.im.Segments[i].Vaddr < p.im.Segments[j].Vaddr })
 	p.im.Size = (end + planPageSize - 1) &^ (planPageSize - 1)
@@ -350,7 +350,7 @@ func (p *planner) checkTLS() error {
 		return nil
 	}
 	if ot == nil || nt.Memsz != ot.Memsz || nt.Align != ot.Align {
-		return fmt.Errorf("plan image: thread-local storage layout differs between old and new builds: unsupported")
+		return fmt.Errorf("prepare the new code: thread-local storage layout differs between old and new builds: unsupported")
 	}
 	for _, s := range p.newSyms.syms {
 		if s.typ != elf.STT_TLS {
@@ -358,7 +358,7 @@ func (p *planner) checkTLS() error {
 		}
 		o := matchOld(p.oldSyms, p.newSyms, s)
 		if o == nil || o.value != s.value || o.size != s.size {
-			return fmt.Errorf("plan image: thread-local variable %s is new or moved: unsupported", s.label())
+			return fmt.Errorf("prepare the new code: thread-local variable %s is new or moved: unsupported", s.label())
 		}
 	}
 	return nil
@@ -378,7 +378,7 @@ func (p *planner) findNew(f PlanFunc) (*psym, error) {
 	if s := p.newSyms.lookupKey(k); s != nil && isFuncSym(s) {
 		return s, nil
 	}
-	return nil, fmt.Errorf("plan image: function %s not found in new build at 0x%x", f.Name, f.NewAddr)
+	return nil, fmt.Errorf("prepare the new code: function %s not found in new build at 0x%x", f.Name, f.NewAddr)
 }
 
 // seed puts changed and added functions (and their cold parts) into the
@@ -390,7 +390,7 @@ func (p *planner) seed(changed, added []PlanFunc) error {
 			return err
 		}
 		if c.OldAddr == 0 {
-			return fmt.Errorf("plan image: changed function %s has no old address", c.Name)
+			return fmt.Errorf("prepare the new code: changed function %s has no old address", c.Name)
 		}
 		p.im.Redirects = append(p.im.Redirects, Redirect{
 			Name: c.Name, Old: c.OldAddr, OldSize: c.OldSize,
@@ -440,7 +440,7 @@ func (p *planner) isColdOfRun(s *psym) bool {
 
 func (p *planner) addFixup(f Fixup) error {
 	if p.fixed[f.Off] {
-		return fmt.Errorf("plan image: two fixups at new 0x%x (%s)", f.Off, f.Symbol)
+		return fmt.Errorf("prepare the new code: two fixups at new 0x%x (%s)", f.Off, f.Symbol)
 	}
 	p.fixed[f.Off] = true
 	p.im.Fixups = append(p.im.Fixups, f)
@@ -470,7 +470,7 @@ func (p *planner) sortImage() {
 // size changed, TLS, unsupported relocations) with a *PlanError.
 func PlanImage(old, new *Binary, r *Report) (*Image, error) {
 	if old == nil || new == nil || r == nil {
-		return nil, fmt.Errorf("plan image: missing binary or report")
+		return nil, fmt.Errorf("prepare the new code: missing binary or report")
 	}
 	conv := func(fs []Func) []PlanFunc {
 		out := make([]PlanFunc, 0, len(fs))

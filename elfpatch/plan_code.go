@@ -204,7 +204,7 @@ func (p *planner) oldObject(s *psym, target uint64) (to uint64, shared bool, rea
 	o := matchOld(p.oldSyms, p.newSyms, s)
 	if o == nil {
 		if _, ok := p.copied[s.value]; ok {
-			return 0, false, "library data copied into the executable (R_X86_64_COPY) only in the new build: the libraries use OLD's instance, which does not exist"
+			return 0, false, "the new build copies a library's data object into the program (a copy relocation) and the old one does not, so the running libraries use an instance the old program never made: keep that object's use as in the old build, or build the program with -fPIE so it does not copy it"
 		}
 		return 0, false, ""
 	}

@@ -51,15 +51,15 @@ func dynRelocs(f *elf.File) ([]dynRela, error) {
 func (p *planner) dynamic() error {
 	relocs, err := dynRelocs(p.new)
 	if err != nil {
-		return fmt.Errorf("plan image: %w", err)
+		return fmt.Errorf("prepare the new code: %w", err)
 	}
 	dsyms, err := p.new.DynamicSymbols()
 	if err != nil && len(relocs) > 0 {
-		return fmt.Errorf("plan image: read new .dynsym: %w", err)
+		return fmt.Errorf("prepare the new code: read new .dynsym: %w", err)
 	}
 	dsym := func(r dynRela) (elf.Symbol, error) {
 		if r.sym == 0 || int(r.sym) > len(dsyms) {
-			return elf.Symbol{}, fmt.Errorf("plan image: relocation %v at new 0x%x: bad symbol index %d", r.typ, r.off, r.sym)
+			return elf.Symbol{}, fmt.Errorf("prepare the new code: relocation %v at new 0x%x: bad symbol index %d", r.typ, r.off, r.sym)
 		}
 		return dsyms[r.sym-1], nil
 	}

@@ -38,6 +38,9 @@ type Spec struct {
 	// address (its PC), exact whether that is where the thread runs
 	// rather than a return address. nil: every such frame blocks.
 	Stay func(fn string, resume uint64, exact bool) StayVerdict
+	// Progress, if set, is called about once a second while WaitSafe
+	// waits (progress.go), on WaitSafe's goroutine.
+	Progress func(Waiting)
 }
 
 // StayVerdict is Spec.Stay's answer for one frame.

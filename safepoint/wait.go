@@ -70,6 +70,7 @@ func WaitSafeStacks(ctx context.Context, t Target, u *Unwinder, s Spec, timeout 
 	start := time.Now()
 	deadline := start.Add(timeout)
 	backoff := minBackoff
+	lastReport := start
 	for attempt := 1; ; attempt++ {
 		if err := t.Stop(); err != nil {
 			return nil, fmt.Errorf("wait for safe point: stop: %w", err)
@@ -93,6 +94,7 @@ func WaitSafeStacks(ctx context.Context, t Target, u *Unwinder, s Spec, timeout 
 		if err := t.Resume(); err != nil {
 			return nil, fmt.Errorf("wait for safe point: resume: %w", err)
 		}
+		s.reportProgress(&lastReport, start, deadline, now, attempt, cerr)
 		wait := min(backoff, deadline.Sub(now))
 		timer := time.NewTimer(wait)
 		select {

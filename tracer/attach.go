@@ -52,16 +52,16 @@ func precheck(pid int) error {
 	st, err := status(pid)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("attach pid %d: %w", pid, ErrNoSuchProcess)
+			return fmt.Errorf("pid %d: %w", pid, ErrNoSuchProcess)
 		}
-		return fmt.Errorf("attach pid %d: read status: %w", pid, err)
+		return fmt.Errorf("pid %d: read status: %w", pid, err)
 	}
 	if tp, _ := strconv.Atoi(st["TracerPid"]); tp != 0 {
 		if ownThread(tp) {
-			return fmt.Errorf("attach pid %d: %w by this graft process (attach once, share the *Process)",
+			return fmt.Errorf("pid %d: %w by this graft process (attach once, share the *Process)",
 				pid, ErrAlreadyTraced)
 		}
-		return fmt.Errorf("attach pid %d: %w by pid %d (%s): detach that debugger or tracer first",
+		return fmt.Errorf("pid %d: %w by pid %d (%s): detach that debugger or tracer first",
 			pid, ErrAlreadyTraced, tp, comm(tp))
 	}
 	return nil
@@ -70,34 +70,34 @@ func precheck(pid int) error {
 // checkTarget is Check without the access check.
 func checkTarget(pid int) error {
 	if pid <= 0 {
-		return fmt.Errorf("attach pid %d: %w", pid, ErrNoSuchProcess)
+		return fmt.Errorf("pid %d: %w", pid, ErrNoSuchProcess)
 	}
 	me := os.Getpid()
 	if pid == me {
-		return fmt.Errorf("attach pid %d: %w", pid, ErrSelf)
+		return fmt.Errorf("pid %d: %w", pid, ErrSelf)
 	}
 	st, err := status(pid)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("attach pid %d: %w", pid, ErrNoSuchProcess)
+			return fmt.Errorf("pid %d: %w", pid, ErrNoSuchProcess)
 		}
-		return fmt.Errorf("attach pid %d: read status: %w", pid, err)
+		return fmt.Errorf("pid %d: read status: %w", pid, err)
 	}
 	if tgid, _ := strconv.Atoi(st["Tgid"]); tgid != pid {
 		if tgid == me {
-			return fmt.Errorf("attach pid %d: %w (it is one of graft's threads)", pid, ErrSelf)
+			return fmt.Errorf("pid %d: %w (it is one of graft's threads)", pid, ErrSelf)
 		}
-		return fmt.Errorf("attach pid %d: %w: %d is a thread of process %d; attach to %d",
+		return fmt.Errorf("pid %d: %w: %d is a thread of process %d; attach to %d",
 			pid, ErrNoSuchProcess, pid, tgid, tgid)
 	}
 	if s := st["State"]; strings.HasPrefix(s, "Z") || strings.HasPrefix(s, "X") {
 		if len(mustTasks(pid)) <= 1 {
-			return fmt.Errorf("attach pid %d: %w: it has exited and waits for its parent (pid %s) to reap it",
+			return fmt.Errorf("pid %d: %w: it has exited and waits for its parent (pid %s) to reap it",
 				pid, ErrZombie, st["PPid"])
 		}
 	}
 	if kernelThread(pid) {
-		return fmt.Errorf("attach pid %d: %w (%s): graft patches user processes", pid, ErrKernelThread, comm(pid))
+		return fmt.Errorf("pid %d: %w (%s): graft patches user processes", pid, ErrKernelThread, comm(pid))
 	}
 	return nil
 }
@@ -165,8 +165,12 @@ func explainPerm(pid int) error {
 	if privileged && len(why) == 0 {
 		why = append(why, "a security module (SELinux, AppArmor, seccomp of graft's own sandbox) or a non-dumpable/setuid target may forbid ptrace")
 	}
-	return fmt.Errorf("attach pid %d: %w: %s (run graft as root or with CAP_SYS_PTRACE)",
-		pid, ErrPermission, strings.Join(why, "; "))
+	next := "run graft as root or with CAP_SYS_PTRACE"
+	if privileged {
+		next = "graft has the privilege already: look at the security module's log (audit.log, dmesg) for the denial"
+	}
+	return fmt.Errorf("trace pid %d: %w: %s (%s)",
+		pid, ErrPermission, strings.Join(why, "; "), next)
 }
 
 // hasCapSysPtrace reads graft's own effective capabilities.

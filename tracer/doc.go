@@ -59,7 +59,12 @@
 // Resume continues each thread with its recorded signal, or
 // PTRACE_LISTENs it if it was in a group-stop. So a signal that arrives
 // while the process is held is delivered after Resume (or Close), never
-// swallowed, and kill -STOP is never undone.
+// swallowed, and kill -STOP is never undone. One exception, for a graft
+// that may die: a signal the program catches is delivered as soon as the
+// thread stops for it (its handler's frame is set up and the pending
+// interrupt stops the thread before the handler runs), because the kernel
+// drops the signal of a signal-delivery-stop whose tracer dies
+// (signal_stops.go).
 //
 // # Remote syscalls
 //
@@ -78,8 +83,13 @@
 // stack bytes under the frame as they were and WriteAt there writes to
 // the copy put back at settle. A thread interrupted in a
 // blocking call keeps orig_rax and its -ERESTART* rax, and the kernel
-// restarts the call when it goes on: the program sees no EINTR. A signal
-// the borrowed thread had stopped for, or dequeued on the way, is queued
+// restarts the call when it goes on: the program sees no EINTR. The
+// borrowed thread runs the call with every asynchronous signal blocked
+// (PTRACE_SETSIGMASK) and gets its own mask back with its registers, so a
+// steady stream of signals cannot keep it from the call, and each signal
+// that arrives meanwhile stays queued, with its siginfo, for the kernel to
+// deliver once when the thread runs (remote_signals.go). A signal
+// the borrowed thread had already stopped for is queued
 // again from inside the target with its original siginfo
 // (rt_tgsigqueueinfo as a second remote call) and delivered normally on
 // resume. A thread that must go back into its group-stop, when the
@@ -156,6 +166,13 @@
 // to detach, and nothing is stopped. Close is idempotent, safe from a deferred call after a
 // panic (a panic inside a request is recovered on the tracer goroutine),
 // and a process that exited meanwhile is not an error.
+//
+// # Reading /proc without tracing
+//
+// ReadMaps, MemfdDescriptors (a process's open memfds, from
+// /proc/PID/fd) and ScanMemfds (every process on the host mapping or
+// holding a memfd with a given name prefix: graft's host-wide status)
+// never attach or stop anything.
 //
 // # Limits
 //

@@ -44,6 +44,16 @@ type thread struct {
 	sig    int      // signal to deliver when the thread goes on (0: none)
 	info   *siginfo // sig's siginfo, when a remote syscall replaced the stop
 	regs   *Regs    // register cache, valid while stopped
+	// masked: a remote call blocked its signals; ownMask goes back
+	// (remote_signals.go).
+	masked  bool
+	ownMask uint64
+	// resumeSig: the signal the next PTRACE_SYSCALL passes; blocked, the
+	// kernel queues it again itself (handOver).
+	resumeSig int
+	// early: signals delivered at once during the current stop
+	// (signal_stops.go).
+	early int
 }
 
 // Process is one traced process. All its ptrace and wait calls run on one
@@ -76,6 +86,7 @@ type Process struct {
 	retGadget, restorer uint64
 	noFrame             bool
 	forceStep           bool // tests: always use the single-step
+	noSigmask           bool // PTRACE_SETSIGMASK unsupported (remote_signals.go)
 	requeueing          bool // requeueKept's own remote call is running
 	frameCalls          int  // remote syscalls run self-restoring (tests)
 	// held: the thread left at its last remote call's syscall-exit-stop,
@@ -596,6 +607,7 @@ func (p *Process) stop() error {
 			}
 			waiting = true
 			if p.collect(t, true) {
+				p.deliverCaught(t) // signal_stops.go
 				continue
 			}
 			if err := p.awaitStop(t, deadline); err != nil {
@@ -606,6 +618,7 @@ func (p *Process) stop() error {
 				p.unbookRunning()
 				return err
 			}
+			p.deliverCaught(t)
 		}
 		if p.exited != nil {
 			return p.exited
@@ -635,6 +648,9 @@ func (p *Process) stop() error {
 	}
 	p.stopped = true
 	p.absorbLent()
+	for _, t := range p.threads {
+		t.early = 0
+	}
 	// Read every thread's registers now, in this one hand-off: every
 	// caller of Stop wants them (unwinding, safety checks), and Regs can
 	// then answer from the snapshot.

@@ -61,11 +61,13 @@ import (
 // kernel when the call leaves without a handler, and gets it again when
 // the call restarts.
 //
-// Signals. The thread's signal mask is left alone, so nothing of its
-// signal state changes (and the kernel's own logic restores the mask of a
-// thread borrowed inside sigsuspend or ppoll). A signal the thread
-// dequeues before it reaches the syscall stops it (signal-delivery-stop);
-// tracer suppresses it there and keeps it. The thread ends in an event
+// Signals. The thread runs the call with its asynchronous signals
+// blocked and gets its own mask back with its registers (see
+// remote_signals.go): signals arriving meanwhile stay queued and are
+// delivered by the kernel when it runs. Where the mask cannot be set, a
+// signal the thread dequeues before it reaches the syscall stops it
+// (signal-delivery-stop); tracer suppresses it there and keeps it, as for
+// a signal the thread was stopped for when borrowed. The thread ends in an event
 // stop, from which no signal can be injected, so a kept signal is queued
 // again from inside the target by a second remote call,
 // rt_tgsigqueueinfo(pid, tid, sig, original siginfo) (a process may queue
@@ -130,6 +132,9 @@ func (p *Process) borrow() *thread {
 			other = append(other, t)
 		}
 	}
+	// A thread in a signal-delivery-stop would have its signal queued
+	// again after the call: take one in an event stop first.
+	sort.SliceStable(plain, func(i, j int) bool { return plain[i].state == stopEvent && plain[j].state != stopEvent })
 	for i, t := range plain {
 		if i >= 8 {
 			break // not worth more register reads
@@ -252,6 +257,10 @@ func (p *Process) remoteSyscall(t *thread, nr uint64, a [6]uint64) (uint64, erro
 		}
 		return 0, p.opErr("set registers for remote syscall", tid, err)
 	}
+	p.blockSignals(t) // after the registers: see remote_signals.go
+	if frame != nil {
+		p.handOver(t)
+	}
 
 	var ret uint64
 	var runErr error
@@ -365,6 +374,9 @@ func (p *Process) settle() error {
 // if nothing worse happens.
 func (p *Process) restoreAfter(t *thread, saved Regs, frame *sigframe, wasGroup bool, runErr error) error {
 	tid := t.tid
+	if err := p.unblockSignals(t); err != nil && runErr == nil {
+		runErr = err
+	}
 	if err := ptraceSetRegs(tid, saved); err != nil && runErr == nil {
 		runErr = p.opErr("restore registers after remote syscall", tid, err)
 	}

@@ -193,7 +193,7 @@ func (p *Process) buildFrame(tid int, saved Regs, restorer uint64) (*sigframe, e
 	if err != nil {
 		return nil, fmt.Errorf("read xstate of tid %d in pid %d: %w", tid, p.pid, err)
 	}
-	mask, err := blockedMask(p.pid, tid)
+	mask, err := p.ownSigmask(tid)
 	if err != nil {
 		return nil, fmt.Errorf("read signal mask of tid %d in pid %d: %w", tid, p.pid, err)
 	}
@@ -263,16 +263,22 @@ func (p *Process) traceSyscall(t *thread, gadget, nr uint64, hold bool) (ret uin
 	deadline := time.Now().Add(p.stopTimeout)
 	entered, interrupted := false, false
 	var callErr error
+	var sigs []int // signals t stopped for on the way (see remote_signals.go)
 	for i := 0; ; i++ {
 		if i >= 64 {
 			// t is stopped (we only get here after a stop): park it.
 			callErr = fmt.Errorf("remote syscall on tid %d in pid %d: no syscall-exit-stop after 64 stops", tid, p.pid)
+			if len(sigs) > 32 {
+				callErr = p.signalStopsError(tid, sigs)
+			}
 			if err := p.park(t, &final); err != nil {
 				return 0, true, err
 			}
 			return 0, true, callErr
 		}
-		if err := ptraceSyscall(tid); err != nil {
+		pass := t.resumeSig
+		t.resumeSig = 0
+		if err := ptrace(unix.PTRACE_SYSCALL, tid, 0, uintptr(pass)); err != nil {
 			return 0, false, p.opErr("run remote syscall", tid, err)
 		}
 		ws, err := p.waitRaw(t, deadline, false)
@@ -332,6 +338,7 @@ func (p *Process) traceSyscall(t *thread, gadget, nr uint64, hold bool) (ret uin
 			// A late interrupt or a group-stop: go on.
 		default:
 			// A signal dequeued before the syscall ran: keep it.
+			sigs = append(sigs, int(sig))
 			p.keepSignal(t, int(sig))
 		}
 	}

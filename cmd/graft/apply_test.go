@@ -78,7 +78,7 @@ func TestApplyStatusRevertCommands(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	var st struct {
 		Patches []struct {
-			ID        string   `json:"id"`
+			ID        string   `json:"patch_id"`
 			Functions []string `json:"functions"`
 			Intact    bool     `json:"intact"`
 		} `json:"patches"`
@@ -104,7 +104,7 @@ func TestApplyStatusRevertCommands(t *testing.T) {
 	out, errOut, code = runGraft("revert", "-p", pid, "--id", ap.PatchID, "--json")
 	require.Equal(t, 0, code, errOut)
 	var rv struct {
-		Reverted []string `json:"reverted"`
+		Reverted []string `json:"patch_ids"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(out), &rv), out)
 	require.Equal(t, []string{ap.PatchID}, rv.Reverted)
@@ -121,7 +121,14 @@ func TestApplyUsageErrors(t *testing.T) {
 		{"apply", "-p", "1"},                          // no patch
 		{"apply", "-p", "1", "--new", "b", "x.graft"}, // both
 		{"apply", "-p", "1", "a.graft", "b.graft"},    // two files
-		{"status"}, // no -p
+		{"status", "-p", "0"},                         // not a PID
+		{"apply", "-p", "1", "--timeout", "5", "x"},   // no unit
+		{"apply", "-p", "1", "--timeout", "0s", "x"},
+		{"apply", "-p", "1", "--timeout", "-1s", "x"},
+		{"revert", "-p", "1", "--timeout", "soon"},
+		{"apply", "-p", "one", "x"},
+		{"nosuchcommand"},
+		{"apply", "-p", "1", "/proc/self/exe"},      // a program given as a patch
 		{"revert", "-p", "1", "--id", "x", "--all"}, // exclusive
 		{"revert", "-p", "1", "extra"},              // positional
 	} {
@@ -169,8 +176,9 @@ func TestApplyInterruptedBySIGINT(t *testing.T) {
 	_, errOut, code := runGraft("apply", "-p", strconv.Itoa(target.Pid), "--new", newBin, "--timeout", "60s")
 	close(done)
 	require.True(t, <-sent, "graft returned before it was interrupted: %s", errOut)
-	require.Equal(t, 1, code)
-	require.Contains(t, errOut, "context canceled", errOut)
+	require.Equal(t, 130, code, "exit status 128+SIGINT: %s", errOut)
+	require.Contains(t, errOut, "interrupted by SIGINT", errOut)
+	require.NotContains(t, errOut, "context canceled", errOut)
 	require.Less(t, time.Since(start), 30*time.Second)
 	require.Empty(t, maps(), "nothing of graft left in the target")
 	testutil.RequireReleased(t, target.Pid)

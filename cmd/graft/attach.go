@@ -2,30 +2,10 @@ package main
 
 import (
 	"errors"
-	"fmt"
-	"io"
 	"sync"
 
 	"graft/tracer"
 )
-
-// parsePidArgs parses the arguments of a command that looks at one
-// process: -p PID (required) and --json, nothing else.
-func parsePidArgs(name string, stderr io.Writer, args []string) (pid int, asJSON bool, err error) {
-	fs := newFlags(name, stderr)
-	p := fs.Int("p", 0, "process ID")
-	j := fs.Bool("json", false, "print JSON")
-	if err := parseFlags(fs, args); err != nil {
-		return 0, false, err
-	}
-	if *p <= 0 {
-		return 0, false, fmt.Errorf("%w: -p PID is required", errUsage)
-	}
-	if fs.NArg() > 0 {
-		return 0, false, fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
-	}
-	return *p, *j, nil
-}
 
 // errInterrupted is what a command reports after an interrupt detached it.
 var errInterrupted = errors.New("interrupted: detached")

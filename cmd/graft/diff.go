@@ -12,28 +12,20 @@ import (
 	"graft/elfpatch"
 )
 
-func init() {
-	register("diff", "compare two builds and write a patch file", runDiff)
+// diffOpts are diff's flags and arguments.
+type diffOpts struct {
+	Old, New string
+	Out      string
+	Force    bool
+	JSON     bool
+	State    string // the operator's state description (--state)
+	Pid      int    // show the frames of this running process (-p)
 }
 
-func runDiff(stdout, stderr io.Writer, args []string) error {
-	fs := newFlags("diff", stderr)
-	asJSON := fs.Bool("json", false, "print the report as JSON")
-	out := fs.String("o", "", "write the patch to `FILE`")
-	force := fs.Bool("force", false, "with -o, write the patch even if the verdict is refused (apply still refuses it)")
-	statePath := fs.String("state", "", "the operator's rules for the state transformers: a state description `FILE` (FILE.state.yaml from an earlier diff -o, edited)")
-	pid := fs.Int("p", 0, "also show which frames of running `PID` (running OLD) are inside changed functions: which would stay, which block")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: graft diff OLD NEW [--json] [-o FILE] [--force] [--state FILE.state.yaml] [-p PID]")
-		fs.PrintDefaults()
-	}
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 2 {
-		return fmt.Errorf("%w: need OLD and NEW binaries, got %d arguments", errUsage, len(pos))
-	}
+func runDiff(stdout, stderr io.Writer, o diffOpts) error {
+	pos := []string{o.Old, o.New}
+	asJSON, out, force := &o.JSON, &o.Out, &o.Force
+	statePath, pid := &o.State, &o.Pid
 	old, err := elfpatch.Open(pos[0])
 	if err != nil {
 		return err
@@ -249,61 +241,6 @@ func printReport(w io.Writer, r *elfpatch.Report) {
 	}
 	printTransferReport(w, r)
 	fmt.Fprintf(w, "\n%d functions unchanged\n", r.Unchanged)
-}
-
-// reportOutput is the --json form of a diff report (graft diff, graft
-// show): elfpatch.Report with every address as a "0x..." string, like the
-// other commands' JSON.
-type reportOutput struct {
-	OldBuildID string                     `json:"old_build_id"`
-	NewBuildID string                     `json:"new_build_id"`
-	Changed    []funcOutput               `json:"changed"`
-	Added      []funcOutput               `json:"added"`
-	Removed    []funcOutput               `json:"removed"`
-	Unchanged  int                        `json:"unchanged"`
-	Globals    []globalOutput             `json:"globals"`
-	Types      []elfpatch.TypeChange      `json:"types"`
-	Signatures []elfpatch.SignatureChange `json:"signatures"`
-	Verdict    elfpatch.Verdict           `json:"verdict"`
-	Reasons    []elfpatch.Reason          `json:"reasons"`
-	Warnings   []string                   `json:"warnings,omitempty"`
-	// Transfers: the generated state transformers (elfpatch/transform.go).
-	Transfers []elfpatch.Transfer `json:"transfers,omitempty"`
-}
-
-type funcOutput struct {
-	Name      string   `json:"name"`
-	OldName   string   `json:"old_name,omitempty"`
-	File      string   `json:"file,omitempty"`
-	Local     bool     `json:"local,omitempty"`
-	Source    string   `json:"source,omitempty"`
-	Origin    string   `json:"origin,omitempty"`
-	Parts     []string `json:"parts,omitempty"`
-	OldAddr   string   `json:"old_addr,omitempty"`
-	NewAddr   string   `json:"new_addr,omitempty"`
-	OldSize   uint64   `json:"old_size,omitempty"`
-	NewSize   uint64   `json:"new_size,omitempty"`
-	Patchable *bool    `json:"patchable,omitempty"`
-	Why       string   `json:"why,omitempty"`
-	Pad       uint64   `json:"pad,omitempty"`
-}
-
-type globalOutput struct {
-	Name      string             `json:"name"`
-	File      string             `json:"file,omitempty"`
-	Local     bool               `json:"local,omitempty"`
-	Source    string             `json:"source,omitempty"`
-	Function  string             `json:"function,omitempty"`
-	Changes   []string           `json:"changes"`
-	OldAddr   string             `json:"old_addr,omitempty"`
-	NewAddr   string             `json:"new_addr,omitempty"`
-	OldSize   uint64             `json:"old_size,omitempty"`
-	NewSize   uint64             `json:"new_size,omitempty"`
-	OldType   string             `json:"old_type,omitempty"`
-	NewType   string             `json:"new_type,omitempty"`
-	TypeClass elfpatch.TypeClass `json:"type_class,omitempty"`
-	ReadOnly  bool               `json:"read_only,omitempty"`
-	Detail    string             `json:"detail,omitempty"`
 }
 
 // hexOrEmpty leaves out the address of the side a symbol is not on.

@@ -87,7 +87,7 @@ func TestDiffCommandJSONAndPatchFile(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	assert.Contains(t, out, "verdict: auto")
 	assert.Contains(t, out, "bytes_served")
-	assert.Regexp(t, `redirect handle: old 0x[0-9a-f]+ -> new 0x[0-9a-f]+`, out)
+	assert.Regexp(t, `\n  handle: old 0x[0-9a-f]+ -> new 0x[0-9a-f]+`, out)
 	var v showOutput
 	out, errOut, code = runGraft("show", "--json", patch)
 	require.Equal(t, 0, code, errOut)
@@ -137,7 +137,7 @@ func TestDiffCommandRefusedWritesNothing(t *testing.T) {
 func TestDiffShowErrors(t *testing.T) {
 	_, errOut, code := runGraft("diff", "only-one")
 	assert.Equal(t, 2, code)
-	assert.Contains(t, errOut, "need OLD and NEW")
+	assert.Contains(t, errOut, "need the OLD and NEW binaries")
 
 	junk := filepath.Join(t.TempDir(), "junk")
 	require.NoError(t, os.WriteFile(junk, []byte("not a patch at all, long enough for a header......"), 0o644))
@@ -163,7 +163,7 @@ func TestDiffPatchAppliesLive(t *testing.T) {
 	assert.Contains(t, out, "cmd_echo")
 	out, errOut, code = runGraft("show", patch)
 	require.Equal(t, 0, code, errOut)
-	assert.Contains(t, out, "redirect cmd_echo")
+	assert.Regexp(t, `\n  cmd_echo: old 0x[0-9a-f]+ -> new 0x[0-9a-f]+`, out)
 
 	p, port := testutil.StartServer(t, "sshd-v2")
 	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 5*time.Second)

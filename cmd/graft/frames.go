@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -46,23 +45,14 @@ type blockerOut struct {
 	Stack    string `json:"stack"`
 }
 
-// writeBlockers prints, for --json, every frame an error names as
-// blocking: {"pid":N,"error":"..","blocked":[...]}. Nothing when the
-// error names none.
-func writeBlockers(w io.Writer, pid int, err error) {
-	bs := graft.Blockers(err)
-	if len(bs) == 0 || errors.Is(err, errUsage) {
-		return
+// blockersOut lists, for --json errors, every frame err names as
+// blocking (none: nil).
+func blockersOut(err error) []blockerOut {
+	var out []blockerOut
+	for _, b := range graft.Blockers(err) {
+		out = append(out, blockerOut{Tid: b.Tid, Frame: b.Frame, Function: b.Function, PC: hex(b.PC), Why: b.Why, Allow: b.Allow, Stack: b.Stack})
 	}
-	out := struct {
-		Pid     int          `json:"pid"`
-		Error   string       `json:"error"`
-		Blocked []blockerOut `json:"blocked"`
-	}{Pid: pid, Error: err.Error()}
-	for _, b := range bs {
-		out.Blocked = append(out.Blocked, blockerOut{Tid: b.Tid, Frame: b.Frame, Function: b.Function, PC: hex(b.PC), Why: b.Why, Allow: b.Allow, Stack: b.Stack})
-	}
-	_ = writeJSON(w, out)
+	return out
 }
 
 // pendingOutput is a reverted patch whose image is still mapped.

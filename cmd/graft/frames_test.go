@@ -61,11 +61,14 @@ func TestDiffShowsFramesOfPid(t *testing.T) {
 	out, errOut, code = runGraft("apply", "--json", "-p", pid, "--new", v3, "--timeout", "200ms")
 	require.Equal(t, 1, code)
 	var ab struct {
+		Error struct {
+			Message string `json:"message"`
+		} `json:"error"`
 		Blocked []blockerOut `json:"blocked"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(out), &ab), out)
 	require.Len(t, ab.Blocked, 2)
-	require.Contains(t, errOut, "--allow-active accept_conn,main lets every one of them finish")
+	require.Contains(t, ab.Error.Message, "--allow-active accept_conn,main lets every one of them finish", errOut)
 
 	_, errOut, code = runGraft("apply", "-p", pid, "--new", v3, "--allow-active", "main,nosuch")
 	require.Equal(t, 1, code)

@@ -12,40 +12,7 @@ import (
 	"graft/tracer"
 )
 
-func init() {
-	register("inspect", "show a process's threads (state, pc, function) and modules", runInspect)
-}
-
-type inspectJSON struct {
-	Pid     int                 `json:"pid"`
-	Threads []inspectThreadJSON `json:"threads"`
-	Modules []inspectModuleJSON `json:"modules"`
-}
-
-type inspectThreadJSON struct {
-	Tid int `json:"tid"`
-	// State is the /proc state letter seen just before graft stopped the
-	// process (R running, S sleeping, D disk wait, T stopped, ...).
-	State    string `json:"state"`
-	PC       string `json:"pc"`
-	SP       string `json:"sp"`
-	Function string `json:"function,omitempty"` // "name+0xoff"
-	Module   string `json:"module,omitempty"`
-}
-
-type inspectModuleJSON struct {
-	Path    string `json:"path"`
-	Base    string `json:"base"`
-	Bias    string `json:"bias"`
-	BuildID string `json:"build_id"`
-	Main    bool   `json:"main,omitempty"`
-}
-
-func runInspect(stdout, stderr io.Writer, args []string) error {
-	pid, asJSON, err := parsePidArgs("inspect", stderr, args)
-	if err != nil {
-		return err
-	}
+func runInspect(stdout, stderr io.Writer, pid int, asJSON bool) error {
 	// SIGINT/SIGTERM cancel ctx instead of killing graft: the deferred
 	// release (and attached's watcher) detach before the command returns.
 	ctx, stop := interruptible()

@@ -9,12 +9,11 @@ import (
 	"sync"
 	"text/tabwriter"
 
+	"github.com/spf13/cobra"
+
+	"graft"
 	"graft/internal/playbook"
 )
-
-func init() {
-	register("play", "run a patch playbook (YAML) on this host", playCmd)
-}
 
 // PlayOptions are graft play's inputs, without the flag package.
 type PlayOptions struct {
@@ -25,44 +24,40 @@ type PlayOptions struct {
 	Check bool
 	// JSON prints the report as JSON on stdout (progress goes to stderr).
 	JSON bool
+	// AllowedSigners overrides the trust policy's signers file, as for
+	// apply (trust.go).
+	AllowedSigners string
 }
 
-// exitError carries a command's exit status to run; its message has
-// already been printed.
-type exitError int
+func newPlayCmd(stdout, stderr io.Writer) *cobra.Command {
+	var o PlayOptions
+	c := &cobra.Command{
+		Use:   "play PLAYBOOK.yaml",
+		Short: "run a patch playbook (YAML) on this host",
+		Long: `Rolls a patch out to every process on this host that needs it, as a YAML
+playbook says: which patch, which processes, in what batches, and the checks
+that decide whether a batch is healthy (README, "graft play"). Every mistake
+in the playbook is reported at file:line:col before anything runs. The trust
+policy applies to every target, as for apply.
 
-func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
-func (e exitError) ExitCode() int { return int(e) }
-
-func playCmd(stdout, stderr io.Writer, args []string) error {
-	fs := newFlags("play", stderr)
-	check := fs.Bool("check", false, "dry run: resolve targets, build the patch, run the baseline checks; write nothing")
-	asJSON := fs.Bool("json", false, "print the report as JSON (progress goes to stderr)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: graft play [--check] [--json] PLAYBOOK.yaml")
-		fs.PrintDefaults()
-		fmt.Fprintln(stderr, "exit status: 0 every target patched (or already), 1 invalid playbook or usage,")
-		fmt.Fprintln(stderr, "  2 a target failed (everything this run patched rolled back, unless on_failure: stop),")
-		fmt.Fprintln(stderr, "  3 a rollback failed, 4 aborted before touching any process, 5 some target skipped as unhealthy")
+Exit status: 0 every target patched (or already), 1 invalid playbook or usage,
+2 a target failed (everything this run patched rolled back, unless
+on_failure: stop), 3 a rollback failed, 4 aborted before touching any
+process, 5 some target skipped as unhealthy.`,
+		RunE: func(c *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				fmt.Fprintf(stderr, "graft play: need exactly one playbook file, got %d arguments; 'graft play --help' for usage\n", len(args))
+				return exitWith(playbook.ExitInvalid)
+			}
+			o.File, o.JSON = args[0], jsonFlag(c)
+			ctx, stop := interruptible()
+			defer stop()
+			return exitWith(runPlay(ctx, stdout, stderr, o))
+		},
 	}
-	pos, err := parseInterleaved(fs, args)
-	if errors.Is(err, errHelp) {
-		return err
-	}
-	if err == nil && len(pos) != 1 {
-		err = fmt.Errorf("need exactly one playbook file, got %d arguments", len(pos))
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "graft play: %v\n", strings.TrimPrefix(err.Error(), "usage: "))
-		fs.Usage()
-		return exitError(playbook.ExitInvalid)
-	}
-	ctx, stop := interruptible()
-	defer stop()
-	if code := runPlay(ctx, stdout, stderr, PlayOptions{File: pos[0], Check: *check, JSON: *asJSON}); code != 0 {
-		return exitError(code)
-	}
-	return nil
+	c.Flags().BoolVar(&o.Check, "check", false, "dry run: resolve targets, build the patch, run the baseline checks; write nothing")
+	c.Flags().StringVar(&o.AllowedSigners, "allowed-signers", "", "OpenSSH allowed_signers `FILE` whose keys may sign patches (default "+graft.DefaultAllowedSigners+" if it exists)")
+	return c
 }
 
 // runPlay runs a playbook and returns the exit status (playbook.Exit*).
@@ -83,8 +78,13 @@ func runPlay(ctx context.Context, stdout, stderr io.Writer, opts PlayOptions) in
 	if opts.JSON {
 		progressOut = stderr
 	}
+	trust, err := graft.LoadTrustPolicy(opts.AllowedSigners, "")
+	if err != nil {
+		fmt.Fprintf(stderr, "graft play: %v\n", err)
+		return playbook.ExitAborted
+	}
 	var mu sync.Mutex
-	ro := playbook.Options{Check: opts.Check, Progress: func(line string) {
+	ro := playbook.Options{Check: opts.Check, Trust: trust, Progress: func(line string) {
 		mu.Lock()
 		defer mu.Unlock()
 		fmt.Fprintf(progressOut, "%s\n", line)

@@ -9,57 +9,28 @@ import (
 	"graft"
 )
 
-func init() {
-	register("revert", "take a patch out of a running process", runRevert)
+// revertOpts are revert's flags.
+type revertOpts struct {
+	Pid     int
+	ID      string
+	All     bool
+	Timeout time.Duration
+	JSON    bool
+	// AllowActive: functions of the new code whose running frames may
+	// stay though not proven (their image stays mapped until they leave).
+	AllowActive []string
 }
 
-type revertOutput struct {
-	Pid       int           `json:"pid"`
-	Reverted  []string      `json:"reverted"`
-	Functions []string      `json:"functions"`
-	PauseUS   int64         `json:"pause_us"`
-	Orphans   []rangeOutput `json:"orphans,omitempty"`
-	Stayed    []frameOut    `json:"stayed,omitempty"`
-	Pending   []string      `json:"pending,omitempty"`
-	Reaped    []string      `json:"reaped,omitempty"`
-	// Held: per thread, stops and held time by cause (graft.ThreadHold).
-	Held []graft.ThreadHold `json:"held,omitempty"`
-}
-
-func runRevert(stdout, stderr io.Writer, args []string) error {
-	fs := newFlags("revert", stderr)
-	pid := fs.Int("p", 0, "`PID` of the process")
-	id := fs.String("id", "", "patch `ID` to revert (must be the newest)")
-	all := fs.Bool("all", false, "revert every patch")
-	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for a safe point")
-	allow := fs.String("allow-active", "", "`FUNC[,FUNC]` of the new code that may stay on a stack (running frames finish in the new code; its image stays mapped until they leave)")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if *pid <= 0 || fs.NArg() != 0 {
-		return fmt.Errorf("%w: graft revert -p PID [--id ID | --all] [--json]", errUsage)
-	}
-	if *all && *id != "" {
-		return fmt.Errorf("%w: --id and --all exclude each other", errUsage)
-	}
+func runRevert(stdout, stderr io.Writer, o revertOpts) error {
+	pid, id, all, timeout, asJSON := &o.Pid, &o.ID, &o.All, &o.Timeout, &o.JSON
 	ctx, stop := interruptible()
 	defer stop()
-	ropts := graft.RevertOptions{ID: *id, All: *all, Timeout: *timeout}
-	for _, f := range strings.Split(*allow, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			ropts.AllowActive = append(ropts.AllowActive, f)
-		}
-	}
-	res, err := graft.Revert(ctx, *pid, ropts)
+	res, err := graft.Revert(ctx, *pid, graft.RevertOptions{ID: *id, All: *all, Timeout: *timeout, AllowActive: o.AllowActive, Progress: progressPrinter(stderr, "revert")})
 	if err != nil {
-		if *asJSON {
-			writeBlockers(stdout, *pid, err)
-		}
 		return err
 	}
 	if *asJSON {
-		return writeJSON(stdout, revertOutput{Pid: *pid, Reverted: res.Reverted, Functions: res.Functions, PauseUS: res.PauseUS, Orphans: rangesOutput(res.Orphans),
+		return writeJSON(stdout, revertOutput{Pid: *pid, Reverted: res.Reverted, Functions: res.Functions, PauseUS: res.PauseUS, Orphans: rangesOutput(res.Orphans), Descriptors: descriptorsWire(res.Descriptors), EmptyRecord: res.EmptyRecord,
 			Stayed: framesOut(res.Stayed), Pending: res.Pending, Reaped: res.Reaped, Held: res.Held})
 	}
 	for _, id := range res.Reaped {
@@ -70,6 +41,12 @@ func runRevert(stdout, stderr io.Writer, args []string) error {
 	}
 	for _, r := range res.Orphans {
 		fmt.Fprintf(stdout, "unmapped orphaned graft image %s-%s\n", hex(r.Start), hex(r.End))
+	}
+	if res.EmptyRecord {
+		fmt.Fprintf(stdout, "removed the empty graft record left by a killed revert\n")
+	}
+	for _, d := range res.Descriptors {
+		fmt.Fprintf(stdout, "closed descriptor %d (memfd %s) left by a killed graft\n", d.FD, d.Name)
 	}
 	printStayed(stdout, res.Stayed, "new")
 	for _, id := range res.Pending {

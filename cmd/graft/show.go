@@ -11,64 +11,6 @@ import (
 	"graft/elfpatch"
 )
 
-func init() {
-	register("show", "print a patch file", runShow)
-}
-
-// showOutput is show's --json document: the patch without the segment
-// bytes, which are summarised by size and hash.
-type showOutput struct {
-	Version    int                 `json:"version"`
-	OldBuildID string              `json:"old_build_id"`
-	NewBuildID string              `json:"new_build_id"`
-	OldPath    string              `json:"old_path,omitempty"`
-	NewPath    string              `json:"new_path,omitempty"`
-	Report     *reportOutput       `json:"report"`
-	Image      imageOutput         `json:"image"`
-	Signature  graft.SignatureInfo `json:"signature"`
-}
-
-type imageOutput struct {
-	Size      string                `json:"size"`
-	Segments  []segmentOutput       `json:"segments"`
-	Redirects []patchRedirectOutput `json:"redirects"`
-	Fixups    []patchFixupOutput    `json:"fixups"`
-	Imports   []patchImportOutput   `json:"imports"`
-	Relatives int                   `json:"relatives"`
-}
-
-type patchRedirectOutput struct {
-	Name    string `json:"name"`
-	Old     string `json:"old"`
-	OldSize uint64 `json:"old_size"`
-	New     string `json:"new"`
-	NewSize uint64 `json:"new_size"`
-}
-
-type patchFixupOutput struct {
-	Off    string             `json:"off"`
-	Kind   elfpatch.FixupKind `json:"kind"`
-	PCNext string             `json:"pc_next,omitempty"`
-	Target string             `json:"target"`
-	Symbol string             `json:"symbol"`
-}
-
-type patchImportOutput struct {
-	Off     string `json:"off"`
-	Symbol  string `json:"symbol"`
-	Version string `json:"version,omitempty"`
-	Addend  int64  `json:"addend,omitempty"`
-	Weak    bool   `json:"weak,omitempty"`
-}
-
-type segmentOutput struct {
-	Vaddr  string `json:"vaddr"`
-	Memsz  uint64 `json:"memsz"`
-	Filesz int    `json:"filesz"`
-	Prot   string `json:"prot"`
-	SHA256 string `json:"sha256"`
-}
-
 func protString(p int) string {
 	b := []byte("---")
 	if p&1 != 0 {
@@ -122,22 +64,17 @@ func showView(p *elfpatch.Patch) showOutput {
 	return v
 }
 
-func runShow(stdout, stderr io.Writer, args []string) error {
-	fs := newFlags("show", stderr)
-	asJSON := fs.Bool("json", false, "print JSON")
-	signers := fs.String("allowed-signers", "", "check the signature against this allowed_signers `FILE` (default "+graft.DefaultAllowedSigners+" if it exists)")
-	sigFile := fs.String("signature", "", "the patch's signature `FILE` (default FILE.sig)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: graft show FILE [--json]")
-		fs.PrintDefaults()
-	}
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return fmt.Errorf("%w: need one patch FILE, got %d arguments", errUsage, len(pos))
-	}
+// showOpts are show's argument and flags.
+type showOpts struct {
+	File           string
+	JSON           bool
+	AllowedSigners string // check the signature against these signers
+	Signature      string // the signature file ("" = FILE.sig)
+}
+
+func runShow(stdout, stderr io.Writer, o showOpts) error {
+	pos := []string{o.File}
+	asJSON := &o.JSON
 	f, err := os.Open(pos[0])
 	if err != nil {
 		return fmt.Errorf("show patch: %w", err)
@@ -148,11 +85,11 @@ func runShow(stdout, stderr io.Writer, args []string) error {
 		return fmt.Errorf("show patch %s: %w", pos[0], err)
 	}
 	v := showView(p)
-	trust, err := graft.LoadTrustPolicy(*signers, "")
+	trust, err := graft.LoadTrustPolicy(o.AllowedSigners, "")
 	if err != nil {
 		return err
 	}
-	v.Signature = trust.DescribeSignature(pos[0], *sigFile)
+	v.Signature = trust.DescribeSignature(pos[0], o.Signature)
 	if *asJSON {
 		return writeJSON(stdout, v)
 	}
@@ -183,13 +120,13 @@ func runShow(stdout, stderr io.Writer, args []string) error {
 	if p.Report != nil {
 		printReport(stdout, p.Report)
 	}
-	fmt.Fprintf(stdout, "\nimage: %s bytes, %d segments, %d redirects, %d fixups, %d imports, %d relatives\n",
+	fmt.Fprintf(stdout, "\nnew code: %s bytes, %d segments, %d functions redirected, %d references into the running program, %d library symbols, %d relative relocations\n",
 		v.Image.Size, len(v.Image.Segments), len(v.Image.Redirects), len(v.Image.Fixups), len(v.Image.Imports), v.Image.Relatives)
 	for _, s := range v.Image.Segments {
 		fmt.Fprintf(stdout, "  segment %s memsz %d filesz %d %s sha256 %s\n", s.Vaddr, s.Memsz, s.Filesz, s.Prot, s.SHA256[:16])
 	}
 	for _, r := range v.Image.Redirects {
-		fmt.Fprintf(stdout, "  redirect %s: old %s -> new %s\n", r.Name, r.Old, r.New)
+		fmt.Fprintf(stdout, "  %s: old %s -> new %s\n", r.Name, r.Old, r.New)
 	}
 	if len(v.Image.Segments) == 0 {
 		fmt.Fprintln(stdout, "  (no code: this patch cannot be applied)")

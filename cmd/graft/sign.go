@@ -5,12 +5,10 @@ import (
 	"io"
 	"os"
 
+	"github.com/spf13/cobra"
+
 	"graft"
 )
-
-func init() {
-	register("sign", "sign a patch file with an OpenSSH key", runSignCmd)
-}
 
 // signOptions are sign's inputs: the patch, the private key and where the
 // signature goes ("" = PATCH.sig).
@@ -19,31 +17,28 @@ type signOptions struct {
 	JSON            bool
 }
 
-type signOutput struct {
-	Patch     string        `json:"patch"`
-	Signature string        `json:"signature"`
-	Signer    *graft.Signer `json:"signer"`
-}
-
-func runSignCmd(stdout, stderr io.Writer, args []string) error {
-	fs := newFlags("sign", stderr)
-	key := fs.String("f", "", "OpenSSH private `KEY` file (as for ssh-keygen -Y sign -f)")
-	out := fs.String("o", "", "write the signature to `FILE` (default PATCH.sig)")
-	asJSON := fs.Bool("json", false, "print JSON")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: graft sign -f KEY [-o FILE] PATCH")
-		fmt.Fprintln(stderr, "Writes an OpenSSH signature for the namespace \"graft\", the same as")
-		fmt.Fprintln(stderr, "ssh-keygen -Y sign -f KEY -n graft PATCH; either verifies with the other.")
-		fs.PrintDefaults()
+func newSignCmd(stdout, stderr io.Writer) *cobra.Command {
+	var o signOptions
+	c := &cobra.Command{
+		Use:   "sign -f KEY PATCH",
+		Short: "sign a patch file with an OpenSSH key",
+		Long: `Writes an OpenSSH signature of PATCH for the namespace "graft" (PATCH.sig, or -o
+FILE), the same as 'ssh-keygen -Y sign -f KEY -n graft PATCH': either command's
+signature verifies with the other. A key behind a passphrase or in an agent:
+sign with ssh-keygen. Hosts trust signers through an OpenSSH allowed_signers
+file (README, "Signed patches").`,
+		Example: "  graft sign -f ~/.ssh/id_ed25519 fix.graft",
+		RunE: func(c *cobra.Command, args []string) error {
+			if len(args) != 1 || o.Key == "" {
+				return usagef("graft sign -f KEY [-o FILE] PATCH")
+			}
+			o.Patch, o.JSON = args[0], jsonFlag(c)
+			return runSign(stdout, o)
+		},
 	}
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 || *key == "" {
-		return fmt.Errorf("%w: graft sign -f KEY [-o FILE] PATCH", errUsage)
-	}
-	return runSign(stdout, signOptions{Patch: pos[0], Key: *key, Out: *out, JSON: *asJSON})
+	c.Flags().StringVarP(&o.Key, "key", "f", "", "OpenSSH private `KEY` file (as for ssh-keygen -Y sign -f)")
+	c.Flags().StringVarP(&o.Out, "output", "o", "", "write the signature to `FILE` (default PATCH.sig)")
+	return c
 }
 
 func runSign(stdout io.Writer, o signOptions) error {

@@ -10,39 +10,7 @@ import (
 	"graft/tracer"
 )
 
-func init() {
-	register("stacks", "print the stack of every thread of a process (CFI unwinding)", runStacks)
-}
-
-type stacksJSON struct {
-	Pid     int          `json:"pid"`
-	Threads []threadJSON `json:"threads"`
-	// Goroutines, for a Go program (gostacks.go).
-	Goroutines []goroutineJSON `json:"goroutines,omitempty"`
-}
-
-type threadJSON struct {
-	Tid    int         `json:"tid"`
-	Frames []frameJSON `json:"frames"`
-	// Incomplete is the reason the stack could not be unwound to its end.
-	Incomplete string `json:"incomplete,omitempty"`
-	// Note says where a Go thread's system stack ends (not required to
-	// be complete: goroutine stacks are what counts).
-	Note string `json:"note,omitempty"`
-}
-
-type frameJSON struct {
-	PC       string `json:"pc"`
-	CFA      string `json:"cfa,omitempty"`
-	Function string `json:"function"`
-	Module   string `json:"module,omitempty"`
-}
-
-func runStacks(stdout, stderr io.Writer, args []string) error {
-	pid, asJSON, err := parsePidArgs("stacks", stderr, args)
-	if err != nil {
-		return err
-	}
+func runStacks(stdout, stderr io.Writer, pid int, asJSON bool) error {
 	// SIGINT/SIGTERM cancel ctx instead of killing graft: attached's
 	// watcher detaches at once, and the command reports the interrupt.
 	ctx, stop := interruptible()
@@ -100,6 +68,7 @@ func collectStacks(pid int, interrupted <-chan struct{}) (_ *stacksJSON, err err
 			err = p.check()
 		}
 	}()
+	// A Go program's goroutines are unwound through its pclntab.
 	if g, ok, err := graft.GoUnwinder(pid); ok {
 		if err != nil {
 			return nil, fmt.Errorf("stacks of pid %d: %w", pid, err)

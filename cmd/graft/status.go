@@ -9,27 +9,6 @@ import (
 	"graft"
 )
 
-func init() {
-	register("status", "list the patches in effect in a process", runStatus)
-}
-
-type statusOutput struct {
-	Pid     int                 `json:"pid"`
-	Record  string              `json:"record,omitempty"`
-	Patches []patchStatusOutput `json:"patches"`
-	Orphans []rangeOutput       `json:"orphans,omitempty"`
-	Pending []pendingOutput     `json:"pending,omitempty"`
-	// TracedBy: another process (a graft at work, a debugger) traces
-	// the target right now.
-	TracedBy int    `json:"traced_by,omitempty"`
-	Tracer   string `json:"tracer,omitempty"`
-}
-
-type rangeOutput struct {
-	Start string `json:"start"`
-	End   string `json:"end"`
-}
-
 func rangesOutput(rs []graft.Range) []rangeOutput {
 	var out []rangeOutput
 	for _, r := range rs {
@@ -45,50 +24,14 @@ func printOrphans(w io.Writer, rs []graft.Range) {
 	}
 }
 
-type patchStatusOutput struct {
-	ID           string           `json:"id"`
-	Applied      time.Time        `json:"applied"`
-	OldBuildID   string           `json:"old_build_id"`
-	NewBuildID   string           `json:"new_build_id"`
-	Functions    []string         `json:"functions"`
-	Redirects    []redirectOutput `json:"redirects"`
-	Sites        []siteOutput     `json:"sites"`
-	Base         string           `json:"base"`
-	Size         uint64           `json:"size"`
-	Unloaded     bool             `json:"unloaded,omitempty"`
-	SupersededBy string           `json:"superseded_by,omitempty"`
-	Intact       bool             `json:"intact"`
-	Signer       *graft.Signer    `json:"signer,omitempty"`
-	Module       string           `json:"module,omitempty"`
-	ModulePath   string           `json:"module_path,omitempty"`
-	// Transfers: globals the patch converted.
-	Transfers    []graft.TransferResult `json:"transfers,omitempty"`
-	Irreversible string                 `json:"irreversible,omitempty"`
-}
-
-type redirectOutput struct {
-	Name    string `json:"name"`
-	Entry   string `json:"entry,omitempty"`
-	New     string `json:"new"`
-	NewSize uint64 `json:"new_size"`
-}
-
-func runStatus(stdout, stderr io.Writer, args []string) error {
-	fs := newFlags("status", stderr)
-	pid := fs.Int("p", 0, "`PID` of the process")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if *pid <= 0 || fs.NArg() != 0 {
-		return fmt.Errorf("%w: graft status -p PID [--json]", errUsage)
-	}
+func runStatus(stdout, stderr io.Writer, pidv int, asJSONv bool) error {
+	pid, asJSON := &pidv, &asJSONv
 	st, err := graft.Status(*pid)
 	if err != nil {
 		return err
 	}
 	if *asJSON {
-		out := statusOutput{Pid: st.Pid, Patches: []patchStatusOutput{}, Orphans: rangesOutput(st.Orphans), TracedBy: st.TracedBy, Tracer: st.Tracer, Pending: pendingsOutput(st.Pending)}
+		out := statusOutput{Pid: st.Pid, Patches: []patchStatusOutput{}, Orphans: rangesOutput(st.Orphans), TracedBy: st.TracedBy, Tracer: st.Tracer, Descriptors: descriptorsWire(st.Descriptors), Pending: pendingsOutput(st.Pending)}
 		if st.Record != 0 {
 			out.Record = hex(st.Record)
 		}
@@ -96,8 +39,8 @@ func runStatus(stdout, stderr io.Writer, args []string) error {
 			po := patchStatusOutput{
 				ID: p.ID, Applied: p.Applied, OldBuildID: p.OldBuildID, NewBuildID: p.NewBuildID,
 				Functions: p.Functions, Sites: sitesOutput(p.Sites), Base: hex(p.Base), Size: p.Size,
-				Unloaded: p.Unloaded, SupersededBy: p.SupersededBy, Intact: p.Intact, Redirects: []redirectOutput{}, Signer: p.Signer,
-				Module: p.Module, ModulePath: p.ModulePath,
+				Unloaded: p.Unloaded, SupersededBy: p.SupersededBy, Intact: p.Intact, Redirects: []redirectOutput{},
+				Signer: p.Signer, Module: p.Module, ModulePath: p.ModulePath,
 				Transfers: p.Transfers, Irreversible: p.Irreversible,
 			}
 			for _, r := range p.Redirects {
@@ -123,6 +66,17 @@ func runStatus(stdout, stderr io.Writer, args []string) error {
 		printOrphans(stdout, st.Orphans)
 	}
 	printPending(stdout, st.Pending)
+	for _, d := range st.Descriptors {
+		if st.TracedBy != 0 {
+			fmt.Fprintf(stdout, "descriptor %d open to memfd %s (%d bytes): the apply in progress, or left by a killed graft\n", d.FD, d.Name, d.Size)
+			continue
+		}
+		fmt.Fprintf(stdout, "descriptor %d open to memfd %s (%d bytes), left by a graft killed mid-way; 'graft revert -p %d --all' closes it\n", d.FD, d.Name, d.Size, *pid)
+	}
+	if len(st.Patches) == 0 && st.Record != 0 && st.TracedBy == 0 {
+		fmt.Fprintf(stdout, "pid %d: no patches applied, but an empty graft record is mapped at %s (a revert killed before it removed it); 'graft revert -p %d --all' removes it\n", *pid, hex(st.Record), *pid)
+		return nil
+	}
 	if len(st.Patches) == 0 {
 		fmt.Fprintf(stdout, "pid %d: no patches applied\n", *pid)
 		return nil

@@ -168,6 +168,16 @@ func (l *Loaded) mapInto(p Process, im *elfpatch.Image, segs [][]byte, opt Optio
 		if _, err := p.Syscall(unix.SYS_FTRUNCATE, fd, im.Size); err != nil {
 			p.Syscall(unix.SYS_CLOSE, fd)
 			memfd = -1
+			return nil
+		}
+		// The reservation becomes the memfd's (no access yet): a graft
+		// killed before the next stop leaves a mapping /proc/PID/maps
+		// names, which status lists and revert --all unmaps, not an
+		// anonymous one nobody can tell from the program's own.
+		if _, err := p.Syscall(unix.SYS_MMAP, base, im.Size, unix.PROT_NONE,
+			unix.MAP_PRIVATE|unix.MAP_FIXED, fd, 0); err != nil {
+			p.Syscall(unix.SYS_CLOSE, fd)
+			memfd = -1
 		}
 		return nil
 	})

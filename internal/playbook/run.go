@@ -156,6 +156,12 @@ type Options struct {
 	Progress func(line string)
 	// Actions default to the graft package.
 	Actions Actions
+	// Trust is the policy for which patches may go in (graft.Apply's);
+	// nil reads the default (/etc/graft). It is checked once, before any
+	// process is looked at: a patch.file must be signed by an allowed
+	// signer where signers are configured, and patch.new (made on this
+	// machine, signed by nobody) goes only where the policy allows it.
+	Trust *graft.TrustPolicy
 	// FollowPoll is how often follow looks for new processes (default
 	// 100ms); FollowSettle how old a new process must be before it is
 	// patched, so its dynamic loader is done (default 200ms).
@@ -188,6 +194,8 @@ type runner struct {
 	// patch ids.
 	patched []*TargetReport
 	failed  bool
+	// trust is the policy (Options.Trust, or the default).
+	trust *graft.TrustPolicy
 }
 
 func (r *runner) progress(format string, args ...any) {
@@ -226,6 +234,15 @@ func (r *runner) abort(format string, args ...any) {
 }
 
 func (r *runner) run(ctx context.Context) {
+	r.trust = r.opts.Trust
+	if r.trust == nil {
+		tp, err := graft.LoadTrustPolicy("", "")
+		if err != nil {
+			r.abort("%v", err)
+			return
+		}
+		r.trust = tp
+	}
 	if err := r.openPatch(); err != nil {
 		r.abort("%v", err)
 		return
@@ -277,8 +294,18 @@ func (r *runner) openPatch() error {
 		if b.BuildID() == "" {
 			return fmt.Errorf("%s: patch.new: %s has no GNU build-id note, so a patched process could not be told from an unpatched one (link with -Wl,--build-id)", ps.Pos, ps.New)
 		}
+		if err := r.trust.CheckNew(ps.New); err != nil {
+			return fmt.Errorf("%s: patch.new: %w", ps.Pos, err)
+		}
 		r.newBin, r.newID = b, b.BuildID()
 	} else {
+		who, err := r.trust.CheckFile(ps.File, "")
+		if err != nil {
+			return fmt.Errorf("%s: patch.file: %w", ps.Pos, err)
+		}
+		if who != nil {
+			r.progress("patch %s signed by %s (%s key %s)", ps.File, who.Principal, who.KeyType, who.Fingerprint)
+		}
 		f, err := os.Open(ps.File)
 		if err != nil {
 			return fmt.Errorf("%s: patch.file: %w", ps.Pos, err)
@@ -436,14 +463,14 @@ func (r *runner) sourceFor(pid int, build string, top *graft.PatchStatus) (graft
 		return r.src, nil
 	}
 	if b, ok := r.built[build]; ok {
-		return graft.Source{File: b.path}, b.err
+		return graft.Source{File: b.path, LocalBuild: true}, b.err
 	}
 	b := r.build(pid, build, top)
 	r.built[build] = b
 	if b.err == nil {
 		r.progress("patch from build %s to %s made (%s)", build, r.newID, filepath.Base(b.path))
 	}
-	return graft.Source{File: b.path}, b.err
+	return graft.Source{File: b.path, LocalBuild: true}, b.err
 }
 
 func (r *runner) build(pid int, build string, top *graft.PatchStatus) builtPatch {
@@ -635,7 +662,7 @@ func (r *runner) applyOne(ctx context.Context, tr *TargetReport) bool {
 		r.progress("pid %d: FAILED: %v", pid, err)
 		return false
 	}
-	res, err := r.act.Apply(ctx, pid, src, graft.ApplyOptions{Timeout: r.pb.Patch.Timeout, AllowActive: r.pb.Patch.AllowActive})
+	res, err := r.act.Apply(ctx, pid, src, graft.ApplyOptions{Timeout: r.pb.Patch.Timeout, AllowActive: r.pb.Patch.AllowActive, Trust: r.trust})
 	var ae *safepoint.ActiveError
 	var pe *tracer.ProcessExitedError
 	switch {
