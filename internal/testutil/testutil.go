@@ -7,6 +7,7 @@ package testutil
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -135,7 +136,22 @@ func Start(t testing.TB, path string, args ...string) *Proc {
 	// Its own process group, so a Ctrl-C to the test run does not reach it
 	// mid-patch and so cleanup can kill forks (ftpd's session processes).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	// A binary a test just wrote can be "busy" for a moment: a fork by
+	// another goroutine (a parallel test starting its own target) may
+	// still hold the writer's descriptor (golang.org/issue/22315).
+	err = cmd.Start()
+	for i := 0; i < 100 && errors.Is(err, syscall.ETXTBSY); i++ {
+		time.Sleep(10 * time.Millisecond)
+		cmd = exec.Command(path, args...)
+		p.Cmd = cmd
+		cmd.Stderr = lockedWriter{&p.mu, p.stderr}
+		if out, err = cmd.StdoutPipe(); err != nil {
+			t.Fatal(err)
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		err = cmd.Start()
+	}
+	if err != nil {
 		t.Fatalf("start %s: %v", path, err)
 	}
 	p.Pid = cmd.Process.Pid
