@@ -3,9 +3,11 @@ package tracer
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -481,4 +483,29 @@ func (p *Process) unbookRunning() {
 			p.holds.end(tid)
 		}
 	}
+}
+
+// deferSignal notes a signal t dequeued while another was kept (or the
+// same real-time one again), to be queued again with tgkill when t goes
+// back to its own code (requeueDeferred): queued at once, it would stop a
+// thread in a remote call again at its next step. A standard signal
+// already kept or noted is dropped: standard signals do not queue, one
+// delivery stands for both, as in the kernel.
+func deferSignal(t *thread, sig int) {
+	if sig < sigrtmin && (sig == t.sig || slices.Contains(t.more, sig)) {
+		return
+	}
+	t.more = append(t.more, sig)
+}
+
+// sigrtmin is the first real-time signal (SIGRTMIN as the kernel counts).
+const sigrtmin = 32
+
+// requeueDeferred queues t's deferred signals again; t is about to run its
+// own code.
+func (p *Process) requeueDeferred(t *thread) {
+	for _, sig := range t.more {
+		unix.Tgkill(p.pid, t.tid, syscall.Signal(sig))
+	}
+	t.more = nil
 }

@@ -42,6 +42,7 @@ type thread struct {
 	// stopped or detached and reports nothing until the whole group exits.
 	zombie bool
 	sig    int      // signal to deliver when the thread goes on (0: none)
+	more   []int    // further signals to queue again then (deferSignal)
 	info   *siginfo // sig's siginfo, when a remote syscall replaced the stop
 	regs   *Regs    // register cache, valid while stopped
 }
@@ -533,6 +534,7 @@ func (p *Process) resumeThread(t *thread) error {
 // (EPERM), so the handler sees graft's tgkill. In a signal-delivery-stop
 // a saved siginfo is put back.
 func (p *Process) prepareSignal(t *thread) int {
+	p.requeueDeferred(t)
 	if t.sig == 0 {
 		return 0
 	}
