@@ -560,8 +560,15 @@ func (p *Process) tids() []int {
 
 // Stop stops every thread (stop-the-world) and returns once each is in a
 // ptrace-stop. Threads created meanwhile are caught and stopped too.
-// Stopping a stopped process is a no-op.
-func (p *Process) Stop() error { return p.do(p.stop) }
+// Stopping a stopped process is a no-op, answered from the snapshot
+// without a hand-off to the tracer goroutine (safepoint's check stops
+// first, inside the caller's pause).
+func (p *Process) Stop() error {
+	if p.Stopped() {
+		return nil
+	}
+	return p.do(p.stop)
+}
 
 func (p *Process) stop() error {
 	if err := p.usable(); err != nil {
