@@ -40,9 +40,10 @@ func buildPauseBench(b testing.TB) (v1, v2 string) {
 
 // bareCycle is the floor a ptrace patcher pays: stop every thread, read
 // every thread's registers, resume. It returns the mean of n cycles. A
-// first, untimed cycle follows the attach: apply's pause is never its
-// first stop after attaching either (the loader's mmap calls come before
-// it), so timing the first one here would inflate the baseline.
+// first, untimed cycle follows the attach. (Apply's pause is now its
+// first stop of the whole process after attaching, which also lists
+// /proc/PID/task once for threads the attach missed: the baseline leaves
+// that cost out, to the pause's disadvantage.)
 func bareCycle(b testing.TB, pid, n int) time.Duration {
 	b.Helper()
 	p, err := tracer.Attach(pid)

@@ -79,7 +79,8 @@ func loadImage(ctx context.Context, p proc, pid int, im *elfpatch.Image, exe *tr
 	if err != nil {
 		return nil, err
 	}
-	l, err := loader.Load(tp, im, exe, res.Resolve, loader.Options{ID: id, Base: loadBase(ctx)})
+	pl := loadPlanOf(ctx)
+	l, err := loader.Load(tp, im, exe, res.Resolve, loader.Options{ID: id, Base: pl.base, KeepBorrowed: pl.keep})
 	if err != nil {
 		return nil, err
 	}

@@ -16,9 +16,9 @@ import (
 //
 //   - apply works out everything it can from files and memory reads first
 //     (the image's place, every jump, the unwinder, the records it will
-//     write), then borrows one thread, loads the image and creates the
-//     record on it, and stops the others: the borrowed thread is held
-//     straight through into the pause, so it too is stopped once;
+//     write), links the image, then borrows one thread, maps the image and
+//     creates the record on it, and stops the others: the borrowed thread
+//     is held straight through into the pause, so it too is stopped once;
 //   - the pause ends by detaching from the threads (instead of resuming
 //     them and stopping them all again to detach at Close), keeping the
 //     borrowed thread when a superseded image or, for revert, the
@@ -37,21 +37,7 @@ type lender interface {
 	Settle() error
 }
 
-// borrowThread borrows one thread of the running target for the system
-// calls that follow (held until the next Stop takes it in, or giveBack);
-// false if p cannot lend one.
-func borrowThread(p proc) (bool, error) {
-	l, ok := p.(lender)
-	if !ok {
-		return false, nil
-	}
-	if _, err := l.Borrow(0); err != nil {
-		return false, fmt.Errorf("borrow a thread for system calls: %w", err)
-	}
-	return true, nil
-}
-
-// giveBack returns a thread borrowThread borrowed, if still borrowed.
+// giveBack returns the borrowed thread, if one still is.
 func giveBack(p proc) error {
 	if l, ok := p.(lender); ok {
 		return l.Return()
@@ -91,18 +77,24 @@ func endPause(p proc, keepOne bool) error {
 	return err
 }
 
-// loadBase carries the address planned for the image (before the jumps
-// were planned, so nothing of the target is touched in between) to
-// sys.load; loadImage maps the image exactly there.
-type loadBaseKey struct{}
-
-func withLoadBase(ctx context.Context, base uint64) context.Context {
-	return context.WithValue(ctx, loadBaseKey{}, base)
+// loadPlan carries to sys.load the address planned for the image (before
+// the jumps were planned, so nothing of the target is touched in between;
+// loadImage maps the image exactly there) and that the thread it borrows,
+// only once the image is linked, stays borrowed for the pause.
+type loadPlan struct {
+	base uint64
+	keep bool
 }
 
-func loadBase(ctx context.Context) uint64 {
-	b, _ := ctx.Value(loadBaseKey{}).(uint64)
-	return b
+type loadPlanKey struct{}
+
+func withLoadPlan(ctx context.Context, base uint64) context.Context {
+	return context.WithValue(ctx, loadPlanKey{}, loadPlan{base: base, keep: true})
+}
+
+func loadPlanOf(ctx context.Context) loadPlan {
+	pl, _ := ctx.Value(loadPlanKey{}).(loadPlan)
+	return pl
 }
 
 // ThreadHold is how long one thread of the target was held stopped by
@@ -132,14 +124,12 @@ func holdsOf(p proc) []ThreadHold {
 	return out
 }
 
-// loadForPause borrows a thread, loads the image at base and creates the
-// record if there is none yet (stateAddr 0), all on that thread, which
-// stays borrowed for the pause that follows. On failure nothing is left
-// in the target and the thread is given back. undo takes both out again.
+// loadForPause loads the image at base (the loader borrows a thread once
+// the image is linked and keeps it) and creates the record if there is
+// none yet (stateAddr 0) on the same thread, which stays borrowed for the
+// pause that follows. On failure nothing is left in the target and the
+// thread is given back. undo takes both out again.
 func (sys *system) loadForPause(ctx context.Context, p proc, pid int, pr *prepared, exe *tracer.Module, mods []tracer.Module, base, stateAddr uint64) (loaded loadedImage, addr uint64, undo []func() error, err error) {
-	if _, err := borrowThread(p); err != nil {
-		return nil, 0, nil, err
-	}
 	defer func() {
 		if err != nil {
 			if gerr := giveBack(p); gerr != nil {
@@ -147,7 +137,7 @@ func (sys *system) loadForPause(ctx context.Context, p proc, pid int, pr *prepar
 			}
 		}
 	}()
-	l, err := sys.load(withLoadBase(ctx, base), p, pid, pr.image, exe, mods, pr.patch.ID)
+	l, err := sys.load(withLoadPlan(ctx, base), p, pid, pr.image, exe, mods, pr.patch.ID)
 	if err != nil {
 		return nil, 0, nil, fmt.Errorf("load new code: %w", err)
 	}

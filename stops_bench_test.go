@@ -158,6 +158,7 @@ type timedProc struct {
 	// a CPU during the stop (schedstat's run_delay), and which thread.
 	waited    time.Duration
 	waitedTid int
+	delays0   map[int]time.Duration
 }
 
 // runDelays reads every thread's run_delay (/proc/PID/task/TID/schedstat,
@@ -184,19 +185,11 @@ func (t *timedProc) Stop() error {
 	if t.Process.Stopped() {
 		return t.Process.Stop() // a no-op: not a stop of its own
 	}
-	d0 := runDelays(t.Pid())
 	s := time.Now()
 	err := t.Process.Stop()
 	e := time.Now()
-	d1 := runDelays(t.Pid())
 	t.mu.Lock()
 	t.stopStart, t.stopEnd, t.afterStop = s, e, true
-	t.waited, t.waitedTid = 0, 0
-	for tid, d := range d1 {
-		if w := d - d0[tid]; w > t.waited {
-			t.waited, t.waitedTid = w, tid
-		}
-	}
 	t.firstWrite = time.Time{}
 	t.stops++
 	t.mu.Unlock()
@@ -219,10 +212,32 @@ func (t *timedProc) WriteAt(b []byte, addr int64) (int, error) {
 func (t *timedProc) EndPause(keep bool) (int, error) {
 	s := time.Now()
 	k, err := t.Process.EndPause(keep)
+	e := time.Now()
+	// Read after the pause (not to lengthen it): the threads were
+	// stopped, not runnable, in between, so what grew is waits that
+	// ended during the stop (plus any right after the pause).
+	d1 := runDelays(t.Pid())
 	t.mu.Lock()
-	t.endStart, t.endEnd, t.afterStop = s, time.Now(), false
+	t.endStart, t.endEnd, t.afterStop = s, e, false
+	t.waited, t.waitedTid = 0, 0
+	for tid, d := range d1 {
+		if w := d - t.delays0[tid]; w > t.waited {
+			t.waited, t.waitedTid = w, tid
+		}
+	}
 	t.mu.Unlock()
 	return k, err
+}
+
+// Settle is the last request before apply's pause: the run delays are
+// read now, outside the pause.
+func (t *timedProc) Settle() error {
+	err := t.Process.Settle()
+	d := runDelays(t.Pid())
+	t.mu.Lock()
+	t.delays0 = d
+	t.mu.Unlock()
+	return err
 }
 
 // latencyProbe measures graft's own scheduling latency: a goroutine on
@@ -331,7 +346,7 @@ func BenchmarkStackedPauses(b *testing.B) {
 	var bare []time.Duration
 	b.ResetTimer()
 	for range b.N {
-		target := testutil.Start(b, v1, "8")
+		target := testutil.Start(b, v1, benchThreads())
 		target.WaitLine(b, "ready", 20*time.Second)
 		probe := startProbe()
 		for k := range 20 {
@@ -581,4 +596,13 @@ func settledCycle(b testing.TB, pid, n int) time.Duration {
 		}
 	}
 	return total / time.Duration(n)
+}
+
+// benchThreads is BenchmarkStackedPauses' worker count: 8, or
+// $STACKED_THREADS.
+func benchThreads() string {
+	if n := os.Getenv("STACKED_THREADS"); n != "" {
+		return n
+	}
+	return "8"
 }

@@ -3,9 +3,11 @@ package tracer
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -31,11 +33,11 @@ import (
 // for (signals, clone events) is passed on as usual; the borrowed thread
 // is never resumed by that (release skips it).
 //
-// Which thread: one asleep in a system call that waits for work (read,
-// accept, epoll_wait, poll, ...), which loses nothing by being held for a
-// millisecond, before a futex waiter, before a timed sleeper (nanosleep: a
-// heartbeat would see the hold), before a running thread; never one in
-// uninterruptible sleep if anything else is there. An interrupted
+// Which thread: one asleep in a system call that waits for work (accept,
+// epoll_wait, poll, sigsuspend, ...), which loses nothing by being held
+// for a millisecond, then one in read or a futex wait, before a timed
+// sleeper (nanosleep: a heartbeat would see the hold), before a running
+// thread; never one in uninterruptible sleep if anything else is there. An interrupted
 // blocking call keeps its restart semantics (remote.go: orig_rax and the
 // -ERESTART* rax are restored and the kernel enters the call again).
 //
@@ -379,13 +381,17 @@ func idleRank(pid, tid int) int {
 		return 3 // "running", or asleep outside a system call
 	}
 	switch nr {
-	case unix.SYS_READ, unix.SYS_READV, unix.SYS_PREAD64, unix.SYS_RECVFROM, unix.SYS_RECVMSG,
-		unix.SYS_ACCEPT, unix.SYS_ACCEPT4, unix.SYS_EPOLL_WAIT, unix.SYS_EPOLL_PWAIT, 441, // epoll_pwait2
+	case unix.SYS_ACCEPT, unix.SYS_ACCEPT4, unix.SYS_EPOLL_WAIT, unix.SYS_EPOLL_PWAIT, 441, // epoll_pwait2
 		unix.SYS_POLL, unix.SYS_PPOLL, unix.SYS_SELECT, unix.SYS_PSELECT6, unix.SYS_WAIT4,
 		unix.SYS_WAITID, unix.SYS_PAUSE, unix.SYS_RT_SIGSUSPEND, unix.SYS_RT_SIGTIMEDWAIT,
-		unix.SYS_MSGRCV, unix.SYS_IO_GETEVENTS:
+		unix.SYS_IO_GETEVENTS:
 		return 0
-	case unix.SYS_FUTEX:
+	case unix.SYS_READ, unix.SYS_READV, unix.SYS_PREAD64, unix.SYS_RECVFROM, unix.SYS_RECVMSG,
+		unix.SYS_MSGRCV, unix.SYS_FUTEX:
+		// Idle too, but in a Go program a goroutine blocked in a raw
+		// read sits on its own small stack, whose neighbour the frame
+		// could reach while the others run (doc.go); Go parks its
+		// threads in futex and epoll_wait on their system stacks.
 		return 1
 	case unix.SYS_NANOSLEEP, unix.SYS_CLOCK_NANOSLEEP:
 		return 2
@@ -481,4 +487,29 @@ func (p *Process) unbookRunning() {
 			p.holds.end(tid)
 		}
 	}
+}
+
+// deferSignal notes a signal t dequeued while another was kept (or the
+// same real-time one again), to be queued again with tgkill when t goes
+// back to its own code (requeueDeferred): queued at once, it would stop a
+// thread in a remote call again at its next step. A standard signal
+// already kept or noted is dropped: standard signals do not queue, one
+// delivery stands for both, as in the kernel.
+func deferSignal(t *thread, sig int) {
+	if sig < sigrtmin && (sig == t.sig || slices.Contains(t.more, sig)) {
+		return
+	}
+	t.more = append(t.more, sig)
+}
+
+// sigrtmin is the first real-time signal (SIGRTMIN as the kernel counts).
+const sigrtmin = 32
+
+// requeueDeferred queues t's deferred signals again; t is about to run its
+// own code.
+func (p *Process) requeueDeferred(t *thread) {
+	for _, sig := range t.more {
+		unix.Tgkill(p.pid, t.tid, syscall.Signal(sig))
+	}
+	t.more = nil
 }

@@ -157,3 +157,41 @@ func TestBorrowIntoPauseAndEndPause(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	b.requireNoEINTR(t)
 }
+
+// Signals keep arriving at a borrowed thread during its remote calls (an
+// ftpd's SIGCHLDs while its children exit): each call still completes,
+// the signals are delivered once it is returned, and no call gives up
+// stopping for the same signal queued again and again.
+func TestBorrowedThreadSignalStorm(t *testing.T) {
+	testutil.RequirePtrace(t)
+	b := startBlockers(t)
+	p := attach(t, b.Pid)
+	main := b.tid["main"]
+	if _, err := p.Borrow(main); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 40 {
+			unix.Kill(b.Pid, unix.SIGUSR1)
+			time.Sleep(500 * time.Microsecond)
+		}
+	}()
+	for i := range 12 {
+		// poll(NULL, 0, 2): 2 ms inside the call, signals arrive.
+		if _, err := p.Syscall(unix.SYS_POLL, 0, 0, 2); err != nil {
+			t.Fatalf("remote call %d during the signals: %v", i, err)
+		}
+	}
+	<-done
+	if err := p.Return(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.RequireReleased(t, b.Pid)
+	b.out.wait(t, "usr1 ", 5*time.Second)
+	b.requireNoEINTR(t)
+}

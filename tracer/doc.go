@@ -102,8 +102,9 @@
 //
 // See borrow.go. Remote syscalls need one stopped thread, not a stopped
 // process: Borrow interrupts a single thread (one asleep in a call that
-// waits for work, read/accept/epoll_wait/poll..., before a futex waiter,
-// a timed sleeper or a running thread) while every other thread runs on,
+// waits for work, accept/epoll_wait/poll..., then read or a futex wait,
+// before a timed sleeper or a running thread) while every other thread
+// runs on,
 // and Syscall then runs on it exactly as above. Return lets it go. While
 // it is borrowed, what the others stop for is passed on as usual (poll
 // after each request), and nothing resumes it behind the borrower's

@@ -42,6 +42,7 @@ type thread struct {
 	// stopped or detached and reports nothing until the whole group exits.
 	zombie bool
 	sig    int      // signal to deliver when the thread goes on (0: none)
+	more   []int    // further signals to queue again then (deferSignal)
 	info   *siginfo // sig's siginfo, when a remote syscall replaced the stop
 	regs   *Regs    // register cache, valid while stopped
 	// masked: a remote call blocked its signals; ownMask goes back
@@ -544,6 +545,7 @@ func (p *Process) resumeThread(t *thread) error {
 // (EPERM), so the handler sees graft's tgkill. In a signal-delivery-stop
 // a saved siginfo is put back.
 func (p *Process) prepareSignal(t *thread) int {
+	p.requeueDeferred(t)
 	if t.sig == 0 {
 		return 0
 	}
@@ -569,8 +571,15 @@ func (p *Process) tids() []int {
 
 // Stop stops every thread (stop-the-world) and returns once each is in a
 // ptrace-stop. Threads created meanwhile are caught and stopped too.
-// Stopping a stopped process is a no-op.
-func (p *Process) Stop() error { return p.do(p.stop) }
+// Stopping a stopped process is a no-op, answered from the snapshot
+// without a hand-off to the tracer goroutine (safepoint's check stops
+// first, inside the caller's pause).
+func (p *Process) Stop() error {
+	if p.Stopped() {
+		return nil
+	}
+	return p.do(p.stop)
+}
 
 func (p *Process) stop() error {
 	if err := p.usable(); err != nil {

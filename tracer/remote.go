@@ -499,14 +499,18 @@ func (p *Process) keepStop(t *thread, ws unix.WaitStatus) {
 
 // keepSignal records a signal t stopped for, to be delivered when t is
 // resumed; t must be in that signal's delivery-stop. One signal rides on
-// the resume with its siginfo; a second is queued again with tgkill.
+// the resume with its siginfo; a second is queued again with tgkill, but
+// only when t goes back to its own code (deferSignal): queued at once it
+// would be dequeued again at the next step of the remote call, stop the
+// thread again, be queued again, and so on (a SIGCHLD of an exiting child
+// of a borrowed ftpd did just that until the call gave up after 64 stops).
 func (p *Process) keepSignal(t *thread, sig int) {
 	if t.sig == 0 {
 		t.sig = sig
 		t.info, _ = ptraceGetSiginfo(t.tid)
 		return
 	}
-	unix.Tgkill(p.pid, t.tid, syscall.Signal(sig))
+	deferSignal(t, sig)
 }
 
 // repark moves a stopped thread into a PTRACE_EVENT_STOP trap (our
@@ -550,7 +554,7 @@ func (p *Process) repark(t *thread) error {
 				sig, info = t.sig, nil
 				info, _ = ptraceGetSiginfo(t.tid)
 			} else {
-				unix.Tgkill(p.pid, t.tid, syscall.Signal(t.sig))
+				deferSignal(t, t.sig)
 			}
 		}
 		t.sig, t.info = 0, nil

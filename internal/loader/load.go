@@ -65,6 +65,10 @@ type Options struct {
 	// earlier, so that jumps could be planned before loading); if the
 	// range was taken meanwhile, Load fails and maps nothing.
 	Base uint64
+	// KeepBorrowed: the thread Load borrows (after linking, see
+	// tracer's Borrow) stays borrowed when Load succeeds, for the
+	// caller's next system calls and pause; the caller returns it.
+	KeepBorrowed bool
 }
 
 // LoadError says which step of loading failed in which process.
@@ -118,7 +122,9 @@ func Load(p Process, im *elfpatch.Image, old *tracer.Module, resolve func(elfpat
 	if err := l.mapInto(p, im, segs, opt, fail); err != nil {
 		return nil, errors.Join(err, l.giveBack(p))
 	}
-	if err := l.giveBack(p); err != nil {
+	if opt.KeepBorrowed {
+		l.heldSince = time.Time{} // the caller's now
+	} else if err := l.giveBack(p); err != nil {
 		return nil, l.undo(p, -1, fail("return the borrowed thread", err))
 	}
 	// Read the image back from the target: what runs is what was linked.
