@@ -204,11 +204,10 @@ func prepare(pid int, pt *Patch, st *State, exe *tracer.Module, readSyms func(pa
 	}
 	// The same pair of builds may come back (v1->v2, v2->v1, v1->v2):
 	// ids stay unique in the record.
-	if rec, _ := st.Find(pt.ID); rec != nil {
+	if idTaken(st, pt.ID) {
 		base := pt.ID
-		for n := 2; rec != nil; n++ {
+		for n := 2; idTaken(st, pt.ID); n++ {
 			pt.ID = fmt.Sprintf("%s-%d", base, n)
-			rec, _ = st.Find(pt.ID)
 		}
 	}
 	if len(pt.Image.Redirects) == 0 {

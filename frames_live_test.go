@@ -241,3 +241,50 @@ func TestAcceptdStackedReleasesCarryTheProof(t *testing.T) {
 	require.Equal(t, "acceptd 1 hello", greet(t, port))
 	require.False(t, target.Exited())
 }
+
+// The same release applied again while its earlier image is still pending
+// gets an id of its own; each image goes once no thread is in it, and a
+// pending image is never taken for another.
+func TestAcceptdReapplyWhilePending(t *testing.T) {
+	requirePtrace(t)
+	v2 := testutil.Build(t, "acceptd-v2")
+	target, port := testutil.StartServer(t, "acceptd-v1")
+	defer testutil.RequireReleased(t, target.Pid)
+	waitIdleIn(t, target.Pid)
+	ctx := context.Background()
+	opts := ApplyOptions{Timeout: 3 * time.Second}
+
+	a1, err := Apply(ctx, target.Pid, Source{NewBinary: v2}, opts)
+	require.NoError(t, err)
+	greet(t, port)
+	waitIdleIn(t, target.Pid)
+	rv, err := Revert(ctx, target.Pid, RevertOptions{Timeout: 3 * time.Second})
+	require.NoError(t, err)
+	require.Equal(t, []string{a1.PatchID}, rv.Pending)
+
+	// Applied again: the main thread still waits in a1's pending image
+	// (not a function being replaced: no blocker), main's frame stays.
+	a2, err := Apply(ctx, target.Pid, Source{NewBinary: v2}, opts)
+	require.NoError(t, err)
+	require.NotEqual(t, a1.PatchID, a2.PatchID)
+	st, err := Status(target.Pid)
+	require.NoError(t, err)
+	require.Len(t, st.Patches, 1)
+	require.Len(t, st.Pending, 1)
+	require.Equal(t, a1.PatchID, st.Pending[0].ID)
+
+	// A connection moves the thread from a1's image into a2's; the next
+	// revert unmaps a1's and leaves a2's pending.
+	require.True(t, strings.HasPrefix(greet(t, port), "acceptd 2.0 hello"))
+	waitIdleIn(t, target.Pid)
+	rv, err = Revert(ctx, target.Pid, RevertOptions{Timeout: 3 * time.Second})
+	require.NoError(t, err)
+	require.Equal(t, []string{a1.PatchID}, rv.Reaped)
+	require.Equal(t, []string{a2.PatchID}, rv.Pending)
+	require.Equal(t, "acceptd 1 hello", greet(t, port))
+	waitIdleIn(t, target.Pid)
+	rv, err = Revert(ctx, target.Pid, RevertOptions{})
+	require.NoError(t, err)
+	require.Equal(t, []string{a2.PatchID}, rv.Reaped)
+	require.Empty(t, graftMappings(t, target.Pid))
+}

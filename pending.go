@@ -237,3 +237,13 @@ func (sys *system) reapPendingCtx(ctx context.Context, pid int, p proc, st *Stat
 	}
 	return sys.reapPending(pid, p, st, mods, dropEmpty)
 }
+
+// idTaken: a patch in effect or a pending one has this id (a pair of
+// builds re-applied while its earlier image is still pending gets a new
+// one, as when it is still in effect).
+func idTaken(st *State, id string) bool {
+	if rec, _ := st.Find(id); rec != nil {
+		return true
+	}
+	return slices.ContainsFunc(st.Pending, func(r PatchRecord) bool { return r.ID == id })
+}
