@@ -102,6 +102,10 @@ func TestResumeCompiled(t *testing.T) {
 		// loaded into a register before it: the data check refuses.
 		{"hoisted", "wait_conn", false, false, "live here"},
 		{"hoisted", "handle", false, false, "live here"},
+		// A stack slot set differently before the loop, read through
+		// the pointer the loop passes on.
+		{"stack_local", "wait_conn", false, false, "live here"},
+		{"stack_local", "use_opts", false, false, "live here"},
 	}
 	for _, c := range cases {
 		f := byName[c.fn]

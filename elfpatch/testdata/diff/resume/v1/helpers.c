@@ -11,3 +11,5 @@ void setup(void) { conns = 0; }
 void say(const char *m) { puts(m); }
 __attribute__((cold, noinline, noreturn)) void fail(const char *m) { fprintf(stderr, "%s\n", m); exit(2); }
 int tail_target(int x) { return x * 7; }
+struct opts { int a, b; };
+void use_opts(struct opts *o) { printf("%d %d\n", o->a, o->b); }

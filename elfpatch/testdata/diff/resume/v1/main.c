@@ -1,5 +1,5 @@
 int loop_banner(void), loop_ahead(void), sw_banner(void), sw_case(void), tail_wrap(int),
-    cold_loop(void), cold_changed(void), indirect(int), calls_changed(void), hoisted(void);
+    cold_loop(void), cold_changed(void), indirect(int), calls_changed(void), hoisted(void), stack_local(void);
 
 int main(int argc, char **argv) {
 	(void)argv;
@@ -13,6 +13,7 @@ int main(int argc, char **argv) {
 	case 7: return cold_changed();
 	case 8: return indirect(argc);
 	case 9: return hoisted();
+	case 10: return stack_local();
 	}
 	return calls_changed();
 }

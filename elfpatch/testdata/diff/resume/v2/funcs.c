@@ -161,3 +161,27 @@ int hoisted(void) {
 	}
 	return 3;
 }
+
+struct opts {
+	int a, b;
+};
+void use_opts(struct opts *o);
+
+/* A local whose address escapes lives on the stack; v2 initialises it
+   differently before the loop, which then passes it on: the loop's code
+   is the same, the frame's stack slot is not. */
+int stack_local(void) {
+#ifdef V2
+	struct opts o = {1, 3};
+#else
+	struct opts o = {1, 2};
+#endif
+	setup();
+	for (;;) {
+		int fd = wait_conn();
+		if (fd < 0)
+			break;
+		use_opts(&o);
+	}
+	return 4;
+}
