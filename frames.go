@@ -87,7 +87,7 @@ func resolveAllow(pt *Patch, names []string) ([]string, error) {
 		found := false
 		for _, r := range pt.Image.Redirects {
 			fn := r.Name
-			if n == fn || n == operatorName(pt, fn) || n == strings.TrimRight(fn, ".0123456789") {
+			if n == fn || n == operatorName(pt, fn) || n == dropCloneNumbers(fn) {
 				found = true
 				if !slices.Contains(out, fn) {
 					out = append(out, fn)

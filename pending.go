@@ -61,7 +61,7 @@ func revertStay(popped []PatchRecord, allow []string) func(fn string, pc uint64,
 			}
 			op := baseName(name)
 			for _, a := range allow {
-				if name != "" && (a == name || a == op || a == strings.TrimRight(name, ".0123456789")) {
+				if name != "" && (a == name || a == op || a == dropCloneNumbers(name)) {
 					return safepoint.StayVerdict{OK: true, Allowed: true, Why: "allowed by --allow-active " + a + "; its image stays mapped until it leaves"}
 				}
 			}
@@ -103,7 +103,7 @@ func checkRevertAllow(popped []PatchRecord, allow []string) error {
 					continue
 				}
 				have = append(have, baseName(s.Name))
-				found = found || a == s.Name || a == baseName(s.Name) || a == strings.TrimRight(s.Name, ".0123456789")
+				found = found || a == s.Name || a == baseName(s.Name) || a == dropCloneNumbers(s.Name)
 			}
 		}
 		if !found {
@@ -246,4 +246,18 @@ func idTaken(st *State, id string) bool {
 		return true
 	}
 	return slices.ContainsFunc(st.Pending, func(r PatchRecord) bool { return r.ID == id })
+}
+
+// dropCloneNumbers drops the numbers GCC appends to clones
+// ("f.constprop.0" -> "f.constprop"); a plain name ("f2") is left alone.
+func dropCloneNumbers(name string) string {
+	parts := strings.Split(name, ".")
+	out := parts[:1]
+	for _, p := range parts[1:] {
+		if p != "" && strings.Trim(p, "0123456789") == "" {
+			continue
+		}
+		out = append(out, p)
+	}
+	return strings.Join(out, ".")
 }
