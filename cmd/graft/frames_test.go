@@ -58,6 +58,11 @@ func TestDiffShowsFramesOfPid(t *testing.T) {
 	require.Equal(t, 0, code)
 	require.Equal(t, 2, strings.Count(out, "BLOCKS: thread "+pid), out)
 
+	// OLD must be what the process runs.
+	out, _, code = runGraft("diff", "-p", pid, v2, v3)
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "could not check: pid "+pid+" runs build")
+
 	out, errOut, code = runGraft("apply", "--json", "-p", pid, "--new", v3, "--timeout", "200ms")
 	require.Equal(t, 1, code)
 	var ab struct {
