@@ -64,6 +64,10 @@ func Blockers(err error) []Blocker {
 	return out
 }
 
+// StayedIn lists the frames the check an apply or revert error reports
+// would have let stay.
+func StayedIn(err error) []StayedFrame { return stayedFrames(safepoint.StayedIn(err)) }
+
 // ErrUnknownAllow: --allow-active named no function of the patch.
 var ErrUnknownAllow = errors.New("--allow-active names no function of the patch")
 

@@ -465,6 +465,17 @@ func resumeSide(x, y *rfunc, m []int, newSide bool, patched map[string]bool) Res
 	xs, ys := newFlowSide(x), newFlowSide(y)
 	var out ResumeRanges
 	for i := range x.ins {
+		if c := &x.ins[i]; c.next < 0 && c.kind == rFall && c.in.Op == x86asm.CALL && c.addr+uint64(c.in.Len) == c.sym.addr+c.sym.size {
+			// A call ending the function (to a function that never
+			// returns: gcc leaves nothing after it): its frame never
+			// resumes, so nothing of this code runs again.
+			end := c.addr + uint64(c.in.Len)
+			rr := ResumeRange{Start: end, End: end + 1}
+			if j := m[i]; j >= 0 && y.ins[j].next < 0 && y.ins[j].addr+uint64(y.ins[j].in.Len) == y.ins[j].sym.addr+y.ins[j].sym.size {
+				rr.To = y.ins[j].addr + uint64(y.ins[j].in.Len)
+			}
+			out = append(out, rr)
+		}
 		if !isResumePoint(x, i) {
 			continue
 		}

@@ -106,6 +106,11 @@ func TestResumeCompiled(t *testing.T) {
 		// the pointer the loop passes on.
 		{"stack_local", "wait_conn", false, false, "live here"},
 		{"stack_local", "use_opts", false, false, "live here"},
+		// A call that never returns, the function's last instruction:
+		// its frame never resumes. Behind the inserted log line, the
+		// frame waiting in setup is not proven.
+		{"ends_in_noreturn", "serve_forever", false, true, ""},
+		{"ends_in_noreturn", "setup", false, false, "returns to code that changed"},
 	}
 	for _, c := range cases {
 		f := byName[c.fn]

@@ -116,6 +116,8 @@ func Judge(stacks map[int][]Frame, s Spec) Judgement {
 // ErrActive.
 type BlockedError struct {
 	Blockers []*ActiveError
+	// Stayed are the frames the same check let stay.
+	Stayed []Stayed
 }
 
 func (e *BlockedError) Error() string {
@@ -145,6 +147,15 @@ func (e *BlockedError) Unwrap() []error {
 		out[i] = b
 	}
 	return out
+}
+
+// StayedIn returns the frames let stay in the check err reports.
+func StayedIn(err error) []Stayed {
+	var be *BlockedError
+	if errors.As(err, &be) {
+		return be.Stayed
+	}
+	return nil
 }
 
 // Blockers returns every blocking frame err names (nil if none).

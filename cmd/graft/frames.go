@@ -130,6 +130,9 @@ func checkFrames(pid int, oldBuildID, newBin string) *framesNow {
 		for _, b := range bs {
 			fr.Blocked = append(fr.Blocked, blockerOut{Tid: b.Tid, Frame: b.Frame, Function: b.Function, PC: hex(b.PC), Why: b.Why, Allow: b.Allow, Stack: b.Stack})
 		}
+		if fs := framesOut(graft.StayedIn(err)); fs != nil {
+			fr.Stayed = fs
+		}
 		return fr
 	}
 	if fs := framesOut(res.Stayed); fs != nil {

@@ -184,3 +184,15 @@ int stack_local(void) {
 	}
 	return 4;
 }
+
+__attribute__((noreturn)) void serve_forever(void);
+
+/* main's shape in many servers: set up, then a call that never returns,
+   which gcc makes the function's last instruction. v2 logs before it. */
+void ends_in_noreturn(void) {
+	setup();
+#ifdef V2
+	say("noreturn v2");
+#endif
+	serve_forever();
+}

@@ -13,3 +13,5 @@ __attribute__((cold, noinline, noreturn)) void fail(const char *m) { fprintf(std
 int tail_target(int x) { return x * 7; }
 struct opts { int a, b; };
 void use_opts(struct opts *o) { printf("%d %d\n", o->a, o->b); }
+int wait_conn(void);
+__attribute__((noreturn)) void serve_forever(void) { for (;;) if (wait_conn() > 100) handle(0); }

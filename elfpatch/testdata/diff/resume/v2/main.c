@@ -1,5 +1,6 @@
 int loop_banner(void), loop_ahead(void), sw_banner(void), sw_case(void), tail_wrap(int),
     cold_loop(void), cold_changed(void), indirect(int), calls_changed(void), hoisted(void), stack_local(void);
+void ends_in_noreturn(void);
 
 int main(int argc, char **argv) {
 	(void)argv;
@@ -14,6 +15,7 @@ int main(int argc, char **argv) {
 	case 8: return indirect(argc);
 	case 9: return hoisted();
 	case 10: return stack_local();
+	case 11: ends_in_noreturn();
 	}
 	return calls_changed();
 }
