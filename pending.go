@@ -62,13 +62,13 @@ func revertStay(popped []PatchRecord, allow []string) func(fn string, pc uint64,
 			op := baseName(name)
 			for _, a := range allow {
 				if name != "" && (a == name || a == op || a == dropCloneNumbers(name)) {
-					return safepoint.StayVerdict{OK: true, Allowed: true, Why: "allowed by --allow-active " + a + "; its image stays mapped until it leaves"}
+					return safepoint.StayVerdict{OK: true, Allowed: true, Function: name, Why: "allowed by --allow-active " + a + "; its image stays mapped until it leaves"}
 				}
 			}
 			if _, ok := slices.BinarySearch(r.StayAt, pc); ok {
-				return safepoint.StayVerdict{OK: true, Why: fmt.Sprintf("proven: from %s in the new code nothing that differs from the old version is reachable, and every value it reads was set the same way; its image stays mapped until it leaves", where)}
+				return safepoint.StayVerdict{OK: true, Function: name, Why: fmt.Sprintf("proven: from %s in the new code nothing that differs from the old version is reachable, and every value it reads was set the same way; its image stays mapped until it leaves", where)}
 			}
-			v := safepoint.StayVerdict{Allow: op}
+			v := safepoint.StayVerdict{Allow: op, Function: name}
 			if len(r.StayAt) == 0 {
 				v.Why = fmt.Sprintf("the thread is in the new code at %s and the patch recorded no resume analysis (applied by an older graft or from a version-2 patch file)", where)
 			} else {
@@ -124,7 +124,7 @@ func pendingOf(popped []PatchRecord, stayed []StayedFrame) []PatchRecord {
 			continue
 		}
 		for _, f := range stayed {
-			if f.Function == "patch "+r.ID {
+			if f.PC >= r.Base && f.PC <= r.Base+r.Size {
 				r.Sites = nil
 				out = append(out, r)
 				break
