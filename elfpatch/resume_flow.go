@@ -180,6 +180,9 @@ func effectOf(ri *rinst) effect {
 	}
 	in := &ri.in
 	args := argsOf(in)
+	for len(args) < 3 {
+		args = append(args, nil) // a malformed decode reads nothing, never panics
+	}
 	rest := func(from int) {
 		for _, a := range args[from:] {
 			e.readArg(a)
