@@ -261,3 +261,22 @@ func dropCloneNumbers(name string) string {
 	}
 	return strings.Join(out, ".")
 }
+
+// pendingOutcome encodes the record a revert writes when a frame stays in
+// every popped image (the usual case: one patch, one waiting thread), so
+// the pause need not encode it. It returns how many images that is.
+func pendingOutcome(st, next *State, popped []PatchRecord) (int, []byte, error) {
+	var all []PatchRecord
+	for _, r := range popped {
+		if !r.Unloaded {
+			r.Sites = nil
+			all = append(all, r)
+		}
+	}
+	if len(all) == 0 {
+		return 0, nil, nil
+	}
+	n := &State{Patches: next.Patches, Pending: append(slices.Clone(st.Pending), all...)}
+	buf, err := encodeState(n, st.Generation+1)
+	return len(all), buf, err
+}

@@ -208,6 +208,12 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 	if err != nil {
 		return nil, fail(err)
 	}
+	// The record as it will be if frames stay in every popped image,
+	// encoded now, outside the pause (pending.go).
+	allPending, allBuf, err := pendingOutcome(st, next, popped)
+	if err != nil {
+		return nil, fail(err)
+	}
 	ck, err := sys.newChecker(pid, mods, loadedModules(st))
 	if err != nil {
 		return nil, fail(fmt.Errorf("build unwinder: %w", err))
@@ -235,11 +241,15 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 	res.Stayed = lastStayed(ck)
 	if pend := pendingOf(popped, res.Stayed); len(pend) > 0 {
 		next.Pending = append(slices.Clone(st.Pending), pend...)
-		b, err := encodeState(next, st.Generation+1)
-		if err != nil {
-			return nil, fail(errors.Join(err, resume()))
+		if len(pend) == allPending {
+			buf = allBuf
+		} else {
+			b, err := encodeState(next, st.Generation+1)
+			if err != nil {
+				return nil, fail(errors.Join(err, resume()))
+			}
+			buf = b
 		}
-		buf = b
 		for _, r := range pend {
 			res.Pending = append(res.Pending, r.ID)
 		}
