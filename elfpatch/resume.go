@@ -16,8 +16,8 @@ import (
 // process (main, an accept loop). Its frame may finish in the code it is
 // in when no changed instruction is reachable from where it resumes: the
 // rest of that activation then does exactly what the other version would
-// do from the corresponding place. resumeOf proves that, per instruction,
-// from the two versions' code:
+// do from the corresponding place. resumeSide proves that, per return
+// address (the only places a frame waits), from the two versions' code:
 //
 //   - OLD's and NEW's instructions (the entry symbol, then every .cold
 //     part) are normalised as the diff does, with every reference into
@@ -37,7 +37,22 @@ import (
 //     to the function's own entry (a self tail call) leave the frame;
 //     ud2, hlt and int3 end it. A register or memory jump with no table
 //     to resolve it is "not proven": where it goes is unknown;
-//   - a resume address is proven when nothing it reaches differs.
+//   - the call a frame waits in must return, in the other version too, to
+//     the instruction aligned to its return address: code inserted right
+//     after the call lies ahead of the frame;
+//   - the data check (resume_flow.go): every register and stack slot the
+//     rest of the activation may read must be set by instructions aligned
+//     to each other on both sides (a loop invariant hoisted out of
+//     changed code is caught there);
+//   - a return address is proven when all of that holds. A call that ends
+//     its function (to a function that never returns) leaves a frame
+//     that never resumes: proven.
+//
+// Calls and tail calls to changed functions are fine: the old code
+// reaches the new version through the jump at the old entry, as the new
+// code does directly, and since the instructions that set up the call are
+// the same on both sides, so are its arguments (a changed signature
+// included).
 //
 // The same run on NEW's side proves frames in new code for a revert,
 // where new code stays mapped and old entries are restored: there, a
