@@ -15,3 +15,5 @@ struct opts { int a, b; };
 void use_opts(struct opts *o) { printf("%d %d\n", o->a, o->b); }
 int wait_conn(void);
 __attribute__((noreturn)) void serve_forever(void) { for (;;) if (wait_conn() > 100) handle(0); }
+void init_opts(struct opts *o) { o->a = 1; o->b = 2; }
+void init_opts_v2(struct opts *o) { o->a = 1; o->b = 3; }

@@ -197,3 +197,24 @@ void ends_in_noreturn(void) {
 #endif
 	serve_forever();
 }
+
+void init_opts(struct opts *o);
+void init_opts_v2(struct opts *o);
+
+/* v2 fills the local in by another function: the instructions around the
+   loop are the same, but the call that wrote the frame's slot is not. */
+int escaped_init(void) {
+	struct opts o;
+#ifdef V2
+	init_opts_v2(&o);
+#else
+	init_opts(&o);
+#endif
+	for (;;) {
+		int fd = wait_conn();
+		if (fd < 0)
+			break;
+		use_opts(&o);
+	}
+	return 5;
+}
