@@ -289,3 +289,30 @@ func TestAcceptdReapplyWhilePending(t *testing.T) {
 	require.Equal(t, []string{a2.PatchID}, rv.Reaped)
 	require.Empty(t, graftMappings(t, target.Pid))
 }
+
+// A compiler clone on the stack: acceptd v5's accept wrapper runs as
+// accept_conn.constprop.0, and v6 changes it ahead of the waiting frame.
+// The blocker names the clone and gives the base name the diff prints
+// ("clone of accept_conn") as the flag's value, which lets it stay.
+func TestAcceptdCloneBlockerNamesBaseName(t *testing.T) {
+	requirePtrace(t)
+	v6 := testutil.Build(t, "acceptd-v6")
+	target, port := testutil.StartServer(t, "acceptd-v5")
+	defer testutil.RequireReleased(t, target.Pid)
+	require.Equal(t, "acceptd 5 hello", greet(t, port))
+	waitIdleIn(t, target.Pid)
+	ctx := context.Background()
+
+	_, err := Apply(ctx, target.Pid, Source{NewBinary: v6}, ApplyOptions{Timeout: 200 * time.Millisecond})
+	bs := Blockers(err)
+	require.Len(t, bs, 1, "%v", err)
+	require.True(t, strings.HasPrefix(bs[0].Function, "accept_conn.constprop."), bs[0].Function)
+	require.Equal(t, "accept_conn", bs[0].Allow)
+	require.Contains(t, err.Error(), "--allow-active accept_conn lets it finish there")
+
+	res, err := Apply(ctx, target.Pid, Source{NewBinary: v6}, ApplyOptions{AllowActive: []string{"accept_conn"}, Timeout: 3 * time.Second})
+	require.NoError(t, err)
+	require.Len(t, res.Stayed, 1)
+	require.True(t, res.Stayed[0].Allowed)
+	require.Equal(t, "acceptd 6 hello", greet(t, port))
+}
