@@ -157,8 +157,10 @@ func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOpti
 	if err := sys.sameState(pid, p, st); err != nil {
 		return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
 	}
-	if _, err := sys.reapPendingCtx(ctx, pid, p, st, mods, false); err != nil {
-		return nil, fmt.Errorf("apply patch %s: unmap a pending image: %w", pt.ID, err)
+	if !opts.DryRun { // a dry run writes nothing, pending images stay
+		if _, err := sys.reapPendingCtx(ctx, pid, p, st, mods, false); err != nil {
+			return nil, fmt.Errorf("apply patch %s: unmap a pending image: %w", pt.ID, err)
+		}
 	}
 	return sys.applyAttached(ctx, pid, p, pr, maps, exe, mods, opts)
 }

@@ -121,6 +121,13 @@ func TestAcceptdNeverLeavingFrames(t *testing.T) {
 	require.Equal(t, "acceptd 1 hello", greet(t, port))
 	waitIdleIn(t, target.Pid)
 
+	// A dry run writes nothing, not even the clean-up of the free image.
+	_, err = Apply(ctx, target.Pid, Source{NewBinary: v2}, ApplyOptions{DryRun: true, Timeout: 3 * time.Second})
+	require.NoError(t, err)
+	st, err = Status(target.Pid)
+	require.NoError(t, err)
+	require.Len(t, st.Pending, 1, "dry run left the pending image alone")
+
 	// The next invocation finds the image free and unmaps it, and the
 	// record, now empty, with it.
 	rv2, err := Revert(ctx, target.Pid, RevertOptions{Timeout: 3 * time.Second})
