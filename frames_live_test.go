@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -34,20 +35,21 @@ func greet(t *testing.T, port int) string {
 	return strings.TrimSpace(g)
 }
 
-// waitIdleIn waits until acceptd's main thread sleeps in accept again
-// (after serving a connection it loops back into accept_conn).
+// waitIdleIn waits until acceptd's main thread blocks in accept again
+// (after serving a connection it loops back into accept_conn): its
+// current system call is accept (43) or accept4 (288).
 func waitIdleIn(t *testing.T, pid int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		st, err := testutil.ThreadStates(pid)
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/syscall", pid, pid))
 		require.NoError(t, err)
-		if st[pid] == "S" {
+		if f := strings.Fields(string(b)); len(f) > 0 && (f[0] == "43" || f[0] == "288") {
 			return
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	t.Fatalf("main thread of %d not sleeping in accept", pid)
+	t.Fatalf("main thread of %d not blocked in accept", pid)
 }
 
 // The release pair: acceptd v1 -> v2 changes main (a version
