@@ -2,9 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -24,6 +26,15 @@ func TestDiffShowsFramesOfPid(t *testing.T) {
 	target, _ := testutil.StartServer(t, "acceptd-v1")
 	defer testutil.RequireReleased(t, target.Pid)
 	pid := strconv.Itoa(target.Pid)
+	// Once listening, main goes on into accept: wait until it is there.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		b, err := os.ReadFile("/proc/" + pid + "/task/" + pid + "/syscall")
+		require.NoError(t, err)
+		if f := strings.Fields(string(b)); len(f) > 0 && f[0] == "43" {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "main thread never blocked in accept")
+	}
 	type frames struct {
 		Frames struct {
 			Stayed  []frameOut   `json:"stayed"`
