@@ -236,8 +236,9 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 	} else if !last.IsZero() {
 		t0 = last
 	}
-	// Frames proven to finish in new code stay: their images become
-	// pending (rare: the record is encoded again, in the pause).
+	// Frames proven (or allowed) to finish in new code stay: their
+	// images become pending. The usual outcome was encoded before the
+	// pause; only a subset of several popped images is encoded here.
 	res.Stayed = lastStayed(ck)
 	if pend := pendingOf(popped, res.Stayed); len(pend) > 0 {
 		next.Pending = append(slices.Clone(st.Pending), pend...)
