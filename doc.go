@@ -18,9 +18,11 @@
 //  6. create the record mapping if the process has none yet.
 //
 // Then one pause: stop every thread, wait for a safe point (no PC or return
-// address inside a function being replaced, unless the operator allowed it
-// to stay active, and never inside the bytes a jump overwrites; the check
-// may resume, back off and retry up to --timeout), write the record, then
+// address inside a function being replaced, unless the patch's resume
+// analysis proved that frame finishes as the new version would, or the
+// operator allowed it to stay active, and never inside the bytes a jump
+// overwrites; the check may resume, back off and retry up to --timeout,
+// then names every frame in the way: frames.go), write the record, then
 // the jumps, resume. The pause holds no computation that could have been
 // done before it: the jumps and the record are encoded beforehand (both
 // versions of the record when the image below may be unloaded, see
