@@ -68,13 +68,23 @@ func TestAcceptdNeverLeavingFrames(t *testing.T) {
 	target, port := testutil.StartServer(t, "acceptd-v1")
 	defer testutil.RequireReleased(t, target.Pid)
 	require.Equal(t, "acceptd 1 hello", greet(t, port))
+	// A client connected and silent: its worker waits in read inside
+	// serve, which v2 changes only before the read (the greeting).
+	open, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
+	require.NoError(t, err)
+	defer open.Close()
+	open.SetDeadline(time.Now().Add(20 * time.Second))
+	openR := bufio.NewReader(open)
+	g, err := openR.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "acceptd 1 hello\n", g)
 	waitIdleIn(t, target.Pid)
 	ctx := context.Background()
 
 	// The dry run shows what will stay, and writes nothing.
 	dry, err := Apply(ctx, target.Pid, Source{NewBinary: v2}, ApplyOptions{DryRun: true, Timeout: 3 * time.Second})
 	require.NoError(t, err)
-	require.Len(t, dry.Stayed, 2, "dry run names the frames it lets stay: %+v", dry.Stayed)
+	require.Len(t, dry.Stayed, 3, "dry run names the frames it lets stay: %+v", dry.Stayed)
 	require.Empty(t, graftMappings(t, target.Pid), "a dry run maps nothing")
 
 	res, err := Apply(ctx, target.Pid, Source{NewBinary: v2}, ApplyOptions{Timeout: 3 * time.Second})
@@ -83,13 +93,23 @@ func TestAcceptdNeverLeavingFrames(t *testing.T) {
 	for _, f := range res.Stayed {
 		got[f.Function] = f
 	}
-	for _, fn := range []string{"main", "accept_conn"} {
+	for _, fn := range []string{"main", "accept_conn", "serve"} {
 		f, ok := got[fn]
 		require.True(t, ok, "frame of %s let stay: %+v", fn, res.Stayed)
 		require.False(t, f.Allowed, "%s stays by proof, not by flag", fn)
 		require.Contains(t, f.Why, "proven")
-		require.Equal(t, target.Pid, f.Tid)
+		if fn == "serve" {
+			require.NotEqual(t, target.Pid, f.Tid, "serve runs in a worker thread")
+		} else {
+			require.Equal(t, target.Pid, f.Tid)
+		}
 	}
+	// The worker finishes its connection in the old code, as v2 would.
+	_, err = open.Write([]byte("still here\n"))
+	require.NoError(t, err)
+	e, err := openR.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "echo still here\n", e)
 	// The first connection is accepted by the old frame; the next ones
 	// by v2's accept_conn, which counts them.
 	require.True(t, strings.HasPrefix(greet(t, port), "acceptd 2.0 hello"))

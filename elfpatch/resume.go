@@ -48,6 +48,11 @@ import (
 //     its function (to a function that never returns) leaves a frame
 //     that never resumes: proven.
 //
+// The call a frame waits in has happened: what it returns and what it
+// wrote through the pointers it was given are taken as given (the rule
+// looks ahead of the frame, never behind it), so a frame waiting in
+// read() inside a function whose greeting changed before the read stays.
+//
 // Calls and tail calls to changed functions are fine: the old code
 // reaches the new version through the jump at the old entry, as the new
 // code does directly, and since the instructions that set up the call are

@@ -381,6 +381,12 @@ func defsFor(f *rfunc, r int, live, args locSet, pred [][]int, eff []effect, bud
 			case e.defs&b != 0:
 				defs[[2]int{p, it.l}] = true
 				push(p, e.reads, isCall)
+			case e.may&b != 0 && isCall && p == r-1:
+				// What the call the frame waits in wrote through the
+				// pointers it was given (read into a buffer) has
+				// happened, like its results: given. Earlier writes
+				// to the rest of the location still count.
+				push(p, b, it.arg)
 			case e.may&b != 0:
 				defs[[2]int{p, it.l}] = true
 				push(p, e.reads, isCall)
