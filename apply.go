@@ -204,8 +204,10 @@ func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOpti
 	if err := sys.sameState(pid, p, st); err != nil {
 		return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
 	}
-	if _, err := sys.reapPendingCtx(ctx, pid, p, st, mods, false); err != nil {
-		return nil, fmt.Errorf("apply patch %s: unmap a pending image: %w", pt.ID, err)
+	if !opts.DryRun { // a dry run writes nothing, pending images stay
+		if _, err := sys.reapPendingCtx(ctx, pid, p, st, mods, false); err != nil {
+			return nil, fmt.Errorf("apply patch %s: unmap a pending image: %w", pt.ID, err)
+		}
 	}
 	return sys.applyAttached(ctx, pid, p, pr, maps, exe, mods, opts)
 }
@@ -256,11 +258,10 @@ func prepare(pid int, pt *Patch, st *State, exe *tracer.Module, readSyms func(pa
 	}
 	// The same pair of builds may come back (v1->v2, v2->v1, v1->v2):
 	// ids stay unique in the record.
-	if rec, _ := st.Find(pt.ID); rec != nil {
+	if idTaken(st, pt.ID) {
 		base := pt.ID
-		for n := 2; rec != nil; n++ {
+		for n := 2; idTaken(st, pt.ID); n++ {
 			pt.ID = fmt.Sprintf("%s-%d", base, n)
-			rec, _ = st.Find(pt.ID)
 		}
 	}
 	if len(pt.Image.Redirects) == 0 {

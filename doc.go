@@ -19,9 +19,11 @@
 //  6. create the record mapping if the process has none yet.
 //
 // Then one pause: stop every thread, wait for a safe point (no PC or return
-// address inside a function being replaced, unless the operator allowed it
-// to stay active, and never inside the bytes a jump overwrites; the check
-// may resume, back off and retry up to --timeout), write the record, then
+// address inside a function being replaced, unless the patch's resume
+// analysis proved that frame finishes as the new version would, or the
+// operator allowed it to stay active, and never inside the bytes a jump
+// overwrites; the check may resume, back off and retry up to --timeout,
+// then names every frame in the way: frames.go), write the record, then
 // the jumps, resume. The pause holds no computation that could have been
 // done before it: the jumps and the record are encoded beforehand (both
 // versions of the record when the image below may be unloaded, see
@@ -98,5 +100,15 @@
 // so only the top can go, or all of them): one pause with the same check
 // (no thread in the image's code or in the jump bytes), the saved bytes
 // written back newest first, the record updated; then the image unmapped,
-// and the record mapping too when no patch is left.
+// and the record mapping too when no patch is left. A thread waiting in
+// the image's code does not block when its frame was proven to finish as
+// the old version would (or the operator names its function): the jumps
+// go, the image stays mapped as a pending entry of the record, and the
+// next apply or revert that finds no frame in it unmaps it (pending.go).
+//
+// A frame let stay in old code is, for a later patch made from the new
+// version, a frame of the new version: each patch records which of the old
+// copy's return addresses it proved equivalent to which of its image's
+// (PatchRecord.Carry), and a stacked apply judges such a frame at its
+// equivalent (frames.go).
 package graft

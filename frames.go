@@ -64,6 +64,10 @@ func Blockers(err error) []Blocker {
 	return out
 }
 
+// StayedIn lists the frames the check an apply or revert error reports
+// would have let stay.
+func StayedIn(err error) []StayedFrame { return stayedFrames(safepoint.StayedIn(err)) }
+
 // ErrUnknownAllow: --allow-active named no function of the patch.
 var ErrUnknownAllow = errors.New("--allow-active names no function of the patch")
 
@@ -87,7 +91,7 @@ func resolveAllow(pt *Patch, names []string) ([]string, error) {
 		found := false
 		for _, r := range pt.Image.Redirects {
 			fn := r.Name
-			if n == fn || n == operatorName(pt, fn) || n == strings.TrimRight(fn, ".0123456789") {
+			if n == fn || n == operatorName(pt, fn) || n == dropCloneNumbers(fn) {
 				found = true
 				if !slices.Contains(out, fn) {
 					out = append(out, fn)

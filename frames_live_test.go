@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -34,20 +35,21 @@ func greet(t *testing.T, port int) string {
 	return strings.TrimSpace(g)
 }
 
-// waitIdleIn waits until acceptd's main thread sleeps in accept again
-// (after serving a connection it loops back into accept_conn).
+// waitIdleIn waits until acceptd's main thread blocks in accept again
+// (after serving a connection it loops back into accept_conn): its
+// current system call is accept (43) or accept4 (288).
 func waitIdleIn(t *testing.T, pid int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		st, err := testutil.ThreadStates(pid)
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/syscall", pid, pid))
 		require.NoError(t, err)
-		if st[pid] == "S" {
+		if f := strings.Fields(string(b)); len(f) > 0 && (f[0] == "43" || f[0] == "288") {
 			return
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	t.Fatalf("main thread of %d not sleeping in accept", pid)
+	t.Fatalf("main thread of %d not blocked in accept", pid)
 }
 
 // The release pair: acceptd v1 -> v2 changes main (a version
@@ -66,13 +68,23 @@ func TestAcceptdNeverLeavingFrames(t *testing.T) {
 	target, port := testutil.StartServer(t, "acceptd-v1")
 	defer testutil.RequireReleased(t, target.Pid)
 	require.Equal(t, "acceptd 1 hello", greet(t, port))
+	// A client connected and silent: its worker waits in read inside
+	// serve, which v2 changes only before the read (the greeting).
+	open, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
+	require.NoError(t, err)
+	defer open.Close()
+	open.SetDeadline(time.Now().Add(20 * time.Second))
+	openR := bufio.NewReader(open)
+	g, err := openR.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "acceptd 1 hello\n", g)
 	waitIdleIn(t, target.Pid)
 	ctx := context.Background()
 
 	// The dry run shows what will stay, and writes nothing.
 	dry, err := Apply(ctx, target.Pid, Source{NewBinary: v2}, ApplyOptions{DryRun: true, Timeout: 3 * time.Second})
 	require.NoError(t, err)
-	require.Len(t, dry.Stayed, 2, "dry run names the frames it lets stay: %+v", dry.Stayed)
+	require.Len(t, dry.Stayed, 3, "dry run names the frames it lets stay: %+v", dry.Stayed)
 	require.Empty(t, graftMappings(t, target.Pid), "a dry run maps nothing")
 
 	res, err := Apply(ctx, target.Pid, Source{NewBinary: v2}, ApplyOptions{Timeout: 3 * time.Second})
@@ -81,13 +93,23 @@ func TestAcceptdNeverLeavingFrames(t *testing.T) {
 	for _, f := range res.Stayed {
 		got[f.Function] = f
 	}
-	for _, fn := range []string{"main", "accept_conn"} {
+	for _, fn := range []string{"main", "accept_conn", "serve"} {
 		f, ok := got[fn]
 		require.True(t, ok, "frame of %s let stay: %+v", fn, res.Stayed)
 		require.False(t, f.Allowed, "%s stays by proof, not by flag", fn)
 		require.Contains(t, f.Why, "proven")
-		require.Equal(t, target.Pid, f.Tid)
+		if fn == "serve" {
+			require.NotEqual(t, target.Pid, f.Tid, "serve runs in a worker thread")
+		} else {
+			require.Equal(t, target.Pid, f.Tid)
+		}
 	}
+	// The worker finishes its connection in the old code, as v2 would.
+	_, err = open.Write([]byte("still here\n"))
+	require.NoError(t, err)
+	e, err := openR.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "echo still here\n", e)
 	// The first connection is accepted by the old frame; the next ones
 	// by v2's accept_conn, which counts them.
 	require.True(t, strings.HasPrefix(greet(t, port), "acceptd 2.0 hello"))
@@ -100,7 +122,8 @@ func TestAcceptdNeverLeavingFrames(t *testing.T) {
 	require.Equal(t, []string{res.PatchID}, rv.Reverted)
 	require.Equal(t, []string{res.PatchID}, rv.Pending, "the image stays mapped for the frame in it")
 	require.Len(t, rv.Stayed, 1)
-	require.Contains(t, rv.Stayed[0].Why, "accept_conn")
+	require.Equal(t, "accept_conn", rv.Stayed[0].Function)
+	require.Contains(t, rv.Stayed[0].Why, "accept_conn+0x")
 	st, err := Status(target.Pid)
 	require.NoError(t, err)
 	require.Empty(t, st.Patches)
@@ -119,6 +142,13 @@ func TestAcceptdNeverLeavingFrames(t *testing.T) {
 	// the waiting frame leave the image.
 	require.Equal(t, "acceptd 1 hello", greet(t, port))
 	waitIdleIn(t, target.Pid)
+
+	// A dry run writes nothing, not even the clean-up of the free image.
+	_, err = Apply(ctx, target.Pid, Source{NewBinary: v2}, ApplyOptions{DryRun: true, Timeout: 3 * time.Second})
+	require.NoError(t, err)
+	st, err = Status(target.Pid)
+	require.NoError(t, err)
+	require.Len(t, st.Pending, 1, "dry run left the pending image alone")
 
 	// The next invocation finds the image free and unmaps it, and the
 	// record, now empty, with it.
@@ -240,4 +270,78 @@ func TestAcceptdStackedReleasesCarryTheProof(t *testing.T) {
 	require.Equal(t, []string{r12.PatchID}, rv.Pending, "main thread waits in v2's accept_conn")
 	require.Equal(t, "acceptd 1 hello", greet(t, port))
 	require.False(t, target.Exited())
+}
+
+// The same release applied again while its earlier image is still pending
+// gets an id of its own; each image goes once no thread is in it, and a
+// pending image is never taken for another.
+func TestAcceptdReapplyWhilePending(t *testing.T) {
+	requirePtrace(t)
+	v2 := testutil.Build(t, "acceptd-v2")
+	target, port := testutil.StartServer(t, "acceptd-v1")
+	defer testutil.RequireReleased(t, target.Pid)
+	waitIdleIn(t, target.Pid)
+	ctx := context.Background()
+	opts := ApplyOptions{Timeout: 3 * time.Second}
+
+	a1, err := Apply(ctx, target.Pid, Source{NewBinary: v2}, opts)
+	require.NoError(t, err)
+	greet(t, port)
+	waitIdleIn(t, target.Pid)
+	rv, err := Revert(ctx, target.Pid, RevertOptions{Timeout: 3 * time.Second})
+	require.NoError(t, err)
+	require.Equal(t, []string{a1.PatchID}, rv.Pending)
+
+	// Applied again: the main thread still waits in a1's pending image
+	// (not a function being replaced: no blocker), main's frame stays.
+	a2, err := Apply(ctx, target.Pid, Source{NewBinary: v2}, opts)
+	require.NoError(t, err)
+	require.NotEqual(t, a1.PatchID, a2.PatchID)
+	st, err := Status(target.Pid)
+	require.NoError(t, err)
+	require.Len(t, st.Patches, 1)
+	require.Len(t, st.Pending, 1)
+	require.Equal(t, a1.PatchID, st.Pending[0].ID)
+
+	// A connection moves the thread from a1's image into a2's; the next
+	// revert unmaps a1's and leaves a2's pending.
+	require.True(t, strings.HasPrefix(greet(t, port), "acceptd 2.0 hello"))
+	waitIdleIn(t, target.Pid)
+	rv, err = Revert(ctx, target.Pid, RevertOptions{Timeout: 3 * time.Second})
+	require.NoError(t, err)
+	require.Equal(t, []string{a1.PatchID}, rv.Reaped)
+	require.Equal(t, []string{a2.PatchID}, rv.Pending)
+	require.Equal(t, "acceptd 1 hello", greet(t, port))
+	waitIdleIn(t, target.Pid)
+	rv, err = Revert(ctx, target.Pid, RevertOptions{})
+	require.NoError(t, err)
+	require.Equal(t, []string{a2.PatchID}, rv.Reaped)
+	require.Empty(t, graftMappings(t, target.Pid))
+}
+
+// A compiler clone on the stack: acceptd v5's accept wrapper runs as
+// accept_conn.constprop.0, and v6 changes it ahead of the waiting frame.
+// The blocker names the clone and gives the base name the diff prints
+// ("clone of accept_conn") as the flag's value, which lets it stay.
+func TestAcceptdCloneBlockerNamesBaseName(t *testing.T) {
+	requirePtrace(t)
+	v6 := testutil.Build(t, "acceptd-v6")
+	target, port := testutil.StartServer(t, "acceptd-v5")
+	defer testutil.RequireReleased(t, target.Pid)
+	require.Equal(t, "acceptd 5 hello", greet(t, port))
+	waitIdleIn(t, target.Pid)
+	ctx := context.Background()
+
+	_, err := Apply(ctx, target.Pid, Source{NewBinary: v6}, ApplyOptions{Timeout: 200 * time.Millisecond})
+	bs := Blockers(err)
+	require.Len(t, bs, 1, "%v", err)
+	require.True(t, strings.HasPrefix(bs[0].Function, "accept_conn.constprop."), bs[0].Function)
+	require.Equal(t, "accept_conn", bs[0].Allow)
+	require.Contains(t, err.Error(), "--allow-active accept_conn lets it finish there")
+
+	res, err := Apply(ctx, target.Pid, Source{NewBinary: v6}, ApplyOptions{AllowActive: []string{"accept_conn"}, Timeout: 3 * time.Second})
+	require.NoError(t, err)
+	require.Len(t, res.Stayed, 1)
+	require.True(t, res.Stayed[0].Allowed)
+	require.Equal(t, "acceptd 6 hello", greet(t, port))
 }

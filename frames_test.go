@@ -18,7 +18,7 @@ func TestResolveAllow(t *testing.T) {
 	pt := &Patch{
 		ID: "p1",
 		Image: &elfpatch.Image{Redirects: []elfpatch.Redirect{
-			{Name: "main_noinetd.constprop.0"}, {Name: "accept_conn"}, {Name: "main"},
+			{Name: "main_noinetd.constprop.0"}, {Name: "accept_conn"}, {Name: "main"}, {Name: "f2"},
 		}},
 		Origins: map[string]string{"main_noinetd.constprop.0": "main_noinetd"},
 	}
@@ -33,7 +33,9 @@ func TestResolveAllow(t *testing.T) {
 	_, err = resolveAllow(pt, []string{"accept_conn", "handle"})
 	require.True(t, errors.Is(err, ErrUnknownAllow), "%v", err)
 	require.Contains(t, err.Error(), `"handle"`)
-	require.Contains(t, err.Error(), "accept_conn, main, main_noinetd")
+	require.Contains(t, err.Error(), "accept_conn, f2, main, main_noinetd")
+	_, err = resolveAllow(pt, []string{"f"})
+	require.ErrorIs(t, err, ErrUnknownAllow, "f does not name f2")
 	require.Equal(t, "main_noinetd", operatorName(pt, "main_noinetd.constprop.0"))
 	require.Equal(t, "main", operatorName(pt, "main"))
 }

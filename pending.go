@@ -61,14 +61,14 @@ func revertStay(popped []PatchRecord, allow []string) func(fn string, pc uint64,
 			}
 			op := baseName(name)
 			for _, a := range allow {
-				if name != "" && (a == name || a == op || a == strings.TrimRight(name, ".0123456789")) {
-					return safepoint.StayVerdict{OK: true, Allowed: true, Why: "allowed by --allow-active " + a + "; its image stays mapped until it leaves"}
+				if name != "" && (a == name || a == op || a == dropCloneNumbers(name)) {
+					return safepoint.StayVerdict{OK: true, Allowed: true, Function: name, Why: "allowed by --allow-active " + a + "; its image stays mapped until it leaves"}
 				}
 			}
 			if _, ok := slices.BinarySearch(r.StayAt, pc); ok {
-				return safepoint.StayVerdict{OK: true, Why: fmt.Sprintf("proven: from %s in the new code nothing that differs from the old version is reachable, and every value it reads was set the same way; its image stays mapped until it leaves", where)}
+				return safepoint.StayVerdict{OK: true, Function: name, Why: fmt.Sprintf("proven: from %s in the new code nothing that differs from the old version is reachable, and every value it reads was set the same way; its image stays mapped until it leaves", where)}
 			}
-			v := safepoint.StayVerdict{Allow: op}
+			v := safepoint.StayVerdict{Allow: op, Function: name}
 			if len(r.StayAt) == 0 {
 				v.Why = fmt.Sprintf("the thread is in the new code at %s and the patch recorded no resume analysis (applied by an older graft or from a version-2 patch file)", where)
 			} else {
@@ -103,7 +103,7 @@ func checkRevertAllow(popped []PatchRecord, allow []string) error {
 					continue
 				}
 				have = append(have, baseName(s.Name))
-				found = found || a == s.Name || a == baseName(s.Name) || a == strings.TrimRight(s.Name, ".0123456789")
+				found = found || a == s.Name || a == baseName(s.Name) || a == dropCloneNumbers(s.Name)
 			}
 		}
 		if !found {
@@ -124,7 +124,7 @@ func pendingOf(popped []PatchRecord, stayed []StayedFrame) []PatchRecord {
 			continue
 		}
 		for _, f := range stayed {
-			if f.Function == "patch "+r.ID {
+			if f.PC >= r.Base && f.PC <= r.Base+r.Size {
 				r.Sites = nil
 				out = append(out, r)
 				break
@@ -236,4 +236,47 @@ func (sys *system) reapPendingCtx(ctx context.Context, pid int, p proc, st *Stat
 		return nil, err
 	}
 	return sys.reapPending(pid, p, st, mods, dropEmpty)
+}
+
+// idTaken: a patch in effect or a pending one has this id (a pair of
+// builds re-applied while its earlier image is still pending gets a new
+// one, as when it is still in effect).
+func idTaken(st *State, id string) bool {
+	if rec, _ := st.Find(id); rec != nil {
+		return true
+	}
+	return slices.ContainsFunc(st.Pending, func(r PatchRecord) bool { return r.ID == id })
+}
+
+// dropCloneNumbers drops the numbers GCC appends to clones
+// ("f.constprop.0" -> "f.constprop"); a plain name ("f2") is left alone.
+func dropCloneNumbers(name string) string {
+	parts := strings.Split(name, ".")
+	out := parts[:1]
+	for _, p := range parts[1:] {
+		if p != "" && strings.Trim(p, "0123456789") == "" {
+			continue
+		}
+		out = append(out, p)
+	}
+	return strings.Join(out, ".")
+}
+
+// pendingOutcome encodes the record a revert writes when a frame stays in
+// every popped image (the usual case: one patch, one waiting thread), so
+// the pause need not encode it. It returns how many images that is.
+func pendingOutcome(st, next *State, popped []PatchRecord) (int, []byte, error) {
+	var all []PatchRecord
+	for _, r := range popped {
+		if !r.Unloaded {
+			r.Sites = nil
+			all = append(all, r)
+		}
+	}
+	if len(all) == 0 {
+		return 0, nil, nil
+	}
+	n := &State{Patches: next.Patches, Pending: append(slices.Clone(st.Pending), all...)}
+	buf, err := encodeState(n, st.Generation+1)
+	return len(all), buf, err
 }

@@ -272,6 +272,12 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 	if err != nil {
 		return nil, fail(err)
 	}
+	// The record as it will be if frames stay in every popped image,
+	// encoded now, outside the pause (pending.go).
+	allPending, allBuf, err := pendingOutcome(st, next, popped)
+	if err != nil {
+		return nil, fail(err)
+	}
 	ck, err := sys.newChecker(pid, mods, loadedModules(st))
 	if err != nil {
 		return nil, fail(fmt.Errorf("build unwinder: %w", err))
@@ -295,16 +301,21 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 	} else if !last.IsZero() {
 		t0 = last
 	}
-	// Frames proven to finish in new code stay: their images become
-	// pending (rare: the record is encoded again, in the pause).
+	// Frames proven (or allowed) to finish in new code stay: their
+	// images become pending. The usual outcome was encoded before the
+	// pause; only a subset of several popped images is encoded here.
 	res.Stayed = lastStayed(ck)
 	if pend := pendingOf(popped, res.Stayed); len(pend) > 0 {
 		next.Pending = append(slices.Clone(st.Pending), pend...)
-		b, err := encodeState(next, st.Generation+1)
-		if err != nil {
-			return nil, fail(errors.Join(err, resume()))
+		if len(pend) == allPending {
+			buf = allBuf
+		} else {
+			b, err := encodeState(next, st.Generation+1)
+			if err != nil {
+				return nil, fail(errors.Join(err, resume()))
+			}
+			buf = b
 		}
-		buf = b
 		for _, r := range pend {
 			res.Pending = append(res.Pending, r.ID)
 		}

@@ -34,7 +34,7 @@ import (
 //
 //	off  size  field
 //	  0     8  magic "GRAFTST\x00"
-//	  8     4  version (2; 1 is still read)
+//	  8     4  version (2, or 3 while a pending image is recorded; 1 is still read)
 //	 12     4  header size (64)
 //	 16     8  generation: +1 on every write
 //	 24     8  body length in bytes
@@ -53,7 +53,11 @@ import (
 // through the patch's image and to stack a patch on it without the NEW
 // binary (eh_frame*, symbols). A version-1 record (older graft) still
 // reads: its patches lack those, and the NEW file is needed as before. A
-// newer version is refused, never guessed at.
+// newer version is refused, never guessed at. Version 3 adds the pending
+// images of reverted patches (pending.go); it is written only while there
+// is one, so that an older graft refuses the record rather than take a
+// pending image for an orphan. A patch's stay_at and carry (frames.go)
+// are optional keys a version-2 reader ignores safely.
 //
 // Bounds: the mapping is stateCapacity (1 MiB). A patch costs about 60
 // bytes per recorded symbol and 200 per jump; an apply whose record would

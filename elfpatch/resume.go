@@ -16,8 +16,8 @@ import (
 // process (main, an accept loop). Its frame may finish in the code it is
 // in when no changed instruction is reachable from where it resumes: the
 // rest of that activation then does exactly what the other version would
-// do from the corresponding place. resumeOf proves that, per instruction,
-// from the two versions' code:
+// do from the corresponding place. resumeSide proves that, per return
+// address (the only places a frame waits), from the two versions' code:
 //
 //   - OLD's and NEW's instructions (the entry symbol, then every .cold
 //     part) are normalised as the diff does, with every reference into
@@ -37,7 +37,27 @@ import (
 //     to the function's own entry (a self tail call) leave the frame;
 //     ud2, hlt and int3 end it. A register or memory jump with no table
 //     to resolve it is "not proven": where it goes is unknown;
-//   - a resume address is proven when nothing it reaches differs.
+//   - the call a frame waits in must return, in the other version too, to
+//     the instruction aligned to its return address: code inserted right
+//     after the call lies ahead of the frame;
+//   - the data check (resume_flow.go): every register and stack slot the
+//     rest of the activation may read must be set by instructions aligned
+//     to each other on both sides (a loop invariant hoisted out of
+//     changed code is caught there);
+//   - a return address is proven when all of that holds. A call that ends
+//     its function (to a function that never returns) leaves a frame
+//     that never resumes: proven.
+//
+// The call a frame waits in has happened: what it returns and what it
+// wrote through the pointers it was given are taken as given (the rule
+// looks ahead of the frame, never behind it), so a frame waiting in
+// read() inside a function whose greeting changed before the read stays.
+//
+// Calls and tail calls to changed functions are fine: the old code
+// reaches the new version through the jump at the old entry, as the new
+// code does directly, and since the instructions that set up the call are
+// the same on both sides, so are its arguments (a changed signature
+// included).
 //
 // The same run on NEW's side proves frames in new code for a revert,
 // where new code stays mapped and old entries are restored: there, a
@@ -465,6 +485,17 @@ func resumeSide(x, y *rfunc, m []int, newSide bool, patched map[string]bool) Res
 	xs, ys := newFlowSide(x), newFlowSide(y)
 	var out ResumeRanges
 	for i := range x.ins {
+		if c := &x.ins[i]; c.next < 0 && c.kind == rFall && c.in.Op == x86asm.CALL && c.addr+uint64(c.in.Len) == c.sym.addr+c.sym.size {
+			// A call ending the function (to a function that never
+			// returns: gcc leaves nothing after it): its frame never
+			// resumes, so nothing of this code runs again.
+			end := c.addr + uint64(c.in.Len)
+			rr := ResumeRange{Start: end, End: end + 1}
+			if j := m[i]; j >= 0 && y.ins[j].next < 0 && y.ins[j].addr+uint64(y.ins[j].in.Len) == y.ins[j].sym.addr+y.ins[j].sym.size {
+				rr.To = y.ins[j].addr + uint64(y.ins[j].in.Len)
+			}
+			out = append(out, rr)
+		}
 		if !isResumePoint(x, i) {
 			continue
 		}

@@ -180,6 +180,9 @@ func effectOf(ri *rinst) effect {
 	}
 	in := &ri.in
 	args := argsOf(in)
+	for len(args) < 3 {
+		args = append(args, nil) // a malformed decode reads nothing, never panics
+	}
 	rest := func(from int) {
 		for _, a := range args[from:] {
 			e.readArg(a)
@@ -378,6 +381,12 @@ func defsFor(f *rfunc, r int, live, args locSet, pred [][]int, eff []effect, bud
 			case e.defs&b != 0:
 				defs[[2]int{p, it.l}] = true
 				push(p, e.reads, isCall)
+			case e.may&b != 0 && isCall && p == r-1:
+				// What the call the frame waits in wrote through the
+				// pointers it was given (read into a buffer) has
+				// happened, like its results: given. Earlier writes
+				// to the rest of the location still count.
+				push(p, b, it.arg)
 			case e.may&b != 0:
 				defs[[2]int{p, it.l}] = true
 				push(p, e.reads, isCall)
@@ -420,6 +429,14 @@ func newFlowSide(f *rfunc) *flowSide {
 	}
 	for i := range f.ins {
 		s.eff[i] = effectOf(&f.ins[i])
+	}
+	// A call given an address in this frame may write the frame's stack
+	// slots (init(&opts)); one given none may not (a log line).
+	esc := s.stackAddrs()
+	for i := range f.ins {
+		if ri := &f.ins[i]; ri.kind == rFall && ri.in.Op == x86asm.CALL && esc[i]&argRegs != 0 {
+			s.eff[i].may |= bit(locStack)
+		}
 	}
 	s.liveIn = make([]locSet, len(f.ins))
 	for changed := true; changed; {
@@ -529,4 +546,91 @@ func isResumePoint(f *rfunc, i int) bool {
 	}
 	p := &f.ins[i-1]
 	return p.next == i && p.kind == rFall && (p.in.Op == x86asm.CALL || p.in.Op == x86asm.SYSCALL)
+}
+
+// stackAddrs returns, per instruction, the general registers that may
+// hold an address in this frame on entry to it (derived from rsp or rbp
+// by lea, moves and arithmetic; calls clobber the caller-saved ones). An
+// address stored to memory and loaded back is not followed: a callee
+// reaching the frame that way is not modelled.
+func (s *flowSide) stackAddrs() []locSet {
+	n := len(s.f.ins)
+	in := make([]locSet, n)
+	out := make([]locSet, n)
+	stackish := bit(gRSP) | bit(gRBP)
+	regOf := func(a x86asm.Arg) (int, bool) {
+		r, ok := a.(x86asm.Reg)
+		if !ok {
+			return 0, false
+		}
+		l, _, ok := regLoc(r)
+		return l, ok && l < 16
+	}
+	transfer := func(i int, st locSet) locSet {
+		ri := &s.f.ins[i]
+		if ri.kind == rBadDec {
+			return 0xffff
+		}
+		args := argsOf(&ri.in)
+		has := func(st locSet, a x86asm.Arg) bool {
+			switch a := a.(type) {
+			case x86asm.Reg:
+				l, ok := regOf(a)
+				return ok && st&bit(l) != 0
+			case x86asm.Mem:
+				for _, r := range []x86asm.Reg{a.Base, a.Index} {
+					if l, ok := regOf(r); ok && st&bit(l) != 0 {
+						return true
+					}
+				}
+			}
+			return false
+		}
+		cur := st | stackish
+		switch op := ri.in.Op; {
+		case op == x86asm.CALL:
+			return st &^ callerGPR
+		case len(args) == 0:
+			return st
+		}
+		d, ok := regOf(args[0])
+		if !ok {
+			return st
+		}
+		switch ri.in.Op {
+		case x86asm.LEA, x86asm.MOV:
+			if len(args) > 1 && ri.in.Op == x86asm.LEA && has(cur, args[1]) {
+				return st | bit(d)
+			}
+			if len(args) > 1 && ri.in.Op == x86asm.MOV {
+				if _, isReg := args[1].(x86asm.Reg); isReg && has(cur, args[1]) {
+					return st | bit(d)
+				}
+			}
+			return st &^ bit(d)
+		case x86asm.CMP, x86asm.TEST, x86asm.PUSH:
+			return st
+		}
+		for _, a := range args[1:] {
+			if _, isReg := a.(x86asm.Reg); isReg && has(cur, a) {
+				return st | bit(d)
+			}
+		}
+		return st // arithmetic on it keeps what it was
+	}
+	for changed := true; changed; {
+		changed = false
+		for i := 0; i < n; i++ {
+			var x locSet
+			for _, p := range s.pred[i] {
+				x |= out[p]
+			}
+			in[i] = x
+			if o := transfer(i, x); o != out[i] {
+				out[i] = o
+				changed = true
+			}
+		}
+	}
+	return in
 }

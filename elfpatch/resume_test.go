@@ -2,6 +2,8 @@ package elfpatch
 
 import (
 	"bytes"
+	"debug/elf"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -102,6 +104,19 @@ func TestResumeCompiled(t *testing.T) {
 		// loaded into a register before it: the data check refuses.
 		{"hoisted", "wait_conn", false, false, "live here"},
 		{"hoisted", "handle", false, false, "live here"},
+		// A stack slot set differently before the loop, read through
+		// the pointer the loop passes on.
+		{"stack_local", "wait_conn", false, false, "live here"},
+		{"stack_local", "use_opts", false, false, "live here"},
+		// A call that never returns, the function's last instruction:
+		// its frame never resumes. Behind the inserted log line, the
+		// frame waiting in setup is not proven.
+		{"ends_in_noreturn", "serve_forever", false, true, ""},
+		{"ends_in_noreturn", "setup", false, false, "returns to code that changed"},
+		// The local's address escapes into the call that fills it in,
+		// which v2 replaced: the slot the loop passes on differs.
+		{"escaped_init", "wait_conn", false, false, "stack slot"},
+		{"escaped_init", "use_opts", false, false, "stack slot"},
 	}
 	for _, c := range cases {
 		f := byName[c.fn]
@@ -155,4 +170,52 @@ func TestResumeInPatchFile(t *testing.T) {
 	if n == 0 {
 		t.Errorf("no proven resume address survived the round trip")
 	}
+}
+
+// FuzzResumeCode overwrites the code of compiled functions with arbitrary
+// bytes and diffs the result against the original: the resume analysis
+// (run for every changed function) must never panic, whatever it decodes.
+func FuzzResumeCode(f *testing.F) {
+	path := fixture(f, "resume", "v1")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		f.Fatal(err)
+	}
+	ref, err := openBytes(data)
+	if err != nil {
+		f.Fatal(err)
+	}
+	ef, err := elf.NewFile(bytes.NewReader(data))
+	if err != nil {
+		f.Fatal(err)
+	}
+	text := ef.Section(".text")
+	var targets [][2]uint64 // file offset and size of each function under test
+	for _, s := range ref.syms {
+		if s.fn && s.addr >= text.Addr && s.addr+s.size <= text.Addr+text.Size && s.size > 8 {
+			targets = append(targets, [2]uint64{text.Offset + s.addr - text.Addr, s.size})
+		}
+	}
+	f.Add(uint8(0), []byte{0xe8, 0, 0, 0, 0, 0xeb, 0xf9, 0xc3})
+	f.Add(uint8(3), []byte{0xff, 0xe0, 0x0f, 0x84, 0x10, 0, 0, 0, 0x48, 0x8b, 0x44, 0x24, 0x08})
+	f.Fuzz(func(t *testing.T, which uint8, code []byte) {
+		tg := targets[int(which)%len(targets)]
+		mut := bytes.Clone(data)
+		copy(mut[tg[0]:tg[0]+tg[1]], code)
+		b, err := openBytes(mut)
+		if err != nil {
+			return
+		}
+		recoverPanics = false
+		defer func() { recoverPanics = true }()
+		r, err := Diff(ref, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range r.Changed {
+			if c.Resume == nil {
+				t.Fatalf("%s changed without a resume analysis", c.Name)
+			}
+		}
+	})
 }

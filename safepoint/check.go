@@ -49,8 +49,10 @@ type StayVerdict struct {
 	Allowed bool   // by the operator's name, not by proof
 	Why     string // the proof, the name, or why not
 	// Allow is the operator's name that would let the frame stay, when
-	// the Range has none.
-	Allow string
+	// the Range has none; Function names the frame's function where the
+	// Range's name is coarser (a whole image).
+	Allow    string
+	Function string
 }
 
 // ErrActive is what every *ActiveError matches with errors.Is.

@@ -78,11 +78,14 @@ func Judge(stacks map[int][]Frame, s Spec) Judgement {
 						Why: "allowed by --allow-active " + by})
 					continue frames
 				}
-				why := ""
+				why, fn := "", r.Name
 				if s.Stay != nil {
 					v := s.Stay(r.Name, f.PC, f.Exact)
+					if v.Function != "" {
+						fn = v.Function
+					}
 					if v.OK {
-						j.Stayed = append(j.Stayed, Stayed{Tid: tid, Frame: i, Function: r.Name, PC: f.PC, Allowed: v.Allowed, Why: v.Why})
+						j.Stayed = append(j.Stayed, Stayed{Tid: tid, Frame: i, Function: fn, PC: f.PC, Allowed: v.Allowed, Why: v.Why})
 						continue frames
 					}
 					why = v.Why
@@ -90,7 +93,7 @@ func Judge(stacks map[int][]Frame, s Spec) Judgement {
 						allow = v.Allow
 					}
 				}
-				j.Blockers = append(j.Blockers, &ActiveError{Tid: tid, Function: r.Name, Frame: i, PC: f.PC, Stack: st, Why: why, Allow: allow})
+				j.Blockers = append(j.Blockers, &ActiveError{Tid: tid, Function: fn, Frame: i, PC: f.PC, Stack: st, Why: why, Allow: allow})
 				continue frames
 			}
 		}
@@ -116,6 +119,8 @@ func Judge(stacks map[int][]Frame, s Spec) Judgement {
 // ErrActive.
 type BlockedError struct {
 	Blockers []*ActiveError
+	// Stayed are the frames the same check let stay.
+	Stayed []Stayed
 }
 
 func (e *BlockedError) Error() string {
@@ -145,6 +150,15 @@ func (e *BlockedError) Unwrap() []error {
 		out[i] = b
 	}
 	return out
+}
+
+// StayedIn returns the frames let stay in the check err reports.
+func StayedIn(err error) []Stayed {
+	var be *BlockedError
+	if errors.As(err, &be) {
+		return be.Stayed
+	}
+	return nil
 }
 
 // Blockers returns every blocking frame err names (nil if none).

@@ -42,7 +42,7 @@ func TestJudgeAll(t *testing.T) {
 	}
 	wants := []want{{10, 1, false, false, "accept_conn"}, {11, 0, false, false, "main"}, {12, 0, true, false, ""}, {13, 0, false, true, ""}}
 	if len(j.Blockers) != len(wants) {
-		t.Fatalf("%d blockers, want %d: %v", len(j.Blockers), len(wants), (&BlockedError{j.Blockers}).Error())
+		t.Fatalf("%d blockers, want %d: %v", len(j.Blockers), len(wants), (&BlockedError{Blockers: j.Blockers}).Error())
 	}
 	for i, w := range wants {
 		b := j.Blockers[i]

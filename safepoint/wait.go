@@ -83,7 +83,7 @@ func WaitSafeStacks(ctx context.Context, t Target, u *Unwinder, s Spec, timeout 
 		if len(j.Blockers) == 0 {
 			return stacks, nil
 		}
-		var cerr error = &BlockedError{Blockers: j.Blockers}
+		var cerr error = &BlockedError{Blockers: j.Blockers, Stayed: j.Stayed}
 		now := time.Now()
 		if err := ctx.Err(); err != nil {
 			return stacks, fmt.Errorf("wait for safe point: %w after %d checks in %v: %w", err, attempt, now.Sub(start).Round(time.Millisecond), cerr)

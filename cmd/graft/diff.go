@@ -74,7 +74,7 @@ func runDiff(stdout, stderr io.Writer, o diffOpts) error {
 	}
 	var fr *framesNow
 	if *pid > 0 {
-		fr = checkFrames(*pid, pos[1])
+		fr = checkFrames(*pid, report.OldBuildID, pos[1])
 	}
 	if *asJSON {
 		var doc any = reportJSON(report)

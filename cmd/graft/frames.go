@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"graft"
+	"graft/elfpatch"
 )
 
 // frameOut is a frame apply or revert let stay, in --json.
@@ -90,11 +91,25 @@ type framesNow struct {
 }
 
 // checkFrames runs a dry-run apply of NEW that checks the stacks once,
-// without waiting: nothing is written.
-func checkFrames(pid int, newBin string) *framesNow {
+// without waiting: nothing is written. The process must run OLD (its
+// executable, or the NEW of its newest patch).
+func checkFrames(pid int, oldBuildID, newBin string) *framesNow {
 	ctx, stop := interruptible()
 	defer stop()
 	fr := &framesNow{Stayed: []frameOut{}, Blocked: []blockerOut{}}
+	running := ""
+	if st, err := graft.Status(pid); err != nil {
+		fr.Error = err.Error()
+		return fr
+	} else if n := len(st.Patches); n > 0 {
+		running = st.Patches[n-1].NewBuildID
+	} else if b, err := elfpatch.Open(fmt.Sprintf("/proc/%d/exe", pid)); err == nil {
+		running = b.BuildID()
+	}
+	if running != oldBuildID {
+		fr.Error = fmt.Sprintf("pid %d runs build %s, not OLD (%s): its frames say nothing about this patch", pid, orNone(running), orNone(oldBuildID))
+		return fr
+	}
 	res, err := graft.Apply(ctx, pid, graft.Source{NewBinary: newBin}, graft.ApplyOptions{DryRun: true, Once: true})
 	if err != nil {
 		bs := graft.Blockers(err)
@@ -104,6 +119,9 @@ func checkFrames(pid int, newBin string) *framesNow {
 		}
 		for _, b := range bs {
 			fr.Blocked = append(fr.Blocked, blockerOut{Tid: b.Tid, Frame: b.Frame, Function: b.Function, PC: hex(b.PC), Why: b.Why, Allow: b.Allow, Stack: b.Stack})
+		}
+		if fs := framesOut(graft.StayedIn(err)); fs != nil {
+			fr.Stayed = fs
 		}
 		return fr
 	}

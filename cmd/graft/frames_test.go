@@ -2,9 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -24,6 +26,15 @@ func TestDiffShowsFramesOfPid(t *testing.T) {
 	target, _ := testutil.StartServer(t, "acceptd-v1")
 	defer testutil.RequireReleased(t, target.Pid)
 	pid := strconv.Itoa(target.Pid)
+	// Once listening, main goes on into accept: wait until it is there.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		b, err := os.ReadFile("/proc/" + pid + "/task/" + pid + "/syscall")
+		require.NoError(t, err)
+		if f := strings.Fields(string(b)); len(f) > 0 && f[0] == "43" {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "main thread never blocked in accept")
+	}
 	type frames struct {
 		Frames struct {
 			Stayed  []frameOut   `json:"stayed"`
@@ -57,6 +68,11 @@ func TestDiffShowsFramesOfPid(t *testing.T) {
 	out, _, code = runGraft("diff", "-p", pid, v1, v3)
 	require.Equal(t, 0, code)
 	require.Equal(t, 2, strings.Count(out, "BLOCKS: thread "+pid), out)
+
+	// OLD must be what the process runs.
+	out, _, code = runGraft("diff", "-p", pid, v2, v3)
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "could not check: pid "+pid+" runs build")
 
 	out, errOut, code = runGraft("apply", "--json", "-p", pid, "--new", v3, "--timeout", "200ms")
 	require.Equal(t, 1, code)

@@ -160,3 +160,60 @@ int hoisted(void) {
 	}
 	return 3;
 }
+
+struct opts {
+	int a, b;
+};
+void use_opts(struct opts *o);
+
+/* A local whose address escapes lives on the stack; v2 initialises it
+   differently before the loop, which then passes it on: the loop's code
+   is the same, the frame's stack slot is not. */
+int stack_local(void) {
+#ifdef V2
+	struct opts o = {1, 3};
+#else
+	struct opts o = {1, 2};
+#endif
+	setup();
+	for (;;) {
+		int fd = wait_conn();
+		if (fd < 0)
+			break;
+		use_opts(&o);
+	}
+	return 4;
+}
+
+__attribute__((noreturn)) void serve_forever(void);
+
+/* main's shape in many servers: set up, then a call that never returns,
+   which gcc makes the function's last instruction. v2 logs before it. */
+void ends_in_noreturn(void) {
+	setup();
+#ifdef V2
+	say("noreturn v2");
+#endif
+	serve_forever();
+}
+
+void init_opts(struct opts *o);
+void init_opts_v2(struct opts *o);
+
+/* v2 fills the local in by another function: the instructions around the
+   loop are the same, but the call that wrote the frame's slot is not. */
+int escaped_init(void) {
+	struct opts o;
+#ifdef V2
+	init_opts_v2(&o);
+#else
+	init_opts(&o);
+#endif
+	for (;;) {
+		int fd = wait_conn();
+		if (fd < 0)
+			break;
+		use_opts(&o);
+	}
+	return 5;
+}

@@ -1,5 +1,7 @@
 int loop_banner(void), loop_ahead(void), sw_banner(void), sw_case(void), tail_wrap(int),
-    cold_loop(void), cold_changed(void), indirect(int), calls_changed(void), hoisted(void);
+    cold_loop(void), cold_changed(void), indirect(int), calls_changed(void), hoisted(void), stack_local(void);
+void ends_in_noreturn(void);
+int escaped_init(void);
 
 int main(int argc, char **argv) {
 	(void)argv;
@@ -13,6 +15,9 @@ int main(int argc, char **argv) {
 	case 7: return cold_changed();
 	case 8: return indirect(argc);
 	case 9: return hoisted();
+	case 10: return stack_local();
+	case 11: ends_in_noreturn();
+	case 12: return escaped_init();
 	}
 	return calls_changed();
 }
