@@ -10,6 +10,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -275,11 +276,17 @@ func encodeState(s *State, gen uint64) ([]byte, error) {
 	buf := make([]byte, stateHeaderSize+len(body))
 	copy(buf, stateMagic)
 	le := binary.LittleEndian
-	// Version 3 only when it matters: a record with pending images, which
-	// a version-2 reader would not see (and revert --all would unmap as
-	// orphans while a thread runs in them).
+	// Version 3 only when it matters, so an older graft still reads
+	// what it can handle and refuses the rest: pending images and the
+	// images of reverted Go patches (retained: their modules stay
+	// registered with the runtime), which a version-2 reader would not
+	// see and revert --all would unmap as orphans; and patches that
+	// converted state or registered a Go module, which a version-2 graft
+	// would revert by restoring the jumps alone.
 	ver := uint32(2)
-	if len(s.Pending) > 0 {
+	if len(s.Pending) > 0 || len(s.Retained) > 0 || slices.ContainsFunc(s.Patches, func(r PatchRecord) bool {
+		return len(r.Transfers) > 0 || r.GoModule != 0
+	}) {
 		ver = stateVersion
 	}
 	le.PutUint32(buf[8:], ver)
