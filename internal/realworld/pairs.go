@@ -25,11 +25,12 @@ type pair struct {
 var pairs = []pair{
 	{
 		name: "memcached", pkg: "memcached", oldVer: "1.6.18-1", newVer: "1.6.18-1+deb12u1",
-		// As Debian builds it (debian/rules); the proxy, where two of
-		// the fixes are, is not built.
-		build:    `./configure CFLAGS="$CFLAGS" --enable-sasl --enable-tls >config.out 2>&1 && make -j2 memcached >make.out 2>&1`,
+		// As Debian builds it (debian/rules) plus the SASL password
+		// database, where one of the fixes is; the proxy, where the
+		// others are, is not built.
+		build:    `./configure CFLAGS="$CFLAGS" --enable-sasl --enable-sasl-pwdb --enable-tls >config.out 2>&1 && make -j2 memcached >make.out 2>&1`,
 		artifact: "memcached",
-		fix:      "bookworm -> bookworm-security (CVE-2023-46852, CVE-2023-46853, CVE-2026-47783/47784)",
+		fix:      "bookworm -> bookworm-security (SASL password check: CVE-2026-47783/47784)",
 	},
 	{
 		name: "xz-utils", pkg: "xz-utils", oldVer: "5.4.1-1+deb12u1", newVer: "5.4.1-1+deb12u2",
