@@ -40,7 +40,9 @@ var pairs = []pair{
 	},
 	{
 		name: "libxml2", pkg: "libxml2", oldVer: "2.9.14+dfsg-1.3~deb12u4", newVer: "2.9.14+dfsg-1.3~deb12u6",
-		build:    `./configure CFLAGS="$CFLAGS" --without-python --without-lzma >config.out 2>&1 && make -j2 libxml2.la >make.out 2>&1`,
+		// Regenerated as Debian's build does (dh_autoreconf): the
+		// patches touch Makefile.am.
+		build:    `autoreconf -fi >autoreconf.out 2>&1 && ./configure CFLAGS="$CFLAGS" --without-python --without-lzma >config.out 2>&1 && make -j2 libxml2.la >make.out 2>&1`,
 		artifact: ".libs/libxml2.so.2.9.14",
 		fix:      "deb12u4 -> deb12u6 (13 patches: CVE-2025-9714, CVE-2026-0989/0990/0992/1757, CVE-2025-8732, leaks)",
 	},
@@ -61,5 +63,11 @@ var pairs = []pair{
 		build:    `./configure --with-cc-opt="$CFLAGS" --with-http_ssl_module >config.out 2>&1 && make -j2 >make.out 2>&1`,
 		artifact: "objs/nginx",
 		fix:      "debian/patches CVE-2025-23419 (TLS session reuse across virtual servers)",
+	},
+	{
+		name: "openssh", pkg: "openssh", oldVer: "1:9.2p1-2+deb12u10", patch: "CVE-2023-48795.patch",
+		build:    `./configure CFLAGS="$CFLAGS" >config.out 2>&1 && make -j2 sshd >make.out 2>&1`,
+		artifact: "sshd",
+		fix:      "debian/patches CVE-2023-48795 (Terrapin: strict key exchange)",
 	},
 }
