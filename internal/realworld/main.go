@@ -98,6 +98,9 @@ type result struct {
 	both          []string
 	missed, extra []string
 	verdict       string
+	// unknownExtent are the functions graft counts as changed because
+	// they refer to read-only data whose end it cannot know.
+	unknownExtent []string
 	files, hunks  int
 }
 
@@ -121,6 +124,7 @@ func (r result) explain(w io.Writer) {
 	fmt.Fprintf(w, "  by graft:       %s\n", strings.Join(r.graft, " "))
 	fmt.Fprintf(w, "  graft only:     %s\n", strings.Join(r.extra, " "))
 	fmt.Fprintf(w, "  missed:         %s\n", strings.Join(r.missed, " "))
+	fmt.Fprintf(w, "  counted as changed for data of unknown extent: %s\n", strings.Join(r.unknownExtent, " "))
 }
 
 func table(w io.Writer, rows []result) {

@@ -253,6 +253,11 @@ func measure(p pair, oldTree, newTree, oldBin, newBin string) (result, error) {
 		return r, err
 	}
 	r.verdict = string(rep.Verdict)
+	for _, rs := range rep.Reasons {
+		if strings.Contains(rs.Message, "whose end is unknown") {
+			r.unknownExtent = append(r.unknownExtent, rs.Symbol)
+		}
+	}
 	graft := map[string]bool{}
 	for _, fs := range [][]elfpatch.Func{rep.Changed, rep.Added, rep.Removed} {
 		for _, f := range fs {

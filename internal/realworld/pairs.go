@@ -56,7 +56,7 @@ var pairs = []pair{
 		name: "libpng", pkg: "libpng1.6", oldVer: "1.6.39-2+deb12u5", patch: "CVE-2025-64505.patch",
 		build:    `./configure CFLAGS="$CFLAGS" >config.out 2>&1 && make -j2 libpng16.la >make.out 2>&1`,
 		artifact: ".libs/libpng16.so.16.39.0",
-		fix:      "debian/patches CVE-2025-64505 (png_do_quantize heap over-read)",
+		fix:      "debian/patches CVE-2025-64505 (png_set_quantize: heap over-read)",
 	},
 	{
 		name: "nginx", pkg: "nginx", oldVer: "1.22.1-9+deb12u9", patch: "CVE-2025-23419.patch",
