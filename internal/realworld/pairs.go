@@ -66,7 +66,9 @@ var pairs = []pair{
 	},
 	{
 		name: "openssh", pkg: "openssh", oldVer: "1:9.2p1-2+deb12u10", patch: "CVE-2023-48795.patch",
-		build:    `./configure CFLAGS="$CFLAGS" >config.out 2>&1 && make -j2 sshd >make.out 2>&1`,
+		// Regenerated as Debian does (dh_autoreconf): patches touch
+		// configure.ac.
+		build:    `autoreconf -fi >autoreconf.out 2>&1 && ./configure CFLAGS="$CFLAGS" >config.out 2>&1 && make -j2 sshd >make.out 2>&1`,
 		artifact: "sshd",
 		fix:      "debian/patches CVE-2023-48795 (Terrapin: strict key exchange)",
 	},
