@@ -17,8 +17,12 @@
 //
 // Recall (source-diff functions that graft reports) must be 100%: a miss
 // is a change graft would leave out of a patch. Precision is reported.
-// Sources and builds are cached under $REALWORLD_CACHE (default
-// /var/tmp/realworld), outside the repository.
+// A function on touched lines whose machine code is the same in both
+// builds (samecode.go, checked with objdump, not with graft) is listed
+// apart and left out of the ground truth. Sources and builds are cached
+// under $REALWORLD_CACHE (default /var/tmp/realworld), outside the
+// repository. REALWORLD_WHY=NAME prints the line-table rows that put
+// functions whose name contains NAME into the ground truth.
 package main
 
 import (
@@ -98,6 +102,13 @@ type result struct {
 	both          []string
 	missed, extra []string
 	verdict       string
+	// sameCode are functions on lines the source diff touches whose
+	// machine code is the same in both builds (sameCode): left out of
+	// the ground truth.
+	sameCode []string
+	// unknownExtent are the functions graft counts as changed because
+	// they refer to read-only data whose end it cannot know.
+	unknownExtent []string
 	files, hunks  int
 }
 
@@ -121,6 +132,8 @@ func (r result) explain(w io.Writer) {
 	fmt.Fprintf(w, "  by graft:       %s\n", strings.Join(r.graft, " "))
 	fmt.Fprintf(w, "  graft only:     %s\n", strings.Join(r.extra, " "))
 	fmt.Fprintf(w, "  missed:         %s\n", strings.Join(r.missed, " "))
+	fmt.Fprintf(w, "  touched lines, same code (not counted): %s\n", strings.Join(r.sameCode, " "))
+	fmt.Fprintf(w, "  counted as changed for data of unknown extent: %s\n", strings.Join(r.unknownExtent, " "))
 }
 
 func table(w io.Writer, rows []result) {

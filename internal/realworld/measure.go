@@ -157,6 +157,34 @@ func functions(f *elf.File) ([]fnSym, error) {
 	return out, nil
 }
 
+// aliases maps the key of every function symbol to one key per address
+// (the smallest), so that aliases (libxml2's xmlFoo and its hidden
+// xmlFoo__internal_alias) count as the one function they are.
+func aliases(bin string, canon map[string]string) error {
+	f, err := elf.Open(bin)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fns, err := functions(f)
+	if err != nil {
+		return err
+	}
+	byAddr := map[uint64][]string{}
+	for _, fn := range fns {
+		byAddr[fn.addr] = append(byAddr[fn.addr], fnKey(fn.name, fn.file, fn.local))
+	}
+	for _, keys := range byAddr {
+		sort.Strings(keys)
+		for _, k := range keys {
+			if c, ok := canon[k]; !ok || keys[0] < c {
+				canon[k] = keys[0]
+			}
+		}
+	}
+	return nil
+}
+
 func fnAt(fns []fnSym, addr uint64) *fnSym {
 	i := sort.Search(len(fns), func(i int) bool { return fns[i].addr > addr }) - 1
 	for j := i; j >= 0 && j > i-8; j-- {
@@ -219,6 +247,9 @@ func touched(bin, tree string, want lines, out map[string]bool) error {
 			}
 			if fn := fnAt(fns, row.Address); fn != nil {
 				out[fnKey(fn.name, fn.file, fn.local)] = true
+				if why := os.Getenv("REALWORLD_WHY"); why != "" && strings.Contains(fn.name, why) {
+					fmt.Fprintf(os.Stderr, "%s: %s at %#x is %s:%d\n", filepath.Base(bin), fn.name, row.Address, rel, row.Line)
+				}
 			}
 		}
 		rd.SkipChildren()
@@ -253,6 +284,11 @@ func measure(p pair, oldTree, newTree, oldBin, newBin string) (result, error) {
 		return r, err
 	}
 	r.verdict = string(rep.Verdict)
+	for _, rs := range rep.Reasons {
+		if strings.Contains(rs.Message, "whose end is unknown") {
+			r.unknownExtent = append(r.unknownExtent, rs.Symbol)
+		}
+	}
 	graft := map[string]bool{}
 	for _, fs := range [][]elfpatch.Func{rep.Changed, rep.Added, rep.Removed} {
 		for _, f := range fs {
@@ -262,14 +298,46 @@ func measure(p pair, oldTree, newTree, oldBin, newBin string) (result, error) {
 			}
 		}
 	}
+	canon := map[string]string{}
+	if err := aliases(oldBin, canon); err != nil {
+		return r, err
+	}
+	if err := aliases(newBin, canon); err != nil {
+		return r, err
+	}
+	canonical := func(m map[string]bool) map[string]bool {
+		out := map[string]bool{}
+		for k := range m {
+			if c, ok := canon[k]; ok {
+				k = c
+			}
+			out[k] = true
+		}
+		return out
+	}
+	truth, graft = canonical(truth), canonical(graft)
 	r.truth, r.graft = sortedKeys(truth), sortedKeys(graft)
-	for _, k := range r.truth {
-		if graft[k] {
-			r.both = append(r.both, k)
-		} else {
-			r.missed = append(r.missed, k)
+	names := map[string]string{}
+	for _, bin := range []string{oldBin, newBin} {
+		if err := symbolNames(bin, canon, names); err != nil {
+			return r, err
 		}
 	}
+	var kept []string
+	for _, k := range r.truth {
+		switch {
+		case graft[k]:
+			r.both = append(r.both, k)
+		case sameCode(oldBin, newBin, names[k]):
+			// Touched lines, same machine code: not a change.
+			r.sameCode = append(r.sameCode, k)
+			continue
+		default:
+			r.missed = append(r.missed, k)
+		}
+		kept = append(kept, k)
+	}
+	r.truth = kept
 	for _, k := range r.graft {
 		if !truth[k] {
 			r.extra = append(r.extra, k)
@@ -303,4 +371,31 @@ func resolve(name, root string, want lines) string {
 		}
 	}
 	return found
+}
+
+// symbolNames maps a canonical function key to a symbol name objdump can
+// disassemble it by.
+func symbolNames(bin string, canon, names map[string]string) error {
+	f, err := elf.Open(bin)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fns, err := functions(f)
+	if err != nil {
+		return err
+	}
+	for _, fn := range fns {
+		own := fnKey(fn.name, fn.file, fn.local)
+		k := own
+		if c, ok := canon[k]; ok {
+			k = c
+		}
+		// The symbol whose own key is the canonical one, if any: the
+		// name objdump labels the address with.
+		if _, ok := names[k]; !ok || own == k {
+			names[k] = fn.name
+		}
+	}
+	return nil
 }

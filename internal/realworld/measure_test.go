@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 )
@@ -58,5 +60,48 @@ func TestFnKey(t *testing.T) {
 		if got := fnKey(c.name, c.file, c.local); got != c.want {
 			t.Errorf("fnKey(%q, %q, %v) = %q, want %q", c.name, c.file, c.local, got, c.want)
 		}
+	}
+}
+
+// TestSameCode: the independent check that a touched function compiled to
+// the same code says so only when it did: a moved function with the same
+// code is the same, a changed immediate or a changed string literal is not.
+func TestSameCode(t *testing.T) {
+	dir := t.TempDir()
+	build := func(name, src string) string {
+		t.Helper()
+		c := filepath.Join(dir, name+".c")
+		if err := os.WriteFile(c, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		bin := filepath.Join(dir, name)
+		if out, err := exec.Command("gcc", "-O2", "-g", "-o", bin, c).CombinedOutput(); err != nil {
+			t.Fatalf("gcc: %v\n%s", err, out)
+		}
+		return bin
+	}
+	const common = `#include <stdio.h>
+__attribute__((noinline)) int scale(int x) { return x * %d; }
+__attribute__((noinline)) void greet(void) { puts("%s"); }
+int main(int argc, char **argv) { %s greet(); return scale(argc); }
+`
+	v1 := build("v1", fmt.Sprintf(common, 3, "hello", ""))
+	// main grows, so greet and scale move; their code stays.
+	v2 := build("v2", fmt.Sprintf(common, 3, "hello", `puts("more"); puts("code");`))
+	v3 := build("v3", fmt.Sprintf(common, 4, "hullo", ""))
+	if !sameCode(v1, v2, "greet") || !sameCode(v1, v2, "scale") {
+		t.Error("functions that only moved are not the same code")
+	}
+	if sameCode(v1, v2, "main") {
+		t.Error("main grew but is the same code")
+	}
+	if sameCode(v1, v3, "scale") {
+		t.Error("a changed immediate is the same code")
+	}
+	if sameCode(v1, v3, "greet") {
+		t.Error("a changed string literal is the same code")
+	}
+	if sameCode(v1, v2, "no_such_function") {
+		t.Error("a function missing on both sides is the same code")
 	}
 }

@@ -25,11 +25,12 @@ type pair struct {
 var pairs = []pair{
 	{
 		name: "memcached", pkg: "memcached", oldVer: "1.6.18-1", newVer: "1.6.18-1+deb12u1",
-		// As Debian builds it (debian/rules); the proxy, where two of
-		// the fixes are, is not built.
-		build:    `./configure CFLAGS="$CFLAGS" --enable-sasl --enable-tls >config.out 2>&1 && make -j2 memcached >make.out 2>&1`,
+		// As Debian builds it (debian/rules) plus the SASL password
+		// database, where one of the fixes is; the proxy, where the
+		// others are, is not built.
+		build:    `./configure CFLAGS="$CFLAGS" --enable-sasl --enable-sasl-pwdb --enable-tls >config.out 2>&1 && make -j2 memcached >make.out 2>&1`,
 		artifact: "memcached",
-		fix:      "bookworm -> bookworm-security (CVE-2023-46852, CVE-2023-46853, CVE-2026-47783/47784)",
+		fix:      "bookworm -> bookworm-security (SASL password check: CVE-2026-47783/47784)",
 	},
 	{
 		name: "xz-utils", pkg: "xz-utils", oldVer: "5.4.1-1+deb12u1", newVer: "5.4.1-1+deb12u2",
@@ -39,7 +40,9 @@ var pairs = []pair{
 	},
 	{
 		name: "libxml2", pkg: "libxml2", oldVer: "2.9.14+dfsg-1.3~deb12u4", newVer: "2.9.14+dfsg-1.3~deb12u6",
-		build:    `./configure CFLAGS="$CFLAGS" --without-python --without-lzma >config.out 2>&1 && make -j2 libxml2.la >make.out 2>&1`,
+		// Regenerated as Debian's build does (dh_autoreconf): the
+		// patches touch Makefile.am.
+		build:    `autoreconf -fi >autoreconf.out 2>&1 && ./configure CFLAGS="$CFLAGS" --without-python --without-lzma >config.out 2>&1 && make -j2 libxml2.la >make.out 2>&1`,
 		artifact: ".libs/libxml2.so.2.9.14",
 		fix:      "deb12u4 -> deb12u6 (13 patches: CVE-2025-9714, CVE-2026-0989/0990/0992/1757, CVE-2025-8732, leaks)",
 	},
@@ -53,12 +56,22 @@ var pairs = []pair{
 		name: "libpng", pkg: "libpng1.6", oldVer: "1.6.39-2+deb12u5", patch: "CVE-2025-64505.patch",
 		build:    `./configure CFLAGS="$CFLAGS" >config.out 2>&1 && make -j2 libpng16.la >make.out 2>&1`,
 		artifact: ".libs/libpng16.so.16.39.0",
-		fix:      "debian/patches CVE-2025-64505 (png_do_quantize heap over-read)",
+		fix:      "debian/patches CVE-2025-64505 (png_set_quantize: heap over-read)",
 	},
 	{
 		name: "nginx", pkg: "nginx", oldVer: "1.22.1-9+deb12u9", patch: "CVE-2025-23419.patch",
 		build:    `./configure --with-cc-opt="$CFLAGS" --with-http_ssl_module >config.out 2>&1 && make -j2 >make.out 2>&1`,
 		artifact: "objs/nginx",
 		fix:      "debian/patches CVE-2025-23419 (TLS session reuse across virtual servers)",
+	},
+	{
+		name: "openssh", pkg: "openssh", oldVer: "1:9.2p1-2+deb12u10", patch: "CVE-2023-48795.patch",
+		// The release's own configure: Debian's patches to configure.ac
+		// add options not used here (and this autoconf regenerates a
+		// configure that misdetects the system), so it is only marked
+		// as up to date; the fix does not touch it.
+		build:    `touch configure config.h.in && ./configure CFLAGS="$CFLAGS" >config.out 2>&1 && make -j2 sshd >make.out 2>&1`,
+		artifact: "sshd",
+		fix:      "debian/patches CVE-2023-48795 (Terrapin: strict key exchange)",
 	},
 }
