@@ -2,10 +2,10 @@ package elfpatch
 
 import (
 	"debug/elf"
-	"strings"
 	"encoding/hex"
 	"sort"
 	"strconv"
+	"strings"
 
 	"golang.org/x/arch/x86/x86asm"
 
