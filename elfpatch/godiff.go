@@ -378,10 +378,31 @@ func (d *differ) goChecks() {
 		return
 	}
 	if err := CheckGoBuilds(d.old.b, d.new.b); err != nil {
+		// Every function may differ: nothing else to say about them.
 		d.reason(VerdictRefused, "go build", "", "%v", err)
+		return
 	}
-	for _, sc := range d.r.Signatures {
-		d.reason(VerdictRefused, sc.Name, "", "signature of %s changed (%s -> %s): in Go a goroutine growing its stack in it re-enters the old entry with the old arguments; give the new function a new name", sc.Name, sc.Old, sc.New)
+	if d.old.b.goBuild() == nil || d.new.b.goBuild() == nil {
+		return
+	}
+	// What the plan would refuse (a new type, itab, cache or global; a
+	// changed signature), with NEW's own code standing for the build
+	// that will be loaded.
+	pl := newGoPlanner(&GoPlan{}, d.old.b, d.new.b)
+	pl.lock()
+	pl.indexOld()
+	pl.funcs(d.r)
+	for _, f := range pl.p.Funcs {
+		pl.code(f)
+	}
+	pl.unlock()
+	seen := map[string]bool{}
+	for _, rs := range pl.p.Refusals {
+		if strings.Contains(rs.Message, "cannot take a jump") || seen[rs.Symbol+rs.Message] {
+			continue // already a reason of the diff
+		}
+		seen[rs.Symbol+rs.Message] = true
+		d.reason(VerdictRefused, rs.Symbol, "", "%s", rs.Message)
 	}
 	if d.new.b.f.Type != elf.ET_DYN {
 		d.r.Warnings = append(d.r.Warnings, "NEW is a default (non-PIE) Go build: to apply the patch, build NEW again with -buildmode=pie (graft loads that build's code next to the running program)")

@@ -149,13 +149,9 @@ func PlanGo(old, diffed, load *Binary) (*GoPlan, error) {
 	}
 	p := &GoPlan{Old: old.path, Diffed: diffed.path, Load: load.path, OldBuildID: old.buildID,
 		LoadBuildID: load.buildID, Toolchain: old.goBuild().GoVersion, Report: r}
-	pl := &goPlanner{p: p, old: old, load: load, og: old.goImage(), lg: load.goImage(), kept: map[string]*symbol{}}
-	pl.og.mu.Lock()
-	defer pl.og.mu.Unlock()
-	if pl.lg != pl.og {
-		pl.lg.mu.Lock()
-		defer pl.lg.mu.Unlock()
-	}
+	pl := newGoPlanner(p, old, load)
+	pl.lock()
+	defer pl.unlock()
 	pl.indexOld()
 	pl.funcs(r)
 	for _, f := range p.Funcs {
@@ -200,6 +196,25 @@ type goPlanner struct {
 	oldTypes    map[string]uint64
 	oldCaches   map[string]*symbol
 	oldFuncvals map[string]uint64
+}
+
+func newGoPlanner(p *GoPlan, old, load *Binary) *goPlanner {
+	return &goPlanner{p: p, old: old, load: load, og: old.goImage(), lg: load.goImage(), kept: map[string]*symbol{}}
+}
+
+// lock takes both images' locks (one when OLD and load are one binary).
+func (pl *goPlanner) lock() {
+	pl.og.mu.Lock()
+	if pl.lg != pl.og {
+		pl.lg.mu.Lock()
+	}
+}
+
+func (pl *goPlanner) unlock() {
+	if pl.lg != pl.og {
+		pl.lg.mu.Unlock()
+	}
+	pl.og.mu.Unlock()
 }
 
 func (pl *goPlanner) refuse(sym, format string, args ...any) {
@@ -472,6 +487,17 @@ func (pl *goPlanner) classifyRO(fn string, rd GoRedirect, s *symbol) {
 		pl.keep(rd, kind, symOff(s, t))
 		return
 	}
+	if kind == "itab" {
+		o := pl.oldByName[s.key()]
+		if o != nil && !o.fn && o.size == s.size {
+			if why := pl.itabSlots(o, s); why != "" {
+				pl.refuse(s.name, "%s uses %s, but OLD's copy of it %s", fn, s.name, why)
+				return
+			}
+			pl.redirect(rd, kind, symOff(s, t), o.addr+(t-s.addr))
+			return
+		}
+	}
 	if !goNumbered.MatchString(s.name) {
 		if o := pl.oldByName[s.key()]; o != nil && !o.fn && o.size == s.size &&
 			string(lg.render(s.addr, s.addr+s.size, 0)) == string(pl.og.render(o.addr, o.addr+o.size, 0)) {
@@ -614,4 +640,26 @@ func (pl *goPlanner) oldNear(t uint64) (uint64, bool) {
 		return 0, false
 	}
 	return a, true
+}
+
+// itabSlots compares OLD's itab o with load's n of the same name: the
+// same interface, type and hash, and every method NEW's code may call
+// through it present in OLD's (the linker fills the slots of methods it
+// finds unreachable with runtime.unreachableMethod, which throws).
+// "" when OLD's serves.
+func (pl *goPlanner) itabSlots(o, n *symbol) string {
+	og, lg := pl.og, pl.lg
+	if string(og.render(o.addr, o.addr+24, 1)) != string(lg.render(n.addr, n.addr+24, 1)) {
+		return "is for another interface or type"
+	}
+	for off := uint64(24); off+8 <= n.size; off += 8 {
+		nv := string(lg.render(n.addr+off, n.addr+off+8, 1))
+		if strings.Contains(nv, "fn:runtime.unreachableMethod+") {
+			continue
+		}
+		if ov := string(og.render(o.addr+off, o.addr+off+8, 1)); ov != nv {
+			return fmt.Sprintf("lacks method %d (OLD's linker found it unreachable): calling it through OLD's itab would throw", (off-24)/8)
+		}
+	}
+	return ""
 }
