@@ -357,6 +357,7 @@ func DiffRules(old, new *Binary, rules map[string]*Rules) (r *Report, err error)
 	d.sameProgram()
 	d.globals()
 	d.transfers()
+	d.goChecks()
 	d.finish()
 	return d.r, nil
 }

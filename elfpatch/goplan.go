@@ -149,13 +149,9 @@ func PlanGo(old, diffed, load *Binary) (*GoPlan, error) {
 	}
 	p := &GoPlan{Old: old.path, Diffed: diffed.path, Load: load.path, OldBuildID: old.buildID,
 		LoadBuildID: load.buildID, Toolchain: old.goBuild().GoVersion, Report: r}
-	pl := &goPlanner{p: p, old: old, load: load, og: old.goImage(), lg: load.goImage(), kept: map[string]*symbol{}}
-	pl.og.mu.Lock()
-	defer pl.og.mu.Unlock()
-	if pl.lg != pl.og {
-		pl.lg.mu.Lock()
-		defer pl.lg.mu.Unlock()
-	}
+	pl := newGoPlanner(p, old, load)
+	pl.lock()
+	defer pl.unlock()
 	pl.indexOld()
 	pl.funcs(r)
 	for _, f := range p.Funcs {
@@ -200,6 +196,25 @@ type goPlanner struct {
 	oldTypes    map[string]uint64
 	oldCaches   map[string]*symbol
 	oldFuncvals map[string]uint64
+}
+
+func newGoPlanner(p *GoPlan, old, load *Binary) *goPlanner {
+	return &goPlanner{p: p, old: old, load: load, og: old.goImage(), lg: load.goImage(), kept: map[string]*symbol{}}
+}
+
+// lock takes both images' locks (one when OLD and load are one binary).
+func (pl *goPlanner) lock() {
+	pl.og.mu.Lock()
+	if pl.lg != pl.og {
+		pl.lg.mu.Lock()
+	}
+}
+
+func (pl *goPlanner) unlock() {
+	if pl.lg != pl.og {
+		pl.lg.mu.Unlock()
+	}
+	pl.og.mu.Unlock()
 }
 
 func (pl *goPlanner) refuse(sym, format string, args ...any) {
@@ -401,10 +416,14 @@ func (pl *goPlanner) classify(fn string, rd GoRedirect) {
 		}
 		pl.refuse(s.name, "%s uses %s, a type-assertion or interface-switch cache with no twin in OLD (a new type assertion on an interface OLD never asserts to): not supported yet", fn, s.name)
 	case goType:
-		id := lg.typeIdent(t, 0)
+		start, id := lg.typeAt(t)
 		name, _, _ := strings.Cut(id, "|")
 		if a, ok := pl.oldTypes[id]; ok && id != "" {
-			pl.redirect(rd, "type", name, a)
+			what := name
+			if t != start {
+				what = fmt.Sprintf("%s+%#x", name, t-start)
+			}
+			pl.redirect(rd, "type", what, a+(t-start))
 			return
 		}
 		if id == "" {
@@ -417,7 +436,7 @@ func (pl *goPlanner) classify(fn string, rd GoRedirect) {
 	case goString:
 		pl.keep(rd, "string", lg.near(t))
 	case goGCBits:
-		pl.keep(rd, "rodata", lg.near(t))
+		pl.keep(rd, "rodata", lg.near(t)) // pointer-free
 	case goFuncval:
 		id := lg.denote(t, -1, 0)
 		if p, _, ok := lg.ptr(t); ok {
@@ -440,7 +459,15 @@ func (pl *goPlanner) classify(fn string, rd GoRedirect) {
 		}
 		pl.refuse(fn, "%s refers to unnamed read-only data at %#x (%s) holding pointers to what OLD owns; it has no name to find OLD's copy by", fn, t, lg.near(t))
 	case goRWAnon:
-		pl.refuse(fn, "%s refers to unnamed writable data at %#x (%s); it has no name to find OLD's copy by", fn, t, lg.near(t))
+		// Unnamed data (a package's static composite literals, which
+		// its init fills in) is found by the named object before it
+		// and the distance, when OLD has the same object before an
+		// unnamed gap at that distance.
+		if a, ok := pl.oldNear(t); ok {
+			pl.redirect(rd, "global", lg.near(t), a)
+			return
+		}
+		pl.refuse(fn, "%s refers to unnamed writable data at %#x (%s) and OLD has no unnamed data at the same place after the same object", fn, t, lg.near(t))
 	default:
 		pl.refuse(fn, "%s refers to %#x, outside any section of %s", fn, t, pl.load.path)
 	}
@@ -459,6 +486,17 @@ func (pl *goPlanner) classifyRO(fn string, rd GoRedirect, s *symbol) {
 	if kind == "rodata" && pl.keepable(s.addr+s.size, s.addr, 0) {
 		pl.keep(rd, kind, symOff(s, t))
 		return
+	}
+	if kind == "itab" {
+		o := pl.oldByName[s.key()]
+		if o != nil && !o.fn && o.size == s.size {
+			if why := pl.itabSlots(o, s); why != "" {
+				pl.refuse(s.name, "%s uses %s, but OLD's copy of it %s", fn, s.name, why)
+				return
+			}
+			pl.redirect(rd, kind, symOff(s, t), o.addr+(t-s.addr))
+			return
+		}
 	}
 	if !goNumbered.MatchString(s.name) {
 		if o := pl.oldByName[s.key()]; o != nil && !o.fn && o.size == s.size &&
@@ -519,9 +557,36 @@ func (pl *goPlanner) keepable(hi, lo uint64, depth int) bool {
 }
 
 // anonEnd is where anonymous read-only data starting at addr ends at the
-// latest: the next symbol, group or section end (at most 512 bytes).
+// latest: after 16 bytes for a string header (a pointer to a string and
+// its length), else at the next anonymous object code refers to, symbol,
+// group or section end (at most 512 bytes). Past the object's real end
+// the extent only makes a neighbour's change count too.
 func (g *goImage) anonEnd(addr uint64) uint64 {
+	// A jump table: consecutive addresses into one function.
+	if p, _, ok := g.ptr(addr); ok {
+		if f := g.b.symbolAt(p); f != nil && f.fn {
+			end := addr + 8
+			for ; ; end += 8 {
+				q, _, ok := g.ptr(end)
+				if !ok || q < f.addr || q >= f.addr+f.size {
+					break
+				}
+			}
+			return end
+		}
+	}
+	if p, _, ok := g.ptr(addr); ok && g.strs.has(p) {
+		if _, _, isPtr := g.ptr(addr + 8); !isPtr {
+			if l, ok := g.u64(addr + 8); ok && l < 1<<20 && p+l <= g.strs.hi {
+				return addr + 16
+			}
+		}
+	}
+	g.scanStrings()
 	end := addr + 512
+	if i := sort.Search(len(g.anonBounds), func(i int) bool { return g.anonBounds[i] > addr }); i < len(g.anonBounds) {
+		end = min(end, g.anonBounds[i])
+	}
 	if sec := g.b.section(addr); sec != nil {
 		end = min(end, sec.Addr+sec.Size)
 	}
@@ -534,4 +599,67 @@ func (g *goImage) anonEnd(addr uint64) uint64 {
 		}
 	}
 	return end
+}
+
+// oldNear finds OLD's twin of unnamed writable data at t in load: the
+// named object before t in its section, its OLD twin of the same size,
+// and at the same distance after it an address of OLD that is unnamed
+// data too, in a section of the same name.
+func (pl *goPlanner) oldNear(t uint64) (uint64, bool) {
+	lb, ob := pl.load, pl.old
+	sec := lb.section(t)
+	i := sort.Search(len(lb.syms), func(i int) bool { return lb.syms[i].addr > t }) - 1
+	if sec == nil || i < 0 || lb.syms[i].addr < sec.Addr {
+		return 0, false
+	}
+	s := lb.syms[i]
+	o := pl.oldByName[s.key()]
+	if o == nil || o.fn || o.size != s.size {
+		return 0, false
+	}
+	a := o.addr + (t - s.addr)
+	osec := ob.section(a)
+	if osec == nil || osec.Name != sec.Name || ob.symbolAt(a) != nil {
+		return 0, false
+	}
+	// The unnamed gap after the object must be the same in both: as
+	// long, with the same initial contents (pointers denoted), else
+	// the distance may lead to another object.
+	nextL, nextO := sec.Addr+sec.Size, osec.Addr+osec.Size
+	if j := sort.Search(len(lb.syms), func(j int) bool { return lb.syms[j].addr > s.addr }); j < len(lb.syms) {
+		nextL = min(nextL, lb.syms[j].addr)
+	}
+	if j := sort.Search(len(ob.syms), func(j int) bool { return ob.syms[j].addr > o.addr }); j < len(ob.syms) {
+		nextO = min(nextO, ob.syms[j].addr)
+	}
+	gapL, gapO := s.addr+s.size, o.addr+o.size
+	if a >= nextO || nextL-gapL != nextO-gapO || nextL-gapL > 1<<16 {
+		return 0, false
+	}
+	if string(pl.lg.render(gapL, nextL, 1)) != string(pl.og.render(gapO, nextO, 1)) {
+		return 0, false
+	}
+	return a, true
+}
+
+// itabSlots compares OLD's itab o with load's n of the same name: the
+// same interface, type and hash, and every method NEW's code may call
+// through it present in OLD's (the linker fills the slots of methods it
+// finds unreachable with runtime.unreachableMethod, which throws).
+// "" when OLD's serves.
+func (pl *goPlanner) itabSlots(o, n *symbol) string {
+	og, lg := pl.og, pl.lg
+	if string(og.render(o.addr, o.addr+24, 1)) != string(lg.render(n.addr, n.addr+24, 1)) {
+		return "is for another interface or type"
+	}
+	for off := uint64(24); off+8 <= n.size; off += 8 {
+		nv := string(lg.render(n.addr+off, n.addr+off+8, 1))
+		if strings.Contains(nv, "fn:runtime.unreachableMethod+") {
+			continue
+		}
+		if ov := string(og.render(o.addr+off, o.addr+off+8, 1)); ov != nv {
+			return fmt.Sprintf("lacks method %d (OLD's linker found it unreachable): calling it through OLD's itab would throw", (off-24)/8)
+		}
+	}
+	return ""
 }
