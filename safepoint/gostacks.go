@@ -108,8 +108,8 @@ func (g *GoUnwinder) StacksOf(t Target) ([]Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, gr := range gs {
-		s := g.Mods.GoroutineStack(t, gr, regs)
+	for _, s := range g.Mods.GoroutineStacks(t, gs, regs) {
+		gr := s.G
 		st := Stack{Kind: "goroutine", ID: gr.ID, Status: g.Mods.L.StatusName(gr.Status), Frames: goFrames(s.Frames, s.Incomplete)}
 		if gr.Status == g.Mods.L.Status["running"] {
 			st.Tid = gr.Tid

@@ -36,6 +36,8 @@ type Module struct {
 	l                                           *Layout
 	funcnametab, cutab, filetab, pctab, functab []byte
 	nftab                                       int
+	// names caches function names by _func offset.
+	names map[int]string
 }
 
 func le64(b []byte, off int) uint64 { return binary.LittleEndian.Uint64(b[off:]) }
@@ -151,7 +153,15 @@ func (m *Module) FindFunc(pc uint64) (Func, bool) {
 	}
 	f := Func{mod: m, off: fo}
 	f.Entry = m.Text + uint64(le32(m.functab, fo+m.l.Func.EntryOff))
-	f.Name = m.cstring(m.funcnametab, int(int32(le32(m.functab, fo+m.l.Func.NameOff))))
+	name, ok := m.names[fo]
+	if !ok {
+		name = m.cstring(m.funcnametab, int(int32(le32(m.functab, fo+m.l.Func.NameOff))))
+		if m.names == nil {
+			m.names = map[int]string{}
+		}
+		m.names[fo] = name
+	}
+	f.Name = name
 	return f, true
 }
 
@@ -254,6 +264,11 @@ func (f Func) Line(pc uint64) (string, int) {
 type Modules struct {
 	L    *Layout
 	Bias uint64 // the executable's load bias
+	// Lines makes Unwind fill in each frame's file and line (for
+	// display; the activeness check does without).
+	Lines bool
+	// buf is reused for reading stacks.
+	buf  []byte
 	List []*Module
 	byAd map[uint64]*Module
 }

@@ -42,14 +42,24 @@ func (s *stackReader) word(a uint64) (uint64, error) {
 	return binary.LittleEndian.Uint64(b[:]), nil
 }
 
-// Unwind walks a Go stack from pc/sp (exact: pc is where the code resumes,
+// Unwind walks a Go stack from pc/sp (see unwind).
+func (ms *Modules) Unwind(mem Mem, pc, sp uint64, exact bool, hi uint64) ([]Frame, string) {
+	return ms.unwind(mem, pc, sp, exact, hi, nil)
+}
+
+// unwind walks a Go stack from pc/sp (exact: pc is where the code resumes,
 // not a return address). hi, when not 0, is the top of the stack: the
 // words in [sp, hi) are read at once. It returns the frames and, when the
 // walk stopped before a top frame (goexit, mstart, ...), why.
-func (ms *Modules) Unwind(mem Mem, pc, sp uint64, exact bool, hi uint64) ([]Frame, string) {
+func (ms *Modules) unwind(mem Mem, pc, sp uint64, exact bool, hi uint64, stack []byte) ([]Frame, string) {
 	sr := &stackReader{mem: mem}
-	if hi > sp && hi-sp <= 1<<30 {
-		b := make([]byte, hi-sp)
+	if stack != nil {
+		sr.lo, sr.hi, sr.buf = sp, sp+uint64(len(stack)), stack
+	} else if hi > sp && hi-sp <= 1<<30 {
+		if uint64(cap(ms.buf)) < hi-sp {
+			ms.buf = make([]byte, hi-sp)
+		}
+		b := ms.buf[:hi-sp]
 		if _, err := mem.ReadAt(b, int64(sp)); err == nil {
 			sr.lo, sr.hi, sr.buf = sp, hi, b
 		}
@@ -68,7 +78,9 @@ func (ms *Modules) Unwind(mem Mem, pc, sp uint64, exact bool, hi uint64) ([]Fram
 			return frames, fmt.Sprintf("pc %#x is in no Go module's code", pc)
 		}
 		fr := Frame{PC: pc, SP: sp, Exact: exact, Func: f.Name, Entry: f.Entry, End: f.End(), Module: f.mod.Addr}
-		fr.File, fr.Line = f.Line(look)
+		if ms.Lines {
+			fr.File, fr.Line = f.Line(look)
+		}
 		frames = append(frames, fr)
 		flag := f.flag()
 		if flag&flagTopFrame != 0 {
@@ -128,6 +140,60 @@ type Stack struct {
 // state. g0Stack gives the system stack bounds of the thread running g
 // (0, 0 if unknown).
 func (ms *Modules) GoroutineStack(mem Mem, g G, regs map[int]ThreadRegs) Stack {
+	st, s := ms.start(mem, g, regs)
+	if st.Incomplete != "" {
+		return st
+	}
+	return ms.walk(mem, st, s, nil)
+}
+
+// GoroutineStacks is GoroutineStack for many goroutines: with a vectored
+// reader, their stacks are read in a few system calls.
+func (ms *Modules) GoroutineStacks(mem Mem, gs []G, regs map[int]ThreadRegs) []Stack {
+	out := make([]Stack, len(gs))
+	starts := make([]startPoint, len(gs))
+	vm, vec := mem.(VecMem)
+	var bufs [][]byte
+	var addrs []uint64
+	var idx []int
+	total := 0
+	for i, g := range gs {
+		out[i], starts[i] = ms.start(mem, g, regs)
+		if s := starts[i]; vec && out[i].Incomplete == "" && g.StackHi > s.sp && g.StackHi-s.sp <= 1<<20 {
+			total += int(g.StackHi - s.sp)
+			idx = append(idx, i)
+		}
+	}
+	stacks := make([][]byte, len(gs))
+	if vec && len(idx) > 0 {
+		arena := make([]byte, total)
+		for _, i := range idx {
+			n := int(gs[i].StackHi - starts[i].sp)
+			bufs = append(bufs, arena[:n:n])
+			arena = arena[n:]
+			addrs = append(addrs, starts[i].sp)
+		}
+		for k, ok := range vm.ReadVec(bufs, addrs) {
+			if ok {
+				stacks[idx[k]] = bufs[k]
+			}
+		}
+	}
+	for i := range gs {
+		if out[i].Incomplete == "" {
+			out[i] = ms.walk(mem, out[i], starts[i], stacks[i])
+		}
+	}
+	return out
+}
+
+type startPoint struct {
+	pc, sp uint64
+	exact  bool
+}
+
+// start decides where g's walk begins.
+func (ms *Modules) start(mem Mem, g G, regs map[int]ThreadRegs) (Stack, startPoint) {
 	st := Stack{G: g}
 	pc, sp, exact := g.SchedPC, g.SchedSP, true
 	st.From = "sched"
@@ -136,13 +202,13 @@ func (ms *Modules) GoroutineStack(mem Mem, g G, regs map[int]ThreadRegs) Stack {
 		r, ok := regs[g.Tid]
 		if !ok {
 			st.Incomplete = fmt.Sprintf("running on thread %d, which was not stopped", g.Tid)
-			return st
+			return st, startPoint{}
 		}
 		if r.SP >= g.StackLo && r.SP < g.StackHi {
 			pc, sp, st.From = r.PC, r.SP, "thread"
 		} else if !ms.onSystemStack(mem, g, r.SP) {
 			st.Incomplete = fmt.Sprintf("running on thread %d, whose sp %#x is neither on the goroutine's stack nor on the thread's system stack (in a signal handler?)", g.Tid, r.SP)
-			return st
+			return st, startPoint{}
 		}
 	case ms.L.Status["syscall"]:
 		if g.SyscallSP != 0 {
@@ -151,13 +217,19 @@ func (ms *Modules) GoroutineStack(mem Mem, g G, regs map[int]ThreadRegs) Stack {
 	}
 	if sp == 0 || pc == 0 {
 		st.Incomplete = "no saved registers"
-		return st
+		return st, startPoint{}
 	}
-	st.Frames, st.Incomplete = ms.Unwind(mem, pc, sp, exact, g.StackHi)
+	return st, startPoint{pc, sp, exact}
+}
+
+// walk unwinds from s (stack: the words from s.sp up, when already read).
+func (ms *Modules) walk(mem Mem, st Stack, s startPoint, stack []byte) Stack {
+	g := st.G
+	st.Frames, st.Incomplete = ms.unwind(mem, s.pc, s.sp, s.exact, g.StackHi, stack)
 	// A saved sched.pc is the return address of the call that switched
 	// stacks (mcall, systemstack): the runtime's tracebacks show the line
 	// of that call, so does this.
-	if st.From == "sched" && len(st.Frames) > 0 && st.Frames[0].PC > st.Frames[0].Entry {
+	if ms.Lines && st.From == "sched" && len(st.Frames) > 0 && st.Frames[0].PC > st.Frames[0].Entry {
 		if f, ok := ms.FindFunc(st.Frames[0].PC - 1); ok {
 			st.Frames[0].File, st.Frames[0].Line = f.Line(st.Frames[0].PC - 1)
 		}
