@@ -154,7 +154,8 @@ func noThrow(t *testing.T, stderr string) {
 // applied again under load. Every request answered, each /count value
 // handed out once per version, the counter exact, no runtime throw, and
 // the runtime's own SIGQUIT traceback names v3's source for the new code.
-// The running program is a default (non-PIE) build.
+// A thousand idle keep-alive connections hold a thousand more parked
+// goroutines. The running program is a default (non-PIE) build.
 func TestGoLiveCount(t *testing.T) {
 	goLiveCount(t, "goserver-v2", "goserver-v3", "goserver-v3-pie")
 }
@@ -176,6 +177,14 @@ func goLiveCount(t *testing.T, oldT, newT, pieT string) {
 	t.Setenv("GOGC", "1")
 	t.Setenv("GOTRACEBACK", "all")
 	srv, port := testutil.StartServer(t, oldT)
+	// A thousand more goroutines, parked on idle keep-alive connections:
+	// every safe-point check walks them all.
+	idle := idleConns(t, port, 1000)
+	defer func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	}()
 	load := startGoLoad(t, port, 32, 8)
 	fresh := startFreshCounts(t, port, 16, load)
 	time.Sleep(300 * time.Millisecond)
