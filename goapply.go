@@ -242,3 +242,21 @@ func GoUnwinder(pid int) (g *safepoint.GoUnwinder, ok bool, err error) {
 	}
 	return c.(*goChecker).g, true, nil
 }
+
+// ErrGoNeedsNew refuses a patch without a Go module record (a patch file)
+// for a Go program: its code would be unknown to the runtime, which throws
+// at the first stack growth through it.
+var ErrGoNeedsNew = errors.New("pid runs a Go program, and a patch file carries no module record for the Go runtime: apply with --new NEW (and --go-pie NEWPIE for a default build)")
+
+// goPatchFits refuses a non-Go patch for a Go program and a Go patch for
+// anything else.
+func goPatchFits(pid int, pt *Patch) error {
+	isGo := isGoExecutable(fmt.Sprintf("/proc/%d/exe", pid))
+	switch {
+	case isGo && pt.Go == nil:
+		return ErrGoNeedsNew
+	case !isGo && pt.Go != nil:
+		return errors.New("a Go patch for a process that does not run a Go program")
+	}
+	return nil
+}
