@@ -250,8 +250,7 @@ var ErrGoNeedsNew = errors.New("pid runs a Go program, and a patch file carries 
 
 // goPatchFits refuses a non-Go patch for a Go program and a Go patch for
 // anything else.
-func goPatchFits(pid int, pt *Patch) error {
-	isGo := isGoExecutable(fmt.Sprintf("/proc/%d/exe", pid))
+func goPatchFits(isGo bool, pt *Patch) error {
 	switch {
 	case isGo && pt.Go == nil:
 		return ErrGoNeedsNew
