@@ -180,3 +180,50 @@ func lockMutex(t *testing.T, p *tracer.Process, f *elf.File, sym string) {
 	}
 	t.Fatalf("%s never free", sym)
 }
+
+// TestGoroutinesAsyncPreempt: two goroutines spin in main.spin (no calls)
+// with GOMAXPROCS=1, so the runtime preempts them with a signal: the one
+// not running sits in runtime.asyncPreempt with main.spin below it at the
+// exact PC it was interrupted at, and its stack unwinds to goexit.
+func TestGoroutinesAsyncPreempt(t *testing.T) {
+	testutil.RequirePtrace(t)
+	t.Setenv("GOMAXPROCS", "1")
+	bin := testutil.Build(t, "goparked-v1")
+	srv := testutil.Start(t, bin, "10", "spin")
+	srv.WaitLine(t, "ready", 20*time.Second)
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ReadLayout(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := tracer.Attach(srv.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ms := NewModules(l, 0)
+	for round := 0; round < 500; round++ {
+		for _, st := range walkAll(t, p, ms) {
+			for i, fr := range st.Frames {
+				if fr.Func != "runtime.asyncPreempt" || i+1 >= len(st.Frames) {
+					continue
+				}
+				next := st.Frames[i+1]
+				if next.Func != "main.spin" || !next.Exact {
+					t.Fatalf("goroutine %d: asyncPreempt's caller is %s (exact %v), want main.spin at its interrupted pc", st.G.ID, next.Func, next.Exact)
+				}
+				if st.Incomplete != "" || st.Frames[len(st.Frames)-1].Func != "runtime.goexit" {
+					t.Fatalf("goroutine %d: preempted stack does not reach goexit: %s", st.G.ID, st.Incomplete)
+				}
+				t.Logf("goroutine %d [%s]: asyncPreempt <- main.spin at %#x (round %d)", st.G.ID, l.StatusName(st.G.Status), next.PC, round)
+				return
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Fatal("no goroutine was seen asynchronously preempted in main.spin")
+}

@@ -1,8 +1,10 @@
 // Command goparked parks N goroutines, each a few frames deep, and waits:
 // a target for measuring how fast goroutines are walked from outside.
 //
-// Usage: goparked N (prints "ready" once all N are parked, then sleeps
-// until killed).
+// Usage: goparked N [spin] (prints "ready" once all N are parked, then
+// sleeps until killed). With "spin", two more goroutines spin in main.spin
+// without a call, so that the runtime must preempt them asynchronously
+// (with GOMAXPROCS=1 they take turns through runtime.asyncPreempt).
 package main
 
 import (
@@ -14,6 +16,19 @@ import (
 )
 
 var block = make(chan struct{})
+
+var sink uint64
+
+//go:noinline
+func spin(seed uint64) {
+	x := seed
+	for {
+		x = x*6364136223846793005 + 1442695040888963407
+		if x == 0 {
+			sink = x
+		}
+	}
+}
 
 //go:noinline
 func deep(n int, wg *sync.WaitGroup) int {
@@ -43,6 +58,10 @@ func main() {
 		go deep(8, &wg)
 	}
 	wg.Wait()
+	if len(os.Args) > 2 && os.Args[2] == "spin" {
+		go spin(1)
+		go spin(2)
+	}
 	fmt.Println("ready")
 	for {
 		time.Sleep(time.Hour)
