@@ -24,6 +24,17 @@ type StatusResult struct {
 	// or a debugger. Status reads without stopping, so it still answers.
 	TracedBy int    `json:"traced_by,omitempty"`
 	Tracer   string `json:"tracer,omitempty"`
+	// Retained are images of reverted Go patches: still mapped, their
+	// modules still registered with the Go runtime (goapply.go).
+	Retained []RetainedImage `json:"retained,omitempty"`
+}
+
+// RetainedImage is the image of a reverted Go patch.
+type RetainedImage struct {
+	ID       string `json:"id"`
+	Base     uint64 `json:"base"`
+	Size     uint64 `json:"size"`
+	GoModule uint64 `json:"go_module"`
 }
 
 // PatchStatus is one patch in effect (oldest first in StatusResult).
@@ -103,6 +114,9 @@ func statusOf(pid int, st *State, mem io.ReaderAt) *StatusResult {
 			}
 		}
 		res.Patches = append(res.Patches, ps)
+	}
+	for _, r := range st.Retained {
+		res.Retained = append(res.Retained, RetainedImage{ID: r.ID, Base: r.Base, Size: r.Size, GoModule: r.GoModule})
 	}
 	return res
 }

@@ -93,6 +93,9 @@ func TestGoCommands(t *testing.T) {
 	require.Equal(t, 0, code, "stderr: %s", stderr)
 	testutil.RequireReleased(t, target.Pid)
 	assert.Equal(t, "2\n", get()) // v2 again
+	stdout, stderr, code = runGraft("status", "-p", pid)
+	require.Equal(t, 0, code, "stderr: %s", stderr)
+	assert.Contains(t, stdout, "stays mapped, its module registered")
 	time.Sleep(10 * time.Millisecond)
 	assert.NotContains(t, target.Stderr(), "fatal error")
 }

@@ -22,6 +22,8 @@ type statusOutput struct {
 	// the target right now.
 	TracedBy int    `json:"traced_by,omitempty"`
 	Tracer   string `json:"tracer,omitempty"`
+	// Retained: images of reverted Go patches (still mapped).
+	Retained []graft.RetainedImage `json:"retained,omitempty"`
 }
 
 type rangeOutput struct {
@@ -100,7 +102,11 @@ func runStatus(stdout, stderr io.Writer, args []string) error {
 			}
 			out.Patches = append(out.Patches, po)
 		}
+		out.Retained = st.Retained
 		return writeJSON(stdout, out)
+	}
+	for _, r := range st.Retained {
+		fmt.Fprintf(stdout, "reverted Go patch %s: image %s (%d bytes) stays mapped, its module registered with the Go runtime\n", r.ID, hex(r.Base), r.Size)
 	}
 	if st.TracedBy != 0 {
 		// An apply in progress has mapped its image before recording
