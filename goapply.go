@@ -149,12 +149,24 @@ func linkGoModule(p proc, g *goInfo, bias, md uint64) (unlink func() error, err 
 		return nil, fmt.Errorf("read runtime.lastmoduledatap at %#x: %w", lmp, err)
 	}
 	last := binary.LittleEndian.Uint64(b[:])
-	nextAt := last + uint64(g.NextOff)
-	if _, err := p.ReadAt(b[:], int64(nextAt)); err != nil {
-		return nil, fmt.Errorf("read the last module's next at %#x: %w", nextAt, err)
-	}
-	if n := binary.LittleEndian.Uint64(b[:]); n != 0 {
-		return nil, fmt.Errorf("the runtime's last module (%#x) has next %#x: the module list is not as the runtime keeps it", last, n)
+	// lastmoduledatap's module is the end of the chain, unless a graft
+	// was killed between the two stores of an earlier link: then the
+	// chain goes on into that graft's module, whose image the record
+	// keeps; append after the true end.
+	var nextAt uint64
+	for hops := 0; ; hops++ {
+		if hops == 1024 {
+			return nil, fmt.Errorf("the Go runtime's module list from %#x does not end (damaged?)", last)
+		}
+		nextAt = last + uint64(g.NextOff)
+		if _, err := p.ReadAt(b[:], int64(nextAt)); err != nil {
+			return nil, fmt.Errorf("read the next of module %#x at %#x: %w", last, nextAt, err)
+		}
+		n := binary.LittleEndian.Uint64(b[:])
+		if n == 0 {
+			break
+		}
+		last = n
 	}
 	put := func(addr, v uint64) error {
 		binary.LittleEndian.PutUint64(b[:], v)

@@ -540,3 +540,8 @@ func TestGoLiveActiveGoroutine(t *testing.T) {
 	}
 	noThrow(t, srv.Stderr())
 }
+
+// TestGoLiveCountGo125PIE is M1 on Go 1.25 with the running program a PIE.
+func TestGoLiveCountGo125PIE(t *testing.T) {
+	goLiveCount(t, "goserver-v2-go125-pie", "goserver-v3-go125-pie", "goserver-v3-go125-pie")
+}

@@ -210,6 +210,11 @@ func (ms *Modules) start(mem Mem, g G, regs map[int]ThreadRegs) (Stack, startPoi
 			st.Incomplete = fmt.Sprintf("running on thread %d, whose sp %#x is neither on the goroutine's stack nor on the thread's system stack (in a signal handler?)", g.Tid, r.SP)
 			return st, startPoint{}
 		}
+	case ms.L.Status["copystack"]:
+		// Its stack is being moved (by a thread stopped mid-copy):
+		// neither the bounds nor the frames can be trusted yet.
+		st.Incomplete = "its stack is being copied"
+		return st, startPoint{}
 	case ms.L.Status["syscall"]:
 		if g.SyscallSP != 0 {
 			pc, sp, exact, st.From = g.SyscallPC, g.SyscallSP, false, "syscall"
