@@ -60,8 +60,11 @@ func goFrames(fs []goruntime.Frame, incomplete string) []Frame {
 	out := make([]Frame, 0, len(fs)+1)
 	for _, f := range fs {
 		name := f.Func
+		if f.Inlined {
+			name += "(...)" // inlined, as the runtime's tracebacks mark it
+		}
 		if f.File != "" {
-			name = fmt.Sprintf("%s (%s:%d)", f.Func, f.File, f.Line)
+			name = fmt.Sprintf("%s (%s:%d)", name, f.File, f.Line)
 		}
 		out = append(out, Frame{PC: f.PC, CFA: f.SP, Function: name, Exact: f.Exact})
 	}

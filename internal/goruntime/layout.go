@@ -34,6 +34,14 @@ type Layout struct {
 		StartLine, FuncID, Flag, Npcdata, Nfuncdata     int
 		Size                                            int
 	}
+	// Inl is runtime.inlinedCall (one entry of a function's inline
+	// tree), and PCDataInlIndex/FuncDataInlTree the indexes of the
+	// tables that locate it; Inl.Size is 0 when the DWARF lacks them
+	// (inlined frames are then not shown).
+	Inl struct {
+		NameOff, ParentPc, Size int
+	}
+	PCDataInlIndex, FuncDataInlTree int
 	// Status are the goroutine status constants (runtime._Grunning, ...)
 	// by name without the "runtime._G" prefix ("running", "scan").
 	Status map[string]uint32
@@ -79,7 +87,9 @@ func ReadLayout(f *elf.File) (*Layout, error) {
 	want := map[string]bool{
 		"runtime.g": true, "runtime.gobuf": true, "runtime.stack": true,
 		"runtime.m": true, "runtime.moduledata": true, "runtime._func": true,
+		"runtime.inlinedCall": true,
 	}
+	abiConsts := map[string]int64{}
 	structs := map[string]*structInfo{}
 	consts := map[string]uint32{}
 	r := d.Reader()
@@ -96,6 +106,11 @@ func ReadLayout(f *elf.File) (*Layout, error) {
 			continue
 		case dwarf.TagConstant:
 			name, _ := e.Val(dwarf.AttrName).(string)
+			if name == "internal/abi.PCDATA_InlTreeIndex" || name == "internal/abi.FUNCDATA_InlTree" {
+				if v, ok := e.Val(dwarf.AttrConstValue).(int64); ok {
+					abiConsts[name] = v
+				}
+			}
 			if strings.HasPrefix(name, "runtime._G") {
 				if v, ok := e.Val(dwarf.AttrConstValue).(int64); ok {
 					consts[strings.ToLower(strings.TrimPrefix(name, "runtime._G"))] = uint32(v)
@@ -217,6 +232,16 @@ func ReadLayout(f *elf.File) (*Layout, error) {
 	fn.Nfuncdata = get("runtime._func", "nfuncdata")
 	if si := structs["runtime._func"]; si != nil {
 		fn.Size = si.size
+	}
+	if si := structs["runtime.inlinedCall"]; si != nil {
+		pi, ok1 := abiConsts["internal/abi.PCDATA_InlTreeIndex"]
+		fi, ok2 := abiConsts["internal/abi.FUNCDATA_InlTree"]
+		no, ok3 := si.members["nameOff"]
+		pp, ok4 := si.members["parentPc"]
+		if ok1 && ok2 && ok3 && ok4 {
+			l.Inl.NameOff, l.Inl.ParentPc, l.Inl.Size = no.off, pp.off, si.size
+			l.PCDataInlIndex, l.FuncDataInlTree = int(pi), int(fi)
+		}
 	}
 	for _, c := range []string{"running", "syscall", "dead", "scan"} {
 		if _, ok := consts[c]; !ok {

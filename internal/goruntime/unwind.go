@@ -19,6 +19,9 @@ type Frame struct {
 	Module     uint64
 	File       string
 	Line       int
+	// Inlined marks a call the compiler inlined into the next frame
+	// (same PC and SP; only with Modules.Lines).
+	Inlined bool
 }
 
 // maxFrames bounds one walk: deep recursion is legitimate, a loop is not.
@@ -44,14 +47,18 @@ func (s *stackReader) word(a uint64) (uint64, error) {
 
 // Unwind walks a Go stack from pc/sp (see unwind).
 func (ms *Modules) Unwind(mem Mem, pc, sp uint64, exact bool, hi uint64) ([]Frame, string) {
-	return ms.unwind(mem, pc, sp, exact, hi, nil)
+	return ms.unwind(mem, pc, sp, exact, hi, nil, false)
 }
 
 // unwind walks a Go stack from pc/sp (exact: pc is where the code resumes,
 // not a return address). hi, when not 0, is the top of the stack: the
 // words in [sp, hi) are read at once. It returns the frames and, when the
 // walk stopped before a top frame (goexit, mstart, ...), why.
-func (ms *Modules) unwind(mem Mem, pc, sp uint64, exact bool, hi uint64, stack []byte) ([]Frame, string) {
+//
+// backUp makes frame 0 show the line before pc: a saved sched.pc is the
+// return address of the call that switched stacks (mcall, systemstack),
+// and the runtime's tracebacks show the line of that call.
+func (ms *Modules) unwind(mem Mem, pc, sp uint64, exact bool, hi uint64, stack []byte, backUp bool) ([]Frame, string) {
 	sr := &stackReader{mem: mem}
 	if stack != nil {
 		sr.lo, sr.hi, sr.buf = sp, sp+uint64(len(stack)), stack
@@ -79,7 +86,16 @@ func (ms *Modules) unwind(mem Mem, pc, sp uint64, exact bool, hi uint64, stack [
 		}
 		fr := Frame{PC: pc, SP: sp, Exact: exact, Func: f.Name, Entry: f.Entry, End: f.End(), Module: f.mod.Addr}
 		if ms.Lines {
-			fr.File, fr.Line = f.Line(look)
+			linePC := look
+			if len(frames) == 0 && backUp && pc > f.Entry {
+				linePC = pc - 1
+			}
+			in := f.Inlined(mem, linePC)
+			for _, x := range in[:len(in)-1] {
+				x.PC, x.SP, x.Exact, x.Entry, x.End, x.Module = fr.PC, fr.SP, fr.Exact, fr.Entry, fr.End, fr.Module
+				frames = append(frames, x)
+			}
+			fr.File, fr.Line = in[len(in)-1].File, in[len(in)-1].Line
 		}
 		frames = append(frames, fr)
 		flag := f.flag()
@@ -230,15 +246,7 @@ func (ms *Modules) start(mem Mem, g G, regs map[int]ThreadRegs) (Stack, startPoi
 // walk unwinds from s (stack: the words from s.sp up, when already read).
 func (ms *Modules) walk(mem Mem, st Stack, s startPoint, stack []byte) Stack {
 	g := st.G
-	st.Frames, st.Incomplete = ms.unwind(mem, s.pc, s.sp, s.exact, g.StackHi, stack)
-	// A saved sched.pc is the return address of the call that switched
-	// stacks (mcall, systemstack): the runtime's tracebacks show the line
-	// of that call, so does this.
-	if ms.Lines && st.From == "sched" && len(st.Frames) > 0 && st.Frames[0].PC > st.Frames[0].Entry {
-		if f, ok := ms.FindFunc(st.Frames[0].PC - 1); ok {
-			st.Frames[0].File, st.Frames[0].Line = f.Line(st.Frames[0].PC - 1)
-		}
-	}
+	st.Frames, st.Incomplete = ms.unwind(mem, s.pc, s.sp, s.exact, g.StackHi, stack, st.From == "sched")
 	return st
 }
 
