@@ -331,6 +331,7 @@ func Diff(old, new *Binary) (r *Report, err error) {
 	}
 	d.functions()
 	d.globals()
+	d.goChecks()
 	d.finish()
 	return d.r, nil
 }

@@ -2,6 +2,7 @@ package elfpatch
 
 import (
 	"debug/elf"
+	"encoding/hex"
 	"sort"
 	"strconv"
 
@@ -29,6 +30,13 @@ func (g *goImage) codeRef(u *unit, pc uint64, inst *x86asm.Inst, target uint64) 
 		t := "data:" + s.key()
 		u.refs = append(u.refs, t)
 		return t + "+" + strconv.FormatUint(target-s.addr, 10)
+	case goROAnon, goGCBits:
+		// A load reads what its operand's size says, no more.
+		if inst.Op != x86asm.LEA && inst.MemBytes > 0 && inst.MemBytes <= 64 {
+			if d := g.b.read(target, uint64(inst.MemBytes)); d != nil {
+				return "lit:" + hex.EncodeToString(d)
+			}
+		}
 	case goString:
 		g.scanStrings()
 		n, ok := g.codeLen[pc]
@@ -199,6 +207,7 @@ func (g *goImage) scanStrings() {
 	g.scanned = true
 	g.codeLen = map[uint64]int64{}
 	bounds := map[uint64]bool{}
+	anon := map[uint64]bool{}
 	for _, s := range g.b.syms {
 		if !s.fn {
 			continue
@@ -206,7 +215,13 @@ func (g *goImage) scanStrings() {
 		insts := g.decodeFunc(s)
 		for i := range insts {
 			in := &insts[i].in
-			if in.RelSize == 0 || !g.strs.has(in.Target) {
+			if in.RelSize == 0 {
+				continue
+			}
+			if !g.strs.has(in.Target) {
+				if k, _ := g.where(in.Target); k == goROAnon || k == goGCBits {
+					anon[in.Target] = true
+				}
 				continue
 			}
 			bounds[in.Target] = true
@@ -218,7 +233,13 @@ func (g *goImage) scanStrings() {
 	}
 	word := func(a uint64) {
 		p, _, ok := g.ptr(a)
-		if !ok || !g.strs.has(p) {
+		if !ok {
+			return
+		}
+		if g.gcbits.has(p) {
+			anon[p] = true // a type's GC mask
+		}
+		if !g.strs.has(p) {
 			return
 		}
 		bounds[p] = true
@@ -246,6 +267,10 @@ func (g *goImage) scanStrings() {
 		g.strBounds = append(g.strBounds, a)
 	}
 	sort.Slice(g.strBounds, func(i, j int) bool { return g.strBounds[i] < g.strBounds[j] })
+	for a := range anon {
+		g.anonBounds = append(g.anonBounds, a)
+	}
+	sort.Slice(g.anonBounds, func(i, j int) bool { return g.anonBounds[i] < g.anonBounds[j] })
 }
 
 // goValue is a Go data object's initial value with every pointer replaced
@@ -264,8 +289,27 @@ func goLinkerTable(name string) bool {
 	switch name {
 	case "runtime.firstmoduledata", "runtime.lastmoduledatap", "runtime.textsectionmap", "runtime.itablink",
 		"runtime.typelink", "runtime.modinfo", "runtime.modinfo.str", "runtime.buildVersion", "runtime.buildVersion.str",
-		"runtime.findfunctab", "runtime.pclntab", "runtime.pcheader", "go:buildinfo", "go:buildinfo.ref":
+		"runtime.findfunctab", "runtime.pclntab", "runtime.gcdata", "runtime.gcbss", "runtime.pcheader", "go:buildinfo", "go:buildinfo.ref":
 		return true
 	}
 	return false
+}
+
+// goChecks adds the Go refusals to a diff of two Go builds: another
+// toolchain or other build settings, and a changed signature (a goroutine
+// that grows its stack at a function's entry, or is preempted there,
+// re-enters OLD's entry with OLD's arguments, whatever its callers are).
+func (d *differ) goChecks() {
+	if d.old.b.goBuild() == nil && d.new.b.goBuild() == nil {
+		return
+	}
+	if err := CheckGoBuilds(d.old.b, d.new.b); err != nil {
+		d.reason(VerdictRefused, "go build", "", "%v", err)
+	}
+	for _, sc := range d.r.Signatures {
+		d.reason(VerdictRefused, sc.Name, "", "signature of %s changed (%s -> %s): in Go a goroutine growing its stack in it re-enters the old entry with the old arguments; give the new function a new name", sc.Name, sc.Old, sc.New)
+	}
+	if d.new.b.f.Type != elf.ET_DYN {
+		d.r.Warnings = append(d.r.Warnings, "NEW is a default (non-PIE) Go build: to apply the patch, build NEW again with -buildmode=pie (graft loads that build's code next to the running program)")
+	}
 }

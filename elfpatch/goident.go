@@ -68,6 +68,10 @@ type goImage struct {
 	scanned   bool
 	codeLen   map[uint64]int64
 	strBounds []uint64
+	// anonBounds are the addresses of anonymous read-only data that code
+	// refers to, sorted: one such object ends at the latest where the
+	// next one starts.
+	anonBounds []uint64
 }
 
 // goNumbered matches the compiler's per-package numbered symbols, whose
@@ -353,6 +357,19 @@ func (g *goImage) typeIdent(addr uint64, depth int) string {
 	return id
 }
 
+// typeAt finds the type descriptor whose header holds addr: code reads
+// a descriptor's fields (its flags byte, say) at an offset. The start is
+// the closest 8-aligned address at most 48 bytes before that reads as a
+// descriptor.
+func (g *goImage) typeAt(addr uint64) (start uint64, id string) {
+	for a := addr &^ 7; a+48 > addr && a >= g.types.lo; a -= 8 {
+		if id := g.typeIdent(a, 0); id != "" {
+			return a, id
+		}
+	}
+	return 0, ""
+}
+
 // strBoundary ends a string whose length nothing states: at the next
 // place where a string is known to start or end (scanStrings), the end of
 // the string group, or after 4096 bytes. The Go linker packs whole
@@ -399,8 +416,8 @@ func (g *goImage) denote(addr uint64, lenHint int64, depth int) string {
 		}
 		return "fn:" + s.key() + "+" + strconv.FormatUint(addr-s.addr, 10)
 	case goType:
-		if id := g.typeIdent(addr, 0); id != "" {
-			return "type:" + id
+		if start, id := g.typeAt(addr); id != "" {
+			return "type:" + id + "+" + strconv.FormatUint(addr-start, 10)
 		}
 		return "typearea?" + g.near(addr)
 	case goString:
@@ -414,7 +431,8 @@ func (g *goImage) denote(addr uint64, lenHint int64, depth int) string {
 		}
 		return "fv?"
 	case goGCBits:
-		return "gcbits?" + g.near(addr)
+		// Pointer-free tables the linker put among the GC masks.
+		return "bits:" + hex.EncodeToString(g.b.read(addr, g.anonEnd(addr)-addr))
 	case goROSym:
 		return "ro:" + g.roKey(s) + "+" + strconv.FormatUint(addr-s.addr, 10) + "#" + g.symValue(s, depth)
 	case goCacheSym:
@@ -479,20 +497,8 @@ func (g *goImage) anonValue(addr uint64, depth int) string {
 	if depth > 3 || g.busy[addr] {
 		return "@anon"
 	}
-	end := addr + 512
-	if sec := g.b.section(addr); sec != nil {
-		end = min(end, sec.Addr+sec.Size)
-	}
-	if i := sort.Search(len(g.b.syms), func(i int) bool { return g.b.syms[i].addr > addr }); i < len(g.b.syms) {
-		end = min(end, g.b.syms[i].addr)
-	}
-	for _, r := range append([]addrRange{g.types, g.strs, g.gcbits}, g.funcdesc...) {
-		if r.lo > addr {
-			end = min(end, r.lo)
-		}
-	}
 	g.busy[addr] = true
-	v := g.render(addr, end, depth)
+	v := g.render(addr, g.anonEnd(addr), depth)
 	delete(g.busy, addr)
 	sum := sha256.Sum256(v)
 	return hex.EncodeToString(sum[:8])

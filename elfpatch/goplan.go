@@ -401,10 +401,14 @@ func (pl *goPlanner) classify(fn string, rd GoRedirect) {
 		}
 		pl.refuse(s.name, "%s uses %s, a type-assertion or interface-switch cache with no twin in OLD (a new type assertion on an interface OLD never asserts to): not supported yet", fn, s.name)
 	case goType:
-		id := lg.typeIdent(t, 0)
+		start, id := lg.typeAt(t)
 		name, _, _ := strings.Cut(id, "|")
 		if a, ok := pl.oldTypes[id]; ok && id != "" {
-			pl.redirect(rd, "type", name, a)
+			what := name
+			if t != start {
+				what = fmt.Sprintf("%s+%#x", name, t-start)
+			}
+			pl.redirect(rd, "type", what, a+(t-start))
 			return
 		}
 		if id == "" {
@@ -417,7 +421,7 @@ func (pl *goPlanner) classify(fn string, rd GoRedirect) {
 	case goString:
 		pl.keep(rd, "string", lg.near(t))
 	case goGCBits:
-		pl.keep(rd, "rodata", lg.near(t))
+		pl.keep(rd, "rodata", lg.near(t)) // pointer-free
 	case goFuncval:
 		id := lg.denote(t, -1, 0)
 		if p, _, ok := lg.ptr(t); ok {
@@ -519,9 +523,23 @@ func (pl *goPlanner) keepable(hi, lo uint64, depth int) bool {
 }
 
 // anonEnd is where anonymous read-only data starting at addr ends at the
-// latest: the next symbol, group or section end (at most 512 bytes).
+// latest: after 16 bytes for a string header (a pointer to a string and
+// its length), else at the next anonymous object code refers to, symbol,
+// group or section end (at most 512 bytes). Past the object's real end
+// the extent only makes a neighbour's change count too.
 func (g *goImage) anonEnd(addr uint64) uint64 {
+	if p, _, ok := g.ptr(addr); ok && g.strs.has(p) {
+		if _, _, isPtr := g.ptr(addr + 8); !isPtr {
+			if l, ok := g.u64(addr + 8); ok && l < 1<<20 && p+l <= g.strs.hi {
+				return addr + 16
+			}
+		}
+	}
+	g.scanStrings()
 	end := addr + 512
+	if i := sort.Search(len(g.anonBounds), func(i int) bool { return g.anonBounds[i] > addr }); i < len(g.anonBounds) {
+		end = min(end, g.anonBounds[i])
+	}
 	if sec := g.b.section(addr); sec != nil {
 		end = min(end, sec.Addr+sec.Size)
 	}

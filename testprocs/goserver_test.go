@@ -24,15 +24,28 @@ type gosrvVersion struct {
 	maxKey int
 	// countFrom is what the first /count returns (v2->v3, bug fix).
 	countFrom int
-	// version is the /version body (v3->v4, string constant).
+	// version is the /version body (v3->v4, v4->v5, string constant).
 	version string
+	// hello and helloGoPher are the /hello bodies without a name and
+	// for name=go-pher (v5->v6 stdlib function, v6->v7 closure, v9->v10
+	// method called through an interface).
+	hello, helloGoPher string
+	// slashKeyOK: keys starting with '/' are accepted (v7->v8, inlined
+	// helper).
+	slashKeyOK bool
 }
 
 var gosrvVersions = []gosrvVersion{
-	{"goserver-v1", 16, 0, "goserver/1.0\n"},
-	{"goserver-v2", 32, 0, "goserver/1.0\n"},
-	{"goserver-v3", 32, 1, "goserver/1.0\n"},
-	{"goserver-v4", 32, 1, "goserver/1.1\n"},
+	{"goserver-v1", 16, 0, "goserver/1.0\n", "hello, world\n", "hello, go-pher\n", true},
+	{"goserver-v2", 32, 0, "goserver/1.0\n", "hello, world\n", "hello, go-pher\n", true},
+	{"goserver-v3", 32, 1, "goserver/1.0\n", "hello, world\n", "hello, go-pher\n", true},
+	{"goserver-v4", 32, 1, "goserver/1.1\n", "hello, world\n", "hello, go-pher\n", true},
+	{"goserver-v5", 32, 1, "goserver/1.2.0\n", "hello, world\n", "hello, go-pher\n", true},
+	{"goserver-v6", 32, 1, "goserver/1.2.0\n", "hello, WORLD\n", "hello, GO-PHER\n", true},
+	{"goserver-v7", 32, 1, "goserver/1.2.0\n", "hello, WORLD\n", "hello, GO PHER\n", true},
+	{"goserver-v8", 32, 1, "goserver/1.2.0\n", "hello, WORLD\n", "hello, GO PHER\n", false},
+	{"goserver-v9", 32, 1, "goserver/1.2.0\n", "hello, WORLD\n", "hello, GO PHER\n", false},
+	{"goserver-v10", 32, 1, "goserver/1.2.0\n", "hello, WORLD!\n", "hello, GO PHER!\n", false},
 }
 
 var gosrvClient = &http.Client{Timeout: 10 * time.Second}
@@ -78,8 +91,8 @@ func TestGoserverHandlers(t *testing.T) {
 			base := gosrvStart(t, v.target)
 
 			gosrvExpect(t, "GET", base+"/version", "", 200, v.version)
-			gosrvExpect(t, "GET", base+"/hello", "", 200, "hello, world\n")
-			gosrvExpect(t, "GET", base+"/hello?name=gopher", "", 200, "hello, gopher\n")
+			gosrvExpect(t, "GET", base+"/hello", "", 200, v.hello)
+			gosrvExpect(t, "GET", base+"/hello?name=go-pher", "", 200, v.helloGoPher)
 
 			// /count: consecutive values from countFrom, whatever the method.
 			for i := 0; i < 3; i++ {
@@ -122,6 +135,12 @@ func TestGoserverKeyLimit(t *testing.T) {
 					gosrvExpect(t, "PUT", base+"/kv?key="+key, strconv.Itoa(n), 400, "bad key\n")
 					gosrvExpect(t, "GET", base+"/kv?key="+key, "", 400, "bad key\n")
 				}
+			}
+			if v.slashKeyOK {
+				gosrvExpect(t, "PUT", base+"/kv?key=/a", "slash", 200, "stored\n")
+				gosrvExpect(t, "GET", base+"/kv?key=/a", "", 200, "slash")
+			} else {
+				gosrvExpect(t, "PUT", base+"/kv?key=/a", "slash", 400, "bad key\n")
 			}
 		})
 	}
@@ -322,6 +341,33 @@ var gosrvSourcePairs = []sshPair{
 	{"v3", "v4", [][2]string{
 		{"const version = \"goserver/1.0\"\n",
 			"const version = \"goserver/1.1\"\n"},
+	}},
+	{"v4", "v5", [][2]string{
+		{"const version = \"goserver/1.1\"\n",
+			"const version = \"goserver/1.2.0\"\n"},
+	}},
+	{"v5", "v6", [][2]string{
+		{"\t\"sync\"\n)", "\t\"strings\"\n\t\"sync\"\n\t\"unicode\"\n)"},
+		{"\tfmt.Fprintf(w, \"hello, %s\\n\", name)\n",
+			"\tfmt.Fprintf(w, \"hello, %s\\n\", strings.Map(func(r rune) rune { return unicode.ToUpper(r) }, name))\n"},
+	}},
+	{"v6", "v7", [][2]string{
+		{"strings.Map(func(r rune) rune { return unicode.ToUpper(r) }, name)",
+			"strings.Map(func(r rune) rune {\n\t\tif r == '-' {\n\t\t\treturn ' '\n\t\t}\n\t\treturn unicode.ToUpper(r)\n\t}, name)"},
+	}},
+	{"v7", "v8", [][2]string{
+		{"\treturn k != \"\" && len(k) <= 32\n",
+			"\treturn k != \"\" && len(k) <= 32 && k[0] != '/'\n"},
+	}},
+	{"v8", "v9", [][2]string{
+		{"func handleHello(w http.ResponseWriter, r *http.Request) {",
+			"// greeter makes the /hello reply.\ntype greeter interface {\n\tgreet(name string) string\n}\n\ntype plainGreeter struct{}\n\nfunc (plainGreeter) greet(name string) string {\n\treturn \"hello, \" + name + \"\\n\"\n}\n\nvar defaultGreeter greeter = plainGreeter{}\n\nfunc handleHello(w http.ResponseWriter, r *http.Request) {"},
+		{"\tfmt.Fprintf(w, \"hello, %s\\n\", strings.Map(", "\tio.WriteString(w, defaultGreeter.greet(strings.Map("},
+		{"\t\treturn unicode.ToUpper(r)\n\t}, name))\n", "\t\treturn unicode.ToUpper(r)\n\t}, name)))\n"},
+	}},
+	{"v9", "v10", [][2]string{
+		{"\treturn \"hello, \" + name + \"\\n\"\n",
+			"\treturn \"hello, \" + name + \"!\\n\"\n"},
 	}},
 }
 
