@@ -407,16 +407,32 @@ func startFreshCounts(t *testing.T, port, n int, l *goLoad) *freshCounts {
 	return f
 }
 
-// TestGoLiveVersions patches a running goserver v1 version by version
-// (v2: an inlined helper's change inside handleKV; v3: a body; v4: a
-// string literal) under GOGC=2 with clients on every handler, checks each
-// version's answers, then reverts one patch and then all. Each Go patch is
-// made against the running executable and redirects everything changed
-// since, over the jumps in place.
+// TestGoLiveVersions patches a running goserver v1 version by version up
+// to v8 (v2: an inlined helper's change inside handleKV; v3: a body; v4: a
+// string literal; v5: a longer literal that moves the others; v6: a new
+// closure calling a standard-library function not linked before; v7: the
+// closure's body; v8: the inlined helper again) under GOGC=2 with clients
+// on every handler, checks each version's answers, then reverts one patch
+// and then all. Each Go patch is made against the running executable and
+// redirects everything changed since, over the jumps in place. The running
+// program is a PIE: with a default build, the offline diff of v1 against
+// v6 still reports standard-library functions no source change touched
+// (elfpatch's goImprecise) and refuses them, so TestGoLiveVersionsDefault
+// stops at v5.
 func TestGoLiveVersions(t *testing.T) {
+	goLiveVersions(t, "-pie", 8)
+}
+
+// TestGoLiveVersionsDefault is TestGoLiveVersions on a default build, v1
+// to v5.
+func TestGoLiveVersionsDefault(t *testing.T) {
+	goLiveVersions(t, "", 5)
+}
+
+func goLiveVersions(t *testing.T, suffix string, upto int) {
 	testutil.RequirePtrace(t)
 	t.Setenv("GOGC", "2")
-	srv, port := testutil.StartServer(t, "goserver-v1")
+	srv, port := testutil.StartServer(t, "goserver-v1"+suffix)
 	load := startGoLoad(t, port, 16, 4)
 	fresh := startFreshCounts(t, port, 8, load)
 	ctx := context.Background()
@@ -443,22 +459,38 @@ func TestGoLiveVersions(t *testing.T) {
 			t.Errorf("v%d: PUT 20-byte key: %d %q, want %d", v, code, body, wantKV)
 		}
 		wantVer := "goserver/1.0\n"
-		if v >= 4 {
+		if v == 4 {
 			wantVer = "goserver/1.1\n"
+		} else if v >= 5 {
+			wantVer = "goserver/1.2.0\n"
 		}
 		if _, body := do(http.MethodGet, "/version", ""); body != wantVer {
 			t.Errorf("v%d: /version %q, want %q", v, body, wantVer)
 		}
-		if code, body := do(http.MethodGet, "/hello?name=go", ""); code != 200 || body != "hello, go\n" {
-			t.Errorf("v%d: /hello: %d %q", v, code, body)
+		wantHello := map[bool]string{true: "hello, go-pher\n"}[v <= 5]
+		if v == 6 {
+			wantHello = "hello, GO-PHER\n"
+		} else if v >= 7 {
+			wantHello = "hello, GO PHER\n"
+		}
+		if code, body := do(http.MethodGet, "/hello?name=go-pher", ""); code != 200 || body != wantHello {
+			t.Errorf("v%d: /hello: %d %q, want %q", v, code, body, wantHello)
+		}
+		wantSlash := 200
+		if v >= 8 {
+			wantSlash = 400
+		}
+		if code, body := do(http.MethodPut, "/kv?key=/a", "x"); code != wantSlash {
+			t.Errorf("v%d: PUT key /a: %d %q, want %d", v, code, body, wantSlash)
 		}
 	}
 	check(1)
-	for v := 2; v <= 4; v++ {
-		res, err := Apply(ctx, srv.Pid, Source{
-			NewBinary: testutil.Build(t, fmt.Sprintf("goserver-v%d", v)),
-			GoPIE:     testutil.Build(t, fmt.Sprintf("goserver-v%d-pie", v)),
-		}, ApplyOptions{Timeout: 10 * time.Second})
+	for v := 2; v <= upto; v++ {
+		src := Source{NewBinary: testutil.Build(t, fmt.Sprintf("goserver-v%d%s", v, suffix))}
+		if suffix == "" {
+			src.GoPIE = testutil.Build(t, fmt.Sprintf("goserver-v%d-pie", v))
+		}
+		res, err := Apply(ctx, srv.Pid, src, ApplyOptions{Timeout: 10 * time.Second})
 		if err != nil {
 			fresh.stop.Store(true)
 			load.finish(t)
@@ -469,9 +501,9 @@ func TestGoLiveVersions(t *testing.T) {
 		check(v)
 	}
 	if _, err := Revert(ctx, srv.Pid, RevertOptions{Timeout: 10 * time.Second}); err != nil {
-		t.Fatalf("revert v4: %v", err)
+		t.Fatalf("revert v%d: %v", upto, err)
 	}
-	check(3)
+	check(upto - 1)
 	if _, err := Revert(ctx, srv.Pid, RevertOptions{Timeout: 10 * time.Second, All: true}); err != nil {
 		t.Fatalf("revert all: %v", err)
 	}
