@@ -577,3 +577,68 @@ func TestGoLiveActiveGoroutine(t *testing.T) {
 func TestGoLiveCountGo125PIE(t *testing.T) {
 	goLiveCount(t, "goserver-v2-go125-pie", "goserver-v3-go125-pie", "goserver-v3-go125-pie")
 }
+
+// TestGoLiveInterfaceMethod: goserver v9 -> v10 changes a method called
+// through an interface (the itab's pointer wrapper inlines it): the live
+// patch redirects both, the greeting gains its '!', revert takes it away.
+func TestGoLiveInterfaceMethod(t *testing.T) {
+	testutil.RequirePtrace(t)
+	t.Setenv("GOGC", "1")
+	srv, port := testutil.StartServer(t, "goserver-v9-pie")
+	load := startGoLoad(t, port, 16, 4)
+	hello := func() string {
+		t.Helper()
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/hello?name=go-pher", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if got := hello(); got != "hello, GO PHER\n" {
+		t.Fatalf("v9 /hello: %q", got)
+	}
+	ctx := context.Background()
+	res, err := Apply(ctx, srv.Pid, Source{NewBinary: testutil.Build(t, "goserver-v10-pie")}, ApplyOptions{Timeout: 10 * time.Second})
+	if err != nil {
+		load.finish(t)
+		t.Fatalf("apply v10: %v", err)
+	}
+	t.Logf("v10: %v, pause %d us", res.Functions, res.PauseUS)
+	if got := hello(); got != "hello, GO PHER!\n" {
+		t.Errorf("v10 /hello: %q", got)
+	}
+	if _, err := Revert(ctx, srv.Pid, RevertOptions{Timeout: 10 * time.Second}); err != nil {
+		t.Fatalf("revert: %v", err)
+	}
+	if got := hello(); got != "hello, GO PHER\n" {
+		t.Errorf("reverted /hello: %q", got)
+	}
+	load.finish(t)
+	noThrow(t, srv.Stderr())
+}
+
+// TestGoLiveRefusedNewGlobal: v8 -> v9 adds a global (and a type and its
+// itab) the running program has no storage for: apply refuses naming it
+// and leaves the process untouched.
+func TestGoLiveRefusedNewGlobal(t *testing.T) {
+	testutil.RequirePtrace(t)
+	srv, _ := testutil.StartServer(t, "goserver-v8-pie")
+	_, err := Apply(context.Background(), srv.Pid, Source{NewBinary: testutil.Build(t, "goserver-v9-pie")}, ApplyOptions{Timeout: 5 * time.Second})
+	if err == nil {
+		t.Fatal("v8 -> v9 (a new global) was applied")
+	}
+	if !strings.Contains(err.Error(), "main.defaultGreeter") {
+		t.Fatalf("refusal does not name the new global: %v", err)
+	}
+	t.Logf("refused: %.300s", err)
+	maps, rerr := os.ReadFile(fmt.Sprintf("/proc/%d/maps", srv.Pid))
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if strings.Contains(string(maps), "memfd:graft") {
+		t.Errorf("a refused apply left a mapping:\n%s", maps)
+	}
+	testutil.RequireReleased(t, srv.Pid)
+}
