@@ -62,7 +62,7 @@ func (ms *Modules) unwind(mem Mem, pc, sp uint64, exact bool, hi uint64, stack [
 	sr := &stackReader{mem: mem}
 	if stack != nil {
 		sr.lo, sr.hi, sr.buf = sp, sp+uint64(len(stack)), stack
-	} else if hi > sp && hi-sp <= 1<<30 {
+	} else if hi > sp && hi-sp <= 64<<20 {
 		if uint64(cap(ms.buf)) < hi-sp {
 			ms.buf = make([]byte, hi-sp)
 		}
