@@ -642,3 +642,83 @@ func TestGoLiveRefusedNewGlobal(t *testing.T) {
 	}
 	testutil.RequireReleased(t, srv.Pid)
 }
+
+// TestGoLiveDeepRecursion patches main.depth of testprocs/gorecurse, a
+// recursion whose every frame holds the only pointer to a heap node and a
+// 256-byte local: each request grows its goroutine's stack many times
+// with frames of the function on it (the runtime copies them by their
+// pclntab: NEW's after the patch), and GOGC=1 collects while they hold
+// the list. Answers must be exactly v1's or v2's sum, and v2's for every
+// request started after the apply returned.
+func TestGoLiveDeepRecursion(t *testing.T) {
+	testutil.RequirePtrace(t)
+	t.Setenv("GOGC", "1")
+	const n = 3000
+	s1, s2 := int64(n*(n+1)/2), int64(n*(n+1))
+	srv, port := testutil.StartServer(t, "gorecurse-v1")
+	var applied atomic.Int64 // unix nanos when apply returned
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []string
+	var old, new, after atomic.Int64
+	for i := 0; i < 6; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: i%2 == 0}}
+			for !stop.Load() {
+				start := time.Now().UnixNano()
+				resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/deep?n=%d", port, n))
+				var v int64
+				if err == nil {
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					v, err = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+				}
+				mu.Lock()
+				switch {
+				case err != nil:
+					errs = append(errs, err.Error())
+				case v == s1:
+					old.Add(1)
+					if a := applied.Load(); a != 0 && start > a {
+						errs = append(errs, "v1's answer to a request started after the apply")
+					}
+				case v == s2:
+					new.Add(1)
+					if a := applied.Load(); a != 0 && start > a {
+						after.Add(1)
+					}
+				default:
+					errs = append(errs, fmt.Sprintf("answer %d is neither %d nor %d", v, s1, s2))
+				}
+				mu.Unlock()
+				time.Sleep(3 * time.Millisecond)
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	res, err := Apply(context.Background(), srv.Pid, Source{
+		NewBinary: testutil.Build(t, "gorecurse-v2"),
+		GoPIE:     testutil.Build(t, "gorecurse-v2-pie"),
+	}, ApplyOptions{Timeout: 20 * time.Second})
+	if err != nil {
+		stop.Store(true)
+		wg.Wait()
+		t.Fatalf("apply: %v", err)
+	}
+	applied.Store(time.Now().UnixNano())
+	t.Logf("applied %v: pause %d us", res.Functions, res.PauseUS)
+	time.Sleep(2 * time.Second)
+	stop.Store(true)
+	wg.Wait()
+	noThrow(t, srv.Stderr())
+	if len(errs) > 0 {
+		t.Fatalf("%d bad answers: %v", len(errs), errs[:min(len(errs), 5)])
+	}
+	if after.Load() == 0 {
+		t.Fatal("no request started after the apply was answered")
+	}
+	t.Logf("%d answers from v1, %d from v2 (%d started after the apply)", old.Load(), new.Load(), after.Load())
+}
