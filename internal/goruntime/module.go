@@ -330,10 +330,14 @@ type Modules struct {
 	// Lines makes Unwind fill in each frame's file and line (for
 	// display; the activeness check does without).
 	Lines bool
+	List  []*Module
+	byAd  map[uint64]*Module
 	// buf is reused for reading stacks.
-	buf  []byte
-	List []*Module
-	byAd map[uint64]*Module
+	buf []byte
+	// facts caches unwinding facts by PC (unwind.go). Only PCs found in
+	// a registered module are cached, and a module is never taken out,
+	// so a cached answer stays true.
+	facts map[[2]uint64]frameFacts
 }
 
 // NewModules returns an empty cache for a process whose executable has

@@ -77,14 +77,15 @@ func (ms *Modules) unwind(mem Mem, pc, sp uint64, exact bool, hi uint64, stack [
 		if !exact && pc > 0 {
 			look = pc - 1
 		}
-		f, ok := ms.FindFunc(look)
-		if !ok {
+		fi := ms.frameInfo(pc, look)
+		f := fi.f
+		if !fi.found {
 			if pc == 0 && len(frames) > 0 {
 				return frames, "return address 0 before a top frame"
 			}
 			return frames, fmt.Sprintf("pc %#x is in no Go module's code", pc)
 		}
-		fr := Frame{PC: pc, SP: sp, Exact: exact, Func: f.Name, Entry: f.Entry, End: f.End(), Module: f.mod.Addr}
+		fr := Frame{PC: pc, SP: sp, Exact: exact, Func: f.Name, Entry: f.Entry, End: fi.end, Module: f.mod.Addr}
 		if ms.Lines {
 			linePC := look
 			if len(frames) == 0 && backUp && pc > f.Entry {
@@ -98,19 +99,15 @@ func (ms *Modules) unwind(mem Mem, pc, sp uint64, exact bool, hi uint64, stack [
 			fr.File, fr.Line = in[len(in)-1].File, in[len(in)-1].Line
 		}
 		frames = append(frames, fr)
-		flag := f.flag()
+		flag := fi.flag
 		if flag&flagTopFrame != 0 {
 			return frames, ""
 		}
 		if flag&flagSPWrite != 0 {
 			return frames, fmt.Sprintf("%s changes the stack pointer at pc %#x (switching stacks): its caller is not known", f.Name, pc)
 		}
-		spl := pc
-		if spl >= fr.End {
-			spl = look
-		}
-		delta, ok := f.SPDelta(spl)
-		if !ok || delta < 0 {
+		delta := fi.delta
+		if !fi.deltaOK || delta < 0 {
 			return frames, fmt.Sprintf("no frame size for %s at pc %#x", f.Name, pc)
 		}
 		fp := sp + uint64(delta)
@@ -125,10 +122,51 @@ func (ms *Modules) unwind(mem Mem, pc, sp uint64, exact bool, hi uint64, stack [
 		// An asynchronous preemption or a signal panic is a call the
 		// signal handler injected: the address it pushed is where the
 		// interrupted function resumes, not after a call.
-		exact = f.Name == "runtime.asyncPreempt" || f.Name == "runtime.sigpanic"
+		exact = fi.injected
 		pc, sp = ra, nsp
 	}
 	return frames, fmt.Sprintf("more than %d frames", maxFrames)
+}
+
+// frameFacts is what unwinding needs of one PC, the same for every
+// goroutine stopped there (thousands park at the same few return
+// addresses), so it is computed once: the pclntab never changes.
+type frameFacts struct {
+	f        Func
+	found    bool
+	end      uint64
+	flag     uint8
+	delta    int32
+	deltaOK  bool
+	injected bool // asyncPreempt or sigpanic: the caller resumes exactly
+}
+
+// frameInfo looks pc up (look: pc itself or pc-1 for a return address).
+func (ms *Modules) frameInfo(pc, look uint64) frameFacts {
+	key := [2]uint64{pc, look}
+	if fi, ok := ms.facts[key]; ok {
+		return fi
+	}
+	var fi frameFacts
+	fi.f, fi.found = ms.FindFunc(look)
+	if fi.found {
+		f := fi.f
+		fi.end = f.End()
+		fi.flag = f.flag()
+		spl := pc
+		if spl >= fi.end {
+			spl = look
+		}
+		fi.delta, fi.deltaOK = f.SPDelta(spl)
+		fi.injected = f.Name == "runtime.asyncPreempt" || f.Name == "runtime.sigpanic"
+	}
+	if fi.found { // a PC in no module may be in one registered later
+		if ms.facts == nil {
+			ms.facts = map[[2]uint64]frameFacts{}
+		}
+		ms.facts[key] = fi
+	}
+	return fi
 }
 
 // ThreadRegs are the registers of one stopped thread.
