@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -88,28 +89,47 @@ func BenchmarkGoroutineWalk(b *testing.B) {
 // walk every goroutine, link the module, write the record and the jump,
 // resume) against the bare stop/registers/resume cycle, in a server with
 // a thousand idle keep-alive connections (a thousand parked goroutines).
-// Each iteration applies and reverts once (the images stay mapped: a Go
-// module is never unregistered).
+// Each iteration applies and reverts once. The images stay mapped (a Go
+// module is never unregistered), and each reserves NEW's whole span within
+// ±2 GiB of the executable, so a fresh server takes over every 16
+// iterations (outside the timing).
 func BenchmarkGoPause(b *testing.B) {
 	requirePtrace(b)
-	srv, port := testutil.StartServer(b, "goserver-v2")
-	conns := idleConns(b, port, 1000)
+	sys, err := defaultSystem()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var srv *testutil.Proc
+	var conns []net.Conn
+	fresh := func() {
+		for _, c := range conns {
+			c.Close()
+		}
+		if srv != nil {
+			syscall.Kill(srv.Pid, syscall.SIGKILL)
+		}
+		var port int
+		srv, port = testutil.StartServer(b, "goserver-v2")
+		conns = idleConns(b, port, 1000)
+	}
+	fresh()
 	defer func() {
 		for _, c := range conns {
 			c.Close()
 		}
 	}()
-	sys, err := defaultSystem()
-	if err != nil {
-		b.Fatal(err)
-	}
 	pt, err := sys.resolve(srv.Pid, Source{NewBinary: testutil.Build(b, "goserver-v3"), GoPIE: testutil.Build(b, "goserver-v3-pie")})
 	if err != nil {
 		b.Fatal(err)
 	}
 	var pauses, unpauses, bares []time.Duration
 	b.ResetTimer()
-	for range b.N {
+	for i := range b.N {
+		if i > 0 && i%16 == 0 {
+			b.StopTimer()
+			fresh()
+			b.StartTimer()
+		}
 		cp := *pt
 		res, err := sys.apply(context.Background(), srv.Pid, &cp, ApplyOptions{})
 		if err != nil {
