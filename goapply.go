@@ -132,7 +132,7 @@ func goFuncs(p *elfpatch.GoPlan) []loader.GoFunc {
 	}
 	for _, r := range p.Kept {
 		if i, ok := idx[r.Func]; ok {
-			out[i].Refs = append(out[i].Refs, loader.GoRef{Off: r.Field, PCNext: r.End, Keep: true, Symbol: r.What})
+			out[i].Refs = append(out[i].Refs, loader.GoRef{Off: r.Field, PCNext: r.End, Keep: true, Symbol: r.What, New: r.Target})
 		}
 	}
 	return out
