@@ -184,7 +184,8 @@ func lockMutex(t *testing.T, p *tracer.Process, f *elf.File, sym string) {
 // TestGoroutinesAsyncPreempt: two goroutines spin in main.spin (no calls)
 // with GOMAXPROCS=1, so the runtime preempts them with a signal: the one
 // not running sits in runtime.asyncPreempt with main.spin below it at the
-// exact PC it was interrupted at, and its stack unwinds to goexit.
+// exact PC it was interrupted at, and its stack unwinds to goexit; the
+// one running is walked from its thread's registers, also to goexit.
 func TestGoroutinesAsyncPreempt(t *testing.T) {
 	testutil.RequirePtrace(t)
 	t.Setenv("GOMAXPROCS", "1")
@@ -206,8 +207,15 @@ func TestGoroutinesAsyncPreempt(t *testing.T) {
 	}
 	defer p.Close()
 	ms := NewModules(l, 0)
-	for round := 0; round < 500; round++ {
+	sawPreempted, sawRunning := false, false
+	for round := 0; round < 500 && !(sawPreempted && sawRunning); round++ {
 		for _, st := range walkAll(t, p, ms) {
+			if st.From == "thread" && len(st.Frames) > 0 && st.Frames[0].Func == "main.spin" {
+				if st.Incomplete != "" || st.Frames[len(st.Frames)-1].Func != "runtime.goexit" {
+					t.Fatalf("running goroutine %d: stack from its thread does not reach goexit: %s", st.G.ID, st.Incomplete)
+				}
+				sawRunning = true
+			}
 			for i, fr := range st.Frames {
 				if fr.Func != "runtime.asyncPreempt" || i+1 >= len(st.Frames) {
 					continue
@@ -219,11 +227,18 @@ func TestGoroutinesAsyncPreempt(t *testing.T) {
 				if st.Incomplete != "" || st.Frames[len(st.Frames)-1].Func != "runtime.goexit" {
 					t.Fatalf("goroutine %d: preempted stack does not reach goexit: %s", st.G.ID, st.Incomplete)
 				}
-				t.Logf("goroutine %d [%s]: asyncPreempt <- main.spin at %#x (round %d)", st.G.ID, l.StatusName(st.G.Status), next.PC, round)
-				return
+				if !sawPreempted {
+					t.Logf("goroutine %d [%s]: asyncPreempt <- main.spin at %#x (round %d)", st.G.ID, l.StatusName(st.G.Status), next.PC, round)
+				}
+				sawPreempted = true
 			}
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	t.Fatal("no goroutine was seen asynchronously preempted in main.spin")
+	if !sawPreempted {
+		t.Error("no goroutine was seen asynchronously preempted in main.spin")
+	}
+	if !sawRunning {
+		t.Error("no goroutine was seen running main.spin on its thread")
+	}
 }
