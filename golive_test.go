@@ -651,11 +651,23 @@ func TestGoLiveRefusedNewGlobal(t *testing.T) {
 // the list. Answers must be exactly v1's or v2's sum, and v2's for every
 // request started after the apply returned.
 func TestGoLiveDeepRecursion(t *testing.T) {
+	const n = 3000
+	goLiveDeep(t, "gorecurse-v1", "gorecurse-v2", n, n*(n+1)/2, n*(n+1))
+}
+
+// TestGoLivePanicRecover: gorecurse v2 -> v3 makes the bottom of the
+// recursion panic and a new function (with a new deferred closure)
+// recover it: every panic unwinds 3000 frames of the new depth and the
+// runtime runs the new closure's defer, under GOGC=1 and stack growth.
+func TestGoLivePanicRecover(t *testing.T) {
+	const n = 3000
+	goLiveDeep(t, "gorecurse-v2", "gorecurse-v3", n, n*(n+1), n*(n+1)+1)
+}
+
+func goLiveDeep(t *testing.T, oldT, newT string, n int, s1, s2 int64) {
 	testutil.RequirePtrace(t)
 	t.Setenv("GOGC", "1")
-	const n = 3000
-	s1, s2 := int64(n*(n+1)/2), int64(n*(n+1))
-	srv, port := testutil.StartServer(t, "gorecurse-v1")
+	srv, port := testutil.StartServer(t, oldT)
 	var applied atomic.Int64 // unix nanos when apply returned
 	var stop atomic.Bool
 	var wg sync.WaitGroup
@@ -700,8 +712,8 @@ func TestGoLiveDeepRecursion(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond)
 	res, err := Apply(context.Background(), srv.Pid, Source{
-		NewBinary: testutil.Build(t, "gorecurse-v2"),
-		GoPIE:     testutil.Build(t, "gorecurse-v2-pie"),
+		NewBinary: testutil.Build(t, newT),
+		GoPIE:     testutil.Build(t, newT+"-pie"),
 	}, ApplyOptions{Timeout: 20 * time.Second})
 	if err != nil {
 		stop.Store(true)
