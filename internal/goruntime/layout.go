@@ -53,19 +53,11 @@ type Layout struct {
 // stripped): graft reads the runtime's layouts from it and cannot guess.
 var ErrNoDWARF = errors.New("the Go binary has no DWARF (built with -ldflags=-w, or stripped): graft reads the Go runtime's layouts from it; rebuild without -w/-s")
 
-// IsGo reports whether f is a Go program (it has runtime.firstmoduledata
-// or a .go.buildinfo section).
+// IsGo reports whether f is a Go program: it has a .go.buildinfo section
+// (every Go build since 1.18, stripped or not) or a .gopclntab. No symbol
+// table is read: this is asked of every target, C programs included.
 func IsGo(f *elf.File) bool {
-	if f.Section(".go.buildinfo") != nil || f.Section(".gopclntab") != nil {
-		return true
-	}
-	syms, _ := f.Symbols()
-	for _, s := range syms {
-		if s.Name == "runtime.firstmoduledata" {
-			return true
-		}
-	}
-	return false
+	return f.Section(".go.buildinfo") != nil || f.Section(".gopclntab") != nil
 }
 
 type member struct {
