@@ -28,6 +28,19 @@ import (
 // The module is never unlinked and the image never unmapped, not even by
 // revert (which restores the entry bytes): a goroutine or a closure may
 // still hold NEW's code, and the runtime has no way to forget a module.
+// The record keeps reverted Go images (State.Retained) so nothing takes
+// them for orphans.
+//
+// Order in the pause: every goroutine checked (goChecker, over
+// safepoint.GoUnwinder), the record written, the module linked, the jumps
+// written. A graft killed in between leaves at worst a recorded patch
+// whose module is linked and whose jumps are not all in: revert finishes
+// it, and the image stays.
+//
+// Stacking: a Go patch is always made against the running executable
+// (NEW against /proc/PID/exe) and redirects every function NEW changed
+// since that build, over whatever jump is there; so it needs no symbols of
+// earlier images, and reverting it puts the previous patch's jumps back.
 
 // goInfo is what a Go patch needs besides its image.
 type goInfo struct {
