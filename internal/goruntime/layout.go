@@ -24,6 +24,10 @@ type Layout struct {
 	// M: runtime.m.
 	M struct {
 		Procid, Curg, G0, Gsignal int
+		// VdsoSP/VdsoPC: where a goroutine that called into the vDSO
+		// on the system stack left its own stack (0 when not in a
+		// vDSO call).
+		VdsoSP, VdsoPC int
 	}
 	// Module: runtime.moduledata member offsets by name, and its size.
 	Module     map[string]int
@@ -197,6 +201,8 @@ func ReadLayout(f *elf.File) (*Layout, error) {
 	l.M.Curg = get("runtime.m", "curg")
 	l.M.G0 = get("runtime.m", "g0")
 	l.M.Gsignal = get("runtime.m", "gsignal")
+	l.M.VdsoSP = get("runtime.m", "vdsoSP")
+	l.M.VdsoPC = get("runtime.m", "vdsoPC")
 	if si := structs["runtime.moduledata"]; si != nil {
 		l.ModuleSize = si.size
 		for n, m := range si.members {

@@ -188,7 +188,9 @@ func lockMutex(t *testing.T, p *tracer.Process, f *elf.File, sym string) {
 // with GOMAXPROCS=1, so the runtime preempts them with a signal: the one
 // not running sits in runtime.asyncPreempt with main.spin below it at the
 // exact PC it was interrupted at, and its stack unwinds to goexit; the
-// one running is walked from its thread's registers, also to goexit.
+// one running is walked from its thread's registers, also to goexit; a
+// goroutine reading the clock is caught inside the vDSO (on the system
+// stack, g.sched stale) and walked from m.vdsoPC/SP through main.clock.
 func TestGoroutinesAsyncPreempt(t *testing.T) {
 	testutil.RequirePtrace(t)
 	t.Setenv("GOMAXPROCS", "1")
@@ -210,9 +212,23 @@ func TestGoroutinesAsyncPreempt(t *testing.T) {
 	}
 	defer p.Close()
 	ms := NewModules(l, 0)
-	sawPreempted, sawRunning := false, false
-	for round := 0; round < 500 && !(sawPreempted && sawRunning); round++ {
+	sawPreempted, sawRunning, sawVDSO := false, false, false
+	for round := 0; round < 1000 && !(sawPreempted && sawRunning && sawVDSO); round++ {
 		for _, st := range walkAll(t, p, ms) {
+			if st.From == "vdso" {
+				var names []string
+				for _, fr := range st.Frames {
+					names = append(names, fr.Func)
+				}
+				joined := strings.Join(names, " <- ")
+				if st.Incomplete != "" || !strings.Contains(joined, "main.clock") || names[len(names)-1] != "runtime.goexit" {
+					t.Fatalf("goroutine %d in a vDSO call: %s (%s)", st.G.ID, joined, st.Incomplete)
+				}
+				if !sawVDSO {
+					t.Logf("goroutine %d in a vDSO call: %s", st.G.ID, joined)
+				}
+				sawVDSO = true
+			}
 			if st.From == "thread" && len(st.Frames) > 0 && st.Frames[0].Func == "main.spin" {
 				if st.Incomplete != "" || st.Frames[len(st.Frames)-1].Func != "runtime.goexit" {
 					t.Fatalf("running goroutine %d: stack from its thread does not reach goexit: %s", st.G.ID, st.Incomplete)
@@ -243,5 +259,8 @@ func TestGoroutinesAsyncPreempt(t *testing.T) {
 	}
 	if !sawRunning {
 		t.Error("no goroutine was seen running main.spin on its thread")
+	}
+	if !sawVDSO {
+		t.Error("no goroutine was seen inside a vDSO call from main.clock")
 	}
 }

@@ -179,7 +179,8 @@ type Stack struct {
 	G      G
 	Frames []Frame
 	// From says where the walk started: "thread" (a running goroutine's
-	// thread registers), "syscall" (syscallpc/sp), "sched" (its saved
+	// thread registers), "vdso" (m.vdsoPC/SP, for one in a vDSO call on
+	// the system stack), "syscall" (syscallpc/sp), "sched" (its saved
 	// registers).
 	From string
 	// Incomplete says why the walk stopped before the stack's end ("" if
@@ -260,6 +261,11 @@ func (ms *Modules) start(mem Mem, g G, regs map[int]ThreadRegs) (Stack, startPoi
 		}
 		if r.SP >= g.StackLo && r.SP < g.StackHi {
 			pc, sp, st.From = r.PC, r.SP, "thread"
+		} else if vpc, vsp := ms.inVDSO(mem, g); vsp != 0 {
+			// In a vDSO call (nanotime, walltime), which runs on
+			// the system stack without saving g.sched: the runtime
+			// left where the goroutine's own stack is in m.
+			pc, sp, exact, st.From = vpc, vsp, false, "vdso"
 		} else if !ms.onSystemStack(mem, g, r.SP) {
 			st.Incomplete = fmt.Sprintf("running on thread %d, whose sp %#x is neither on the goroutine's stack nor on the thread's system stack (in a signal handler?)", g.Tid, r.SP)
 			return st, startPoint{}
@@ -286,6 +292,26 @@ func (ms *Modules) walk(mem Mem, st Stack, s startPoint, stack []byte) Stack {
 	g := st.G
 	st.Frames, st.Incomplete = ms.unwind(mem, s.pc, s.sp, s.exact, g.StackHi, stack, st.From == "sched")
 	return st
+}
+
+// inVDSO returns m.vdsoPC and m.vdsoSP of g's m (sp 0: not in a vDSO
+// call).
+func (ms *Modules) inVDSO(mem Mem, g G) (pc, sp uint64) {
+	if g.M == 0 {
+		return 0, 0
+	}
+	var b [8]byte
+	if _, err := mem.ReadAt(b[:], int64(g.M)+int64(ms.L.M.VdsoSP)); err != nil {
+		return 0, 0
+	}
+	sp = binary.LittleEndian.Uint64(b[:])
+	if sp == 0 || sp < g.StackLo || sp >= g.StackHi {
+		return 0, 0
+	}
+	if _, err := mem.ReadAt(b[:], int64(g.M)+int64(ms.L.M.VdsoPC)); err != nil {
+		return 0, 0
+	}
+	return binary.LittleEndian.Uint64(b[:]), sp
 }
 
 // onSystemStack reports whether sp lies on the g0 stack of g's m (the

@@ -4,7 +4,9 @@
 // Usage: goparked N [spin] (prints "ready" once all N are parked, then
 // sleeps until killed). With "spin", two more goroutines spin in main.spin
 // without a call, so that the runtime must preempt them asynchronously
-// (with GOMAXPROCS=1 they take turns through runtime.asyncPreempt).
+// (with GOMAXPROCS=1 they take turns through runtime.asyncPreempt), and
+// one more reads the clock in a loop in main.clock (time.Now: a vDSO call
+// on the thread's system stack).
 package main
 
 import (
@@ -18,6 +20,15 @@ import (
 var block = make(chan struct{})
 
 var sink uint64
+
+//go:noinline
+func clock() {
+	for {
+		if time.Now().UnixNano() == 0 {
+			sink++
+		}
+	}
+}
 
 //go:noinline
 func spin(seed uint64) {
@@ -61,6 +72,7 @@ func main() {
 	if len(os.Args) > 2 && os.Args[2] == "spin" {
 		go spin(1)
 		go spin(2)
+		go clock()
 	}
 	fmt.Println("ready")
 	for {
