@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"sort"
 	"strconv"
+	"strings"
 
 	"golang.org/x/arch/x86/x86asm"
 
@@ -31,11 +32,41 @@ func (g *goImage) codeRef(u *unit, pc uint64, inst *x86asm.Inst, target uint64) 
 		u.refs = append(u.refs, t)
 		return t + "+" + strconv.FormatUint(target-s.addr, 10)
 	case goROAnon, goGCBits:
+		// A jump table (LEAQ table(IP), R; JMP (R)(idx*8)): the
+		// offsets it leads to in this function, which are branch
+		// targets of it too.
+		if inst.Op == x86asm.LEA {
+			var offs []string
+			for a := target; ; a += 8 {
+				p, _, ok := g.ptr(a)
+				if !ok && !g.pie {
+					// A default build's table holds bare addresses
+					// inside the function, which ptr only takes
+					// for entries.
+					p, ok = g.u64(a)
+				}
+				if !ok || !u.inUnit(p) {
+					break
+				}
+				u.targets = append(u.targets, branch{pc, p})
+				offs = append(offs, strconv.FormatUint(p-u.sym.addr, 10))
+			}
+			if len(offs) > 0 {
+				return "jt:" + strings.Join(offs, ",")
+			}
+		}
 		// A load reads what its operand's size says, no more.
 		if inst.Op != x86asm.LEA && inst.MemBytes > 0 && inst.MemBytes <= 64 {
 			if d := g.b.read(target, uint64(inst.MemBytes)); d != nil {
 				return "lit:" + hex.EncodeToString(d)
 			}
+		}
+		// The address of a value whose type the code names next to it
+		// (an interface built from a constant, a comparison with one):
+		// the type's size is the value's.
+		g.scanStrings()
+		if n, ok := g.anonLen[pc]; ok {
+			return "val:" + strconv.Quote(string(g.render(target, target+n, 1)))
 		}
 	case goString:
 		g.scanStrings()
@@ -93,7 +124,7 @@ func writes(in *x86dec.Inst, r x86asm.Reg) bool {
 // LEAQ, or the constant stored 8 bytes past where R is stored (a string
 // header built in memory). -1 if none is found within a few instructions
 // on either side, without a branch between.
-func strLen(insts []goInst, i int) int64 {
+func strLen(insts []goInst, i int, wb func(uint64) bool) int64 {
 	in := &insts[i].in
 	if in.Op != x86asm.LEA {
 		return -1
@@ -171,12 +202,35 @@ func strLen(insts []goInst, i int) int64 {
 			return n
 		}
 	}
-	for j := i - 1; j >= 0 && j >= i-window && !goBranch(insts[j].in.Op); j-- {
+	// Backwards the length store may precede a write barrier: the
+	// barrier's conditional jump and its call (which keeps every
+	// register) do not end this search.
+	for j := i - 1; j >= 0 && j >= i-2*window; j-- {
+		c := &insts[j].in
+		if goBranch(c.Op) && c.Op != x86asm.JMP && c.Op != x86asm.CALL && c.Op != x86asm.RET && c.Op != x86asm.UD2 && c.Op != x86asm.INT {
+			continue // a conditional branch
+		}
+		if c.Op == x86asm.CALL && wb != nil && c.RelSize > 0 && wb(c.Target) {
+			continue
+		}
+		if goBranch(c.Op) {
+			break
+		}
 		if n, ok := lenAt(j); ok {
 			return n
 		}
+		if writes(c, store.Base) {
+			break
+		}
 	}
 	return -1
+}
+
+// isWriteBarrier reports whether addr is the entry of one of the runtime's
+// write-barrier helpers, which preserve every general register.
+func (g *goImage) isWriteBarrier(addr uint64) bool {
+	s := g.b.symbolAt(addr)
+	return s != nil && s.addr == addr && strings.HasPrefix(s.name, "runtime.gcWriteBarrier")
 }
 
 // decodeFunc decodes a function symbol's code, up to the first byte that
@@ -206,8 +260,10 @@ func (g *goImage) scanStrings() {
 	}
 	g.scanned = true
 	g.codeLen = map[uint64]int64{}
+	g.anonLen = map[uint64]uint64{}
 	bounds := map[uint64]bool{}
 	anon := map[uint64]bool{}
+	rw := map[uint64]bool{}
 	for _, s := range g.b.syms {
 		if !s.fn {
 			continue
@@ -219,13 +275,24 @@ func (g *goImage) scanStrings() {
 				continue
 			}
 			if !g.strs.has(in.Target) {
-				if k, _ := g.where(in.Target); k == goROAnon || k == goGCBits {
+				k, _ := g.where(in.Target)
+				if k == goRWAnon {
+					rw[in.Target] = true
+				}
+				if k == goROAnon || k == goGCBits {
 					anon[in.Target] = true
+					if n := g.valueSize(insts, i); n > 0 {
+						g.anonLen[insts[i].pc] = n
+					} else if n := strLen(insts, i, g.isWriteBarrier); n >= 0 {
+						// String bytes the linker put among its
+						// content-addressed constants.
+						g.anonLen[insts[i].pc] = uint64(n)
+					}
 				}
 				continue
 			}
 			bounds[in.Target] = true
-			if n := strLen(insts, i); n >= 0 && in.Target+uint64(n) <= g.strs.hi {
+			if n := strLen(insts, i, g.isWriteBarrier); n >= 0 && in.Target+uint64(n) <= g.strs.hi {
 				g.codeLen[insts[i].pc] = n
 				bounds[in.Target+uint64(n)] = true
 			}
@@ -238,6 +305,9 @@ func (g *goImage) scanStrings() {
 		}
 		if g.gcbits.has(p) {
 			anon[p] = true // a type's GC mask
+		}
+		if k, _ := g.where(p); k == goRWAnon {
+			rw[p] = true
 		}
 		if !g.strs.has(p) {
 			return
@@ -271,6 +341,10 @@ func (g *goImage) scanStrings() {
 		g.anonBounds = append(g.anonBounds, a)
 	}
 	sort.Slice(g.anonBounds, func(i, j int) bool { return g.anonBounds[i] < g.anonBounds[j] })
+	for a := range rw {
+		g.rwBounds = append(g.rwBounds, a)
+	}
+	sort.Slice(g.rwBounds, func(i, j int) bool { return g.rwBounds[i] < g.rwBounds[j] })
 }
 
 // goValue is a Go data object's initial value with every pointer replaced
@@ -289,7 +363,7 @@ func goLinkerTable(name string) bool {
 	switch name {
 	case "runtime.firstmoduledata", "runtime.lastmoduledatap", "runtime.textsectionmap", "runtime.itablink",
 		"runtime.typelink", "runtime.modinfo", "runtime.modinfo.str", "runtime.buildVersion", "runtime.buildVersion.str",
-		"runtime.findfunctab", "runtime.pclntab", "runtime.gcdata", "runtime.gcbss", "runtime.pcheader", "go:buildinfo", "go:buildinfo.ref":
+		"runtime.findfunctab", "runtime.pclntab", "runtime.runtime_inittasks", "runtime.gcdata", "runtime.gcbss", "runtime.pcheader", "go:buildinfo", "go:buildinfo.ref":
 		return true
 	}
 	return false
@@ -312,4 +386,49 @@ func (d *differ) goChecks() {
 	if d.new.b.f.Type != elf.ET_DYN {
 		d.r.Warnings = append(d.r.Warnings, "NEW is a default (non-PIE) Go build: to apply the patch, build NEW again with -buildmode=pie (graft loads that build's code next to the running program)")
 	}
+}
+
+// valueSize is the size of the value whose address insts[i] takes (LEAQ
+// of anonymous read-only data), from the type descriptor or itab the code
+// takes the address of, or compares with, within a few instructions
+// before it: an interface made of a constant (type, then data) or the
+// comparison of an interface with one (itab, then ifaceeq's data). 0 if
+// there is none.
+func (g *goImage) valueSize(insts []goInst, i int) uint64 {
+	if insts[i].in.Op != x86asm.LEA {
+		return 0
+	}
+	for j := i - 1; j >= 0 && j >= i-12; j-- {
+		in := &insts[j].in
+		if in.RelSize == 0 {
+			if goBranch(in.Op) {
+				return 0
+			}
+			continue
+		}
+		if in.Op == x86asm.JMP || in.Op == x86asm.CALL {
+			return 0
+		}
+		t := in.Target
+		typ := uint64(0)
+		if k, s := g.where(t); k == goType {
+			typ = t
+		} else if k == goROSym && strings.HasPrefix(s.name, "go:itab.") && t == s.addr {
+			if p, _, ok := g.ptr(t + 8); ok && g.types.has(p) {
+				typ = p
+			}
+		}
+		if typ == 0 {
+			continue // a conditional branch: this is its fall-through path
+		}
+		if g.typeIdent(typ, 0) == "" {
+			return 0
+		}
+		size, ok := g.u64(typ)
+		if !ok || size == 0 || size > 4096 {
+			return 0
+		}
+		return size
+	}
+	return 0
 }

@@ -56,6 +56,10 @@ type goImage struct {
 	strs      addrRange // string literals
 	funcdesc  []addrRange
 	gcbits    addrRange
+	// dataMask is the pointer mask of .data (from runtime.gcdata), one
+	// bit per word from dataLo.
+	dataLo   uint64
+	dataMask []byte
 	// idents caches typeIdent per address.
 	idents map[uint64]string
 	// values caches objValueHash per symbol.
@@ -67,11 +71,15 @@ type goImage struct {
 	// known start and end of a string, sorted.
 	scanned   bool
 	codeLen   map[uint64]int64
+	anonLen   map[uint64]uint64
 	strBounds []uint64
 	// anonBounds are the addresses of anonymous read-only data that code
 	// refers to, sorted: one such object ends at the latest where the
 	// next one starts.
 	anonBounds []uint64
+	// rwBounds are the addresses of unnamed writable data that code or
+	// data refers to, sorted.
+	rwBounds []uint64
 }
 
 // goNumbered matches the compiler's per-package numbered symbols, whose
@@ -141,13 +149,31 @@ func newGoImage(b *Binary) *goImage {
 	if a, ok := marks["go:string.*"]; ok {
 		g.strs = addrRange{a, end(a)}
 	}
-	for _, n := range []string{"go:funcdesc", "go:funcdescrel"} {
-		if a, ok := marks[n]; ok {
-			g.funcdesc = append(g.funcdesc, addrRange{a, end(a)})
-		}
-	}
 	if a, ok := marks["runtime.gcbits.*"]; ok {
 		g.gcbits = addrRange{a, end(a)}
+	}
+	if lo, ok := marks["runtime.data"]; ok {
+		for _, s := range b.syms {
+			if s.name == "runtime.gcdata" {
+				if sec := b.section(lo); sec != nil {
+					g.dataLo = lo
+					g.dataMask = gcProgMask(b.read(s.addr, s.size), (sec.Addr+sec.Size-lo+7)/8)
+				}
+			}
+		}
+	}
+	for _, n := range []string{"go:funcdesc", "go:funcdescrel"} {
+		if a, ok := marks[n]; ok {
+			r := addrRange{a, end(a)}
+			// An empty group shares its address with the next one (a
+			// PIE's go:funcdesc, whose funcvals are in go:funcdescrel).
+			if g.gcbits.lo >= a && g.gcbits.lo < r.hi {
+				r.hi = g.gcbits.lo
+			}
+			if r.hi > r.lo {
+				g.funcdesc = append(g.funcdesc, r)
+			}
+		}
 	}
 	return g
 }
@@ -176,14 +202,121 @@ func (g *goImage) ptr(addr uint64) (target uint64, sym string, ok bool) {
 			return uint64(r.addend), "", true
 		}
 	}
-	if g.pie {
+	// A default build has no relocations; a PIE leaves some pointers
+	// without one too (itab slots of methods the linker found
+	// unreachable hold runtime.unreachableMethod's link-time address).
+	v, ok := g.u64(addr)
+	if !ok || v < g.lo || v >= g.hi {
 		return 0, "", false
 	}
-	v, ok := g.u64(addr)
-	if !ok || v < g.lo || v >= g.hi || !g.plausible(v) {
+	if g.pie {
+		if s := g.b.symbolAt(v); s != nil && s.fn && s.addr == v {
+			return v, "", true
+		}
+		return 0, "", false
+	}
+	// Writable data says which words are pointers: .noptrdata none,
+	// .data those of its GC mask.
+	if sec := g.b.section(addr); sec != nil && sec.Flags&elf.SHF_WRITE != 0 {
+		switch {
+		case sec.Name == ".noptrdata":
+			// No Go pointers, but code addresses held as uintptr
+			// (a package's inittask lists its init functions).
+			if s := g.b.symbolAt(v); s != nil && s.fn && s.addr == v {
+				return v, "", true
+			}
+			return 0, "", false
+		case g.dataMask != nil && addr >= g.dataLo && (addr-g.dataLo)/8 < uint64(len(g.dataMask))*8:
+			i := (addr - g.dataLo) / 8
+			if g.dataMask[i/8]&(1<<(i%8)) == 0 {
+				// Pointers the collector need not see: an
+				// interface's itab, type pointers past the declared
+				// type (an interface switch's cases beyond the
+				// first), code addresses.
+				if g.types.has(v) {
+					if _, id := g.typeAt(v); id != "" {
+						return v, "", true
+					}
+				}
+				if s := g.b.symbolAt(v); s != nil && (s.addr == v && (s.fn || strings.HasPrefix(s.name, "go:itab."))) {
+					return v, "", true
+				}
+				return 0, "", false
+			}
+			return v, "", true
+		}
+	}
+	if !g.plausible(v) {
+		return 0, "", false
+	}
+	// Read-only data of a default build pointing at zero-initialised
+	// globals is rare; integers of pointer-free tables (masks) that land
+	// in the large .bss/.noptrbss are not.
+	if sec := g.b.section(v); sec != nil && sec.Type == elf.SHT_NOBITS {
 		return 0, "", false
 	}
 	return v, "", true
+}
+
+// gcProgMask runs a GC program (runtime.gcdata: the pointer words of
+// the .data section) into a pointer mask of 1 bit per word: a byte
+// 0x01..0x7f emits that many literal bits from the bytes that follow; a
+// byte 0x80|n (n = 0: a varint follows) repeats the last n bits a
+// varint count of times; 0 ends it. nil on a malformed program.
+func gcProgMask(prog []byte, words uint64) []byte {
+	mask := make([]byte, (words+7)/8)
+	var n uint64 // bits emitted
+	bit := func(i uint64) byte { return (mask[i/8] >> (i % 8)) & 1 }
+	set := func(b byte) bool {
+		if n >= words {
+			return b == 0
+		}
+		mask[n/8] |= b << (n % 8)
+		n++
+		return true
+	}
+	for p := 0; p < len(prog); {
+		x := prog[p]
+		p++
+		if x == 0 {
+			return mask
+		}
+		if x&0x80 == 0 {
+			c := uint64(x)
+			for i := uint64(0); i < c; i++ {
+				if p+int(i/8) >= len(prog) {
+					return nil
+				}
+				if !set((prog[p+int(i/8)] >> (i % 8)) & 1) {
+					return nil
+				}
+			}
+			p += int((c + 7) / 8)
+			continue
+		}
+		size := uint64(x & 0x7f)
+		if size == 0 {
+			v, w := binary.Uvarint(prog[p:])
+			if w <= 0 {
+				return nil
+			}
+			size, p = v, p+w
+		}
+		count, w := binary.Uvarint(prog[p:])
+		if w <= 0 || size == 0 || size > n {
+			return nil
+		}
+		p += w
+		start := n - size
+		for r := uint64(0); r < count; r++ {
+			for i := uint64(0); i < size; i++ {
+				if !set(bit(start + i)) {
+					return nil
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // plausible says whether a word of a default build's data that lies in the
@@ -442,7 +575,29 @@ func (g *goImage) denote(addr uint64, lenHint int64, depth int) string {
 	case goROAnon:
 		return "anon:" + g.anonValue(addr, depth)
 	case goRWAnon:
-		return "rw:" + g.near(addr)
+		// Unnamed initialised data (the backing array of a package's
+		// slice literal) by its initial bytes up to the next object;
+		// unnamed zeroed data by its place.
+		sec := g.b.section(addr)
+		if sec == nil || sec.Type == elf.SHT_NOBITS {
+			return "rw:" + g.near(addr)
+		}
+		g.scanStrings()
+		end := min(sec.Addr+sec.Size, addr+256)
+		if i := sort.Search(len(g.b.syms), func(i int) bool { return g.b.syms[i].addr > addr }); i < len(g.b.syms) {
+			end = min(end, g.b.syms[i].addr)
+		}
+		if i := sort.Search(len(g.rwBounds), func(i int) bool { return g.rwBounds[i] > addr }); i < len(g.rwBounds) {
+			end = min(end, g.rwBounds[i])
+		}
+		if depth > 3 || g.busy[addr] {
+			return "rw:" + sec.Name + ":@"
+		}
+		g.busy[addr] = true
+		v := g.render(addr, end, depth)
+		delete(g.busy, addr)
+		sum := sha256.Sum256(v)
+		return "rw:" + sec.Name + ":" + hex.EncodeToString(sum[:8])
 	}
 	return "abs?" + strconv.FormatUint(addr, 16)
 }

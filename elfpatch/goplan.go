@@ -444,7 +444,15 @@ func (pl *goPlanner) classify(fn string, rd GoRedirect) {
 		}
 		pl.refuse(fn, "%s refers to unnamed read-only data at %#x (%s) holding pointers to what OLD owns; it has no name to find OLD's copy by", fn, t, lg.near(t))
 	case goRWAnon:
-		pl.refuse(fn, "%s refers to unnamed writable data at %#x (%s); it has no name to find OLD's copy by", fn, t, lg.near(t))
+		// Unnamed data (a package's static composite literals, which
+		// its init fills in) is found by the named object before it
+		// and the distance, when OLD has the same object before an
+		// unnamed gap at that distance.
+		if a, ok := pl.oldNear(t); ok {
+			pl.redirect(rd, "global", lg.near(t), a)
+			return
+		}
+		pl.refuse(fn, "%s refers to unnamed writable data at %#x (%s) and OLD has no unnamed data at the same place after the same object", fn, t, lg.near(t))
 	default:
 		pl.refuse(fn, "%s refers to %#x, outside any section of %s", fn, t, pl.load.path)
 	}
@@ -528,6 +536,19 @@ func (pl *goPlanner) keepable(hi, lo uint64, depth int) bool {
 // group or section end (at most 512 bytes). Past the object's real end
 // the extent only makes a neighbour's change count too.
 func (g *goImage) anonEnd(addr uint64) uint64 {
+	// A jump table: consecutive addresses into one function.
+	if p, _, ok := g.ptr(addr); ok {
+		if f := g.b.symbolAt(p); f != nil && f.fn {
+			end := addr + 8
+			for ; ; end += 8 {
+				q, _, ok := g.ptr(end)
+				if !ok || q < f.addr || q >= f.addr+f.size {
+					break
+				}
+			}
+			return end
+		}
+	}
 	if p, _, ok := g.ptr(addr); ok && g.strs.has(p) {
 		if _, _, isPtr := g.ptr(addr + 8); !isPtr {
 			if l, ok := g.u64(addr + 8); ok && l < 1<<20 && p+l <= g.strs.hi {
@@ -552,4 +573,45 @@ func (g *goImage) anonEnd(addr uint64) uint64 {
 		}
 	}
 	return end
+}
+
+// oldNear finds OLD's twin of unnamed writable data at t in load: the
+// named object before t in its section, its OLD twin of the same size,
+// and at the same distance after it an address of OLD that is unnamed
+// data too, in a section of the same name.
+func (pl *goPlanner) oldNear(t uint64) (uint64, bool) {
+	lb, ob := pl.load, pl.old
+	sec := lb.section(t)
+	i := sort.Search(len(lb.syms), func(i int) bool { return lb.syms[i].addr > t }) - 1
+	if sec == nil || i < 0 || lb.syms[i].addr < sec.Addr {
+		return 0, false
+	}
+	s := lb.syms[i]
+	o := pl.oldByName[s.key()]
+	if o == nil || o.fn || o.size != s.size {
+		return 0, false
+	}
+	a := o.addr + (t - s.addr)
+	osec := ob.section(a)
+	if osec == nil || osec.Name != sec.Name || ob.symbolAt(a) != nil {
+		return 0, false
+	}
+	// The unnamed gap after the object must be the same in both: as
+	// long, with the same initial contents (pointers denoted), else
+	// the distance may lead to another object.
+	nextL, nextO := sec.Addr+sec.Size, osec.Addr+osec.Size
+	if j := sort.Search(len(lb.syms), func(j int) bool { return lb.syms[j].addr > s.addr }); j < len(lb.syms) {
+		nextL = min(nextL, lb.syms[j].addr)
+	}
+	if j := sort.Search(len(ob.syms), func(j int) bool { return ob.syms[j].addr > o.addr }); j < len(ob.syms) {
+		nextO = min(nextO, ob.syms[j].addr)
+	}
+	gapL, gapO := s.addr+s.size, o.addr+o.size
+	if a >= nextO || nextL-gapL != nextO-gapO || nextL-gapL > 1<<16 {
+		return 0, false
+	}
+	if string(pl.lg.render(gapL, nextL, 1)) != string(pl.og.render(gapO, nextO, 1)) {
+		return 0, false
+	}
+	return a, true
 }

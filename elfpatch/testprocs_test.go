@@ -180,20 +180,7 @@ var expectedVerdict = map[string]Verdict{
 	"sshd v5->v6": VerdictRefused,
 }
 
-// goImprecise bounds what the diff still reports beyond the documented
-// change on Go pairs whose default builds move code and data around
-// (testprocs/goserver/VERSIONS.md, "What graft's diff reports"): at most
-// so many spurious functions and globals, each logged. Every documented
-// change must still be reported: recall stays exact.
-var goImprecise = map[string][2]int{
-	"goserver v5->v6":  {25, 9},
-	"goserver v8->v9":  {13, 360},
-	"goserver v9->v10": {6, 0},
-}
-
 func checkDocumented(t *testing.T, p documentedPair, old, new *Binary, r *Report) {
-	bound, imprecise := goImprecise[fmt.Sprintf("%s v%d->v%d", p.prog, p.old, p.new)]
-	spuriousF, spuriousG := 0, 0
 	funcs, globals, types := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for _, n := range p.names {
 		switch {
@@ -216,11 +203,6 @@ func checkDocumented(t *testing.T, p documentedPair, old, new *Binary, r *Report
 	for _, f := range append(append(append([]Func{}, r.Changed...), r.Added...), r.Removed...) {
 		reported[f.Name] = true
 		if !funcs[f.Name] {
-			if imprecise {
-				spuriousF++
-				t.Logf("known imprecision: spurious function change: %s", f.Name)
-				continue
-			}
 			t.Errorf("spurious function change: %s (documented: %v)", f.Name, p.names)
 		}
 	}
@@ -233,10 +215,6 @@ func checkDocumented(t *testing.T, p documentedPair, old, new *Binary, r *Report
 	for _, g := range r.Globals {
 		reportedG[g.Name] = true
 		if !globals[g.Name] {
-			if imprecise {
-				spuriousG++
-				continue
-			}
 			t.Errorf("spurious global change: %s %v", g.Name, g.Changes)
 		}
 	}
@@ -244,9 +222,6 @@ func checkDocumented(t *testing.T, p documentedPair, old, new *Binary, r *Report
 		if !reportedG[g] {
 			t.Errorf("documented global %s not reported", g)
 		}
-	}
-	if imprecise && (spuriousF > bound[0] || spuriousG > bound[1]) {
-		t.Errorf("%d spurious functions and %d spurious globals, more than the known %d and %d", spuriousF, spuriousG, bound[0], bound[1])
 	}
 	reportedT := map[string]bool{}
 	for _, ty := range r.Types {
