@@ -415,18 +415,15 @@ func startFreshCounts(t *testing.T, port, n int, l *goLoad) *freshCounts {
 // on every handler, checks each version's answers, then reverts one patch
 // and then all. Each Go patch is made against the running executable and
 // redirects everything changed since, over the jumps in place. The running
-// program is a PIE: with a default build, the offline diff of v1 against
-// v6 still reports standard-library functions no source change touched
-// (elfpatch's goImprecise) and refuses them, so TestGoLiveVersionsDefault
-// stops at v5.
+// program is a PIE here, a default build in TestGoLiveVersionsDefault.
 func TestGoLiveVersions(t *testing.T) {
 	goLiveVersions(t, "-pie", 8)
 }
 
-// TestGoLiveVersionsDefault is TestGoLiveVersions on a default build, v1
-// to v5.
+// TestGoLiveVersionsDefault is TestGoLiveVersions on a default build (NEW
+// diffed as a default build, loaded as a PIE).
 func TestGoLiveVersionsDefault(t *testing.T) {
-	goLiveVersions(t, "", 5)
+	goLiveVersions(t, "", 8)
 }
 
 func goLiveVersions(t *testing.T, suffix string, upto int) {
@@ -582,9 +579,19 @@ func TestGoLiveCountGo125PIE(t *testing.T) {
 // through an interface (the itab's pointer wrapper inlines it): the live
 // patch redirects both, the greeting gains its '!', revert takes it away.
 func TestGoLiveInterfaceMethod(t *testing.T) {
+	goLiveInterfaceMethod(t, "-pie")
+}
+
+// TestGoLiveInterfaceMethodDefault is TestGoLiveInterfaceMethod with the
+// running program a default build.
+func TestGoLiveInterfaceMethodDefault(t *testing.T) {
+	goLiveInterfaceMethod(t, "")
+}
+
+func goLiveInterfaceMethod(t *testing.T, suffix string) {
 	testutil.RequirePtrace(t)
 	t.Setenv("GOGC", "1")
-	srv, port := testutil.StartServer(t, "goserver-v9-pie")
+	srv, port := testutil.StartServer(t, "goserver-v9"+suffix)
 	load := startGoLoad(t, port, 16, 4)
 	hello := func() string {
 		t.Helper()
@@ -600,7 +607,11 @@ func TestGoLiveInterfaceMethod(t *testing.T) {
 		t.Fatalf("v9 /hello: %q", got)
 	}
 	ctx := context.Background()
-	res, err := Apply(ctx, srv.Pid, Source{NewBinary: testutil.Build(t, "goserver-v10-pie")}, ApplyOptions{Timeout: 10 * time.Second})
+	src := Source{NewBinary: testutil.Build(t, "goserver-v10"+suffix)}
+	if suffix == "" {
+		src.GoPIE = testutil.Build(t, "goserver-v10-pie")
+	}
+	res, err := Apply(ctx, srv.Pid, src, ApplyOptions{Timeout: 10 * time.Second})
 	if err != nil {
 		load.finish(t)
 		t.Fatalf("apply v10: %v", err)
