@@ -151,6 +151,9 @@ func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOpti
 	if err := sys.checkPid(pid); err != nil {
 		return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
 	}
+	if err := goPatchFits(sys.isGo != nil && sys.isGo(pid), pt); err != nil {
+		return nil, fmt.Errorf("apply patch %s to pid %d: %w", pt.ID, pid, err)
+	}
 	maps, err := sys.readMaps(pid)
 	if err != nil {
 		return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)

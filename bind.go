@@ -40,6 +40,7 @@ func defaultSystem() (*system, error) {
 		},
 		newChecker: newChecker,
 		plan:       planJump,
+		isGo:       func(pid int) bool { return isGoExecutable(fmt.Sprintf("/proc/%d/exe", pid)) },
 		openMem: func(pid int) (memReader, error) {
 			f, err := procMem(pid)
 			if err != nil {

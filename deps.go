@@ -117,6 +117,8 @@ type system struct {
 	// plan encodes the jump from entry to target over code (the
 	// function's original bytes at entry).
 	plan func(code []byte, entry, target uint64) (site, error)
+	// isGo reports whether pid runs a Go program (nil: never).
+	isGo func(pid int) bool
 	// openMem reads the target's memory without attaching (/proc/PID/mem).
 	openMem func(pid int) (memReader, error)
 	// symbols reads the symbol table of an ELF file with the given

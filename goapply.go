@@ -28,6 +28,19 @@ import (
 // The module is never unlinked and the image never unmapped, not even by
 // revert (which restores the entry bytes): a goroutine or a closure may
 // still hold NEW's code, and the runtime has no way to forget a module.
+// The record keeps reverted Go images (State.Retained) so nothing takes
+// them for orphans.
+//
+// Order in the pause: every goroutine checked (goChecker, over
+// safepoint.GoUnwinder), the record written, the module linked, the jumps
+// written. A graft killed in between leaves at worst a recorded patch
+// whose module is linked and whose jumps are not all in: revert finishes
+// it, and the image stays.
+//
+// Stacking: a Go patch is always made against the running executable
+// (NEW against /proc/PID/exe) and redirects every function NEW changed
+// since that build, over whatever jump is there; so it needs no symbols of
+// earlier images, and reverting it puts the previous patch's jumps back.
 
 // goInfo is what a Go patch needs besides its image.
 type goInfo struct {
@@ -132,7 +145,7 @@ func goFuncs(p *elfpatch.GoPlan) []loader.GoFunc {
 	}
 	for _, r := range p.Kept {
 		if i, ok := idx[r.Func]; ok {
-			out[i].Refs = append(out[i].Refs, loader.GoRef{Off: r.Field, PCNext: r.End, Keep: true, Symbol: r.What})
+			out[i].Refs = append(out[i].Refs, loader.GoRef{Off: r.Field, PCNext: r.End, Keep: true, Symbol: r.What, New: r.Target})
 		}
 	}
 	return out
@@ -149,12 +162,24 @@ func linkGoModule(p proc, g *goInfo, bias, md uint64) (unlink func() error, err 
 		return nil, fmt.Errorf("read runtime.lastmoduledatap at %#x: %w", lmp, err)
 	}
 	last := binary.LittleEndian.Uint64(b[:])
-	nextAt := last + uint64(g.NextOff)
-	if _, err := p.ReadAt(b[:], int64(nextAt)); err != nil {
-		return nil, fmt.Errorf("read the last module's next at %#x: %w", nextAt, err)
-	}
-	if n := binary.LittleEndian.Uint64(b[:]); n != 0 {
-		return nil, fmt.Errorf("the runtime's last module (%#x) has next %#x: the module list is not as the runtime keeps it", last, n)
+	// lastmoduledatap's module is the end of the chain, unless a graft
+	// was killed between the two stores of an earlier link: then the
+	// chain goes on into that graft's module, whose image the record
+	// keeps; append after the true end.
+	var nextAt uint64
+	for hops := 0; ; hops++ {
+		if hops == 1024 {
+			return nil, fmt.Errorf("the Go runtime's module list from %#x does not end (damaged?)", last)
+		}
+		nextAt = last + uint64(g.NextOff)
+		if _, err := p.ReadAt(b[:], int64(nextAt)); err != nil {
+			return nil, fmt.Errorf("read the next of module %#x at %#x: %w", last, nextAt, err)
+		}
+		n := binary.LittleEndian.Uint64(b[:])
+		if n == 0 {
+			break
+		}
+		last = n
 	}
 	put := func(addr, v uint64) error {
 		binary.LittleEndian.PutUint64(b[:], v)
@@ -241,4 +266,21 @@ func GoUnwinder(pid int) (g *safepoint.GoUnwinder, ok bool, err error) {
 		return nil, ok, err
 	}
 	return c.(*goChecker).g, true, nil
+}
+
+// ErrGoNeedsNew refuses a patch without a Go module record (a patch file)
+// for a Go program: its code would be unknown to the runtime, which throws
+// at the first stack growth through it.
+var ErrGoNeedsNew = errors.New("pid runs a Go program, and a patch file carries no module record for the Go runtime: apply with --new NEW (and --go-pie NEWPIE for a default build)")
+
+// goPatchFits refuses a non-Go patch for a Go program and a Go patch for
+// anything else.
+func goPatchFits(isGo bool, pt *Patch) error {
+	switch {
+	case isGo && pt.Go == nil:
+		return ErrGoNeedsNew
+	case !isGo && pt.Go != nil:
+		return errors.New("a Go patch for a process that does not run a Go program")
+	}
+	return nil
 }

@@ -154,7 +154,8 @@ func noThrow(t *testing.T, stderr string) {
 // applied again under load. Every request answered, each /count value
 // handed out once per version, the counter exact, no runtime throw, and
 // the runtime's own SIGQUIT traceback names v3's source for the new code.
-// The running program is a default (non-PIE) build.
+// A thousand idle keep-alive connections hold a thousand more parked
+// goroutines. The running program is a default (non-PIE) build.
 func TestGoLiveCount(t *testing.T) {
 	goLiveCount(t, "goserver-v2", "goserver-v3", "goserver-v3-pie")
 }
@@ -176,6 +177,14 @@ func goLiveCount(t *testing.T, oldT, newT, pieT string) {
 	t.Setenv("GOGC", "1")
 	t.Setenv("GOTRACEBACK", "all")
 	srv, port := testutil.StartServer(t, oldT)
+	// A thousand more goroutines, parked on idle keep-alive connections:
+	// every safe-point check walks them all.
+	idle := idleConns(t, port, 1000)
+	defer func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	}()
 	load := startGoLoad(t, port, 32, 8)
 	fresh := startFreshCounts(t, port, 16, load)
 	time.Sleep(300 * time.Millisecond)
@@ -398,16 +407,29 @@ func startFreshCounts(t *testing.T, port, n int, l *goLoad) *freshCounts {
 	return f
 }
 
-// TestGoLiveVersions patches a running goserver v1 version by version
-// (v2: an inlined helper's change inside handleKV; v3: a body; v4: a
-// string literal) under GOGC=2 with clients on every handler, checks each
-// version's answers, then reverts one patch and then all. Each Go patch is
-// made against the running executable and redirects everything changed
-// since, over the jumps in place.
+// TestGoLiveVersions patches a running goserver v1 version by version up
+// to v8 (v2: an inlined helper's change inside handleKV; v3: a body; v4: a
+// string literal; v5: a longer literal that moves the others; v6: a new
+// closure calling a standard-library function not linked before; v7: the
+// closure's body; v8: the inlined helper again) under GOGC=2 with clients
+// on every handler, checks each version's answers, then reverts one patch
+// and then all. Each Go patch is made against the running executable and
+// redirects everything changed since, over the jumps in place. The running
+// program is a PIE here, a default build in TestGoLiveVersionsDefault.
 func TestGoLiveVersions(t *testing.T) {
+	goLiveVersions(t, "-pie", 8)
+}
+
+// TestGoLiveVersionsDefault is TestGoLiveVersions on a default build (NEW
+// diffed as a default build, loaded as a PIE).
+func TestGoLiveVersionsDefault(t *testing.T) {
+	goLiveVersions(t, "", 8)
+}
+
+func goLiveVersions(t *testing.T, suffix string, upto int) {
 	testutil.RequirePtrace(t)
 	t.Setenv("GOGC", "2")
-	srv, port := testutil.StartServer(t, "goserver-v1")
+	srv, port := testutil.StartServer(t, "goserver-v1"+suffix)
 	load := startGoLoad(t, port, 16, 4)
 	fresh := startFreshCounts(t, port, 8, load)
 	ctx := context.Background()
@@ -434,22 +456,38 @@ func TestGoLiveVersions(t *testing.T) {
 			t.Errorf("v%d: PUT 20-byte key: %d %q, want %d", v, code, body, wantKV)
 		}
 		wantVer := "goserver/1.0\n"
-		if v >= 4 {
+		if v == 4 {
 			wantVer = "goserver/1.1\n"
+		} else if v >= 5 {
+			wantVer = "goserver/1.2.0\n"
 		}
 		if _, body := do(http.MethodGet, "/version", ""); body != wantVer {
 			t.Errorf("v%d: /version %q, want %q", v, body, wantVer)
 		}
-		if code, body := do(http.MethodGet, "/hello?name=go", ""); code != 200 || body != "hello, go\n" {
-			t.Errorf("v%d: /hello: %d %q", v, code, body)
+		wantHello := map[bool]string{true: "hello, go-pher\n"}[v <= 5]
+		if v == 6 {
+			wantHello = "hello, GO-PHER\n"
+		} else if v >= 7 {
+			wantHello = "hello, GO PHER\n"
+		}
+		if code, body := do(http.MethodGet, "/hello?name=go-pher", ""); code != 200 || body != wantHello {
+			t.Errorf("v%d: /hello: %d %q, want %q", v, code, body, wantHello)
+		}
+		wantSlash := 200
+		if v >= 8 {
+			wantSlash = 400
+		}
+		if code, body := do(http.MethodPut, "/kv?key=/a", "x"); code != wantSlash {
+			t.Errorf("v%d: PUT key /a: %d %q, want %d", v, code, body, wantSlash)
 		}
 	}
 	check(1)
-	for v := 2; v <= 4; v++ {
-		res, err := Apply(ctx, srv.Pid, Source{
-			NewBinary: testutil.Build(t, fmt.Sprintf("goserver-v%d", v)),
-			GoPIE:     testutil.Build(t, fmt.Sprintf("goserver-v%d-pie", v)),
-		}, ApplyOptions{Timeout: 10 * time.Second})
+	for v := 2; v <= upto; v++ {
+		src := Source{NewBinary: testutil.Build(t, fmt.Sprintf("goserver-v%d%s", v, suffix))}
+		if suffix == "" {
+			src.GoPIE = testutil.Build(t, fmt.Sprintf("goserver-v%d-pie", v))
+		}
+		res, err := Apply(ctx, srv.Pid, src, ApplyOptions{Timeout: 10 * time.Second})
 		if err != nil {
 			fresh.stop.Store(true)
 			load.finish(t)
@@ -460,9 +498,9 @@ func TestGoLiveVersions(t *testing.T) {
 		check(v)
 	}
 	if _, err := Revert(ctx, srv.Pid, RevertOptions{Timeout: 10 * time.Second}); err != nil {
-		t.Fatalf("revert v4: %v", err)
+		t.Fatalf("revert v%d: %v", upto, err)
 	}
-	check(3)
+	check(upto - 1)
 	if _, err := Revert(ctx, srv.Pid, RevertOptions{Timeout: 10 * time.Second, All: true}); err != nil {
 		t.Fatalf("revert all: %v", err)
 	}
@@ -530,4 +568,180 @@ func TestGoLiveActiveGoroutine(t *testing.T) {
 		t.Errorf("a refused apply left a mapping:\n%s", maps)
 	}
 	noThrow(t, srv.Stderr())
+}
+
+// TestGoLiveCountGo125PIE is M1 on Go 1.25 with the running program a PIE.
+func TestGoLiveCountGo125PIE(t *testing.T) {
+	goLiveCount(t, "goserver-v2-go125-pie", "goserver-v3-go125-pie", "goserver-v3-go125-pie")
+}
+
+// TestGoLiveInterfaceMethod: goserver v9 -> v10 changes a method called
+// through an interface (the itab's pointer wrapper inlines it): the live
+// patch redirects both, the greeting gains its '!', revert takes it away.
+func TestGoLiveInterfaceMethod(t *testing.T) {
+	goLiveInterfaceMethod(t, "-pie")
+}
+
+// TestGoLiveInterfaceMethodDefault is TestGoLiveInterfaceMethod with the
+// running program a default build.
+func TestGoLiveInterfaceMethodDefault(t *testing.T) {
+	goLiveInterfaceMethod(t, "")
+}
+
+func goLiveInterfaceMethod(t *testing.T, suffix string) {
+	testutil.RequirePtrace(t)
+	t.Setenv("GOGC", "1")
+	srv, port := testutil.StartServer(t, "goserver-v9"+suffix)
+	load := startGoLoad(t, port, 16, 4)
+	hello := func() string {
+		t.Helper()
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/hello?name=go-pher", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if got := hello(); got != "hello, GO PHER\n" {
+		t.Fatalf("v9 /hello: %q", got)
+	}
+	ctx := context.Background()
+	src := Source{NewBinary: testutil.Build(t, "goserver-v10"+suffix)}
+	if suffix == "" {
+		src.GoPIE = testutil.Build(t, "goserver-v10-pie")
+	}
+	res, err := Apply(ctx, srv.Pid, src, ApplyOptions{Timeout: 10 * time.Second})
+	if err != nil {
+		load.finish(t)
+		t.Fatalf("apply v10: %v", err)
+	}
+	t.Logf("v10: %v, pause %d us", res.Functions, res.PauseUS)
+	if got := hello(); got != "hello, GO PHER!\n" {
+		t.Errorf("v10 /hello: %q", got)
+	}
+	if _, err := Revert(ctx, srv.Pid, RevertOptions{Timeout: 10 * time.Second}); err != nil {
+		t.Fatalf("revert: %v", err)
+	}
+	if got := hello(); got != "hello, GO PHER\n" {
+		t.Errorf("reverted /hello: %q", got)
+	}
+	load.finish(t)
+	noThrow(t, srv.Stderr())
+}
+
+// TestGoLiveRefusedNewGlobal: v8 -> v9 adds a global (and a type and its
+// itab) the running program has no storage for: apply refuses naming it
+// and leaves the process untouched.
+func TestGoLiveRefusedNewGlobal(t *testing.T) {
+	testutil.RequirePtrace(t)
+	srv, _ := testutil.StartServer(t, "goserver-v8-pie")
+	_, err := Apply(context.Background(), srv.Pid, Source{NewBinary: testutil.Build(t, "goserver-v9-pie")}, ApplyOptions{Timeout: 5 * time.Second})
+	if err == nil {
+		t.Fatal("v8 -> v9 (a new global) was applied")
+	}
+	if !strings.Contains(err.Error(), "main.defaultGreeter") {
+		t.Fatalf("refusal does not name the new global: %v", err)
+	}
+	t.Logf("refused: %.300s", err)
+	maps, rerr := os.ReadFile(fmt.Sprintf("/proc/%d/maps", srv.Pid))
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if strings.Contains(string(maps), "memfd:graft") {
+		t.Errorf("a refused apply left a mapping:\n%s", maps)
+	}
+	testutil.RequireReleased(t, srv.Pid)
+}
+
+// TestGoLiveDeepRecursion patches main.depth of testprocs/gorecurse, a
+// recursion whose every frame holds the only pointer to a heap node and a
+// 256-byte local: each request grows its goroutine's stack many times
+// with frames of the function on it (the runtime copies them by their
+// pclntab: NEW's after the patch), and GOGC=1 collects while they hold
+// the list. Answers must be exactly v1's or v2's sum, and v2's for every
+// request started after the apply returned.
+func TestGoLiveDeepRecursion(t *testing.T) {
+	const n = 3000
+	goLiveDeep(t, "gorecurse-v1", "gorecurse-v2", n, n*(n+1)/2, n*(n+1))
+}
+
+// TestGoLivePanicRecover: gorecurse v2 -> v3 makes the bottom of the
+// recursion panic and a new function (with a new deferred closure)
+// recover it: every panic unwinds 3000 frames of the new depth and the
+// runtime runs the new closure's defer, under GOGC=1 and stack growth.
+func TestGoLivePanicRecover(t *testing.T) {
+	const n = 3000
+	goLiveDeep(t, "gorecurse-v2", "gorecurse-v3", n, n*(n+1), n*(n+1)+1)
+}
+
+func goLiveDeep(t *testing.T, oldT, newT string, n int, s1, s2 int64) {
+	testutil.RequirePtrace(t)
+	t.Setenv("GOGC", "1")
+	srv, port := testutil.StartServer(t, oldT)
+	var applied atomic.Int64 // unix nanos when apply returned
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []string
+	var old, new, after atomic.Int64
+	for i := 0; i < 6; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: i%2 == 0}}
+			for !stop.Load() {
+				start := time.Now().UnixNano()
+				resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/deep?n=%d", port, n))
+				var v int64
+				if err == nil {
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					v, err = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+				}
+				mu.Lock()
+				switch {
+				case err != nil:
+					errs = append(errs, err.Error())
+				case v == s1:
+					old.Add(1)
+					if a := applied.Load(); a != 0 && start > a {
+						errs = append(errs, "v1's answer to a request started after the apply")
+					}
+				case v == s2:
+					new.Add(1)
+					if a := applied.Load(); a != 0 && start > a {
+						after.Add(1)
+					}
+				default:
+					errs = append(errs, fmt.Sprintf("answer %d is neither %d nor %d", v, s1, s2))
+				}
+				mu.Unlock()
+				time.Sleep(3 * time.Millisecond)
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	res, err := Apply(context.Background(), srv.Pid, Source{
+		NewBinary: testutil.Build(t, newT),
+		GoPIE:     testutil.Build(t, newT+"-pie"),
+	}, ApplyOptions{Timeout: 20 * time.Second})
+	if err != nil {
+		stop.Store(true)
+		wg.Wait()
+		t.Fatalf("apply: %v", err)
+	}
+	applied.Store(time.Now().UnixNano())
+	t.Logf("applied %v: pause %d us", res.Functions, res.PauseUS)
+	time.Sleep(2 * time.Second)
+	stop.Store(true)
+	wg.Wait()
+	noThrow(t, srv.Stderr())
+	if len(errs) > 0 {
+		t.Fatalf("%d bad answers: %v", len(errs), errs[:min(len(errs), 5)])
+	}
+	if after.Load() == 0 {
+		t.Fatal("no request started after the apply was answered")
+	}
+	t.Logf("%d answers from v1, %d from v2 (%d started after the apply)", old.Load(), new.Load(), after.Load())
 }

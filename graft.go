@@ -106,7 +106,11 @@ func Unwinder(pid int) (*safepoint.Unwinder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("unwinder for pid %d: %w", pid, err)
 	}
-	return ck.(*unwinder).u, nil
+	u, ok := ck.(*unwinder)
+	if !ok {
+		return nil, fmt.Errorf("unwinder for pid %d: it runs a Go program: use GoUnwinder", pid)
+	}
+	return u.u, nil
 }
 
 // Revert takes the newest patch (or all of them) out of pid again, behind

@@ -31,6 +31,17 @@ type StatusResult struct {
 	// killed mid-way (leftovers.go); graft revert --all closes them.
 	Descriptors []Descriptor `json:"descriptors,omitempty"`
 	Tracer      string       `json:"tracer,omitempty"`
+	// Retained are images of reverted Go patches: still mapped, their
+	// modules still registered with the Go runtime (goapply.go).
+	Retained []RetainedImage `json:"retained,omitempty"`
+}
+
+// RetainedImage is the image of a reverted Go patch.
+type RetainedImage struct {
+	ID       string `json:"id"`
+	Base     uint64 `json:"base"`
+	Size     uint64 `json:"size"`
+	GoModule uint64 `json:"go_module"`
 }
 
 // PatchStatus is one patch in effect (oldest first in StatusResult).
@@ -130,6 +141,9 @@ func statusOf(pid int, st *State, mem io.ReaderAt) *StatusResult {
 			}
 		}
 		res.Patches = append(res.Patches, ps)
+	}
+	for _, r := range st.Retained {
+		res.Retained = append(res.Retained, RetainedImage{ID: r.ID, Base: r.Base, Size: r.Size, GoModule: r.GoModule})
 	}
 	return res
 }

@@ -54,4 +54,18 @@
 // same pause. WaitSafeStacks also returns the stacks of that last check,
 // so a caller deciding more in the same pause (may an image below be
 // unmapped?) does not unwind twice.
+//
+// # Go programs
+//
+// In a Go process the stacks that matter are the goroutines', most of
+// which have no thread (gostacks.go). GoUnwinder reads runtime.allgs and
+// unwinds every goroutine with the pclntab (internal/goruntime), from its
+// thread's registers when it runs on it, from syscallpc/sp in a system
+// call, from its saved state otherwise; every thread's stack is added as
+// informational (its frames are checked, its end is not: a Go thread's
+// system stack ends in runtime.mcall or runtime.mstart without a CFI
+// terminator, and only runtime or C code runs there). Stacks are a list,
+// each with a kind ("goroutine" or "thread") and an ID; CheckStacks runs
+// Check over them and names the goroutine that blocks (id, status, stack);
+// WaitSafeGo is WaitSafeStacks for them.
 package safepoint

@@ -60,8 +60,11 @@ func goFrames(fs []goruntime.Frame, incomplete string) []Frame {
 	out := make([]Frame, 0, len(fs)+1)
 	for _, f := range fs {
 		name := f.Func
+		if f.Inlined {
+			name += "(...)" // inlined, as the runtime's tracebacks mark it
+		}
 		if f.File != "" {
-			name = fmt.Sprintf("%s (%s:%d)", f.Func, f.File, f.Line)
+			name = fmt.Sprintf("%s (%s:%d)", name, f.File, f.Line)
 		}
 		out = append(out, Frame{PC: f.PC, CFA: f.SP, Function: name, Exact: f.Exact})
 	}
@@ -108,8 +111,8 @@ func (g *GoUnwinder) StacksOf(t Target) ([]Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, gr := range gs {
-		s := g.Mods.GoroutineStack(t, gr, regs)
+	for _, s := range g.Mods.GoroutineStacks(t, gs, regs) {
+		gr := s.G
 		st := Stack{Kind: "goroutine", ID: gr.ID, Status: g.Mods.L.StatusName(gr.Status), Frames: goFrames(s.Frames, s.Incomplete)}
 		if gr.Status == g.Mods.L.Status["running"] {
 			st.Tid = gr.Tid

@@ -73,6 +73,7 @@ func collectStacks(pid int, interrupted <-chan struct{}) (_ *stacksJSON, err err
 		if err != nil {
 			return nil, fmt.Errorf("stacks of pid %d: %w", pid, err)
 		}
+		g.Mods.Lines = true
 		return collectGoStacks(p, pid, g)
 	}
 	// The controller's unwinder also reads the CFI of patched code from

@@ -52,7 +52,11 @@ func runStatus(stdout, stderr io.Writer, pidv int, asJSONv bool) error {
 			}
 			out.Patches = append(out.Patches, po)
 		}
+		out.Retained = st.Retained
 		return writeJSON(stdout, out)
+	}
+	for _, r := range st.Retained {
+		fmt.Fprintf(stdout, "reverted Go patch %s: image %s (%d bytes) stays mapped, its module registered with the Go runtime\n", r.ID, hex(r.Base), r.Size)
 	}
 	if st.TracedBy != 0 {
 		// An apply in progress has mapped its image before recording

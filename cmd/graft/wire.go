@@ -299,6 +299,9 @@ type statusOutput struct {
 	// Pending: reverted patches whose image stays mapped while a thread
 	// is in it.
 	Pending []pendingOutput `json:"pending,omitempty"`
+	// Retained: images of reverted Go patches (still mapped, their
+	// modules registered with the runtime).
+	Retained []graft.RetainedImage `json:"retained,omitempty"`
 }
 
 type rangeOutput struct {

@@ -5,6 +5,13 @@ import (
 	"fmt"
 )
 
+// VecMem is a Mem that also reads many ranges at once
+// (*tracer.Process: process_vm_readv with many iovecs).
+type VecMem interface {
+	Mem
+	ReadVec(bufs [][]byte, addrs []uint64) (ok []bool)
+}
+
 // G is one goroutine as the runtime records it.
 type G struct {
 	Addr uint64
@@ -71,13 +78,39 @@ func (l *Layout) Goroutines(mem Mem, bias uint64) ([]G, error) {
 	deadExtra, hasDeadExtra := l.Status["deadextra"]
 	mcache := map[uint64]int{}
 	out := make([]G, 0, n)
+	// With a vectored reader, every g is read in a few system calls.
+	var pre [][]byte
+	if vm, ok := mem.(VecMem); ok && n > 1 {
+		pre = make([][]byte, n)
+		addrs := make([]uint64, n)
+		arena := make([]byte, int(n)*size)
+		for i := range pre {
+			pre[i] = arena[i*size : (i+1)*size]
+			addrs[i] = binary.LittleEndian.Uint64(ptrs[8*i:])
+			if addrs[i] == 0 {
+				pre[i] = nil
+			}
+		}
+		for i, ok := range vm.ReadVec(pre, addrs) {
+			if !ok {
+				pre[i] = nil // read again below, for its error
+			}
+		}
+	}
 	for i := uint64(0); i < n; i++ {
 		a := binary.LittleEndian.Uint64(ptrs[8*i:])
 		if a == 0 {
 			continue
 		}
-		if _, err := mem.ReadAt(buf, int64(a)); err != nil {
-			return nil, fmt.Errorf("read goroutine %d of %d at %#x: %w", i, n, a, err)
+		if pre != nil && pre[i] != nil {
+			buf = pre[i]
+		} else {
+			if pre != nil {
+				buf = make([]byte, size)
+			}
+			if _, err := mem.ReadAt(buf, int64(a)); err != nil {
+				return nil, fmt.Errorf("read goroutine %d of %d at %#x: %w", i, n, a, err)
+			}
 		}
 		st := binary.LittleEndian.Uint32(buf[g.Status:])
 		x := G{

@@ -24,6 +24,10 @@ type Layout struct {
 	// M: runtime.m.
 	M struct {
 		Procid, Curg, G0, Gsignal int
+		// VdsoSP/VdsoPC: where a goroutine that called into the vDSO
+		// on the system stack left its own stack (0 when not in a
+		// vDSO call).
+		VdsoSP, VdsoPC int
 	}
 	// Module: runtime.moduledata member offsets by name, and its size.
 	Module     map[string]int
@@ -34,6 +38,14 @@ type Layout struct {
 		StartLine, FuncID, Flag, Npcdata, Nfuncdata     int
 		Size                                            int
 	}
+	// Inl is runtime.inlinedCall (one entry of a function's inline
+	// tree), and PCDataInlIndex/FuncDataInlTree the indexes of the
+	// tables that locate it; Inl.Size is 0 when the DWARF lacks them
+	// (inlined frames are then not shown).
+	Inl struct {
+		NameOff, ParentPc, Size int
+	}
+	PCDataInlIndex, FuncDataInlTree int
 	// Status are the goroutine status constants (runtime._Grunning, ...)
 	// by name without the "runtime._G" prefix ("running", "scan").
 	Status map[string]uint32
@@ -45,19 +57,11 @@ type Layout struct {
 // stripped): graft reads the runtime's layouts from it and cannot guess.
 var ErrNoDWARF = errors.New("the Go binary has no DWARF (built with -ldflags=-w, or stripped): graft reads the Go runtime's layouts from it; rebuild without -w/-s")
 
-// IsGo reports whether f is a Go program (it has runtime.firstmoduledata
-// or a .go.buildinfo section).
+// IsGo reports whether f is a Go program: it has a .go.buildinfo section
+// (every Go build since 1.18, stripped or not) or a .gopclntab. No symbol
+// table is read: this is asked of every target, C programs included.
 func IsGo(f *elf.File) bool {
-	if f.Section(".go.buildinfo") != nil || f.Section(".gopclntab") != nil {
-		return true
-	}
-	syms, _ := f.Symbols()
-	for _, s := range syms {
-		if s.Name == "runtime.firstmoduledata" {
-			return true
-		}
-	}
-	return false
+	return f.Section(".go.buildinfo") != nil || f.Section(".gopclntab") != nil
 }
 
 type member struct {
@@ -79,7 +83,9 @@ func ReadLayout(f *elf.File) (*Layout, error) {
 	want := map[string]bool{
 		"runtime.g": true, "runtime.gobuf": true, "runtime.stack": true,
 		"runtime.m": true, "runtime.moduledata": true, "runtime._func": true,
+		"runtime.inlinedCall": true,
 	}
+	abiConsts := map[string]int64{}
 	structs := map[string]*structInfo{}
 	consts := map[string]uint32{}
 	r := d.Reader()
@@ -96,6 +102,11 @@ func ReadLayout(f *elf.File) (*Layout, error) {
 			continue
 		case dwarf.TagConstant:
 			name, _ := e.Val(dwarf.AttrName).(string)
+			if name == "internal/abi.PCDATA_InlTreeIndex" || name == "internal/abi.FUNCDATA_InlTree" {
+				if v, ok := e.Val(dwarf.AttrConstValue).(int64); ok {
+					abiConsts[name] = v
+				}
+			}
 			if strings.HasPrefix(name, "runtime._G") {
 				if v, ok := e.Val(dwarf.AttrConstValue).(int64); ok {
 					consts[strings.ToLower(strings.TrimPrefix(name, "runtime._G"))] = uint32(v)
@@ -190,6 +201,8 @@ func ReadLayout(f *elf.File) (*Layout, error) {
 	l.M.Curg = get("runtime.m", "curg")
 	l.M.G0 = get("runtime.m", "g0")
 	l.M.Gsignal = get("runtime.m", "gsignal")
+	l.M.VdsoSP = get("runtime.m", "vdsoSP")
+	l.M.VdsoPC = get("runtime.m", "vdsoPC")
 	if si := structs["runtime.moduledata"]; si != nil {
 		l.ModuleSize = si.size
 		for n, m := range si.members {
@@ -217,6 +230,16 @@ func ReadLayout(f *elf.File) (*Layout, error) {
 	fn.Nfuncdata = get("runtime._func", "nfuncdata")
 	if si := structs["runtime._func"]; si != nil {
 		fn.Size = si.size
+	}
+	if si := structs["runtime.inlinedCall"]; si != nil {
+		pi, ok1 := abiConsts["internal/abi.PCDATA_InlTreeIndex"]
+		fi, ok2 := abiConsts["internal/abi.FUNCDATA_InlTree"]
+		no, ok3 := si.members["nameOff"]
+		pp, ok4 := si.members["parentPc"]
+		if ok1 && ok2 && ok3 && ok4 {
+			l.Inl.NameOff, l.Inl.ParentPc, l.Inl.Size = no.off, pp.off, si.size
+			l.PCDataInlIndex, l.FuncDataInlTree = int(pi), int(fi)
+		}
 	}
 	for _, c := range []string{"running", "syscall", "dead", "scan"} {
 		if _, ok := consts[c]; !ok {

@@ -29,6 +29,8 @@ type Module struct {
 	// MinPC, MaxPC bound the code the module describes; Text is the base
 	// function entry offsets count from.
 	MinPC, MaxPC, Text uint64
+	// GoFunc is where the funcdata offsets count from.
+	GoFunc uint64
 	// Bad is the moduledata's bad flag (graft sets it on the modules it
 	// registers, so the runtime keeps them out of type and GC-root lists).
 	Bad bool
@@ -36,6 +38,8 @@ type Module struct {
 	l                                           *Layout
 	funcnametab, cutab, filetab, pctab, functab []byte
 	nftab                                       int
+	// names caches function names by _func offset.
+	names map[int]string
 }
 
 func le64(b []byte, off int) uint64 { return binary.LittleEndian.Uint64(b[off:]) }
@@ -77,6 +81,7 @@ func (l *Layout) LoadModule(mem Mem, addr uint64) (*Module, error) {
 	m.Next = le64(md, o["next"])
 	m.MinPC, m.MaxPC, m.Text = le64(md, o["minpc"]), le64(md, o["maxpc"]), le64(md, o["text"])
 	m.Bad = md[o["bad"]] != 0
+	m.GoFunc = le64(md, o["gofunc"])
 	const limit = 1 << 30
 	fail := func(what string, err error) error {
 		return fmt.Errorf("read module at %#x: %s: %w", addr, what, err)
@@ -151,7 +156,15 @@ func (m *Module) FindFunc(pc uint64) (Func, bool) {
 	}
 	f := Func{mod: m, off: fo}
 	f.Entry = m.Text + uint64(le32(m.functab, fo+m.l.Func.EntryOff))
-	f.Name = m.cstring(m.funcnametab, int(int32(le32(m.functab, fo+m.l.Func.NameOff))))
+	name, ok := m.names[fo]
+	if !ok {
+		name = m.cstring(m.funcnametab, int(int32(le32(m.functab, fo+m.l.Func.NameOff))))
+		if m.names == nil {
+			m.names = map[int]string{}
+		}
+		m.names[fo] = name
+	}
+	f.Name = name
 	return f, true
 }
 
@@ -225,6 +238,66 @@ func uvarint(p []byte) (uint32, int) {
 	return 0, -1
 }
 
+// pcdata returns the value of f's pc-value table number i at pc.
+func (f Func) pcdata(i int, pc uint64) (int32, bool) {
+	m, l := f.mod, f.mod.l
+	if i < 0 || i >= int(le32(m.functab, f.off+l.Func.Npcdata)) {
+		return 0, false
+	}
+	at := f.off + l.Func.Size + 4*i
+	if at+4 > len(m.functab) {
+		return 0, false
+	}
+	return f.pcvalue(le32(m.functab, at), pc)
+}
+
+// funcdata returns the address of f's funcdata number i (0 if none).
+func (f Func) funcdata(i int) uint64 {
+	m, l := f.mod, f.mod.l
+	if i < 0 || i >= int(m.functab[f.off+l.Func.Nfuncdata]) {
+		return 0
+	}
+	at := f.off + l.Func.Size + 4*int(le32(m.functab, f.off+l.Func.Npcdata)) + 4*i
+	if at+4 > len(m.functab) {
+		return 0
+	}
+	off := le32(m.functab, at)
+	if off == ^uint32(0) {
+		return 0
+	}
+	return m.GoFunc + uint64(off)
+}
+
+// Inlined returns the calls inlined at pc in f, innermost first: each
+// inlined function's name and its file:line (the last entry is f itself,
+// at the line of the outermost call). With no inlining at pc it returns f
+// alone.
+func (f Func) Inlined(mem Mem, pc uint64) []Frame {
+	l := f.mod.l
+	var out []Frame
+	tree := uint64(0)
+	if l.Inl.Size > 0 {
+		tree = f.funcdata(l.FuncDataInlTree)
+	}
+	for n := 0; n < 64 && tree != 0; n++ {
+		idx, ok := f.pcdata(l.PCDataInlIndex, pc)
+		if !ok || idx < 0 {
+			break
+		}
+		ent := make([]byte, l.Inl.Size)
+		if _, err := mem.ReadAt(ent, int64(tree)+int64(idx)*int64(l.Inl.Size)); err != nil {
+			break
+		}
+		fr := Frame{Func: f.mod.cstring(f.mod.funcnametab, int(int32(le32(ent, l.Inl.NameOff)))), Inlined: true}
+		fr.File, fr.Line = f.Line(pc)
+		out = append(out, fr)
+		pc = f.Entry + uint64(int32(le32(ent, l.Inl.ParentPc)))
+	}
+	fr := Frame{Func: f.Name}
+	fr.File, fr.Line = f.Line(pc)
+	return append(out, fr)
+}
+
 // SPDelta is the frame size of f at pc (bytes below the return address).
 func (f Func) SPDelta(pc uint64) (int32, bool) {
 	return f.pcvalue(le32(f.mod.functab, f.off+f.mod.l.Func.Pcsp), pc)
@@ -254,8 +327,17 @@ func (f Func) Line(pc uint64) (string, int) {
 type Modules struct {
 	L    *Layout
 	Bias uint64 // the executable's load bias
-	List []*Module
-	byAd map[uint64]*Module
+	// Lines makes Unwind fill in each frame's file and line (for
+	// display; the activeness check does without).
+	Lines bool
+	List  []*Module
+	byAd  map[uint64]*Module
+	// buf is reused for reading stacks.
+	buf []byte
+	// facts caches unwinding facts by PC (unwind.go). Only PCs found in
+	// a registered module are cached, and a module is never taken out,
+	// so a cached answer stays true.
+	facts map[[2]uint64]frameFacts
 }
 
 // NewModules returns an empty cache for a process whose executable has

@@ -49,4 +49,10 @@
 // Invariant: Load either returns a Loaded whose range holds the linked
 // image, or leaves the target's address space as it found it (everything
 // it mapped is unmapped, every descriptor it opened in the target closed).
+//
+// A Go patch's image (goimage.go, BuildGoImage) is an ordinary Image made
+// from NEW, a Go PIE: its text, read-only data and RELRO are mapped, its
+// writable data stays reserved but inaccessible, and one more page holds
+// NEW's own moduledata, relocated with the image and marked bad, which
+// the controller links into the running program's module list.
 package loader

@@ -45,6 +45,9 @@ type GoRef struct {
 	Keep   bool
 	Old    uint64
 	Symbol string
+	// New is the field's target in NEW (a kept reference must reach
+	// NEW's mapped image; 0: not checked).
+	New uint64
 }
 
 // GoImage is a Go patch's image and where its moduledata lies in it.
@@ -176,6 +179,9 @@ func BuildGoImage(f *elf.File, l *goruntime.Layout, funcs []GoFunc) (*GoImage, e
 		im.Runs = append(im.Runs, elfpatch.RunFunc{Name: fn.Name, New: fn.New - low, Size: fn.NewSize})
 		for _, r := range fn.Refs {
 			if r.Keep {
+				if r.New != 0 && !inMapped(r.New) {
+					return nil, fmt.Errorf("build Go image: %s keeps a reference at %#x to %s (%#x), which lies in NEW's writable data: it is never mapped (NEW's runtime is not initialised); the plan must point it at OLD", fn.Name, r.Off, r.Symbol, r.New)
+				}
 				continue
 			}
 			im.Fixups = append(im.Fixups, elfpatch.Fixup{Off: r.Off - low, Kind: elfpatch.FixupPC32, PCNext: r.PCNext - low, Target: r.Old, Symbol: r.Symbol, Name: r.Symbol, SymAddr: r.Old})

@@ -1,0 +1,3 @@
+module gorecurse
+
+go 1.26
