@@ -95,3 +95,72 @@ func TestDebugInfoMismatch(t *testing.T) {
 		}
 	}
 }
+
+// TestDebugInfoMismatchFixtures: the same on the fixtures whose symbols
+// depend most on what strip -g removes: statics of one name in two files,
+// renumbered function-local statics, clones and .cold parts, moved code.
+func TestDebugInfoMismatchFixtures(t *testing.T) {
+	for _, name := range []string{"static", "fnstatic", "clone", "moved", "tailmerge", "addrm"} {
+		t.Run(name, func(t *testing.T) {
+			oldPath, newPath := fixture(t, name, "v1"), fixture(t, name, "v2")
+			old, err := Open(oldPath)
+			require.NoError(t, err)
+			new, err := Open(newPath)
+			require.NoError(t, err)
+			want, err := Diff(old, new)
+			require.NoError(t, err)
+			o, err := Open(oldPath)
+			require.NoError(t, err)
+			r, err := Diff(o, stripped(t, newPath))
+			require.NoError(t, err)
+			assert.Equal(t, changeSet(want), changeSet(r), "change set differs from the matched pair's")
+			require.NotEmpty(t, r.Warnings)
+		})
+	}
+}
+
+// pc32Targets are the OLD addresses a patch's code fixups reach, by the
+// NEW field they are in.
+func pc32Targets(p *Patch) map[uint64]uint64 {
+	out := map[uint64]uint64{}
+	for _, f := range p.Image.Fixups {
+		if f.Kind == FixupPC32 {
+			out[f.Off] = f.Target
+		}
+	}
+	return out
+}
+
+// TestStrippedStaticsOfOneName: two files each define a static count and
+// NEW is stripped, so nothing in it says which count is b.c's. The patch
+// must still point b_hit's new code at OLD's b.c:count, exactly as the
+// patch from the unstripped NEW does; were it left unmatched, the new code
+// would count in a copy of its own while the old count stayed behind. When
+// the builds hold different numbers of such statics, the diff refuses.
+func TestStrippedStaticsOfOneName(t *testing.T) {
+	oldPath, newPath := fixture(t, "staticdata", "v1"), fixture(t, "staticdata", "v2")
+	open := func(p string) *Binary {
+		b, err := Open(p)
+		require.NoError(t, err)
+		return b
+	}
+	want, err := BuildPatch(open(oldPath), open(newPath))
+	require.NoError(t, err)
+	got, err := BuildPatch(open(oldPath), stripped(t, newPath))
+	require.NoError(t, err)
+	require.Equal(t, changeSet(want.Report), changeSet(got.Report))
+	wt, gt := pc32Targets(want), pc32Targets(got)
+	require.NotEmpty(t, wt)
+	require.Equal(t, wt, gt, "stripped NEW's code reaches other OLD objects than the unstripped one's")
+
+	r, err := Diff(open(fixture(t, "staticdata3", "v1")), stripped(t, fixture(t, "staticdata3", "v2")))
+	require.NoError(t, err)
+	require.Equal(t, VerdictRefused, r.Verdict)
+	found := false
+	for _, rs := range r.Reasons {
+		if rs.Verdict == VerdictRefused && strings.Contains(rs.Message, "several files define a static count") {
+			found = true
+		}
+	}
+	require.True(t, found, "%+v", r.Reasons)
+}

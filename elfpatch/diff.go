@@ -309,7 +309,7 @@ func Diff(old, new *Binary) (r *Report, err error) {
 	}()
 	// Code compares the same whether or not a build kept its debug
 	// info (debuginfo.go).
-	borrowFiles(old, new)
+	unplaced := borrowFiles(old, new)
 	qualify := qualifyStatics(old, new)
 	// The two sides are independent until matched: prepare them at once.
 	var oldSide *side
@@ -335,6 +335,7 @@ func Diff(old, new *Binary) (r *Report, err error) {
 	}
 	d.functions()
 	d.sameProgram()
+	d.unplacedStatics(unplaced)
 	d.globals()
 	d.finish()
 	return d.r, nil
