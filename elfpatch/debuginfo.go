@@ -79,7 +79,9 @@ func adoptFiles(dst, src *Binary) (unplaced []string) {
 					t.setKeys()
 				}
 			}
-		case n > 1:
+		case n > 1 && !s.fn && !s.ro:
+			// Writable data only: code and constants NEW does not
+			// place run and read from its own copy, state does not.
 			unplaced = append(unplaced, s.name)
 		}
 	}

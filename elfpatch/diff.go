@@ -331,7 +331,7 @@ func Diff(old, new *Binary) (r *Report, err error) {
 		newRefs: map[string][]string{},
 	}
 	if d.old.dw == nil || d.new.dw == nil {
-		d.r.Warnings = append(d.r.Warnings, "no usable DWARF in one of the builds: types, signatures and globals' types were not compared")
+		d.r.Warnings = append(d.r.Warnings, "no usable DWARF in one of the builds: types, signatures and globals' types were not compared, so a changed struct layout or signature goes unnoticed (the verdict cannot refuse for it); diff against the build with debug info to check them")
 	}
 	d.functions()
 	d.sameProgram()
