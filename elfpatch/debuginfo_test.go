@@ -2,6 +2,7 @@ package elfpatch
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -28,7 +29,7 @@ func stripped(t *testing.T, path string) *Binary {
 	}
 	b, err := Open(out)
 	require.NoError(t, err)
-	require.Nil(t, b.dwarfIdx(), "strip -g left DWARF")
+	require.Nil(t, b.f.Section(".debug_info"), "strip -g left DWARF")
 	require.False(t, b.hasFileSymbols(), "strip -g left STT_FILE symbols: the test no longer covers their loss")
 	return b
 }
@@ -163,4 +164,43 @@ func TestStrippedStaticsOfOneName(t *testing.T) {
 		}
 	}
 	require.True(t, found, "%+v", r.Reasons)
+}
+
+// TestSeparateDebugFile: a NEW stripped of its DWARF whose debug file is
+// installed by build-id (as Debian's -dbgsym packages do) is diffed with
+// that DWARF: the heap type change of the debug pair is found, without
+// the warning; with no debug file installed it is not, and the warning
+// says so.
+func TestSeparateDebugFile(t *testing.T) {
+	oldPath, newPath := fixture(t, "heaptype", "v1"), fixture(t, "heaptype", "v2")
+	open := func(p string) *Binary {
+		b, err := Open(p)
+		require.NoError(t, err)
+		return b
+	}
+	root := t.TempDir()
+	saved := debugRoots
+	debugRoots = []string{root}
+	t.Cleanup(func() { debugRoots = saved })
+
+	r, err := Diff(open(oldPath), stripped(t, newPath))
+	require.NoError(t, err)
+	require.Nil(t, findType(r.Types, "struct session"), "no debug file: the layout change is not seen")
+	require.NotEmpty(t, r.Warnings)
+
+	id := open(newPath).BuildID()
+	require.NotEmpty(t, id)
+	dbg := filepath.Join(root, ".build-id", id[:2], id[2:]+".debug")
+	require.NoError(t, os.MkdirAll(filepath.Dir(dbg), 0o755))
+	out, err := exec.Command("objcopy", "--only-keep-debug", newPath, dbg).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+
+	r, err = Diff(open(oldPath), stripped(t, newPath))
+	require.NoError(t, err)
+	require.Empty(t, r.Warnings)
+	tc := findType(r.Types, "struct session")
+	require.NotNil(t, tc, "with the debug file the layout change is seen")
+	require.Equal(t, TypeChanged, tc.Class)
+	require.Equal(t, "heap", tc.Storage)
+	require.Equal(t, VerdictRefused, r.Verdict)
 }
