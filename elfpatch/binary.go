@@ -157,6 +157,11 @@ func openBytes(data []byte) (b *Binary, err error) {
 	}
 	b.readRelocs()
 	b.dw, b.dwErr = f.DWARF()
+	if f.Section(".debug_info") == nil { // stripped: its separate debug file?
+		if d, _ := separateDWARF(b.buildID); d != nil {
+			b.dw, b.dwErr = d, nil
+		}
+	}
 	return b, nil
 }
 

@@ -1,5 +1,10 @@
 package elfpatch
 
+import (
+	"debug/elf"
+	"sort"
+)
+
 // A production build is often the debug build run through `strip -g`,
 // which removes the DWARF and also the STT_FILE symbols that tell which
 // source file each static belongs to. The code is the same, so the diff
@@ -18,20 +23,26 @@ func (b *Binary) hasFileSymbols() bool {
 
 // borrowFiles gives the statics of a build without STT_FILE symbols the
 // source file that the same static has in the other build, where that is
-// unambiguous (one file there defines a static of that name). A static
-// whose name several files use keeps no file: it is matched by name, and
-// code referring to it compares as changed rather than as the wrong one.
+// unambiguous: one file there defines a static of that name, or several
+// do and both tables hold as many (matched in table order). Otherwise it
+// keeps no file: it is matched by name, and code referring to it compares
+// as changed rather than as the wrong one.
 // Once a build has borrowed files, it is left as it is.
-func borrowFiles(old, new *Binary) {
+//
+// It returns the names of statics it could not place (several files define
+// one of that name, and the two tables hold different numbers of them):
+// new code referring to one could be pointed at the wrong object.
+func borrowFiles(old, new *Binary) []string {
 	switch {
 	case old.hasFileSymbols() && !new.hasFileSymbols():
-		adoptFiles(new, old)
+		return adoptFiles(new, old)
 	case new.hasFileSymbols() && !old.hasFileSymbols():
-		adoptFiles(old, new)
+		return adoptFiles(old, new)
 	}
+	return nil
 }
 
-func adoptFiles(dst, src *Binary) {
+func adoptFiles(dst, src *Binary) (unplaced []string) {
 	files := map[string]map[string]bool{}
 	for _, s := range src.syms {
 		if !s.local || s.file == "" {
@@ -42,15 +53,59 @@ func adoptFiles(dst, src *Binary) {
 		}
 		files[s.ck][s.file] = true
 	}
+	// A name several files use: the linker writes each input file's
+	// locals in turn, in link order, and strip keeps that order, so the
+	// n-th static of that name in one table is the n-th in the other when
+	// both have as many.
+	srcOrder, dstOrder := localOrder(src), localOrder(dst)
+	byAddr := map[uint64]*symbol{}
 	for _, s := range dst.syms {
-		if !s.local || len(files[s.ck]) != 1 {
+		byAddr[s.addr] = s
+	}
+	for _, s := range dst.syms {
+		if !s.local || s.file != "" {
 			continue
 		}
-		for f := range files[s.ck] {
-			s.file = f
+		switch n := len(files[s.ck]); {
+		case n == 1:
+			for f := range files[s.ck] {
+				s.file = f
+			}
+			s.setKeys()
+		case n > 1 && len(srcOrder[s.ck]) == len(dstOrder[s.ck]):
+			for i, d := range dstOrder[s.ck] {
+				if t := byAddr[d.Value]; t != nil && t.local && t.file == "" {
+					t.file = srcOrder[s.ck][i].file
+					t.setKeys()
+				}
+			}
+		case n > 1 && !s.fn && !s.ro:
+			// Writable data only: code and constants NEW does not
+			// place run and read from its own copy, state does not.
+			unplaced = append(unplaced, s.name)
 		}
-		s.setKeys()
 	}
+	sort.Strings(unplaced)
+	return dedup(unplaced)
+}
+
+// localOrder lists b's sized local functions and objects by name (gcc's
+// numbering dropped), in symbol table order.
+func localOrder(b *Binary) map[string][]fileSymbol {
+	out := map[string][]fileSymbol{}
+	syms, err := symbolsByFile(b.f)
+	if err != nil {
+		return out
+	}
+	for _, s := range syms {
+		t := elf.ST_TYPE(s.Info)
+		if elf.ST_BIND(s.Info) != elf.STB_LOCAL || s.Size == 0 || (t != elf.STT_FUNC && t != elf.STT_OBJECT) {
+			continue
+		}
+		k := cloneKey(s.Name)
+		out[k] = append(out[k], s)
+	}
+	return out
 }
 
 // qualifyStatics prepares the DWARF of both builds (at once: it is the
@@ -69,4 +124,13 @@ func qualifyStatics(old, new *Binary) bool {
 		panic(p) // re-raised on the caller's goroutine, where Diff recovers it
 	}
 	return ok && nok
+}
+
+// unplacedStatics refuses a diff in which a build without STT_FILE
+// symbols has statics borrowFiles could not tell apart: new code naming
+// one could be pointed at another file's object of the same name.
+func (d *differ) unplacedStatics(names []string) {
+	for _, n := range names {
+		d.reason(VerdictRefused, n, "", "one build has no STT_FILE symbols (strip -g) and several files define a static %s, a different number in each build: which one new code means cannot be told; diff the unstripped builds", n)
+	}
 }

@@ -328,7 +328,7 @@ func DiffRules(old, new *Binary, rules map[string]*Rules) (r *Report, err error)
 	}()
 	// Code compares the same whether or not a build kept its debug
 	// info (debuginfo.go).
-	borrowFiles(old, new)
+	unplaced := borrowFiles(old, new)
 	qualify := qualifyStatics(old, new)
 	// The two sides are independent until matched: prepare them at once.
 	var oldSide *side
@@ -351,10 +351,11 @@ func DiffRules(old, new *Binary, rules map[string]*Rules) (r *Report, err error)
 		rules:   rules,
 	}
 	if d.old.dw == nil || d.new.dw == nil {
-		d.r.Warnings = append(d.r.Warnings, "no usable DWARF in one of the builds: types, signatures and globals' types were not compared")
+		d.r.Warnings = append(d.r.Warnings, "no usable DWARF in one of the builds: types, signatures and globals' types were not compared, so a changed struct layout or signature goes unnoticed (the verdict cannot refuse for it); diff against the build with debug info to check them")
 	}
 	d.functions()
 	d.sameProgram()
+	d.unplacedStatics(unplaced)
 	d.globals()
 	d.transfers()
 	d.goChecks()

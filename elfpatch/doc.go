@@ -59,7 +59,9 @@
 // unambiguous, and function-local statics are qualified by function only
 // when both builds have DWARF (debuginfo.go); the report then warns that
 // types were not compared, and the warning travels with the patch to
-// apply.
+// apply. A build without DWARF whose separate debug file is installed by
+// build-id (/usr/lib/debug/.build-id/xx/yyyy.debug, as Debian's -dbgsym
+// packages install it) is read with that file's DWARF (debugfile.go).
 //
 // NEW must be a build of OLD's program: it is refused, with the figures,
 // when more than half of OLD's own functions (the toolchain's crt code

@@ -279,7 +279,10 @@ func (n *normaliser) ref(u *unit, inst *x86asm.Inst, target uint64) string {
 			u.refs = append(u.refs, t)
 			return t + off
 		case s.ro:
-			t := "ro:" + s.key()
+			// By name without its file and by value: constant data
+			// holds no state, and the file of a static is what strip
+			// -g removes (__func__.N in every function).
+			t := "ro:" + s.ck
 			u.refs = append(u.refs, t)
 			return t + off + "#" + n.roContent(s)
 		default:

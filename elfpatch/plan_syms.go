@@ -211,10 +211,17 @@ func matchOld(old, new *symtab, s *psym) *psym {
 		}
 		// One side without units (strip -g): a static unique on both
 		// sides once gcc's numbering is dropped (counter.1, counter.2).
+		// Several of that name (a static helper in two files): the n-th
+		// in one table is the n-th in the other, as the diff matches
+		// them (borrowFiles); it refuses when the counts differ.
 		if !old.units || !new.units {
 			lk := numKey{name: cloneKey(s.key.name), typ: s.typ}
-			if no, nn := old.localsUnnumbered[lk], new.localsUnnumbered[lk]; len(no) == 1 && len(nn) == 1 {
-				return no[0]
+			if no, nn := old.localsUnnumbered[lk], new.localsUnnumbered[lk]; len(no) == len(nn) {
+				for i, n := range nn {
+					if n == s {
+						return no[i]
+					}
+				}
 			}
 		}
 	}

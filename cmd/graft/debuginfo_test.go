@@ -31,7 +31,7 @@ func TestApplyNewStrippedWarns(t *testing.T) {
 	b, err = exec.Command("strip", "-g", newBin).CombinedOutput()
 	require.NoError(t, err, "%s", b)
 
-	const warning = "no usable DWARF in one of the builds: types, signatures and globals' types were not compared"
+	const warning = "no usable DWARF in one of the builds: types, signatures and globals' types were not compared, so a changed struct layout or signature goes unnoticed (the verdict cannot refuse for it); diff against the build with debug info to check them"
 	out, errOut, code := runGraft("apply", "-p", pid, "--dry-run", "--new", newBin)
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "1 function(s): cmd_login")

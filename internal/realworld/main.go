@@ -102,6 +102,10 @@ type result struct {
 	both          []string
 	missed, extra []string
 	verdict       string
+	// strippedSame: with NEW run through strip -g, graft reports the
+	// same functions.
+	strippedSame    bool
+	strippedVerdict string
 	// sameCode are functions on lines the source diff touches whose
 	// machine code is the same in both builds (sameCode): left out of
 	// the ground truth.
@@ -137,13 +141,17 @@ func (r result) explain(w io.Writer) {
 }
 
 func table(w io.Writer, rows []result) {
-	fmt.Fprintln(w, "| pair | change | functions changed by source diff | by graft | both | recall | precision | verdict |")
-	fmt.Fprintln(w, "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+	fmt.Fprintln(w, "| pair | change | functions changed by source diff | by graft | both | recall | precision | verdict | NEW strip -g: same functions, verdict |")
+	fmt.Fprintln(w, "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |")
 	var t, g, b int
 	for _, r := range rows {
-		fmt.Fprintf(w, "| %s %s | %s | %d | %d | %d | %d/%d = %.0f%% | %d/%d = %.0f%% | %s |\n", r.p.pkg, r.p.oldVer, r.p.fix,
+		same := "yes"
+		if !r.strippedSame {
+			same = "NO"
+		}
+		fmt.Fprintf(w, "| %s %s | %s | %d | %d | %d | %d/%d = %.0f%% | %d/%d = %.0f%% | %s | %s |\n", r.p.pkg, r.p.oldVer, r.p.fix,
 			len(r.truth), len(r.graft), len(r.both),
-			len(r.both), len(r.truth), 100*r.recall(), len(r.both), len(r.graft), 100*r.precision(), r.verdict)
+			len(r.both), len(r.truth), 100*r.recall(), len(r.both), len(r.graft), 100*r.precision(), r.verdict, same+", "+r.strippedVerdict)
 		t, g, b = t+len(r.truth), g+len(r.graft), b+len(r.both)
 	}
 	if len(rows) > 1 {
@@ -154,7 +162,7 @@ func table(w io.Writer, rows []result) {
 		if g > 0 {
 			pr = 100 * float64(b) / float64(g)
 		}
-		fmt.Fprintf(w, "| all %d pairs | | %d | %d | %d | %d/%d = %.0f%% | %d/%d = %.0f%% | |\n", len(rows), t, g, b, b, t, rc, b, g, pr)
+		fmt.Fprintf(w, "| all %d pairs | | %d | %d | %d | %d/%d = %.0f%% | %d/%d = %.0f%% | | |\n", len(rows), t, g, b, b, t, rc, b, g, pr)
 	}
 }
 

@@ -284,6 +284,9 @@ func measure(p pair, oldTree, newTree, oldBin, newBin string) (result, error) {
 		return r, err
 	}
 	r.verdict = string(rep.Verdict)
+	if r.strippedSame, r.strippedVerdict, err = strippedSame(oldBin, newBin, rep); err != nil {
+		return r, err
+	}
 	for _, rs := range rep.Reasons {
 		if strings.Contains(rs.Message, "whose end is unknown") {
 			r.unknownExtent = append(r.unknownExtent, rs.Symbol)
@@ -398,4 +401,52 @@ func symbolNames(bin string, canon, names map[string]string) error {
 		}
 	}
 	return nil
+}
+
+// changeSet is a report's changed, added and removed functions, by name
+// (an added static has no file when NEW has no STT_FILE symbols).
+func changeSet(r *elfpatch.Report) string {
+	var out []string
+	for _, f := range r.Changed {
+		out = append(out, "changed "+f.Name)
+	}
+	for _, f := range r.Added {
+		out = append(out, "added "+f.Name)
+	}
+	for _, f := range r.Removed {
+		out = append(out, "removed "+f.Name)
+	}
+	sort.Strings(out)
+	return strings.Join(out, "\n")
+}
+
+// strippedSame diffs OLD against a copy of NEW run through strip -g (the
+// usual production build) and reports whether graft finds the same
+// functions as with the debug build.
+func strippedSame(oldBin, newBin string, want *elfpatch.Report) (bool, string, error) {
+	dir, err := os.MkdirTemp("", "realworld-strip-")
+	if err != nil {
+		return false, "", err
+	}
+	defer os.RemoveAll(dir)
+	s := filepath.Join(dir, filepath.Base(newBin))
+	if out, err := exec.Command("cp", newBin, s).CombinedOutput(); err != nil {
+		return false, "", fmt.Errorf("cp: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("strip", "-g", s).CombinedOutput(); err != nil {
+		return false, "", fmt.Errorf("strip -g: %v\n%s", err, out)
+	}
+	ob, err := elfpatch.Open(oldBin)
+	if err != nil {
+		return false, "", err
+	}
+	nb, err := elfpatch.Open(s)
+	if err != nil {
+		return false, "", err
+	}
+	got, err := elfpatch.Diff(ob, nb)
+	if err != nil {
+		return false, "", err
+	}
+	return changeSet(got) == changeSet(want), string(got.Verdict), nil
 }
