@@ -31,6 +31,9 @@ type Patch struct {
 	// Warnings are the diff's limits (types not compared, for instance),
 	// passed on to whoever applies the patch.
 	Warnings []string
+	// TypesUnchecked: the diff could not compare types (no DWARF on one
+	// side); apply refuses it unless ApplyOptions.AllowUncheckedTypes.
+	TypesUnchecked bool
 	// Pad is, by function name, how many bytes of alignment padding after
 	// OLD's function the jump may take (functions shorter than the jump).
 	Pad map[string]uint64
@@ -73,6 +76,10 @@ type ApplyOptions struct {
 	// Progress, if set, is called about once a second while the apply
 	// waits for a safe point: what blocks and how long is left.
 	Progress func(safepoint.Waiting)
+	// AllowUncheckedTypes lets in a patch whose diff could not compare
+	// type layouts and signatures (a build without debug info): the
+	// operator vouches that none changed.
+	AllowUncheckedTypes bool
 }
 
 // ApplyResult says what Apply did.
@@ -110,6 +117,10 @@ type ApplyResult struct {
 	Held []ThreadHold `json:"held,omitempty"`
 }
 
+// ErrTypesUnchecked is why a patch made from a build without debug info
+// is refused unless the operator accepts it (ApplyOptions.AllowUncheckedTypes).
+var ErrTypesUnchecked = errors.New("the diff could not compare type layouts and function signatures (one of the builds has no debug info), so a struct that changed layout, which would corrupt the process's state, would go unnoticed: make the patch from builds with debug info (or install NEW's debug file under /usr/lib/debug/.build-id/), or, if you know no layout or signature changed, apply with --allow-unchecked-types")
+
 const defaultTimeout = 5 * time.Second
 
 // version is one copy of a function that a redirect must cover: the entry
@@ -145,6 +156,9 @@ func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOpti
 	}
 	if pt.Image == nil {
 		return nil, fmt.Errorf("apply patch %s to pid %d: patch has no image", pt.ID, pid)
+	}
+	if pt.TypesUnchecked && !opts.AllowUncheckedTypes {
+		return nil, &RefusedError{PatchID: pt.ID, Reasons: []string{ErrTypesUnchecked.Error()}}
 	}
 
 	// Everything up to the attach reads files and /proc only.

@@ -380,6 +380,7 @@ func fromElfpatch(p *elfpatch.Patch) *Patch {
 	pt.ID = patchID(p.OldBuildID, p.NewBuildID)
 	if r := p.Report; r != nil {
 		pt.Warnings = r.Warnings
+		pt.TypesUnchecked = r.TypesUnchecked
 		pt.Transfers, pt.PtrSites = r.Transfers, r.PtrSites
 		if r.Verdict != elfpatch.VerdictAuto {
 			for _, why := range r.Reasons {

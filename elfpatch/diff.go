@@ -122,6 +122,11 @@ type Report struct {
 	Reasons    []Reason          `json:"reasons"`
 	// Warnings are limits of the analysis (no DWARF, for instance).
 	Warnings []string `json:"warnings,omitempty"`
+	// TypesUnchecked: one of the builds had no usable DWARF, so type
+	// layouts, signatures and globals' types were not compared (a
+	// Warning says so). apply refuses such a patch unless the operator
+	// accepts the risk explicitly.
+	TypesUnchecked bool `json:"types_unchecked,omitempty"`
 	// Transfers convert the globals whose layout changed (transform.go);
 	// PtrSites are the pointer fields of OLD's other globals, rewritten
 	// if they point into a transferred one.
@@ -351,6 +356,7 @@ func DiffRules(old, new *Binary, rules map[string]*Rules) (r *Report, err error)
 		rules:   rules,
 	}
 	if d.old.dw == nil || d.new.dw == nil {
+		d.r.TypesUnchecked = true
 		d.r.Warnings = append(d.r.Warnings, "no usable DWARF in one of the builds: types, signatures and globals' types were not compared, so a changed struct layout or signature goes unnoticed (the verdict cannot refuse for it); diff against the build with debug info to check them")
 	}
 	d.functions()

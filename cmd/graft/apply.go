@@ -31,6 +31,9 @@ type applyOpts struct {
 	// the patch's signature (trust.go).
 	AllowedSigners string
 	Signature      string
+	// AllowUncheckedTypes: apply a patch whose diff could not compare
+	// types (a build without debug info).
+	AllowUncheckedTypes bool
 }
 
 func runApply(stdout, stderr io.Writer, o applyOpts) error {
@@ -39,7 +42,7 @@ func runApply(stdout, stderr io.Writer, o applyOpts) error {
 	if err != nil {
 		return err
 	}
-	opts := graft.ApplyOptions{Timeout: o.Timeout, DryRun: o.DryRun, AllowActive: o.AllowActive, Progress: progressPrinter(stderr, "apply"), Trust: trust}
+	opts := graft.ApplyOptions{Timeout: o.Timeout, DryRun: o.DryRun, AllowActive: o.AllowActive, Progress: progressPrinter(stderr, "apply"), Trust: trust, AllowUncheckedTypes: o.AllowUncheckedTypes}
 	pid, asJSON := &o.Pid, &o.JSON
 	ctx, stop := interruptible()
 	defer stop()

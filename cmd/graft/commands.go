@@ -257,6 +257,7 @@ it was.`,
 	c.Flags().StringVar(&o.GoPIE, "go-pie", "", "for a Go program running a default (non-PIE) build: NEW built with -buildmode=pie, the `binary` loaded (--new is NEW built like the running one)")
 	c.Flags().StringVar(&o.AllowedSigners, "allowed-signers", "", "OpenSSH allowed_signers `FILE` whose keys may sign patches (default "+graft.DefaultAllowedSigners+" if it exists)")
 	c.Flags().StringVar(&o.Signature, "signature", "", "the patch's OpenSSH signature `FILE` (default FILE.sig)")
+	c.Flags().BoolVar(&o.AllowUncheckedTypes, "allow-unchecked-types", false, "apply a patch made from a build without debug info, whose type layouts and signatures could not be compared (you vouch that none changed)")
 	return c
 }
 

@@ -662,7 +662,7 @@ func (r *runner) applyOne(ctx context.Context, tr *TargetReport) bool {
 		r.progress("pid %d: FAILED: %v", pid, err)
 		return false
 	}
-	res, err := r.act.Apply(ctx, pid, src, graft.ApplyOptions{Timeout: r.pb.Patch.Timeout, AllowActive: r.pb.Patch.AllowActive, Trust: r.trust})
+	res, err := r.act.Apply(ctx, pid, src, graft.ApplyOptions{Timeout: r.pb.Patch.Timeout, AllowActive: r.pb.Patch.AllowActive, Trust: r.trust, AllowUncheckedTypes: r.pb.Patch.AllowUncheckedTypes})
 	var ae *safepoint.ActiveError
 	var pe *tracer.ProcessExitedError
 	switch {

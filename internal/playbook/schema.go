@@ -38,6 +38,9 @@ type PatchSpec struct {
 	Timeout time.Duration
 	// AllowActive are functions that may stay on a stack.
 	AllowActive []string
+	// AllowUncheckedTypes lets in a patch whose diff could not compare
+	// types (a build without debug info), as apply --allow-unchecked-types.
+	AllowUncheckedTypes bool
 	Pos         Pos
 }
 
@@ -438,7 +441,7 @@ func (v *validator) anyKeys(n *yaml.Node) []string {
 
 func (v *validator) patch(f field) PatchSpec {
 	ps := PatchSpec{Pos: v.pos(f.val), Timeout: 5 * time.Second}
-	m := v.mapping(f.val, "patch", "new", "file", "timeout", "allow_active")
+	m := v.mapping(f.val, "patch", "new", "file", "timeout", "allow_active", "allow_unchecked_types")
 	if m == nil {
 		return ps
 	}
@@ -461,6 +464,14 @@ func (v *validator) patch(f field) PatchSpec {
 	}
 	if af, ok := m["allow_active"]; ok {
 		ps.AllowActive = v.stringList(af, "patch.allow_active")
+	}
+	if uf, ok := m["allow_unchecked_types"]; ok {
+		switch n := resolveAlias(uf.val); {
+		case n.Kind == yaml.ScalarNode && (n.Value == "true" || n.Value == "false"):
+			ps.AllowUncheckedTypes = n.Value == "true"
+		default:
+			v.errorf(uf.val, "patch.allow_unchecked_types must be true or false")
+		}
 	}
 	return ps
 }
