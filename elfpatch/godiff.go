@@ -274,6 +274,9 @@ func (g *goImage) scanStrings() {
 			if in.RelSize == 0 {
 				continue
 			}
+			if g.types.has(in.Target) {
+				g.typeRefs = append(g.typeRefs, in.Target)
+			}
 			if !g.strs.has(in.Target) {
 				k, _ := g.where(in.Target)
 				if k == goRWAnon {

@@ -226,64 +226,83 @@ func (pl *goPlanner) refuse(sym, format string, args ...any) {
 // reach), its caches and funcvals by content.
 func (pl *goPlanner) indexOld() {
 	og := pl.og
-	pl.oldByName = map[string]*symbol{}
-	pl.oldTypes = map[string]uint64{}
-	pl.oldCaches = map[string]*symbol{}
-	pl.oldFuncvals = map[string]uint64{}
-	for _, s := range pl.old.syms {
-		if _, dup := pl.oldByName[s.key()]; !dup {
-			pl.oldByName[s.key()] = s
+	if og.oldIdx == nil {
+		og.oldIdx = og.identityIndex()
+	}
+	x := og.oldIdx
+	pl.oldByName, pl.oldTypes, pl.oldCaches, pl.oldFuncvals = x.byName, x.types, x.caches, x.funcvals
+}
+
+// goIndex is a binary's objects by identity, for finding the twins of
+// NEW's objects in it; made once per binary (the diff's refusals and
+// PlanGo both need it).
+type goIndex struct {
+	byName   map[string]*symbol
+	types    map[string]uint64
+	caches   map[string]*symbol
+	funcvals map[string]uint64
+}
+
+// identityIndex indexes the binary's symbols by name, its type
+// descriptors by identity (those its code, its data, its typelinks reach),
+// its caches and funcvals by content. The caller holds g.mu.
+func (g *goImage) identityIndex() *goIndex {
+	x := &goIndex{byName: map[string]*symbol{}, types: map[string]uint64{}, caches: map[string]*symbol{}, funcvals: map[string]uint64{}}
+	b := g.b
+	for _, s := range b.syms {
+		if _, dup := x.byName[s.key()]; !dup {
+			x.byName[s.key()] = s
 		}
 		if goCache.MatchString(s.name) {
-			id := string(og.render(s.addr, s.addr+s.size, 0))
-			if _, dup := pl.oldCaches[id]; !dup {
-				pl.oldCaches[id] = s
+			id := string(g.render(s.addr, s.addr+s.size, 0))
+			if _, dup := x.caches[id]; !dup {
+				x.caches[id] = s
 			}
 		}
 	}
 	addType := func(a uint64) {
-		if !og.types.has(a) {
+		if !g.types.has(a) {
 			return
 		}
-		if id := og.typeIdent(a, 0); id != "" {
-			if prev, dup := pl.oldTypes[id]; !dup || a < prev {
-				pl.oldTypes[id] = a
+		if start, id := g.typeAt(a); id != "" {
+			if prev, dup := x.types[id]; !dup || start < prev {
+				x.types[id] = start
 			}
 		}
 	}
-	for _, s := range pl.old.syms {
+	g.scanStrings()
+	for _, a := range g.typeRefs {
+		addType(a)
+	}
+	for _, s := range b.syms {
 		if s.fn {
-			for _, in := range og.decodeFunc(s) {
-				if in.in.RelSize > 0 {
-					addType(in.in.Target)
-				}
-			}
 			continue
 		}
-		// Pointers in OLD's data (itabs, dictionaries, type fields).
+		// Pointers in data (itabs, dictionaries, type fields).
 		for a := (s.addr + 7) &^ 7; a+8 <= s.addr+s.size; a += 8 {
-			if t, _, ok := og.ptr(a); ok {
+			if t, _, ok := g.ptr(a); ok {
 				addType(t)
 			}
 		}
 	}
 	// typelinks: int32 offsets from moduledata.types.
-	if sec := pl.old.f.Section(".typelink"); sec != nil {
+	if sec := b.f.Section(".typelink"); sec != nil {
 		if d, err := sec.Data(); err == nil {
 			for i := 0; i+4 <= len(d); i += 4 {
 				off := int32(uint32(d[i]) | uint32(d[i+1])<<8 | uint32(d[i+2])<<16 | uint32(d[i+3])<<24)
-				addType(og.typesBase + uint64(off))
+				addType(g.typesBase + uint64(off))
 			}
 		}
 	}
-	for _, r := range og.funcdesc {
+	for _, r := range g.funcdesc {
 		for a := r.lo; a+8 <= r.hi; a += 8 {
-			id := og.denote(a, -1, 0)
-			if _, dup := pl.oldFuncvals[id]; !dup {
-				pl.oldFuncvals[id] = a
+			id := g.denote(a, -1, 0)
+			if _, dup := x.funcvals[id]; !dup {
+				x.funcvals[id] = a
 			}
 		}
 	}
+	return x
 }
 
 // funcs fills Funcs from the diff: changed and added functions, found in
