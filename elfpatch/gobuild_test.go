@@ -79,3 +79,75 @@ func TestGoBuildMismatch(t *testing.T) {
 		})
 	}
 }
+
+// buildFixture builds elfpatch/testdata/godiff/<dir> (extra go build
+// arguments in args) into a temporary directory.
+func buildFixture(t *testing.T, dir string, args ...string) *Binary {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "shapes")
+	cmd := exec.Command("go", append(append([]string{"build"}, args...), "-o", out, ".")...)
+	cmd.Dir = filepath.Join("testdata", "godiff", dir)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", dir, err, b)
+	}
+	b, err := Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestGoRefusals: a changed signature, and a type newly converted to an
+// interface (new type descriptor, new itab), are refused by the diff
+// and by PlanGo, naming the function, the type and the itab.
+func TestGoRefusals(t *testing.T) {
+	base, basePIE := buildFixture(t, "base"), buildFixture(t, "base", "-buildmode=pie")
+	for _, c := range []struct {
+		dir  string
+		want []string // refused symbols
+	}{
+		{"sig", []string{"main.describe"}},
+		{"newtype", []string{"type main.rect", "go:itab.main.rect,main.shape"}},
+	} {
+		t.Run(c.dir, func(t *testing.T) {
+			new, newPIE := buildFixture(t, c.dir), buildFixture(t, c.dir, "-buildmode=pie")
+			r, err := Diff(base, new)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Verdict != VerdictRefused {
+				t.Errorf("verdict %s, want refused", r.Verdict)
+			}
+			refused := map[string]bool{}
+			for _, rs := range r.Reasons {
+				if rs.Verdict == VerdictRefused {
+					refused[rs.Symbol] = true
+				}
+			}
+			for _, w := range c.want {
+				if !refused[w] {
+					t.Errorf("diff does not refuse %s: %+v", w, r.Reasons)
+				}
+			}
+			for _, old := range []*Binary{base, basePIE} {
+				diffed := new
+				if old == basePIE {
+					diffed = newPIE
+				}
+				p, err := PlanGo(old, diffed, newPIE)
+				if !errors.Is(err, ErrGoPlanRefused) || p == nil {
+					t.Fatalf("PlanGo: %v, want a refusal", err)
+				}
+				got := map[string]bool{}
+				for _, rs := range p.Refusals {
+					got[rs.Symbol] = true
+				}
+				for _, w := range c.want {
+					if !got[w] {
+						t.Errorf("plan does not refuse %s: %+v", w, p.Refusals)
+					}
+				}
+			}
+		})
+	}
+}
