@@ -1,6 +1,7 @@
 package elfpatch
 
 import (
+	"debug/dwarf"
 	"errors"
 	"fmt"
 	"sort"
@@ -293,6 +294,23 @@ func (g *goImage) identityIndex() *goIndex {
 				addType(g.typesBase + uint64(off))
 			}
 		}
+	}
+	// DWARF: every type the program declares that has a descriptor
+	// carries its offset from moduledata.types (DW_AT_go_runtime_type).
+	if b.dw != nil {
+		func() {
+			defer func() { _ = recover() }() // malformed DWARF: fewer types
+			r := b.dw.Reader()
+			for {
+				e, err := r.Next()
+				if err != nil || e == nil {
+					return
+				}
+				if off, ok := e.Val(dwarf.Attr(0x2904)).(uint64); ok {
+					addType(g.typesBase + off)
+				}
+			}
+		}()
 	}
 	for _, r := range g.funcdesc {
 		for a := r.lo; a+8 <= r.hi; a += 8 {
