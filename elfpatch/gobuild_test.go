@@ -151,3 +151,21 @@ func TestGoRefusals(t *testing.T) {
 		})
 	}
 }
+
+// TestGoStaticStringHeader: a constant folded into a static string that
+// the code reaches through a header in read-only data (an interface made
+// of a constant) changes, same length, same addresses; the diff reports
+// exactly the function using it, in both build modes (graft at 0a5791e
+// missed it and reported internal/cpu.doinit instead).
+func TestGoStaticStringHeader(t *testing.T) {
+	for _, mode := range [][]string{nil, {"-buildmode=pie"}} {
+		old, new := buildFixture(t, "banner1", mode...), buildFixture(t, "banner2", mode...)
+		r, err := Diff(old, new)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := names(r.Changed); len(got) != 1 || got[0] != "main.banner" || len(r.Added)+len(r.Removed)+len(r.Globals) != 0 {
+			t.Errorf("%v: changed %v, added %v, removed %v, globals %d; want exactly [main.banner]", mode, got, names(r.Added), names(r.Removed), len(r.Globals))
+		}
+	}
+}
