@@ -141,6 +141,9 @@ func prepare(b *Binary) *side {
 			cold = append(cold, sym)
 		case sym.fn:
 			u := &unit{sym: sym, key: sym.key()}
+			if b.goBuild() != nil {
+				u.key = goFuncKey(u.key)
+			}
 			s.units = append(s.units, u)
 			if _, dup := s.byKey[u.key]; !dup {
 				s.byKey[u.key] = u
@@ -291,11 +294,22 @@ type differ struct {
 	// newRefs are the symbols referenced by NEW code that will run
 	// (changed and added functions).
 	newRefs map[string][]string
+	// twins maps each paired NEW function (by symbol key) to OLD's
+	// (the Go plan redirects calls by it: closures pair by code).
+	twins map[string]*symbol
 }
 
 // Diff compares OLD and NEW and decides how NEW can be applied to a process
 // running OLD. It is deterministic and reads nothing but the two binaries.
 func Diff(old, new *Binary) (r *Report, err error) {
+	d, err := diff(old, new)
+	if err != nil {
+		return nil, err
+	}
+	return d.r, nil
+}
+
+func diff(old, new *Binary) (d *differ, err error) {
 	if old == nil || new == nil {
 		return nil, fmt.Errorf("diff: nil binary")
 	}
@@ -304,7 +318,7 @@ func Diff(old, new *Binary) (r *Report, err error) {
 			return
 		}
 		if p := recover(); p != nil {
-			r, err = nil, fmt.Errorf("diff %s %s: malformed input: %v", old.path, new.path, p)
+			d, err = nil, fmt.Errorf("diff %s %s: malformed input: %v", old.path, new.path, p)
 		}
 	}()
 	// The two sides are independent until matched: prepare them at once.
@@ -318,13 +332,14 @@ func Diff(old, new *Binary) (r *Report, err error) {
 	if p := <-done; p != nil {
 		panic(p) // re-raised on this goroutine, where Diff recovers it
 	}
-	d := &differ{
+	d = &differ{
 		old:     oldSide,
 		new:     newSide,
 		r:       &Report{OldBuildID: old.buildID, NewBuildID: new.buildID, Verdict: VerdictAuto},
 		types:   map[string]*TypeChange{},
 		status:  map[*unit]string{},
 		newRefs: map[string][]string{},
+		twins:   map[string]*symbol{},
 	}
 	if d.old.dw == nil || d.new.dw == nil {
 		d.r.Warnings = append(d.r.Warnings, "no usable DWARF in one of the builds: types, signatures and globals' types were not compared")
@@ -333,7 +348,7 @@ func Diff(old, new *Binary) (r *Report, err error) {
 	d.globals()
 	d.goChecks()
 	d.finish()
-	return d.r, nil
+	return d, nil
 }
 
 func (d *differ) reason(v Verdict, sym, src, format string, args ...any) {
@@ -375,6 +390,7 @@ func (d *differ) functions() {
 	pairs, removed, added := pairUp(d.old.units, d.new.units, key, name, same)
 	var changed [][2]*unit
 	for _, p := range pairs {
+		d.twins[p[1].sym.key()] = p[0].sym
 		if p[0].hash == p[1].hash {
 			d.r.Unchanged++
 			d.status[p[0]] = "unchanged"

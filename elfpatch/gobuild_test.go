@@ -169,3 +169,51 @@ func TestGoStaticStringHeader(t *testing.T) {
 		}
 	}
 }
+
+// TestGoClosureRenumbered: a function literal added before another shifts
+// the compiler's numbering; the old literal pairs with its OLD self by
+// code (unchanged), the new one is added, and the plan points the new
+// code's reference to the old literal at OLD's copy of it, not at
+// OLD's function of the same number.
+func TestGoClosureRenumbered(t *testing.T) {
+	for _, mode := range [][]string{nil, {"-buildmode=pie"}} {
+		old, new := buildFixture(t, "closure1", mode...), buildFixture(t, "closure2", mode...)
+		r, err := Diff(old, new)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := names(r.Changed); strings.Join(got, ",") != "main.run" || strings.Join(names(r.Added), ",") != "main.run.func1" || len(r.Removed) != 0 {
+			t.Fatalf("%v: changed %v, added %v, removed %v; want [main.run], [main.run.func1], []", mode, got, names(r.Added), names(r.Removed))
+		}
+		load := new
+		if mode == nil {
+			load = buildFixture(t, "closure2", "-buildmode=pie")
+		}
+		p, err := PlanGo(old, new, load)
+		if err != nil {
+			t.Fatalf("PlanGo: %v", err)
+		}
+		var oldFunc1 *symbol
+		for _, s := range old.syms {
+			if s.name == "main.run.func1" {
+				oldFunc1 = s
+			}
+		}
+		found := false
+		for _, rd := range p.Redirects {
+			if rd.What == "main.run.func2" {
+				found = true
+				if rd.Target != oldFunc1.addr {
+					t.Errorf("%v: main.run.func2 redirected to %#x, want OLD's main.run.func1 %#x", mode, rd.Target, oldFunc1.addr)
+				}
+			}
+		}
+		kept := false
+		for _, k := range p.Kept {
+			kept = kept || k.What == "main.run.func1"
+		}
+		if !found || !kept {
+			t.Errorf("%v: redirect of main.run.func2 %v, main.run.func1 kept %v; redirects %+v kept %+v", mode, found, kept, p.Redirects, p.Kept)
+		}
+	}
+}

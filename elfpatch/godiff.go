@@ -3,6 +3,7 @@ package elfpatch
 import (
 	"debug/elf"
 	"encoding/hex"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -392,6 +393,7 @@ func (d *differ) goChecks() {
 	// changed signature), with NEW's own code standing for the build
 	// that will be loaded.
 	pl := newGoPlanner(&GoPlan{}, d.old.b, d.new.b)
+	pl.twins = d.twins
 	pl.lock()
 	pl.indexOld()
 	pl.funcs(d.r)
@@ -455,4 +457,17 @@ func (g *goImage) valueSize(insts []goInst, i int) uint64 {
 		return size
 	}
 	return 0
+}
+
+// goClosureNum is the number the compiler gives a function literal, a go
+// or a defer wrapper inside its function ("main.f.func2"), which shifts
+// when another is added before it.
+var goClosureNum = regexp.MustCompile(`\.(func|gowrap|deferwrap)\d+`)
+
+// goFuncKey is the pairing key of a Go function: closures without their
+// numbers, so that the functions of one parent pair by identical code
+// first, then in order (a closure inserted before another is added, the
+// other stays paired with its OLD self).
+func goFuncKey(k string) string {
+	return goClosureNum.ReplaceAllString(k, ".$1#")
 }

@@ -144,13 +144,15 @@ func PlanGo(old, diffed, load *Binary) (*GoPlan, error) {
 	if load == diffed && old.f.Type != diffed.f.Type {
 		return nil, fmt.Errorf("plan go patch: OLD %s is a default (non-PIE) build and NEW %s a PIE: the PIE's code differs from a default build's beyond the source change; diff against NEW built the way OLD was and load the PIE (PlanGo(old, newDefault, newPIE))", old.path, diffed.path)
 	}
-	r, err := Diff(old, diffed)
+	d, err := diff(old, diffed)
 	if err != nil {
 		return nil, err
 	}
+	r := d.r
 	p := &GoPlan{Old: old.path, Diffed: diffed.path, Load: load.path, OldBuildID: old.buildID,
 		LoadBuildID: load.buildID, Toolchain: old.goBuild().GoVersion, Report: r}
 	pl := newGoPlanner(p, old, load)
+	pl.twins = d.twins
 	pl.lock()
 	defer pl.unlock()
 	pl.indexOld()
@@ -192,6 +194,9 @@ type goPlanner struct {
 	og, lg    *goImage
 	// kept are the functions of the plan in load, by name.
 	kept map[string]*symbol
+	// twins are the diff's pairs: OLD's function for each NEW one, by
+	// NEW's key (load and the diffed build share names).
+	twins map[string]*symbol
 	// OLD's twins by identity.
 	oldByName   map[string]*symbol
 	oldTypes    map[string]uint64
@@ -434,7 +439,11 @@ func (pl *goPlanner) classify(fn string, rd GoRedirect) {
 			pl.keep(rd, "function", symOff(s, t))
 			return
 		}
-		if o := pl.oldByName[s.key()]; o != nil && o.fn && t-s.addr < o.size {
+		o := pl.twins[s.key()]
+		if o == nil && goClosureNum.FindString(s.name) == "" {
+			o = pl.oldByName[s.key()]
+		}
+		if o != nil && o.fn && t-s.addr < o.size {
 			pl.redirect(rd, "function", symOff(s, t), o.addr+(t-s.addr))
 			return
 		}
