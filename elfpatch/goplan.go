@@ -493,6 +493,15 @@ func (pl *goPlanner) classify(fn string, rd GoRedirect) {
 				}
 			}
 		}
+		if p, _, ok := lg.ptr(t); ok {
+			// By the function the diff paired it with (closures are
+			// renumbered).
+			if ps := pl.load.symbolAt(p); ps != nil && ps.addr == p {
+				if o := pl.twins[ps.key()]; o != nil {
+					id = "fv:fn:" + o.key() + "+0"
+				}
+			}
+		}
 		if a, ok := pl.oldFuncvals[id]; ok {
 			pl.redirect(rd, "funcval", strings.TrimPrefix(id, "fv:"), a)
 			return
