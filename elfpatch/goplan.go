@@ -60,6 +60,10 @@ type GoFunc struct {
 	NewEntry uint64 `json:"new_entry"`
 	NewSize  uint64 `json:"new_size"`
 	Added    bool   `json:"added,omitempty"`
+	// Pad is how many bytes of the alignment padding after OLD's
+	// function the 5-byte jump at OldEntry overwrites (a function
+	// shorter than the jump), as Func.Pad.
+	Pad uint64 `json:"pad,omitempty"`
 	// Source is the declaration's file:line.
 	Source string `json:"source,omitempty"`
 }
@@ -351,7 +355,7 @@ func (pl *goPlanner) funcs(r *Report) {
 		}
 		gf := GoFunc{Name: f.Name, NewEntry: s.addr, NewSize: s.size, Added: added, Source: f.Source}
 		if !added {
-			gf.OldEntry, gf.OldSize = f.OldAddr, f.OldSize
+			gf.OldEntry, gf.OldSize, gf.Pad = f.OldAddr, f.OldSize, f.Pad
 			if !f.Patchable {
 				pl.refuse(f.Name, "%s changed but its entry cannot take a jump: %s", f.Name, f.Why)
 			}
