@@ -237,8 +237,13 @@ func (g *goImage) isWriteBarrier(addr uint64) bool {
 // decodeFunc decodes a function symbol's code, up to the first byte that
 // does not decode.
 func (g *goImage) decodeFunc(s *symbol) []goInst {
+	return g.decodeInto(nil, s)
+}
+
+// decodeInto is decodeFunc reusing buf's storage.
+func (g *goImage) decodeInto(buf []goInst, s *symbol) []goInst {
 	code := g.b.read(s.addr, s.size)
-	var out []goInst
+	out := buf[:0]
 	for off := 0; off < len(code); {
 		in, err := x86dec.Decode(code[off:], s.addr+uint64(off))
 		if err != nil {
@@ -265,11 +270,12 @@ func (g *goImage) scanStrings() {
 	bounds := map[uint64]bool{}
 	anon := map[uint64]bool{}
 	rw := map[uint64]bool{}
+	var insts []goInst
 	for _, s := range g.b.syms {
 		if !s.fn {
 			continue
 		}
-		insts := g.decodeFunc(s)
+		insts = g.decodeInto(insts, s)
 		for i := range insts {
 			in := &insts[i].in
 			if in.RelSize == 0 {
@@ -354,6 +360,11 @@ func (g *goImage) scanStrings() {
 // goValue is a Go data object's initial value with every pointer replaced
 // by what it denotes, for the comparison of globals.
 func (g *goImage) goValue(o *symbol) []byte {
+	if o.bss {
+		// Zero-initialised: nothing to denote (the C path compares
+		// the zeros; the size is compared on its own).
+		return make([]byte, min(o.size, 64))
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.render(o.addr, o.addr+o.size, 0)
