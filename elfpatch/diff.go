@@ -157,6 +157,9 @@ func prepare(b *Binary, qualify bool) *side {
 			cold = append(cold, sym)
 		case sym.fn:
 			u := &unit{sym: sym, key: sym.key()}
+			if b.goBuild() != nil {
+				u.key = goFuncKey(u.key)
+			}
 			s.units = append(s.units, u)
 			if _, dup := s.byKey[u.key]; !dup {
 				s.byKey[u.key] = u
@@ -311,6 +314,9 @@ type differ struct {
 	// decisions for their transformers, by global name.
 	xfer  []xferCand
 	rules map[string]*Rules
+	// twins maps each paired NEW function (by symbol key) to OLD's
+	// (the Go plan redirects calls by it: closures pair by code).
+	twins map[string]*symbol
 }
 
 // Diff compares OLD and NEW and decides how NEW can be applied to a process
@@ -320,6 +326,14 @@ func Diff(old, new *Binary) (r *Report, err error) { return DiffRules(old, new, 
 // DiffRules is Diff with the operator's decisions for the state
 // transformers (from a state description), by global name.
 func DiffRules(old, new *Binary, rules map[string]*Rules) (r *Report, err error) {
+	d, err := diff(old, new, rules)
+	if err != nil {
+		return nil, err
+	}
+	return d.r, nil
+}
+
+func diff(old, new *Binary, rules map[string]*Rules) (d *differ, err error) {
 	if old == nil || new == nil {
 		return nil, fmt.Errorf("diff: nil binary")
 	}
@@ -328,7 +342,7 @@ func DiffRules(old, new *Binary, rules map[string]*Rules) (r *Report, err error)
 			return
 		}
 		if p := recover(); p != nil {
-			r, err = nil, fmt.Errorf("diff %s %s: malformed input: %v", old.path, new.path, p)
+			d, err = nil, fmt.Errorf("diff %s %s: malformed input: %v", old.path, new.path, p)
 		}
 	}()
 	// Code compares the same whether or not a build kept its debug
@@ -346,7 +360,7 @@ func DiffRules(old, new *Binary, rules map[string]*Rules) (r *Report, err error)
 	if p := <-done; p != nil {
 		panic(p) // re-raised on this goroutine, where Diff recovers it
 	}
-	d := &differ{
+	d = &differ{
 		old:     oldSide,
 		new:     newSide,
 		r:       &Report{OldBuildID: old.buildID, NewBuildID: new.buildID, Verdict: VerdictAuto},
@@ -354,6 +368,7 @@ func DiffRules(old, new *Binary, rules map[string]*Rules) (r *Report, err error)
 		status:  map[*unit]string{},
 		newRefs: map[string][]string{},
 		rules:   rules,
+		twins:   map[string]*symbol{},
 	}
 	if d.old.dw == nil || d.new.dw == nil {
 		d.r.TypesUnchecked = true
@@ -366,7 +381,7 @@ func DiffRules(old, new *Binary, rules map[string]*Rules) (r *Report, err error)
 	d.transfers()
 	d.goChecks()
 	d.finish()
-	return d.r, nil
+	return d, nil
 }
 
 func (d *differ) reason(v Verdict, sym, src, format string, args ...any) {
@@ -408,6 +423,7 @@ func (d *differ) functions() {
 	pairs, removed, added := pairUp(d.old.units, d.new.units, key, name, same)
 	var changed [][2]*unit
 	for _, p := range pairs {
+		d.twins[p[1].sym.key()] = p[0].sym
 		if p[0].hash == p[1].hash {
 			d.r.Unchanged++
 			d.status[p[0]] = "unchanged"

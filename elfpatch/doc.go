@@ -86,6 +86,7 @@
 // the state description (statedesc.go). A changed type that lives only in
 // locals of functions the patch replaces needs nothing: none may be on a
 // stack in the pause.
+//
 // # Frames that never leave
 //
 // For every changed function, Func.Resume (resume.go, resume_flow.go) says,
@@ -96,6 +97,33 @@
 // address is followed and must be the same in both, and every register and
 // stack slot it may read must be set by aligned instructions on both sides.
 // Where it cannot prove it, it says why; the controller then blocks.
+//
+// # Go programs
+//
+// A Go build (one with .go.buildinfo) is compared by identity, not by
+// address: a default Go build keeps no relocations, so read-only data
+// holding absolute addresses (itabs, dictionaries, funcvals, type
+// descriptors, static string headers) would differ whenever code moved.
+// goImage (goident.go) knows the Go linker's groups (type descriptors,
+// packed string literals, funcvals, GC masks and content-addressed
+// constants) and names each reference by what it denotes: a function by
+// name, a type by its abi.Type content (name, kind, size, hash, flags, GC
+// mask, element types), a string by the bytes over the length the code
+// loads or the header gives, a funcval by its function, a cache by its
+// content, a value by the size of the type or itab named next to it, a
+// jump table by its targets, other read-only data by its value with every
+// pointer denoted, transitively. Which words are pointers comes from the
+// relocations of a PIE and, in a default build, from the .data GC mask
+// (runtime.gcdata) or, in read-only data, from what a word would reach.
+// The linker's own tables (firstmoduledata, typelinks, inittasks) are not
+// compared. Diff also refuses another toolchain or other build settings
+// (CheckGoBuilds) and names what a live patch could not do.
+//
+// PlanGo (goplan.go) turns a Go diff into the plan of a live patch:
+// which functions of the loaded NEW (a PIE) replace which of OLD, and for
+// every rel32 and RIP-relative field of their code whether it stays in
+// NEW's image, is redirected to OLD's object of the same identity, or is
+// refused with a reason naming the symbol.
 //
 // # Patch files
 //

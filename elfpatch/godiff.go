@@ -3,6 +3,7 @@ package elfpatch
 import (
 	"debug/elf"
 	"encoding/hex"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -236,8 +237,13 @@ func (g *goImage) isWriteBarrier(addr uint64) bool {
 // decodeFunc decodes a function symbol's code, up to the first byte that
 // does not decode.
 func (g *goImage) decodeFunc(s *symbol) []goInst {
+	return g.decodeInto(nil, s)
+}
+
+// decodeInto is decodeFunc reusing buf's storage.
+func (g *goImage) decodeInto(buf []goInst, s *symbol) []goInst {
 	code := g.b.read(s.addr, s.size)
-	var out []goInst
+	out := buf[:0]
 	for off := 0; off < len(code); {
 		in, err := x86dec.Decode(code[off:], s.addr+uint64(off))
 		if err != nil {
@@ -264,15 +270,19 @@ func (g *goImage) scanStrings() {
 	bounds := map[uint64]bool{}
 	anon := map[uint64]bool{}
 	rw := map[uint64]bool{}
+	var insts []goInst
 	for _, s := range g.b.syms {
 		if !s.fn {
 			continue
 		}
-		insts := g.decodeFunc(s)
+		insts = g.decodeInto(insts, s)
 		for i := range insts {
 			in := &insts[i].in
 			if in.RelSize == 0 {
 				continue
+			}
+			if g.types.has(in.Target) {
+				g.typeRefs = append(g.typeRefs, in.Target)
 			}
 			if !g.strs.has(in.Target) {
 				k, _ := g.where(in.Target)
@@ -350,6 +360,11 @@ func (g *goImage) scanStrings() {
 // goValue is a Go data object's initial value with every pointer replaced
 // by what it denotes, for the comparison of globals.
 func (g *goImage) goValue(o *symbol) []byte {
+	if o.bss {
+		// Zero-initialised: nothing to denote (the C path compares
+		// the zeros; the size is compared on its own).
+		return make([]byte, min(o.size, 64))
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.render(o.addr, o.addr+o.size, 0)
@@ -389,6 +404,7 @@ func (d *differ) goChecks() {
 	// changed signature), with NEW's own code standing for the build
 	// that will be loaded.
 	pl := newGoPlanner(&GoPlan{}, d.old.b, d.new.b)
+	pl.twins = d.twins
 	pl.lock()
 	pl.indexOld()
 	pl.funcs(d.r)
@@ -452,4 +468,17 @@ func (g *goImage) valueSize(insts []goInst, i int) uint64 {
 		return size
 	}
 	return 0
+}
+
+// goClosureNum is the number the compiler gives a function literal, a go
+// or a defer wrapper inside its function ("main.f.func2"), which shifts
+// when another is added before it.
+var goClosureNum = regexp.MustCompile(`\.(func|gowrap|deferwrap)\d+`)
+
+// goFuncKey is the pairing key of a Go function: closures without their
+// numbers, so that the functions of one parent pair by identical code
+// first, then in order (a closure inserted before another is added, the
+// other stays paired with its OLD self).
+func goFuncKey(k string) string {
+	return goClosureNum.ReplaceAllString(k, ".$1#")
 }

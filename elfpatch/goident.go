@@ -77,6 +77,10 @@ type goImage struct {
 	// refers to, sorted: one such object ends at the latest where the
 	// next one starts.
 	anonBounds []uint64
+	// typeRefs are the code's references into the type descriptors,
+	// in code order; oldIdx the identity index (goplan.go).
+	typeRefs []uint64
+	oldIdx   *goIndex
 	// rwBounds are the addresses of unnamed writable data that code or
 	// data refers to, sorted.
 	rwBounds []uint64

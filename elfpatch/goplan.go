@@ -1,6 +1,7 @@
 package elfpatch
 
 import (
+	"debug/dwarf"
 	"errors"
 	"fmt"
 	"sort"
@@ -59,6 +60,10 @@ type GoFunc struct {
 	NewEntry uint64 `json:"new_entry"`
 	NewSize  uint64 `json:"new_size"`
 	Added    bool   `json:"added,omitempty"`
+	// Pad is how many bytes of the alignment padding after OLD's
+	// function the 5-byte jump at OldEntry overwrites (a function
+	// shorter than the jump), as Func.Pad.
+	Pad uint64 `json:"pad,omitempty"`
 	// Source is the declaration's file:line.
 	Source string `json:"source,omitempty"`
 }
@@ -143,13 +148,15 @@ func PlanGo(old, diffed, load *Binary) (*GoPlan, error) {
 	if load == diffed && old.f.Type != diffed.f.Type {
 		return nil, fmt.Errorf("plan go patch: OLD %s is a default (non-PIE) build and NEW %s a PIE: the PIE's code differs from a default build's beyond the source change; diff against NEW built the way OLD was and load the PIE (PlanGo(old, newDefault, newPIE))", old.path, diffed.path)
 	}
-	r, err := Diff(old, diffed)
+	d, err := diff(old, diffed, nil)
 	if err != nil {
 		return nil, err
 	}
+	r := d.r
 	p := &GoPlan{Old: old.path, Diffed: diffed.path, Load: load.path, OldBuildID: old.buildID,
 		LoadBuildID: load.buildID, Toolchain: old.goBuild().GoVersion, Report: r}
 	pl := newGoPlanner(p, old, load)
+	pl.twins = d.twins
 	pl.lock()
 	defer pl.unlock()
 	pl.indexOld()
@@ -191,6 +198,9 @@ type goPlanner struct {
 	og, lg    *goImage
 	// kept are the functions of the plan in load, by name.
 	kept map[string]*symbol
+	// twins are the diff's pairs: OLD's function for each NEW one, by
+	// NEW's key (load and the diffed build share names).
+	twins map[string]*symbol
 	// OLD's twins by identity.
 	oldByName   map[string]*symbol
 	oldTypes    map[string]uint64
@@ -226,64 +236,100 @@ func (pl *goPlanner) refuse(sym, format string, args ...any) {
 // reach), its caches and funcvals by content.
 func (pl *goPlanner) indexOld() {
 	og := pl.og
-	pl.oldByName = map[string]*symbol{}
-	pl.oldTypes = map[string]uint64{}
-	pl.oldCaches = map[string]*symbol{}
-	pl.oldFuncvals = map[string]uint64{}
-	for _, s := range pl.old.syms {
-		if _, dup := pl.oldByName[s.key()]; !dup {
-			pl.oldByName[s.key()] = s
+	if og.oldIdx == nil {
+		og.oldIdx = og.identityIndex()
+	}
+	x := og.oldIdx
+	pl.oldByName, pl.oldTypes, pl.oldCaches, pl.oldFuncvals = x.byName, x.types, x.caches, x.funcvals
+}
+
+// goIndex is a binary's objects by identity, for finding the twins of
+// NEW's objects in it; made once per binary (the diff's refusals and
+// PlanGo both need it).
+type goIndex struct {
+	byName   map[string]*symbol
+	types    map[string]uint64
+	caches   map[string]*symbol
+	funcvals map[string]uint64
+}
+
+// identityIndex indexes the binary's symbols by name, its type
+// descriptors by identity (those its code, its data, its typelinks reach),
+// its caches and funcvals by content. The caller holds g.mu.
+func (g *goImage) identityIndex() *goIndex {
+	x := &goIndex{byName: map[string]*symbol{}, types: map[string]uint64{}, caches: map[string]*symbol{}, funcvals: map[string]uint64{}}
+	b := g.b
+	for _, s := range b.syms {
+		if _, dup := x.byName[s.key()]; !dup {
+			x.byName[s.key()] = s
 		}
 		if goCache.MatchString(s.name) {
-			id := string(og.render(s.addr, s.addr+s.size, 0))
-			if _, dup := pl.oldCaches[id]; !dup {
-				pl.oldCaches[id] = s
+			id := string(g.render(s.addr, s.addr+s.size, 0))
+			if _, dup := x.caches[id]; !dup {
+				x.caches[id] = s
 			}
 		}
 	}
 	addType := func(a uint64) {
-		if !og.types.has(a) {
+		if !g.types.has(a) {
 			return
 		}
-		if id := og.typeIdent(a, 0); id != "" {
-			if prev, dup := pl.oldTypes[id]; !dup || a < prev {
-				pl.oldTypes[id] = a
+		if start, id := g.typeAt(a); id != "" {
+			if prev, dup := x.types[id]; !dup || start < prev {
+				x.types[id] = start
 			}
 		}
 	}
-	for _, s := range pl.old.syms {
+	g.scanStrings()
+	for _, a := range g.typeRefs {
+		addType(a)
+	}
+	for _, s := range b.syms {
 		if s.fn {
-			for _, in := range og.decodeFunc(s) {
-				if in.in.RelSize > 0 {
-					addType(in.in.Target)
-				}
-			}
 			continue
 		}
-		// Pointers in OLD's data (itabs, dictionaries, type fields).
+		// Pointers in data (itabs, dictionaries, type fields).
 		for a := (s.addr + 7) &^ 7; a+8 <= s.addr+s.size; a += 8 {
-			if t, _, ok := og.ptr(a); ok {
+			if t, _, ok := g.ptr(a); ok {
 				addType(t)
 			}
 		}
 	}
 	// typelinks: int32 offsets from moduledata.types.
-	if sec := pl.old.f.Section(".typelink"); sec != nil {
+	if sec := b.f.Section(".typelink"); sec != nil {
 		if d, err := sec.Data(); err == nil {
 			for i := 0; i+4 <= len(d); i += 4 {
 				off := int32(uint32(d[i]) | uint32(d[i+1])<<8 | uint32(d[i+2])<<16 | uint32(d[i+3])<<24)
-				addType(og.typesBase + uint64(off))
+				addType(g.typesBase + uint64(off))
 			}
 		}
 	}
-	for _, r := range og.funcdesc {
+	// DWARF: every type the program declares that has a descriptor
+	// carries its offset from moduledata.types (DW_AT_go_runtime_type).
+	if b.dw != nil {
+		func() {
+			defer func() { _ = recover() }() // malformed DWARF: fewer types
+			r := b.dw.Reader()
+			for {
+				e, err := r.Next()
+				if err != nil || e == nil {
+					return
+				}
+				if off, ok := e.Val(dwarf.Attr(0x2904)).(uint64); ok {
+					addType(g.typesBase + off)
+				}
+			}
+		}()
+	}
+	for _, r := range g.funcdesc {
 		for a := r.lo; a+8 <= r.hi; a += 8 {
-			id := og.denote(a, -1, 0)
-			if _, dup := pl.oldFuncvals[id]; !dup {
-				pl.oldFuncvals[id] = a
+			id := g.denote(a, -1, 0)
+			if _, dup := x.funcvals[id]; !dup {
+				x.funcvals[id] = a
 			}
 		}
 	}
+	return x
 }
 
 // funcs fills Funcs from the diff: changed and added functions, found in
@@ -309,7 +355,7 @@ func (pl *goPlanner) funcs(r *Report) {
 		}
 		gf := GoFunc{Name: f.Name, NewEntry: s.addr, NewSize: s.size, Added: added, Source: f.Source}
 		if !added {
-			gf.OldEntry, gf.OldSize = f.OldAddr, f.OldSize
+			gf.OldEntry, gf.OldSize, gf.Pad = f.OldAddr, f.OldSize, f.Pad
 			if !f.Patchable {
 				pl.refuse(f.Name, "%s changed but its entry cannot take a jump: %s", f.Name, f.Why)
 			}
@@ -397,7 +443,11 @@ func (pl *goPlanner) classify(fn string, rd GoRedirect) {
 			pl.keep(rd, "function", symOff(s, t))
 			return
 		}
-		if o := pl.oldByName[s.key()]; o != nil && o.fn && t-s.addr < o.size {
+		o := pl.twins[s.key()]
+		if o == nil && goClosureNum.FindString(s.name) == "" {
+			o = pl.oldByName[s.key()]
+		}
+		if o != nil && o.fn && t-s.addr < o.size {
 			pl.redirect(rd, "function", symOff(s, t), o.addr+(t-s.addr))
 			return
 		}
@@ -444,6 +494,15 @@ func (pl *goPlanner) classify(fn string, rd GoRedirect) {
 				if _, kept := pl.kept[ps.key()]; kept {
 					pl.keep(rd, "funcval", "funcval of "+ps.name)
 					return
+				}
+			}
+		}
+		if p, _, ok := lg.ptr(t); ok {
+			// By the function the diff paired it with (closures are
+			// renumbered).
+			if ps := pl.load.symbolAt(p); ps != nil && ps.addr == p {
+				if o := pl.twins[ps.key()]; o != nil {
+					id = "fv:fn:" + o.key() + "+0"
 				}
 			}
 		}

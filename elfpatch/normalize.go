@@ -263,6 +263,11 @@ func (n *normaliser) ref(u *unit, inst *x86asm.Inst, target uint64) string {
 		if s == nil {
 			s = u.sym
 		}
+		if n.goRef != nil {
+			// Go has no split parts; a closure's own name carries a
+			// number that shifts (godiff.go, goFuncKey).
+			return "@" + goFuncKey(s.ck) + "+" + strconv.FormatUint(target-s.addr, 10)
+		}
 		return "@" + s.ck + "+" + strconv.FormatUint(target-s.addr, 10)
 	}
 	if b.inPLT(target) {

@@ -1,0 +1,3 @@
+module banner
+
+go 1.26
