@@ -3,7 +3,6 @@ package graft
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"syscall"
 
@@ -59,7 +58,7 @@ func isGraftMemfd(name string) bool {
 func closeDescriptors(p proc, pid int, fds []Descriptor) error {
 	var errs []error
 	for _, d := range fds {
-		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, d.FD))
+		link, err := tracer.FDLink(pid, d.FD)
 		if err != nil || strings.TrimSuffix(strings.TrimPrefix(link, "/memfd:"), " (deleted)") != d.Name || !strings.HasPrefix(link, "/memfd:") {
 			continue // closed or reused meanwhile
 		}

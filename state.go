@@ -391,7 +391,7 @@ func readState(r io.ReaderAt, pid int, maps []tracer.Mapping) (*State, error) {
 // procMem opens /proc/PID/mem for reading without attaching: enough for
 // status, which must not stop the target.
 func procMem(pid int) (*os.File, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	f, err := tracer.OpenMem(pid)
 	if err != nil {
 		return nil, fmt.Errorf("open memory of pid %d: %w", pid, err)
 	}

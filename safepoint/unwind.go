@@ -135,7 +135,7 @@ func newUnwinder(pid int, mods []tracer.Module) (*Unwinder, error) {
 			m.name = "[vdso]"
 			m.lazy = true
 			if pid > 0 {
-				m.load(procMem(pid))
+				m.load(tracer.ProcMem(pid))
 			}
 		} else {
 			m.err = m.loadFile(pid)
@@ -159,32 +159,11 @@ func (u *Unwinder) Problems() []error {
 	return out
 }
 
-// procMem reads /proc/PID/mem; used only to fetch the vDSO image early.
-type procMem int
-
-func (p procMem) ReadAt(b []byte, addr int64) (int, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/mem", int(p)))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	return f.ReadAt(b, addr)
-}
-
 func (m *module) loadFile(pid int) error {
 	var paths []string
 	clean := strings.TrimSuffix(m.mod.Path, " (deleted)")
 	if pid > 0 {
-		paths = append(paths, fmt.Sprintf("/proc/%d/root%s", pid, clean))
-		if len(m.mod.Mappings) > 0 {
-			lo := m.mod.Mappings[0]
-			for _, mp := range m.mod.Mappings {
-				if mp.Start < lo.Start {
-					lo = mp
-				}
-			}
-			paths = append(paths, fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, lo.Start, lo.End))
-		}
+		paths = append(paths, tracer.ModulePaths(pid, &m.mod)...)
 	}
 	paths = append(paths, clean)
 	var first error

@@ -266,7 +266,7 @@ func layout(im *elfpatch.Image, base uint64) ([]Region, error) {
 // fillMemfd writes the linked segments into the target's memfd through
 // /proc/PID/fd, while the target runs.
 func fillMemfd(pid int, fd int64, im *elfpatch.Image, segs [][]byte) (err error) {
-	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/%d", pid, fd), os.O_RDWR, 0)
+	f, err := tracer.OpenFD(pid, int(fd), os.O_RDWR)
 	if err != nil {
 		return err
 	}

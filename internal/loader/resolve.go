@@ -111,18 +111,7 @@ func readLib(pid int, m tracer.Module) (l *libSyms) {
 			l.err = fmt.Errorf("malformed ELF: %v", x)
 		}
 	}()
-	var paths []string
-	path := strings.TrimSuffix(m.Path, " (deleted)")
-	paths = append(paths, fmt.Sprintf("/proc/%d/root%s", pid, path))
-	if len(m.Mappings) > 0 {
-		lo := m.Mappings[0]
-		for _, mp := range m.Mappings {
-			if mp.Start < lo.Start {
-				lo = mp
-			}
-		}
-		paths = append(paths, fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, lo.Start, lo.End))
-	}
+	paths := tracer.ModulePaths(pid, &m)
 	var inode uint64
 	for _, mp := range m.Mappings {
 		if mp.Inode != 0 {
