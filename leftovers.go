@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"syscall"
 
 	"graft/tracer"
 )
@@ -62,7 +61,7 @@ func closeDescriptors(p proc, pid int, fds []Descriptor) error {
 		if err != nil || strings.TrimSuffix(strings.TrimPrefix(link, "/memfd:"), " (deleted)") != d.Name || !strings.HasPrefix(link, "/memfd:") {
 			continue // closed or reused meanwhile
 		}
-		if _, err := p.Syscall(syscall.SYS_CLOSE, uint64(d.FD)); err != nil {
+		if err := tracer.CloseFD(p, uint64(d.FD)); err != nil {
 			errs = append(errs, fmt.Errorf("close descriptor %d (%s): %w", d.FD, d.Name, err))
 		}
 	}

@@ -12,7 +12,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"graft/tracer"
@@ -403,7 +402,7 @@ func procMem(pid int) (*os.File, error) {
 // mmap, close. On failure it leaves nothing behind. Precondition: stopped.
 func createStateMapping(p proc) (addr uint64, err error) {
 	const page = 4096
-	scratch, err := p.Mmap(0, page, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS, -1, 0)
+	scratch, err := p.Mmap(0, page, tracer.ProtRead|tracer.ProtWrite, tracer.MapPrivate|tracer.MapAnonymous, -1, 0)
 	if err != nil {
 		return 0, fmt.Errorf("create graft record: map scratch page: %w", err)
 	}
@@ -415,21 +414,16 @@ func createStateMapping(p proc) (addr uint64, err error) {
 	if _, err := p.WriteAt(append([]byte(stateName), 0), int64(scratch)); err != nil {
 		return 0, fmt.Errorf("create graft record: write name: %w", err)
 	}
-	const mfdCloexec = 1
-	const sysMemfdCreate = 319 // x86-64; not in package syscall
-	fd, err := p.Syscall(sysMemfdCreate, scratch, mfdCloexec)
+	fd, err := tracer.CreateMemfd(p, scratch, stateCapacity)
 	if err != nil {
-		return 0, fmt.Errorf("create graft record: memfd_create: %w", err)
+		return 0, fmt.Errorf("create graft record: %w", err)
 	}
 	defer func() {
-		if _, cerr := p.Syscall(syscall.SYS_CLOSE, fd); cerr != nil && err == nil {
+		if cerr := tracer.CloseFD(p, fd); cerr != nil && err == nil {
 			err = fmt.Errorf("create graft record: close memfd %d: %w", fd, cerr)
 		}
 	}()
-	if _, err := p.Syscall(syscall.SYS_FTRUNCATE, fd, stateCapacity); err != nil {
-		return 0, fmt.Errorf("create graft record: ftruncate: %w", err)
-	}
-	addr, err = p.Mmap(0, stateCapacity, syscall.PROT_READ, syscall.MAP_PRIVATE, int64(fd), 0)
+	addr, err = p.Mmap(0, stateCapacity, tracer.ProtRead, tracer.MapPrivate, int64(fd), 0)
 	if err != nil {
 		return 0, fmt.Errorf("create graft record: mmap: %w", err)
 	}

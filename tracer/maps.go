@@ -176,10 +176,7 @@ func openModule(pid int, mod *Module) (io.ReaderAt, func(), error) {
 		return bytes.NewReader(b), func() {}, nil
 	}
 	lo := lowest(mod.Mappings)
-	paths := []string{
-		fmt.Sprintf("/proc/%d/root%s", pid, strings.TrimSuffix(mod.Path, " (deleted)")),
-		fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, lo.Start, lo.End),
-	}
+	paths := ModulePaths(pid, mod)
 	if strings.HasSuffix(mod.Path, " (deleted)") {
 		paths[0], paths[1] = paths[1], paths[0]
 	}
@@ -294,16 +291,13 @@ func findBuildID(r io.Reader, bo binary.ByteOrder, size uint64) string {
 // since, as a package upgrade leaves it). Reading it needs no stop.
 func ModuleFile(pid int, mod *Module) (string, error) {
 	if mod.Main {
-		return fmt.Sprintf("/proc/%d/exe", pid), nil
+		return ExePath(pid), nil
 	}
 	if len(mod.Mappings) == 0 || !strings.HasPrefix(mod.Path, "/") {
 		return "", fmt.Errorf("module %s of pid %d has no mapped file", mod.Path, pid)
 	}
 	lo := lowest(mod.Mappings)
-	paths := []string{
-		fmt.Sprintf("/proc/%d/root%s", pid, strings.TrimSuffix(mod.Path, " (deleted)")),
-		fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, lo.Start, lo.End),
-	}
+	paths := ModulePaths(pid, mod)
 	var first error
 	for _, p := range paths {
 		fi, err := os.Stat(p)

@@ -166,16 +166,11 @@ func (l *Loaded) mapInto(p Process, im *elfpatch.Image, segs [][]byte, opt Optio
 		if _, err := p.WriteAt(append([]byte(name), 0), int64(base)); err != nil {
 			return l.undo(p, memfd, fail("write memfd name", err))
 		}
-		fd, err := p.Syscall(unix.SYS_MEMFD_CREATE, base, unix.MFD_CLOEXEC)
+		fd, err := tracer.CreateMemfd(p, base, im.Size)
 		if err != nil {
-			return nil // refused (seccomp, old kernel): anonymous mappings
+			return nil // refused (seccomp, old kernel), or not sized: anonymous mappings
 		}
 		memfd = int64(fd)
-		if _, err := p.Syscall(unix.SYS_FTRUNCATE, fd, im.Size); err != nil {
-			p.Syscall(unix.SYS_CLOSE, fd)
-			memfd = -1
-			return nil
-		}
 		// The reservation becomes the memfd's (no access yet): a graft
 		// killed before the next stop leaves a mapping /proc/PID/maps
 		// names, which status lists and revert --all unmaps, not an
