@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"debug/elf"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"graft/elfpatch"
+	"graft/internal/elfx"
 	"graft/internal/loader"
 	"graft/safepoint"
 	"graft/tracer"
@@ -424,18 +424,12 @@ func fromElfpatch(p *elfpatch.Patch) *Patch {
 	return pt
 }
 
-func fileBuildID(path string) (id string, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("read build-id of %s: malformed ELF: %v", path, r)
-		}
-	}()
-	f, err := elf.Open(path)
+func fileBuildID(path string) (string, error) {
+	id, err := elfx.FileBuildID(path)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("read build-id of %s: %w", path, err)
 	}
-	defer f.Close()
-	return elfBuildID(f), nil
+	return id, nil
 }
 
 // tracedBy reads TracerPid from /proc/PID/status (0: not traced), and the

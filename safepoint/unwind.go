@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-delve/delve/pkg/dwarf/frame"
 
+	"graft/internal/elfx"
 	"graft/internal/symtab"
 	"graft/tracer"
 )
@@ -239,7 +240,7 @@ func (m *module) loadELF(r io.ReaderAt) (err error) {
 	// A file replaced on disk since it was mapped (a package upgrade)
 	// has other CFI: using it would unwind garbage that may look whole.
 	if want := m.mod.BuildID; want != "" {
-		if got := buildID(f); got != "" && got != want {
+		if got := elfx.BuildID(f); got != "" && got != want {
 			return fmt.Errorf("file is not the mapped one (build-id %s, mapped %s)", got, want)
 		}
 	}
@@ -655,23 +656,4 @@ func debugSymbols(buildID string) *symtab.Table {
 		return nil
 	}
 	return t
-}
-
-// buildID returns the hex GNU build ID of f, "" if it has none.
-func buildID(f *elf.File) string {
-	s := f.Section(".note.gnu.build-id")
-	if s == nil {
-		return ""
-	}
-	b, err := s.Data()
-	if err != nil || len(b) < 16 {
-		return ""
-	}
-	namesz := binary.LittleEndian.Uint32(b[0:])
-	descsz := binary.LittleEndian.Uint32(b[4:])
-	off := 12 + (uint64(namesz)+3)&^3
-	if binary.LittleEndian.Uint32(b[8:]) != 3 || off+uint64(descsz) > uint64(len(b)) {
-		return ""
-	}
-	return fmt.Sprintf("%x", b[off:off+uint64(descsz)])
 }

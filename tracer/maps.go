@@ -5,13 +5,14 @@ import (
 	"bytes"
 	"debug/elf"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
 	"strings"
+
+	"graft/internal/elfx"
 )
 
 // ReadMaps parses /proc/PID/maps.
@@ -266,22 +267,7 @@ func findBuildID(r io.Reader, bo binary.ByteOrder, size uint64) string {
 	if _, err := io.ReadFull(r, b); err != nil {
 		return ""
 	}
-	const ntGNUBuildID = 3
-	align := func(n uint32) uint64 { return (uint64(n) + 3) &^ 3 }
-	for len(b) >= 12 {
-		namesz, descsz, typ := bo.Uint32(b), bo.Uint32(b[4:]), bo.Uint32(b[8:])
-		b = b[12:]
-		if align(namesz)+align(descsz) > uint64(len(b)) {
-			return ""
-		}
-		name := b[:namesz]
-		desc := b[align(namesz) : align(namesz)+uint64(descsz)]
-		b = b[align(namesz)+align(descsz):]
-		if typ == ntGNUBuildID && string(bytes.TrimRight(name, "\x00")) == "GNU" {
-			return hex.EncodeToString(desc)
-		}
-	}
-	return ""
+	return elfx.NoteBuildID(b, bo)
 }
 
 // ModuleFile returns a path that opens the very file mod was mapped from:
