@@ -48,23 +48,13 @@ func readSymbols(path, wantBuildID string) (s *symbols, err error) {
 			return nil, fmt.Errorf("read symbols of %s: build-id %s, want %s", path, got, wantBuildID)
 		}
 	}
-	syms, err := f.Symbols()
+	syms, err := elfx.UnitSymbols(f)
 	if err != nil {
 		return nil, fmt.Errorf("read symbols of %s: %w", path, err)
 	}
 	var list []symbol
-	cu := ""
 	for _, e := range syms {
 		t := elf.ST_TYPE(e.Info)
-		if t == elf.STT_FILE {
-			// Locals follow their unit's STT_FILE entry (gABI order);
-			// the base name, as elfpatch records it.
-			cu = ""
-			if e.Name != "" {
-				cu = filepath.Base(e.Name)
-			}
-			continue
-		}
 		if t != elf.STT_FUNC && t != elf.STT_OBJECT && t != elf.STT_GNU_IFUNC {
 			continue
 		}
@@ -72,8 +62,9 @@ func readSymbols(path, wantBuildID string) (s *symbols, err error) {
 			continue
 		}
 		sym := symbol{Name: e.Name, Addr: e.Value, Size: e.Size, Func: t != elf.STT_OBJECT}
-		if elf.ST_BIND(e.Info) == elf.STB_LOCAL {
-			sym.File = cu
+		if elf.ST_BIND(e.Info) == elf.STB_LOCAL && e.File != "" {
+			// A static's unit by its base name, as elfpatch records it.
+			sym.File = filepath.Base(e.File)
 		}
 		list = append(list, sym)
 	}

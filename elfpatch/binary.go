@@ -174,21 +174,13 @@ type fileSymbol struct {
 // diff (readSymbols) and the planner (newSymtab) both tell statics apart
 // this way.
 func symbolsByFile(f *elf.File) ([]fileSymbol, error) {
-	syms, err := f.Symbols()
+	syms, err := elfx.UnitSymbols(f)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]fileSymbol, 0, len(syms))
-	file := ""
-	for _, s := range syms {
-		if elf.ST_TYPE(s.Info) == elf.STT_FILE {
-			file = s.Name
-			continue
-		}
-		if elf.ST_BIND(s.Info) != elf.STB_LOCAL {
-			file = "" // globals follow all locals; they need no file
-		}
-		out = append(out, fileSymbol{s, file})
+	out := make([]fileSymbol, len(syms))
+	for i, s := range syms {
+		out[i] = fileSymbol{s.Symbol, s.File}
 	}
 	return out, nil
 }

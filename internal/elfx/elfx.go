@@ -83,3 +83,41 @@ func FileBuildID(path string) (string, error) {
 	defer f.Close()
 	return BuildID(f), nil
 }
+
+// Symbol is an entry of .symtab with the compile unit it belongs to.
+type Symbol struct {
+	elf.Symbol
+	// File is, for a local symbol (a static), the name of the STT_FILE
+	// entry it follows; "" for a global.
+	File string
+}
+
+// UnitSymbols reads f's .symtab, leaving out the STT_FILE entries and
+// giving each local symbol the name of the STT_FILE entry it follows: in
+// the gABI's order the locals of one unit follow their STT_FILE and the
+// globals follow all locals, belonging to no file. This is how a static
+// is told from a same-named static of another unit.
+func UnitSymbols(f *elf.File) (out []Symbol, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = nil, fmt.Errorf("malformed ELF: %v", r)
+		}
+	}()
+	syms, err := f.Symbols()
+	if err != nil {
+		return nil, err
+	}
+	out = make([]Symbol, 0, len(syms))
+	file := ""
+	for _, s := range syms {
+		if elf.ST_TYPE(s.Info) == elf.STT_FILE {
+			file = s.Name
+			continue
+		}
+		if elf.ST_BIND(s.Info) != elf.STB_LOCAL {
+			file = "" // globals follow all locals; they need no file
+		}
+		out = append(out, Symbol{s, file})
+	}
+	return out, nil
+}
