@@ -339,22 +339,19 @@ func originalCode(p proc, st *State, entry, size uint64) (orig, cur []byte, err 
 	return orig, cur, nil
 }
 
+// applyAttached applies a prepared patch to an attached target: the
+// writes are worked out while it runs, then one pause (pause.go) makes
+// them, and after it superseded images are unmapped.
 func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepared, maps []tracer.Mapping, exe *tracer.Module, mods []tracer.Module, opts ApplyOptions) (*ApplyResult, error) {
 	pt, st := pr.patch, pr.state
 	fail := func(err error) error { return fmt.Errorf("apply patch %s to pid %d: %w", pt.ID, pid, err) }
 
 	// Undo list: on any failure before the jumps are in, take out what
 	// was put in, newest first, so the target is as before.
-	var undo []func() error
+	var undo undoList
 	rollback := func(err error) error {
-		var errs []error
-		for i := len(undo) - 1; i >= 0; i-- {
-			if uerr := undo[i](); uerr != nil {
-				errs = append(errs, uerr)
-			}
-		}
-		if len(errs) > 0 {
-			return needsAttention(pid, fmt.Errorf("%w (and undoing it failed, the process may hold unused memory of graft's: %w)", err, errors.Join(errs...)))
+		if uerr := undo.run(); uerr != nil {
+			return needsAttention(pid, fmt.Errorf("%w (and undoing it failed, the process may hold unused memory of graft's: %w)", err, uerr))
 		}
 		return err
 	}
@@ -371,103 +368,14 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	}
 
 	// Precompute every byte to write.
-	var sites []SiteRecord
-	var spec safeSpec
 	pr.allowNames = opts.AllowActive
-	if err := pr.frameSpec(&spec, pr.exeBias); err != nil {
+	sites, spec, err := sys.planJumps(p, pr, base)
+	if err != nil {
 		return nil, rollback(fail(err))
 	}
 	spec.Progress = opts.Progress
-	spec.Functions = append(spec.Functions, pr.parts...)
-	for _, v := range pr.versions {
-		r := pr.image.Redirects[v.redir]
-		target := base + r.New
-		orig, cur, err := originalCode(p, st, v.entry, v.size)
-		if err != nil {
-			return nil, rollback(fail(fmt.Errorf("plan jump for %s: %w", v.name, err)))
-		}
-		s, err := sys.plan(orig, v.entry, target)
-		if err != nil {
-			return nil, rollback(fail(fmt.Errorf("plan jump for %s at %#x: %w", v.name, v.entry, err)))
-		}
-		off := s.Addr - v.entry
-		if s.Addr < v.entry || off+uint64(len(s.New)) > v.size {
-			return nil, rollback(fail(fmt.Errorf("plan jump for %s: site %#x+%d outside the function", v.name, s.Addr, len(s.New))))
-		}
-		sites = append(sites, SiteRecord{
-			Func:   v.name,
-			Addr:   s.Addr,
-			Orig:   slices.Clone(cur[off : off+uint64(len(s.New))]),
-			New:    slices.Clone(s.New),
-			Target: target,
-		})
-		spec.Functions = append(spec.Functions, namedRange{v.name, Range{v.entry, v.entry + v.size}})
-		spec.Entries = append(spec.Entries, namedRange{v.name, Range{s.Addr, s.Addr + uint64(len(s.New))}})
-	}
-	if err := checkOverlap(sites); err != nil {
-		return nil, rollback(fail(err))
-	}
-
-	rec := PatchRecord{
-		ID:         pt.ID,
-		OldBuildID: pt.OldBuildID,
-		NewBuildID: pt.NewBuildID,
-		NewPath:    pt.NewPath,
-		Base:       base,
-		Size:       size,
-		Refs:       pr.refs,
-		Symbols:    imageSymbols(pr.image, base),
-		Signer:     pt.Signer,
-		Module:     exe.BuildID,
-		ModulePath: exe.Path,
-		StayAt:     stayAt(pt, base),
-		Carry:      carryOf(pr, base),
-	}
-	im := pr.image
-	if pt.Go != nil {
-		rec.GoModule = base + pt.Go.Module
-	}
-	rec.EhFrame, rec.EhFrameSize = im.EhFrame, im.EhFrameSize
-	rec.EhFrameHdr, rec.EhFrameHdrSize = im.EhFrameHdr, im.EhFrameHdrSize
-	for _, seg := range pr.image.Segments {
-		if seg.Prot&4 != 0 {
-			rec.Exec = append(rec.Exec, Range{base + seg.Vaddr, base + seg.Vaddr + seg.Memsz})
-		}
-	}
-	for _, r := range pr.image.Redirects {
-		fr := FuncRecord{Name: r.Name, New: base + r.New, NewSize: r.NewSize}
-		for _, v := range pr.versions {
-			if v.name == r.Name && !inAnyImage(st, v.entry) {
-				fr.Entry = v.entry
-			}
-		}
-		rec.Functions = append(rec.Functions, fr)
-	}
-
-	// The image of the patch below may become unused: every function it
-	// redirected is redirected again here, and the new code does not
-	// point into it. Whether a frame is still inside is decided in the
-	// pause. Only the patch directly below qualifies: reverting this
-	// patch later must also revert the unloaded one (its code is gone),
-	// and that is only the stack's order when nothing lies between.
-	redirected := map[string]bool{}
-	for _, n := range pr.funcNames {
-		redirected[n] = true
-	}
-	var cands []int
-	for i := range st.Patches {
-		r := &st.Patches[i]
-		if i != len(st.Patches)-1 || r.Unloaded || !r.inModule(exe) || slices.Contains(pr.refs, r.ID) || holdsState(r) {
-			continue
-		}
-		all := true
-		for _, f := range r.Functions {
-			all = all && redirected[f.Name]
-		}
-		if all {
-			cands = append(cands, i)
-		}
-	}
+	rec := newPatchRecord(pr, exe, base)
+	cands := unloadCandidates(st, pr, exe)
 
 	ck, err := sys.newChecker(pid, mods, append(loadedModules(st), recordModule(&rec)))
 	if err != nil {
@@ -517,41 +425,23 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	}
 
 	// The pause.
-	t0 := time.Now()
-	if err := p.Stop(); err != nil {
-		return nil, rollback(fail(fmt.Errorf("stop threads: %w", err)))
-	}
-	resume := func() error {
-		err := p.Resume()
-		res.PauseUS = time.Since(t0).Microseconds()
-		return err
-	}
-	// end ends a pause that succeeded: the threads are let go detached,
-	// one kept for the unmapping if keep.
-	end := func(keep bool) error {
-		err := endPause(p, keep)
-		res.PauseUS = time.Since(t0).Microseconds()
-		return err
+	ps, err := stopAll(p, &res.PauseUS)
+	if err != nil {
+		return nil, rollback(fail(err))
 	}
 	wait := opts.Timeout
 	if opts.Once && opts.DryRun {
 		wait = 0
 	}
-	if last, err := ck.waitSafe(ctx, p, spec, wait); err != nil {
-		err = withCause(ctx, err)
-		if rerr := resume(); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("resume: %w", rerr))
-		}
+	if err := ps.waitSafe(ctx, ck, spec, wait); err != nil {
 		return nil, rollback(fail(err))
-	} else if !last.IsZero() {
-		t0 = last
 	}
 	res.Stayed = lastStayed(ck)
 	if opts.DryRun {
 		// The transformers run too, writing nothing: a value that does
 		// not fit its new type shows now.
 		xrecs, _, xerr := runTransfers(p, pt, pr.exeBias, base)
-		if err := end(false); err != nil || xerr != nil {
+		if err := ps.end(false); err != nil || xerr != nil {
 			if err != nil {
 				err = fmt.Errorf("resume: %w", err)
 			}
@@ -561,96 +451,11 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		return res, nil
 	}
 
-	// Superseded images with no frame inside go: the jumps that would
-	// have gone into them are dropped and they are marked unloaded. Which
-	// outcome applies is known only in the pause; both are encoded now.
-	var unload []int
-	if len(cands) > 0 {
-		rs := make([]Range, 0, len(cands))
-		for _, i := range cands {
-			rs = append(rs, Range{st.Patches[i].Base, st.Patches[i].Base + st.Patches[i].Size})
-		}
-		hit, err := ck.framesIn(p, rs)
-		if err == nil {
-			unload = removable(st, cands, hit)
-		}
-	}
-	out := outcomes[0]
-	if len(unload) > 0 {
-		out = outcomes[1]
-		if !slices.Equal(unload, out.unload) {
-			// Only some candidates are free: encode that (in the
-			// pause; cannot happen while a single patch qualifies).
-			o, err := sys.outcome(st, rec, sites, unload)
-			if err != nil {
-				return nil, rollback(fail(errors.Join(err, resume())))
-			}
-			out = o
-		}
-	}
-	// State transfer: converted now, after every thread stopped and
-	// before the record and any jump; the record then holds the result.
-	xundo := func() error { return nil }
-	if len(pt.Transfers) > 0 {
-		tx := time.Now()
-		xrecs, commit, err := runTransfers(p, pt, pr.exeBias, base)
-		if err == nil {
-			rec.Transfers = xrecs
-			out, err = sys.outcome(st, rec, sites, out.unload)
-		}
-		if err == nil {
-			xundo, err = commit()
-		}
-		res.TransferUS = time.Since(tx).Microseconds()
-		if err != nil {
-			return nil, rollback(fail(errors.Join(err, resume())))
-		}
-		res.Transfers, res.Irreversible = transferResults(xrecs), rec.Irreversible()
-	}
-	sites, buf := out.sites, out.buf
-	res.Sites = sites
-	for _, i := range out.unload {
-		res.Unloaded = append(res.Unloaded, st.Patches[i].ID)
-	}
-
-	// The record first, then the jumps: a graft killed in between (only
-	// SIGKILL can do that) leaves a record naming every jump with its
-	// original bytes, so status shows it and revert cleans it up, and
-	// never a jump nobody knows about.
-	if _, err := p.WriteAt(buf, int64(stateAddr)); err != nil {
-		err = errors.Join(fmt.Errorf("write graft record at %#x: %w", stateAddr, err), xundo())
-		if rerr := resume(); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("resume: %w", rerr))
-		}
+	unload, err := sys.applyInPause(ps, ck, pr, &rec, sites, cands, outcomes, before, stateAddr, res)
+	if err != nil {
 		return nil, rollback(fail(err))
 	}
-	unlinkGo := func() error { return nil }
-	if pt.Go != nil {
-		u, err := linkGoModule(p, pt.Go, pr.exeBias, rec.GoModule)
-		if err != nil {
-			err = errors.Join(err, xundo())
-			if before != nil {
-				if _, werr := p.WriteAt(before, int64(stateAddr)); werr != nil {
-					err = errors.Join(err, fmt.Errorf("put back graft record at %#x: %w", stateAddr, werr))
-				}
-			}
-			return nil, rollback(fail(errors.Join(err, resume())))
-		}
-		unlinkGo = u
-	}
-	if err := writeSites(p, sites); err != nil {
-		err = errors.Join(err, unlinkGo(), xundo())
-		if before != nil {
-			if _, werr := p.WriteAt(before, int64(stateAddr)); werr != nil {
-				err = errors.Join(err, fmt.Errorf("put back graft record at %#x: %w", stateAddr, werr))
-			}
-		}
-		if rerr := resume(); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("resume: %w", rerr))
-		}
-		return nil, rollback(fail(err))
-	}
-	if err := end(len(unload) > 0); err != nil {
+	if err := ps.end(len(unload) > 0); err != nil {
 		// The patch is in and recorded; the threads may be left
 		// stopped only if the process is going away.
 		return res, fail(fmt.Errorf("resume after patching: %w", err))
@@ -674,6 +479,200 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 		return res, fail(err)
 	}
 	return res, nil
+}
+
+// applyInPause makes the apply's writes in a pause at a safe point, in
+// their order: converted state, the record, the Go module link, the
+// jumps. Each pushes its undo; on failure the pause is aborted (undone
+// and resumed). It returns the superseded patches to unmap after it.
+func (sys *system) applyInPause(ps *pause, ck checker, pr *prepared, rec *PatchRecord, sites []SiteRecord, cands []int, outcomes [2]outcome, before []byte, stateAddr uint64, res *ApplyResult) ([]int, error) {
+	p, pt, st := ps.p, pr.patch, pr.state
+	// Superseded images with no frame inside go: the jumps that would
+	// have gone into them are dropped and they are marked unloaded. Which
+	// outcome applies is known only in the pause; both are encoded now.
+	var unload []int
+	if len(cands) > 0 {
+		rs := make([]Range, 0, len(cands))
+		for _, i := range cands {
+			rs = append(rs, Range{st.Patches[i].Base, st.Patches[i].Base + st.Patches[i].Size})
+		}
+		hit, err := ck.framesIn(p, rs)
+		if err == nil {
+			unload = removable(st, cands, hit)
+		}
+	}
+	out := outcomes[0]
+	if len(unload) > 0 {
+		out = outcomes[1]
+		if !slices.Equal(unload, out.unload) {
+			// Only some candidates are free: encode that (in the
+			// pause; cannot happen while a single patch qualifies).
+			o, err := sys.outcome(st, *rec, sites, unload)
+			if err != nil {
+				return nil, ps.abort(err)
+			}
+			out = o
+		}
+	}
+	// State transfer: converted now, after every thread stopped and
+	// before the record and any jump; the record then holds the result.
+	if len(pt.Transfers) > 0 {
+		tx := time.Now()
+		xrecs, commit, err := runTransfers(p, pt, pr.exeBias, res.Base)
+		if err == nil {
+			rec.Transfers = xrecs
+			out, err = sys.outcome(st, *rec, sites, out.unload)
+		}
+		var xundo func() error
+		if err == nil {
+			xundo, err = commit()
+		}
+		res.TransferUS = time.Since(tx).Microseconds()
+		if err != nil {
+			return nil, ps.abort(err)
+		}
+		ps.did(xundo)
+		res.Transfers, res.Irreversible = transferResults(xrecs), rec.Irreversible()
+	}
+	sites, buf := out.sites, out.buf
+	res.Sites = sites
+	for _, i := range out.unload {
+		res.Unloaded = append(res.Unloaded, st.Patches[i].ID)
+	}
+
+	// The record first, then the jumps: a graft killed in between (only
+	// SIGKILL can do that) leaves a record naming every jump with its
+	// original bytes, so status shows it and revert cleans it up, and
+	// never a jump nobody knows about.
+	if _, err := p.WriteAt(buf, int64(stateAddr)); err != nil {
+		return nil, ps.abort(fmt.Errorf("write graft record at %#x: %w", stateAddr, err))
+	}
+	ps.did(func() error {
+		if _, err := p.WriteAt(before, int64(stateAddr)); err != nil {
+			return fmt.Errorf("put back graft record at %#x: %w", stateAddr, err)
+		}
+		return nil
+	})
+	if pt.Go != nil {
+		unlink, err := linkGoModule(p, pt.Go, pr.exeBias, rec.GoModule)
+		if err != nil {
+			return nil, ps.abort(err)
+		}
+		ps.did(unlink)
+	}
+	if err := putSites(p, sites, true); err != nil {
+		return nil, ps.abort(err)
+	}
+	return unload, nil
+}
+
+// planJumps works out, for the image at base, every jump to write (with
+// the bytes it replaces) and what the safe point must check.
+func (sys *system) planJumps(p proc, pr *prepared, base uint64) ([]SiteRecord, safeSpec, error) {
+	var sites []SiteRecord
+	var spec safeSpec
+	if err := pr.frameSpec(&spec, pr.exeBias); err != nil {
+		return nil, spec, err
+	}
+	spec.Functions = append(spec.Functions, pr.parts...)
+	for _, v := range pr.versions {
+		r := pr.image.Redirects[v.redir]
+		target := base + r.New
+		orig, cur, err := originalCode(p, pr.state, v.entry, v.size)
+		if err != nil {
+			return nil, spec, fmt.Errorf("plan jump for %s: %w", v.name, err)
+		}
+		s, err := sys.plan(orig, v.entry, target)
+		if err != nil {
+			return nil, spec, fmt.Errorf("plan jump for %s at %#x: %w", v.name, v.entry, err)
+		}
+		off := s.Addr - v.entry
+		if s.Addr < v.entry || off+uint64(len(s.New)) > v.size {
+			return nil, spec, fmt.Errorf("plan jump for %s: site %#x+%d outside the function", v.name, s.Addr, len(s.New))
+		}
+		sites = append(sites, SiteRecord{
+			Func:   v.name,
+			Addr:   s.Addr,
+			Orig:   slices.Clone(cur[off : off+uint64(len(s.New))]),
+			New:    slices.Clone(s.New),
+			Target: target,
+		})
+		spec.Functions = append(spec.Functions, namedRange{v.name, Range{v.entry, v.entry + v.size}})
+		spec.Entries = append(spec.Entries, namedRange{v.name, Range{s.Addr, s.Addr + uint64(len(s.New))}})
+	}
+	if err := checkOverlap(sites); err != nil {
+		return nil, spec, err
+	}
+	return sites, spec, nil
+}
+
+// newPatchRecord is the record of the patch as applied with its image at
+// base (the jumps and the transfers are added later).
+func newPatchRecord(pr *prepared, exe *tracer.Module, base uint64) PatchRecord {
+	pt, st, im := pr.patch, pr.state, pr.image
+	rec := PatchRecord{
+		ID:         pt.ID,
+		OldBuildID: pt.OldBuildID,
+		NewBuildID: pt.NewBuildID,
+		NewPath:    pt.NewPath,
+		Base:       base,
+		Size:       im.Size,
+		Refs:       pr.refs,
+		Symbols:    imageSymbols(im, base),
+		Signer:     pt.Signer,
+		Module:     exe.BuildID,
+		ModulePath: exe.Path,
+		StayAt:     stayAt(pt, base),
+		Carry:      carryOf(pr, base),
+	}
+	if pt.Go != nil {
+		rec.GoModule = base + pt.Go.Module
+	}
+	rec.EhFrame, rec.EhFrameSize = im.EhFrame, im.EhFrameSize
+	rec.EhFrameHdr, rec.EhFrameHdrSize = im.EhFrameHdr, im.EhFrameHdrSize
+	for _, seg := range im.Segments {
+		if seg.Prot&4 != 0 {
+			rec.Exec = append(rec.Exec, Range{base + seg.Vaddr, base + seg.Vaddr + seg.Memsz})
+		}
+	}
+	for _, r := range im.Redirects {
+		fr := FuncRecord{Name: r.Name, New: base + r.New, NewSize: r.NewSize}
+		for _, v := range pr.versions {
+			if v.name == r.Name && !inAnyImage(st, v.entry) {
+				fr.Entry = v.entry
+			}
+		}
+		rec.Functions = append(rec.Functions, fr)
+	}
+	return rec
+}
+
+// unloadCandidates are the patches whose image may become unused: every
+// function it redirected is redirected again here, and the new code does
+// not point into it. Whether a frame is still inside is decided in the
+// pause. Only the patch directly below qualifies: reverting this patch
+// later must also revert the unloaded one (its code is gone), and that is
+// only the stack's order when nothing lies between.
+func unloadCandidates(st *State, pr *prepared, exe *tracer.Module) []int {
+	redirected := map[string]bool{}
+	for _, n := range pr.funcNames {
+		redirected[n] = true
+	}
+	var cands []int
+	for i := range st.Patches {
+		r := &st.Patches[i]
+		if i != len(st.Patches)-1 || r.Unloaded || !r.inModule(exe) || slices.Contains(pr.refs, r.ID) || holdsState(r) {
+			continue
+		}
+		all := true
+		for _, f := range r.Functions {
+			all = all && redirected[f.Name]
+		}
+		if all {
+			cands = append(cands, i)
+		}
+	}
+	return cands
 }
 
 // loadedModules are the images of st still mapped, for the unwinder.
@@ -734,33 +733,6 @@ func checkOverlap(sites []SiteRecord) error {
 		}
 	}
 	return nil
-}
-
-// writeSites writes every jump; if one fails, the ones written are put back
-// so the target is never half patched.
-func writeSites(p proc, sites []SiteRecord) error {
-	for i, s := range sites {
-		if _, err := p.WriteAt(s.New, int64(s.Addr)); err != nil {
-			err = fmt.Errorf("write jump for %s at %#x: %w", s.Func, s.Addr, err)
-			if uerr := restoreSites(p, sites[:i]); uerr != nil {
-				err = errors.Join(err, uerr)
-			}
-			return err
-		}
-	}
-	return nil
-}
-
-// restoreSites writes back the original bytes, newest site first.
-func restoreSites(p proc, sites []SiteRecord) error {
-	var errs []error
-	for i := len(sites) - 1; i >= 0; i-- {
-		s := sites[i]
-		if _, err := p.WriteAt(s.Orig, int64(s.Addr)); err != nil {
-			errs = append(errs, fmt.Errorf("restore %d bytes of %s at %#x: %w", len(s.Orig), s.Func, s.Addr, err))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // withCause makes a failure that happened because ctx ended (SIGINT or

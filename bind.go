@@ -4,16 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"debug/elf"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"graft/elfpatch"
+	"graft/internal/elfx"
 	"graft/internal/loader"
 	"graft/safepoint"
 	"graft/tracer"
@@ -40,7 +38,7 @@ func defaultSystem() (*system, error) {
 		},
 		newChecker: newChecker,
 		plan:       planJump,
-		isGo:       func(pid int) bool { return isGoExecutable(fmt.Sprintf("/proc/%d/exe", pid)) },
+		isGo:       func(pid int) bool { return isGoExecutable(tracer.ExePath(pid)) },
 		openMem: func(pid int) (memReader, error) {
 			f, err := procMem(pid)
 			if err != nil {
@@ -427,36 +425,20 @@ func fromElfpatch(p *elfpatch.Patch) *Patch {
 	return pt
 }
 
-func fileBuildID(path string) (id string, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("read build-id of %s: malformed ELF: %v", path, r)
-		}
-	}()
-	f, err := elf.Open(path)
+func fileBuildID(path string) (string, error) {
+	id, err := elfx.FileBuildID(path)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("read build-id of %s: %w", path, err)
 	}
-	defer f.Close()
-	return elfBuildID(f), nil
+	return id, nil
 }
 
 // tracedBy reads TracerPid from /proc/PID/status (0: not traced), and the
 // tracer's command name.
 func tracedBy(pid int) (int, string) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
+	tp := tracer.TracerPid(pid)
+	if tp == 0 {
 		return 0, ""
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "TracerPid:"); ok {
-			tp, err := strconv.Atoi(strings.TrimSpace(v))
-			if err != nil || tp == 0 {
-				return 0, ""
-			}
-			c, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", tp))
-			return tp, strings.TrimSpace(string(c))
-		}
-	}
-	return 0, ""
+	return tp, tracer.Comm(tp)
 }

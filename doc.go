@@ -29,6 +29,26 @@
 // versions of the record when the image below may be unloaded, see
 // stacking; the pause then unwinds the stacks once more to decide).
 //
+// The pause is one transaction (pause.go): stopAll, waitSafe, then the
+// writes in their order, each pushing its undo (applyInPause: converted
+// state, the record, the Go module link, the jumps; revertInPause:
+// converted state back, the original bytes, the record); a failure aborts
+// (undo newest first, resume), and end lets the threads go. The jumps are
+// written and restored by one loop (putSites/takeSites). What comes
+// before the pause (planJumps, newPatchRecord, unloadCandidates;
+// revertPlan, checkTopJumps) and after it (unmapping) are functions of
+// their own.
+//
+// # Where the seams are
+//
+// The controller reaches the process only through tracer: ptrace, remote
+// system calls (tracer.CreateMemfd, CloseFD) and every /proc path
+// (tracer/procfs.go: the executable, a module's file, memory, tasks,
+// descriptors). It imports neither syscall nor x/sys/unix. ELF basics
+// shared with elfpatch, safepoint and tracer (safe open, build-id,
+// .symtab with statics) are internal/elfx; the record's envelope (header,
+// version, CRC, bounds) is internal/record, the body (State) stays here.
+//
 // Invariant: the target is either exactly as before or fully patched, and
 // always detached. SIGKILL to graft is the one thing no program can
 // handle: killed before the pause it leaves an unused image mapped (no jump

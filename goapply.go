@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"graft/elfpatch"
@@ -209,7 +208,7 @@ func newGoChecker(pid int, mods []tracer.Module) (c checker, ok bool, err error)
 	if exe == nil {
 		return nil, false, nil
 	}
-	path := fmt.Sprintf("/proc/%d/exe", pid)
+	path := tracer.ExePath(pid)
 	f, err := elf.Open(path)
 	if err != nil {
 		return nil, false, nil // the CFI checker says what is wrong
@@ -223,7 +222,7 @@ func newGoChecker(pid int, mods []tracer.Module) (c checker, ok bool, err error)
 		return nil, true, fmt.Errorf("pid %d runs a Go program: %w", pid, err)
 	}
 	g := safepoint.NewGoUnwinder(l, exe.Bias)
-	if mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid)); err == nil {
+	if mem, err := tracer.OpenMem(pid); err == nil {
 		g.Preload(mem) // a failure shows again in the pause
 		mem.Close()
 	}

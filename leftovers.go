@@ -3,9 +3,7 @@ package graft
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strings"
-	"syscall"
 
 	"graft/tracer"
 )
@@ -59,11 +57,11 @@ func isGraftMemfd(name string) bool {
 func closeDescriptors(p proc, pid int, fds []Descriptor) error {
 	var errs []error
 	for _, d := range fds {
-		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, d.FD))
+		link, err := tracer.FDLink(pid, d.FD)
 		if err != nil || strings.TrimSuffix(strings.TrimPrefix(link, "/memfd:"), " (deleted)") != d.Name || !strings.HasPrefix(link, "/memfd:") {
 			continue // closed or reused meanwhile
 		}
-		if _, err := p.Syscall(syscall.SYS_CLOSE, uint64(d.FD)); err != nil {
+		if err := tracer.CloseFD(p, uint64(d.FD)); err != nil {
 			errs = append(errs, fmt.Errorf("close descriptor %d (%s): %w", d.FD, d.Name, err))
 		}
 	}

@@ -188,47 +188,8 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 		return fmt.Errorf("revert patch %s in pid %d: %w", popped[len(popped)-1].ID, pid, err)
 	}
 
-	// Memory of images unloaded earlier is gone; jumps once written
-	// there need no restoring.
-	var gone []Range
-	for _, r := range st.Patches {
-		if r.Unloaded {
-			gone = append(gone, Range{r.Base, r.Base + r.Size})
-		}
-	}
-	inGone := func(a uint64) bool {
-		return slices.ContainsFunc(gone, func(g Range) bool { return g.Contains(a) })
-	}
-
-	// Restore newest first, so where several patches wrote the same
-	// entry the oldest original bytes end up there.
-	var restore []SiteRecord
-	var spec safeSpec
+	restore, spec, inGone := revertPlan(st, popped, orphans, res)
 	spec.Progress = opts.Progress
-	for i := len(popped) - 1; i >= 0; i-- {
-		r := popped[i]
-		res.Reverted = append(res.Reverted, r.ID)
-		for _, f := range r.Functions {
-			if !slices.Contains(res.Functions, f.Name) {
-				res.Functions = append(res.Functions, f.Name)
-			}
-		}
-		if !r.Unloaded {
-			for _, x := range r.Exec {
-				spec.Functions = append(spec.Functions, namedRange{"patch " + r.ID, x})
-			}
-		}
-		for _, s := range r.Sites {
-			if inGone(s.Addr) {
-				continue
-			}
-			restore = append(restore, s)
-			spec.Entries = append(spec.Entries, namedRange{s.Func, Range{s.Addr, s.Addr + uint64(len(s.New))}})
-		}
-	}
-	for _, o := range orphans {
-		spec.Functions = append(spec.Functions, namedRange{"orphaned graft image", o})
-	}
 	if err := checkRevertAllow(popped, opts.AllowActive); err != nil {
 		return nil, fail(err)
 	}
@@ -241,25 +202,8 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 			spec.Stay = nil
 		}
 	}
-	// The newest patch's jumps must be what graft wrote, or the original
-	// bytes (a graft killed inside its pause wrote the record but not
-	// every jump: revert finishes the clean-up). Anything else means the
-	// code changed behind graft's back and the saved bytes may be wrong.
-	var topSites []SiteRecord
-	if len(popped) > 0 {
-		topSites = popped[len(popped)-1].Sites
-	}
-	for _, s := range topSites {
-		if inGone(s.Addr) {
-			continue
-		}
-		cur := make([]byte, len(s.New))
-		if _, err := p.ReadAt(cur, int64(s.Addr)); err != nil {
-			return nil, fail(fmt.Errorf("read jump for %s at %#x: %w", s.Func, s.Addr, err))
-		}
-		if !bytes.Equal(cur, s.New) && !bytes.Equal(cur, s.Orig) {
-			return nil, fail(fmt.Errorf("code of %s at %#x is % x, not the jump graft wrote (% x); refusing to restore", s.Func, s.Addr, cur, []byte(s.New)))
-		}
+	if err := checkTopJumps(p, popped, inGone); err != nil {
+		return nil, fail(err)
 	}
 
 	next := &State{Patches: slices.Clone(keep), Retained: slices.Clone(st.Retained), Pending: st.Pending}
@@ -287,19 +231,12 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 	}
 
 	defer forPause()()
-	t0 := time.Now()
-	if err := p.Stop(); err != nil {
-		return nil, fail(fmt.Errorf("stop threads: %w", err))
+	ps, err := stopAll(p, &res.PauseUS)
+	if err != nil {
+		return nil, fail(err)
 	}
-	resume := func() error {
-		err := p.Resume()
-		res.PauseUS = time.Since(t0).Microseconds()
-		return err
-	}
-	if last, err := ck.waitSafe(ctx, p, spec, opts.Timeout); err != nil {
-		return nil, fail(errors.Join(withCause(ctx, err), resume()))
-	} else if !last.IsZero() {
-		t0 = last
+	if err := ps.waitSafe(ctx, ck, spec, opts.Timeout); err != nil {
+		return nil, fail(err)
 	}
 	// Frames proven (or allowed) to finish in new code stay: their
 	// images become pending. The usual outcome was encoded before the
@@ -312,7 +249,7 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 		} else {
 			b, err := encodeState(next, st.Generation+1)
 			if err != nil {
-				return nil, fail(errors.Join(err, resume()))
+				return nil, fail(ps.abort(err))
 			}
 			buf = b
 		}
@@ -320,59 +257,133 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 			res.Pending = append(res.Pending, r.ID)
 		}
 	}
-	// Converted state goes back first (transfer.go), while no thread
-	// runs and before the old code can run again.
-	xundo, err := revertTransfers(p, popped)
-	if err != nil {
-		return nil, fail(errors.Join(err, resume()))
-	}
-	// restore writes in order; if one fails, rewrite the jumps already
-	// restored so the target stays fully patched.
-	for i, s := range restore {
-		if _, err := p.WriteAt(s.Orig, int64(s.Addr)); err != nil {
-			err = errors.Join(fmt.Errorf("restore %s at %#x: %w", s.Func, s.Addr, err), xundo())
-			for j := i - 1; j >= 0; j-- {
-				if _, werr := p.WriteAt(restore[j].New, int64(restore[j].Addr)); werr != nil {
-					err = errors.Join(err, fmt.Errorf("re-write jump for %s at %#x: %w", restore[j].Func, restore[j].Addr, werr))
-				}
-			}
-			return nil, fail(errors.Join(err, resume()))
-		}
-	}
-	if st.Addr == 0 {
-		// Only orphans to take out: there is no record to update.
-	} else if _, err := p.WriteAt(buf, int64(st.Addr)); err != nil {
-		err = errors.Join(fmt.Errorf("write graft record at %#x: %w", st.Addr, err), xundo())
-		for j := len(restore) - 1; j >= 0; j-- {
-			if _, werr := p.WriteAt(restore[j].New, int64(restore[j].Addr)); werr != nil {
-				err = errors.Join(err, fmt.Errorf("re-write jump for %s at %#x: %w", restore[j].Func, restore[j].Addr, werr))
-			}
-		}
-		return nil, fail(errors.Join(err, resume()))
+	if err := revertInPause(ps, popped, restore, buf, st.Addr); err != nil {
+		return nil, fail(err)
 	}
 	// The threads go on detached; one stays borrowed for the unmapping.
-	unmap := len(orphans) > 0 || (len(keep) == 0 && len(next.Retained) == 0 && len(next.Pending) == 0 && st.Addr != 0) ||
+	dropRecord := len(keep) == 0 && len(next.Retained) == 0 && len(next.Pending) == 0 && st.Addr != 0
+	unmap := len(orphans) > 0 || dropRecord ||
 		slices.ContainsFunc(popped, func(r PatchRecord) bool {
 			return !r.Unloaded && r.GoModule == 0 && !slices.Contains(res.Pending, r.ID)
 		})
-	if err := endPause(p, unmap); err != nil {
-		res.PauseUS = time.Since(t0).Microseconds()
+	if err := ps.end(unmap); err != nil {
 		return res, fail(fmt.Errorf("resume after reverting: %w", err))
 	}
-	res.PauseUS = time.Since(t0).Microseconds()
 
 	// No thread is in the popped images and no jump leads there: unmap.
 	// (Nothing to unmap: the threads are detached already.)
 	if !unmap {
 		return res, nil
 	}
+	if err := sys.unmapReverted(p, popped, orphans, res.Pending, dropRecord, st.Addr); err != nil {
+		// The patches are out; their code or the record stays mapped.
+		return res, needsAttention(pid, fail(err))
+	}
+	return res, nil
+}
+
+// revertPlan lists the jumps to restore (newest patch first, so where
+// several patches wrote the same entry the oldest original bytes end up
+// there) and what the safe point must check; inGone tells the addresses
+// in images unloaded earlier, whose memory is gone: jumps once written
+// there need no restoring.
+func revertPlan(st *State, popped []PatchRecord, orphans []Range, res *RevertResult) (restore []SiteRecord, spec safeSpec, inGone func(uint64) bool) {
+	var gone []Range
+	for _, r := range st.Patches {
+		if r.Unloaded {
+			gone = append(gone, Range{r.Base, r.Base + r.Size})
+		}
+	}
+	inGone = func(a uint64) bool {
+		return slices.ContainsFunc(gone, func(g Range) bool { return g.Contains(a) })
+	}
+	for i := len(popped) - 1; i >= 0; i-- {
+		r := popped[i]
+		res.Reverted = append(res.Reverted, r.ID)
+		for _, f := range r.Functions {
+			if !slices.Contains(res.Functions, f.Name) {
+				res.Functions = append(res.Functions, f.Name)
+			}
+		}
+		if !r.Unloaded {
+			for _, x := range r.Exec {
+				spec.Functions = append(spec.Functions, namedRange{"patch " + r.ID, x})
+			}
+		}
+		for _, s := range r.Sites {
+			if inGone(s.Addr) {
+				continue
+			}
+			restore = append(restore, s)
+			spec.Entries = append(spec.Entries, namedRange{s.Func, Range{s.Addr, s.Addr + uint64(len(s.New))}})
+		}
+	}
+	for _, o := range orphans {
+		spec.Functions = append(spec.Functions, namedRange{"orphaned graft image", o})
+	}
+	return restore, spec, inGone
+}
+
+// checkTopJumps checks that the newest patch's jumps are what graft wrote,
+// or the original bytes (a graft killed inside its pause wrote the record
+// but not every jump: revert finishes the clean-up). Anything else means
+// the code changed behind graft's back and the saved bytes may be wrong.
+func checkTopJumps(p proc, popped []PatchRecord, inGone func(uint64) bool) error {
+	if len(popped) == 0 {
+		return nil
+	}
+	for _, s := range popped[len(popped)-1].Sites {
+		if inGone(s.Addr) {
+			continue
+		}
+		cur := make([]byte, len(s.New))
+		if _, err := p.ReadAt(cur, int64(s.Addr)); err != nil {
+			return fmt.Errorf("read jump for %s at %#x: %w", s.Func, s.Addr, err)
+		}
+		if !bytes.Equal(cur, s.New) && !bytes.Equal(cur, s.Orig) {
+			return fmt.Errorf("code of %s at %#x is % x, not the jump graft wrote (% x); refusing to restore", s.Func, s.Addr, cur, []byte(s.New))
+		}
+	}
+	return nil
+}
+
+// revertInPause makes the revert's writes in a pause at a safe point:
+// converted state back first (transfer.go), while no thread runs and
+// before the old code can run again; then the original bytes; then the
+// record (none when only orphans are taken out). On failure the pause is
+// aborted: undone and resumed, the target stays fully patched.
+func revertInPause(ps *pause, popped []PatchRecord, restore []SiteRecord, buf []byte, stateAddr uint64) error {
+	p := ps.p
+	xundo, err := revertTransfers(p, popped)
+	if err != nil {
+		return ps.abort(err)
+	}
+	ps.did(xundo)
+	if err := putSites(p, restore, false); err != nil {
+		return ps.abort(err)
+	}
+	ps.did(func() error { return takeSites(p, restore, false) })
+	if stateAddr == 0 {
+		return nil
+	}
+	if _, err := p.WriteAt(buf, int64(stateAddr)); err != nil {
+		return ps.abort(fmt.Errorf("write graft record at %#x: %w", stateAddr, err))
+	}
+	return nil
+}
+
+// unmapReverted takes out, after the pause, the images of the reverted
+// patches no thread is in, the orphaned images, and the record if nothing
+// graft did is left (so the process looks as it did before the first
+// apply).
+func (sys *system) unmapReverted(p proc, popped []PatchRecord, orphans []Range, pending []string, dropRecord bool, stateAddr uint64) error {
 	var errs []error
 	serr := withThread(p, func() error {
 		for _, r := range popped {
 			if r.Unloaded || r.GoModule != 0 {
 				continue // a Go image stays: its module stays registered
 			}
-			if slices.Contains(res.Pending, r.ID) {
+			if slices.Contains(pending, r.ID) {
 				continue // a frame is still in it: unmapped once it leaves
 			}
 			if err := sys.unmapImage(p, r.Base, r.Size); err != nil {
@@ -384,11 +395,9 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 				errs = append(errs, fmt.Errorf("unmap orphaned image at %#x: %w", o.Start, err))
 			}
 		}
-		if len(keep) == 0 && len(next.Retained) == 0 && len(next.Pending) == 0 && st.Addr != 0 {
-			// Nothing graft did is left: take the record out too, so
-			// the process looks as it did before the first apply.
-			if err := p.Munmap(st.Addr, stateCapacity); err != nil {
-				errs = append(errs, fmt.Errorf("unmap graft record at %#x: %w", st.Addr, err))
+		if dropRecord {
+			if err := p.Munmap(stateAddr, stateCapacity); err != nil {
+				errs = append(errs, fmt.Errorf("unmap graft record at %#x: %w", stateAddr, err))
 			}
 		}
 		return nil
@@ -396,11 +405,7 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 	if serr != nil {
 		errs = append(errs, serr)
 	}
-	if len(errs) > 0 {
-		// The patches are out; their code or the record stays mapped.
-		return res, needsAttention(pid, fail(errors.Join(errs...)))
-	}
-	return res, nil
+	return errors.Join(errs...)
 }
 
 // orphanImages finds images graft mapped ("/memfd:graft-<id>") that the

@@ -1,20 +1,17 @@
 package graft
 
 import (
-	"bytes"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"os"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
+	"graft/internal/record"
 	"graft/tracer"
 )
 
@@ -31,19 +28,10 @@ import (
 // a session process per client) keeps its own copy, which stays true for
 // the child: the child keeps the patched text it inherited.
 //
-// Layout (little-endian):
-//
-//	off  size  field
-//	  0     8  magic "GRAFTST\x00"
-//	  8     4  version (2, or 3 while a pending image is recorded; 1 is still read)
-//	 12     4  header size (64)
-//	 16     8  generation: +1 on every write
-//	 24     8  body length in bytes
-//	 32     4  CRC-32 (IEEE) of the body
-//	 36     4  reserved (0)
-//	 40     8  capacity: size of the mapping
-//	 48    16  reserved (0)
-//	 64     -  body: a JSON document (State), the patches oldest first
+// Layout: a 64-byte header (magic, version, generation, length, CRC-32,
+// capacity; internal/record frames and checks it) and a body that is a
+// JSON document (State), the patches oldest first. Version 2, or 3 while a
+// pending image is recorded; 1 is still read.
 //
 // The header and body are written with one pwrite on /proc/PID/mem while
 // every thread of the target is stopped. A reader that does not stop the
@@ -67,14 +55,12 @@ import (
 const (
 	stateName       = "graft-state"
 	stateMapPrefix  = "/memfd:" + stateName
-	stateMagic      = "GRAFTST\x00"
-	stateVersion    = 3
-	stateMinVersion = 1
-	stateHeaderSize = 64
+	stateVersion    = record.MaxVersion
+	stateHeaderSize = record.HeaderSize
 	// stateCapacity is the size of the mapping. memfd pages cost memory
 	// only once written; a patch record is a few hundred bytes per
 	// function, so 1 MiB holds thousands of patched functions.
-	stateCapacity = 1 << 20
+	stateCapacity = record.Capacity
 )
 
 // State is everything graft has done to one process: the stack of patches
@@ -270,12 +256,6 @@ func encodeState(s *State, gen uint64) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode graft record: %w", err)
 	}
-	if stateHeaderSize+len(body) > stateCapacity {
-		return nil, fmt.Errorf("encode graft record: %d bytes exceed the record's capacity of %d (revert some patches)", len(body), stateCapacity-stateHeaderSize)
-	}
-	buf := make([]byte, stateHeaderSize+len(body))
-	copy(buf, stateMagic)
-	le := binary.LittleEndian
 	// Version 3 only when it matters, so an older graft still reads
 	// what it can handle and refuses the rest: pending images and the
 	// images of reverted Go patches (retained: their modules stay
@@ -289,65 +269,38 @@ func encodeState(s *State, gen uint64) ([]byte, error) {
 	}) {
 		ver = stateVersion
 	}
-	le.PutUint32(buf[8:], ver)
-	le.PutUint32(buf[12:], stateHeaderSize)
-	le.PutUint64(buf[16:], gen)
-	le.PutUint64(buf[24:], uint64(len(body)))
-	le.PutUint32(buf[32:], crc32.ChecksumIEEE(body))
-	le.PutUint64(buf[40:], stateCapacity)
-	copy(buf[stateHeaderSize:], body)
+	buf, err := record.Encode(body, ver, gen)
+	if err != nil {
+		return nil, fmt.Errorf("encode graft record: %w", err)
+	}
 	return buf, nil
 }
 
 // errTorn is a record caught mid-write; the caller retries.
-var errTorn = errors.New("record changed while read")
+var errTorn = record.ErrTorn
 
 // decodeState reads the record at addr through r.
 func decodeState(r io.ReaderAt, pid int, addr uint64) (*State, error) {
-	hdr := make([]byte, stateHeaderSize)
-	if _, err := r.ReadAt(hdr, int64(addr)); err != nil {
-		return nil, fmt.Errorf("read graft record at %#x in pid %d: %w", addr, pid, err)
-	}
-	ferr := func(format string, args ...any) error {
-		return &StateFormatError{Pid: pid, Addr: addr, Msg: fmt.Sprintf(format, args...)}
-	}
-	if !bytes.Equal(hdr[:8], []byte(stateMagic)) {
-		if bytes.Equal(hdr[:8], make([]byte, 8)) {
-			// Created but never written: an apply was cut off
-			// between creating the mapping and its pause.
-			return &State{Addr: addr}, nil
-		}
-		return nil, ferr("bad magic %q", hdr[:8])
-	}
-	le := binary.LittleEndian
-	if v := le.Uint32(hdr[8:]); v < stateMinVersion || v > stateVersion {
-		return nil, ferr("record version %d, this graft reads versions %d to %d (written by a newer graft? use that one)", v, stateMinVersion, stateVersion)
-	}
-	if hs := le.Uint32(hdr[12:]); hs != stateHeaderSize {
-		return nil, ferr("header size %d, want %d", hs, stateHeaderSize)
-	}
-	gen := le.Uint64(hdr[16:])
-	n := le.Uint64(hdr[24:])
-	// The header lives in the target's memory, which the target can
-	// scribble on: its capacity is checked against the mapping graft
-	// creates before it sizes an allocation.
-	capacity := le.Uint64(hdr[40:])
-	if capacity < stateHeaderSize || capacity > stateCapacity {
-		return nil, ferr("capacity %d, records are %d to %d bytes", capacity, stateHeaderSize, stateCapacity)
-	}
-	if n > capacity-stateHeaderSize {
-		return nil, errTorn
-	}
-	body := make([]byte, n)
-	if _, err := r.ReadAt(body, int64(addr+stateHeaderSize)); err != nil {
-		return nil, fmt.Errorf("read graft record body at %#x in pid %d: %w", addr, pid, err)
-	}
-	if crc32.ChecksumIEEE(body) != le.Uint32(hdr[32:]) {
-		return nil, errTorn
+	body, gen, err := record.Decode(r, addr)
+	var fe *record.FormatError
+	var re *record.ReadError
+	switch {
+	case errors.Is(err, record.ErrNeverWritten):
+		// Created but never written: an apply was cut off between
+		// creating the mapping and its pause.
+		return &State{Addr: addr}, nil
+	case errors.As(err, &re) && re.Body:
+		return nil, fmt.Errorf("read graft record body at %#x in pid %d: %w", addr, pid, re.Err)
+	case errors.As(err, &re):
+		return nil, fmt.Errorf("read graft record at %#x in pid %d: %w", addr, pid, re.Err)
+	case errors.As(err, &fe):
+		return nil, &StateFormatError{Pid: pid, Addr: addr, Msg: fe.Msg}
+	case err != nil:
+		return nil, err // errTorn: the caller reads again
 	}
 	s := &State{}
 	if err := json.Unmarshal(body, s); err != nil {
-		return nil, ferr("body: %v", err)
+		return nil, &StateFormatError{Pid: pid, Addr: addr, Msg: fmt.Sprintf("body: %v", err)}
 	}
 	s.Generation = gen
 	s.Addr = addr
@@ -391,7 +344,7 @@ func readState(r io.ReaderAt, pid int, maps []tracer.Mapping) (*State, error) {
 // procMem opens /proc/PID/mem for reading without attaching: enough for
 // status, which must not stop the target.
 func procMem(pid int) (*os.File, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	f, err := tracer.OpenMem(pid)
 	if err != nil {
 		return nil, fmt.Errorf("open memory of pid %d: %w", pid, err)
 	}
@@ -403,7 +356,7 @@ func procMem(pid int) (*os.File, error) {
 // mmap, close. On failure it leaves nothing behind. Precondition: stopped.
 func createStateMapping(p proc) (addr uint64, err error) {
 	const page = 4096
-	scratch, err := p.Mmap(0, page, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS, -1, 0)
+	scratch, err := p.Mmap(0, page, tracer.ProtRead|tracer.ProtWrite, tracer.MapPrivate|tracer.MapAnonymous, -1, 0)
 	if err != nil {
 		return 0, fmt.Errorf("create graft record: map scratch page: %w", err)
 	}
@@ -415,21 +368,16 @@ func createStateMapping(p proc) (addr uint64, err error) {
 	if _, err := p.WriteAt(append([]byte(stateName), 0), int64(scratch)); err != nil {
 		return 0, fmt.Errorf("create graft record: write name: %w", err)
 	}
-	const mfdCloexec = 1
-	const sysMemfdCreate = 319 // x86-64; not in package syscall
-	fd, err := p.Syscall(sysMemfdCreate, scratch, mfdCloexec)
+	fd, err := tracer.CreateMemfd(p, scratch, stateCapacity)
 	if err != nil {
-		return 0, fmt.Errorf("create graft record: memfd_create: %w", err)
+		return 0, fmt.Errorf("create graft record: %w", err)
 	}
 	defer func() {
-		if _, cerr := p.Syscall(syscall.SYS_CLOSE, fd); cerr != nil && err == nil {
+		if cerr := tracer.CloseFD(p, fd); cerr != nil && err == nil {
 			err = fmt.Errorf("create graft record: close memfd %d: %w", fd, cerr)
 		}
 	}()
-	if _, err := p.Syscall(syscall.SYS_FTRUNCATE, fd, stateCapacity); err != nil {
-		return 0, fmt.Errorf("create graft record: ftruncate: %w", err)
-	}
-	addr, err = p.Mmap(0, stateCapacity, syscall.PROT_READ, syscall.MAP_PRIVATE, int64(fd), 0)
+	addr, err = p.Mmap(0, stateCapacity, tracer.ProtRead, tracer.MapPrivate, int64(fd), 0)
 	if err != nil {
 		return 0, fmt.Errorf("create graft record: mmap: %w", err)
 	}

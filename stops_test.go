@@ -255,7 +255,7 @@ func TestIdleThreadStoppedOnce(t *testing.T) {
 	if got := id.ask(t, "ver"); got != "v1 answer" {
 		t.Fatalf("after revert: ver answers %q", got)
 	}
-	if m, _ := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid)); strings.Contains(string(m), "graft") {
+	if m, _ := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid)); strings.Contains(string(m), "/memfd:graft") {
 		t.Fatalf("after revert: graft mappings remain:\n%s", m)
 	}
 }

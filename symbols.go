@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"graft/internal/elfx"
 )
 
 // symbol is one named object or function of an ELF file at its link-time
@@ -41,28 +43,18 @@ func readSymbols(path, wantBuildID string) (s *symbols, err error) {
 	}
 	defer f.Close()
 	if wantBuildID != "" {
-		got := elfBuildID(f)
+		got := elfx.BuildID(f)
 		if got != wantBuildID {
 			return nil, fmt.Errorf("read symbols of %s: build-id %s, want %s", path, got, wantBuildID)
 		}
 	}
-	syms, err := f.Symbols()
+	syms, err := elfx.UnitSymbols(f)
 	if err != nil {
 		return nil, fmt.Errorf("read symbols of %s: %w", path, err)
 	}
 	var list []symbol
-	cu := ""
 	for _, e := range syms {
 		t := elf.ST_TYPE(e.Info)
-		if t == elf.STT_FILE {
-			// Locals follow their unit's STT_FILE entry (gABI order);
-			// the base name, as elfpatch records it.
-			cu = ""
-			if e.Name != "" {
-				cu = filepath.Base(e.Name)
-			}
-			continue
-		}
 		if t != elf.STT_FUNC && t != elf.STT_OBJECT && t != elf.STT_GNU_IFUNC {
 			continue
 		}
@@ -70,8 +62,9 @@ func readSymbols(path, wantBuildID string) (s *symbols, err error) {
 			continue
 		}
 		sym := symbol{Name: e.Name, Addr: e.Value, Size: e.Size, Func: t != elf.STT_OBJECT}
-		if elf.ST_BIND(e.Info) == elf.STB_LOCAL {
-			sym.File = cu
+		if elf.ST_BIND(e.Info) == elf.STB_LOCAL && e.File != "" {
+			// A static's unit by its base name, as elfpatch records it.
+			sym.File = filepath.Base(e.File)
 		}
 		list = append(list, sym)
 	}
@@ -161,39 +154,3 @@ func (s *symbols) unique(name string) (symbol, bool) {
 	}
 	return v[0], true
 }
-
-// elfBuildID returns the hex GNU build-id note of f, "" if none.
-func elfBuildID(f *elf.File) string {
-	for _, sec := range f.Sections {
-		if sec.Type != elf.SHT_NOTE {
-			continue
-		}
-		data, err := sec.Data()
-		if err != nil {
-			continue
-		}
-		if id := parseBuildIDNote(data); id != "" {
-			return id
-		}
-	}
-	return ""
-}
-
-func parseBuildIDNote(b []byte) string {
-	for len(b) >= 12 {
-		le := func(o int) uint32 { return uint32(b[o]) | uint32(b[o+1])<<8 | uint32(b[o+2])<<16 | uint32(b[o+3])<<24 }
-		namesz, descsz, typ := le(0), le(4), le(8)
-		nameEnd := 12 + int(align4(namesz))
-		descEnd := nameEnd + int(align4(descsz))
-		if namesz > 1<<16 || descsz > 1<<16 || descEnd > len(b) {
-			return ""
-		}
-		if typ == 3 && namesz == 4 && string(b[12:15]) == "GNU" {
-			return fmt.Sprintf("%x", b[nameEnd:nameEnd+int(descsz)])
-		}
-		b = b[descEnd:]
-	}
-	return ""
-}
-
-func align4(n uint32) uint32 { return (n + 3) &^ 3 }

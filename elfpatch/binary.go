@@ -4,14 +4,14 @@ import (
 	"bytes"
 	"debug/dwarf"
 	"debug/elf"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"sort"
 	"strings"
 	"sync"
+
+	"graft/internal/elfx"
 )
 
 // Binary is one build of a program opened for diffing: its ELF file, its
@@ -128,7 +128,7 @@ func openBytes(data []byte) (b *Binary, err error) {
 		return nil, fmt.Errorf("unsupported ELF %v %v: only x86-64 is supported", f.Class, f.Machine)
 	}
 	b = &Binary{f: f, relocs: map[uint64]dynReloc{}}
-	b.buildID = readBuildID(f)
+	b.buildID = elfx.BuildID(f)
 	for _, s := range f.Sections {
 		if s.Flags&elf.SHF_ALLOC == 0 || s.Addr == 0 {
 			continue
@@ -165,39 +165,6 @@ func openBytes(data []byte) (b *Binary, err error) {
 	return b, nil
 }
 
-func readBuildID(f *elf.File) string {
-	for _, s := range f.Sections {
-		if s.Type != elf.SHT_NOTE {
-			continue
-		}
-		d, err := s.Data()
-		if err != nil {
-			continue
-		}
-		for len(d) >= 12 {
-			nsz := binary.LittleEndian.Uint32(d[0:])
-			dsz := binary.LittleEndian.Uint32(d[4:])
-			typ := binary.LittleEndian.Uint32(d[8:])
-			d = d[12:]
-			na := (uint64(nsz) + 3) &^ 3
-			da := (uint64(dsz) + 3) &^ 3
-			if na > uint64(len(d)) || na+uint64(dsz) > uint64(len(d)) {
-				break
-			}
-			name := string(bytes.TrimRight(d[:nsz], "\x00"))
-			desc := d[na : na+uint64(dsz)]
-			if name == "GNU" && typ == 3 { // NT_GNU_BUILD_ID
-				return hex.EncodeToString(desc)
-			}
-			if na+da > uint64(len(d)) {
-				break
-			}
-			d = d[na+da:]
-		}
-	}
-	return ""
-}
-
 // fileSymbol is a .symtab entry with the source file a local symbol
 // belongs to ("" for a global).
 type fileSymbol struct {
@@ -212,21 +179,13 @@ type fileSymbol struct {
 // diff (readSymbols) and the planner (newSymtab) both tell statics apart
 // this way.
 func symbolsByFile(f *elf.File) ([]fileSymbol, error) {
-	syms, err := f.Symbols()
+	syms, err := elfx.UnitSymbols(f)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]fileSymbol, 0, len(syms))
-	file := ""
-	for _, s := range syms {
-		if elf.ST_TYPE(s.Info) == elf.STT_FILE {
-			file = s.Name
-			continue
-		}
-		if elf.ST_BIND(s.Info) != elf.STB_LOCAL {
-			file = "" // globals follow all locals; they need no file
-		}
-		out = append(out, fileSymbol{s, file})
+	out := make([]fileSymbol, len(syms))
+	for i, s := range syms {
+		out[i] = fileSymbol{s.Symbol, s.File}
 	}
 	return out, nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-delve/delve/pkg/dwarf/frame"
 
+	"graft/internal/elfx"
 	"graft/internal/symtab"
 	"graft/tracer"
 )
@@ -135,7 +136,7 @@ func newUnwinder(pid int, mods []tracer.Module) (*Unwinder, error) {
 			m.name = "[vdso]"
 			m.lazy = true
 			if pid > 0 {
-				m.load(procMem(pid))
+				m.load(tracer.ProcMem(pid))
 			}
 		} else {
 			m.err = m.loadFile(pid)
@@ -159,32 +160,11 @@ func (u *Unwinder) Problems() []error {
 	return out
 }
 
-// procMem reads /proc/PID/mem; used only to fetch the vDSO image early.
-type procMem int
-
-func (p procMem) ReadAt(b []byte, addr int64) (int, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/mem", int(p)))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	return f.ReadAt(b, addr)
-}
-
 func (m *module) loadFile(pid int) error {
 	var paths []string
 	clean := strings.TrimSuffix(m.mod.Path, " (deleted)")
 	if pid > 0 {
-		paths = append(paths, fmt.Sprintf("/proc/%d/root%s", pid, clean))
-		if len(m.mod.Mappings) > 0 {
-			lo := m.mod.Mappings[0]
-			for _, mp := range m.mod.Mappings {
-				if mp.Start < lo.Start {
-					lo = mp
-				}
-			}
-			paths = append(paths, fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, lo.Start, lo.End))
-		}
+		paths = append(paths, tracer.ModulePaths(pid, &m.mod)...)
 	}
 	paths = append(paths, clean)
 	var first error
@@ -260,7 +240,7 @@ func (m *module) loadELF(r io.ReaderAt) (err error) {
 	// A file replaced on disk since it was mapped (a package upgrade)
 	// has other CFI: using it would unwind garbage that may look whole.
 	if want := m.mod.BuildID; want != "" {
-		if got := buildID(f); got != "" && got != want {
+		if got := elfx.BuildID(f); got != "" && got != want {
 			return fmt.Errorf("file is not the mapped one (build-id %s, mapped %s)", got, want)
 		}
 	}
@@ -676,23 +656,4 @@ func debugSymbols(buildID string) *symtab.Table {
 		return nil
 	}
 	return t
-}
-
-// buildID returns the hex GNU build ID of f, "" if it has none.
-func buildID(f *elf.File) string {
-	s := f.Section(".note.gnu.build-id")
-	if s == nil {
-		return ""
-	}
-	b, err := s.Data()
-	if err != nil || len(b) < 16 {
-		return ""
-	}
-	namesz := binary.LittleEndian.Uint32(b[0:])
-	descsz := binary.LittleEndian.Uint32(b[4:])
-	off := 12 + (uint64(namesz)+3)&^3
-	if binary.LittleEndian.Uint32(b[8:]) != 3 || off+uint64(descsz) > uint64(len(b)) {
-		return ""
-	}
-	return fmt.Sprintf("%x", b[off:off+uint64(descsz)])
 }

@@ -1,13 +1,6 @@
 package safepoint
 
-import (
-	"fmt"
-	"os"
-	"strconv"
-	"strings"
-
-	"graft/tracer"
-)
+import "graft/tracer"
 
 // Warm unwinds, while pid runs, each thread asleep in a system call from
 // the stack pointer and pc /proc/PID/task/TID/syscall shows, and throws
@@ -19,24 +12,13 @@ import (
 // early, which costs nothing but the warm-up of the frames beyond.
 // Safe while the target runs: it only reads memory.
 func (u *Unwinder) Warm(pid int, mem Memory) {
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	tids, err := tracer.Tasks(pid)
 	if err != nil {
 		return
 	}
-	for _, e := range ents {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/syscall", pid, e.Name()))
-		if err != nil {
-			continue
-		}
-		// "nr a1 a2 a3 a4 a5 a6 sp pc" for a thread asleep in a call;
-		// "running" or "-1 sp pc" otherwise.
-		f := strings.Fields(string(b))
-		if len(f) != 9 {
-			continue
-		}
-		sp, err1 := strconv.ParseUint(strings.TrimPrefix(f[7], "0x"), 16, 64)
-		pc, err2 := strconv.ParseUint(strings.TrimPrefix(f[8], "0x"), 16, 64)
-		if err1 != nil || err2 != nil || sp == 0 || pc == 0 {
+	for _, tid := range tids {
+		sp, pc, ok := tracer.SleepingAt(pid, tid)
+		if !ok {
 			continue
 		}
 		u.Unwind(tracer.Regs{Rsp: sp, Rip: pc}, mem)

@@ -31,7 +31,7 @@ func BenchmarkWarm(b *testing.B) {
 				b.Fatal(err)
 			}
 			if warmed {
-				u.Warm(target.Pid, procMem(target.Pid))
+				u.Warm(target.Pid, tracer.ProcMem(target.Pid))
 			}
 			if err := p.Stop(); err != nil {
 				b.Fatal(err)
@@ -82,7 +82,7 @@ func TestWarmSameStacks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	warm.Warm(target.Pid, procMem(target.Pid))
+	warm.Warm(target.Pid, tracer.ProcMem(target.Pid))
 	if len(warm.mods) == 0 {
 		t.Fatal("no modules")
 	}

@@ -170,10 +170,17 @@
 //
 // # Reading /proc without tracing
 //
-// ReadMaps, MemfdDescriptors (a process's open memfds, from
-// /proc/PID/fd) and ScanMemfds (every process on the host mapping or
-// holding a memfd with a given name prefix: graft's host-wide status)
-// never attach or stop anything.
+// tracer owns /proc: no other package of graft builds a /proc path
+// (internal/testutil aside). ReadMaps, MemfdDescriptors (a process's open
+// memfds, from /proc/PID/fd) and ScanMemfds (every process on the host
+// mapping or holding a memfd with a given name prefix: graft's host-wide
+// status) never attach or stop anything; nor do the helpers of procfs.go:
+// ExePath (the running executable, even deleted), ModuleFile and
+// ModulePaths (a module's file through the target's root or map_files),
+// OpenMem/ProcMem, Tasks, SleepingAt, Comm, TracerPid, FDLink(s), OpenFD,
+// NetFile, Pids, ReadProcStat. remote_memfd.go holds the remote calls the
+// controller and the loader share (CreateMemfd, CloseFD) and the mmap
+// constants, so kernel ABI numbers stay here.
 //
 // # Limits
 //

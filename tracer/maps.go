@@ -5,13 +5,14 @@ import (
 	"bytes"
 	"debug/elf"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
 	"strings"
+
+	"graft/internal/elfx"
 )
 
 // ReadMaps parses /proc/PID/maps.
@@ -176,10 +177,7 @@ func openModule(pid int, mod *Module) (io.ReaderAt, func(), error) {
 		return bytes.NewReader(b), func() {}, nil
 	}
 	lo := lowest(mod.Mappings)
-	paths := []string{
-		fmt.Sprintf("/proc/%d/root%s", pid, strings.TrimSuffix(mod.Path, " (deleted)")),
-		fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, lo.Start, lo.End),
-	}
+	paths := ModulePaths(pid, mod)
 	if strings.HasSuffix(mod.Path, " (deleted)") {
 		paths[0], paths[1] = paths[1], paths[0]
 	}
@@ -269,22 +267,7 @@ func findBuildID(r io.Reader, bo binary.ByteOrder, size uint64) string {
 	if _, err := io.ReadFull(r, b); err != nil {
 		return ""
 	}
-	const ntGNUBuildID = 3
-	align := func(n uint32) uint64 { return (uint64(n) + 3) &^ 3 }
-	for len(b) >= 12 {
-		namesz, descsz, typ := bo.Uint32(b), bo.Uint32(b[4:]), bo.Uint32(b[8:])
-		b = b[12:]
-		if align(namesz)+align(descsz) > uint64(len(b)) {
-			return ""
-		}
-		name := b[:namesz]
-		desc := b[align(namesz) : align(namesz)+uint64(descsz)]
-		b = b[align(namesz)+align(descsz):]
-		if typ == ntGNUBuildID && string(bytes.TrimRight(name, "\x00")) == "GNU" {
-			return hex.EncodeToString(desc)
-		}
-	}
-	return ""
+	return elfx.NoteBuildID(b, bo)
 }
 
 // ModuleFile returns a path that opens the very file mod was mapped from:
@@ -294,16 +277,13 @@ func findBuildID(r io.Reader, bo binary.ByteOrder, size uint64) string {
 // since, as a package upgrade leaves it). Reading it needs no stop.
 func ModuleFile(pid int, mod *Module) (string, error) {
 	if mod.Main {
-		return fmt.Sprintf("/proc/%d/exe", pid), nil
+		return ExePath(pid), nil
 	}
 	if len(mod.Mappings) == 0 || !strings.HasPrefix(mod.Path, "/") {
 		return "", fmt.Errorf("module %s of pid %d has no mapped file", mod.Path, pid)
 	}
 	lo := lowest(mod.Mappings)
-	paths := []string{
-		fmt.Sprintf("/proc/%d/root%s", pid, strings.TrimSuffix(mod.Path, " (deleted)")),
-		fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, lo.Start, lo.End),
-	}
+	paths := ModulePaths(pid, mod)
 	var first error
 	for _, p := range paths {
 		fi, err := os.Stat(p)

@@ -3,11 +3,12 @@ package tracer
 import (
 	"debug/elf"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
+
+	"graft/internal/elfx"
 )
 
 // ExeBuildID returns the GNU build-id of the executable pid runs, read from
@@ -97,17 +98,8 @@ func buildIDInMemory(pid int, base uint64) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		for len(notes) >= 12 {
-			namesz, descsz, typ := uint64(le.Uint32(notes[0:])), uint64(le.Uint32(notes[4:])), le.Uint32(notes[8:])
-			name := (namesz + 3) &^ 3
-			desc := (descsz + 3) &^ 3
-			if 12+name+desc > uint64(len(notes)) {
-				break
-			}
-			if typ == 3 && namesz == 4 && string(notes[12:15]) == "GNU" { // NT_GNU_BUILD_ID
-				return hex.EncodeToString(notes[12+name : 12+name+descsz]), nil
-			}
-			notes = notes[12+name+desc:]
+		if id := elfx.NoteBuildID(notes, le); id != "" {
+			return id, nil
 		}
 	}
 	return "", nil

@@ -148,7 +148,9 @@ func TestApplyInterruptedBySIGINT(t *testing.T) {
 		require.NoError(t, err)
 		var keep []string
 		for _, l := range strings.Split(string(b), "\n") {
-			if strings.Contains(l, "graft") {
+			// graft's mappings are its memfds ("/memfd:graft-..."):
+			// the bare word would match a checkout path holding it.
+			if strings.Contains(l, "/memfd:graft") {
 				keep = append(keep, l)
 			}
 		}

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"syscall"
 
 	"graft"
+	"graft/internal/osig"
 	"graft/safepoint"
 	"graft/tracer"
 )
@@ -70,8 +70,8 @@ func classify(err error) outcome {
 	case errors.Is(err, graft.ErrNeedsAttention):
 		return outcome{exitAttention, "needs_attention", msg}
 	case sigOf() != 0:
-		s := syscall.Signal(sigOf())
-		return outcome{128 + int(s), "interrupted", fmt.Sprintf("interrupted by %s before finishing: the process was left as it was and released; nothing changed", sigName(s))}
+		s := int(sigOf())
+		return outcome{128 + s, "interrupted", fmt.Sprintf("interrupted by %s before finishing: the process was left as it was and released; nothing changed", osig.Name(s))}
 	case errors.As(err, &ue) || isFlagError(err):
 		return outcome{exitUsage, "usage", msg}
 	}
@@ -121,18 +121,6 @@ var hints = map[string]string{
 }
 
 func sigOf() int32 { return interruptedBy.Load() }
-
-func sigName(s syscall.Signal) string {
-	switch s {
-	case syscall.SIGINT:
-		return "SIGINT (Ctrl-C)"
-	case syscall.SIGTERM:
-		return "SIGTERM"
-	case syscall.SIGHUP:
-		return "SIGHUP"
-	}
-	return s.String()
-}
 
 // isFlagError recognises cobra's and pflag's own parse errors, which
 // come as plain errors.

@@ -7,6 +7,7 @@ import (
 
 	"graft"
 	"graft/elfpatch"
+	"graft/tracer"
 )
 
 // frameOut is a frame apply or revert let stay, in --json.
@@ -103,7 +104,7 @@ func checkFrames(pid int, oldBuildID, newBin string) *framesNow {
 		return fr
 	} else if n := len(st.Patches); n > 0 {
 		running = st.Patches[n-1].NewBuildID
-	} else if b, err := elfpatch.Open(fmt.Sprintf("/proc/%d/exe", pid)); err == nil {
+	} else if b, err := elfpatch.Open(tracer.ExePath(pid)); err == nil {
 		running = b.BuildID()
 	}
 	if running != oldBuildID {

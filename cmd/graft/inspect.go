@@ -5,7 +5,6 @@ import (
 	"debug/elf"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 
 	"graft/internal/symtab"
@@ -137,7 +136,7 @@ func (s *symbolizer) open(m *tracer.Module) *symtab.Table {
 	}
 	// Through the target's root, so a process in a container or chroot
 	// resolves its own files.
-	path := fmt.Sprintf("/proc/%d/root%s", s.pid, strings.TrimSuffix(m.Path, " (deleted)"))
+	path := tracer.RootPath(s.pid, m.Path)
 	tab, err := symtab.Open(path)
 	if err != nil {
 		return nil

@@ -14,7 +14,8 @@ import (
 	"os"
 	"os/signal"
 	"slices"
-	"syscall"
+
+	"graft/internal/osig"
 )
 
 // run executes one graft command line and returns its exit status.
@@ -53,6 +54,6 @@ func main() {
 	// Commands that hold a process install their own handling through
 	// interruptible; SIGPIPE on a closed stdout must not kill graft
 	// while it holds one.
-	signal.Ignore(syscall.SIGPIPE)
+	signal.Ignore(osig.Pipe)
 	os.Exit(run(os.Stdout, os.Stderr, os.Args[1:]))
 }

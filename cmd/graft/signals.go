@@ -5,7 +5,8 @@ import (
 	"os"
 	"os/signal"
 	"sync/atomic"
-	"syscall"
+
+	"graft/internal/osig"
 )
 
 // interruptedBy is the signal (SIGINT, SIGTERM, SIGHUP) that cancelled
@@ -23,12 +24,12 @@ func resetInterrupt() { interruptedBy.Store(0) }
 func interruptible() (context.Context, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	signal.Notify(ch, osig.Termination...)
 	done := make(chan struct{})
 	go func() {
 		select {
 		case s := <-ch:
-			interruptedBy.CompareAndSwap(0, int32(s.(syscall.Signal)))
+			interruptedBy.CompareAndSwap(0, int32(osig.Number(s)))
 			cancel()
 		case <-done:
 		}

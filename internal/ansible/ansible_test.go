@@ -59,7 +59,7 @@ func buildCLI(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := testutil.CheckLeftovers(m.Run())
 	if cli.dir != "" {
 		os.RemoveAll(cli.dir)
 	}

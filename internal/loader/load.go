@@ -166,16 +166,11 @@ func (l *Loaded) mapInto(p Process, im *elfpatch.Image, segs [][]byte, opt Optio
 		if _, err := p.WriteAt(append([]byte(name), 0), int64(base)); err != nil {
 			return l.undo(p, memfd, fail("write memfd name", err))
 		}
-		fd, err := p.Syscall(unix.SYS_MEMFD_CREATE, base, unix.MFD_CLOEXEC)
+		fd, err := tracer.CreateMemfd(p, base, im.Size)
 		if err != nil {
-			return nil // refused (seccomp, old kernel): anonymous mappings
+			return nil // refused (seccomp, old kernel), or not sized: anonymous mappings
 		}
 		memfd = int64(fd)
-		if _, err := p.Syscall(unix.SYS_FTRUNCATE, fd, im.Size); err != nil {
-			p.Syscall(unix.SYS_CLOSE, fd)
-			memfd = -1
-			return nil
-		}
 		// The reservation becomes the memfd's (no access yet): a graft
 		// killed before the next stop leaves a mapping /proc/PID/maps
 		// names, which status lists and revert --all unmaps, not an
@@ -266,7 +261,7 @@ func layout(im *elfpatch.Image, base uint64) ([]Region, error) {
 // fillMemfd writes the linked segments into the target's memfd through
 // /proc/PID/fd, while the target runs.
 func fillMemfd(pid int, fd int64, im *elfpatch.Image, segs [][]byte) (err error) {
-	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/%d", pid, fd), os.O_RDWR, 0)
+	f, err := tracer.OpenFD(pid, int(fd), os.O_RDWR)
 	if err != nil {
 		return err
 	}

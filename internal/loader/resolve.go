@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
-	"syscall"
 
 	"graft/elfpatch"
 	"graft/tracer"
@@ -102,8 +100,8 @@ func NewResolverFor(pid int, mods []tracer.Module, mem io.ReaderAt, old *tracer.
 }
 
 // readLib reads a library's defined dynamic symbols from the file the
-// target mapped: through /proc/PID/root (the target's mount namespace),
-// or /proc/PID/map_files when the path was replaced or deleted.
+// target mapped (tracer.ModuleFile: through the target's root, or
+// map_files when the path was replaced or deleted).
 func readLib(pid int, m tracer.Module) (l *libSyms) {
 	l = &libSyms{mod: m, syms: map[string][]elf.Symbol{}}
 	defer func() {
@@ -111,42 +109,16 @@ func readLib(pid int, m tracer.Module) (l *libSyms) {
 			l.err = fmt.Errorf("malformed ELF: %v", x)
 		}
 	}()
-	var paths []string
-	path := strings.TrimSuffix(m.Path, " (deleted)")
-	paths = append(paths, fmt.Sprintf("/proc/%d/root%s", pid, path))
-	if len(m.Mappings) > 0 {
-		lo := m.Mappings[0]
-		for _, mp := range m.Mappings {
-			if mp.Start < lo.Start {
-				lo = mp
-			}
-		}
-		paths = append(paths, fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, lo.Start, lo.End))
-	}
-	var inode uint64
-	for _, mp := range m.Mappings {
-		if mp.Inode != 0 {
-			inode = mp.Inode
-		}
-	}
-	var f *elf.File
-	for _, p := range paths {
-		// A library upgraded on disk since the target mapped it has the
-		// same path and different symbols: only the mapped inode will do.
-		if fi, err := os.Stat(p); err != nil {
-			l.err = err
-			continue
-		} else if st, ok := fi.Sys().(*syscall.Stat_t); ok && inode != 0 && st.Ino != inode {
-			l.err = fmt.Errorf("%s is not the mapped file (inode %d, mapped %d)", p, st.Ino, inode)
-			continue
-		}
-		var err error
-		if f, err = elf.Open(p); err == nil {
-			break
-		}
+	// A library upgraded on disk since the target mapped it has the
+	// same path and different symbols: only the mapped file will do.
+	path, err := tracer.ModuleFile(pid, &m)
+	if err != nil {
 		l.err = err
+		return l
 	}
-	if f == nil {
+	f, err := elf.Open(path)
+	if err != nil {
+		l.err = err
 		return l
 	}
 	defer f.Close()

@@ -474,7 +474,7 @@ func (r *runner) sourceFor(pid int, build string, top *graft.PatchStatus) (graft
 }
 
 func (r *runner) build(pid int, build string, top *graft.PatchStatus) builtPatch {
-	oldPath := fmt.Sprintf("/proc/%d/exe", pid)
+	oldPath := tracer.ExePath(pid)
 	if top != nil {
 		if top.NewPath == "" {
 			return builtPatch{err: fmt.Errorf("pid %d runs patch %s from a patch file whose NEW binary is not on this machine: a diff against it needs that binary (or use patch.file)", pid, top.ID)}

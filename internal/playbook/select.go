@@ -1,7 +1,6 @@
 package playbook
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -52,46 +51,30 @@ func (t Target) key() key { return key{t.Pid, t.Start} }
 // a zombie or a kernel thread.
 func readProc(pid int) (procInfo, bool) {
 	p := procInfo{pid: pid}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
+	ps, ok := tracer.ReadProcStat(pid)
+	if !ok {
 		return p, false
 	}
-	open, close := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
-	if open < 0 || close < open || close+2 >= len(b) {
-		return p, false
-	}
-	p.comm = string(b[open+1 : close])
-	f := strings.Fields(string(b[close+2:]))
-	// state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
-	// utime stime cutime cstime priority nice threads itreal starttime
-	if len(f) < 20 {
-		return p, false
-	}
-	p.state = f[0][0]
-	p.ppid, _ = strconv.Atoi(f[1])
-	p.start, _ = strconv.ParseUint(f[19], 10, 64)
+	p.comm, p.state, p.ppid, p.start = ps.Comm, ps.State, ps.PPid, ps.Start
 	if p.state == 'Z' || p.state == 'X' {
 		return p, false
 	}
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	exe, err := tracer.ExeLink(pid)
 	if err != nil {
 		return p, false // kernel thread, or gone
 	}
 	p.exe = strings.TrimSuffix(exe, " (deleted)")
-	var st syscall.Stat_t
-	if err := syscall.Stat(fmt.Sprintf("/proc/%d/exe", pid), &st); err == nil {
-		p.dev, p.ino, p.hasExe = uint64(st.Dev), st.Ino, true
+	if dev, ino, err := tracer.ExeIdentity(pid); err == nil {
+		p.dev, p.ino, p.hasExe = dev, ino, true
 	}
 	return p, true
 }
 
 func allProcs() map[int]procInfo {
 	out := map[int]procInfo{}
-	ents, _ := os.ReadDir("/proc")
 	self := os.Getpid()
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
+	for _, pid := range tracer.Pids() {
+		if pid == self {
 			continue
 		}
 		if p, ok := readProc(pid); ok {
@@ -260,19 +243,18 @@ func alive(t Target) bool {
 // sockets; 0 if it listens on none.
 func ListenPort(pid int) (int, error) {
 	inodes := map[string]bool{}
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	links, err := tracer.FDLinks(pid)
 	if err != nil {
 		return 0, fmt.Errorf("descriptors of pid %d: %w", pid, err)
 	}
-	for _, e := range ents {
-		l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
-		if err == nil && strings.HasPrefix(l, "socket:[") {
+	for _, l := range links {
+		if strings.HasPrefix(l, "socket:[") {
 			inodes[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
 		}
 	}
 	lowest := 0
 	for _, f := range []string{"tcp", "tcp6"} {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, f))
+		b, err := tracer.NetFile(pid, f)
 		if err != nil {
 			continue
 		}
