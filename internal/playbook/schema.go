@@ -41,7 +41,7 @@ type PatchSpec struct {
 	// AllowUncheckedTypes lets in a patch whose diff could not compare
 	// types (a build without debug info), as apply --allow-unchecked-types.
 	AllowUncheckedTypes bool
-	Pos         Pos
+	Pos                 Pos
 }
 
 // Selector picks processes; the targets are the union of all selectors.
