@@ -334,13 +334,58 @@ func (r *runner) current(pid int) (build string, top *graft.PatchStatus, err err
 	if err != nil {
 		return "", nil, err
 	}
-	// Superseded patches stay listed below; the newest is in effect.
-	if n := len(st.Patches); n > 0 {
-		top = &st.Patches[n-1]
-		return top.NewBuildID, top, nil
+	exe, err := tracer.ExeBuildID(pid)
+	if err != nil {
+		return "", nil, err
 	}
-	id, err := tracer.ExeBuildID(pid)
-	return id, nil, err
+	// Patches of a shared library count for a run that patches it;
+	// a run that patches the executable looks at the executable's.
+	lib, isLib := r.library(pid, st, exe)
+	for i := len(st.Patches) - 1; i >= 0; i-- {
+		p := &st.Patches[i]
+		ofLib := p.Module != "" && p.Module != exe
+		if isLib && ofLib && p.Module == lib || !isLib && !ofLib {
+			// Superseded patches stay listed below; the newest is in
+			// effect.
+			return p.NewBuildID, p, nil
+		}
+	}
+	if isLib {
+		return lib, nil, nil
+	}
+	return exe, nil, nil
+}
+
+// library says, for a run whose patch file patches a shared library, the
+// mapped build-id of that library in pid: the library mapped with the
+// patch's OLD build-id, or the one whose patch in effect brought the
+// patch's OLD build (stacking) or its NEW one (already patched). ok is
+// false for a run that
+// patches executables (exe is pid's executable's build-id).
+func (r *runner) library(pid int, st *graft.StatusResult, exe string) (string, bool) {
+	if r.patchFile == nil || r.patchFile.OldBuildID == exe {
+		return "", false
+	}
+	mods, err := tracer.Modules(pid)
+	if err != nil {
+		return "", false
+	}
+	for _, m := range mods {
+		if !m.Main && m.BuildID != "" && m.BuildID == r.patchFile.OldBuildID {
+			return m.BuildID, true
+		}
+	}
+	for i := range st.Patches {
+		p := &st.Patches[i]
+		if p.Module == "" || p.Module == exe {
+			continue
+		}
+		// Stacked on a patch of the library, or already applied.
+		if p.NewBuildID == r.patchFile.OldBuildID || p.NewBuildID == r.patchFile.NewBuildID {
+			return p.Module, true
+		}
+	}
+	return "", false
 }
 
 func (r *runner) entry(t Target, batch int) *TargetReport {

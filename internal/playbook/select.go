@@ -196,16 +196,30 @@ func match(s Selector, procs map[int]procInfo) (pids []int, why string, err erro
 		}
 		return nil, fmt.Sprintf(" (its MainPID %d is not running)", pid), nil
 	case "build_id":
+		// The executable's build-id is read from its memory; a shared
+		// library's from the file the process mapped (through map_files
+		// when an upgrade deleted it): every process mapping a module of
+		// that build is a target.
 		for pid, p := range procs {
 			if !p.hasExe {
 				continue
 			}
-			id, err := tracer.ExeBuildID(pid)
-			if err == nil && id == s.Value {
+			if id, err := tracer.ExeBuildID(pid); err == nil && id == s.Value {
 				pids = append(pids, pid)
+				continue
+			}
+			mods, err := tracer.Modules(pid)
+			if err != nil {
+				continue
+			}
+			for _, m := range mods {
+				if m.BuildID == s.Value {
+					pids = append(pids, pid)
+					break
+				}
 			}
 		}
-		return pids, " (no running executable has that build-id; shared libraries are not searched yet)", nil
+		return pids, " (no running executable or mapped library has that build-id)", nil
 	}
 	return nil, "", fmt.Errorf("unknown selector %q", s.Kind)
 }
