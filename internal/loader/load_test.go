@@ -327,7 +327,7 @@ func testLoadTick(t *testing.T, tc tickCase) {
 		t.Fatal(err)
 	}
 	maps, _ = os.ReadFile(fmt.Sprintf("/proc/%d/maps", proc.Pid))
-	if strings.Contains(string(maps), "graft-tick-test") || strings.Contains(string(maps), fmt.Sprintf("%x-", l.Base)) {
+	if strings.Contains(string(maps), "/memfd:graft-tick-test") || strings.Contains(string(maps), fmt.Sprintf("%x-", l.Base)) {
 		t.Fatalf("image still mapped after Unload:\n%s", maps)
 	}
 	for i := 0; i < 3; i++ {

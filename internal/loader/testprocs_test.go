@@ -100,7 +100,7 @@ func (lv *live) unload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(string(maps), "graft-") {
+	if strings.Contains(string(maps), "/memfd:graft-") {
 		t.Fatalf("image still mapped after Unload:\n%s", maps)
 	}
 }

@@ -59,7 +59,7 @@ func TestLoadTwice(t *testing.T) {
 		}
 		return string(b)
 	}
-	if m := maps(); !strings.Contains(m, "graft-a") || !strings.Contains(m, "graft-b") {
+	if m := maps(); !strings.Contains(m, "/memfd:graft-a") || !strings.Contains(m, "/memfd:graft-b") {
 		t.Fatalf("maps:\n%s", m)
 	}
 	if err := a.Unload(p); err != nil {
@@ -68,7 +68,7 @@ func TestLoadTwice(t *testing.T) {
 	if err := a.Unload(p); err != nil {
 		t.Fatalf("second Unload: %v", err)
 	}
-	if m := maps(); strings.Contains(m, "graft-a") || !strings.Contains(m, "graft-b") {
+	if m := maps(); strings.Contains(m, "/memfd:graft-a") || !strings.Contains(m, "/memfd:graft-b") {
 		t.Fatalf("after unloading a:\n%s", m)
 	}
 	if err := b.Unload(p); err != nil {
