@@ -76,7 +76,8 @@ $G diff "$B/sshd-v1" "$B/sshd-v2" -o "$work/v1-v2.graft"
 say "patch the running process (graft apply -p $pid v1-v2.graft)"
 $G apply -p "$pid" "$work/v1-v2.graft" --json >"$work/apply.json"
 cat "$work/apply.json"
-pause=$(sed -n 's/.*"pause_us": *\([0-9]*\).*/\1/p' "$work/apply.json")
+# the first pause_us is the apply's own; each entry of "held" has one too
+pause=$(sed -n 's/.*"pause_us": *\([0-9]*\).*/\1/p' "$work/apply.json" | head -n 1)
 
 say "graft status -p $pid (read from the process itself)"
 $G status -p "$pid"
