@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -126,34 +127,51 @@ func (w lockedWriter) Write(b []byte) (int, error) {
 // ends. On failure the target's stderr is logged.
 func Start(t testing.TB, path string, args ...string) *Proc {
 	t.Helper()
-	cmd := exec.Command(path, args...)
-	p := &Proc{Cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan struct{})}
-	cmd.Stderr = lockedWriter{&p.mu, p.stderr}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Its own process group, so a Ctrl-C to the test run does not reach it
-	// mid-patch and so cleanup can kill forks (ftpd's session processes).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p, _ := start(t, path, false, args...)
+	return p
+}
+
+// StartInteractive is Start with a pipe to the target's stdin, for targets
+// driven by commands (testprocs/idlers).
+func StartInteractive(t testing.TB, path string, args ...string) (*Proc, io.WriteCloser) {
+	t.Helper()
+	return start(t, path, true, args...)
+}
+
+func start(t testing.TB, path string, withStdin bool, args ...string) (*Proc, io.WriteCloser) {
+	t.Helper()
+	p := &Proc{stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	var in io.WriteCloser
+	var out io.ReadCloser
+	var cmd *exec.Cmd
 	// A binary a test just wrote can be "busy" for a moment: a fork by
 	// another goroutine (a parallel test starting its own target) may
 	// still hold the writer's descriptor (golang.org/issue/22315).
-	err = cmd.Start()
-	for i := 0; i < 100 && errors.Is(err, syscall.ETXTBSY); i++ {
-		time.Sleep(10 * time.Millisecond)
+	var err error
+	for i := 0; i == 0 || errors.Is(err, syscall.ETXTBSY) && i < 100; i++ {
+		if i > 0 {
+			time.Sleep(10 * time.Millisecond)
+		}
 		cmd = exec.Command(path, args...)
-		p.Cmd = cmd
 		cmd.Stderr = lockedWriter{&p.mu, p.stderr}
+		if withStdin {
+			if in, err = cmd.StdinPipe(); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if out, err = cmd.StdoutPipe(); err != nil {
 			t.Fatal(err)
 		}
+		// Its own process group, so a Ctrl-C to the test run does not
+		// reach it mid-patch and so cleanup can kill forks (ftpd's
+		// session processes).
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		err = cmd.Start()
 	}
 	if err != nil {
 		t.Fatalf("start %s: %v", path, err)
 	}
+	p.Cmd = cmd
 	p.Pid = cmd.Process.Pid
 	p.Stdout = bufio.NewReader(out)
 	go func() {
@@ -176,7 +194,7 @@ func Start(t testing.TB, path string, args ...string) *Proc {
 			t.Logf("stderr of %s (pid %d):\n%s", filepath.Base(path), p.Pid, p.Stderr())
 		}
 	})
-	return p
+	return p, in
 }
 
 // WaitLine reads the target's stdout until a line containing want appears.
