@@ -68,9 +68,6 @@ With --json, errors too are JSON on stdout: {"error":{"code":..,"message":..}}.`
 	for _, mk := range commandList {
 		root.AddCommand(mk(stdout, stderr))
 	}
-	for _, lc := range legacyCommands { // legacy.go
-		root.AddCommand(legacyCobra(lc, stdout, stderr))
-	}
 	return root
 }
 
