@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"graft/elfpatch"
+	"graft/internal/elfx"
 	"graft/tracer"
 )
 
@@ -84,7 +85,7 @@ func NewResolverFor(pid int, mods []tracer.Module, mem io.ReaderAt, old *tracer.
 	if err != nil {
 		return nil, fmt.Errorf("resolve imports in pid %d: %w", pid, err)
 	}
-	f, err := elf.Open(path)
+	f, err := elfx.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("resolve imports in pid %d: open %s as mapped: %w", pid, old.Path, err)
 	}
