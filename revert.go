@@ -262,10 +262,8 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 	}
 	// The threads go on detached; one stays borrowed for the unmapping.
 	dropRecord := len(keep) == 0 && len(next.Retained) == 0 && len(next.Pending) == 0 && st.Addr != 0
-	unmap := len(orphans) > 0 || dropRecord ||
-		slices.ContainsFunc(popped, func(r PatchRecord) bool {
-			return !r.Unloaded && r.GoModule == 0 && !slices.Contains(res.Pending, r.ID)
-		})
+	gone := unmappable(popped, res.Pending)
+	unmap := len(orphans) > 0 || dropRecord || len(gone) > 0
 	if err := ps.end(unmap); err != nil {
 		return res, fail(fmt.Errorf("resume after reverting: %w", err))
 	}
@@ -275,7 +273,7 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 	if !unmap {
 		return res, nil
 	}
-	if err := sys.unmapReverted(p, popped, orphans, res.Pending, dropRecord, st.Addr); err != nil {
+	if err := sys.unmapReverted(p, gone, orphans, dropRecord, st.Addr); err != nil {
 		// The patches are out; their code or the record stays mapped.
 		return res, needsAttention(pid, fail(err))
 	}
@@ -372,20 +370,28 @@ func revertInPause(ps *pause, popped []PatchRecord, restore []SiteRecord, buf []
 	return nil
 }
 
+// unmappable lists the reverted patches whose image goes after the pause:
+// not one unloaded already, nor a Go image (its module stays registered
+// with the runtime), nor a pending one (a frame is still in it: unmapped
+// once it leaves).
+func unmappable(popped []PatchRecord, pending []string) []PatchRecord {
+	var out []PatchRecord
+	for _, r := range popped {
+		if !r.Unloaded && r.GoModule == 0 && !slices.Contains(pending, r.ID) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // unmapReverted takes out, after the pause, the images of the reverted
-// patches no thread is in, the orphaned images, and the record if nothing
-// graft did is left (so the process looks as it did before the first
-// apply).
-func (sys *system) unmapReverted(p proc, popped []PatchRecord, orphans []Range, pending []string, dropRecord bool, stateAddr uint64) error {
+// patches no thread is in (gone), the orphaned images, and the record if
+// nothing graft did is left (so the process looks as it did before the
+// first apply).
+func (sys *system) unmapReverted(p proc, gone []PatchRecord, orphans []Range, dropRecord bool, stateAddr uint64) error {
 	var errs []error
 	serr := withThread(p, func() error {
-		for _, r := range popped {
-			if r.Unloaded || r.GoModule != 0 {
-				continue // a Go image stays: its module stays registered
-			}
-			if slices.Contains(pending, r.ID) {
-				continue // a frame is still in it: unmapped once it leaves
-			}
+		for _, r := range gone {
 			if err := sys.unmapImage(p, r.Base, r.Size); err != nil {
 				errs = append(errs, fmt.Errorf("unmap code of %s at %#x: %w", r.ID, r.Base, err))
 			}
