@@ -189,7 +189,7 @@ func carryChain(st *State) func(uint64) (uint64, bool) {
 func carryOf(pr *prepared, base uint64) []CarryRecord {
 	pt := pr.patch
 	shift := pr.exeBias
-	if top := pr.state.Top(); top != nil {
+	if top := pr.state.TopFor(pr.module); top != nil {
 		shift = top.Base
 	}
 	var out []CarryRecord
