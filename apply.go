@@ -112,6 +112,8 @@ type ApplyResult struct {
 	TransferUS int64 `json:"transfer_us,omitempty"`
 	// Stayed are the frames inside replaced functions let stay, and why.
 	Stayed []StayedFrame `json:"stayed,omitempty"`
+	// Switched are the frames carried into the new code (switchframes.go).
+	Switched []SwitchRecord `json:"switched,omitempty"`
 	// Held is, per thread of the target, how long it was held stopped
 	// and why (hold.go).
 	Held []ThreadHold `json:"held,omitempty"`
@@ -148,6 +150,8 @@ type prepared struct {
 	module *tracer.Module
 	// allowNames are the operator's --allow-active names.
 	allowNames []string
+	// switches is the image's room for frame switches (nil: none).
+	switches *switchArea
 }
 
 func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOptions) (res *ApplyResult, err error) {
@@ -192,6 +196,15 @@ func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOpti
 	pr, err := prepare(pid, pt, st, exe, sys.symbols)
 	if err != nil {
 		return nil, err
+	}
+	if len(pt.Transfers) > 0 {
+		// Room for the frame switches (switchframes.go): one per
+		// thread, and some for threads started meanwhile.
+		n := 16
+		if tids, err := tracer.Tasks(pid); err == nil {
+			n += 2 * len(tids)
+		}
+		pr.image, pr.switches = withSwitchArea(pt.Image, pt, n)
 	}
 	allowed, err := resolveAllow(pt, opts.AllowActive)
 	if err != nil {
@@ -533,6 +546,18 @@ func (sys *system) applyInPause(ps *pause, ck checker, pr *prepared, rec *PatchR
 		}
 		ps.did(xundo)
 		res.Transfers, res.Irreversible = transferResults(xrecs), rec.Irreversible()
+		// The frames that wait in replaced functions go on in the new
+		// code, with the new objects.
+		recs, sundo, err := doSwitches(p, pr.switches, res.Base, switchedFrames(ck), pt, xrecs)
+		if err == nil && len(recs) > 0 {
+			rec.Switches = recs
+			out, err = sys.outcome(st, *rec, sites, out.unload)
+		}
+		if err != nil {
+			return nil, ps.abort(err)
+		}
+		ps.did(sundo)
+		res.Switched = recs
 	}
 	sites, buf := out.sites, out.buf
 	res.Sites = sites
@@ -625,6 +650,9 @@ func newPatchRecord(pr *prepared, exe *tracer.Module, base uint64) PatchRecord {
 		StayAt:     stayAt(pt, base),
 		Carry:      carryOf(pr, base),
 	}
+	if pr.switches != nil {
+		rec.SwitchArea, rec.Back, rec.OldBias = pr.switches, backPlans(pt), pr.exeBias
+	}
 	if pt.Go != nil {
 		rec.GoModule = base + pt.Go.Module
 	}
@@ -702,6 +730,12 @@ func recordModule(r *PatchRecord) imageModule {
 		if !s.Data {
 			m.Funcs = append(m.Funcs, s)
 		}
+	}
+	for _, sw := range r.Switches {
+		if m.Returns == nil {
+			m.Returns = map[uint64]uint64{}
+		}
+		m.Returns[sw.Stub] = sw.Orig
 	}
 	if len(m.Funcs) == 0 {
 		for _, f := range r.Functions {

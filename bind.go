@@ -149,6 +149,15 @@ func newChecker(pid int, mods []tracer.Module, extra []imageModule) (checker, er
 	if err != nil {
 		return nil, err
 	}
+	returns := map[uint64]uint64{}
+	for _, m := range extra {
+		for k, v := range m.Returns {
+			returns[k] = v
+		}
+	}
+	if len(returns) > 0 {
+		u.MapReturns(returns)
+	}
 	if f, err := procMem(pid); err == nil {
 		// Read the images' CFI now, while the target runs, not in the
 		// pause. A failure here shows again, as incomplete stacks.

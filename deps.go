@@ -99,6 +99,9 @@ type imageModule struct {
 	EhFrameHdr, EhFrameHdrSize uint64
 	// Funcs name the image's functions (absolute addresses).
 	Funcs []SymRecord
+	// Returns are the switch code's addresses a switched frame may still
+	// return to, each with the return address it replaced.
+	Returns map[uint64]uint64
 }
 
 // system is the set of live operations the controller uses.

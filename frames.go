@@ -117,6 +117,18 @@ type proof struct {
 	fn     string
 	ranges elfpatch.ResumeRanges // runtime addresses
 	extent []Range               // where this copy (and its parts) lies
+	// switches, for a patch that converts state, are the plans that
+	// carry a frame of this copy into the new code (link-time
+	// addresses; shift is this copy's load bias).
+	switches elfpatch.SwitchPlans
+	shift    uint64
+}
+
+// switchFrame is a frame the pause switches into the new code.
+type switchFrame struct {
+	fn    string
+	plan  *elfpatch.SwitchPlan
+	shift uint64 // the waiting copy's bias: plan.From+shift is the PC
 }
 
 // stayChecker decides, in the pause, whether a frame may stay.
@@ -141,6 +153,20 @@ func (c *stayChecker) stay(fn string, pc uint64, exact bool) safepoint.StayVerdi
 		}
 		if !in {
 			continue
+		}
+		if p.switches != nil || p.ranges == nil {
+			if exact {
+				return safepoint.StayVerdict{Why: "the patch converts state, and this frame is running (not waiting in a call), so it cannot be switched to the new code"}
+			}
+			sw := p.switches.Lookup(pc - p.shift)
+			if sw == nil {
+				return safepoint.StayVerdict{Why: "the patch converts state, and no switch to the new code was planned for this return address"}
+			}
+			if sw.Why != "" {
+				return safepoint.StayVerdict{Why: "the patch converts state, and the frame cannot be switched to the new code: " + sw.Why}
+			}
+			return safepoint.StayVerdict{OK: true, Why: fmt.Sprintf("switched: continues in the new code at its return address, its frame rebuilt in the new layout (%d moves)", len(sw.Moves)),
+				Switch: &switchFrame{fn: fn, plan: sw, shift: p.shift}}
 		}
 		ok, why := p.ranges.Lookup(pc)
 		if ok {
@@ -223,13 +249,12 @@ func (pr *prepared) frameSpec(spec *safeSpec, exeBias uint64) error {
 	for _, r := range pt.Image.Redirects {
 		spec.Allow[r.Name] = operatorName(pt, r.Name)
 	}
-	if len(pt.Transfers) > 0 {
-		// A patch that converts globals: a frame left in old code
-		// would go on with the old layout (or the old object, when
-		// the global moved), which the resume analysis does not see,
-		// since it compares code, not data. Every frame blocks.
-		return nil
-	}
+	// A patch that converts globals: a frame left in old code would go
+	// on with the old layout (or the old object, when the global moved),
+	// which the resume analysis does not see, since it compares code,
+	// not data. No frame stays; a frame the analysis can rebuild in the
+	// new layout switches to the new code instead (switch.go).
+	xfer := len(pt.Transfers) > 0
 	// OLD's copy lives in the executable, or in the top patch's image
 	// when this patch is stacked on it.
 	shift, lo, hi := exeBias, uint64(0), ^uint64(0)
@@ -253,7 +278,11 @@ func (pr *prepared) frameSpec(spec *safeSpec, exeBias uint64) error {
 		if !inLayer(v.entry) {
 			continue // a copy older than OLD (stacked): not what the analysis saw
 		}
-		p := proof{fn: v.name, ranges: rs.Old.Shift(shift), extent: []Range{{v.entry, v.entry + v.size}}}
+		p := proof{fn: v.name, ranges: rs.Old.Shift(shift), extent: []Range{{v.entry, v.entry + v.size}}, shift: shift}
+		if xfer {
+			p.ranges = nil
+			p.switches = rs.Switch
+		}
 		for _, part := range pr.parts {
 			if part.Name == v.name && inLayer(part.Start) {
 				p.extent = append(p.extent, part.Range)
@@ -261,7 +290,9 @@ func (pr *prepared) frameSpec(spec *safeSpec, exeBias uint64) error {
 		}
 		sc.proofs = append(sc.proofs, p)
 	}
-	sc.carry = carryChain(pr.state)
+	if !xfer {
+		sc.carry = carryChain(pr.state)
+	}
 	spec.Stay = sc.stay
 	return nil
 }

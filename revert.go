@@ -38,6 +38,12 @@ type RevertResult struct {
 	Reverted  []string `json:"reverted"`
 	Functions []string `json:"functions"`
 	PauseUS   int64    `json:"pause_us"`
+	// Unswitched counts the frames an apply had switched to the new
+	// code whose call had not returned: they go on in the old code.
+	Unswitched int `json:"unswitched,omitempty"`
+	// SwitchedBack are the frames in the new code carried back to the
+	// old (their image stays mapped, pending, until they have passed).
+	SwitchedBack []SwitchRecord `json:"switched_back,omitempty"`
 	// Orphans are images of a graft killed before its pause that --all
 	// unmapped.
 	Orphans []Range `json:"orphans,omitempty"`
@@ -198,8 +204,9 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 		if len(r.Transfers) > 0 {
 			// Converted state goes back to the old layout in the
 			// pause: a frame left in new code would go on with the
-			// new one. Every frame in the new code blocks.
-			spec.Stay = nil
+			// new one. No frame in the new code stays; one the patch
+			// planned a switch back for goes on in the old code.
+			spec.Stay = revertSwitchStay(popped)
 		}
 	}
 	if err := checkTopJumps(p, popped, inGone); err != nil {
@@ -242,6 +249,37 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 	// images become pending. The usual outcome was encoded before the
 	// pause; only a subset of several popped images is encoded here.
 	res.Stayed = lastStayed(ck)
+	// Frames switched by the apply whose call has not returned yet go
+	// back to the old code they were taken from.
+	for _, r := range popped {
+		if len(r.Switches) == 0 {
+			continue
+		}
+		n, undo, err := unswitch(p, r.Switches)
+		if err != nil {
+			return nil, fail(ps.abort(err))
+		}
+		ps.did(undo)
+		res.Unswitched += n
+	}
+	for i := range popped {
+		r := &popped[i]
+		var mine []safepoint.Stayed
+		for _, f := range switchedFrames(ck) {
+			if f.PC >= r.Base && f.PC < r.Base+r.Size {
+				mine = append(mine, f)
+			}
+		}
+		if len(mine) == 0 {
+			continue
+		}
+		recs, undo, err := doBackSwitches(p, r, mine)
+		if err != nil {
+			return nil, fail(ps.abort(err))
+		}
+		ps.did(undo)
+		res.SwitchedBack = append(res.SwitchedBack, recs...)
+	}
 	if pend := pendingOf(popped, res.Stayed); len(pend) > 0 {
 		next.Pending = append(slices.Clone(st.Pending), pend...)
 		if len(pend) == allPending {

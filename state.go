@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"graft/elfpatch"
 	"io"
 	"os"
 	"slices"
@@ -140,6 +141,16 @@ type PatchRecord struct {
 	// Transfers are the globals whose contents the patch converted
 	// (transfer.go): what revert needs to convert them back.
 	Transfers []TransferRecord `json:"transfers,omitempty"`
+	// Switches are the frames the apply switched into the new code by
+	// rewriting the return address their call will return to
+	// (switchframes.go); revert puts back the ones still waiting.
+	Switches []SwitchRecord `json:"switches,omitempty"`
+	// SwitchArea is the image's room for switch code; Back the plans
+	// that carry frames in the new code back to the old (link-time: From
+	// relative to Base, To to OldBias, the old code's load bias).
+	SwitchArea *switchArea          `json:"switch_area,omitempty"`
+	Back       elfpatch.SwitchPlans `json:"back,omitempty"`
+	OldBias    uint64               `json:"old_bias,omitempty"`
 	// StayAt are the resume addresses in the image's new code where a
 	// frame may stay past a revert (proven by the resume analysis;
 	// sorted, absolute).

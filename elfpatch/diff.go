@@ -304,6 +304,8 @@ func pairUp[T any](old, new []T, key, name func(T) string, same func(a, b T) boo
 type differ struct {
 	old, new *side
 	r        *Report
+	// resumed are the changed pairs resumeAll analysed, for switchAll.
+	resumed []resumedPair
 	types    map[string]*TypeChange
 	// status of each OLD unit: "changed", "unchanged" or "removed".
 	status map[*unit]string
@@ -379,6 +381,7 @@ func diff(old, new *Binary, rules map[string]*Rules) (d *differ, err error) {
 	d.unplacedStatics(unplaced)
 	d.globals()
 	d.transfers()
+	d.switchAll()
 	d.goChecks()
 	d.finish()
 	return d, nil

@@ -75,6 +75,11 @@ type Resume struct {
 	// frame in the patch's image resuming in a range without Why may
 	// finish in new code after a revert.
 	New ResumeRanges `json:"new,omitempty"`
+	// Switch plans, for OLD's return addresses that are not proven, how
+	// a frame waiting there continues in NEW's code (switch.go); Back
+	// the same for NEW's, continuing in OLD's (revert).
+	Switch SwitchPlans `json:"switch,omitempty"`
+	Back   SwitchPlans `json:"back,omitempty"`
 }
 
 // ResumeRange is the verdict for the resume addresses in [Start, End):
@@ -536,10 +541,11 @@ func (d *differ) resume(o, n *unit, patched map[string]bool) *Resume {
 			inv[j] = i
 		}
 	}
-	return &Resume{
+	rs := &Resume{
 		Old: resumeSide(x, y, m, false, nil),
 		New: resumeSide(y, x, inv, true, patched),
 	}
+	return rs
 }
 
 // resumeAll fills in Resume for the changed functions just appended to
@@ -552,5 +558,41 @@ func (d *differ) resumeAll(changed [][2]*unit) {
 	base := len(d.r.Changed) - len(changed)
 	for k, p := range changed {
 		d.r.Changed[base+k].Resume = d.resume(p[0], p[1], patched)
+	}
+	d.resumed = append(d.resumed, resumedPair{pair: changed, base: base})
+}
+
+type resumedPair struct {
+	pair [][2]*unit
+	base int
+}
+
+// switchAll plans frame switches (switch.go) for the changed functions,
+// once the transfers are known: only a patch that converts state
+// switches frames.
+func (d *differ) switchAll() {
+	if len(d.r.Transfers) == 0 {
+		return
+	}
+	for _, rp := range d.resumed {
+		for k, p := range rp.pair {
+			rs := d.r.Changed[rp.base+k].Resume
+			if rs == nil {
+				continue
+			}
+			x, y := d.old.decodeResume(p[0]), d.new.decodeResume(p[1])
+			m := align(x.ins, y.ins)
+			inv := make([]int, len(y.ins))
+			for j := range inv {
+				inv[j] = -1
+			}
+			for i, j := range m {
+				if j >= 0 {
+					inv[j] = i
+				}
+			}
+			rs.Switch = switchSide(d.old.b, d.new.b, x, y, m)
+			rs.Back = switchSide(d.new.b, d.old.b, y, x, inv)
+		}
 	}
 }

@@ -53,6 +53,11 @@ type StayVerdict struct {
 	// Range's name is coarser (a whole image).
 	Allow    string
 	Function string
+	// Switch, when OK, says the frame does not stay in its code but
+	// goes on in the other version's once its call returns (a frame
+	// switch the caller performs in the pause); the value is the
+	// caller's plan, handed back in Stayed.
+	Switch any
 }
 
 // ErrActive is what every *ActiveError matches with errors.Is.

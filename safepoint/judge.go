@@ -18,6 +18,10 @@ type Stayed struct {
 	PC       uint64 `json:"pc"`
 	Allowed  bool   `json:"allowed,omitempty"`
 	Why      string `json:"why"`
+	// Switch is the caller's switch plan (StayVerdict.Switch), CFA the
+	// frame's canonical frame address.
+	Switch any    `json:"-"`
+	CFA    uint64 `json:"-"`
 }
 
 // Judgement is every frame's verdict: the frames that block (every thread
@@ -85,7 +89,7 @@ func Judge(stacks map[int][]Frame, s Spec) Judgement {
 						fn = v.Function
 					}
 					if v.OK {
-						j.Stayed = append(j.Stayed, Stayed{Tid: tid, Frame: i, Function: fn, PC: f.PC, Allowed: v.Allowed, Why: v.Why})
+						j.Stayed = append(j.Stayed, Stayed{Tid: tid, Frame: i, Function: fn, PC: f.PC, Allowed: v.Allowed, Why: v.Why, Switch: v.Switch, CFA: f.CFA})
 						continue frames
 					}
 					why = v.Why

@@ -100,7 +100,14 @@ type module struct {
 type Unwinder struct {
 	mods []*module
 	mu   sync.Mutex // guards the lazy load of in-memory modules
+	// returns maps return addresses a patch rewrote (a frame switch's
+	// code) to the ones they replaced: the frame is unwound, and
+	// judged, as the code it waits to return to.
+	returns map[uint64]uint64
 }
+
+// MapReturns makes Unwind read a return address found in m as m's value.
+func (u *Unwinder) MapReturns(m map[uint64]uint64) { u.returns = m }
 
 // NewUnwinder loads .eh_frame, .debug_frame and symbols of every module
 // (files opened by path). A module that cannot be read is not an error
@@ -437,6 +444,10 @@ func (u *Unwinder) Unwind(regs tracer.Regs, mem Memory) ([]Frame, error) {
 		pc := r.v[16]
 		if len(frames) > 0 && pc == 0 {
 			return frames, nil
+		}
+		if o, ok := u.returns[pc]; ok && len(frames) > 0 {
+			pc = o
+			r.v[16] = o
 		}
 		f := Frame{PC: pc, Exact: exact}
 		lpc := f.lookupPC()

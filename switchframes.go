@@ -1,0 +1,421 @@
+package graft
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+
+	"graft/elfpatch"
+	"graft/internal/x86dec"
+	"graft/safepoint"
+	"graft/trampoline"
+)
+
+// Frame switches (elfpatch/switch.go): in the pause of a patch that
+// converts state, a frame waiting in a call inside a replaced function is
+// carried into the new code. Its call's return address, on the stack, is
+// pointed at generated code (trampoline.FrameSwitch) that, when the call
+// returns, rebuilds the frame in the new layout (pointers into a moved
+// global relocated) and jumps to the new code's matching return address.
+// The code and its scratch live in an area at the end of the image.
+
+// SwitchRecord is one switched frame: the stack slot holding its return
+// address, the address it held (old code) and the switch code's.
+type SwitchRecord struct {
+	Tid      int    `json:"tid"`
+	Function string `json:"function"`
+	Slot     uint64 `json:"slot"`
+	Orig     uint64 `json:"orig"`
+	Stub     uint64 `json:"stub"`
+	// To is where the frame goes on (the new code's return address).
+	To uint64 `json:"to"`
+}
+
+// switchArea is the part of the image reserved for switch code: Code
+// (read and execute) then Scratch (read and write), one slot of each per
+// frame.
+type switchArea struct {
+	Off        uint64 // image offset of the code pages
+	CodeSlot   uint64
+	Scratch    uint64 // image offset of the scratch pages
+	ScratchOne uint64
+	Slots      int
+}
+
+const pageSz = 4096
+
+func roundPage(n uint64) uint64 { return (n + pageSz - 1) &^ (pageSz - 1) }
+
+// withSwitchArea returns a copy of im with room for n frame switches of
+// the patch's plans at its end, or im itself when no plan can switch.
+func withSwitchArea(im *elfpatch.Image, pt *Patch, n int) (*elfpatch.Image, *switchArea) {
+	if len(pt.Transfers) == 0 || n <= 0 {
+		return im, nil
+	}
+	var code, scratch uint64
+	for _, rs := range pt.Resume {
+		for _, ps := range []elfpatch.SwitchPlans{rs.Switch, rs.Back} {
+			for i := range ps {
+				p := &ps[i]
+				if p.Why != "" {
+					continue
+				}
+				c, s := switchSizes(p, pt)
+				code, scratch = max(code, c), max(scratch, s)
+			}
+		}
+	}
+	if code == 0 {
+		return im, nil
+	}
+	code = (code + 64 + 15) &^ 15
+	scratch = (scratch + 64 + 15) &^ 15
+	// Slots 0..n-1 for the apply's switches, n..2n-1 for a revert's.
+	a := &switchArea{Off: im.Size, CodeSlot: code, ScratchOne: scratch, Slots: n}
+	codeLen := roundPage(code * uint64(2*n))
+	a.Scratch = a.Off + codeLen
+	scratchLen := roundPage(scratch * uint64(2*n))
+	out := *im
+	out.Segments = append(append([]elfpatch.Segment(nil), im.Segments...),
+		elfpatch.Segment{Vaddr: a.Off, Memsz: codeLen, Prot: 5},
+		elfpatch.Segment{Vaddr: a.Scratch, Memsz: scratchLen, Prot: 3})
+	out.Size = a.Scratch + scratchLen
+	return &out, a
+}
+
+// switchSizes is an upper bound of the code and scratch one plan needs:
+// the plan built with placeholder addresses (the encoding's size does not
+// depend on them: addresses are 8-byte immediates).
+func switchSizes(p *elfpatch.SwitchPlan, pt *Patch) (code, scratch uint64) {
+	const far = 0x7f0000000000
+	fs := &trampoline.FrameSwitch{Addr: far, Scratch: far + 0x100000, CFA: far + 0x200000,
+		OldSize: uint64(p.FromSize), NewSize: uint64(p.ToSize), Target: far + 0x300000}
+	for _, mv := range p.Moves {
+		fs.Moves = append(fs.Moves, switchMove(mv, far+0x200000, func(uint64) uint64 { return far }))
+	}
+	fs.Relocs = placeholderRelocs(pt, p, far)
+	b, err := trampoline.BuildFrameSwitch(fs)
+	if err != nil {
+		return 0, 0
+	}
+	return uint64(len(b)), uint64(trampoline.ScratchSize(fs))
+}
+
+func placeholderRelocs(pt *Patch, p *elfpatch.SwitchPlan, far uint64) []trampoline.Reloc {
+	var out []trampoline.Reloc
+	for _, t := range pt.Transfers {
+		if t.InPlace {
+			continue
+		}
+		os, ns, m := transferStride(&t)
+		out = append(out, trampoline.Reloc{OldBase: far, OldSize: t.OldSize, OldStride: os, NewBase: far, NewStride: ns, OffMap: m})
+	}
+	for _, o := range p.Objs {
+		out = append(out, trampoline.Reloc{OldBase: far, OldSize: uint64(o.Size), OldStride: uint64(o.Size), NewBase: far, NewStride: uint64(o.Size)})
+	}
+	return out
+}
+
+// transferStride finds the smallest element size the transfer's offset
+// map repeats with (an array of structs: one element), and the map of one
+// element. A plain struct is its own element.
+func transferStride(t *elfpatch.Transfer) (oldStride, newStride uint64, offMap []int32) {
+	full := func(off uint64) int64 {
+		v, ok := elfpatch.OffsetMap(t.Ops, t.OldSize, t.NewSize, off, 0)
+		if !ok {
+			return -1
+		}
+		return int64(v)
+	}
+	for k := t.OldSize; k >= 1; k-- {
+		if t.OldSize%k != 0 || t.NewSize%k != 0 {
+			continue
+		}
+		os, ns := t.OldSize/k, t.NewSize/k
+		if k > 1 && os < 8 {
+			continue
+		}
+		m := make([]int32, os)
+		for off := uint64(0); off < os; off++ {
+			m[off] = int32(full(off))
+		}
+		ok := true
+		for off := os; off < t.OldSize && ok; off++ {
+			want := int64(m[off%os])
+			if want >= 0 {
+				want += int64(off/os) * int64(ns)
+			}
+			// An element's start maps to its start either way.
+			if got := full(off); got != want && !(off%os == 0 && got == int64(off/os*ns)) {
+				ok = false
+			}
+		}
+		if ok {
+			return os, ns, m
+		}
+	}
+	m := make([]int32, t.OldSize)
+	for off := range m {
+		m[off] = int32(full(uint64(off)))
+	}
+	return t.OldSize, t.NewSize, m
+}
+
+// switchMove converts a plan's move for a frame at cfa; lea resolves an
+// image instruction's computed address.
+func switchMove(mv elfpatch.SwitchMove, cfa uint64, lea func(uint64) uint64) trampoline.Move {
+	loc := func(l elfpatch.SwitchLoc) trampoline.Loc {
+		switch l.Kind {
+		case "reg":
+			return trampoline.Loc{Kind: trampoline.LocReg, Reg: l.Reg}
+		case "slot":
+			return trampoline.Loc{Kind: trampoline.LocSlot, Off: l.Off}
+		case "frame":
+			return trampoline.Loc{Kind: trampoline.LocConst, Value: cfa + uint64(l.Off)}
+		case "lea":
+			return trampoline.Loc{Kind: trampoline.LocConst, Value: lea(l.Value)}
+		}
+		return trampoline.Loc{Kind: trampoline.LocConst, Value: l.Value}
+	}
+	out := trampoline.Move{Dst: loc(mv.Dst), Src: loc(mv.Src), Size: mv.Size}
+	if (mv.Src.Kind == "reg" || mv.Src.Kind == "slot") && mv.Size%8 == 0 {
+		out.Reloc = true
+	}
+	return out
+}
+
+// switchedFrames are the frames the last safe-point check decided to
+// switch, innermost first per thread.
+func switchedFrames(ck checker) []safepoint.Stayed {
+	s, ok := ck.(interface{ stayed() []safepoint.Stayed })
+	if !ok {
+		return nil
+	}
+	var out []safepoint.Stayed
+	for _, f := range s.stayed() {
+		if _, ok := f.Switch.(*switchFrame); ok {
+			out = append(out, f)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Tid < out[j].Tid })
+	return out
+}
+
+// doSwitches writes, in the pause, the switch code of every frame to
+// switch and points the frames' return addresses at it. base is the new
+// image's; xrecs the transfers just made (their objects are what pointers
+// are relocated to). The undo puts the return addresses back.
+func doSwitches(p proc, area *switchArea, base uint64, frames []safepoint.Stayed, pt *Patch, xrecs []TransferRecord) ([]SwitchRecord, func() error, error) {
+	var relocs []trampoline.Reloc
+	for i, r := range xrecs {
+		if r.InPlace || i >= len(pt.Transfers) {
+			continue
+		}
+		os, ns, m := transferStride(&pt.Transfers[i])
+		relocs = append(relocs, trampoline.Reloc{OldBase: r.Old, OldSize: r.OldSize, OldStride: os, NewBase: r.New, NewStride: ns, OffMap: m})
+	}
+	return writeSwitches(p, area, base, 0, frames, relocs, base, base)
+}
+
+// doBackSwitches is a revert's: the frames in the new code of the patch
+// recorded in r go back to the old code, with the old objects.
+func doBackSwitches(p proc, r *PatchRecord, frames []safepoint.Stayed) ([]SwitchRecord, func() error, error) {
+	var relocs []trampoline.Reloc
+	for _, x := range r.Transfers {
+		if x.InPlace || len(x.Reverse) == 0 {
+			continue
+		}
+		back := elfpatch.Transfer{Ops: x.Reverse, OldSize: x.NewSize, NewSize: x.OldSize}
+		os, ns, m := transferStride(&back)
+		relocs = append(relocs, trampoline.Reloc{OldBase: x.New, OldSize: x.NewSize, OldStride: os, NewBase: x.Old, NewStride: ns, OffMap: m})
+	}
+	first := 0
+	if r.SwitchArea != nil {
+		first = r.SwitchArea.Slots
+	}
+	return writeSwitches(p, r.SwitchArea, r.Base, first, frames, relocs, r.OldBias, r.OldBias)
+}
+
+// writeSwitches writes the switch code of frames into area's slots from
+// first on (the image at base) and points the frames' return addresses at
+// it. A plan's To is relative to toBias; its "lea" values name
+// instructions of the destination code, relative to leaBias.
+func writeSwitches(p proc, area *switchArea, base uint64, first int, frames []safepoint.Stayed, relocs []trampoline.Reloc, toBias, leaBias uint64) ([]SwitchRecord, func() error, error) {
+	if len(frames) == 0 {
+		return nil, func() error { return nil }, nil
+	}
+	if area == nil || len(frames) > area.Slots {
+		n := 0
+		if area != nil {
+			n = area.Slots
+		}
+		return nil, nil, fmt.Errorf("%d frames must be switched, and the image has room for %d (more threads than when the patch was applied); try again", len(frames), n)
+	}
+	lea := func(link uint64) (uint64, error) {
+		at := leaBias + link
+		buf := make([]byte, 16)
+		if _, err := p.ReadAt(buf, int64(at)); err != nil {
+			return 0, err
+		}
+		in, err := x86dec.Decode(buf, at)
+		if err != nil || in.RelSize == 0 {
+			return 0, fmt.Errorf("the code at %#x is not the address computation the plan expects", at)
+		}
+		return in.Target, nil
+	}
+	var recs []SwitchRecord
+	var undo []func() error
+	undoAll := func() error {
+		var errs []error
+		for i := len(undo) - 1; i >= 0; i-- {
+			errs = append(errs, undo[i]())
+		}
+		return errors.Join(errs...)
+	}
+	for i, f := range frames {
+		sf := f.Switch.(*switchFrame)
+		plan := sf.plan
+		if f.CFA == 0 {
+			return nil, nil, errors.Join(fmt.Errorf("switch %s's frame in thread %d: its frame address is unknown", sf.fn, f.Tid), undoAll())
+		}
+		var lerr error
+		k := uint64(first + i)
+		fs := &trampoline.FrameSwitch{
+			Addr:    base + area.Off + k*area.CodeSlot,
+			Scratch: base + area.Scratch + k*area.ScratchOne,
+			CFA:     f.CFA,
+			OldSize: uint64(plan.FromSize),
+			NewSize: uint64(plan.ToSize),
+			Target:  toBias + plan.To,
+			Relocs:  append([]trampoline.Reloc(nil), relocs...),
+		}
+		for _, mv := range plan.Moves {
+			fs.Moves = append(fs.Moves, switchMove(mv, f.CFA, func(a uint64) uint64 {
+				v, err := lea(a)
+				if err != nil && lerr == nil {
+					lerr = err
+				}
+				return v
+			}))
+		}
+		for _, o := range plan.Objs {
+			fs.Relocs = append(fs.Relocs, trampoline.Reloc{OldBase: f.CFA + uint64(o.OldOff), OldSize: uint64(o.Size), OldStride: uint64(o.Size),
+				NewBase: f.CFA + uint64(o.NewOff), NewStride: uint64(o.Size)})
+		}
+		code, err := trampoline.BuildFrameSwitch(fs)
+		if err == nil {
+			err = lerr
+		}
+		if err == nil && (uint64(len(code)) > area.CodeSlot || uint64(trampoline.ScratchSize(fs)) > area.ScratchOne) {
+			err = fmt.Errorf("switch code of %d bytes does not fit its slot of %d", len(code), area.CodeSlot)
+		}
+		if err != nil {
+			return nil, nil, errors.Join(fmt.Errorf("switch %s's frame in thread %d: %w", sf.fn, f.Tid, err), undoAll())
+		}
+		slot := f.CFA - uint64(plan.FromSize) - 8
+		var cur [8]byte
+		if _, err := p.ReadAt(cur[:], int64(slot)); err != nil || binary.LittleEndian.Uint64(cur[:]) != f.PC {
+			return nil, nil, errors.Join(fmt.Errorf("switch %s's frame in thread %d: its return address is not at %#x as the frame's layout says", sf.fn, f.Tid, slot), undoAll())
+		}
+		if _, err := p.WriteAt(code, int64(fs.Addr)); err != nil {
+			return nil, nil, errors.Join(fmt.Errorf("write switch code at %#x: %w", fs.Addr, err), undoAll())
+		}
+		var nb [8]byte
+		binary.LittleEndian.PutUint64(nb[:], fs.Addr)
+		if _, err := p.WriteAt(nb[:], int64(slot)); err != nil {
+			return nil, nil, errors.Join(fmt.Errorf("point thread %d's return address at the switch code: %w", f.Tid, err), undoAll())
+		}
+		orig := f.PC
+		undo = append(undo, func() error {
+			var b [8]byte
+			binary.LittleEndian.PutUint64(b[:], orig)
+			_, err := p.WriteAt(b[:], int64(slot))
+			return err
+		})
+		recs = append(recs, SwitchRecord{Tid: f.Tid, Function: sf.fn, Slot: slot, Orig: orig, Stub: fs.Addr, To: toBias + plan.To})
+	}
+	return recs, undoAll, nil
+}
+
+// unswitch puts back, in a revert's pause, the return addresses of the
+// switched frames whose call has not returned yet (the slot still holds
+// the switch code's address): they go on in the old code, which the
+// revert restores. The undo points them at the switch code again.
+func unswitch(p proc, recs []SwitchRecord) (int, func() error, error) {
+	var undo []func() error
+	undoAll := func() error {
+		var errs []error
+		for i := len(undo) - 1; i >= 0; i-- {
+			errs = append(errs, undo[i]())
+		}
+		return errors.Join(errs...)
+	}
+	n := 0
+	for _, r := range recs {
+		var cur [8]byte
+		if _, err := p.ReadAt(cur[:], int64(r.Slot)); err != nil {
+			continue // the thread is gone, and its stack with it
+		}
+		if binary.LittleEndian.Uint64(cur[:]) != r.Stub {
+			continue // the call returned: the frame is in the new code
+		}
+		write := func(v uint64) error {
+			var b [8]byte
+			binary.LittleEndian.PutUint64(b[:], v)
+			_, err := p.WriteAt(b[:], int64(r.Slot))
+			return err
+		}
+		if err := write(r.Orig); err != nil {
+			return 0, nil, errors.Join(fmt.Errorf("put back thread %d's return address at %#x: %w", r.Tid, r.Slot, err), undoAll())
+		}
+		stub := r.Stub
+		undo = append(undo, func() error { return write(stub) })
+		n++
+	}
+	return n, undoAll, nil
+}
+
+// backPlans are the patch's plans that carry a frame from the new code
+// back to the old (for a revert), recorded with the patch.
+func backPlans(pt *Patch) elfpatch.SwitchPlans {
+	var out elfpatch.SwitchPlans
+	for _, rs := range pt.Resume {
+		for _, p := range rs.Back {
+			if p.Why == "" {
+				out = append(out, p)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].From < out[j].From })
+	return out
+}
+
+// revertSwitchStay offers, for the frames in the new code of a popped
+// patch that converted state, a switch back to the old code.
+func revertSwitchStay(popped []PatchRecord) func(fn string, pc uint64, exact bool) safepoint.StayVerdict {
+	return func(fn string, pc uint64, exact bool) safepoint.StayVerdict {
+		for i := range popped {
+			r := &popped[i]
+			if fn != "patch "+r.ID {
+				continue
+			}
+			name := ""
+			for _, s := range r.Symbols {
+				if !s.Data && pc > s.Addr && pc <= s.Addr+s.Size {
+					name = s.Name
+				}
+			}
+			if exact {
+				return safepoint.StayVerdict{Function: name, Why: "the patch converted state, and this frame is running in the new code (not waiting in a call), so it cannot be switched back"}
+			}
+			plan := r.Back.Lookup(pc - r.Base)
+			if plan == nil {
+				return safepoint.StayVerdict{Function: name, Why: "the patch converted state, and no switch back to the old code was planned for this return address in the new code"}
+			}
+			return safepoint.StayVerdict{OK: true, Function: name, Why: fmt.Sprintf("switched back: continues in the old code, its frame rebuilt in the old layout (%d moves)", len(plan.Moves)),
+				Switch: &switchFrame{fn: name, plan: plan, shift: r.Base}}
+		}
+		return safepoint.StayVerdict{}
+	}
+}
