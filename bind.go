@@ -224,6 +224,7 @@ func (w *unwinder) waitSafe(ctx context.Context, p proc, spec safeSpec, timeout 
 		AllowActive: spec.AllowActive,
 		Stay:        spec.Stay,
 		Progress:    spec.Progress,
+		Thread:      spec.Thread,
 	}
 	for i := range sp.Functions {
 		sp.Functions[i].Allow = spec.Allow[sp.Functions[i].Name]

@@ -57,6 +57,8 @@ type safeSpec struct {
 	Stay  func(fn string, resume uint64, exact bool) safepoint.StayVerdict
 	// Progress: see ApplyOptions.Progress.
 	Progress func(safepoint.Waiting)
+	// Thread: see safepoint.Spec.Thread.
+	Thread func([]safepoint.Frame) string
 }
 
 type namedRange struct {

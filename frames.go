@@ -255,6 +255,9 @@ func (pr *prepared) frameSpec(spec *safeSpec, exeBias uint64) error {
 	// not data. No frame stays; a frame the analysis can rebuild in the
 	// new layout switches to the new code instead (switch.go).
 	xfer := len(pt.Transfers) > 0
+	if xfer {
+		spec.Thread = startingThread
+	}
 	// OLD's copy lives in the executable, or in the top patch's image
 	// when this patch is stacked on it.
 	shift, lo, hi := exeBias, uint64(0), ^uint64(0)
@@ -313,4 +316,37 @@ func lastStayed(ck checker) []StayedFrame {
 		return stayedFrames(s.stayed())
 	}
 	return nil
+}
+
+// startingThread blocks a thread that is being started (or is ending):
+// in the C library's start_thread with no frame of the program's own
+// below it, the start routine's argument (a pointer, perhaps into a
+// global the patch moves) is held where no frame switch can see it.
+// It is a moment: the check waits it out. Only shallow stacks count
+// (start_thread, clone3 and at most one call): a helper thread the C
+// library parks for good has its own function below start_thread.
+func startingThread(st []safepoint.Frame) string {
+	start := false
+	for _, f := range st {
+		switch f.Function {
+		case "start_thread":
+			start = true
+		case "clone", "clone3", "__clone", "__clone3", "__GI___clone", "__GI___clone3", "__GI___clone_internal", "__clone_internal":
+		default:
+			if f.Function != "" && !libcFrame(f) {
+				return ""
+			}
+		}
+	}
+	// A thread parked in the C library for good (a helper thread) is
+	// deeper than start_thread and one call.
+	if start && len(st) <= 3 {
+		return "the thread is being started or is ending (inside the C library's start_thread with no frame of the program yet): its start routine's argument may point into a global the patch moves"
+	}
+	return ""
+}
+
+// libcFrame: a frame in the C library or the dynamic linker.
+func libcFrame(f safepoint.Frame) bool {
+	return strings.HasPrefix(f.Module, "libc.so") || strings.HasPrefix(f.Module, "libc-") || strings.HasPrefix(f.Module, "ld-linux") || strings.HasPrefix(f.Module, "libpthread")
 }

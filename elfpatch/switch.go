@@ -850,6 +850,14 @@ func switchPlan(xs, ys *swSide, m []int, r int) SwitchPlan {
 			covered[k] = true
 		}
 	}
+	for _, mv := range plan.Moves {
+		if mv.Src.Kind == "slot" && (mv.Src.Off < -plan.FromSize || mv.Src.Off+int64(mv.Size) > 0) {
+			return fail("%s is outside the old frame (CFA%+d)", mv.What, mv.Src.Off)
+		}
+		if mv.Dst.Kind == "slot" && (mv.Dst.Off < -plan.ToSize || mv.Dst.Off+int64(mv.Size) > -8) {
+			return fail("%s is outside the new frame (CFA%+d)", mv.What, mv.Dst.Off)
+		}
+	}
 	return plan
 }
 

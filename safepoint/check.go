@@ -19,6 +19,10 @@ func (r Range) contains(a uint64) bool { return a >= r.Start && a < r.End }
 
 // Spec says what a patch needs to be safe.
 type Spec struct {
+	// Thread, when set, may block a whole thread whatever its frames
+	// (a reason; "" lets the frames decide): a thread being started,
+	// whose start routine's argument no frame holds yet.
+	Thread func(stack []Frame) string
 	// Functions are the bodies of the functions being replaced: no PC and
 	// no return address may lie inside one, unless its Name is in
 	// AllowActive.

@@ -50,6 +50,16 @@ func Judge(stacks map[int][]Frame, s Spec) Judgement {
 	sort.Ints(tids)
 	for _, tid := range tids {
 		st := stacks[tid]
+		if s.Thread != nil {
+			if why := s.Thread(st); why != "" {
+				f := Frame{}
+				if len(st) > 0 {
+					f = st[0]
+				}
+				j.Blockers = append(j.Blockers, &ActiveError{Tid: tid, Function: f.Function, Frame: 0, PC: f.PC, Stack: st, Why: why})
+				continue
+			}
+		}
 	frames:
 		for i, f := range st {
 			addrs := []uint64{f.PC}
