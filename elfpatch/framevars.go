@@ -43,6 +43,10 @@ const (
 	VarReg                    // in register Reg (DWARF number 0..16)
 	VarFrame                  // in frame memory at CFA+Off
 	VarConst                  // the constant Value
+	// VarFrameAddr: the value is the address CFA+Off, not stored
+	// anywhere (DW_OP_fbreg Off; DW_OP_stack_value: a pointer to a local
+	// of the same frame, e.g. an inlined callee's buffer argument).
+	VarFrameAddr
 )
 
 func (k VarKind) String() string {
@@ -53,6 +57,8 @@ func (k VarKind) String() string {
 		return "frame"
 	case VarConst:
 		return "const"
+	case VarFrameAddr:
+		return "frame-address"
 	}
 	return "unknown"
 }
@@ -68,9 +74,12 @@ type FrameVar struct {
 	Param   bool
 	Kind    VarKind
 	Reg     int    // VarReg: DWARF register number
-	Off     int64  // VarFrame: offset from the CFA
+	Off     int64  // VarFrame, VarFrameAddr: offset from the CFA
 	Value   uint64 // VarConst
-	Why     string // VarUnknown: why there is no usable location
+	// LinkAddr: Value is a link-time address (DW_OP_addr): add the
+	// module's load bias to get the value in a running process.
+	LinkAddr bool
+	Why      string // VarUnknown: why there is no usable location
 }
 
 func (v FrameVar) String() string {
@@ -81,6 +90,8 @@ func (v FrameVar) String() string {
 		return fmt.Sprintf("%s at CFA%+d", v.Path, v.Off)
 	case VarConst:
 		return fmt.Sprintf("%s = %#x", v.Path, v.Value)
+	case VarFrameAddr:
+		return fmt.Sprintf("%s = CFA%+d", v.Path, v.Off)
 	}
 	return fmt.Sprintf("%s unknown (%s)", v.Path, v.Why)
 }
@@ -283,6 +294,11 @@ func (b *Binary) FrameVarsAt(fn, pc uint64) (vars []FrameVar, err error) {
 		return nil, fmt.Errorf("frame variables of %#x: ranges: %w", fn, err)
 	}
 	if !inRanges(rs, pc) {
+		for _, rg := range rs {
+			if pc == rg[1] {
+				return nil, fmt.Errorf("frame variables: %#x is the end of the function at %#x: the call before it does not return", pc, fn)
+			}
+		}
 		return nil, fmt.Errorf("frame variables: %#x is not inside the function at %#x", pc, fn)
 	}
 	w.frameBase, _ = sp.Val(dwarf.AttrFrameBase).([]byte)
@@ -722,6 +738,10 @@ func (w *varWalker) classify(v *FrameVar, expr []byte) {
 		v.Why = "optimized out at this pc (empty location)"
 		return
 	}
+	if hasPieces(expr) {
+		unknown("in pieces")
+		return
+	}
 	switch expr[0] {
 	case dwOpEntryValue, dwOpGNUEntryVal:
 		unknown("value the caller passed in a register, no longer held anywhere")
@@ -762,19 +782,19 @@ func (w *varWalker) classify(v *FrameVar, expr []byte) {
 			unknown("truncated expression")
 			return
 		}
+		kind := VarFrame
 		if t := rest(); len(t) != 0 {
-			if len(t) == 1 && t[0] == dwOpStackValue {
-				unknown("value is the address of a frame slot, not stored")
-			} else {
+			if len(t) != 1 || t[0] != dwOpStackValue {
 				unknown("computed from the frame base")
+				return
 			}
-			return
+			kind = VarFrameAddr
 		}
 		if !bytes.Equal(w.frameBase, []byte{dwOpCallFrameCFA}) {
 			unknown("frame base is not DW_OP_call_frame_cfa")
 			return
 		}
-		v.Kind, v.Off = VarFrame, off
+		v.Kind, v.Off = kind, off
 		return
 	case code == dwOpCallFrameCFA:
 		var off uint64
@@ -802,20 +822,33 @@ func (w *varWalker) classify(v *FrameVar, expr []byte) {
 			unknown("truncated expression")
 			return
 		}
-		if rd.Len() != 0 {
-			unknown(fmt.Sprintf("computed from %s", dwarfRegName(int(n))))
-			return
+		kind := VarFrame
+		if t := rest(); len(t) != 0 {
+			if len(t) != 1 || t[0] != dwOpStackValue {
+				unknown(fmt.Sprintf("computed from %s", dwarfRegName(int(n))))
+				return
+			}
+			kind = VarFrameAddr
 		}
 		reg, k, err := w.b.cfaRule(w.pc)
-		if err != nil {
+		if err == nil && reg == n {
+			v.Kind, v.Off = kind, off-k
+			return
+		}
+		if kind == VarFrameAddr && off == 0 && n <= 16 {
+			// The value is the register's: where the frame switch
+			// is concerned, the same as DW_OP_regN.
+			v.Kind, v.Reg = VarReg, int(n)
+			return
+		}
+		switch {
+		case kind == VarFrameAddr:
+			unknown(fmt.Sprintf("the value of %s%+d", dwarfRegName(int(n)), off))
+		case err != nil:
 			unknown(fmt.Sprintf("memory at %s%+d, CFA rule unknown: %v", dwarfRegName(int(n)), off, err))
-			return
-		}
-		if reg != n {
+		default:
 			unknown(fmt.Sprintf("memory at %s%+d, and the CFA is %s%+d", dwarfRegName(int(n)), off, dwarfRegName(int(reg)), k))
-			return
 		}
-		v.Kind, v.Off = VarFrame, off-k
 		return
 	case code == dwOpImplicitVal:
 		n, ok := uleb()
@@ -838,7 +871,7 @@ func (w *varWalker) classify(v *FrameVar, expr []byte) {
 		return
 	}
 	var val uint64
-	ok := true
+	ok, linkAddr := true, false
 	switch {
 	case code >= dwOpLit0 && code <= dwOpLit31:
 		val = uint64(code - dwOpLit0)
@@ -847,6 +880,7 @@ func (w *varWalker) classify(v *FrameVar, expr []byte) {
 		_, err := rd.Read(b[:])
 		ok = err == nil
 		val = binary.LittleEndian.Uint64(b[:])
+		linkAddr = true
 	case code == dwOpConst1u, code == dwOpConst1s:
 		c, err := rd.ReadByte()
 		ok = err == nil
@@ -888,7 +922,7 @@ func (w *varWalker) classify(v *FrameVar, expr []byte) {
 		unknown("computed value or pieces")
 		return
 	}
-	v.Kind, v.Value = VarConst, val
+	v.Kind, v.Value, v.LinkAddr = VarConst, val, linkAddr
 }
 
 func readULEB(r *bytes.Reader) (uint64, bool) {
@@ -936,4 +970,46 @@ func prettyExpr(expr []byte) (s string) {
 	var sb strings.Builder
 	op.PrettyPrint(&sb, expr, func(n uint64) string { return dwarfRegName(int(n)) })
 	return strings.TrimSpace(sb.String())
+}
+
+// hasPieces reports whether expr describes its object in pieces
+// (DW_OP_piece, DW_OP_bit_piece): parts in different places. It steps
+// over the operands of the operations gcc and clang emit in locations; an
+// operation it does not know ends the scan.
+func hasPieces(expr []byte) bool {
+	rd := bytes.NewReader(expr)
+	for rd.Len() > 0 {
+		c, _ := rd.ReadByte()
+		skip := func(n int64) { rd.Seek(n, 1) }
+		switch {
+		case c == dwOpPiece, c == 0x9d: // DW_OP_bit_piece
+			return true
+		case c == dwOpAddr, c == dwOpConst8u, c == dwOpConst8s:
+			skip(8)
+		case c == dwOpConst1u, c == dwOpConst1s, c == 0x15, c == 0x94, c == 0x95: // pick, deref_size, xderef_size
+			skip(1)
+		case c == dwOpConst2u, c == dwOpConst2s, c == 0x28, c == 0x2f, c == 0x98: // bra, skip, call2
+			skip(2)
+		case c == dwOpConst4u, c == dwOpConst4s, c == 0x99: // call4
+			skip(4)
+		case c == dwOpConstu, c == dwOpPlusUconst, c == dwOpRegx, c == 0xa1, c == 0xa2, c == 0xa8, c == 0xa9: // addrx, constx, convert, reinterpret
+			readULEB(rd)
+		case c == dwOpConsts, c == dwOpFbreg, c >= dwOpBreg0 && c <= dwOpBreg31:
+			readSLEB(rd)
+		case c == dwOpBregx:
+			readULEB(rd)
+			readSLEB(rd)
+		case c == dwOpImplicitVal, c == dwOpEntryValue, c == dwOpGNUEntryVal:
+			n, _ := readULEB(rd)
+			skip(int64(n))
+		case c == dwOpImplicitPtr, c == dwOpGNUImplPtr:
+			skip(4)
+			readSLEB(rd)
+		case c >= 0x06 && c <= 0x2e || c >= dwOpLit0 && c <= dwOpReg31 || c == 0x96 || c == 0x97 || c == 0x9b || c == dwOpCallFrameCFA || c == dwOpStackValue:
+			// no operand
+		default:
+			return false
+		}
+	}
+	return false
 }

@@ -111,7 +111,10 @@ func want1(t *testing.T, where string, m map[string][]FrameVar, path string, kin
 
 // gdbVar is one symbol of gdb's "info scope" output: its path (as
 // FrameVar.Path) and the text gdb gives for it.
-type gdbVar struct{ path, desc string }
+type gdbVar struct {
+	path, desc string
+	unchecked  bool // in a block gdb's "info scope" cannot show
+}
 
 var haveGDB = sync.OnceValue(func() bool { _, err := exec.LookPath("gdb"); return err == nil })
 
@@ -138,11 +141,13 @@ func gdbScopes(t *testing.T, bin string, pcs []uint64) map[uint64][]gdbVar {
 		case len(f) == 2 && f[0] == "PC":
 			cur, _ = strconv.ParseUint(f[1], 16, 64)
 			m[cur] = []gdbVar{}
-		case len(f) >= 2 && (f[0] == "NOADDR" || f[0] == "MISMATCH"):
+		case len(f) == 2 && f[0] == "UNCHECKED":
+			m[cur] = append(m[cur], gdbVar{path: f[1], unchecked: true})
+		case len(f) >= 2 && f[0] == "MISMATCH":
 			t.Fatalf("scope.py at %#x: %s", cur, sc.Text())
 		case len(f) == 2:
 			name, desc, _ := strings.Cut(f[1], " is ")
-			m[cur] = append(m[cur], gdbVar{f[0] + name, desc})
+			m[cur] = append(m[cur], gdbVar{path: f[0] + name, desc: desc})
 		default:
 			t.Fatalf("unexpected gdb output: %q\n%s", sc.Text(), out)
 		}
@@ -170,7 +175,7 @@ func gdbLocation(t *testing.T, b *Binary, desc string, pc uint64) (v FrameVar, s
 		v.Size, _ = strconv.ParseInt(m[1], 10, 64)
 		desc = strings.TrimSuffix(desc, m[0])
 	}
-	if strings.HasPrefix(desc, "a function at") || strings.Contains(desc, "static storage at") {
+	if strings.HasPrefix(desc, "a function at") || strings.HasPrefix(desc, "a label at") || strings.Contains(desc, "static storage at") {
 		return v, true
 	}
 	if rest, ok := strings.CutPrefix(desc, "multi-location:"); ok {
@@ -208,6 +213,8 @@ func gdbLocation(t *testing.T, b *Binary, desc string, pc uint64) (v FrameVar, s
 			t.Fatalf("gdb constant %q: %v", desc, err)
 		}
 		v.Kind, v.Value = VarConst, uint64(n)
+	case strings.Contains(desc, "piece"):
+		// unknown: in pieces
 	case strings.HasPrefix(desc, "a complex DWARF expression:"):
 		ops := gdbOp.FindAllStringSubmatch(desc, -1)
 		arg := func(i int) int64 {
@@ -218,20 +225,36 @@ func gdbLocation(t *testing.T, b *Binary, desc string, pc uint64) (v FrameVar, s
 			}
 			return n
 		}
-		switch {
-		case len(ops) == 1 && ops[0][1] == "DW_OP_fbreg":
-			v.Kind, v.Off = VarFrame, arg(0)
-		case len(ops) == 1 && ops[0][1] == "DW_OP_breg7":
+		value := len(ops) == 2 && ops[1][1] == "DW_OP_stack_value"
+		breg := -1
+		if len(ops) > 0 && strings.HasPrefix(ops[0][1], "DW_OP_breg") {
+			breg, _ = strconv.Atoi(strings.TrimPrefix(ops[0][1], "DW_OP_breg"))
+		}
+		cfa := func() int64 {
 			cfa, err := b.FrameCFA(pc)
 			if err != nil {
 				t.Fatalf("gdb says %q at %#x: %v", desc, pc, err)
 			}
-			v.Kind, v.Off = VarFrame, arg(0)-cfa
+			return cfa
+		}
+		switch {
+		case len(ops) == 1 && ops[0][1] == "DW_OP_fbreg":
+			v.Kind, v.Off = VarFrame, arg(0)
+		case value && ops[0][1] == "DW_OP_fbreg":
+			v.Kind, v.Off = VarFrameAddr, arg(0)
+		case len(ops) == 1 && breg == 7:
+			v.Kind, v.Off = VarFrame, arg(0)-cfa()
+		case value && breg == 7:
+			v.Kind, v.Off = VarFrameAddr, arg(0)-cfa()
+		case value && breg >= 0 && breg <= 16 && arg(0) == 0:
+			v.Kind, v.Reg = VarReg, breg
 		case len(ops) == 2 && ops[1][1] == "DW_OP_stack_value" && strings.HasPrefix(ops[0][1], "DW_OP_lit"):
 			n, _ := strconv.ParseUint(strings.TrimPrefix(ops[0][1], "DW_OP_lit"), 10, 64)
 			v.Kind, v.Value = VarConst, n
 		case len(ops) == 2 && ops[1][1] == "DW_OP_stack_value" && strings.HasPrefix(ops[0][1], "DW_OP_const"):
 			v.Kind, v.Value = VarConst, uint64(arg(0))
+		case len(ops) == 2 && ops[1][1] == "DW_OP_stack_value" && ops[0][1] == "DW_OP_addr":
+			v.Kind, v.Value, v.LinkAddr = VarConst, uint64(arg(0)), true
 		}
 	}
 	v.Why = desc
@@ -239,11 +262,17 @@ func gdbLocation(t *testing.T, b *Binary, desc string, pc uint64) (v FrameVar, s
 }
 
 // compareGDB checks that FrameVarsAt and gdb see the same variables at
-// pc in the same places.
-func compareGDB(t *testing.T, b *Binary, where string, pc uint64, vs []FrameVar, g []gdbVar) {
+// pc in the same places. It returns how many variables gdb could not be
+// asked about.
+func compareGDB(t *testing.T, b *Binary, where string, pc uint64, vs []FrameVar, g []gdbVar) (unchecked int) {
 	t.Helper()
 	gdb := map[string][]FrameVar{}
+	skipped := map[string]bool{}
 	for _, gv := range g {
+		if gv.unchecked {
+			skipped[gv.path] = true
+			continue
+		}
 		v, skip := gdbLocation(t, b, gv.desc, pc)
 		if !skip {
 			v.Path = gv.path
@@ -252,6 +281,10 @@ func compareGDB(t *testing.T, b *Binary, where string, pc uint64, vs []FrameVar,
 	}
 	mine := varsByPath(vs)
 	for path, ms := range mine {
+		if skipped[path] {
+			unchecked += len(ms)
+			continue
+		}
 		gs := gdb[path]
 		if len(ms) > 1 || ms[0].Why == "ambiguous" {
 			if len(ms) < 2 || len(gs) < 2 {
@@ -293,17 +326,17 @@ func compareGDB(t *testing.T, b *Binary, where string, pc uint64, vs []FrameVar,
 		switch m.Kind {
 		case VarReg:
 			same = same && gv.Reg == m.Reg
-		case VarFrame:
+		case VarFrame, VarFrameAddr:
 			same = same && gv.Off == m.Off
 		case VarConst:
-			same = same && gv.Value == m.Value
+			same = same && gv.Value == m.Value && gv.LinkAddr == m.LinkAddr
 		}
 		if !same {
 			t.Errorf("%s: %v, gdb says %q", where, m, gv.Why)
 		}
 	}
 	for path, gs := range gdb {
-		if _, ok := mine[path]; ok {
+		if _, ok := mine[path]; ok || skipped[path] {
 			continue
 		}
 		for _, gv := range gs {
@@ -312,6 +345,7 @@ func compareGDB(t *testing.T, b *Binary, where string, pc uint64, vs []FrameVar,
 			}
 		}
 	}
+	return unchecked
 }
 
 // readelfCFA returns readelf's CFA rule ("rsp+608") at each pc.
@@ -450,7 +484,7 @@ func TestFrameVarsSSHD(t *testing.T) {
 				compareGDB(t, b, s.where+" ("+strconv.FormatUint(s.ret, 16)+")", s.ret, vs, g[s.ret])
 			}
 			t.Logf("%d return addresses compared with gdb: %v variables by kind", len(sites), kinds)
-			for _, k := range []VarKind{VarUnknown, VarReg, VarFrame, VarConst} {
+			for _, k := range []VarKind{VarUnknown, VarReg, VarFrame, VarConst, VarFrameAddr} {
 				if kinds[k] == 0 {
 					t.Errorf("no variable of kind %v at any return address: the comparison did not exercise it", k)
 				}
@@ -460,8 +494,16 @@ func TestFrameVarsSSHD(t *testing.T) {
 }
 
 func TestFrameVarsFixture(t *testing.T) {
-	bin := filepath.Join(fixtureDir, "framevars")
-	if out, err := exec.Command("gcc", "-g", "-O2", "-o", bin, filepath.Join("testdata", "framevars", "vars.c")).CombinedOutput(); err != nil {
+	// GCC 12's default DWARF 5 (.debug_loclists, .debug_rnglists) and
+	// DWARF 4 (.debug_loc, .debug_ranges).
+	for _, dw := range []string{"-gdwarf-5", "-gdwarf-4"} {
+		t.Run(dw, func(t *testing.T) { testFrameVarsFixture(t, dw) })
+	}
+}
+
+func testFrameVarsFixture(t *testing.T, dwarfFlag string) {
+	bin := filepath.Join(fixtureDir, "framevars"+dwarfFlag)
+	if out, err := exec.Command("gcc", "-g", dwarfFlag, "-O2", "-o", bin, filepath.Join("testdata", "framevars", "vars.c")).CombinedOutput(); err != nil {
 		t.Fatalf("gcc: %v\n%s", err, out)
 	}
 	b, err := Open(bin)
@@ -535,5 +577,77 @@ func TestFrameVarsFixture(t *testing.T) {
 			t.Fatal(err)
 		}
 		compareGDB(t, b, "vars.c "+strconv.FormatUint(c.pc, 16), c.pc, vs, g[c.pc])
+	}
+}
+
+// TestFrameVarsEveryCall compares FrameVarsAt with gdb at the return
+// address of every direct and indirect call in every function of more
+// testprocs builds: other inlining, pieces, location lists with
+// DW_OP_addr constants, noreturn calls.
+func TestFrameVarsEveryCall(t *testing.T) {
+	if !haveGDB() {
+		t.Skip("gdb is not installed: this test is the comparison with gdb")
+	}
+	for _, name := range []string{"ftpd-v8", "statd-v4", "handshake-v2"} {
+		t.Run(name, func(t *testing.T) {
+			bin := testutil.Build(t, name)
+			b, err := Open(bin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			type site struct {
+				fn, ret uint64
+				end     bool // the call ends the function
+				where   string
+			}
+			var sites []site
+			var pcs []uint64
+			for _, s := range b.syms {
+				if !s.fn || s.sect != ".text" || s.name == "_start" {
+					continue
+				}
+				for _, c := range callSites(t, b, s) {
+					sites = append(sites, site{s.addr, c.ret, c.ret == s.addr+s.size, s.name + " after " + c.callee})
+					pcs = append(pcs, c.ret)
+				}
+			}
+			cfas := readelfCFA(t, bin, pcs)
+			for _, s := range sites {
+				cfa, err := b.FrameCFA(s.ret)
+				want, ok := cfas[s.ret]
+				if !ok {
+					// Past a noreturn call at a function's end, in the
+					// padding before the next: no FDE covers it.
+					if err == nil {
+						t.Errorf("%s (%#x): FrameCFA = %d, readelf finds no FDE", s.where, s.ret, cfa)
+					}
+					continue
+				}
+				if err != nil || "rsp+"+strconv.FormatInt(cfa, 10) != want {
+					t.Errorf("%s (%#x): FrameCFA = %d, %v; readelf says %s", s.where, s.ret, cfa, err, want)
+				}
+			}
+			g := gdbScopes(t, bin, pcs)
+			kinds := map[VarKind]int{}
+			unchecked := 0
+			for _, s := range sites {
+				vs, err := b.FrameVarsAt(s.fn, s.ret)
+				if s.end {
+					if err == nil || !strings.Contains(err.Error(), "does not return") {
+						t.Errorf("%s (%#x), the end of the function: %v, want an error saying the call does not return", s.where, s.ret, err)
+					}
+					continue
+				}
+				if err != nil {
+					t.Errorf("%s: %v", s.where, err)
+					continue
+				}
+				for _, v := range vs {
+					kinds[v.Kind]++
+				}
+				unchecked += compareGDB(t, b, s.where+" ("+strconv.FormatUint(s.ret, 16)+")", s.ret, vs, g[s.ret])
+			}
+			t.Logf("%d return addresses compared with gdb: %v variables by kind, %d in blocks gdb cannot show", len(sites), kinds, unchecked)
+		})
 	}
 }

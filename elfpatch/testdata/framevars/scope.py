@@ -6,11 +6,15 @@
 # " | ". "info scope *A" lists the symbols of the innermost block at A and
 # of its superblocks up to the first function block, inlined ones
 # included; so it is asked once per block, at an address inside it, and
-# only that block's own symbols are kept.
+# only that block's own symbols are kept. A block gdb cannot be asked
+# about has its symbols printed as "UNCHECKED\t<path>".
 import gdb, re
 
 def key(b):
-    return (b.start, b.end, b.function.name if b.function else None, len(list(b)))
+    # gdb.Block objects compare by identity of the Python wrapper, not of
+    # the block; nested blocks often share start and end.
+    return (b.start, b.end, b.function.name if b.function else None,
+            tuple((s.name, s.line) for s in b))
 
 def find(blk):
     # An address whose innermost block has blk as itself or as an
@@ -48,7 +52,10 @@ def scope(PC):
             continue
         at, skip = find(blk)
         if at is None:
-            print("NOADDR\t%x-%x" % (blk.start, blk.end))
+            # Every address of blk is inside an inlined function nested
+            # in it, where "info scope" stops: gdb cannot be asked.
+            for s in syms:
+                print("UNCHECKED\t%s%s" % (prefix[i], s.name))
             continue
         out = gdb.execute("info scope *0x%x" % at, to_string=True)
         entries = re.split(r"(?m)^Symbol ", out)[1:]

@@ -1,5 +1,5 @@
 /* Fixture of framevars_test.go, built by the test with
- *   gcc -g -O2 -o vars vars.c
+ *   gcc -g -gdwarf-5 -O2 -o vars vars.c   (and with -gdwarf-4)
  * Each function has one call whose return address the test asks about:
  * shadow: an outer and an inner "x" both in scope (ambiguous), a local in
  *   a callee-saved register, one in the frame, a const local
