@@ -3,6 +3,7 @@ package elfpatch
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -557,6 +558,25 @@ func testFrameVarsFixture(t *testing.T, dwarfFlag string) {
 	}
 	want1(t, "framed after use", varsByPath(fvs), "slot", VarFrame)
 
+	// A call in the cold part of split: the subprogram's second range.
+	split, cold := funcSymbol(t, b, "split"), funcSymbol(t, b, "split.cold")
+	var cra uint64
+	for _, c := range callSites(t, b, cold) {
+		if c.callee == "fail" {
+			cra = c.ret
+		}
+	}
+	cvs, err := b.FrameVarsAt(split.addr, cra)
+	if err != nil {
+		t.Fatalf("split.cold after fail: %v", err)
+	}
+	cm := varsByPath(cvs)
+	want1(t, "split.cold after fail", cm, "local", VarFrame)
+	want1(t, "split.cold after fail", cm, "slot", VarFrame)
+	if cfa, err := b.FrameCFA(cra); err != nil || cfa != 24 {
+		t.Errorf("FrameCFA in split.cold = %d, %v; want 24 (the caller's 16 and the return address)", cfa, err)
+	}
+
 	if _, err := b.FrameVarsAt(shadow.addr+1, ra); err == nil {
 		t.Error("FrameVarsAt accepted an address that starts no function")
 	}
@@ -568,10 +588,10 @@ func testFrameVarsFixture(t *testing.T, dwarfFlag string) {
 		t.Log("gdb is not installed: locations not compared with gdb's")
 		return
 	}
-	g := gdbScopes(t, bin, []uint64{rets[0], ra, fra})
+	g := gdbScopes(t, bin, []uint64{rets[0], ra, fra, cra})
 	for _, c := range []struct {
 		fn, pc uint64
-	}{{shadow.addr, rets[0]}, {shadow.addr, ra}, {framed.addr, fra}} {
+	}{{shadow.addr, rets[0]}, {shadow.addr, ra}, {framed.addr, fra}, {split.addr, cra}} {
 		vs, err := b.FrameVarsAt(c.fn, c.pc)
 		if err != nil {
 			t.Fatal(err)
@@ -649,5 +669,49 @@ func TestFrameVarsEveryCall(t *testing.T) {
 			}
 			t.Logf("%d return addresses compared with gdb: %v variables by kind, %d in blocks gdb cannot show", len(sites), kinds, unchecked)
 		})
+	}
+}
+
+// TestFrameVarsSeparateDebugFile: a build stripped of its DWARF whose
+// debug file is installed by build-id gives the same variables as the
+// unstripped build (the location lists are read from the debug file),
+// and without it a clear error.
+func TestFrameVarsSeparateDebugFile(t *testing.T) {
+	bin := testutil.Build(t, "sshd-v5")
+	full, err := Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn, ra := returnAfter(t, full, "session_thread", "read")
+	want, err := full.FrameVarsAt(fn, ra)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	root := t.TempDir()
+	saved := debugRoots
+	debugRoots = []string{root}
+	t.Cleanup(func() { debugRoots = saved })
+	if _, err := stripped(t, bin).FrameVarsAt(fn, ra); err == nil || !strings.Contains(err.Error(), "-g") {
+		t.Errorf("no DWARF and no debug file: %v, want an error saying to build with -g", err)
+	}
+
+	id := full.BuildID()
+	dbg := filepath.Join(root, ".build-id", id[:2], id[2:]+".debug")
+	if out, err := exec.Command("mkdir", "-p", filepath.Dir(dbg)).CombinedOutput(); err != nil {
+		t.Fatalf("mkdir: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("objcopy", "--only-keep-debug", bin, dbg).CombinedOutput(); err != nil {
+		t.Fatalf("objcopy: %v\n%s", err, out)
+	}
+	got, err := stripped(t, bin).FrameVarsAt(fn, ra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("with the debug file:\n%v\nunstripped:\n%v", got, want)
+	}
+	if m := varsByPath(got); len(m["s"]) != 1 || m["s"][0].Kind != VarReg {
+		t.Errorf("with the debug file: s = %v", m["s"])
 	}
 }

@@ -4,7 +4,9 @@
  * shadow: an outer and an inner "x" both in scope (ambiguous), a local in
  *   a callee-saved register, one in the frame, a const local
  *   (DW_AT_const_value) and one computed but never used (optimized out);
- * framed: a frame-pointer frame (CFA = rbp+16), for FrameCFA's error.
+ * framed: a frame-pointer frame (CFA = rbp+16), for FrameCFA's error;
+ * split: an unlikely branch gcc moves into split.cold, so the function
+ *   has two address ranges and the call to fail is in the second.
  */
 volatile int g;
 
@@ -33,8 +35,22 @@ __attribute__((optimize("no-omit-frame-pointer"))) int framed(int a)
 	return slot;
 }
 
+__attribute__((cold, noinline)) void fail(int *p) { g -= *p; }
+
+int split(int a)
+{
+	int slot = a;
+	use(&slot);
+	if (a > 100) {
+		int local = a * 2;
+		fail(&local);
+		slot += local;
+	}
+	return slot;
+}
+
 int main(int argc, char **argv)
 {
 	(void)argv;
-	return shadow(argc) + framed(argc);
+	return shadow(argc) + framed(argc) + split(argc);
 }
