@@ -121,7 +121,7 @@ type Reloc struct {
 // at or above the new rsp, so a signal may arrive at any instruction.
 // It leaves rflags undefined (DF clear).
 type FrameSwitch struct {
-	Addr    uint64 // runtime address the code will be placed at
+	Addr    uint64 // runtime address the code will be placed at (the code is position-independent: kept for the caller's record)
 	Scratch uint64 // runtime address of a writable area of at least ScratchSize bytes, private to this stub
 	CFA     uint64 // the frame's CFA (unchanged by the switch)
 	OldSize uint64 // CFA - rsp of the OLD frame once the callee has returned (rsp at stub entry)

@@ -96,6 +96,9 @@ func checkDecodes(t testing.TB, fs *FrameSwitch, a *asm) (targets int) {
 		if i+1 < len(a.insts) {
 			next = a.insts[i+1]
 		}
+		if err := storeAllowed(fs, i, inst); err != nil {
+			t.Fatalf("instruction %d at +%#x (%v): %v\n%+v", i, at, inst, err, fs)
+		}
 		switch gap := next - at - inst.Len; {
 		case gap == 0:
 		case gap == 8 && inst.Op == x86asm.JMP && binary.LittleEndian.Uint64(a.b[at+inst.Len:]) == fs.Target:
@@ -110,6 +113,30 @@ func checkDecodes(t testing.TB, fs *FrameSwitch, a *asm) (targets int) {
 		t.Fatalf("%d jumps followed by the Target address, want 1\n%+v", targets, fs)
 	}
 	return targets
+}
+
+// storeAllowed checks, instruction by instruction, that the stub writes
+// memory only where a signal cannot clobber it and it may write: scratch
+// (r11-based, the absolute rax save, the rax-based r11 save right after
+// rax is loaded with Scratch) or the live frame at or above rsp. rep movsb
+// writes at rdi, set by the lea before it to one of the same two places.
+func storeAllowed(fs *FrameSwitch, i int, inst x86asm.Inst) error {
+	if inst.Op != x86asm.MOV {
+		return nil
+	}
+	m, ok := inst.Args[0].(x86asm.Mem)
+	if !ok {
+		return nil
+	}
+	switch {
+	case m.Base == x86asm.R11 && m.Index == 0 && m.Disp >= 0 && m.Disp+8 <= int64(ScratchSize(fs)):
+	case m.Base == x86asm.RSP && m.Index == 0 && m.Disp >= 0 && uint64(m.Disp)+8 <= fs.NewSize+7:
+	case m.Base == 0 && m.Index == 0 && uint64(m.Disp) == fs.Scratch && i == 0:
+	case m.Base == x86asm.RAX && m.Index == 0 && i == 2:
+	default:
+		return fmt.Errorf("stores to %v, outside scratch and the NEW frame", m)
+	}
+	return nil
 }
 
 // TestFrameSwitchDecodes builds stubs with every kind of move and checks
