@@ -93,7 +93,9 @@ type Move struct {
 // end pointer) v becomes NewBase + idx*NewStride; else if OffMap[off] >= 0
 // v becomes NewBase + idx*NewStride + OffMap[off]; else v is unchanged (it
 // pointed into a member NEW does not have). Values outside every Reloc are
-// unchanged. A plain struct is OldStride = OldSize (one element).
+// unchanged. A plain struct is OldStride = OldSize (one element). Objects
+// may not overlap but may touch: a value that is both the end of one and
+// the start of the next points into the next.
 type Reloc struct {
 	OldBase   uint64  // the old object's address
 	OldSize   uint64  // its size in bytes, a multiple of OldStride
@@ -213,7 +215,7 @@ func validateFrameSwitch(fs *FrameSwitch) error {
 		}
 		for j := range i {
 			o := fs.Relocs[j]
-			if r.OldBase <= o.OldBase+o.OldSize && o.OldBase <= r.OldBase+r.OldSize {
+			if r.OldBase < o.OldBase+o.OldSize && o.OldBase < r.OldBase+r.OldSize {
 				return invalid("reloc %d (old %#x+%#x) overlaps reloc %d (old %#x+%#x): a value would have two new places", i, r.OldBase, r.OldSize, j, o.OldBase, o.OldSize)
 			}
 		}
@@ -420,31 +422,27 @@ func copySlot(a *asm, src, dst int32, size int, reloc bool, relocate func()) {
 
 // emitReloc emits the relocation routine: value in rax, result in rax,
 // clobbers rcx, rdx, r8 and flags, returns through jmp *r9. No stack.
+// A first pass looks for an object the value points inside; only then
+// does a second pass look for an end pointer, so a pointer to the start
+// of one object that is also the end of the object before it is taken as
+// pointing into the former.
 func emitReloc(a *asm, relocs []Reloc) {
 	unchanged := a.newLabel()
 	a.movRR(hR8, hRAX)
 	for _, r := range relocs {
 		next := a.newLabel()
-		n := r.OldSize / r.OldStride
-		// d = v - OldBase; outside unless d <= OldSize (unsigned).
+		// d = v - OldBase; inside when d < OldSize (unsigned).
 		a.movRR(hRDX, hR8)
 		a.movImm64(hRCX, r.OldBase)
 		a.aluRR(0x29, hRDX, hRCX) // sub rdx, rcx
 		a.movImm64(hRCX, r.OldSize)
 		a.aluRR(0x39, hRDX, hRCX) // cmp rdx, rcx
-		a.jcc(ccA, next)
+		a.jcc(ccAE, next)
 		// rax = d / OldStride, rdx = d % OldStride.
 		a.movRR(hRAX, hRDX)
 		a.xorEDXEDX()
 		a.movImm64(hRCX, r.OldStride)
 		a.div(hRCX)
-		elem := a.newLabel()
-		a.movImm64(hRCX, n)
-		a.aluRR(0x39, hRAX, hRCX) // cmp rax, rcx
-		a.jcc(ccNE, elem)
-		a.movImm64(hRAX, r.NewBase+n*r.NewStride)
-		a.jmpReg(hR9)
-		a.bind(elem)
 		a.movImm64(hRCX, r.NewStride)
 		a.imul(hRAX, hRCX)
 		if r.OffMap != nil {
@@ -456,6 +454,16 @@ func emitReloc(a *asm, relocs []Reloc) {
 		a.aluRR(0x01, hRAX, hRDX) // add rax, rdx
 		a.movImm64(hRCX, r.NewBase)
 		a.aluRR(0x01, hRAX, hRCX) // add rax, rcx
+		a.jmpReg(hR9)
+		a.bind(next)
+	}
+	for _, r := range relocs {
+		next := a.newLabel()
+		n := r.OldSize / r.OldStride
+		a.movImm64(hRCX, r.OldBase+r.OldSize)
+		a.aluRR(0x39, hR8, hRCX) // cmp r8, rcx
+		a.jcc(ccNE, next)
+		a.movImm64(hRAX, r.NewBase+n*r.NewStride)
 		a.jmpReg(hR9)
 		a.bind(next)
 	}
@@ -488,7 +496,7 @@ type pendingTable struct {
 }
 
 const (
-	ccA  = 0x7
+	ccAE = 0x3
 	ccNE = 0x5
 	ccS  = 0x8
 )

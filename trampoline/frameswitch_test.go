@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -56,7 +57,7 @@ func TestFrameSwitchEncodings(t *testing.T) {
 		{func(a *asm) { a.cld() }, "cld"},
 		{func(a *asm) { a.repMovsb() }, "rep movsb byte ptr [rdi], byte ptr [rsi]"},
 		{func(a *asm) { a.jmpReg(hR9) }, "jmp r9"},
-		{func(a *asm) { l := a.newLabel(); a.bind(l); a.jcc(ccA, l) }, "jnbe .-0x6"},
+		{func(a *asm) { l := a.newLabel(); a.bind(l); a.jcc(ccAE, l) }, "jnb .-0x6"},
 		{func(a *asm) { l := a.newLabel(); a.bind(l); a.jcc(ccNE, l) }, "jnz .-0x6"},
 		{func(a *asm) { l := a.newLabel(); a.bind(l); a.jcc(ccS, l) }, "js .-0x6"},
 		{func(a *asm) { l := a.newLabel(); a.jmp(l); a.bind(l) }, "jmp .+0x0"},
@@ -210,7 +211,7 @@ func TestFrameSwitchInvalid(t *testing.T) {
 		{func(fs *FrameSwitch) { fs.Relocs[1].OffMap[0] = 16 }, "outside the new element"},
 		{func(fs *FrameSwitch) { fs.Relocs[0].OldStride = 0x30 }, "not a multiple"},
 		{func(fs *FrameSwitch) { fs.Relocs[0].NewStride = 0x8 }, "identity offset map"},
-		{func(fs *FrameSwitch) { fs.Relocs[1].OldBase = 0x5100 }, "overlaps"},
+		{func(fs *FrameSwitch) { fs.Relocs[1].OldBase = 0x50f8 }, "overlaps"},
 		{func(fs *FrameSwitch) { fs.Relocs[0].OldStride = 0 }, "positive"},
 	} {
 		fs := sampleFrameSwitch()
@@ -310,14 +311,14 @@ func (r *fsRun) run(t *testing.T, bin string) {
 // relocRef is the Reloc rule written out plainly, to check the stub by.
 func relocRef(rs []Reloc, v uint64) uint64 {
 	for _, r := range rs {
-		if v < r.OldBase || v > r.OldBase+r.OldSize {
+		if v == r.OldBase+r.OldSize && !slices.ContainsFunc(rs, func(o Reloc) bool { return v >= o.OldBase && v < o.OldBase+o.OldSize }) {
+			return r.NewBase + r.OldSize/r.OldStride*r.NewStride
+		}
+		if v < r.OldBase || v >= r.OldBase+r.OldSize {
 			continue
 		}
 		d := v - r.OldBase
 		idx, off := d/r.OldStride, d%r.OldStride
-		if idx == r.OldSize/r.OldStride {
-			return r.NewBase + idx*r.NewStride
-		}
 		to := int64(off)
 		if r.OffMap != nil {
 			to = int64(r.OffMap[off])
@@ -416,11 +417,12 @@ func TestFrameSwitchRuns(t *testing.T) {
 	mapped := Reloc{OldBase: 0x6000, OldSize: 0x40, OldStride: 0x8, NewBase: 0xa000, NewStride: 0x10,
 		OffMap: []int32{8, 9, 10, 11, -1, -1, -1, -1}}
 	strct := Reloc{OldBase: 0x7000, OldSize: 0x20, OldStride: 0x20, NewBase: 0xb000, NewStride: 0x30}
+	touching := Reloc{OldBase: 0x6ff8, OldSize: 8, OldStride: 8, NewBase: 0xc000, NewStride: 8} // ends where strct starts
 	base := func(oldSize, newSize uint64) *FrameSwitch {
 		return &FrameSwitch{
 			Addr: 0x100000000000, Scratch: 0x200000000010, CFA: harnessStack + 0x4000,
 			OldSize: oldSize, NewSize: newSize, Target: 0x180000010123,
-			Relocs: []Reloc{arr, mapped, strct},
+			Relocs: []Reloc{arr, mapped, touching, strct},
 		}
 	}
 	for _, c := range []struct {
@@ -519,6 +521,8 @@ func TestFrameSwitchRuns(t *testing.T) {
 					{Dst: reg(10), Src: reg(10), Size: 8, Reloc: true},
 					{Dst: reg(12), Src: reg(12), Size: 8}, // no Reloc: unchanged
 					{Dst: reg(13), Src: konst(0x7008), Size: 8, Reloc: true},
+					{Dst: reg(14), Src: reg(14), Size: 8, Reloc: true},
+					{Dst: reg(15), Src: reg(15), Size: 8, Reloc: true},
 					{Dst: slot(-0x10), Src: slot(-0x10), Size: 8, Reloc: true},
 					{Dst: slot(-0x38), Src: slot(-0x30), Size: 24, Reloc: true},
 					{Dst: slot(-0x48), Src: slot(-0x48), Size: 16}, // no Reloc
@@ -536,6 +540,8 @@ func TestFrameSwitchRuns(t *testing.T) {
 				r.regs[9] = 0x6040                    // end of the mapped array
 				r.regs[10] = 0x7020                   // end of the struct
 				r.regs[12] = 0x5010
+				r.regs[14] = 0x7000 // end of touching, start of strct: strct wins
+				r.regs[15] = 0x6ffc
 				r.put64(-0x10, 0x50f8)
 				r.put64(-0x30, 0x6008)
 				r.put64(-0x28, 0xffffffffffff5000)
@@ -555,6 +561,8 @@ func TestFrameSwitchRuns(t *testing.T) {
 				10:       0xb030,
 				12:       0x5010,
 				13:       0xb008,
+				14:       0xb000,
+				15:       0xc004,
 			},
 			wantSlots: map[int64]uint64{
 				-0x10: 0x9000 + 15*0x18 + 8,
@@ -616,7 +624,7 @@ func randomFrameSwitch(rng *rand.Rand) *FrameSwitch {
 			}
 		}
 		fs.Relocs = append(fs.Relocs, r)
-		next += r.OldSize + 1 + uint64(rng.IntN(64))
+		next += r.OldSize + uint64(rng.IntN(64)) // sometimes touching
 	}
 	anyReg := func() int {
 		for {
