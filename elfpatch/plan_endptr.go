@@ -99,7 +99,7 @@ func ambiguous(end, start *psym, p *planner, why string) string {
 		}
 		return s.label()
 	}
-	return fmt.Sprintf("ambiguous: end of %s or start of %s (the same address in the new build; one of them moves into the patch, so they lead to different places): %s", what(end), what(start), why)
+	return fmt.Sprintf("ambiguous: end of %s or start of %s (the same address in the new build; one of them moves into the patch, so they lead to different places): %s; build the new version with the two objects apart (another global or an alignment between them) and diff again", what(end), what(start), why)
 }
 
 // endOrStart decides a code reference at pc (instruction in, in function
