@@ -304,7 +304,7 @@ func prepare(pid int, pt *Patch, st *State, exe *tracer.Module, readSyms func(pa
 		for i, r := range pt.Image.Redirects {
 			pr.versions = append(pr.versions, version{redir: i, name: r.Name, entry: exe.Bias + r.Old, size: r.OldSize + pt.Pad[r.Name]})
 		}
-		if len(pt.Parts) > 0 {
+		if len(pt.Parts) > 0 || hasPointerUsers(pt) {
 			path, err := tracer.ModuleFile(pid, exe)
 			if err != nil {
 				return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
@@ -314,6 +314,7 @@ func prepare(pid int, pt *Patch, st *State, exe *tracer.Module, readSyms func(pa
 				return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
 			}
 			pr.parts = partRanges(pt, []layer{{syms: exeSyms, base: exe.Bias}})
+			pr.parts = append(pr.parts, pointerUserRanges(pt, exeSyms, exe.Bias)...)
 		}
 		return pr, nil
 	}

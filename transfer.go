@@ -164,6 +164,9 @@ func checkTransfers(pid int, pt *Patch, st *State, allow []string) error {
 		return fmt.Errorf("apply patch %s to pid %d: it converts %s, and state transfer on top of another patch is not supported; revert the patches in effect first (graft revert -p %d --all)", pt.ID, pid, transferNames(pt.Transfers), pid)
 	}
 	for _, t := range pt.Transfers {
+		if a := pointerUserAllowed(&t, allow); a != "" {
+			return fmt.Errorf("apply patch %s to pid %d: --allow-active %s: it reaches %s's objects through pointers (sole_home_of); a frame left running in the old code would keep its pointer into the old object", pt.ID, pid, a, t.Name)
+		}
 		if t.InPlace {
 			continue
 		}

@@ -171,15 +171,15 @@ func (d *differ) typeReasons() {
 		tc := d.types[k]
 		sort.Strings(tc.UsedBy)
 		d.r.Types = append(d.r.Types, *tc)
-		if tc.Class != TypeChanged || tc.Storage == "global" || d.stackOnlyInPatch(tc) {
+		if tc.Class != TypeChanged || tc.Storage == "global" || d.stackOnlyInPatch(tc) || d.soleHomeReason(tc) {
 			continue
 		}
 		where := "heap objects reached through pointers"
 		if tc.Storage == "stack" {
 			where = "locals and parameters on running stacks"
 		}
-		d.reason(VerdictRefused, tc.Name, "", "layout of %s changed (%s); it lives in %s (used by %s), which a patch cannot find and convert",
-			tc.Name, tc.Detail, where, strings.Join(tc.UsedBy, ", "))
+		d.reason(VerdictRefused, tc.Name, "", "layout of %s changed (%s); it lives in %s (used by %s), which a patch cannot find and convert%s",
+			tc.Name, tc.Detail, where, strings.Join(tc.UsedBy, ", "), d.soleHint(tc))
 	}
 }
 

@@ -42,6 +42,10 @@ type Binary struct {
 	dwIdx  *dwarfIndex
 	dwOnce sync.Once
 
+	// Location lists and CFI for FrameVarsAt (framevars.go).
+	fvOnce sync.Once
+	fv     *frameData
+
 	// Go binaries (gobuild.go, goident.go): build info and the index of
 	// the Go linker's data, made on first use.
 	goOnce   sync.Once

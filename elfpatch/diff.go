@@ -316,6 +316,15 @@ type differ struct {
 	// decisions for their transformers, by global name.
 	xfer  []xferCand
 	rules map[string]*Rules
+	// soleHome maps a type the operator declared to live only in one
+	// global (sole_home_of) to that global; soleErrs are declarations
+	// that do not hold (solehome.go).
+	soleHome map[string]string
+	soleErrs []error
+	// soleTodo: type name -> the global whose TODO asks to declare it.
+	soleTodo map[string]string
+	// ptrUses: type name -> OLD functions reaching it through pointers.
+	ptrUses map[string][]string
 	// twins maps each paired NEW function (by symbol key) to OLD's
 	// (the Go plan redirects calls by it: closures pair by code).
 	twins map[string]*symbol
@@ -381,6 +390,9 @@ func diff(old, new *Binary, rules map[string]*Rules) (d *differ, err error) {
 	d.unplacedStatics(unplaced)
 	d.globals()
 	d.transfers()
+	if err := d.soleHomeErr(); err != nil {
+		return nil, err
+	}
 	d.switchAll()
 	d.goChecks()
 	d.finish()

@@ -46,7 +46,7 @@ func (p *planner) code(f *psym) error {
 				p.addRun(g)
 			}
 		default:
-			fix, err := p.refTarget(f, pc, in.Target, isBranch(in.Inst))
+			fix, err := p.codeRef(f, b, pc, in)
 			if err != nil {
 				return err
 			}

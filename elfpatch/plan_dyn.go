@@ -202,6 +202,10 @@ func (p *planner) pointer(off, target uint64, name string) error {
 	if p.readOnly(target) {
 		return relative()
 	}
+	if end, start := p.coincide(target); end != nil {
+		// A pointer has no instruction to tell its use by.
+		return &PlanError{Addr: off, Symbol: end.label() + " / " + start.label(), Reason: ambiguous(end, start, p, "a pointer in the new build's data holds that address, and nothing tells which it means")}
+	}
 	s := p.dataAt(target)
 	if s == nil {
 		return relative()

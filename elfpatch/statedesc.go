@@ -51,10 +51,13 @@ type StateRules struct {
 	Carry bool                         `yaml:"carry,omitempty"`
 	// C names a C file defining xf_NAME (relative to the description).
 	C string `yaml:"c,omitempty"`
+	// SoleHomeOf names types (the global's own or one held inside it)
+	// every object of which lives in this global (solehome.go).
+	SoleHomeOf []string `yaml:"sole_home_of,omitempty"`
 }
 
 func (r StateRules) rules() *Rules {
-	out := &Rules{From: r.From, Scale: r.Scale, Init: r.Init, Enum: r.Enum, Fresh: r.Fresh, Carry: r.Carry, C: r.C, Drop: map[string]bool{}}
+	out := &Rules{From: r.From, Scale: r.Scale, Init: r.Init, Enum: r.Enum, Fresh: r.Fresh, Carry: r.Carry, C: r.C, SoleHomeOf: r.SoleHomeOf, Drop: map[string]bool{}}
 	for _, d := range r.Drop {
 		out.Drop[d] = true
 	}
@@ -62,7 +65,7 @@ func (r StateRules) rules() *Rules {
 }
 
 func (r StateRules) empty() bool {
-	return len(r.From) == 0 && len(r.Scale) == 0 && len(r.Init) == 0 && len(r.Enum) == 0 && len(r.Drop) == 0 && !r.Fresh && !r.Carry && r.C == ""
+	return len(r.From) == 0 && len(r.Scale) == 0 && len(r.Init) == 0 && len(r.Enum) == 0 && len(r.Drop) == 0 && !r.Fresh && !r.Carry && r.C == "" && len(r.SoleHomeOf) == 0
 }
 
 // NewStateDesc describes the transformers of r, keeping the rules they
@@ -79,7 +82,7 @@ func NewStateDesc(r *Report, rules map[string]*Rules) *StateDesc {
 			g.Mapping = append(g.Mapping, describeOp(op))
 		}
 		if rs := rules[t.Name]; rs != nil {
-			g.Rules = StateRules{From: rs.From, Scale: rs.Scale, Init: rs.Init, Enum: rs.Enum, Fresh: rs.Fresh, Carry: rs.Carry, C: rs.C}
+			g.Rules = StateRules{From: rs.From, Scale: rs.Scale, Init: rs.Init, Enum: rs.Enum, Fresh: rs.Fresh, Carry: rs.Carry, C: rs.C, SoleHomeOf: rs.SoleHomeOf}
 			for k := range rs.Drop {
 				g.Rules.Drop = append(g.Rules.Drop, k)
 			}
@@ -125,6 +128,10 @@ const stateHeader = `# State description for a live patch (graft diff -o).
 #   c: convert.c                        a C file defining xf_NAME(in, out),
 #                                       run after the generated mapping
 #                                       (types: FILE.NAME.xf_types.h)
+#   sole_home_of: ["struct T"]          every struct T in the process lives
+#                                       in this global (none on the heap,
+#                                       none in locals): pointers to it are
+#                                       then relocated with the global
 # Then build the patch again: graft diff OLD NEW -o FILE --state THIS_FILE
 # (apply refuses a patch with TODOs left).
 `

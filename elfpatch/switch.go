@@ -190,20 +190,13 @@ func (b *Binary) frameRulesAt(pc uint64) (fr frameRules, err error) {
 			fr.Saved[r] = rule.Offset
 		case frame.RuleUndefined, frame.RuleSameVal:
 		default:
-			return fr, fmt.Errorf("register %s at %#x is kept by a CFI rule graft does not switch", dwarfRegName(r), pc)
+			return fr, fmt.Errorf("register %s at %#x is kept by a CFI rule graft does not switch", regName(r), pc)
 		}
 	}
 	return fr, nil
 }
 
-var dwarfRegNames = [...]string{"rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"}
-
-func dwarfRegName(r int) string {
-	if r >= 0 && r < len(dwarfRegNames) {
-		return "%" + dwarfRegNames[r]
-	}
-	return fmt.Sprintf("register %d", r)
-}
+func regName(r int) string { return "%" + dwarfRegName(r) }
 
 // gpr (resume_flow's numbering: rax rcx rdx rbx rsp rbp rsi rdi r8..)
 // to DWARF numbering and back.
@@ -536,7 +529,7 @@ func (s *swSide) rematLoc(i int, reg int, off int64, slot bool, depth int) remat
 	seen := map[int]bool{}
 	work := append([]int(nil), s.pred[i]...)
 	var got *remat
-	entry := i == 0 || len(s.pred[i]) == 0
+	entry := i == 0
 	for len(work) > 0 {
 		p := work[len(work)-1]
 		work = work[:len(work)-1]
@@ -584,8 +577,8 @@ func (s *swSide) rematLoc(i int, reg int, off int64, slot bool, depth int) remat
 			got = &r
 			continue
 		}
-		if len(s.pred[p]) == 0 || p == 0 {
-			entry = true
+		if p == 0 {
+			entry = true // the function's entry (a pred-less instruction elsewhere is padding nobody reaches)
 		}
 		work = append(work, s.pred[p]...)
 	}
@@ -716,7 +709,7 @@ func switchPlan(xs, ys *swSide, m []int, r int) SwitchPlan {
 		case VarFrame:
 			return SwitchLoc{Kind: "slot", Off: v.Off}, true
 		case VarConst:
-			return SwitchLoc{Kind: "const", Value: v.Value}, true
+			return SwitchLoc{Kind: "const", Value: v.Value}, !v.LinkAddr
 		}
 		return SwitchLoc{}, false
 	}
@@ -738,7 +731,7 @@ func switchPlan(xs, ys *swSide, m []int, r int) SwitchPlan {
 			written[reg] = true
 		}
 		if src != dst {
-			plan.Moves = append(plan.Moves, SwitchMove{Dst: dst, Src: src, Size: 8, What: "caller's " + dwarfRegName(reg)})
+			plan.Moves = append(plan.Moves, SwitchMove{Dst: dst, Src: src, Size: 8, What: "caller's " + regName(reg)})
 		}
 	}
 	for b := int64(-8); b < 0; b++ {
@@ -755,18 +748,18 @@ func switchPlan(xs, ys *swSide, m []int, r int) SwitchPlan {
 			continue // the caller's value, moved above
 		}
 		if bit(g)&calleeSave == 0 {
-			return fail("the new code reads %s after the call returns without setting it", dwarfRegName(reg))
+			return fail("the new code reads %s after the call returns without setting it", regName(reg))
 		}
 		var mv *SwitchMove
 		for _, v := range vy {
 			if v.Kind == VarReg && v.Reg == reg {
 				ov, ok := byPath[v.Path]
 				if !ok {
-					return fail("%s holds %q in the new code at %#x, which the old code has no variable for at %#x", dwarfRegName(reg), v.Path, plan.To, plan.From)
+					return fail("%s holds %q in the new code at %#x, which the old code has no variable for at %#x", regName(reg), v.Path, plan.To, plan.From)
 				}
 				src, ok := srcOf(ov)
 				if !ok {
-					return fail("%s holds %q in the new code, and the old code's debug information has no location for it at %#x (%s)", dwarfRegName(reg), v.Path, plan.From, ov.Why)
+					return fail("%s holds %q in the new code, and the old code's debug information has no location for it at %#x (%s)", regName(reg), v.Path, plan.From, ov.Why)
 				}
 				mv = &SwitchMove{Dst: SwitchLoc{Kind: "reg", Reg: reg}, Src: src, Size: 8, What: v.Path}
 				break
@@ -776,7 +769,7 @@ func switchPlan(xs, ys *swSide, m []int, r int) SwitchPlan {
 			rm := ys.rematLoc(rj, g, 0, false, 0)
 			switch {
 			case !rm.ok:
-				return fail("the new code reads %s after the call returns; no variable is there and its value cannot be recomputed (%s)", dwarfRegName(reg), rm.why)
+				return fail("the new code reads %s after the call returns; no variable is there and its value cannot be recomputed (%s)", regName(reg), rm.why)
 			case rm.loc.Kind == "entry":
 				// Still the caller's value on every path here.
 				src := SwitchLoc{Kind: "reg", Reg: reg}
@@ -848,6 +841,29 @@ func switchPlan(xs, ys *swSide, m []int, r int) SwitchPlan {
 		plan.Moves = append(plan.Moves, SwitchMove{Dst: SwitchLoc{Kind: "slot", Off: slot}, Src: rm.loc, Size: 8, What: "recomputed " + rm.loc.Kind})
 		for k := slot; k < slot+8; k++ {
 			covered[k] = true
+		}
+	}
+	// 4. Frame objects whose address the new code holds (a recomputed
+	// frame address, given to a call later: pthread_create(&attr)) are
+	// read through it: copied whole when a variable names them. An
+	// unnamed one (a buffer a call fills) is not: its contents are
+	// taken to be written before they are read.
+	for k := 0; k < len(plan.Moves); k++ {
+		mv := plan.Moves[k]
+		if mv.Src.Kind != "frame" {
+			continue
+		}
+		for _, v := range vy {
+			if v.Kind != VarFrame || mv.Src.Off < v.Off || mv.Src.Off >= v.Off+max(v.Size, 1) || usedVar[v.Path] {
+				continue
+			}
+			ov, ok := byPath[v.Path]
+			if !ok || ov.Kind != VarFrame || ov.Size != v.Size {
+				return fail("the new code holds the address of %q (CFA%+d) after the call returns, and the old code has no such object in its frame at %#x", v.Path, v.Off, plan.From)
+			}
+			usedVar[v.Path] = true
+			plan.Moves = append(plan.Moves, SwitchMove{Dst: SwitchLoc{Kind: "slot", Off: v.Off}, Src: SwitchLoc{Kind: "slot", Off: ov.Off}, Size: int(v.Size), What: v.Path + " (its address is held)"})
+			plan.Objs = append(plan.Objs, SwitchObj{OldOff: ov.Off, NewOff: v.Off, Size: v.Size})
 		}
 	}
 	for _, mv := range plan.Moves {

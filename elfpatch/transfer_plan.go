@@ -161,6 +161,7 @@ func (d *differ) transfer(c xferCand, changed map[string]bool) Transfer {
 	}
 	sort.Strings(t.Users)
 	t.Users = dedup(t.Users)
+	d.soleHomes(&t, c, rules)
 	where := "in place at its old address (it fits in the old object's slot); only the changed functions move"
 	if !t.InPlace {
 		where = fmt.Sprintf("into the new object in the new image; every function using it (%s) is redirected to its new copy", strings.Join(t.Users, ", "))

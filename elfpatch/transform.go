@@ -65,6 +65,11 @@ type Transfer struct {
 	InPlace bool `json:"in_place,omitempty"`
 	// Users are OLD's functions whose code refers to the global.
 	Users []string `json:"users,omitempty"`
+	// PointerUsers are OLD's functions that reach a type the operator
+	// declared to live only in this global (sole_home_of) through
+	// pointers: a frame of one may hold a pointer into OLD's object, so
+	// apply waits until none is on a stack (solehome.go).
+	PointerUsers []string `json:"pointer_users,omitempty"`
 	// Init is NEW's initial value of the object (nil: zero).
 	Init HexBytes `json:"init,omitempty"`
 	// Ops build NEW's object from OLD's; Reverse OLD's from NEW's (for
@@ -355,6 +360,9 @@ type Rules struct {
 	// C is a C file defining xf_NAME (xfprog.go), run after the
 	// generated operations; it takes over what they leave as TODO.
 	C string
+	// SoleHomeOf are type names ("struct session") the operator declares
+	// live only inside this global (solehome.go).
+	SoleHomeOf []string
 }
 
 type gen struct {

@@ -13,4 +13,18 @@
 // computes bytes, the caller writes them (and saves Site.Orig for revert).
 // That no thread's PC or return address lies inside the written bytes is
 // checked by package safepoint (Spec.Entries) at the time of writing.
+//
+// BuildFrameSwitch (frameswitch.go) generates the on-stack-replacement
+// stub a waiting frame returns into: it saves the registers and a snapshot
+// of the OLD frame in a caller-given scratch area (the first store is
+// `mov moffs64, rax`, so no register or stack is needed), sets rsp to the
+// NEW frame, runs the moves (register, slot of any size, constant; 8-byte
+// values optionally relocated into a moved object by a small routine
+// reached with lea r9/jmp, no call), loads every register and leaves by
+// `jmp *[rip]`. It never stores below rsp, so a signal may land on any
+// instruction; every read comes from the snapshot, so the frames may
+// overlap. The code is position-independent and its length does not depend
+// on the addresses. frameswitch_test.go runs stubs in a gcc-built harness
+// (testdata/frameswitch_harness.c) and compares every register and every
+// byte of the stack region with what the moves mean.
 package trampoline

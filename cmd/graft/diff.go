@@ -50,6 +50,11 @@ func runDiff(stdout, stderr io.Writer, o diffOpts) error {
 		switch {
 		case errors.As(err, &re):
 			report, refused = re.Report, err
+			// The operator's decisions may be what is missing: the
+			// state description to fill is written all the same.
+			if err := writeStateDesc(stdout, *out, re.Report, rules, *asJSON); err != nil {
+				return err
+			}
 		case err != nil:
 			// The diff itself worked (the image could not be planned):
 			// show it, then say why there is no patch.
