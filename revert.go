@@ -237,6 +237,7 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 		return nil, fail(err)
 	}
 
+	warmBackSwitches(popped)
 	defer forPause()()
 	ps, err := stopAll(p, &res.PauseUS)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 
 	"graft/elfpatch"
 	"graft/internal/x86dec"
@@ -97,6 +98,7 @@ func switchSizes(p *elfpatch.SwitchPlan, pt *Patch) (code, scratch uint64) {
 	fs.Relocs = placeholderRelocs(pt, p, far)
 	b, err := trampoline.BuildFrameSwitch(fs)
 	if err != nil {
+		// Sized from the others; the pause reports this plan's error.
 		return 0, 0
 	}
 	return uint64(len(b)), uint64(trampoline.ScratchSize(fs))
@@ -104,30 +106,52 @@ func switchSizes(p *elfpatch.SwitchPlan, pt *Patch) (code, scratch uint64) {
 
 func placeholderRelocs(pt *Patch, p *elfpatch.SwitchPlan, far uint64) []trampoline.Reloc {
 	var out []trampoline.Reloc
+	at := far + 0x1000000 // apart from each other and from the frame
+	next := func(size uint64) uint64 {
+		a := at
+		at += (size + 0x1000) &^ 0xfff
+		return a
+	}
 	for _, t := range pt.Transfers {
 		if t.InPlace {
 			continue
 		}
 		os, ns, m := transferStride(&t)
-		out = append(out, trampoline.Reloc{OldBase: far, OldSize: t.OldSize, OldStride: os, NewBase: far, NewStride: ns, OffMap: m})
+		out = append(out, trampoline.Reloc{OldBase: next(t.OldSize), OldSize: t.OldSize, OldStride: os, NewBase: next(t.NewSize), NewStride: ns, OffMap: m})
 	}
 	for _, o := range p.Objs {
-		out = append(out, trampoline.Reloc{OldBase: far, OldSize: uint64(o.Size), OldStride: uint64(o.Size), NewBase: far, NewStride: uint64(o.Size)})
+		out = append(out, trampoline.Reloc{OldBase: next(uint64(o.Size)), OldSize: uint64(o.Size), OldStride: uint64(o.Size), NewBase: next(uint64(o.Size)), NewStride: uint64(o.Size)})
 	}
 	return out
+}
+
+// strideCache keeps transferStride's answers: the offset map of a large
+// array takes milliseconds, and the pause must not.
+var strideCache sync.Map // string -> strideInfo
+
+type strideInfo struct {
+	old, new uint64
+	m        []int32
 }
 
 // transferStride finds the smallest element size the transfer's offset
 // map repeats with (an array of structs: one element), and the map of one
 // element. A plain struct is its own element.
 func transferStride(t *elfpatch.Transfer) (oldStride, newStride uint64, offMap []int32) {
-	full := func(off uint64) int64 {
-		v, ok := elfpatch.OffsetMap(t.Ops, t.OldSize, t.NewSize, off, 0)
-		if !ok {
-			return -1
-		}
-		return int64(v)
+	key := fmt.Sprintf("%s\x00%d\x00%d\x00%p", t.Name, t.OldSize, t.NewSize, t.Ops)
+	if v, ok := strideCache.Load(key); ok {
+		si := v.(strideInfo)
+		return si.old, si.new, si.m
 	}
+	full := make([]int64, t.OldSize)
+	for off := range full {
+		v, ok := elfpatch.OffsetMap(t.Ops, t.OldSize, t.NewSize, uint64(off), 0)
+		full[off] = -1
+		if ok {
+			full[off] = int64(v)
+		}
+	}
+	si := strideInfo{old: t.OldSize, new: t.NewSize}
 	for k := t.OldSize; k >= 1; k-- {
 		if t.OldSize%k != 0 || t.NewSize%k != 0 {
 			continue
@@ -136,30 +160,28 @@ func transferStride(t *elfpatch.Transfer) (oldStride, newStride uint64, offMap [
 		if k > 1 && os < 8 {
 			continue
 		}
-		m := make([]int32, os)
-		for off := uint64(0); off < os; off++ {
-			m[off] = int32(full(off))
-		}
 		ok := true
 		for off := os; off < t.OldSize && ok; off++ {
-			want := int64(m[off%os])
+			want := full[off%os]
 			if want >= 0 {
 				want += int64(off/os) * int64(ns)
 			}
 			// An element's start maps to its start either way.
-			if got := full(off); got != want && !(off%os == 0 && got == int64(off/os*ns)) {
+			if got := full[off]; got != want && !(off%os == 0 && got == int64(off/os*ns)) {
 				ok = false
 			}
 		}
 		if ok {
-			return os, ns, m
+			si.old, si.new = os, ns
+			break
 		}
 	}
-	m := make([]int32, t.OldSize)
-	for off := range m {
-		m[off] = int32(full(uint64(off)))
+	si.m = make([]int32, si.old)
+	for off := range si.m {
+		si.m[off] = int32(full[off])
 	}
-	return t.OldSize, t.NewSize, m
+	strideCache.Store(key, si)
+	return si.old, si.new, si.m
 }
 
 // switchMove converts a plan's move for a frame at cfa; lea resolves an
@@ -215,7 +237,7 @@ func doSwitches(p proc, area *switchArea, base uint64, frames []safepoint.Stayed
 		os, ns, m := transferStride(&pt.Transfers[i])
 		relocs = append(relocs, trampoline.Reloc{OldBase: r.Old, OldSize: r.OldSize, OldStride: os, NewBase: r.New, NewStride: ns, OffMap: m})
 	}
-	return writeSwitches(p, area, base, 0, frames, relocs, base, base)
+	return writeSwitches(p, area, base, 0, frames, relocs, base, base, nil)
 }
 
 // doBackSwitches is a revert's: the frames in the new code of the patch
@@ -226,7 +248,7 @@ func doBackSwitches(p proc, r *PatchRecord, frames []safepoint.Stayed) ([]Switch
 		if x.InPlace || len(x.Reverse) == 0 {
 			continue
 		}
-		back := elfpatch.Transfer{Ops: x.Reverse, OldSize: x.NewSize, NewSize: x.OldSize}
+		back := elfpatch.Transfer{Name: x.Name, Ops: x.Reverse, OldSize: x.NewSize, NewSize: x.OldSize}
 		os, ns, m := transferStride(&back)
 		relocs = append(relocs, trampoline.Reloc{OldBase: x.New, OldSize: x.NewSize, OldStride: os, NewBase: x.Old, NewStride: ns, OffMap: m})
 	}
@@ -234,14 +256,17 @@ func doBackSwitches(p proc, r *PatchRecord, frames []safepoint.Stayed) ([]Switch
 	if r.SwitchArea != nil {
 		first = r.SwitchArea.Slots
 	}
-	return writeSwitches(p, r.SwitchArea, r.Base, first, frames, relocs, r.OldBias, r.OldBias)
+	// The old code's entries still hold the patch's jumps: read what the
+	// revert puts back.
+	return writeSwitches(p, r.SwitchArea, r.Base, first, frames, relocs, r.OldBias, r.OldBias, r.Sites)
 }
 
 // writeSwitches writes the switch code of frames into area's slots from
 // first on (the image at base) and points the frames' return addresses at
 // it. A plan's To is relative to toBias; its "lea" values name
-// instructions of the destination code, relative to leaBias.
-func writeSwitches(p proc, area *switchArea, base uint64, first int, frames []safepoint.Stayed, relocs []trampoline.Reloc, toBias, leaBias uint64) ([]SwitchRecord, func() error, error) {
+// instructions of the destination code, relative to leaBias, read as
+// they are once the jumps of sites are taken out.
+func writeSwitches(p proc, area *switchArea, base uint64, first int, frames []safepoint.Stayed, relocs []trampoline.Reloc, toBias, leaBias uint64, sites []SiteRecord) ([]SwitchRecord, func() error, error) {
 	if len(frames) == 0 {
 		return nil, func() error { return nil }, nil
 	}
@@ -257,6 +282,13 @@ func writeSwitches(p proc, area *switchArea, base uint64, first int, frames []sa
 		buf := make([]byte, 16)
 		if _, err := p.ReadAt(buf, int64(at)); err != nil {
 			return 0, err
+		}
+		for _, st := range sites {
+			for k := range st.Orig {
+				if a := st.Addr + uint64(k); a >= at && a < at+uint64(len(buf)) {
+					buf[a-at] = st.Orig[k]
+				}
+			}
 		}
 		in, err := x86dec.Decode(buf, at)
 		if err != nil || in.RelSize == 0 {
@@ -417,5 +449,20 @@ func revertSwitchStay(popped []PatchRecord) func(fn string, pc uint64, exact boo
 				Switch: &switchFrame{fn: name, plan: plan, shift: r.Base}}
 		}
 		return safepoint.StayVerdict{}
+	}
+}
+
+// warmBackSwitches works out, before a revert's pause, the offset maps
+// its switches back would need.
+func warmBackSwitches(popped []PatchRecord) {
+	for i := range popped {
+		if len(popped[i].Back) == 0 {
+			continue
+		}
+		for _, x := range popped[i].Transfers {
+			if !x.InPlace && len(x.Reverse) > 0 {
+				transferStride(&elfpatch.Transfer{Name: x.Name, Ops: x.Reverse, OldSize: x.NewSize, NewSize: x.OldSize})
+			}
+		}
 	}
 }

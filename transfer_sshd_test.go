@@ -154,8 +154,9 @@ func TestTransferSSHDLiveSwitchesFrames(t *testing.T) {
 	require.Equal(t, "OK welcome bob", cmd(bob, "LOGIN bob hunter2"))
 	require.Equal(t, "OK alice", cmd(alice, "WHOAMI"))
 	require.Equal(t, "ERR not logged in", cmd(anon, "WHOAMI"))
-	before := cmd(alice, "SESSIONS")
 	idle := sshDial(t, port) // left idle: the housekeeper must expire it
+	before := cmd(alice, "SESSIONS")
+	require.Equal(t, "OK 4 1:alice 2:bob 3:- 4:-", before)
 	idleSince := time.Now()
 
 	load := sshLoad(t, port, 3)
@@ -187,7 +188,7 @@ func TestTransferSSHDLiveSwitchesFrames(t *testing.T) {
 	require.Equal(t, "OK a  b", cmd(alice, "ECHO a  b"))
 	require.Equal(t, "OK alice commands=3", cmd(alice, "WHOAMI"))
 	after := cmd(alice, "SESSIONS")
-	require.Equal(t, before, strings.Replace(after, "-", "bob", 1), "the same sessions, ids and users (anon logged in as bob since)")
+	require.Equal(t, strings.Replace(before, "3:-", "3:bob", 1), after, "the same sessions, ids and users (anon logged in as bob since)")
 	fresh := sshDial(t, port)
 	require.Equal(t, "OK welcome alice", cmd(fresh, "LOGIN alice wonderland"))
 	require.Equal(t, "OK alice commands=2", cmd(fresh, "WHOAMI"))
