@@ -244,3 +244,41 @@ func TestTransferSSHDLiveSwitchesFrames(t *testing.T) {
 	require.Empty(t, graftMappings(t, target.Pid))
 	require.False(t, target.Exited())
 }
+
+// A revert right after the apply, before the waiting calls returned:
+// their return addresses are put back (unswitched) and the threads go on
+// in the old code, with the old table, as if nothing had happened.
+func TestTransferSSHDRevertBeforeSwitchesFire(t *testing.T) {
+	requirePtrace(t)
+	patch := sshdV6Patch(t)
+	target, port := testutil.StartServer(t, "sshd-v5", "-u", sshUsers(t))
+	defer testutil.RequireReleased(t, target.Pid)
+	text := exeText(t, target.Pid)
+	ctx := context.Background()
+	alice, bob := sshDial(t, port), sshDial(t, port)
+	require.Equal(t, "OK welcome alice", alice.cmd("LOGIN alice wonderland"))
+	require.Equal(t, "OK welcome bob", bob.cmd("LOGIN bob hunter2"))
+
+	res, err := Apply(ctx, target.Pid, patch, ApplyOptions{})
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(res.Switched), 3, "main and both session threads")
+	rv, err := Revert(ctx, target.Pid, RevertOptions{})
+	require.NoError(t, err)
+	t.Logf("unswitched %d, switched back %d, pending %v", rv.Unswitched, len(rv.SwitchedBack), rv.Pending)
+	require.GreaterOrEqual(t, rv.Unswitched, 3, "main (accept) and the session threads (read) had not returned")
+
+	require.Equal(t, "OK alice", alice.cmd("WHOAMI"))
+	require.Equal(t, "OK bob", bob.cmd("WHOAMI"))
+	require.Equal(t, "OK 2 1:alice 2:bob", alice.cmd("SESSIONS"))
+	c := sshDial(t, port)
+	require.Equal(t, "OK welcome alice", c.cmd("LOGIN alice wonderland"))
+	require.Equal(t, "OK 3 1:alice 2:bob 3:alice", c.cmd("SESSIONS"))
+	require.Equal(t, text, exeText(t, target.Pid))
+	if len(rv.Pending) > 0 {
+		time.Sleep(300 * time.Millisecond) // the housekeeper's switch back fires
+		rv2, err := Revert(ctx, target.Pid, RevertOptions{Timeout: 3 * time.Second})
+		require.NoError(t, err)
+		require.Equal(t, rv.Pending, rv2.Reaped)
+	}
+	require.Empty(t, graftMappings(t, target.Pid))
+}
