@@ -306,7 +306,7 @@ type differ struct {
 	r        *Report
 	// resumed are the changed pairs resumeAll analysed, for switchAll.
 	resumed []resumedPair
-	types    map[string]*TypeChange
+	types   map[string]*TypeChange
 	// status of each OLD unit: "changed", "unchanged" or "removed".
 	status map[*unit]string
 	// newRefs are the symbols referenced by NEW code that will run
