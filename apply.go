@@ -462,6 +462,10 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 			return nil, fail(errors.Join(xerr, err))
 		}
 		res.Transfers, res.Irreversible = transferResults(xrecs), (&PatchRecord{Transfers: xrecs}).Irreversible()
+		for _, f := range switchedFrames(ck) {
+			sf := f.Switch.(*switchFrame)
+			res.Switched = append(res.Switched, SwitchRecord{Tid: f.Tid, Function: sf.fn, Orig: f.PC, To: base + sf.plan.To})
+		}
 		return res, nil
 	}
 

@@ -140,6 +140,10 @@ type stayChecker struct {
 	// patch let a frame stay in) to its equivalent in the copy the
 	// proofs cover, through the records' Carry maps.
 	carry func(pc uint64) (uint64, bool)
+	// ptrUsers are the unchanged functions that reach a moved type
+	// through pointers (pointer_users.go): their frames wait, never
+	// stay.
+	ptrUsers map[string]bool
 }
 
 func (c *stayChecker) stay(fn string, pc uint64, exact bool) safepoint.StayVerdict {
@@ -176,6 +180,9 @@ func (c *stayChecker) stay(fn string, pc uint64, exact bool) safepoint.StayVerdi
 	}
 	if n := c.note[fn]; n != "" {
 		return safepoint.StayVerdict{Why: n}
+	}
+	if c.ptrUsers[fn] {
+		return safepoint.StayVerdict{Why: "it reaches a type the patch moves through pointers (sole_home_of) and may hold a pointer into the old object; the patch waits until it returns"}
 	}
 	if c.carry != nil {
 		if to, ok := c.carry(pc); ok {
@@ -296,6 +303,12 @@ func (pr *prepared) frameSpec(spec *safeSpec, exeBias uint64) error {
 	if !xfer {
 		sc.carry = carryChain(pr.state)
 	}
+	sc.ptrUsers = map[string]bool{}
+	for _, t := range pt.Transfers {
+		for _, fn := range t.PointerUsers {
+			sc.ptrUsers[fn] = true
+		}
+	}
 	spec.Stay = sc.stay
 	return nil
 }
@@ -304,6 +317,9 @@ func (pr *prepared) frameSpec(spec *safeSpec, exeBias uint64) error {
 func stayedFrames(ss []safepoint.Stayed) []StayedFrame {
 	var out []StayedFrame
 	for _, s := range ss {
+		if s.Switch != nil {
+			continue // switched, not stayed: ApplyResult.Switched
+		}
 		out = append(out, StayedFrame{Tid: s.Tid, Frame: s.Frame, Function: s.Function, PC: s.PC, Allowed: s.Allowed, Why: s.Why})
 	}
 	return out

@@ -281,7 +281,13 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 		ps.did(undo)
 		res.SwitchedBack = append(res.SwitchedBack, recs...)
 	}
-	if pend := pendingOf(popped, res.Stayed); len(pend) > 0 {
+	inImage := slices.Clone(res.Stayed)
+	for _, s := range res.SwitchedBack {
+		// Waiting to return into switch code in the image: it stays
+		// mapped until they have passed.
+		inImage = append(inImage, StayedFrame{Tid: s.Tid, Function: s.Function, PC: s.Stub})
+	}
+	if pend := pendingOf(popped, inImage); len(pend) > 0 {
 		next.Pending = append(slices.Clone(st.Pending), pend...)
 		if len(pend) == allPending {
 			buf = allBuf

@@ -60,7 +60,7 @@ func runApply(stdout, stderr io.Writer, o applyOpts) error {
 			Unloaded: res.Unloaded, Sites: sitesOutput(res.Sites),
 			Signer: res.Signer, Unverified: res.Unverified, Warnings: res.Warnings,
 			Transfers: res.Transfers, Irreversible: res.Irreversible, TransferUS: res.TransferUS,
-			Stayed: framesOut(res.Stayed), Held: res.Held,
+			Stayed: framesOut(res.Stayed), Held: res.Held, Switched: switchesOut(res.Switched),
 		})
 	}
 	verb := "applied"
@@ -86,6 +86,7 @@ func runApply(stdout, stderr io.Writer, o applyOpts) error {
 	}
 	printTransfers(stdout, res.Transfers, res.Irreversible)
 	printStayed(stdout, res.Stayed, "old")
+	printSwitched(stdout, res.Switched, "new")
 	if res.TransferUS > 0 {
 		fmt.Fprintf(stdout, "  pause: %d µs (state transfer %d µs)\n", res.PauseUS, res.TransferUS)
 	} else {

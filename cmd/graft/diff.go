@@ -245,6 +245,7 @@ func printReport(w io.Writer, r *elfpatch.Report) {
 		fmt.Fprintf(w, "\nwarning: %s\n", warn)
 	}
 	printTransferReport(w, r)
+	printSwitchReport(w, r)
 	fmt.Fprintf(w, "\n%d functions unchanged\n", r.Unchanged)
 }
 

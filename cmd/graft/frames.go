@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"graft"
@@ -154,5 +155,25 @@ func printFramesNow(w io.Writer, pid int, fr *framesNow) {
 	}
 	if len(fr.Blocked) > 0 {
 		fmt.Fprintln(w, "  an apply now would wait for these frames to leave, up to --timeout")
+	}
+}
+
+// printSwitched lists the frames carried into the other version's code
+// ("new" for apply, "old" for revert), one line per function.
+func printSwitched(w io.Writer, rs []graft.SwitchRecord, which string) {
+	if len(rs) == 0 {
+		return
+	}
+	var order []string
+	tids := map[string][]string{}
+	for _, r := range rs {
+		if _, ok := tids[r.Function]; !ok {
+			order = append(order, r.Function)
+		}
+		tids[r.Function] = append(tids[r.Function], strconv.Itoa(r.Tid))
+	}
+	fmt.Fprintf(w, "  frames switched to the %s code, each when its call returns (%d):\n", which, len(rs))
+	for _, fn := range order {
+		fmt.Fprintf(w, "    %-24s thread %s\n", fn, strings.Join(tids[fn], ", "))
 	}
 }

@@ -31,7 +31,8 @@ func runRevert(stdout, stderr io.Writer, o revertOpts) error {
 	}
 	if *asJSON {
 		return writeJSON(stdout, revertOutput{Pid: *pid, Reverted: res.Reverted, Functions: res.Functions, PauseUS: res.PauseUS, Orphans: rangesOutput(res.Orphans), Descriptors: descriptorsWire(res.Descriptors), EmptyRecord: res.EmptyRecord,
-			Stayed: framesOut(res.Stayed), Pending: res.Pending, Reaped: res.Reaped, Held: res.Held})
+			Stayed: framesOut(res.Stayed), Pending: res.Pending, Reaped: res.Reaped, Held: res.Held,
+			SwitchedBack: switchesOut(res.SwitchedBack), Unswitched: res.Unswitched})
 	}
 	for _, id := range res.Reaped {
 		fmt.Fprintf(stdout, "unmapped the pending image of reverted patch %s (no thread is in it any more)\n", id)
@@ -49,6 +50,10 @@ func runRevert(stdout, stderr io.Writer, o revertOpts) error {
 		fmt.Fprintf(stdout, "closed descriptor %d (memfd %s) left by a killed graft\n", d.FD, d.Name)
 	}
 	printStayed(stdout, res.Stayed, "new")
+	printSwitched(stdout, res.SwitchedBack, "old")
+	if res.Unswitched > 0 {
+		fmt.Fprintf(stdout, "  %d switched frame(s) whose call had not returned go on in the old code\n", res.Unswitched)
+	}
 	for _, id := range res.Pending {
 		fmt.Fprintf(stdout, "  image of %s stays mapped while a thread is in it (graft status shows it pending; the next apply or revert that finds it free unmaps it)\n", id)
 	}

@@ -87,6 +87,45 @@ func writeStateDesc(stdout io.Writer, patch string, r *elfpatch.Report, rules ma
 	return nil
 }
 
+// printSwitchReport is diff's section on frame switches: for a patch
+// that converts state, how many of each changed function's return
+// addresses a waiting frame can be carried from into the new code.
+func printSwitchReport(w io.Writer, r *elfpatch.Report) {
+	if len(r.Transfers) == 0 {
+		return
+	}
+	type row struct {
+		name      string
+		ok, total int
+		why       string
+	}
+	var rows []row
+	for _, c := range r.Changed {
+		if c.Resume == nil || len(c.Resume.Switch) == 0 {
+			continue
+		}
+		x := row{name: c.Name, total: len(c.Resume.Switch)}
+		for _, p := range c.Resume.Switch {
+			if p.Why == "" {
+				x.ok++
+			} else if x.why == "" {
+				x.why = p.Why
+			}
+		}
+		rows = append(rows, x)
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nframe switches: a frame waiting in a call inside these functions goes on in the new code when the call returns, its frame rebuilt in the new layout; at the other return addresses it blocks the patch:\n")
+	for _, x := range rows {
+		fmt.Fprintf(w, "  %-24s %d of %d return addresses\n", x.name, x.ok, x.total)
+		if x.why != "" && x.ok < x.total {
+			fmt.Fprintf(w, "  %-24s   e.g. %s\n", "", x.why)
+		}
+	}
+}
+
 // printTransferReport is diff's section on the state transformers.
 func printTransferReport(w io.Writer, r *elfpatch.Report) {
 	if len(r.Transfers) == 0 {

@@ -91,7 +91,9 @@ type applyOutput struct {
 	// revert will refuse; TransferUS the part of the pause it took.
 	Transfers    []graft.TransferResult `json:"transfers,omitempty"`
 	Irreversible string                 `json:"irreversible,omitempty"`
-	TransferUS   int64                  `json:"transfer_us,omitempty"`
+	// Switched: frames carried into the new code (transfer patches).
+	Switched   []switchOut `json:"switched,omitempty"`
+	TransferUS int64       `json:"transfer_us,omitempty"`
 	// Stayed: frames inside replaced functions let stay, and why.
 	Stayed []frameOut `json:"stayed,omitempty"`
 	// Held: per thread, stops and held time by cause (graft.ThreadHold).
@@ -186,6 +188,24 @@ type inspectModuleJSON struct {
 	Main    bool   `json:"main,omitempty"`
 }
 
+// switchOut is a frame carried between the old and the new code (a
+// patch that converts state): the thread, the function, the return
+// address it waited at and where it goes on.
+type switchOut struct {
+	Tid      int    `json:"tid"`
+	Function string `json:"function"`
+	From     string `json:"from"`
+	To       string `json:"to"`
+}
+
+func switchesOut(rs []graft.SwitchRecord) []switchOut {
+	var out []switchOut
+	for _, r := range rs {
+		out = append(out, switchOut{Tid: r.Tid, Function: r.Function, From: hex(r.Orig), To: hex(r.To)})
+	}
+	return out
+}
+
 type revertOutput struct {
 	Pid       int           `json:"pid"`
 	Reverted  []string      `json:"patch_ids"`
@@ -200,9 +220,13 @@ type revertOutput struct {
 	// version would, or allowed); Pending: patches whose image therefore
 	// stays mapped; Reaped: earlier pending images found free and
 	// unmapped.
-	Stayed  []frameOut `json:"stayed,omitempty"`
-	Pending []string   `json:"pending_patch_ids,omitempty"`
-	Reaped  []string   `json:"reaped_patch_ids,omitempty"`
+	Stayed []frameOut `json:"stayed,omitempty"`
+	// SwitchedBack: frames in the new code carried back to the old;
+	// Unswitched: switched frames whose call had not returned, put back.
+	SwitchedBack []switchOut `json:"switched_back,omitempty"`
+	Unswitched   int         `json:"unswitched,omitempty"`
+	Pending      []string    `json:"pending_patch_ids,omitempty"`
+	Reaped       []string    `json:"reaped_patch_ids,omitempty"`
 	// Held: per thread, stops and held time by cause (graft.ThreadHold).
 	Held []graft.ThreadHold `json:"held,omitempty"`
 }
