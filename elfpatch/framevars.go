@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/go-delve/delve/pkg/dwarf/frame"
 	"github.com/go-delve/delve/pkg/dwarf/godwarf"
@@ -263,6 +264,8 @@ func (b *Binary) FrameCFA(pc uint64) (int64, error) {
 	return off, nil
 }
 
+var frameVarsMu sync.Mutex
+
 // FrameVarsAt lists the variables of the function whose entry (link-time)
 // is fn that are in scope at the link-time address pc, with their
 // locations at pc, in DWARF order. Two variables with the same Path are
@@ -282,6 +285,9 @@ func (b *Binary) FrameVarsAt(fn, pc uint64) (vars []FrameVar, err error) {
 			vars, err = nil, fmt.Errorf("frame variables of %#x at %#x: malformed DWARF: %v", fn, pc, x)
 		}
 	}()
+	// debug/dwarf caches parsed types in an unguarded map.
+	frameVarsMu.Lock()
+	defer frameVarsMu.Unlock()
 	w := &varWalker{b: b, d: b.dw, fd: b.frameData(), pc: pc, types: map[dwarf.Offset]typeInfo{}}
 	r := b.dw.Reader()
 	cu, sp, err := findSubprogram(b.dw, r, fn)
@@ -782,19 +788,29 @@ func (w *varWalker) classify(v *FrameVar, expr []byte) {
 			unknown("truncated expression")
 			return
 		}
-		kind := VarFrame
+		value := false
 		if t := rest(); len(t) != 0 {
 			if len(t) != 1 || t[0] != dwOpStackValue {
 				unknown("computed from the frame base")
 				return
 			}
-			kind = VarFrameAddr
+			value = true
 		}
-		if !bytes.Equal(w.frameBase, []byte{dwOpCallFrameCFA}) {
-			unknown("frame base is not DW_OP_call_frame_cfa")
+		fb := w.frameBase
+		switch {
+		case bytes.Equal(fb, []byte{dwOpCallFrameCFA}): // gcc
+			v.Kind, v.Off = VarFrame, off
+			if value {
+				v.Kind = VarFrameAddr
+			}
+			return
+		case len(fb) == 1 && fb[0] >= dwOpReg0 && fb[0] <= dwOpReg0+16: // clang: DW_OP_reg7 (rsp) or reg6 (rbp)
+			if why := w.regRelative(v, uint64(fb[0]-dwOpReg0), off, value); why != "" {
+				unknown(why)
+			}
 			return
 		}
-		v.Kind, v.Off = kind, off
+		unknown("frame base " + prettyExpr(fb) + " is neither the CFA nor a register")
 		return
 	case code == dwOpCallFrameCFA:
 		var off uint64
@@ -822,32 +838,16 @@ func (w *varWalker) classify(v *FrameVar, expr []byte) {
 			unknown("truncated expression")
 			return
 		}
-		kind := VarFrame
+		value := false
 		if t := rest(); len(t) != 0 {
 			if len(t) != 1 || t[0] != dwOpStackValue {
 				unknown(fmt.Sprintf("computed from %s", dwarfRegName(int(n))))
 				return
 			}
-			kind = VarFrameAddr
+			value = true
 		}
-		reg, k, err := w.b.cfaRule(w.pc)
-		if err == nil && reg == n {
-			v.Kind, v.Off = kind, off-k
-			return
-		}
-		if kind == VarFrameAddr && off == 0 && n <= 16 {
-			// The value is the register's: where the frame switch
-			// is concerned, the same as DW_OP_regN.
-			v.Kind, v.Reg = VarReg, int(n)
-			return
-		}
-		switch {
-		case kind == VarFrameAddr:
-			unknown(fmt.Sprintf("the value of %s%+d", dwarfRegName(int(n)), off))
-		case err != nil:
-			unknown(fmt.Sprintf("memory at %s%+d, CFA rule unknown: %v", dwarfRegName(int(n)), off, err))
-		default:
-			unknown(fmt.Sprintf("memory at %s%+d, and the CFA is %s%+d", dwarfRegName(int(n)), off, dwarfRegName(int(reg)), k))
+		if why := w.regRelative(v, n, off, value); why != "" {
+			unknown(why)
 		}
 		return
 	case code == dwOpImplicitVal:
@@ -923,6 +923,33 @@ func (w *varWalker) classify(v *FrameVar, expr []byte) {
 		return
 	}
 	v.Kind, v.Value, v.LinkAddr = VarConst, val, linkAddr
+}
+
+// regRelative locates a variable at register n + off: its memory, or
+// with value set its value (DW_OP_stack_value). Relative to the CFA's
+// register it is a frame slot (or a slot's address); the value of a
+// register plus 0 is, for the frame switch, the register itself. It
+// returns why not, "" when v is set.
+func (w *varWalker) regRelative(v *FrameVar, n uint64, off int64, value bool) string {
+	reg, k, err := w.b.cfaRule(w.pc)
+	if err == nil && reg == n {
+		v.Kind, v.Off = VarFrame, off-k
+		if value {
+			v.Kind = VarFrameAddr
+		}
+		return ""
+	}
+	if value && off == 0 && n <= 16 {
+		v.Kind, v.Reg = VarReg, int(n)
+		return ""
+	}
+	switch {
+	case value:
+		return fmt.Sprintf("the value of %s%+d", dwarfRegName(int(n)), off)
+	case err != nil:
+		return fmt.Sprintf("memory at %s%+d, CFA rule unknown: %v", dwarfRegName(int(n)), off, err)
+	}
+	return fmt.Sprintf("memory at %s%+d, and the CFA is %s%+d", dwarfRegName(int(n)), off, dwarfRegName(int(reg)), k)
 }
 
 func readULEB(r *bytes.Reader) (uint64, bool) {
