@@ -567,7 +567,7 @@ func (w *varWalker) variable(e *dwarf.Entry) (FrameVar, bool) {
 	case dwarf.ClassExprLoc, dwarf.ClassBlock:
 		expr, _ = f.Val.([]byte)
 	case dwarf.ClassLocListPtr, dwarf.ClassLocList:
-		off, _ := f.Val.(int64)
+		off, _ := asInt64(f.Val) // loclistx comes as uint64, sec_offset as int64
 		x, found, err := w.locList(f.Class == dwarf.ClassLocList, off)
 		if err != nil {
 			v.Why = "location list: " + err.Error()
@@ -589,10 +589,26 @@ func (w *varWalker) variable(e *dwarf.Entry) (FrameVar, bool) {
 	return v, true
 }
 
-// isStatic reports whether a location is a plain DW_OP_addr: a
-// function-local static, which lives in .data/.bss, not in the frame.
+// isStatic reports whether a location is a plain DW_OP_addr or
+// DW_OP_addrx: a function-local static, which lives in .data/.bss, not in
+// the frame.
 func isStatic(expr []byte) bool {
-	return len(expr) == 9 && expr[0] == 0x03
+	if len(expr) > 1 && expr[0] == dwOpAddrx {
+		rd := bytes.NewReader(expr[1:])
+		_, ok := readULEB(rd)
+		return ok && rd.Len() == 0
+	}
+	return len(expr) == 9 && expr[0] == dwOpAddr
+}
+
+func asInt64(v any) (int64, bool) {
+	switch n := v.(type) {
+	case int64:
+		return n, true
+	case uint64:
+		return int64(n), true
+	}
+	return 0, false
 }
 
 func (w *varWalker) constValue(v FrameVar, val any) FrameVar {
@@ -625,7 +641,7 @@ func (w *varWalker) locList(indexed bool, off int64) ([]byte, bool, error) {
 			return nil, false, errors.New("no .debug_loclists section")
 		}
 		if indexed {
-			lb, ok := w.cu.Val(dwarf.AttrLoclistsBase).(int64)
+			lb, ok := asInt64(w.cu.Val(dwarf.AttrLoclistsBase))
 			if !ok {
 				lb = 12 // just after the first (32-bit) list table header
 			}
@@ -638,12 +654,7 @@ func (w *varWalker) locList(indexed bool, off int64) ([]byte, bool, error) {
 		if off < 0 || off >= int64(len(data)) {
 			return nil, false, fmt.Errorf("offset %#x outside .debug_loclists", off)
 		}
-		var da *godwarf.DebugAddr
-		if w.fd.addr != nil {
-			ab, _ := w.cu.Val(dwarf.AttrAddrBase).(int64)
-			da = w.fd.addr.GetSubsection(uint64(ab))
-		}
-		e, err := loclist.NewDwarf5Reader(data).Find(int(off), 0, base, w.pc, da)
+		e, err := loclist.NewDwarf5Reader(data).Find(int(off), 0, base, w.pc, w.addrTable())
 		if err != nil || e == nil {
 			return nil, false, err
 		}
@@ -660,6 +671,29 @@ func (w *varWalker) locList(indexed bool, off int64) ([]byte, bool, error) {
 		return nil, false, err
 	}
 	return e.Instr, true, nil
+}
+
+// addrTable is the unit's part of .debug_addr (DW_AT_addr_base), nil if
+// the binary has none.
+func (w *varWalker) addrTable() *godwarf.DebugAddr {
+	if w.fd.addr == nil {
+		return nil
+	}
+	ab, ok := asInt64(w.cu.Val(dwarf.AttrAddrBase))
+	if !ok {
+		ab = 8 // just after the first (32-bit) table header
+	}
+	return w.fd.addr.GetSubsection(uint64(ab))
+}
+
+// debugAddr reads entry idx of the unit's .debug_addr table.
+func (w *varWalker) debugAddr(idx uint64) (uint64, bool) {
+	t := w.addrTable()
+	if t == nil {
+		return 0, false
+	}
+	a, err := t.Get(idx)
+	return a, err == nil
 }
 
 func (w *varWalker) typeInfo(off dwarf.Offset) typeInfo {
@@ -729,6 +763,7 @@ const (
 	dwOpImplicitVal  = 0x9e
 	dwOpStackValue   = 0x9f
 	dwOpImplicitPtr  = 0xa0
+	dwOpAddrx        = 0xa1
 	dwOpEntryValue   = 0xa3
 	dwOpGNUImplPtr   = 0xf2
 	dwOpGNUEntryVal  = 0xf3
@@ -909,6 +944,12 @@ func (w *varWalker) classify(v *FrameVar, expr []byte) {
 		_, err := rd.Read(b[:])
 		ok = err == nil
 		val = binary.LittleEndian.Uint64(b[:])
+	case code == dwOpAddrx:
+		var idx uint64
+		if idx, ok = uleb(); ok {
+			val, ok = w.debugAddr(idx)
+			linkAddr = true
+		}
 	case code == dwOpConstu:
 		val, ok = uleb()
 	case code == dwOpConsts:
