@@ -14,7 +14,6 @@ import (
 	"github.com/go-delve/delve/pkg/dwarf/frame"
 	"github.com/go-delve/delve/pkg/dwarf/godwarf"
 	"github.com/go-delve/delve/pkg/dwarf/loclist"
-	"github.com/go-delve/delve/pkg/dwarf/op"
 )
 
 // Where each variable of a function is at one PC, read from DWARF: the
@@ -1028,55 +1027,187 @@ func readSLEB(r *bytes.Reader) (int64, bool) {
 	return 0, false
 }
 
-// prettyExpr prints a DWARF expression for a Why, as readelf would.
-func prettyExpr(expr []byte) (s string) {
-	defer func() {
-		if recover() != nil {
-			s = fmt.Sprintf("% x", expr)
+// exprOp is one operation of a DWARF expression with its operands.
+type exprOp struct {
+	code  byte
+	args  []int64
+	block []byte // DW_OP_implicit_value, DW_OP_entry_value
+}
+
+// Operand layouts of the operations gcc and clang put in locations.
+const (
+	argNone = iota
+	argU8
+	argU16
+	argU32
+	argU64
+	argULEB
+	argSLEB
+	argULEBSLEB // DW_OP_bregx
+	argULEBULEB // DW_OP_bit_piece
+	argBlock    // ULEB length, then that many bytes
+	argRefSLEB  // DW_OP_implicit_pointer: 4-byte DIE offset, SLEB
+)
+
+func opLayout(c byte) (layout int, known bool) {
+	switch {
+	case c >= dwOpLit0 && c <= dwOpReg31:
+		return argNone, true
+	case c >= dwOpBreg0 && c <= dwOpBreg31:
+		return argSLEB, true
+	}
+	switch c {
+	case dwOpAddr, dwOpConst8u, dwOpConst8s:
+		return argU64, true
+	case dwOpConst1u, dwOpConst1s, 0x15, 0x94, 0x95: // pick, deref_size, xderef_size
+		return argU8, true
+	case dwOpConst2u, dwOpConst2s, 0x28, 0x2f, 0x98: // bra, skip, call2
+		return argU16, true
+	case dwOpConst4u, dwOpConst4s, 0x99: // call4
+		return argU32, true
+	case dwOpConstu, dwOpPlusUconst, dwOpRegx, dwOpPiece, dwOpAddrx, 0xa2, 0xa8, 0xa9: // constx, convert, reinterpret
+		return argULEB, true
+	case dwOpConsts, dwOpFbreg:
+		return argSLEB, true
+	case dwOpBregx:
+		return argULEBSLEB, true
+	case 0x9d: // DW_OP_bit_piece
+		return argULEBULEB, true
+	case dwOpImplicitVal, dwOpEntryValue, dwOpGNUEntryVal:
+		return argBlock, true
+	case dwOpImplicitPtr, dwOpGNUImplPtr:
+		return argRefSLEB, true
+	case 0x06, 0x12, 0x13, 0x14, 0x16, 0x17, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f,
+		0x20, 0x21, 0x22, 0x24, 0x25, 0x26, 0x27, 0x29, 0x2a, 0x2b, 0x2c, 0x2d, 0x2e,
+		0x96, 0x97, 0x9b, dwOpCallFrameCFA, dwOpStackValue, 0xe0: // deref, stack ops, arithmetic, comparisons, nop, push_object_address, form_tls_address, GNU_push_tls_address
+		return argNone, true
+	}
+	return 0, false
+}
+
+// decodeExpr splits expr into operations; ok is false at the first
+// operation it does not know or that is truncated: ops holds those before
+// it, which end at byte n.
+func decodeExpr(expr []byte) (ops []exprOp, n int, ok bool) {
+	rd := bytes.NewReader(expr)
+	fixed := func(n int) (int64, bool) {
+		var b [8]byte
+		if rd.Len() < n {
+			return 0, false
 		}
-	}()
-	var sb strings.Builder
-	op.PrettyPrint(&sb, expr, func(n uint64) string { return dwarfRegName(int(n)) })
-	return strings.TrimSpace(sb.String())
+		rd.Read(b[:n])
+		return int64(binary.LittleEndian.Uint64(b[:])), true
+	}
+	for rd.Len() > 0 {
+		n = len(expr) - rd.Len()
+		c, _ := rd.ReadByte()
+		layout, known := opLayout(c)
+		if !known {
+			return ops, n, false
+		}
+		op := exprOp{code: c}
+		ok := true
+		var u uint64
+		var sv int64
+		switch layout {
+		case argU8, argU16, argU32, argU64:
+			n := map[int]int{argU8: 1, argU16: 2, argU32: 4, argU64: 8}[layout]
+			sv, ok = fixed(n)
+			op.args = []int64{sv}
+		case argULEB:
+			u, ok = readULEB(rd)
+			op.args = []int64{int64(u)}
+		case argSLEB:
+			sv, ok = readSLEB(rd)
+			op.args = []int64{sv}
+		case argULEBSLEB, argULEBULEB:
+			u, ok = readULEB(rd)
+			if ok && layout == argULEBSLEB {
+				sv, ok = readSLEB(rd)
+			} else if ok {
+				var u2 uint64
+				u2, ok = readULEB(rd)
+				sv = int64(u2)
+			}
+			op.args = []int64{int64(u), sv}
+		case argBlock:
+			u, ok = readULEB(rd)
+			if ok && u <= uint64(rd.Len()) {
+				op.block = make([]byte, u)
+				rd.Read(op.block)
+			} else {
+				ok = false
+			}
+		case argRefSLEB:
+			var ref int64
+			ref, ok = fixed(4)
+			if ok {
+				sv, ok = readSLEB(rd)
+			}
+			op.args = []int64{ref, sv}
+		}
+		if !ok {
+			return ops, n, false
+		}
+		ops = append(ops, op)
+	}
+	return ops, len(expr), true
+}
+
+var opNames = map[byte]string{
+	dwOpAddr: "DW_OP_addr", 0x06: "DW_OP_deref", dwOpConst1u: "DW_OP_const1u", dwOpConst1s: "DW_OP_const1s",
+	dwOpConst2u: "DW_OP_const2u", dwOpConst2s: "DW_OP_const2s", dwOpConst4u: "DW_OP_const4u",
+	dwOpConst4s: "DW_OP_const4s", dwOpConst8u: "DW_OP_const8u", dwOpConst8s: "DW_OP_const8s",
+	dwOpConstu: "DW_OP_constu", dwOpConsts: "DW_OP_consts", 0x1a: "DW_OP_and", 0x1c: "DW_OP_minus",
+	0x1e: "DW_OP_mul", 0x1f: "DW_OP_neg", 0x20: "DW_OP_not", 0x21: "DW_OP_or", 0x22: "DW_OP_plus",
+	dwOpPlusUconst: "DW_OP_plus_uconst", 0x24: "DW_OP_shl", 0x25: "DW_OP_shr", 0x26: "DW_OP_shra",
+	0x27: "DW_OP_xor", dwOpRegx: "DW_OP_regx", dwOpFbreg: "DW_OP_fbreg", dwOpBregx: "DW_OP_bregx",
+	dwOpPiece: "DW_OP_piece", 0x9d: "DW_OP_bit_piece", dwOpCallFrameCFA: "DW_OP_call_frame_cfa",
+	dwOpImplicitVal: "DW_OP_implicit_value", dwOpStackValue: "DW_OP_stack_value",
+	dwOpImplicitPtr: "DW_OP_implicit_pointer", dwOpAddrx: "DW_OP_addrx", dwOpEntryValue: "DW_OP_entry_value",
+	dwOpGNUImplPtr: "DW_OP_GNU_implicit_pointer", dwOpGNUEntryVal: "DW_OP_GNU_entry_value",
+}
+
+// prettyExpr prints a DWARF expression for a Why, in readelf's words.
+func prettyExpr(expr []byte) string {
+	ops, n, ok := decodeExpr(expr)
+	var parts []string
+	for _, op := range ops {
+		var p string
+		switch c := op.code; {
+		case c >= dwOpLit0 && c <= dwOpLit31:
+			p = fmt.Sprintf("DW_OP_lit%d", c-dwOpLit0)
+		case c >= dwOpReg0 && c <= dwOpReg31:
+			p = fmt.Sprintf("DW_OP_reg%d (%s)", c-dwOpReg0, dwarfRegName(int(c-dwOpReg0)))
+		case c >= dwOpBreg0 && c <= dwOpBreg31:
+			p = fmt.Sprintf("DW_OP_breg%d (%s) %d", c-dwOpBreg0, dwarfRegName(int(c-dwOpBreg0)), op.args[0])
+		default:
+			p = opNames[c]
+			if p == "" {
+				p = fmt.Sprintf("DW_OP_%#x", c)
+			}
+			for _, a := range op.args {
+				p += fmt.Sprintf(" %d", a)
+			}
+			if op.block != nil {
+				p += " (" + prettyExpr(op.block) + ")"
+			}
+		}
+		parts = append(parts, p)
+	}
+	if !ok {
+		parts = append(parts, fmt.Sprintf("[undecoded: % x]", expr[n:]))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // hasPieces reports whether expr describes its object in pieces
-// (DW_OP_piece, DW_OP_bit_piece): parts in different places. It steps
-// over the operands of the operations gcc and clang emit in locations; an
-// operation it does not know ends the scan.
+// (DW_OP_piece, DW_OP_bit_piece): parts in different places.
 func hasPieces(expr []byte) bool {
-	rd := bytes.NewReader(expr)
-	for rd.Len() > 0 {
-		c, _ := rd.ReadByte()
-		skip := func(n int64) { rd.Seek(n, 1) }
-		switch {
-		case c == dwOpPiece, c == 0x9d: // DW_OP_bit_piece
+	ops, _, _ := decodeExpr(expr)
+	for _, op := range ops {
+		if op.code == dwOpPiece || op.code == 0x9d {
 			return true
-		case c == dwOpAddr, c == dwOpConst8u, c == dwOpConst8s:
-			skip(8)
-		case c == dwOpConst1u, c == dwOpConst1s, c == 0x15, c == 0x94, c == 0x95: // pick, deref_size, xderef_size
-			skip(1)
-		case c == dwOpConst2u, c == dwOpConst2s, c == 0x28, c == 0x2f, c == 0x98: // bra, skip, call2
-			skip(2)
-		case c == dwOpConst4u, c == dwOpConst4s, c == 0x99: // call4
-			skip(4)
-		case c == dwOpConstu, c == dwOpPlusUconst, c == dwOpRegx, c == 0xa1, c == 0xa2, c == 0xa8, c == 0xa9: // addrx, constx, convert, reinterpret
-			readULEB(rd)
-		case c == dwOpConsts, c == dwOpFbreg, c >= dwOpBreg0 && c <= dwOpBreg31:
-			readSLEB(rd)
-		case c == dwOpBregx:
-			readULEB(rd)
-			readSLEB(rd)
-		case c == dwOpImplicitVal, c == dwOpEntryValue, c == dwOpGNUEntryVal:
-			n, _ := readULEB(rd)
-			skip(int64(n))
-		case c == dwOpImplicitPtr, c == dwOpGNUImplPtr:
-			skip(4)
-			readSLEB(rd)
-		case c >= 0x06 && c <= 0x2e || c >= dwOpLit0 && c <= dwOpReg31 || c == 0x96 || c == 0x97 || c == 0x9b || c == dwOpCallFrameCFA || c == dwOpStackValue:
-			// no operand
-		default:
-			return false
 		}
 	}
 	return false

@@ -784,3 +784,44 @@ func frameBaseOf(t *testing.T, b *Binary, fn uint64) []byte {
 		}
 	}
 }
+
+// FuzzFrameVarExpr feeds arbitrary location expressions to the
+// classification FrameVarsAt applies to each variable: it must never
+// panic, and what it reports must be consistent.
+func FuzzFrameVarExpr(f *testing.F) {
+	bin := testutil.Build(f, "sshd-v5")
+	b, err := Open(bin)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, e := range [][]byte{
+		{0x91, 0xc0, 0x7b},             // DW_OP_fbreg -576
+		{0x5d},                         // DW_OP_reg13
+		{0x77, 0x08},                   // DW_OP_breg7 8
+		{0x0a, 0x00, 0x02, 0x9f},       // DW_OP_const2u 512; DW_OP_stack_value
+		{0xa3, 0x01, 0x55, 0x9f},       // DW_OP_entry_value(DW_OP_reg5); DW_OP_stack_value
+		{0x91, 0x48, 0x93, 0x08, 0x5d}, // DW_OP_fbreg -56; DW_OP_piece 8; DW_OP_reg13
+		{0x9e, 0x02, 0x2a, 0x00},       // DW_OP_implicit_value 2 {42, 0}
+		{0x03, 1, 2, 3, 4, 5, 6, 7, 8, 0x9f},
+	} {
+		f.Add(e)
+	}
+	fn, ra := returnAfter(&testing.T{}, b, "session_thread", "read")
+	f.Fuzz(func(t *testing.T, expr []byte) {
+		w := &varWalker{b: b, d: b.dw, fd: b.frameData(), pc: ra, frameBase: []byte{dwOpCallFrameCFA}}
+		var v FrameVar
+		w.classify(&v, expr)
+		switch v.Kind {
+		case VarUnknown:
+			if v.Why == "" {
+				t.Errorf("% x: unknown without a reason", expr)
+			}
+		case VarReg:
+			if v.Reg < 0 || v.Reg > 16 {
+				t.Errorf("% x: register %d", expr, v.Reg)
+			}
+		}
+		_ = hasPieces(expr)
+		_ = fn
+	})
+}
