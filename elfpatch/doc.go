@@ -98,6 +98,13 @@
 // stack slot it may read must be set by aligned instructions on both sides.
 // Where it cannot prove it, it says why; the controller then blocks.
 //
+// A frame that must instead continue in NEW's code (on-stack replacement
+// at a return address) is rebuilt from where each variable is: FrameVarsAt
+// (framevars.go) lists the variables in scope at a return address, inlined
+// callees' included ("read_line/n"), each in a register, a frame slot
+// relative to the CFA, a constant, or unknown with the reason, from the
+// DWARF location lists; FrameCFA gives CFA-rsp there from .eh_frame.
+//
 // # Go programs
 //
 // A Go build (one with .go.buildinfo) is compared by identity, not by

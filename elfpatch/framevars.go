@@ -31,9 +31,25 @@ import (
 // is its DW_AT_location expression or the entry of its location list
 // (.debug_loclists for DWARF 5, .debug_loc before) with low <= PC < high,
 // or DW_AT_const_value; the expression is then classified: a register, a
-// slot of the frame relative to the CFA, a constant, or unknown with the
-// reason. Function-local statics (plain DW_OP_addr) are not frame state
-// and are left out.
+// slot of the frame relative to the CFA (DW_OP_fbreg with gcc's
+// DW_OP_call_frame_cfa frame base; DW_OP_bregN, or DW_OP_fbreg with
+// clang's register frame base, when N is the CFA rule's register at PC),
+// the address of such a slot, a constant, or unknown with the reason
+// (entry values, implicit pointers, pieces, computed values, no entry
+// covering PC). The value of a register plus 0 (DW_OP_bregN 0;
+// DW_OP_stack_value) counts as that register. Function-local statics
+// (plain DW_OP_addr or DW_OP_addrx) are not frame state and are left out.
+//
+// PC is taken as it is: at a return address that is the state the code
+// after the call expects, which the frame switch must rebuild; the
+// variables in caller-saved registers there are the call's result (rax),
+// or values gcc's -fipa-ra knows the callee leaves alone. gdb, showing a
+// caller's frame, looks up PC-1 instead (inside the call), which differs
+// exactly for locations that start at the return address.
+//
+// The comparison with gdb ("info scope", testdata/framevars/scope.py) at
+// every call of several testprocs, gcc and clang builds, is in
+// framevars_test.go.
 
 // VarKind says where a variable's value is at a PC.
 type VarKind uint8
@@ -76,8 +92,8 @@ type FrameVar struct {
 	Reg     int    // VarReg: DWARF register number
 	Off     int64  // VarFrame, VarFrameAddr: offset from the CFA
 	Value   uint64 // VarConst
-	// LinkAddr: Value is a link-time address (DW_OP_addr): add the
-	// module's load bias to get the value in a running process.
+	// LinkAddr: Value is a link-time address (DW_OP_addr, DW_OP_addrx):
+	// add the module's load bias to get the value in a running process.
 	LinkAddr bool
 	Why      string // VarUnknown: why there is no usable location
 }
@@ -89,6 +105,9 @@ func (v FrameVar) String() string {
 	case VarFrame:
 		return fmt.Sprintf("%s at CFA%+d", v.Path, v.Off)
 	case VarConst:
+		if v.LinkAddr {
+			return fmt.Sprintf("%s = link-time address %#x", v.Path, v.Value)
+		}
 		return fmt.Sprintf("%s = %#x", v.Path, v.Value)
 	case VarFrameAddr:
 		return fmt.Sprintf("%s = CFA%+d", v.Path, v.Off)
@@ -342,7 +361,7 @@ func findSubprogram(d *dwarf.Data, r *dwarf.Reader, fn uint64) (cu, sp *dwarf.En
 			return nil, nil, err
 		}
 		if e == nil {
-			return nil, nil, fmt.Errorf("no DWARF subprogram starts at %#x", fn)
+			return nil, nil, fmt.Errorf("no function in the DWARF starts at %#x: give the link-time address of the function's first instruction in this build", fn)
 		}
 		if e.Tag != dwarf.TagCompileUnit && e.Tag != dwarf.TagPartialUnit {
 			r.SkipChildren()
@@ -844,7 +863,11 @@ func (w *varWalker) classify(v *FrameVar, expr []byte) {
 			}
 			return
 		}
-		unknown("frame base " + prettyExpr(fb) + " is neither the CFA nor a register")
+		if fb == nil {
+			unknown("the function has no DW_AT_frame_base expression (none, or a location list)")
+		} else {
+			unknown("frame base " + prettyExpr(fb) + " is neither the CFA nor a register")
+		}
 		return
 	case code == dwOpCallFrameCFA:
 		var off uint64
