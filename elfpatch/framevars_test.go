@@ -25,7 +25,7 @@ import (
 // frame switch concerns, and FrameCFA against readelf's interpretation
 // of .eh_frame.
 
-func funcSymbol(t *testing.T, b *Binary, name string) *symbol {
+func funcSymbol(t testing.TB, b *Binary, name string) *symbol {
 	t.Helper()
 	for _, s := range b.syms {
 		if s.fn && s.name == name {
@@ -43,7 +43,7 @@ type callSite struct {
 
 // callSites decodes a function and lists its direct calls with their
 // return addresses.
-func callSites(t *testing.T, b *Binary, s *symbol) []callSite {
+func callSites(t testing.TB, b *Binary, s *symbol) []callSite {
 	t.Helper()
 	code := b.read(s.addr, s.size)
 	if code == nil {
@@ -76,7 +76,7 @@ func callSites(t *testing.T, b *Binary, s *symbol) []callSite {
 	return out
 }
 
-func returnAfter(t *testing.T, b *Binary, fn, callee string) (entry, ret uint64) {
+func returnAfter(t testing.TB, b *Binary, fn, callee string) (entry, ret uint64) {
 	t.Helper()
 	s := funcSymbol(t, b, fn)
 	var rets []uint64
@@ -806,7 +806,7 @@ func FuzzFrameVarExpr(f *testing.F) {
 	} {
 		f.Add(e)
 	}
-	fn, ra := returnAfter(&testing.T{}, b, "session_thread", "read")
+	_, ra := returnAfter(f, b, "session_thread", "read")
 	f.Fuzz(func(t *testing.T, expr []byte) {
 		w := &varWalker{b: b, d: b.dw, fd: b.frameData(), pc: ra, frameBase: []byte{dwOpCallFrameCFA}}
 		var v FrameVar
@@ -822,6 +822,6 @@ func FuzzFrameVarExpr(f *testing.F) {
 			}
 		}
 		_ = hasPieces(expr)
-		_ = fn
+		_ = prettyExpr(expr)
 	})
 }
