@@ -85,7 +85,11 @@
 // What cannot be generated is a TODO resolved by the operator's Rules from
 // the state description (statedesc.go). A changed type that lives only in
 // locals of functions the patch replaces needs nothing: none may be on a
-// stack in the pause.
+// stack in the pause. One reached through pointers is refused unless the
+// operator declares it lives only in a transferred global (sole_home_of,
+// solehome.go); its pointer users then count in apply's safety check. The
+// planner tells a moved object's end pointer from the next object's start
+// by the instruction's use (plan_endptr.go).
 //
 // # Frames that never leave
 //
