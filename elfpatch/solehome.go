@@ -113,6 +113,17 @@ func (d *differ) soleHomes(t *Transfer, c xferCand, rules *Rules) {
 	}
 	sort.Strings(t.PointerUsers)
 	t.PointerUsers = dedup(t.PointerUsers)
+	t.NextAtEnd = d.old.nextAt(c.o.addr + c.o.size)
+}
+
+// nextAt names the sized data object starting at addr ("" if none).
+func (s *side) nextAt(addr uint64) string {
+	for _, o := range s.b.syms {
+		if o.addr == addr && o.size > 0 && !o.fn && !o.tls {
+			return o.name
+		}
+	}
+	return ""
 }
 
 // soleHomeReason replaces the refusal of a changed type reached through
