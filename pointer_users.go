@@ -13,6 +13,7 @@ package graft
 // object moved or changed layout.
 
 import (
+	"fmt"
 	"slices"
 
 	"graft/elfpatch"
@@ -70,4 +71,25 @@ func pointerUserAllowed(t *elfpatch.Transfer, allow []string) string {
 		}
 	}
 	return ""
+}
+
+// endChecked wraps the relocation of pointers found in data (transferred
+// objects' pointer members, other globals' pointer fields): one holding
+// exactly the end of a transferred object that OLD's next object starts
+// at (elfpatch.Transfer.NextAtEnd) may mean either, and moving it to the
+// new object's end would be wrong if it meant the other, so the apply
+// stops, untouched.
+func endChecked(spans []xferSpan, reloc elfpatch.Relocator) elfpatch.Relocator {
+	return func(v, pointee uint64) (uint64, bool, error) {
+		nv, ok, err := reloc(v, pointee)
+		if err != nil || !ok || nv == v {
+			return nv, ok, err
+		}
+		for _, s := range spans {
+			if s.t.NextAtEnd != "" && v == s.old+s.t.OldSize {
+				return 0, false, fmt.Errorf("holds %#x, both the end of %s and the start of %s: which it means cannot be told, so it cannot be relocated; nothing was changed", v, s.t.Name, s.t.NextAtEnd)
+			}
+		}
+		return nv, ok, err
+	}
 }

@@ -49,3 +49,28 @@ func TestPointerUserAllowActiveRefused(t *testing.T) {
 	require.Equal(t, before, e.text())
 	require.Empty(t, e.ck.specs)
 }
+
+// A pointer in data holding exactly the end of a transferred object, where
+// OLD's next object starts, may mean either: the apply stops instead of
+// guessing. Without a next object there, it is the end pointer.
+func TestEndCheckedRefusesAmbiguousEnd(t *testing.T) {
+	tr := &elfpatch.Transfer{Name: "sessions", OldSize: 0x100, NewSize: 0x200, NextAtEnd: "nusers",
+		Ops: []elfpatch.XferOp{{Op: elfpatch.OpCopy, Path: "the object", SrcSize: 0x100, DstSize: 0x100}}}
+	spans := []xferSpan{{t: tr, old: 0x1000, new: 0x9000}}
+	r := endChecked(spans, spans[0].relocate)
+	nv, ok, err := r(0x1010, 0)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, uint64(0x9010), nv)
+	_, _, err = r(0x1100, 4)
+	require.ErrorContains(t, err, "both the end of sessions and the start of nusers")
+	nv, ok, err = r(0x2000, 4)
+	require.NoError(t, err)
+	require.False(t, ok, "outside: left alone")
+	require.Equal(t, uint64(0), nv)
+	tr.NextAtEnd = ""
+	nv, ok, err = r(0x1100, 4)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, uint64(0x9200), nv, "the end of the new object")
+}

@@ -225,6 +225,7 @@ func runTransfers(p proc, pt *Patch, exeBias, base uint64) ([]TransferRecord, fu
 		}
 		return 0, false, nil
 	}
+	reloc = endChecked(spans, reloc)
 	read := func(addr, n uint64) ([]byte, error) {
 		b := make([]byte, n)
 		if _, err := p.ReadAt(b, int64(addr)); err != nil {

@@ -85,7 +85,11 @@
 // What cannot be generated is a TODO resolved by the operator's Rules from
 // the state description (statedesc.go). A changed type that lives only in
 // locals of functions the patch replaces needs nothing: none may be on a
-// stack in the pause.
+// stack in the pause. One reached through pointers is refused unless the
+// operator declares it lives only in a transferred global (sole_home_of,
+// solehome.go); its pointer users then count in apply's safety check. The
+// planner tells a moved object's end pointer from the next object's start
+// by the instruction's use (plan_endptr.go).
 //
 // # Frames that never leave
 //
@@ -97,6 +101,13 @@
 // address is followed and must be the same in both, and every register and
 // stack slot it may read must be set by aligned instructions on both sides.
 // Where it cannot prove it, it says why; the controller then blocks.
+//
+// A frame that must instead continue in NEW's code (on-stack replacement
+// at a return address) is rebuilt from where each variable is: FrameVarsAt
+// (framevars.go) lists the variables in scope at a return address, inlined
+// callees' included ("read_line/n"), each in a register, a frame slot
+// relative to the CFA, a constant, or unknown with the reason, from the
+// DWARF location lists; FrameCFA gives CFA-rsp there from .eh_frame.
 //
 // # Go programs
 //

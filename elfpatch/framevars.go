@@ -9,11 +9,11 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/go-delve/delve/pkg/dwarf/frame"
 	"github.com/go-delve/delve/pkg/dwarf/godwarf"
 	"github.com/go-delve/delve/pkg/dwarf/loclist"
-	"github.com/go-delve/delve/pkg/dwarf/op"
 )
 
 // Where each variable of a function is at one PC, read from DWARF: the
@@ -31,9 +31,25 @@ import (
 // is its DW_AT_location expression or the entry of its location list
 // (.debug_loclists for DWARF 5, .debug_loc before) with low <= PC < high,
 // or DW_AT_const_value; the expression is then classified: a register, a
-// slot of the frame relative to the CFA, a constant, or unknown with the
-// reason. Function-local statics (plain DW_OP_addr) are not frame state
-// and are left out.
+// slot of the frame relative to the CFA (DW_OP_fbreg with gcc's
+// DW_OP_call_frame_cfa frame base; DW_OP_bregN, or DW_OP_fbreg with
+// clang's register frame base, when N is the CFA rule's register at PC),
+// the address of such a slot, a constant, or unknown with the reason
+// (entry values, implicit pointers, pieces, computed values, no entry
+// covering PC). The value of a register plus 0 (DW_OP_bregN 0;
+// DW_OP_stack_value) counts as that register. Function-local statics
+// (plain DW_OP_addr or DW_OP_addrx) are not frame state and are left out.
+//
+// PC is taken as it is: at a return address that is the state the code
+// after the call expects, which the frame switch must rebuild; the
+// variables in caller-saved registers there are the call's result (rax),
+// or values gcc's -fipa-ra knows the callee leaves alone. gdb, showing a
+// caller's frame, looks up PC-1 instead (inside the call), which differs
+// exactly for locations that start at the return address.
+//
+// The comparison with gdb ("info scope", testdata/framevars/scope.py) at
+// every call of several testprocs, gcc and clang builds, is in
+// framevars_test.go.
 
 // VarKind says where a variable's value is at a PC.
 type VarKind uint8
@@ -76,8 +92,8 @@ type FrameVar struct {
 	Reg     int    // VarReg: DWARF register number
 	Off     int64  // VarFrame, VarFrameAddr: offset from the CFA
 	Value   uint64 // VarConst
-	// LinkAddr: Value is a link-time address (DW_OP_addr): add the
-	// module's load bias to get the value in a running process.
+	// LinkAddr: Value is a link-time address (DW_OP_addr, DW_OP_addrx):
+	// add the module's load bias to get the value in a running process.
 	LinkAddr bool
 	Why      string // VarUnknown: why there is no usable location
 }
@@ -89,6 +105,9 @@ func (v FrameVar) String() string {
 	case VarFrame:
 		return fmt.Sprintf("%s at CFA%+d", v.Path, v.Off)
 	case VarConst:
+		if v.LinkAddr {
+			return fmt.Sprintf("%s = link-time address %#x", v.Path, v.Value)
+		}
 		return fmt.Sprintf("%s = %#x", v.Path, v.Value)
 	case VarFrameAddr:
 		return fmt.Sprintf("%s = CFA%+d", v.Path, v.Off)
@@ -263,6 +282,8 @@ func (b *Binary) FrameCFA(pc uint64) (int64, error) {
 	return off, nil
 }
 
+var frameVarsMu sync.Mutex
+
 // FrameVarsAt lists the variables of the function whose entry (link-time)
 // is fn that are in scope at the link-time address pc, with their
 // locations at pc, in DWARF order. Two variables with the same Path are
@@ -282,6 +303,9 @@ func (b *Binary) FrameVarsAt(fn, pc uint64) (vars []FrameVar, err error) {
 			vars, err = nil, fmt.Errorf("frame variables of %#x at %#x: malformed DWARF: %v", fn, pc, x)
 		}
 	}()
+	// debug/dwarf caches parsed types in an unguarded map.
+	frameVarsMu.Lock()
+	defer frameVarsMu.Unlock()
 	w := &varWalker{b: b, d: b.dw, fd: b.frameData(), pc: pc, types: map[dwarf.Offset]typeInfo{}}
 	r := b.dw.Reader()
 	cu, sp, err := findSubprogram(b.dw, r, fn)
@@ -337,7 +361,7 @@ func findSubprogram(d *dwarf.Data, r *dwarf.Reader, fn uint64) (cu, sp *dwarf.En
 			return nil, nil, err
 		}
 		if e == nil {
-			return nil, nil, fmt.Errorf("no DWARF subprogram starts at %#x", fn)
+			return nil, nil, fmt.Errorf("no function in the DWARF starts at %#x: give the link-time address of the function's first instruction in this build", fn)
 		}
 		if e.Tag != dwarf.TagCompileUnit && e.Tag != dwarf.TagPartialUnit {
 			r.SkipChildren()
@@ -561,7 +585,7 @@ func (w *varWalker) variable(e *dwarf.Entry) (FrameVar, bool) {
 	case dwarf.ClassExprLoc, dwarf.ClassBlock:
 		expr, _ = f.Val.([]byte)
 	case dwarf.ClassLocListPtr, dwarf.ClassLocList:
-		off, _ := f.Val.(int64)
+		off, _ := asInt64(f.Val) // loclistx comes as uint64, sec_offset as int64
 		x, found, err := w.locList(f.Class == dwarf.ClassLocList, off)
 		if err != nil {
 			v.Why = "location list: " + err.Error()
@@ -583,10 +607,26 @@ func (w *varWalker) variable(e *dwarf.Entry) (FrameVar, bool) {
 	return v, true
 }
 
-// isStatic reports whether a location is a plain DW_OP_addr: a
-// function-local static, which lives in .data/.bss, not in the frame.
+// isStatic reports whether a location is a plain DW_OP_addr or
+// DW_OP_addrx: a function-local static, which lives in .data/.bss, not in
+// the frame.
 func isStatic(expr []byte) bool {
-	return len(expr) == 9 && expr[0] == 0x03
+	if len(expr) > 1 && expr[0] == dwOpAddrx {
+		rd := bytes.NewReader(expr[1:])
+		_, ok := readULEB(rd)
+		return ok && rd.Len() == 0
+	}
+	return len(expr) == 9 && expr[0] == dwOpAddr
+}
+
+func asInt64(v any) (int64, bool) {
+	switch n := v.(type) {
+	case int64:
+		return n, true
+	case uint64:
+		return int64(n), true
+	}
+	return 0, false
 }
 
 func (w *varWalker) constValue(v FrameVar, val any) FrameVar {
@@ -619,7 +659,7 @@ func (w *varWalker) locList(indexed bool, off int64) ([]byte, bool, error) {
 			return nil, false, errors.New("no .debug_loclists section")
 		}
 		if indexed {
-			lb, ok := w.cu.Val(dwarf.AttrLoclistsBase).(int64)
+			lb, ok := asInt64(w.cu.Val(dwarf.AttrLoclistsBase))
 			if !ok {
 				lb = 12 // just after the first (32-bit) list table header
 			}
@@ -632,12 +672,7 @@ func (w *varWalker) locList(indexed bool, off int64) ([]byte, bool, error) {
 		if off < 0 || off >= int64(len(data)) {
 			return nil, false, fmt.Errorf("offset %#x outside .debug_loclists", off)
 		}
-		var da *godwarf.DebugAddr
-		if w.fd.addr != nil {
-			ab, _ := w.cu.Val(dwarf.AttrAddrBase).(int64)
-			da = w.fd.addr.GetSubsection(uint64(ab))
-		}
-		e, err := loclist.NewDwarf5Reader(data).Find(int(off), 0, base, w.pc, da)
+		e, err := loclist.NewDwarf5Reader(data).Find(int(off), 0, base, w.pc, w.addrTable())
 		if err != nil || e == nil {
 			return nil, false, err
 		}
@@ -654,6 +689,29 @@ func (w *varWalker) locList(indexed bool, off int64) ([]byte, bool, error) {
 		return nil, false, err
 	}
 	return e.Instr, true, nil
+}
+
+// addrTable is the unit's part of .debug_addr (DW_AT_addr_base), nil if
+// the binary has none.
+func (w *varWalker) addrTable() *godwarf.DebugAddr {
+	if w.fd.addr == nil {
+		return nil
+	}
+	ab, ok := asInt64(w.cu.Val(dwarf.AttrAddrBase))
+	if !ok {
+		ab = 8 // just after the first (32-bit) table header
+	}
+	return w.fd.addr.GetSubsection(uint64(ab))
+}
+
+// debugAddr reads entry idx of the unit's .debug_addr table.
+func (w *varWalker) debugAddr(idx uint64) (uint64, bool) {
+	t := w.addrTable()
+	if t == nil {
+		return 0, false
+	}
+	a, err := t.Get(idx)
+	return a, err == nil
 }
 
 func (w *varWalker) typeInfo(off dwarf.Offset) typeInfo {
@@ -723,6 +781,7 @@ const (
 	dwOpImplicitVal  = 0x9e
 	dwOpStackValue   = 0x9f
 	dwOpImplicitPtr  = 0xa0
+	dwOpAddrx        = 0xa1
 	dwOpEntryValue   = 0xa3
 	dwOpGNUImplPtr   = 0xf2
 	dwOpGNUEntryVal  = 0xf3
@@ -782,19 +841,33 @@ func (w *varWalker) classify(v *FrameVar, expr []byte) {
 			unknown("truncated expression")
 			return
 		}
-		kind := VarFrame
+		value := false
 		if t := rest(); len(t) != 0 {
 			if len(t) != 1 || t[0] != dwOpStackValue {
 				unknown("computed from the frame base")
 				return
 			}
-			kind = VarFrameAddr
+			value = true
 		}
-		if !bytes.Equal(w.frameBase, []byte{dwOpCallFrameCFA}) {
-			unknown("frame base is not DW_OP_call_frame_cfa")
+		fb := w.frameBase
+		switch {
+		case bytes.Equal(fb, []byte{dwOpCallFrameCFA}): // gcc
+			v.Kind, v.Off = VarFrame, off
+			if value {
+				v.Kind = VarFrameAddr
+			}
+			return
+		case len(fb) == 1 && fb[0] >= dwOpReg0 && fb[0] <= dwOpReg0+16: // clang: DW_OP_reg7 (rsp) or reg6 (rbp)
+			if why := w.regRelative(v, uint64(fb[0]-dwOpReg0), off, value); why != "" {
+				unknown(why)
+			}
 			return
 		}
-		v.Kind, v.Off = kind, off
+		if fb == nil {
+			unknown("the function has no DW_AT_frame_base expression (none, or a location list)")
+		} else {
+			unknown("frame base " + prettyExpr(fb) + " is neither the CFA nor a register")
+		}
 		return
 	case code == dwOpCallFrameCFA:
 		var off uint64
@@ -822,32 +895,16 @@ func (w *varWalker) classify(v *FrameVar, expr []byte) {
 			unknown("truncated expression")
 			return
 		}
-		kind := VarFrame
+		value := false
 		if t := rest(); len(t) != 0 {
 			if len(t) != 1 || t[0] != dwOpStackValue {
 				unknown(fmt.Sprintf("computed from %s", dwarfRegName(int(n))))
 				return
 			}
-			kind = VarFrameAddr
+			value = true
 		}
-		reg, k, err := w.b.cfaRule(w.pc)
-		if err == nil && reg == n {
-			v.Kind, v.Off = kind, off-k
-			return
-		}
-		if kind == VarFrameAddr && off == 0 && n <= 16 {
-			// The value is the register's: where the frame switch
-			// is concerned, the same as DW_OP_regN.
-			v.Kind, v.Reg = VarReg, int(n)
-			return
-		}
-		switch {
-		case kind == VarFrameAddr:
-			unknown(fmt.Sprintf("the value of %s%+d", dwarfRegName(int(n)), off))
-		case err != nil:
-			unknown(fmt.Sprintf("memory at %s%+d, CFA rule unknown: %v", dwarfRegName(int(n)), off, err))
-		default:
-			unknown(fmt.Sprintf("memory at %s%+d, and the CFA is %s%+d", dwarfRegName(int(n)), off, dwarfRegName(int(reg)), k))
+		if why := w.regRelative(v, n, off, value); why != "" {
+			unknown(why)
 		}
 		return
 	case code == dwOpImplicitVal:
@@ -909,6 +966,12 @@ func (w *varWalker) classify(v *FrameVar, expr []byte) {
 		_, err := rd.Read(b[:])
 		ok = err == nil
 		val = binary.LittleEndian.Uint64(b[:])
+	case code == dwOpAddrx:
+		var idx uint64
+		if idx, ok = uleb(); ok {
+			val, ok = w.debugAddr(idx)
+			linkAddr = true
+		}
 	case code == dwOpConstu:
 		val, ok = uleb()
 	case code == dwOpConsts:
@@ -923,6 +986,33 @@ func (w *varWalker) classify(v *FrameVar, expr []byte) {
 		return
 	}
 	v.Kind, v.Value, v.LinkAddr = VarConst, val, linkAddr
+}
+
+// regRelative locates a variable at register n + off: its memory, or
+// with value set its value (DW_OP_stack_value). Relative to the CFA's
+// register it is a frame slot (or a slot's address); the value of a
+// register plus 0 is, for the frame switch, the register itself. It
+// returns why not, "" when v is set.
+func (w *varWalker) regRelative(v *FrameVar, n uint64, off int64, value bool) string {
+	reg, k, err := w.b.cfaRule(w.pc)
+	if err == nil && reg == n {
+		v.Kind, v.Off = VarFrame, off-k
+		if value {
+			v.Kind = VarFrameAddr
+		}
+		return ""
+	}
+	if value && off == 0 && n <= 16 {
+		v.Kind, v.Reg = VarReg, int(n)
+		return ""
+	}
+	switch {
+	case value:
+		return fmt.Sprintf("the value of %s%+d", dwarfRegName(int(n)), off)
+	case err != nil:
+		return fmt.Sprintf("memory at %s%+d, CFA rule unknown: %v", dwarfRegName(int(n)), off, err)
+	}
+	return fmt.Sprintf("memory at %s%+d, and the CFA is %s%+d", dwarfRegName(int(n)), off, dwarfRegName(int(reg)), k)
 }
 
 func readULEB(r *bytes.Reader) (uint64, bool) {
@@ -960,55 +1050,187 @@ func readSLEB(r *bytes.Reader) (int64, bool) {
 	return 0, false
 }
 
-// prettyExpr prints a DWARF expression for a Why, as readelf would.
-func prettyExpr(expr []byte) (s string) {
-	defer func() {
-		if recover() != nil {
-			s = fmt.Sprintf("% x", expr)
+// exprOp is one operation of a DWARF expression with its operands.
+type exprOp struct {
+	code  byte
+	args  []int64
+	block []byte // DW_OP_implicit_value, DW_OP_entry_value
+}
+
+// Operand layouts of the operations gcc and clang put in locations.
+const (
+	argNone = iota
+	argU8
+	argU16
+	argU32
+	argU64
+	argULEB
+	argSLEB
+	argULEBSLEB // DW_OP_bregx
+	argULEBULEB // DW_OP_bit_piece
+	argBlock    // ULEB length, then that many bytes
+	argRefSLEB  // DW_OP_implicit_pointer: 4-byte DIE offset, SLEB
+)
+
+func opLayout(c byte) (layout int, known bool) {
+	switch {
+	case c >= dwOpLit0 && c <= dwOpReg31:
+		return argNone, true
+	case c >= dwOpBreg0 && c <= dwOpBreg31:
+		return argSLEB, true
+	}
+	switch c {
+	case dwOpAddr, dwOpConst8u, dwOpConst8s:
+		return argU64, true
+	case dwOpConst1u, dwOpConst1s, 0x15, 0x94, 0x95: // pick, deref_size, xderef_size
+		return argU8, true
+	case dwOpConst2u, dwOpConst2s, 0x28, 0x2f, 0x98: // bra, skip, call2
+		return argU16, true
+	case dwOpConst4u, dwOpConst4s, 0x99: // call4
+		return argU32, true
+	case dwOpConstu, dwOpPlusUconst, dwOpRegx, dwOpPiece, dwOpAddrx, 0xa2, 0xa8, 0xa9: // constx, convert, reinterpret
+		return argULEB, true
+	case dwOpConsts, dwOpFbreg:
+		return argSLEB, true
+	case dwOpBregx:
+		return argULEBSLEB, true
+	case 0x9d: // DW_OP_bit_piece
+		return argULEBULEB, true
+	case dwOpImplicitVal, dwOpEntryValue, dwOpGNUEntryVal:
+		return argBlock, true
+	case dwOpImplicitPtr, dwOpGNUImplPtr:
+		return argRefSLEB, true
+	case 0x06, 0x12, 0x13, 0x14, 0x16, 0x17, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f,
+		0x20, 0x21, 0x22, 0x24, 0x25, 0x26, 0x27, 0x29, 0x2a, 0x2b, 0x2c, 0x2d, 0x2e,
+		0x96, 0x97, 0x9b, dwOpCallFrameCFA, dwOpStackValue, 0xe0: // deref, stack ops, arithmetic, comparisons, nop, push_object_address, form_tls_address, GNU_push_tls_address
+		return argNone, true
+	}
+	return 0, false
+}
+
+// decodeExpr splits expr into operations; ok is false at the first
+// operation it does not know or that is truncated: ops holds those before
+// it, which end at byte n.
+func decodeExpr(expr []byte) (ops []exprOp, n int, ok bool) {
+	rd := bytes.NewReader(expr)
+	fixed := func(n int) (int64, bool) {
+		var b [8]byte
+		if rd.Len() < n {
+			return 0, false
 		}
-	}()
-	var sb strings.Builder
-	op.PrettyPrint(&sb, expr, func(n uint64) string { return dwarfRegName(int(n)) })
-	return strings.TrimSpace(sb.String())
+		rd.Read(b[:n])
+		return int64(binary.LittleEndian.Uint64(b[:])), true
+	}
+	for rd.Len() > 0 {
+		n = len(expr) - rd.Len()
+		c, _ := rd.ReadByte()
+		layout, known := opLayout(c)
+		if !known {
+			return ops, n, false
+		}
+		op := exprOp{code: c}
+		ok := true
+		var u uint64
+		var sv int64
+		switch layout {
+		case argU8, argU16, argU32, argU64:
+			n := map[int]int{argU8: 1, argU16: 2, argU32: 4, argU64: 8}[layout]
+			sv, ok = fixed(n)
+			op.args = []int64{sv}
+		case argULEB:
+			u, ok = readULEB(rd)
+			op.args = []int64{int64(u)}
+		case argSLEB:
+			sv, ok = readSLEB(rd)
+			op.args = []int64{sv}
+		case argULEBSLEB, argULEBULEB:
+			u, ok = readULEB(rd)
+			if ok && layout == argULEBSLEB {
+				sv, ok = readSLEB(rd)
+			} else if ok {
+				var u2 uint64
+				u2, ok = readULEB(rd)
+				sv = int64(u2)
+			}
+			op.args = []int64{int64(u), sv}
+		case argBlock:
+			u, ok = readULEB(rd)
+			if ok && u <= uint64(rd.Len()) {
+				op.block = make([]byte, u)
+				rd.Read(op.block)
+			} else {
+				ok = false
+			}
+		case argRefSLEB:
+			var ref int64
+			ref, ok = fixed(4)
+			if ok {
+				sv, ok = readSLEB(rd)
+			}
+			op.args = []int64{ref, sv}
+		}
+		if !ok {
+			return ops, n, false
+		}
+		ops = append(ops, op)
+	}
+	return ops, len(expr), true
+}
+
+var opNames = map[byte]string{
+	dwOpAddr: "DW_OP_addr", 0x06: "DW_OP_deref", dwOpConst1u: "DW_OP_const1u", dwOpConst1s: "DW_OP_const1s",
+	dwOpConst2u: "DW_OP_const2u", dwOpConst2s: "DW_OP_const2s", dwOpConst4u: "DW_OP_const4u",
+	dwOpConst4s: "DW_OP_const4s", dwOpConst8u: "DW_OP_const8u", dwOpConst8s: "DW_OP_const8s",
+	dwOpConstu: "DW_OP_constu", dwOpConsts: "DW_OP_consts", 0x1a: "DW_OP_and", 0x1c: "DW_OP_minus",
+	0x1e: "DW_OP_mul", 0x1f: "DW_OP_neg", 0x20: "DW_OP_not", 0x21: "DW_OP_or", 0x22: "DW_OP_plus",
+	dwOpPlusUconst: "DW_OP_plus_uconst", 0x24: "DW_OP_shl", 0x25: "DW_OP_shr", 0x26: "DW_OP_shra",
+	0x27: "DW_OP_xor", dwOpRegx: "DW_OP_regx", dwOpFbreg: "DW_OP_fbreg", dwOpBregx: "DW_OP_bregx",
+	dwOpPiece: "DW_OP_piece", 0x9d: "DW_OP_bit_piece", dwOpCallFrameCFA: "DW_OP_call_frame_cfa",
+	dwOpImplicitVal: "DW_OP_implicit_value", dwOpStackValue: "DW_OP_stack_value",
+	dwOpImplicitPtr: "DW_OP_implicit_pointer", dwOpAddrx: "DW_OP_addrx", dwOpEntryValue: "DW_OP_entry_value",
+	dwOpGNUImplPtr: "DW_OP_GNU_implicit_pointer", dwOpGNUEntryVal: "DW_OP_GNU_entry_value",
+}
+
+// prettyExpr prints a DWARF expression for a Why, in readelf's words.
+func prettyExpr(expr []byte) string {
+	ops, n, ok := decodeExpr(expr)
+	var parts []string
+	for _, op := range ops {
+		var p string
+		switch c := op.code; {
+		case c >= dwOpLit0 && c <= dwOpLit31:
+			p = fmt.Sprintf("DW_OP_lit%d", c-dwOpLit0)
+		case c >= dwOpReg0 && c <= dwOpReg31:
+			p = fmt.Sprintf("DW_OP_reg%d (%s)", c-dwOpReg0, dwarfRegName(int(c-dwOpReg0)))
+		case c >= dwOpBreg0 && c <= dwOpBreg31:
+			p = fmt.Sprintf("DW_OP_breg%d (%s) %d", c-dwOpBreg0, dwarfRegName(int(c-dwOpBreg0)), op.args[0])
+		default:
+			p = opNames[c]
+			if p == "" {
+				p = fmt.Sprintf("DW_OP_%#x", c)
+			}
+			for _, a := range op.args {
+				p += fmt.Sprintf(" %d", a)
+			}
+			if op.block != nil {
+				p += " (" + prettyExpr(op.block) + ")"
+			}
+		}
+		parts = append(parts, p)
+	}
+	if !ok {
+		parts = append(parts, fmt.Sprintf("[undecoded: % x]", expr[n:]))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // hasPieces reports whether expr describes its object in pieces
-// (DW_OP_piece, DW_OP_bit_piece): parts in different places. It steps
-// over the operands of the operations gcc and clang emit in locations; an
-// operation it does not know ends the scan.
+// (DW_OP_piece, DW_OP_bit_piece): parts in different places.
 func hasPieces(expr []byte) bool {
-	rd := bytes.NewReader(expr)
-	for rd.Len() > 0 {
-		c, _ := rd.ReadByte()
-		skip := func(n int64) { rd.Seek(n, 1) }
-		switch {
-		case c == dwOpPiece, c == 0x9d: // DW_OP_bit_piece
+	ops, _, _ := decodeExpr(expr)
+	for _, op := range ops {
+		if op.code == dwOpPiece || op.code == 0x9d {
 			return true
-		case c == dwOpAddr, c == dwOpConst8u, c == dwOpConst8s:
-			skip(8)
-		case c == dwOpConst1u, c == dwOpConst1s, c == 0x15, c == 0x94, c == 0x95: // pick, deref_size, xderef_size
-			skip(1)
-		case c == dwOpConst2u, c == dwOpConst2s, c == 0x28, c == 0x2f, c == 0x98: // bra, skip, call2
-			skip(2)
-		case c == dwOpConst4u, c == dwOpConst4s, c == 0x99: // call4
-			skip(4)
-		case c == dwOpConstu, c == dwOpPlusUconst, c == dwOpRegx, c == 0xa1, c == 0xa2, c == 0xa8, c == 0xa9: // addrx, constx, convert, reinterpret
-			readULEB(rd)
-		case c == dwOpConsts, c == dwOpFbreg, c >= dwOpBreg0 && c <= dwOpBreg31:
-			readSLEB(rd)
-		case c == dwOpBregx:
-			readULEB(rd)
-			readSLEB(rd)
-		case c == dwOpImplicitVal, c == dwOpEntryValue, c == dwOpGNUEntryVal:
-			n, _ := readULEB(rd)
-			skip(int64(n))
-		case c == dwOpImplicitPtr, c == dwOpGNUImplPtr:
-			skip(4)
-			readSLEB(rd)
-		case c >= 0x06 && c <= 0x2e || c >= dwOpLit0 && c <= dwOpReg31 || c == 0x96 || c == 0x97 || c == 0x9b || c == dwOpCallFrameCFA || c == dwOpStackValue:
-			// no operand
-		default:
-			return false
 		}
 	}
 	return false

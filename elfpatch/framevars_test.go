@@ -3,6 +3,7 @@ package elfpatch
 import (
 	"bufio"
 	"bytes"
+	"debug/dwarf"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -24,7 +25,7 @@ import (
 // frame switch concerns, and FrameCFA against readelf's interpretation
 // of .eh_frame.
 
-func funcSymbol(t *testing.T, b *Binary, name string) *symbol {
+func funcSymbol(t testing.TB, b *Binary, name string) *symbol {
 	t.Helper()
 	for _, s := range b.syms {
 		if s.fn && s.name == name {
@@ -42,7 +43,7 @@ type callSite struct {
 
 // callSites decodes a function and lists its direct calls with their
 // return addresses.
-func callSites(t *testing.T, b *Binary, s *symbol) []callSite {
+func callSites(t testing.TB, b *Binary, s *symbol) []callSite {
 	t.Helper()
 	code := b.read(s.addr, s.size)
 	if code == nil {
@@ -75,7 +76,7 @@ func callSites(t *testing.T, b *Binary, s *symbol) []callSite {
 	return out
 }
 
-func returnAfter(t *testing.T, b *Binary, fn, callee string) (entry, ret uint64) {
+func returnAfter(t testing.TB, b *Binary, fn, callee string) (entry, ret uint64) {
 	t.Helper()
 	s := funcSymbol(t, b, fn)
 	var rets []uint64
@@ -165,12 +166,14 @@ var (
 	gdbRange  = regexp.MustCompile(`Range (0x[0-9a-f]+)-(0x[0-9a-f]+): `)
 	gdbLength = regexp.MustCompile(`, length (\d+)\.$`)
 	gdbOp     = regexp.MustCompile(`\d+: (DW_OP_\w+)((?: [^|]*)?)`)
+	// gdb prints the frame base's own offset, then DW_OP_fbreg's.
+	gdbFrameBase = regexp.MustCompile(`^a variable at frame base reg \$(\w+) offset (-?\d+)\+(-?\d+)$`)
 )
 
 // gdbLocation reads gdb's description of a symbol as a FrameVar (Kind,
 // Reg, Off, Value, Size); skip is set for what FrameVarsAt leaves out
 // (functions, statics).
-func gdbLocation(t *testing.T, b *Binary, desc string, pc uint64) (v FrameVar, skip bool) {
+func gdbLocation(t *testing.T, b *Binary, desc string, pc uint64, frameBase []byte) (v FrameVar, skip bool) {
 	t.Helper()
 	if m := gdbLength.FindStringSubmatch(desc); m != nil {
 		v.Size, _ = strconv.ParseInt(m[1], 10, 64)
@@ -214,6 +217,23 @@ func gdbLocation(t *testing.T, b *Binary, desc string, pc uint64) (v FrameVar, s
 			t.Fatalf("gdb constant %q: %v", desc, err)
 		}
 		v.Kind, v.Value = VarConst, uint64(n)
+	case strings.HasPrefix(desc, "a variable at frame base reg $"):
+		// DW_OP_fbreg with a register frame base (clang's DW_OP_reg7):
+		// "a variable at frame base reg $rsp offset 0+16".
+		m := gdbFrameBase.FindStringSubmatch(desc)
+		if m == nil {
+			t.Fatalf("gdb: %q", desc)
+		}
+		a, _ := strconv.ParseInt(m[2], 0, 64)
+		o, _ := strconv.ParseInt(m[3], 0, 64)
+		if m[1] != "rsp" {
+			break // unknown: only rsp-based locations are compared
+		}
+		cfa, err := b.FrameCFA(pc)
+		if err != nil {
+			t.Fatalf("gdb says %q at %#x: %v", desc, pc, err)
+		}
+		v.Kind, v.Off = VarFrame, a+o-cfa
 	case strings.Contains(desc, "piece"):
 		// unknown: in pieces
 	case strings.HasPrefix(desc, "a complex DWARF expression:"):
@@ -238,11 +258,21 @@ func gdbLocation(t *testing.T, b *Binary, desc string, pc uint64) (v FrameVar, s
 			}
 			return cfa
 		}
+		// DW_OP_fbreg is relative to the CFA (gcc) or to rsp (clang).
+		fbOff := func() int64 {
+			if bytes.Equal(frameBase, []byte{0x57}) { // DW_OP_reg7
+				return -cfa()
+			}
+			if !bytes.Equal(frameBase, []byte{0x9c}) { // DW_OP_call_frame_cfa
+				t.Fatalf("frame base % x", frameBase)
+			}
+			return 0
+		}
 		switch {
 		case len(ops) == 1 && ops[0][1] == "DW_OP_fbreg":
-			v.Kind, v.Off = VarFrame, arg(0)
+			v.Kind, v.Off = VarFrame, arg(0)+fbOff()
 		case value && ops[0][1] == "DW_OP_fbreg":
-			v.Kind, v.Off = VarFrameAddr, arg(0)
+			v.Kind, v.Off = VarFrameAddr, arg(0)+fbOff()
 		case len(ops) == 1 && breg == 7:
 			v.Kind, v.Off = VarFrame, arg(0)-cfa()
 		case value && breg == 7:
@@ -265,8 +295,9 @@ func gdbLocation(t *testing.T, b *Binary, desc string, pc uint64) (v FrameVar, s
 // compareGDB checks that FrameVarsAt and gdb see the same variables at
 // pc in the same places. It returns how many variables gdb could not be
 // asked about.
-func compareGDB(t *testing.T, b *Binary, where string, pc uint64, vs []FrameVar, g []gdbVar) (unchecked int) {
+func compareGDB(t *testing.T, b *Binary, where string, fn, pc uint64, vs []FrameVar, g []gdbVar) (unchecked int) {
 	t.Helper()
+	fb := frameBaseOf(t, b, fn)
 	gdb := map[string][]FrameVar{}
 	skipped := map[string]bool{}
 	for _, gv := range g {
@@ -274,7 +305,7 @@ func compareGDB(t *testing.T, b *Binary, where string, pc uint64, vs []FrameVar,
 			skipped[gv.path] = true
 			continue
 		}
-		v, skip := gdbLocation(t, b, gv.desc, pc)
+		v, skip := gdbLocation(t, b, gv.desc, pc, fb)
 		if !skip {
 			v.Path = gv.path
 			gdb[gv.path] = append(gdb[gv.path], v)
@@ -482,7 +513,7 @@ func TestFrameVarsSSHD(t *testing.T) {
 				for _, v := range vs {
 					kinds[v.Kind]++
 				}
-				compareGDB(t, b, s.where+" ("+strconv.FormatUint(s.ret, 16)+")", s.ret, vs, g[s.ret])
+				compareGDB(t, b, s.where+" ("+strconv.FormatUint(s.ret, 16)+")", s.fn, s.ret, vs, g[s.ret])
 			}
 			t.Logf("%d return addresses compared with gdb: %v variables by kind", len(sites), kinds)
 			for _, k := range []VarKind{VarUnknown, VarReg, VarFrame, VarConst, VarFrameAddr} {
@@ -596,80 +627,97 @@ func testFrameVarsFixture(t *testing.T, dwarfFlag string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		compareGDB(t, b, "vars.c "+strconv.FormatUint(c.pc, 16), c.pc, vs, g[c.pc])
+		compareGDB(t, b, "vars.c "+strconv.FormatUint(c.pc, 16), c.fn, c.pc, vs, g[c.pc])
 	}
 }
 
-// TestFrameVarsEveryCall compares FrameVarsAt with gdb at the return
-// address of every direct and indirect call in every function of more
-// testprocs builds: other inlining, pieces, location lists with
-// DW_OP_addr constants, noreturn calls.
+// TestFrameVarsEveryCall compares FrameVarsAt with gdb and FrameCFA with
+// readelf at the return address of every direct and indirect call in
+// every function of more builds: other testprocs (other inlining,
+// pieces, DW_OP_addr constants, noreturn calls) and, when clang is
+// installed, sshd v5 built by clang (DWARF 5 with DW_FORM_loclistx and
+// rnglistx, .debug_addr, a DW_OP_reg7 frame base).
 func TestFrameVarsEveryCall(t *testing.T) {
 	if !haveGDB() {
 		t.Skip("gdb is not installed: this test is the comparison with gdb")
 	}
 	for _, name := range []string{"ftpd-v8", "statd-v4", "handshake-v2"} {
-		t.Run(name, func(t *testing.T) {
-			bin := testutil.Build(t, name)
-			b, err := Open(bin)
-			if err != nil {
-				t.Fatal(err)
-			}
-			type site struct {
-				fn, ret uint64
-				end     bool // the call ends the function
-				where   string
-			}
-			var sites []site
-			var pcs []uint64
-			for _, s := range b.syms {
-				if !s.fn || s.sect != ".text" || s.name == "_start" {
-					continue
-				}
-				for _, c := range callSites(t, b, s) {
-					sites = append(sites, site{s.addr, c.ret, c.ret == s.addr+s.size, s.name + " after " + c.callee})
-					pcs = append(pcs, c.ret)
-				}
-			}
-			cfas := readelfCFA(t, bin, pcs)
-			for _, s := range sites {
-				cfa, err := b.FrameCFA(s.ret)
-				want, ok := cfas[s.ret]
-				if !ok {
-					// Past a noreturn call at a function's end, in the
-					// padding before the next: no FDE covers it.
-					if err == nil {
-						t.Errorf("%s (%#x): FrameCFA = %d, readelf finds no FDE", s.where, s.ret, cfa)
-					}
-					continue
-				}
-				if err != nil || "rsp+"+strconv.FormatInt(cfa, 10) != want {
-					t.Errorf("%s (%#x): FrameCFA = %d, %v; readelf says %s", s.where, s.ret, cfa, err, want)
-				}
-			}
-			g := gdbScopes(t, bin, pcs)
-			kinds := map[VarKind]int{}
-			unchecked := 0
-			for _, s := range sites {
-				vs, err := b.FrameVarsAt(s.fn, s.ret)
-				if s.end {
-					if err == nil || !strings.Contains(err.Error(), "does not return") {
-						t.Errorf("%s (%#x), the end of the function: %v, want an error saying the call does not return", s.where, s.ret, err)
-					}
-					continue
-				}
-				if err != nil {
-					t.Errorf("%s: %v", s.where, err)
-					continue
-				}
-				for _, v := range vs {
-					kinds[v.Kind]++
-				}
-				unchecked += compareGDB(t, b, s.where+" ("+strconv.FormatUint(s.ret, 16)+")", s.ret, vs, g[s.ret])
-			}
-			t.Logf("%d return addresses compared with gdb: %v variables by kind, %d in blocks gdb cannot show", len(sites), kinds, unchecked)
-		})
+		t.Run(name, func(t *testing.T) { compareEveryCall(t, testutil.Build(t, name)) })
 	}
+	t.Run("clang-sshd-v5", func(t *testing.T) {
+		if _, err := exec.LookPath("clang"); err != nil {
+			t.Skip("clang is not installed (apt-get install clang): its DWARF forms are not compared")
+		}
+		bin := filepath.Join(fixtureDir, "sshd-v5-clang")
+		src := filepath.Join(testutil.TestprocsDir(), "sshd", "v5", "sshd.c")
+		if out, err := exec.Command("clang", "-g", "-O2", "-o", bin, src, "-lpthread").CombinedOutput(); err != nil {
+			t.Fatalf("clang: %v\n%s", err, out)
+		}
+		compareEveryCall(t, bin)
+	})
+}
+
+func compareEveryCall(t *testing.T, bin string) {
+	b, err := Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type site struct {
+		fn, ret uint64
+		end     bool // the call ends the function
+		where   string
+	}
+	var sites []site
+	var pcs []uint64
+	for _, s := range b.syms {
+		if !s.fn || s.sect != ".text" || s.name == "_start" {
+			continue
+		}
+		for _, c := range callSites(t, b, s) {
+			sites = append(sites, site{s.addr, c.ret, c.ret == s.addr+s.size, s.name + " after " + c.callee})
+			pcs = append(pcs, c.ret)
+		}
+	}
+	cfas := readelfCFA(t, bin, pcs)
+	for _, s := range sites {
+		cfa, err := b.FrameCFA(s.ret)
+		want, ok := cfas[s.ret]
+		if !ok {
+			// Past a noreturn call at a function's end, in the
+			// padding before the next: no FDE covers it.
+			if err == nil {
+				t.Errorf("%s (%#x): FrameCFA = %d, readelf finds no FDE", s.where, s.ret, cfa)
+			}
+			continue
+		}
+		if err != nil || "rsp+"+strconv.FormatInt(cfa, 10) != want {
+			t.Errorf("%s (%#x): FrameCFA = %d, %v; readelf says %s", s.where, s.ret, cfa, err, want)
+		}
+	}
+	g := gdbScopes(t, bin, pcs)
+	kinds := map[VarKind]int{}
+	unchecked := 0
+	for _, s := range sites {
+		vs, err := b.FrameVarsAt(s.fn, s.ret)
+		if s.end {
+			if err == nil || !strings.Contains(err.Error(), "does not return") {
+				t.Errorf("%s (%#x), the end of the function: %v, want an error saying the call does not return", s.where, s.ret, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", s.where, err)
+			continue
+		}
+		for _, v := range vs {
+			kinds[v.Kind]++
+		}
+		unchecked += compareGDB(t, b, s.where+" ("+strconv.FormatUint(s.ret, 16)+")", s.fn, s.ret, vs, g[s.ret])
+	}
+	if len(sites) == 0 || kinds[VarReg]+kinds[VarFrame] == 0 {
+		t.Errorf("%d call sites, %v variables: nothing compared", len(sites), kinds)
+	}
+	t.Logf("%d return addresses compared with gdb: %v variables by kind, %d in blocks gdb cannot show", len(sites), kinds, unchecked)
 }
 
 // TestFrameVarsSeparateDebugFile: a build stripped of its DWARF whose
@@ -714,4 +762,66 @@ func TestFrameVarsSeparateDebugFile(t *testing.T) {
 	if m := varsByPath(got); len(m["s"]) != 1 || m["s"][0].Kind != VarReg {
 		t.Errorf("with the debug file: s = %v", m["s"])
 	}
+}
+
+// frameBaseOf reads DW_AT_frame_base of the subprogram whose code starts at fn
+// straight from debug/dwarf, for gdbLocation's reading of DW_OP_fbreg.
+func frameBaseOf(t *testing.T, b *Binary, fn uint64) []byte {
+	t.Helper()
+	r := b.dw.Reader()
+	for {
+		e, err := r.Next()
+		if err != nil || e == nil {
+			t.Fatalf("no subprogram at %#x (%v)", fn, err)
+		}
+		if e.Tag != dwarf.TagSubprogram {
+			continue
+		}
+		rs, _ := b.dw.Ranges(e) // low_pc/high_pc, or the hot and cold parts
+		if len(rs) > 0 && rs[0][0] == fn {
+			fb, _ := e.Val(dwarf.AttrFrameBase).([]byte)
+			return fb
+		}
+	}
+}
+
+// FuzzFrameVarExpr feeds arbitrary location expressions to the
+// classification FrameVarsAt applies to each variable: it must never
+// panic, and what it reports must be consistent.
+func FuzzFrameVarExpr(f *testing.F) {
+	bin := testutil.Build(f, "sshd-v5")
+	b, err := Open(bin)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, e := range [][]byte{
+		{0x91, 0xc0, 0x7b},             // DW_OP_fbreg -576
+		{0x5d},                         // DW_OP_reg13
+		{0x77, 0x08},                   // DW_OP_breg7 8
+		{0x0a, 0x00, 0x02, 0x9f},       // DW_OP_const2u 512; DW_OP_stack_value
+		{0xa3, 0x01, 0x55, 0x9f},       // DW_OP_entry_value(DW_OP_reg5); DW_OP_stack_value
+		{0x91, 0x48, 0x93, 0x08, 0x5d}, // DW_OP_fbreg -56; DW_OP_piece 8; DW_OP_reg13
+		{0x9e, 0x02, 0x2a, 0x00},       // DW_OP_implicit_value 2 {42, 0}
+		{0x03, 1, 2, 3, 4, 5, 6, 7, 8, 0x9f},
+	} {
+		f.Add(e)
+	}
+	_, ra := returnAfter(f, b, "session_thread", "read")
+	f.Fuzz(func(t *testing.T, expr []byte) {
+		w := &varWalker{b: b, d: b.dw, fd: b.frameData(), pc: ra, frameBase: []byte{dwOpCallFrameCFA}}
+		var v FrameVar
+		w.classify(&v, expr)
+		switch v.Kind {
+		case VarUnknown:
+			if v.Why == "" {
+				t.Errorf("% x: unknown without a reason", expr)
+			}
+		case VarReg:
+			if v.Reg < 0 || v.Reg > 16 {
+				t.Errorf("% x: register %d", expr, v.Reg)
+			}
+		}
+		_ = hasPieces(expr)
+		_ = prettyExpr(expr)
+	})
 }

@@ -49,9 +49,16 @@ int main(int argc, char **argv) { MAIN; printf("%d\n", work()); return 0; }
 
 func endPtrPair(t *testing.T, decls, first, tail, main string) (old, new *Binary) {
 	t.Helper()
-	src := strings.NewReplacer("DECLS", decls, "FIRST", first, "TAIL", tail, "MAIN", main).Replace(endPtrSrc)
-	old = buildOrdered(t, strings.Replace(src, "EXTRA", "", 1))
-	new = buildOrdered(t, strings.Replace(src, "EXTRA", "int added;", 1))
+	return endPtrPairNew(t, decls, "", first, tail, main)
+}
+
+// endPtrPairNew is endPtrPair with declarations only NEW has (after the
+// others).
+func endPtrPairNew(t *testing.T, decls, newDecls, first, tail, main string) (old, new *Binary) {
+	t.Helper()
+	src := strings.NewReplacer("FIRST", first, "TAIL", tail, "MAIN", main).Replace(endPtrSrc)
+	old = buildOrdered(t, strings.NewReplacer("EXTRA", "", "DECLS", decls).Replace(src))
+	new = buildOrdered(t, strings.NewReplacer("EXTRA", "int added;", "DECLS", decls+"\n"+newDecls).Replace(src))
 	return old, new
 }
 
@@ -123,4 +130,17 @@ func TestPlanEndPointerAmbiguousRefused(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "ambiguous: end of moved items or start of next_obj")
 	assert.Contains(t, err.Error(), "not only compared")
+}
+
+// A pointer in NEW's data holding that address has no instruction to tell
+// its use by: refused.
+func TestPlanEndPointerInDataRefused(t *testing.T) {
+	old, new := endPtrPairNew(t, "struct item items[16];\nint next_obj;", "const void *items_end = items + 16;\n#define ITEMS_END items_end",
+		"items", "\n#ifndef ITEMS_END\n#define ITEMS_END end\n#endif\n\ts += (ITEMS_END == end);", "items[1].v = argc; next_obj = 5")
+	ni, nn := symAt(t, new.ELF(), "", "items"), symAt(t, new.ELF(), "", "next_obj")
+	require.Equal(t, ni.Value+ni.Size, nn.Value, "next_obj must start where items ends in NEW")
+	_, err := BuildPatch(old, new, WithRules(soleRules(t, "items", "struct item")))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "ambiguous: end of moved items or start of next_obj")
+	assert.Contains(t, err.Error(), "a pointer in the new build's data holds that address")
 }

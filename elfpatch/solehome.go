@@ -113,6 +113,17 @@ func (d *differ) soleHomes(t *Transfer, c xferCand, rules *Rules) {
 	}
 	sort.Strings(t.PointerUsers)
 	t.PointerUsers = dedup(t.PointerUsers)
+	t.NextAtEnd = d.old.nextAt(c.o.addr + c.o.size)
+}
+
+// nextAt names the sized data object starting at addr ("" if none).
+func (s *side) nextAt(addr uint64) string {
+	for _, o := range s.b.syms {
+		if o.addr == addr && o.size > 0 && !o.fn && !o.tls {
+			return o.name
+		}
+	}
+	return ""
 }
 
 // soleHomeReason replaces the refusal of a changed type reached through
@@ -122,9 +133,24 @@ func (d *differ) soleHomeReason(tc *TypeChange) bool {
 	if tc.Storage != "heap" || g == "" {
 		return false
 	}
-	users := d.pointerUsers(tc.Name)
-	d.reason(VerdictAuto, tc.Name, "", "layout of %s changed (%s); the operator declared that every %s lives in %s (sole_home_of), which the transformer converts: pointers to it held by waiting frames are relocated when those frames are switched to the new code, and apply waits until no other function using it through pointers (%s) is on a stack",
-		tc.Name, tc.Detail, tc.Name, g, strings.Join(users, ", "))
+	in := map[string]bool{}
+	for _, f := range d.r.Changed {
+		in[f.Name] = true
+	}
+	var replaced, others []string
+	for _, u := range d.pointerUsers(tc.Name) {
+		if in[u] {
+			replaced = append(replaced, u)
+		} else {
+			others = append(others, u)
+		}
+	}
+	wait := "no other function uses it through pointers"
+	if len(others) > 0 {
+		wait = fmt.Sprintf("apply waits until none of the others using it through pointers (%s) is on a stack", strings.Join(others, ", "))
+	}
+	d.reason(VerdictAuto, tc.Name, "", "layout of %s changed (%s); the operator declared that every %s lives in %s (sole_home_of), which the transformer converts: pointers to it held by waiting frames of the functions the patch replaces (%s) are relocated when those frames are switched to the new code; %s",
+		tc.Name, tc.Detail, tc.Name, g, strings.Join(replaced, ", "), wait)
 	return true
 }
 

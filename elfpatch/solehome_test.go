@@ -117,6 +117,8 @@ func TestSoleHomeSSHDDeclared(t *testing.T) {
 	bx := findTransfer(back.Report, "sessions")
 	require.NotNil(t, bx)
 	assert.Equal(t, x.PointerUsers, bx.PointerUsers)
+	assert.Equal(t, "nusers", x.NextAtEnd, "OLD's nusers starts where OLD's sessions ends")
+	assert.Equal(t, x.NextAtEnd, bx.NextAtEnd)
 
 	// The references to the address where sessions ends and nusers
 	// starts in NEW: objdump shows `lea nusers(%rip),%r15` in

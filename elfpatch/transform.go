@@ -70,6 +70,11 @@ type Transfer struct {
 	// pointers: a frame of one may hold a pointer into OLD's object, so
 	// apply waits until none is on a stack (solehome.go).
 	PointerUsers []string `json:"pointer_users,omitempty"`
+	// NextAtEnd names OLD's object that starts exactly where OLD's
+	// object ends (sshd's nusers after sessions): a pointer holding that
+	// address may mean either, so apply refuses to relocate one found in
+	// data (plan_endptr.go decides NEW's code by use).
+	NextAtEnd string `json:"next_at_end,omitempty"`
 	// Init is NEW's initial value of the object (nil: zero).
 	Init HexBytes `json:"init,omitempty"`
 	// Ops build NEW's object from OLD's; Reverse OLD's from NEW's (for

@@ -42,6 +42,7 @@ func TestSoleHomeCommands(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	assert.Contains(t, out, "(nothing to resolve)")
 	assert.Contains(t, out, "the operator declared that every struct session lives in sessions")
+	assert.Contains(t, out, "reached through pointers by (they count in apply's safety check): cmd_echo, cmd_login")
 	text, err = os.ReadFile(desc)
 	require.NoError(t, err)
 	assert.True(t, strings.Contains(string(text), "sole_home_of:\n        - struct session"), "the rule is kept")

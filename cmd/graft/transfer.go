@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"graft"
 	"graft/elfpatch"
@@ -143,6 +144,9 @@ func printTransferReport(w io.Writer, r *elfpatch.Report) {
 		}
 		for _, n := range t.Todo {
 			fmt.Fprintf(w, "    TODO %s\n", n)
+		}
+		if len(t.PointerUsers) > 0 {
+			fmt.Fprintf(w, "    reached through pointers by (they count in apply's safety check): %s\n", strings.Join(t.PointerUsers, ", "))
 		}
 		if t.Irreversible != "" {
 			fmt.Fprintf(w, "    irreversible: %s\n", t.Irreversible)
