@@ -583,6 +583,13 @@ func (sys *system) applyInPause(ps *pause, ck checker, pr *prepared, rec *PatchR
 		}
 		return nil
 	})
+	if len(rec.Switches) > 0 {
+		undo, err := pointReturns(p, rec.Switches)
+		if err != nil {
+			return nil, ps.abort(err)
+		}
+		ps.did(undo)
+	}
 	if pt.Go != nil {
 		unlink, err := linkGoModule(p, pt.Go, pr.exeBias, rec.GoModule)
 		if err != nil {

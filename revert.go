@@ -305,6 +305,13 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 	if err := revertInPause(ps, popped, restore, buf, st.Addr); err != nil {
 		return nil, fail(err)
 	}
+	if len(res.SwitchedBack) > 0 {
+		undo, err := pointReturns(p, res.SwitchedBack)
+		if err != nil {
+			return nil, fail(ps.abort(err))
+		}
+		ps.did(undo)
+	}
 	// The threads go on detached; one stays borrowed for the unmapping.
 	dropRecord := len(keep) == 0 && len(next.Retained) == 0 && len(next.Pending) == 0 && st.Addr != 0
 	gone := unmappable(popped, res.Pending)

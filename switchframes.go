@@ -353,21 +353,42 @@ func writeSwitches(p proc, area *switchArea, base uint64, first int, frames []sa
 		if _, err := p.WriteAt(code, int64(fs.Addr)); err != nil {
 			return nil, nil, errors.Join(fmt.Errorf("write switch code at %#x: %w", fs.Addr, err), undoAll())
 		}
-		var nb [8]byte
-		binary.LittleEndian.PutUint64(nb[:], fs.Addr)
-		if _, err := p.WriteAt(nb[:], int64(slot)); err != nil {
-			return nil, nil, errors.Join(fmt.Errorf("point thread %d's return address at the switch code: %w", f.Tid, err), undoAll())
-		}
-		orig := f.PC
-		undo = append(undo, func() error {
-			var b [8]byte
-			binary.LittleEndian.PutUint64(b[:], orig)
-			_, err := p.WriteAt(b[:], int64(slot))
-			return err
-		})
-		recs = append(recs, SwitchRecord{Tid: f.Tid, Function: sf.fn, Slot: slot, Orig: orig, Stub: fs.Addr, To: toBias + plan.To})
+		recs = append(recs, SwitchRecord{Tid: f.Tid, Function: sf.fn, Slot: slot, Orig: f.PC, Stub: fs.Addr, To: toBias + plan.To})
 	}
 	return recs, undoAll, nil
+}
+
+// pointReturns points each switched frame's return address at its switch
+// code: the last write of a switch, made once the record that lists it is
+// in (a graft killed before leaves no frame headed for code the record
+// does not name). The undo puts the return addresses back.
+func pointReturns(p proc, recs []SwitchRecord) (func() error, error) {
+	var undo []func() error
+	undoAll := func() error {
+		var errs []error
+		for i := len(undo) - 1; i >= 0; i-- {
+			errs = append(errs, undo[i]())
+		}
+		return errors.Join(errs...)
+	}
+	write := func(slot, v uint64) error {
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], v)
+		_, err := p.WriteAt(b[:], int64(slot))
+		return err
+	}
+	for _, r := range recs {
+		var cur [8]byte
+		if _, err := p.ReadAt(cur[:], int64(r.Slot)); err != nil || binary.LittleEndian.Uint64(cur[:]) != r.Orig {
+			return nil, errors.Join(fmt.Errorf("thread %d's return address at %#x changed during the pause", r.Tid, r.Slot), undoAll())
+		}
+		if err := write(r.Slot, r.Stub); err != nil {
+			return nil, errors.Join(fmt.Errorf("point thread %d's return address at the switch code: %w", r.Tid, err), undoAll())
+		}
+		r := r
+		undo = append(undo, func() error { return write(r.Slot, r.Orig) })
+	}
+	return undoAll, nil
 }
 
 // unswitch puts back, in a revert's pause, the return addresses of the
