@@ -118,6 +118,9 @@ func placeholderRelocs(pt *Patch, p *elfpatch.SwitchPlan, far uint64) []trampoli
 		}
 		os, ns, m := transferStride(&t)
 		out = append(out, trampoline.Reloc{OldBase: next(t.OldSize), OldSize: t.OldSize, OldStride: os, NewBase: next(t.NewSize), NewStride: ns, OffMap: m})
+		if t.NextAtEnd != "" {
+			out = append(out, trampoline.Reloc{OldBase: next(1), OldSize: 1, OldStride: 1, NewBase: next(1), NewStride: 1})
+		}
 	}
 	for _, o := range p.Objs {
 		out = append(out, trampoline.Reloc{OldBase: next(uint64(o.Size)), OldSize: uint64(o.Size), OldStride: uint64(o.Size), NewBase: next(uint64(o.Size)), NewStride: uint64(o.Size)})
@@ -236,6 +239,14 @@ func doSwitches(p proc, area *switchArea, base uint64, frames []safepoint.Stayed
 		}
 		os, ns, m := transferStride(&pt.Transfers[i])
 		relocs = append(relocs, trampoline.Reloc{OldBase: r.Old, OldSize: r.OldSize, OldStride: os, NewBase: r.New, NewStride: ns, OffMap: m})
+		if pt.Transfers[i].NextAtEnd != "" {
+			// The old object's end is where another object starts
+			// (sshd: sessions' end is &nusers): a value there is read
+			// as that object's address and left alone (a loop's end
+			// pointer is recomputed by the plan, never carried).
+			end := r.Old + r.OldSize
+			relocs = append(relocs, trampoline.Reloc{OldBase: end, OldSize: 1, OldStride: 1, NewBase: end, NewStride: 1})
+		}
 	}
 	return writeSwitches(p, area, base, 0, frames, relocs, base, base, nil)
 }
@@ -297,14 +308,8 @@ func writeSwitches(p proc, area *switchArea, base uint64, first int, frames []sa
 		return in.Target, nil
 	}
 	var recs []SwitchRecord
-	var undo []func() error
-	undoAll := func() error {
-		var errs []error
-		for i := len(undo) - 1; i >= 0; i-- {
-			errs = append(errs, undo[i]())
-		}
-		return errors.Join(errs...)
-	}
+	var undo undoList
+	undoAll := undo.run
 	for i, f := range frames {
 		sf := f.Switch.(*switchFrame)
 		plan := sf.plan
@@ -363,14 +368,8 @@ func writeSwitches(p proc, area *switchArea, base uint64, first int, frames []sa
 // in (a graft killed before leaves no frame headed for code the record
 // does not name). The undo puts the return addresses back.
 func pointReturns(p proc, recs []SwitchRecord) (func() error, error) {
-	var undo []func() error
-	undoAll := func() error {
-		var errs []error
-		for i := len(undo) - 1; i >= 0; i-- {
-			errs = append(errs, undo[i]())
-		}
-		return errors.Join(errs...)
-	}
+	var undo undoList
+	undoAll := undo.run
 	write := func(slot, v uint64) error {
 		var b [8]byte
 		binary.LittleEndian.PutUint64(b[:], v)
@@ -386,7 +385,7 @@ func pointReturns(p proc, recs []SwitchRecord) (func() error, error) {
 			return nil, errors.Join(fmt.Errorf("point thread %d's return address at the switch code: %w", r.Tid, err), undoAll())
 		}
 		r := r
-		undo = append(undo, func() error { return write(r.Slot, r.Orig) })
+		undo.push(func() error { return write(r.Slot, r.Orig) })
 	}
 	return undoAll, nil
 }
@@ -396,14 +395,8 @@ func pointReturns(p proc, recs []SwitchRecord) (func() error, error) {
 // the switch code's address): they go on in the old code, which the
 // revert restores. The undo points them at the switch code again.
 func unswitch(p proc, recs []SwitchRecord) (int, func() error, error) {
-	var undo []func() error
-	undoAll := func() error {
-		var errs []error
-		for i := len(undo) - 1; i >= 0; i-- {
-			errs = append(errs, undo[i]())
-		}
-		return errors.Join(errs...)
-	}
+	var undo undoList
+	undoAll := undo.run
 	n := 0
 	for _, r := range recs {
 		var cur [8]byte
@@ -423,7 +416,7 @@ func unswitch(p proc, recs []SwitchRecord) (int, func() error, error) {
 			return 0, nil, errors.Join(fmt.Errorf("put back thread %d's return address at %#x: %w", r.Tid, r.Slot, err), undoAll())
 		}
 		stub := r.Stub
-		undo = append(undo, func() error { return write(stub) })
+		undo.push(func() error { return write(stub) })
 		n++
 	}
 	return n, undoAll, nil

@@ -532,15 +532,7 @@ func resumeSymOff(s *symbol, a uint64) string {
 func (d *differ) resume(o, n *unit, patched map[string]bool) *Resume {
 	x, y := d.old.decodeResume(o), d.new.decodeResume(n)
 	m := align(x.ins, y.ins)
-	inv := make([]int, len(y.ins))
-	for j := range inv {
-		inv[j] = -1
-	}
-	for i, j := range m {
-		if j >= 0 {
-			inv[j] = i
-		}
-	}
+	inv := inverse(m, len(y.ins))
 	rs := &Resume{
 		Old: resumeSide(x, y, m, false, nil),
 		New: resumeSide(y, x, inv, true, patched),
@@ -582,17 +574,24 @@ func (d *differ) switchAll() {
 			}
 			x, y := d.old.decodeResume(p[0]), d.new.decodeResume(p[1])
 			m := align(x.ins, y.ins)
-			inv := make([]int, len(y.ins))
-			for j := range inv {
-				inv[j] = -1
-			}
-			for i, j := range m {
-				if j >= 0 {
-					inv[j] = i
-				}
-			}
+			inv := inverse(m, len(y.ins))
 			rs.Switch = switchSide(d.old.b, d.new.b, x, y, m)
 			rs.Back = switchSide(d.new.b, d.old.b, y, x, inv)
 		}
 	}
+}
+
+// inverse maps each of n instructions of the other side back to its
+// partner in the alignment m (-1: none).
+func inverse(m []int, n int) []int {
+	inv := make([]int, n)
+	for j := range inv {
+		inv[j] = -1
+	}
+	for i, j := range m {
+		if j >= 0 {
+			inv[j] = i
+		}
+	}
+	return inv
 }
