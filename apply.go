@@ -454,7 +454,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	if opts.DryRun {
 		// The transformers run too, writing nothing: a value that does
 		// not fit its new type shows now.
-		xrecs, _, xerr := runTransfers(p, pt, pr.exeBias, base)
+		xrecs, _, xerr := runTransfers(p, pt, pr.exeBias, base, true)
 		if err := ps.end(false); err != nil || xerr != nil {
 			if err != nil {
 				err = fmt.Errorf("resume: %w", err)
@@ -536,7 +536,7 @@ func (sys *system) applyInPause(ps *pause, ck checker, pr *prepared, rec *PatchR
 	// before the record and any jump; the record then holds the result.
 	if len(pt.Transfers) > 0 {
 		tx := time.Now()
-		xrecs, commit, err := runTransfers(p, pt, pr.exeBias, res.Base)
+		xrecs, commit, err := runTransfers(p, pt, pr.exeBias, res.Base, false)
 		if err == nil {
 			rec.Transfers = xrecs
 			out, err = sys.outcome(st, *rec, sites, out.unload)

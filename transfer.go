@@ -207,8 +207,10 @@ func (x xferSpan) relocate(v, pointee uint64) (uint64, bool, error) {
 // runTransfers computes, in the pause, every transferred global's new
 // bytes from the live ones (checking every value) and the pointers to
 // rewrite. It writes nothing: commit writes them and returns an undo that
-// puts OLD's bytes and the pointers back. A dry run only computes.
-func runTransfers(p proc, pt *Patch, exeBias, base uint64) ([]TransferRecord, func() (func() error, error), error) {
+// puts OLD's bytes and the pointers back. A dry run (dry) only computes,
+// with no image loaded: a moved object starts from NEW's initial value
+// as the patch carries it.
+func runTransfers(p proc, pt *Patch, exeBias, base uint64, dry bool) ([]TransferRecord, func() (func() error, error), error) {
 	spans := make([]xferSpan, len(pt.Transfers))
 	for i := range pt.Transfers {
 		t := &pt.Transfers[i]
@@ -226,8 +228,12 @@ func runTransfers(p proc, pt *Patch, exeBias, base uint64) ([]TransferRecord, fu
 		return 0, false, nil
 	}
 	reloc = endChecked(spans, reloc)
+	imageLo, imageHi := base, base+pt.Image.Size
 	read := func(addr, n uint64) ([]byte, error) {
 		b := make([]byte, n)
+		if dry && addr >= imageLo && addr < imageHi {
+			return b, nil // not loaded: zero, as the mapping starts
+		}
 		if _, err := p.ReadAt(b, int64(addr)); err != nil {
 			return nil, fmt.Errorf("read %d bytes at %#x: %w", n, addr, err)
 		}
@@ -246,7 +252,7 @@ func runTransfers(p proc, pt *Patch, exeBias, base uint64) ([]TransferRecord, fu
 			return nil, nil, fmt.Errorf("transfer %s: %w", t.Name, err)
 		}
 		var init []byte
-		if t.InPlace {
+		if t.InPlace || dry {
 			init = t.Init
 		} else if init, err = read(s.new, t.NewSize); err != nil {
 			// NEW's copy as the loader initialised it (relocated).

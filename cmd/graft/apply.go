@@ -86,7 +86,11 @@ func runApply(stdout, stderr io.Writer, o applyOpts) error {
 	}
 	printTransfers(stdout, res.Transfers, res.Irreversible)
 	printStayed(stdout, res.Stayed, "old")
-	printSwitched(stdout, res.Switched, "new")
+	if res.DryRun {
+		printSwitched(stdout, res.Switched, "new (would be)")
+	} else {
+		printSwitched(stdout, res.Switched, "new")
+	}
 	if res.TransferUS > 0 {
 		fmt.Fprintf(stdout, "  pause: %d µs (state transfer %d µs)\n", res.PauseUS, res.TransferUS)
 	} else {

@@ -172,7 +172,11 @@ func printSwitched(w io.Writer, rs []graft.SwitchRecord, which string) {
 		}
 		tids[r.Function] = append(tids[r.Function], strconv.Itoa(r.Tid))
 	}
-	fmt.Fprintf(w, "  frames switched to the %s code, each when its call returns (%d):\n", which, len(rs))
+	verb := "switched"
+	if strings.HasSuffix(which, " (would be)") {
+		which, verb = strings.TrimSuffix(which, " (would be)"), "that would be switched"
+	}
+	fmt.Fprintf(w, "  frames %s to the %s code, each when its call returns (%d):\n", verb, which, len(rs))
 	for _, fn := range order {
 		fmt.Fprintf(w, "    %-24s thread %s\n", fn, strings.Join(tids[fn], ", "))
 	}

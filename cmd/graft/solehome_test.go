@@ -1,10 +1,16 @@
 package main
 
 import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -55,4 +61,69 @@ func TestSoleHomeCommands(t *testing.T) {
 	require.Len(t, p.Report.Transfers, 1)
 	assert.Contains(t, p.Report.Transfers[0].PointerUsers, "cmd_login")
 	assert.Empty(t, p.Report.Transfers[0].Todo)
+}
+
+// The same patch applied and reverted through the commands on a running
+// sshd v5 with a session open: apply's text names the frames switched to
+// the new code, --json lists them; revert says which went back.
+func TestSwitchedFramesCommands(t *testing.T) {
+	requireRoot(t)
+	old, new := testutil.Build(t, "sshd-v5"), testutil.Build(t, "sshd-v6")
+	dir := t.TempDir()
+	patch := filepath.Join(dir, "v5-v6.patch")
+	desc := filepath.Join(dir, "rules.state.yaml")
+	require.NoError(t, os.WriteFile(desc, []byte("globals:\n  - name: sessions\n    rules:\n      sole_home_of: [\"struct session\"]\n"), 0o644))
+	out, errOut, code := runGraft("diff", "-o", patch, "--state", desc, old, new)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "frame switches:")
+	assert.Regexp(t, `session_thread +\d+ of \d+ return addresses`, out)
+
+	users := filepath.Join(dir, "users")
+	require.NoError(t, os.WriteFile(users, []byte("alice:wonderland\n"), 0o644))
+	target, port := testutil.StartServer(t, "sshd-v5", "-u", users)
+	defer testutil.RequireReleased(t, target.Pid)
+	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	require.NoError(t, err)
+	defer c.Close()
+	r := bufio.NewReader(c)
+	say := func(s string) string {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if s != "" {
+			fmt.Fprintf(c, "%s\n", s)
+		}
+		l, err := r.ReadString('\n')
+		require.NoError(t, err)
+		return strings.TrimSpace(l)
+	}
+	say("") // banner
+	require.Equal(t, "OK welcome alice", say("LOGIN alice wonderland"))
+	pid := strconv.Itoa(target.Pid)
+
+	out, errOut, code = runGraft("apply", "-p", pid, "--dry-run", patch)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "frames that would be switched to the new code")
+	out, errOut, code = runGraft("apply", "-p", pid, "--json", patch)
+	require.Equal(t, 0, code, errOut)
+	var res struct {
+		Switched []struct {
+			Tid      int    `json:"tid"`
+			Function string `json:"function"`
+			From     string `json:"from"`
+			To       string `json:"to"`
+		} `json:"switched"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &res))
+	fns := map[string]int{}
+	for _, s := range res.Switched {
+		fns[s.Function]++
+		assert.True(t, strings.HasPrefix(s.From, "0x") && strings.HasPrefix(s.To, "0x"), "%+v", s)
+	}
+	assert.Equal(t, 1, fns["main"])
+	assert.Equal(t, 1, fns["session_thread"])
+	require.Equal(t, "OK alice commands=1", say("WHOAMI"))
+
+	out, errOut, code = runGraft("revert", "-p", pid)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "frames switched to the old code")
+	require.Equal(t, "OK alice", say("WHOAMI"))
 }
