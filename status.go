@@ -2,6 +2,7 @@ package graft
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"time"
@@ -80,6 +81,11 @@ type PatchStatus struct {
 	// Irreversible says why revert refuses it ("" if it does not).
 	Transfers    []TransferResult `json:"transfers,omitempty"`
 	Irreversible string           `json:"irreversible,omitempty"`
+	// Switched counts the frames the apply switched to the new code;
+	// SwitchWaiting those whose call has not returned yet (their return
+	// address still leads to the switch code).
+	Switched      int `json:"switched,omitempty"`
+	SwitchWaiting int `json:"switch_waiting,omitempty"`
 }
 
 // status reads the record without attaching: the target never stops.
@@ -130,6 +136,13 @@ func statusOf(pid int, st *State, mem io.ReaderAt) *StatusResult {
 		}
 		for _, f := range r.Functions {
 			ps.Functions = append(ps.Functions, f.Name)
+		}
+		ps.Switched = len(r.Switches)
+		for _, sw := range r.Switches {
+			var b [8]byte
+			if _, err := mem.ReadAt(b[:], int64(sw.Slot)); err == nil && binary.LittleEndian.Uint64(b[:]) == sw.Stub {
+				ps.SwitchWaiting++
+			}
 		}
 		for _, s := range r.Sites {
 			if overwrittenLater(st, i, s.Addr) || inUnloaded(st, s.Addr) {

@@ -42,6 +42,7 @@ func runStatus(stdout, stderr io.Writer, pidv int, asJSONv bool) error {
 				Unloaded: p.Unloaded, SupersededBy: p.SupersededBy, Intact: p.Intact, Redirects: []redirectOutput{},
 				Signer: p.Signer, Module: p.Module, ModulePath: p.ModulePath,
 				Transfers: p.Transfers, Irreversible: p.Irreversible,
+				Switched: p.Switched, SwitchWaiting: p.SwitchWaiting,
 			}
 			for _, r := range p.Redirects {
 				ro := redirectOutput{Name: r.Name, New: hex(r.New), NewSize: r.NewSize}
@@ -107,6 +108,9 @@ func runStatus(stdout, stderr io.Writer, pidv int, asJSONv bool) error {
 			fmt.Fprintf(stdout, "  unsigned: applied with no trust policy\n")
 		}
 		printTransfers(stdout, p.Transfers, p.Irreversible)
+		if p.Switched > 0 {
+			fmt.Fprintf(stdout, "  frames switched to the new code: %d (%d still waiting for their call to return)\n", p.Switched, p.SwitchWaiting)
+		}
 		if !p.SelfContained && !p.Unloaded {
 			nb := p.NewPath
 			if nb == "" {

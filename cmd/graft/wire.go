@@ -355,6 +355,10 @@ type patchStatusOutput struct {
 	// revert refuses it.
 	Transfers    []graft.TransferResult `json:"transfers,omitempty"`
 	Irreversible string                 `json:"irreversible,omitempty"`
+	// Switched: frames the apply switched to the new code;
+	// SwitchWaiting: those whose call has not returned yet.
+	Switched      int `json:"switched,omitempty"`
+	SwitchWaiting int `json:"switch_waiting,omitempty"`
 }
 
 type redirectOutput struct {
