@@ -1,6 +1,7 @@
 package elfpatch
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -10,6 +11,7 @@ import (
 	"golang.org/x/arch/x86/x86asm"
 
 	"graft/internal/testutil"
+	"graft/trampoline"
 )
 
 // returnAfterCall finds, in function fn of b, the return address of its
@@ -130,4 +132,90 @@ func TestSwitchPlansOnlyWithTransfers(t *testing.T) {
 			assert.Empty(t, c.Resume.Back, c.Name)
 		}
 	}
+}
+
+// Every adjacent C pair of testprocs, every changed function, every
+// return address, both ways: the analysis never fails to answer, and
+// every plan it accepts is one the switch code generator accepts, with
+// every move inside the frames and no destination written twice.
+func TestSwitchPlansWellFormed(t *testing.T) {
+	pairs := map[string]int{"sshd": 6, "ftpd": 8, "acceptd": 6, "statd": 4, "blockread": 3, "handshake": 2}
+	total, ok := 0, 0
+	for prog, n := range pairs {
+		for v := 1; v < n; v++ {
+			ob, err := Open(testutil.Build(t, fmt.Sprintf("%s-v%d", prog, v)))
+			require.NoError(t, err)
+			nb, err := Open(testutil.Build(t, fmt.Sprintf("%s-v%d", prog, v+1)))
+			require.NoError(t, err)
+			os, ns := prepare(ob, true), prepare(nb, true)
+			for _, u := range os.units {
+				w := ns.byKey[u.key]
+				if w == nil {
+					continue
+				}
+				x, y := os.decodeResume(u), ns.decodeResume(w)
+				m := align(x.ins, y.ins)
+				for dir, ps := range []SwitchPlans{switchSide(ob, nb, x, y, m), switchSide(nb, ob, y, x, inverse(m, len(y.ins)))} {
+					for _, p := range ps {
+						total++
+						if p.Why != "" {
+							require.Empty(t, p.Moves)
+							continue
+						}
+						ok++
+						checkPlan(t, fmt.Sprintf("%s v%d dir %d %s %#x", prog, v, dir, u.sym.name, p.From), &p)
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d of %d return addresses can switch", ok, total)
+	require.Positive(t, ok)
+}
+
+func checkPlan(t *testing.T, where string, p *SwitchPlan) {
+	t.Helper()
+	require.Positive(t, p.FromSize, where)
+	require.Positive(t, p.ToSize, where)
+	regs := map[int]bool{}
+	bytes := map[int64]bool{}
+	for _, mv := range p.Moves {
+		switch mv.Dst.Kind {
+		case "reg":
+			require.False(t, regs[mv.Dst.Reg], "%s: register %d written twice", where, mv.Dst.Reg)
+			require.NotEqual(t, 7, mv.Dst.Reg, where)
+			regs[mv.Dst.Reg] = true
+		case "slot":
+			for b := mv.Dst.Off; b < mv.Dst.Off+int64(mv.Size); b++ {
+				require.False(t, bytes[b], "%s: frame byte CFA%+d written twice (%s)", where, b, mv.What)
+				bytes[b] = true
+			}
+			require.GreaterOrEqual(t, mv.Dst.Off, -p.ToSize, where)
+			require.LessOrEqual(t, mv.Dst.Off+int64(mv.Size), int64(-8), where)
+		default:
+			t.Fatalf("%s: destination %+v", where, mv.Dst)
+		}
+		if mv.Src.Kind == "slot" {
+			require.GreaterOrEqual(t, mv.Src.Off, -p.FromSize, where)
+			require.LessOrEqual(t, mv.Src.Off+int64(mv.Size), int64(0), where)
+		}
+	}
+	// The generator takes it (addresses are placeholders).
+	const far = 0x7f0000000000
+	fs := &trampoline.FrameSwitch{Addr: far, Scratch: far + 0x100000, CFA: far + 0x200000,
+		OldSize: uint64(p.FromSize), NewSize: uint64(p.ToSize), Target: far + 0x300000}
+	for _, mv := range p.Moves {
+		loc := func(l SwitchLoc) trampoline.Loc {
+			switch l.Kind {
+			case "reg":
+				return trampoline.Loc{Kind: trampoline.LocReg, Reg: l.Reg}
+			case "slot":
+				return trampoline.Loc{Kind: trampoline.LocSlot, Off: l.Off}
+			}
+			return trampoline.Loc{Kind: trampoline.LocConst, Value: far}
+		}
+		fs.Moves = append(fs.Moves, trampoline.Move{Dst: loc(mv.Dst), Src: loc(mv.Src), Size: mv.Size, Reloc: mv.Size%8 == 0 && (mv.Src.Kind == "reg" || mv.Src.Kind == "slot")})
+	}
+	_, err := trampoline.BuildFrameSwitch(fs)
+	require.NoError(t, err, where)
 }
