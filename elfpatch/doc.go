@@ -107,7 +107,8 @@
 // (framevars.go) lists the variables in scope at a return address, inlined
 // callees' included ("read_line/n"), each in a register, a frame slot
 // relative to the CFA, a constant, or unknown with the reason, from the
-// DWARF location lists; FrameCFA gives CFA-rsp there from .eh_frame.
+// DWARF location lists; FrameCFA gives CFA-rsp there and FrameSaves where
+// the caller's registers are saved, from .eh_frame.
 //
 // # Go programs
 //

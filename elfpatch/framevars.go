@@ -234,22 +234,7 @@ func (b *Binary) readEhFrame() (fdes frame.FrameDescriptionEntries, err error) {
 
 // cfaRule returns the CFA rule at the link-time pc: CFA = reg + off.
 func (b *Binary) cfaRule(pc uint64) (reg uint64, off int64, err error) {
-	fd := b.frameData()
-	if fd.fdeErr != nil {
-		return 0, 0, fd.fdeErr
-	}
-	i := sort.Search(len(fd.fdes), func(i int) bool { return fd.fdes[i].Begin() > pc }) - 1
-	var fde *frame.FrameDescriptionEntry
-	for j := i; j >= 0 && j > i-4; j-- {
-		if fd.fdes[j].Cover(pc) {
-			fde = fd.fdes[j]
-			break
-		}
-	}
-	if fde == nil {
-		return 0, 0, fmt.Errorf("no .eh_frame entry covers %#x", pc)
-	}
-	fc, err := establishCFA(fde, pc)
+	fc, err := b.unwindRules(pc)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -257,6 +242,45 @@ func (b *Binary) cfaRule(pc uint64) (reg uint64, off int64, err error) {
 		return 0, 0, fmt.Errorf("the CFA at %#x is a DWARF expression, not register+offset", pc)
 	}
 	return fc.CFA.Reg, fc.CFA.Offset, nil
+}
+
+// unwindRules runs the .eh_frame program of the FDE covering pc up to pc.
+func (b *Binary) unwindRules(pc uint64) (*frame.FrameContext, error) {
+	fd := b.frameData()
+	if fd.fdeErr != nil {
+		return nil, fd.fdeErr
+	}
+	i := sort.Search(len(fd.fdes), func(i int) bool { return fd.fdes[i].Begin() > pc }) - 1
+	for j := i; j >= 0 && j > i-4; j-- {
+		if fd.fdes[j].Cover(pc) {
+			return establishCFA(fd.fdes[j], pc)
+		}
+	}
+	return nil, fmt.Errorf("no .eh_frame entry covers %#x", pc)
+}
+
+// FrameSaves gives, at the link-time address pc, where the function has
+// saved its caller's registers so far: DWARF register number -> offset
+// from the CFA (16, the return address, is at -8). A register the function
+// has not saved (it still holds the caller's value, or the caller does not
+// expect it kept) is absent. From .eh_frame; an error for a rule other
+// than "saved at CFA+k" (kept in another register, an expression).
+func (b *Binary) FrameSaves(pc uint64) (map[int]int64, error) {
+	fc, err := b.unwindRules(pc)
+	if err != nil {
+		return nil, fmt.Errorf("frame saves: %w", err)
+	}
+	out := map[int]int64{}
+	for r, rule := range fc.Regs {
+		switch rule.Rule {
+		case frame.RuleOffset:
+			out[int(r)] = rule.Offset
+		case frame.RuleUndefined, frame.RuleSameVal:
+		default:
+			return nil, fmt.Errorf("frame saves: at %#x register %s is not saved at CFA+k (rule %d)", pc, dwarfRegName(int(r)), rule.Rule)
+		}
+	}
+	return out, nil
 }
 
 func establishCFA(fde *frame.FrameDescriptionEntry, pc uint64) (fc *frame.FrameContext, err error) {

@@ -380,21 +380,24 @@ func compareGDB(t *testing.T, b *Binary, where string, fn, pc uint64, vs []Frame
 	return unchecked
 }
 
-// readelfCFA returns readelf's CFA rule ("rsp+608") at each pc.
-func readelfCFA(t *testing.T, bin string, pcs []uint64) map[uint64]string {
+// readelfFrames returns readelf's row of unwind rules at each pc, by
+// column ("CFA": "rsp+608", "rbx": "c-56", "ra": "c-8"); no entry for a pc
+// no FDE covers.
+func readelfFrames(t *testing.T, bin string, pcs []uint64) map[uint64]map[string]string {
 	t.Helper()
 	out, err := exec.Command("readelf", "--debug-dump=frames-interp", bin).Output()
 	if err != nil {
 		t.Fatalf("readelf: %v", err)
 	}
 	fdeRE := regexp.MustCompile(`FDE cie=\w+ pc=([0-9a-f]+)\.\.([0-9a-f]+)`)
-	rowRE := regexp.MustCompile(`^([0-9a-f]{16}) (\S+)`)
+	rowRE := regexp.MustCompile(`^[0-9a-f]{16} `)
 	type row struct {
-		loc uint64
-		cfa string
+		loc  uint64
+		cols map[string]string
 	}
 	type fde struct {
 		lo, hi uint64
+		names  []string
 		rows   []row
 	}
 	var fdes []*fde
@@ -405,25 +408,84 @@ func readelfCFA(t *testing.T, bin string, pcs []uint64) map[uint64]string {
 			fdes = append(fdes, &fde{lo: lo, hi: hi})
 			continue
 		}
-		if m := rowRE.FindStringSubmatch(line); m != nil && len(fdes) > 0 {
-			loc, _ := strconv.ParseUint(m[1], 16, 64)
-			f := fdes[len(fdes)-1]
-			f.rows = append(f.rows, row{loc, m[2]})
+		if len(fdes) == 0 {
+			continue
+		}
+		f := fdes[len(fdes)-1]
+		fields := strings.Fields(line)
+		switch {
+		case len(fields) > 1 && fields[0] == "LOC":
+			f.names = fields
+		case rowRE.MatchString(line) && len(fields) == len(f.names):
+			loc, _ := strconv.ParseUint(fields[0], 16, 64)
+			r := row{loc, map[string]string{}}
+			for i, n := range f.names[1:] {
+				r.cols[n] = fields[i+1]
+			}
+			f.rows = append(f.rows, r)
 		}
 	}
-	res := map[uint64]string{}
+	res := map[uint64]map[string]string{}
 	for _, pc := range pcs {
 		for _, f := range fdes {
 			if f.lo <= pc && pc < f.hi {
 				for _, r := range f.rows {
 					if r.loc <= pc {
-						res[pc] = r.cfa
+						res[pc] = r.cols
 					}
 				}
 			}
 		}
 	}
 	return res
+}
+
+// checkFrame compares FrameCFA and FrameSaves at pc with readelf's row.
+func checkFrame(t *testing.T, b *Binary, where string, pc uint64, row map[string]string) {
+	t.Helper()
+	cfa, err := b.FrameCFA(pc)
+	if err != nil || "rsp+"+strconv.FormatInt(cfa, 10) != row["CFA"] {
+		t.Errorf("%s (%#x): FrameCFA = %d, %v; readelf says %s", where, pc, cfa, err, row["CFA"])
+	}
+	saves, err := b.FrameSaves(pc)
+	if err != nil {
+		t.Errorf("%s (%#x): FrameSaves: %v; readelf says %v", where, pc, err, row)
+		return
+	}
+	seen := 0
+	for name, rule := range row {
+		if name == "CFA" {
+			continue
+		}
+		reg := 16
+		if name != "ra" {
+			reg = -1
+			for i, n := range x86DwarfRegs {
+				if n == name {
+					reg = i
+				}
+			}
+		}
+		off, saved := saves[reg]
+		switch {
+		case reg < 0:
+			t.Errorf("%s: readelf column %q", where, name)
+		case rule == "u":
+			if saved {
+				t.Errorf("%s (%#x): %s saved at CFA%+d, readelf says not saved", where, pc, name, off)
+			}
+		case strings.HasPrefix(rule, "c"):
+			seen++
+			if want, _ := strconv.ParseInt(rule[1:], 10, 64); !saved || off != want {
+				t.Errorf("%s (%#x): %s saved at CFA%+d (%v), readelf says %s", where, pc, name, off, saved, rule)
+			}
+		default:
+			t.Errorf("%s (%#x): %s: readelf rule %q, FrameSaves has no error", where, pc, name, rule)
+		}
+	}
+	if seen != len(saves) {
+		t.Errorf("%s (%#x): FrameSaves %v, readelf %v", where, pc, saves, row)
+	}
 }
 
 func TestFrameVarsSSHD(t *testing.T) {
@@ -492,12 +554,9 @@ func TestFrameVarsSSHD(t *testing.T) {
 					pcs = append(pcs, c.ret)
 				}
 			}
-			cfas := readelfCFA(t, bin, pcs)
+			rows := readelfFrames(t, bin, pcs)
 			for _, s := range sites {
-				cfa, err := b.FrameCFA(s.ret)
-				if want := cfas[s.ret]; err != nil || "rsp+"+strconv.FormatInt(cfa, 10) != want {
-					t.Errorf("%s (%#x): FrameCFA = %d, %v; readelf says %s", s.where, s.ret, cfa, err, want)
-				}
+				checkFrame(t, b, s.where, s.ret, rows[s.ret])
 			}
 			if !haveGDB() {
 				t.Log("gdb is not installed: locations not compared with gdb's")
@@ -678,21 +737,18 @@ func compareEveryCall(t *testing.T, bin string) {
 			pcs = append(pcs, c.ret)
 		}
 	}
-	cfas := readelfCFA(t, bin, pcs)
+	rows := readelfFrames(t, bin, pcs)
 	for _, s := range sites {
-		cfa, err := b.FrameCFA(s.ret)
-		want, ok := cfas[s.ret]
+		row, ok := rows[s.ret]
 		if !ok {
 			// Past a noreturn call at a function's end, in the
 			// padding before the next: no FDE covers it.
-			if err == nil {
+			if cfa, err := b.FrameCFA(s.ret); err == nil {
 				t.Errorf("%s (%#x): FrameCFA = %d, readelf finds no FDE", s.where, s.ret, cfa)
 			}
 			continue
 		}
-		if err != nil || "rsp+"+strconv.FormatInt(cfa, 10) != want {
-			t.Errorf("%s (%#x): FrameCFA = %d, %v; readelf says %s", s.where, s.ret, cfa, err, want)
-		}
+		checkFrame(t, b, s.where, s.ret, row)
 	}
 	g := gdbScopes(t, bin, pcs)
 	kinds := map[VarKind]int{}

@@ -21,7 +21,10 @@ package elfpatch
 //     switched to NEW's code with their pointers relocated.
 //
 // Without the declaration, such a type inside a transferred global gets a
-// TODO on the global, which says exactly what to add.
+// TODO on the global, which says exactly what to add. A type inside a
+// global that moves and keeps its layout needs no declaration (its objects
+// elsewhere are fine), but its pointer users are recorded all the same: a
+// pointer into the old object goes stale when it moves.
 
 import (
 	"debug/dwarf"
@@ -98,6 +101,14 @@ func (d *differ) soleHomes(t *Transfer, c xferCand, rules *Rules) {
 			continue
 		}
 		if class, _ := compareTypes(oldIn[name], nt); class != TypeChanged {
+			// Same layout: objects elsewhere (the heap) are fine, but
+			// a pointer into this global's old object goes stale when
+			// it moves, so a function that may hold one counts in the
+			// safety check; no declaration is needed for that.
+			if !t.InPlace {
+				t.PointerUsers = append(t.PointerUsers, users...)
+				t.Notes = append(t.Notes, fmt.Sprintf("%s (inside %s, same layout) is reached through pointers by %s: as %s moves, apply waits until none of them that the patch does not replace is on a stack", name, t.Name, strings.Join(users, ", "), t.Name))
+			}
 			continue
 		}
 		what := "the type of " + t.Name

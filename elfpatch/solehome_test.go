@@ -265,3 +265,35 @@ int main(int argc, char **argv)
 }
 
 func decodeAt(code []byte, pc uint64) (x86dec.Inst, error) { return x86dec.Decode(code, pc) }
+
+// An array that grows and moves, whose element type keeps its layout:
+// objects of that type elsewhere are fine, so nothing is declared, but a
+// function that may hold a pointer into the old array counts in apply's
+// safety check all the same.
+func TestSoleHomeSameLayoutMovedPointerUsers(t *testing.T) {
+	src := `#include <stdio.h>
+struct rec { int id; long seen; };
+struct rec recs[N];
+int after;
+__attribute__((noinline)) static void touch(struct rec *r) { r->seen++; }
+int main(int argc, char **argv)
+{
+	for (int i = 0; i < N; i++)
+		touch(&recs[i]);
+	after = argc;
+	printf("%d\n", after);
+	return 0;
+}
+`
+	old := buildOrdered(t, strings.Replace(src, "N", "8", -1))
+	new := buildOrdered(t, strings.Replace(src, "N", "16", -1))
+	r, err := Diff(old, new)
+	require.NoError(t, err)
+	x := findTransfer(r, "recs")
+	require.NotNil(t, x)
+	require.False(t, x.InPlace, "recs must move (after follows it) for the test to mean anything")
+	assert.Empty(t, x.Todo)
+	assert.Contains(t, x.PointerUsers, "touch")
+	assert.Empty(t, refusedFor(r, "struct rec"))
+	assert.NotEqual(t, VerdictRefused, r.Verdict, "%+v", r.Reasons)
+}
