@@ -152,6 +152,8 @@ type prepared struct {
 	allowNames []string
 	// switches is the image's room for frame switches (nil: none).
 	switches *switchArea
+	// xfer locates the transferred globals in the process.
+	xfer *xferLocs
 }
 
 func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOptions) (res *ApplyResult, err error) {
@@ -204,7 +206,7 @@ func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOpti
 		if tids, err := tracer.Tasks(pid); err == nil {
 			n += 2 * len(tids)
 		}
-		pr.image, pr.switches = withSwitchArea(pt.Image, pt, n)
+		pr.image, pr.switches = withSwitchArea(pr.image, pt, n)
 	}
 	allowed, err := resolveAllow(pt, opts.AllowActive)
 	if err != nil {
@@ -301,6 +303,7 @@ func prepare(pid int, pt *Patch, st *State, exe *tracer.Module, readSyms func(pa
 		pr.funcNames = append(pr.funcNames, r.Name)
 	}
 	if top == nil || pt.Go != nil {
+		pr.xfer = plainXferLocs(pt, exe.Bias)
 		for i, r := range pt.Image.Redirects {
 			pr.versions = append(pr.versions, version{redir: i, name: r.Name, entry: exe.Bias + r.Old, size: r.OldSize + pt.Pad[r.Name]})
 		}
@@ -454,7 +457,7 @@ func (sys *system) applyAttached(ctx context.Context, pid int, p proc, pr *prepa
 	if opts.DryRun {
 		// The transformers run too, writing nothing: a value that does
 		// not fit its new type shows now.
-		xrecs, _, xerr := runTransfers(p, pt, pr.exeBias, base, true)
+		xrecs, _, xerr := runTransfers(p, pt, pr.xfer, base, true)
 		if err := ps.end(false); err != nil || xerr != nil {
 			if err != nil {
 				err = fmt.Errorf("resume: %w", err)
@@ -536,7 +539,7 @@ func (sys *system) applyInPause(ps *pause, ck checker, pr *prepared, rec *PatchR
 	// before the record and any jump; the record then holds the result.
 	if len(pt.Transfers) > 0 {
 		tx := time.Now()
-		xrecs, commit, err := runTransfers(p, pt, pr.exeBias, res.Base, false)
+		xrecs, commit, err := runTransfers(p, pt, pr.xfer, res.Base, false)
 		if err == nil {
 			rec.Transfers = xrecs
 			out, err = sys.outcome(st, *rec, sites, out.unload)
@@ -663,7 +666,7 @@ func newPatchRecord(pr *prepared, exe *tracer.Module, base uint64) PatchRecord {
 		Carry:      carryOf(pr, base),
 	}
 	if pr.switches != nil {
-		rec.SwitchArea, rec.Back, rec.OldBias = pr.switches, backPlans(pt), pr.exeBias
+		rec.SwitchArea, rec.Back = pr.switches, backPlans(pr)
 	}
 	if pt.Go != nil {
 		rec.GoModule = base + pt.Go.Module

@@ -129,6 +129,8 @@ type switchFrame struct {
 	fn    string
 	plan  *elfpatch.SwitchPlan
 	shift uint64 // the waiting copy's bias: plan.From+shift is the PC
+	// toBias, when set, is the destination copy's (a revert's).
+	toBias uint64
 }
 
 // stayChecker decides, in the pause, whether a frame may stay.
@@ -279,20 +281,41 @@ func (pr *prepared) frameSpec(spec *safeSpec, exeBias uint64) error {
 		return a >= lo && a < hi
 	}
 	sc := &stayChecker{note: map[string]string{}}
+	// The copy of each function that runs now: the last one found (the
+	// executable's, then each image's in order).
+	current := map[string]version{}
+	for _, v := range pr.versions {
+		current[v.name] = v
+	}
 	for _, v := range pr.versions {
 		rs := pt.Resume[v.name]
 		if rs == nil {
 			sc.note[v.name] = "the patch carries no analysis of " + v.name + " (made by an older graft, or a version-2 patch file)"
 			continue
 		}
+		if xfer {
+			// Switch plans are for OLD's code, which is the copy that
+			// runs now: the top image's, or, for a function no earlier
+			// patch replaced, the executable's (the same instructions
+			// at the same offsets: the diff found it unchanged).
+			if current[v.name] != v {
+				continue // an older copy: its frames block
+			}
+			shift := v.entry - pt.Image.Redirects[v.redir].Old
+			p := proof{fn: v.name, extent: []Range{{v.entry, v.entry + v.size}}, shift: shift, switches: rs.Switch}
+			same := func(a uint64) bool { return inAnyImage(pr.state, a) == inAnyImage(pr.state, v.entry) }
+			for _, part := range pr.parts {
+				if part.Name == v.name && same(part.Start) {
+					p.extent = append(p.extent, part.Range)
+				}
+			}
+			sc.proofs = append(sc.proofs, p)
+			continue
+		}
 		if !inLayer(v.entry) {
 			continue // a copy older than OLD (stacked): not what the analysis saw
 		}
 		p := proof{fn: v.name, ranges: rs.Old.Shift(shift), extent: []Range{{v.entry, v.entry + v.size}}, shift: shift}
-		if xfer {
-			p.ranges = nil
-			p.switches = rs.Switch
-		}
 		for _, part := range pr.parts {
 			if part.Name == v.name && inLayer(part.Start) {
 				p.extent = append(p.extent, part.Range)

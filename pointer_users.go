@@ -93,3 +93,32 @@ func endChecked(spans []xferSpan, reloc elfpatch.Relocator) elfpatch.Relocator {
 		return nv, ok, err
 	}
 }
+
+// stackedPointerUserRanges is pointerUserRanges on top of other patches:
+// the executable's copies and every image's copy of a pointer user an
+// earlier patch replaced (a frame in either may hold an old pointer).
+func stackedPointerUserRanges(pt *Patch, exeSyms *symbols, bias uint64, layers []layer) []namedRange {
+	out := pointerUserRanges(pt, exeSyms, bias)
+	redirected := map[string]bool{}
+	for _, r := range pt.Image.Redirects {
+		redirected[r.Name] = true
+	}
+	for _, t := range pt.Transfers {
+		for _, fn := range t.PointerUsers {
+			if redirected[fn] {
+				continue
+			}
+			for _, l := range layers {
+				if l.rec == nil {
+					continue
+				}
+				for _, f := range l.rec.Functions {
+					if f.Name == fn || f.Name == fn+".cold" {
+						out = append(out, namedRange{fn, Range{f.New, f.New + f.NewSize}})
+					}
+				}
+			}
+		}
+	}
+	return out
+}

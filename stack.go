@@ -75,6 +75,27 @@ func prepareStacked(pid int, pr *prepared, exe *tracer.Module, readSyms func(pat
 		}
 		return 0, false
 	}
+	if len(pt.Transfers) > 0 {
+		var recs []*PatchRecord
+		for _, l := range layers[1:] {
+			recs = append(recs, l.rec)
+		}
+		at, err := stackedXferLocs(pt, recs, func(name, file string, off uint64) (uint64, uint64, uint64, bool) {
+			for _, l := range layers {
+				if s, ok := l.syms.lookup(name, file); ok {
+					if l.rec != nil {
+						refs[l.rec.ID] = true
+					}
+					return l.base + s.Addr + off, s.Size, l.syms.room(s.Addr), true
+				}
+			}
+			return 0, 0, 0, false
+		}, func(r *PatchRecord) { refs[r.ID] = true })
+		if err != nil {
+			return nil, fmt.Errorf("apply patch %s on top of %s in pid %d: %w", pt.ID, top.ID, pid, err)
+		}
+		pr.xfer = at
+	}
 	// oldSyms is the top patch's NEW symbol table, read only for a
 	// patch file that does not name its fixups' symbols (version 1).
 	var oldSyms *symbols
@@ -118,6 +139,7 @@ func prepareStacked(pid int, pr *prepared, exe *tracer.Module, readSyms func(pat
 	sort.Strings(pr.refs)
 
 	pr.parts = partRanges(pt, layers)
+	pr.parts = append(pr.parts, stackedPointerUserRanges(pt, exeSyms, exe.Bias, layers)...)
 	for i, r := range pt.Image.Redirects {
 		var vs []version
 		if s, ok := exeSyms.unique(r.Name); ok && s.Func {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"graft/elfpatch"
 	"io"
 	"os"
 	"slices"
@@ -146,11 +145,11 @@ type PatchRecord struct {
 	// (switchframes.go); revert puts back the ones still waiting.
 	Switches []SwitchRecord `json:"switches,omitempty"`
 	// SwitchArea is the image's room for switch code; Back the plans
-	// that carry frames in the new code back to the old (link-time: From
-	// relative to Base, To to OldBias, the old code's load bias).
-	SwitchArea *switchArea          `json:"switch_area,omitempty"`
-	Back       elfpatch.SwitchPlans `json:"back,omitempty"`
-	OldBias    uint64               `json:"old_bias,omitempty"`
+	// that carry frames in the new code back to the old, per function
+	// (link-time: From relative to Base, To to the set's Bias, where the
+	// old copy of the function runs).
+	SwitchArea *switchArea `json:"switch_area,omitempty"`
+	Back       []BackSet   `json:"back,omitempty"`
 	// StayAt are the resume addresses in the image's new code where a
 	// frame may stay past a revert (proven by the resume analysis;
 	// sorted, absolute).

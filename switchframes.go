@@ -269,14 +269,15 @@ func doBackSwitches(p proc, r *PatchRecord, frames []safepoint.Stayed) ([]Switch
 	}
 	// The old code's entries still hold the patch's jumps: read what the
 	// revert puts back.
-	return writeSwitches(p, r.SwitchArea, r.Base, first, frames, relocs, r.OldBias, r.OldBias, r.Sites)
+	return writeSwitches(p, r.SwitchArea, r.Base, first, frames, relocs, 0, 0, r.Sites)
 }
 
 // writeSwitches writes the switch code of frames into area's slots from
 // first on (the image at base) and points the frames' return addresses at
-// it. A plan's To is relative to toBias; its "lea" values name
-// instructions of the destination code, relative to leaBias, read as
-// they are once the jumps of sites are taken out.
+// it. A plan's To is relative to toBias (or the frame's own, for a
+// revert: each function's old copy has its own); its "lea" values name
+// instructions of the destination code, at the same bias, read as they
+// are once the jumps of sites are taken out.
 func writeSwitches(p proc, area *switchArea, base uint64, first int, frames []safepoint.Stayed, relocs []trampoline.Reloc, toBias, leaBias uint64, sites []SiteRecord) ([]SwitchRecord, func() error, error) {
 	if len(frames) == 0 {
 		return nil, func() error { return nil }, nil
@@ -288,8 +289,8 @@ func writeSwitches(p proc, area *switchArea, base uint64, first int, frames []sa
 		}
 		return nil, nil, fmt.Errorf("%d frames must be switched, and the image has room for %d (more threads than when the patch was applied); try again", len(frames), n)
 	}
-	lea := func(link uint64) (uint64, error) {
-		at := leaBias + link
+	lea := func(bias, link uint64) (uint64, error) {
+		at := bias + link
 		buf := make([]byte, 16)
 		if _, err := p.ReadAt(buf, int64(at)); err != nil {
 			return 0, err
@@ -316,6 +317,10 @@ func writeSwitches(p proc, area *switchArea, base uint64, first int, frames []sa
 		if f.CFA == 0 {
 			return nil, nil, errors.Join(fmt.Errorf("switch %s's frame in thread %d: its frame address is unknown", sf.fn, f.Tid), undoAll())
 		}
+		toBias, leaBias := toBias, leaBias
+		if sf.toBias != 0 {
+			toBias, leaBias = sf.toBias, sf.toBias
+		}
 		var lerr error
 		k := uint64(first + i)
 		fs := &trampoline.FrameSwitch{
@@ -329,7 +334,7 @@ func writeSwitches(p proc, area *switchArea, base uint64, first int, frames []sa
 		}
 		for _, mv := range plan.Moves {
 			fs.Moves = append(fs.Moves, switchMove(mv, f.CFA, func(a uint64) uint64 {
-				v, err := lea(a)
+				v, err := lea(leaBias, a)
 				if err != nil && lerr == nil {
 					lerr = err
 				}
@@ -422,18 +427,40 @@ func unswitch(p proc, recs []SwitchRecord) (int, func() error, error) {
 	return n, undoAll, nil
 }
 
+// BackSet is one function's plans back to its old copy at Bias.
+type BackSet struct {
+	Function string               `json:"function"`
+	Bias     uint64               `json:"bias"`
+	Plans    elfpatch.SwitchPlans `json:"plans"`
+}
+
 // backPlans are the patch's plans that carry a frame from the new code
-// back to the old (for a revert), recorded with the patch.
-func backPlans(pt *Patch) elfpatch.SwitchPlans {
-	var out elfpatch.SwitchPlans
-	for _, rs := range pt.Resume {
+// back to the copy of each function that ran before it (for a revert),
+// recorded with the patch.
+func backPlans(pr *prepared) []BackSet {
+	pt := pr.patch
+	current := map[string]version{}
+	for _, v := range pr.versions {
+		current[v.name] = v
+	}
+	var out []BackSet
+	for name, v := range current {
+		rs := pt.Resume[name]
+		if rs == nil {
+			continue
+		}
+		set := BackSet{Function: name, Bias: v.entry - pt.Image.Redirects[v.redir].Old}
 		for _, p := range rs.Back {
 			if p.Why == "" {
-				out = append(out, p)
+				set.Plans = append(set.Plans, p)
 			}
 		}
+		if len(set.Plans) > 0 {
+			sort.Slice(set.Plans, func(i, j int) bool { return set.Plans[i].From < set.Plans[j].From })
+			out = append(out, set)
+		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].From < out[j].From })
+	sort.Slice(out, func(i, j int) bool { return out[i].Function < out[j].Function })
 	return out
 }
 
@@ -455,12 +482,18 @@ func revertSwitchStay(popped []PatchRecord) func(fn string, pc uint64, exact boo
 			if exact {
 				return safepoint.StayVerdict{Function: name, Why: "the patch converted state, and this frame is running in the new code (not waiting in a call), so it cannot be switched back"}
 			}
-			plan := r.Back.Lookup(pc - r.Base)
+			var plan *elfpatch.SwitchPlan
+			bias := uint64(0)
+			for _, set := range r.Back {
+				if p := set.Plans.Lookup(pc - r.Base); p != nil {
+					plan, bias = p, set.Bias
+				}
+			}
 			if plan == nil {
 				return safepoint.StayVerdict{Function: name, Why: "the patch converted state, and no switch back to the old code was planned for this return address in the new code"}
 			}
 			return safepoint.StayVerdict{OK: true, Function: name, Why: fmt.Sprintf("switched back: continues in the old code, its frame rebuilt in the old layout (%d moves)", len(plan.Moves)),
-				Switch: &switchFrame{fn: name, plan: plan, shift: r.Base}}
+				Switch: &switchFrame{fn: name, plan: plan, shift: r.Base, toBias: bias}}
 		}
 		return safepoint.StayVerdict{}
 	}

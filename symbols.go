@@ -154,3 +154,13 @@ func (s *symbols) unique(name string) (symbol, bool) {
 	}
 	return v[0], true
 }
+
+// room returns how many bytes from addr on no other symbol starts
+// (^0 if none follows).
+func (s *symbols) room(addr uint64) uint64 {
+	i := sort.Search(len(s.byAddr), func(i int) bool { return s.byAddr[i].Addr > addr })
+	if i == len(s.byAddr) {
+		return ^uint64(0)
+	}
+	return s.byAddr[i].Addr - addr
+}

@@ -160,9 +160,6 @@ func checkTransfers(pid int, pt *Patch, st *State, allow []string) error {
 	if len(todo) > 0 {
 		return &RefusedError{PatchID: pt.ID, Reasons: append([]string{"the state transformer has unresolved TODOs; fill the state description (graft diff -o writes FILE.state.yaml) and run graft diff again with --state"}, todo...)}
 	}
-	if st.Top() != nil {
-		return fmt.Errorf("apply patch %s to pid %d: it converts %s, and state transfer on top of another patch is not supported; revert the patches in effect first (graft revert -p %d --all)", pt.ID, pid, transferNames(pt.Transfers), pid)
-	}
 	for _, t := range pt.Transfers {
 		if a := pointerUserAllowed(&t, allow); a != "" {
 			return fmt.Errorf("apply patch %s to pid %d: --allow-active %s: it reaches %s's objects through pointers (sole_home_of); a frame left running in the old code would keep its pointer into the old object", pt.ID, pid, a, t.Name)
@@ -210,11 +207,11 @@ func (x xferSpan) relocate(v, pointee uint64) (uint64, bool, error) {
 // puts OLD's bytes and the pointers back. A dry run (dry) only computes,
 // with no image loaded: a moved object starts from NEW's initial value
 // as the patch carries it.
-func runTransfers(p proc, pt *Patch, exeBias, base uint64, dry bool) ([]TransferRecord, func() (func() error, error), error) {
+func runTransfers(p proc, pt *Patch, at *xferLocs, base uint64, dry bool) ([]TransferRecord, func() (func() error, error), error) {
 	spans := make([]xferSpan, len(pt.Transfers))
 	for i := range pt.Transfers {
 		t := &pt.Transfers[i]
-		spans[i] = xferSpan{t: t, old: exeBias + t.OldAddr, new: base + t.NewAddr}
+		spans[i] = xferSpan{t: t, old: at.old[i], new: base + t.NewAddr}
 		if t.InPlace {
 			spans[i].new = spans[i].old
 		}
@@ -291,7 +288,7 @@ func runTransfers(p proc, pt *Patch, exeBias, base uint64, dry bool) ([]Transfer
 	var chunk []byte
 	var chunkAt uint64
 	for k, ps := range pt.PtrSites {
-		addr := exeBias + ps.Addr
+		addr := at.ptr[k]
 		if chunk == nil || addr < chunkAt || addr+8 > chunkAt+uint64(len(chunk)) {
 			end := k
 			for end+1 < len(pt.PtrSites) && pt.PtrSites[end+1].Global == ps.Global && pt.PtrSites[end+1].Addr-ps.Addr < 1<<16 {
@@ -463,4 +460,70 @@ func holdsState(r *PatchRecord) bool {
 		}
 	}
 	return false
+}
+
+// xferLocs are where a patch's transferred globals (old) and the pointer
+// fields it checks (ptr, parallel to PtrSites) live in the process: at
+// OLD's addresses in the executable, or, on top of other patches, where
+// the symbols are found by name (an earlier patch may have added the
+// global, or moved it into its image).
+type xferLocs struct {
+	old []uint64
+	ptr []uint64
+}
+
+// plainXferLocs: OLD is the executable itself.
+func plainXferLocs(pt *Patch, bias uint64) *xferLocs {
+	at := &xferLocs{}
+	for _, t := range pt.Transfers {
+		at.old = append(at.old, bias+t.OldAddr)
+	}
+	for _, ps := range pt.PtrSites {
+		at.ptr = append(at.ptr, bias+ps.Addr)
+	}
+	return at
+}
+
+// stackedXferLocs finds them by name through the layers (resolve), an
+// earlier transfer of the same global taking precedence: its object is
+// the live one.
+func stackedXferLocs(pt *Patch, recs []*PatchRecord, resolve func(name, file string, off uint64) (addr, size, room uint64, ok bool), uses func(*PatchRecord)) (*xferLocs, error) {
+	at := &xferLocs{}
+	for _, t := range pt.Transfers {
+		addr, size, room, ok := uint64(0), uint64(0), uint64(0), false
+		for _, r := range recs {
+			for _, x := range r.Transfers {
+				if x.Name == t.Name {
+					addr, size, room, ok = x.New, x.NewSize, x.NewSize, true
+					uses(r)
+				}
+			}
+		}
+		if !ok {
+			addr, size, room, ok = resolve(t.Name, t.File, 0)
+		}
+		if !ok {
+			return nil, fmt.Errorf("the global %s it converts is not found in the running program", t.Name)
+		}
+		if size != t.OldSize {
+			return nil, fmt.Errorf("the global %s it converts is %d bytes in the running program, not %d as in the patch's OLD: the patch was not made from the code that runs", t.Name, size, t.OldSize)
+		}
+		if t.InPlace && room < t.NewSize {
+			// The patch fits the new layout in OLD's slot; the running
+			// program's neighbours are not OLD's.
+			return nil, fmt.Errorf("the global %s it converts in place grows to %d bytes, and in the running program another object starts %d bytes after it", t.Name, t.NewSize, room)
+		}
+		at.old = append(at.old, addr)
+	}
+	for _, ps := range pt.PtrSites {
+		if ps.GlobalAddr == 0 || ps.Addr < ps.GlobalAddr {
+			return nil, fmt.Errorf("the patch does not say where in %s its pointer fields are (made by an older graft): make it again to apply it on top of another patch", ps.Global)
+		}
+		addr, _, _, ok := resolve(ps.Global, ps.File, ps.Addr-ps.GlobalAddr)
+		if !ok {
+			return nil, fmt.Errorf("the global %s, whose pointer fields it checks, is not found in the running program", ps.Global)
+		}
+		at.ptr = append(at.ptr, addr)
+	}
+	return at, nil
 }

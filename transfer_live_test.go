@@ -190,23 +190,35 @@ func TestTransferThenStackedFTPD(t *testing.T) {
 	require.Empty(t, graftMappings(t, target.Pid))
 }
 
-// State transfer on top of another patch is refused before anything is
-// touched (the live object may not be where OLD's build has it): ftpd
-// v5 -> v6, then v6 -> v7.
-func TestTransferOnTopOfPatchRefused(t *testing.T) {
+// State transfer on top of another patch: ftpd v5 -> v6, then v6 -> v7
+// converts ftpd_stats in place where it lives in the running v5
+// executable (found by name: v6's addresses are not the running
+// program's); both revert together, the session count intact.
+func TestTransferOnTopOfPatch(t *testing.T) {
 	requirePtrace(t)
 	target, port := testutil.StartServer(t, "ftpd-v5", "-d", ftpTree(t))
 	defer testutil.RequireReleased(t, target.Pid)
+	text := exeText(t, target.Pid)
+	require.Equal(t, "221 Goodbye.", ftpLogin(t, port).cmd("QUIT"))
 	_, err := Apply(context.Background(), target.Pid, newBin(t, "ftpd-v6"), ApplyOptions{})
 	require.NoError(t, err)
-	text := exeText(t, target.Pid)
-	maps := graftMappings(t, target.Pid)
-	_, err = Apply(context.Background(), target.Pid, newBin(t, "ftpd-v7"), ApplyOptions{})
-	require.ErrorContains(t, err, "state transfer on top of another patch is not supported")
-	require.Equal(t, text, exeText(t, target.Pid))
-	require.Equal(t, maps, graftMappings(t, target.Pid))
-	st, err := Status(target.Pid)
+	require.Equal(t, "221 Goodbye.", ftpLogin(t, port).cmd("QUIT"))
+	res, err := Apply(context.Background(), target.Pid, newBin(t, "ftpd-v7"), ApplyOptions{})
 	require.NoError(t, err)
-	require.Len(t, st.Patches, 1)
-	require.Contains(t, ftpLogin(t, port).cmd("STAT"), "Files sent in this session: 0")
+	require.Len(t, res.Transfers, 1)
+	require.True(t, res.Transfers[0].InPlace)
+	require.NotEmpty(t, res.OnTopOf)
+	stat := ftpLogin(t, port).cmd("STAT")
+	require.Equal(t, 3, ftpSessionNumber(t, stat), "sessions counted across both patches: %s", stat)
+	require.Contains(t, stat, "Files received in this session: 0")
+	_, err = Revert(context.Background(), target.Pid, RevertOptions{})
+	require.NoError(t, err)
+	stat = ftpLogin(t, port).cmd("STAT")
+	require.Equal(t, 4, ftpSessionNumber(t, stat), "converted back on top of v6: %s", stat)
+	require.NotContains(t, stat, "Files received")
+	_, err = Revert(context.Background(), target.Pid, RevertOptions{})
+	require.NoError(t, err)
+	require.Equal(t, 5, ftpSessionNumber(t, ftpLogin(t, port).cmd("STAT")))
+	require.Equal(t, text, exeText(t, target.Pid))
+	require.Empty(t, graftMappings(t, target.Pid))
 }

@@ -50,7 +50,7 @@ func (d *differ) transfers() {
 		ptrFields(t, 0, &offs, 0)
 		for _, f := range offs {
 			if f[0]+8 <= o.size {
-				d.r.PtrSites = append(d.r.PtrSites, PtrSite{Global: o.name, Addr: o.addr + f[0], Pointee: f[1]})
+				d.r.PtrSites = append(d.r.PtrSites, PtrSite{Global: o.name, File: o.file, GlobalAddr: o.addr, Addr: o.addr + f[0], Pointee: f[1]})
 			}
 		}
 	}

@@ -719,6 +719,11 @@ func ptrFields(t dwarf.Type, base uint64, out *[][2]uint64, depth int) {
 // applied, it is rewritten to point into the new object.
 type PtrSite struct {
 	Global string `json:"global"`
+	// File is the global's unit for a static and GlobalAddr its OLD
+	// link-time address (to find the field by name in a process already
+	// patched; zero in patches made before graft stacked transfers).
+	File       string `json:"file,omitempty"`
+	GlobalAddr uint64 `json:"global_addr,omitempty"`
 	// Addr is link-time, in OLD.
 	Addr uint64 `json:"addr"`
 	// Pointee is the size of what the field points to (XferOp.Pointee).
