@@ -288,8 +288,22 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 		inImage = append(inImage, StayedFrame{Tid: s.Tid, Function: s.Function, PC: s.Stub})
 	}
 	if pend := pendingOf(popped, inImage); len(pend) > 0 {
+		// A pending image keeps, as its switches, the frames switched
+		// back whose call has not returned: their return addresses
+		// lead into it (the unwinder reads them as the frames they
+		// are until then).
+		backIn := false
+		for i := range pend {
+			pend[i].Switches = nil
+			for _, s := range res.SwitchedBack {
+				if s.Stub >= pend[i].Base && s.Stub < pend[i].Base+pend[i].Size {
+					pend[i].Switches = append(pend[i].Switches, s)
+					backIn = true
+				}
+			}
+		}
 		next.Pending = append(slices.Clone(st.Pending), pend...)
-		if len(pend) == allPending {
+		if len(pend) == allPending && !backIn {
 			buf = allBuf
 		} else {
 			b, err := encodeState(next, st.Generation+1)

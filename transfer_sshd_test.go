@@ -299,3 +299,72 @@ func TestTransferSSHDRevertBeforeSwitchesFire(t *testing.T) {
 	}
 	require.Empty(t, graftMappings(t, target.Pid))
 }
+
+// On top of another patch: sshd v4 -> v5 (a new global, failed_logins,
+// in its image; cmd_login and cmd_stats replaced), then v5 -> v6 with
+// its frame switches. session_thread, main and housekeeping_thread run
+// from the executable (v5 did not change them), sessions is the
+// executable's, failed_logins the first image's; every count survives
+// both patches and both reverts.
+func TestTransferSSHDOnTopOfPatch(t *testing.T) {
+	requirePtrace(t)
+	patch := sshdV6Patch(t)
+	target, port := testutil.StartServer(t, "sshd-v4", "-u", sshUsers(t))
+	defer testutil.RequireReleased(t, target.Pid)
+	text := exeText(t, target.Pid)
+	ctx := context.Background()
+	alice := sshDial(t, port)
+	require.Equal(t, "OK welcome alice", alice.cmd("LOGIN alice wonderland"))
+	_, err := Apply(ctx, target.Pid, newBin(t, "sshd-v5"), ApplyOptions{})
+	require.NoError(t, err)
+	bad := sshDial(t, port)
+	require.Equal(t, "FAIL login incorrect", bad.cmd("LOGIN alice nope"))
+	require.Equal(t, "FAIL login incorrect", bad.cmd("LOGIN bob nope"))
+	require.Equal(t, 2, sshStats(t, alice.cmd("STATS"))["failed"])
+
+	load := sshLoad(t, port, 2)
+	time.Sleep(200 * time.Millisecond)
+	res, err := Apply(ctx, target.Pid, patch, ApplyOptions{Timeout: 10 * time.Second})
+	require.NoError(t, err)
+	time.Sleep(200 * time.Millisecond)
+	conns, loadLines, logins := load()
+	require.NotEmpty(t, res.OnTopOf)
+	fns := map[string]int{}
+	for _, s := range res.Switched {
+		fns[s.Function]++
+	}
+	t.Logf("pause %d µs, switched %v, %d connections around it", res.PauseUS, fns, conns)
+	require.Equal(t, 1, fns["main"])
+	require.Equal(t, 1, fns["housekeeping_thread"])
+	require.GreaterOrEqual(t, fns["session_thread"], 2)
+
+	require.Equal(t, "OK alice commands=1", alice.cmd("WHOAMI"))
+	require.Equal(t, "OK welcome bob", bad.cmd("LOGIN bob hunter2"))
+	require.Equal(t, "OK bob commands=2", bad.cmd("WHOAMI"))
+	st := sshStats(t, alice.cmd("STATS"))
+	require.Equal(t, 2, st["failed"], "failed_logins (the first image's) kept: %v", st)
+	require.Equal(t, 2+logins, st["logins"], "%v", st)
+	require.Equal(t, 2+conns, st["connections"], "%v", st)
+	require.Equal(t, 8+loadLines, st["commands"], "%v", st)
+
+	// Both out, newest first: v5's behaviour, then v4's.
+	_, err = Revert(ctx, target.Pid, RevertOptions{Timeout: 10 * time.Second})
+	require.NoError(t, err)
+	require.Equal(t, "OK alice", alice.cmd("WHOAMI"))
+	st = sshStats(t, alice.cmd("STATS"))
+	require.Equal(t, 2, st["failed"])
+	require.Equal(t, 2+conns, st["connections"])
+	time.Sleep(300 * time.Millisecond) // switched-back frames pass
+	_, err = Revert(ctx, target.Pid, RevertOptions{Timeout: 10 * time.Second})
+	require.NoError(t, err)
+	require.NotContains(t, alice.cmd("STATS"), "failed=")
+	require.Equal(t, "OK bob", bad.cmd("WHOAMI"))
+	require.Equal(t, text, exeText(t, target.Pid))
+	sshDial(t, port).cmd("QUIT")
+	time.Sleep(300 * time.Millisecond)
+	if st, err := Status(target.Pid); err == nil && len(st.Pending) > 0 {
+		_, err := Revert(ctx, target.Pid, RevertOptions{Timeout: 3 * time.Second})
+		require.NoError(t, err)
+	}
+	require.Empty(t, graftMappings(t, target.Pid))
+}
