@@ -78,7 +78,7 @@ func median(ds []time.Duration) time.Duration {
 func BenchmarkPause(b *testing.B) {
 	requirePtrace(b)
 	v1, v2 := buildPauseBench(b)
-	pt, err := diffBinaries(v1, v2)
+	pt, err := diffBinaries(v1, v2, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

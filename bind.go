@@ -305,7 +305,7 @@ func readPatchData(path string, data []byte) (*Patch, error) {
 	return pt, nil
 }
 
-func diffBinaries(oldPath, newPath string) (*Patch, error) {
+func diffBinaries(oldPath, newPath string, rules map[string]*elfpatch.Rules) (*Patch, error) {
 	old, err := elfpatch.Open(oldPath)
 	if err != nil {
 		return nil, fmt.Errorf("diff: %w", err)
@@ -314,7 +314,7 @@ func diffBinaries(oldPath, newPath string) (*Patch, error) {
 	if err != nil {
 		return nil, fmt.Errorf("diff: %w", err)
 	}
-	p, err := elfpatch.BuildPatch(old, nb, elfpatch.AllowRefused())
+	p, err := elfpatch.BuildPatch(old, nb, elfpatch.AllowRefused(), elfpatch.WithRules(rules))
 	var perr *elfpatch.PlanError
 	if errors.As(err, &perr) {
 		// The diff found nothing it refuses but the new code cannot be

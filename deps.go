@@ -132,7 +132,7 @@ type system struct {
 	// readPatch reads a patch file; diff computes the patch from OLD to
 	// NEW binaries.
 	readPatch func(path string) (*Patch, error)
-	diff      func(oldPath, newPath string) (*Patch, error)
+	diff      func(oldPath, newPath string, rules map[string]*elfpatch.Rules) (*Patch, error)
 	now       func() time.Time
 	// check says, before anything reads /proc/PID/maps or mem, why pid
 	// cannot be patched (no such process, a kernel thread, a zombie, no

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"graft/elfpatch"
 	"graft/safepoint"
 	"graft/tracer"
 )
@@ -32,6 +33,10 @@ type Source struct {
 	// NewBinary, built the way the program was, is what the diff
 	// compares (goapply.go).
 	GoPIE string
+	// State is, with NewBinary, the operator's state description (the
+	// rules graft diff --state takes): how to convert globals whose
+	// layout changed, which global holds every object of a type.
+	State string
 }
 
 // Apply patches the running process pid: it prepares everything while the
@@ -182,7 +187,13 @@ func (sys *system) resolve(pid int, src Source) (*Patch, error) {
 			}
 			return goPatch(old, src.NewBinary, load)
 		}
-		pt, err := sys.diff(old, src.NewBinary)
+		var rules map[string]*elfpatch.Rules
+		if src.State != "" {
+			if rules, err = readStateFile(src.State); err != nil {
+				return nil, fmt.Errorf("apply %s: %w", src.NewBinary, err)
+			}
+		}
+		pt, err := sys.diff(old, src.NewBinary, rules)
 		if err != nil {
 			return nil, err
 		}

@@ -313,7 +313,7 @@ func BenchmarkStackedPauses(b *testing.B) {
 	v1, v2 := buildPauseBench(b)
 	pts := [2]*Patch{}
 	for i, pair := range [2][2]string{{v1, v2}, {v2, v1}} {
-		pt, err := diffBinaries(pair[0], pair[1])
+		pt, err := diffBinaries(pair[0], pair[1], nil)
 		if err != nil {
 			b.Fatal(err)
 		}

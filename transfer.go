@@ -527,3 +527,18 @@ func stackedXferLocs(pt *Patch, recs []*PatchRecord, resolve func(name, file str
 	}
 	return at, nil
 }
+
+// readStateFile reads an operator's state description (apply --new
+// --state, a playbook's patch.state).
+func readStateFile(path string) (map[string]*elfpatch.Rules, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("state description: %w", err)
+	}
+	defer f.Close()
+	rules, err := elfpatch.ReadStateRules(f)
+	if err != nil {
+		return nil, fmt.Errorf("state description %s: %w", path, err)
+	}
+	return rules, nil
+}

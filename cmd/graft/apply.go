@@ -23,6 +23,7 @@ type applyOpts struct {
 	File        string // patch file, or
 	New         string // NEW binary
 	GoPIE       string // for a default-build Go program: NEW as a PIE, the code loaded
+	State       string // with New: the operator's state description
 	Timeout     time.Duration
 	AllowActive []string
 	DryRun      bool
@@ -37,7 +38,7 @@ type applyOpts struct {
 }
 
 func runApply(stdout, stderr io.Writer, o applyOpts) error {
-	src := graft.Source{File: o.File, NewBinary: o.New, Signature: o.Signature, GoPIE: o.GoPIE}
+	src := graft.Source{File: o.File, NewBinary: o.New, Signature: o.Signature, GoPIE: o.GoPIE, State: o.State}
 	trust, err := graft.LoadTrustPolicy(o.AllowedSigners, "")
 	if err != nil {
 		return err

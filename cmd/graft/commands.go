@@ -237,6 +237,9 @@ it was.`,
 			default:
 				return usagef("give exactly one of FILE or --new NEWBIN")
 			}
+			if o.State != "" && o.New == "" {
+				return usagef("--state goes with --new: a patch file carries the rules it was made with (graft diff --state)")
+			}
 			for _, f := range strings.Split(allow, ",") {
 				if f = strings.TrimSpace(f); f != "" {
 					o.AllowActive = append(o.AllowActive, f)
@@ -251,6 +254,7 @@ it was.`,
 	timeoutFlag(c, &o.Timeout, "how long to wait for a safe point, and the most one stop waits for a thread")
 	c.Flags().StringVar(&allow, "allow-active", "", "`FUNC[,FUNC]` that may stay on a stack (their running frames finish in the old code)")
 	c.Flags().BoolVar(&o.DryRun, "dry-run", false, "prepare and check, including the safe point; write nothing")
+	c.Flags().StringVar(&o.State, "state", "", "with --new: the operator's rules for converting globals whose layout changed, a state description `FILE` (as graft diff --state)")
 	c.Flags().StringVar(&o.GoPIE, "go-pie", "", "for a Go program running a default (non-PIE) build: NEW built with -buildmode=pie, the `binary` loaded (--new is NEW built like the running one)")
 	c.Flags().StringVar(&o.AllowedSigners, "allowed-signers", "", "OpenSSH allowed_signers `FILE` whose keys may sign patches (default "+graft.DefaultAllowedSigners+" if it exists)")
 	c.Flags().StringVar(&o.Signature, "signature", "", "the patch's OpenSSH signature `FILE` (default FILE.sig)")

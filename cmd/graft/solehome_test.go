@@ -99,9 +99,16 @@ func TestSwitchedFramesCommands(t *testing.T) {
 	require.Equal(t, "OK welcome alice", say("LOGIN alice wonderland"))
 	pid := strconv.Itoa(target.Pid)
 
-	out, errOut, code = runGraft("apply", "-p", pid, "--dry-run", patch)
+	// A dry run straight from NEW with the same state description.
+	out, errOut, code = runGraft("apply", "-p", pid, "--dry-run", "--new", new, "--state", desc)
 	require.Equal(t, 0, code, errOut)
 	assert.Contains(t, out, "frames that would be switched to the new code")
+	_, errOut, code = runGraft("apply", "-p", pid, "--dry-run", "--new", new)
+	require.NotEqual(t, 0, code)
+	assert.Contains(t, errOut, "sole_home_of", "without the state description the diff refuses, naming the rule")
+	_, errOut, code = runGraft("apply", "-p", pid, "--state", desc, patch)
+	require.Equal(t, 2, code)
+	assert.Contains(t, errOut, "--state goes with --new")
 	out, errOut, code = runGraft("apply", "-p", pid, "--json", patch)
 	require.Equal(t, 0, code, errOut)
 	var res struct {

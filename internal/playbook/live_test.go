@@ -710,3 +710,67 @@ checks:
 	require.Nil(t, patches(t, lst.Pid))
 	require.Nil(t, patches(t, kids[0]))
 }
+
+// patch.state: a playbook rolls out sshd v5 -> v6 from NEW on the spot
+// with the operator's state description (every struct session lives in
+// sessions): two servers, each with a logged-in session open, converted
+// and their waiting frames switched; without the state the diff is
+// refused and nothing is touched.
+func TestPlayWithStateDescription(t *testing.T) {
+	testutil.RequirePtrace(t)
+	exe, _ := uniqueBuild(t, "sshd-v5")
+	users := filepath.Join(t.TempDir(), "users")
+	require.NoError(t, os.WriteFile(users, []byte("alice:wonderland\n"), 0o644))
+	var pids []int
+	var conns []*bufio.ReadWriter
+	for i := 0; i < 2; i++ {
+		p, port := startAt(t, exe, "-u", users)
+		pids = append(pids, p.Pid)
+		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 5*time.Second)
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		rw := bufio.NewReadWriter(bufio.NewReader(c), bufio.NewWriter(c))
+		_, err = rw.ReadString('\n')
+		require.NoError(t, err)
+		conns = append(conns, rw)
+	}
+	say := func(rw *bufio.ReadWriter, s string) string {
+		fmt.Fprintf(rw, "%s\n", s)
+		require.NoError(t, rw.Flush())
+		l, err := rw.ReadString('\n')
+		require.NoError(t, err)
+		return strings.TrimSpace(l)
+	}
+	for _, rw := range conns {
+		require.Equal(t, "OK welcome alice", say(rw, "LOGIN alice wonderland"))
+	}
+	newBin := testutil.Build(t, "sshd-v6")
+
+	pb := writePlaybook(t, fmt.Sprintf("patch: {new: %s}\ntargets:\n  - exe: %s\n", newBin, exe)+sshdHealthy)
+	rep := Run(context.Background(), pb, Options{})
+	require.NotEqual(t, ExitOK, rep.ExitCode)
+	for _, pid := range pids {
+		require.Nil(t, patches(t, pid), "refused: nothing touched")
+	}
+
+	state := filepath.Join(t.TempDir(), "v6.state.yaml")
+	require.NoError(t, os.WriteFile(state, []byte("globals:\n  - name: sessions\n    rules:\n      sole_home_of: [\"struct session\"]\n"), 0o644))
+	pb = writePlaybook(t, fmt.Sprintf("patch: {new: %s, state: %s, timeout: 10s}\ntargets:\n  - exe: %s\n", newBin, state, exe)+sshdHealthy)
+	rep = Run(context.Background(), pb, Options{})
+	require.Equal(t, ExitOK, rep.ExitCode, rep.Failure)
+	for i, pid := range pids {
+		require.Len(t, patches(t, pid), 1)
+		require.Equal(t, "OK alice commands=1", say(conns[i], "WHOAMI"), "the open session goes on in the new code")
+	}
+
+	_, err := writePlaybookErr(t, fmt.Sprintf("patch: {file: x.patch, state: %s}\ntargets:\n  - pid: 1\n", state))
+	require.ErrorContains(t, err, "patch.state goes with patch.new")
+}
+
+func writePlaybookErr(t *testing.T, text string) (*Playbook, error) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "pb.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(text), 0o644))
+	return Load(path)
+}

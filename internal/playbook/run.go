@@ -183,6 +183,8 @@ type runner struct {
 	// patchFile is the patch file's content (patch.file).
 	patchFile *elfpatch.Patch
 	newBin    *elfpatch.Binary
+	// rules are patch.state's, for the diffs made from patch.new.
+	rules map[string]*elfpatch.Rules
 	// built holds the patches made from patch.new, by OLD build-id; dir
 	// is the run's directory for them, removed at the end.
 	built map[string]builtPatch
@@ -298,6 +300,17 @@ func (r *runner) openPatch() error {
 			return fmt.Errorf("%s: patch.new: %w", ps.Pos, err)
 		}
 		r.newBin, r.newID = b, b.BuildID()
+		if ps.State != "" {
+			f, err := os.Open(ps.State)
+			if err != nil {
+				return fmt.Errorf("%s: patch.state: %w", ps.Pos, err)
+			}
+			r.rules, err = elfpatch.ReadStateRules(f)
+			f.Close()
+			if err != nil {
+				return fmt.Errorf("%s: patch.state %s: %w", ps.Pos, ps.State, err)
+			}
+		}
 	} else {
 		who, err := r.trust.CheckFile(ps.File, "")
 		if err != nil {
@@ -535,7 +548,7 @@ func (r *runner) build(pid int, build string, top *graft.PatchStatus) builtPatch
 	if old.BuildID() != build {
 		return builtPatch{err: fmt.Errorf("pid %d runs build %s, but %s is now build %s (replaced on disk since?): use a patch file made from the right build (patch.file)", pid, build, oldPath, old.BuildID())}
 	}
-	p, err := elfpatch.BuildPatch(old, r.newBin)
+	p, err := elfpatch.BuildPatch(old, r.newBin, elfpatch.WithRules(r.rules))
 	if err != nil {
 		return builtPatch{err: fmt.Errorf("patch from build %s to %s: %w", build, r.newID, err)}
 	}

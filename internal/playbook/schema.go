@@ -41,7 +41,10 @@ type PatchSpec struct {
 	// AllowUncheckedTypes lets in a patch whose diff could not compare
 	// types (a build without debug info), as apply --allow-unchecked-types.
 	AllowUncheckedTypes bool
-	Pos                 Pos
+	// State is, with New, the operator's state description (graft diff
+	// --state): the rules for globals whose layout changed.
+	State string
+	Pos   Pos
 }
 
 // Selector picks processes; the targets are the union of all selectors.
@@ -441,7 +444,7 @@ func (v *validator) anyKeys(n *yaml.Node) []string {
 
 func (v *validator) patch(f field) PatchSpec {
 	ps := PatchSpec{Pos: v.pos(f.val), Timeout: 5 * time.Second}
-	m := v.mapping(f.val, "patch", "new", "file", "timeout", "allow_active", "allow_unchecked_types")
+	m := v.mapping(f.val, "patch", "new", "file", "timeout", "allow_active", "allow_unchecked_types", "state")
 	if m == nil {
 		return ps
 	}
@@ -456,6 +459,13 @@ func (v *validator) patch(f field) PatchSpec {
 		ps.File = v.path(ff, "patch.file")
 	default:
 		v.errorf(f.val, "patch: needs new: NEWBIN or file: FILE.graft")
+	}
+	if sf, ok := m["state"]; ok {
+		if hasFile {
+			v.errorf(sf.key, "patch.state goes with patch.new: a patch file carries the rules it was made with (graft diff --state)")
+		} else {
+			ps.State = v.path(sf, "patch.state")
+		}
 	}
 	if tf, ok := m["timeout"]; ok {
 		if d, ok := v.duration(tf, "patch.timeout"); ok {
