@@ -37,6 +37,11 @@ options:
     description: NEW binary to diff against what the process runs (with
       I(pid)).
     type: path
+  state_description:
+    description: With I(new), the operator's state description (named so
+      not to read as Ansible's usual C(state)); (the rules
+      for globals whose layout changed, as C(graft diff --state)).
+    type: path
   timeout:
     description: Safe-point wait for C(graft apply) (e.g. C(5s)).
     type: str
@@ -150,6 +155,8 @@ def run_apply(module, binary):
     p = module.params
     if bool(p['patch_file']) == bool(p['new']):
         module.fail_json(msg='with pid, give exactly one of patch_file or new')
+    if p['state_description'] and not p['new']:
+        module.fail_json(msg='state_description goes with new: a patch file carries the rules it was made with')
     # Already in effect? The newest patch in the process (graft status)
     # already brings the NEW build this apply would bring.
     if p['new']:
@@ -176,6 +183,8 @@ def run_apply(module, binary):
         cmd.append('--dry-run')
     if p['new']:
         cmd += ['--new', p['new']]
+        if p['state_description']:
+            cmd += ['--state', p['state_description']]
     else:
         cmd.append(p['patch_file'])
     rc, out, err = module.run_command(cmd)
@@ -196,6 +205,7 @@ def main():
             pid=dict(type='int'),
             patch_file=dict(type='path'),
             new=dict(type='path'),
+            state_description=dict(type='path'),
             timeout=dict(type='str'),
             binary=dict(type='path', default='graft'),
         ),
