@@ -38,9 +38,9 @@ options:
       I(pid)).
     type: path
   state_description:
-    description: With I(new), the operator's state description (named so
-      not to read as Ansible's usual C(state)); (the rules
-      for globals whose layout changed, as C(graft diff --state)).
+    description: With I(new), the operator's state description, the rules
+      for globals whose layout changed, as C(graft diff --state). Named so
+      that it does not read as Ansible's usual C(state).
     type: path
   timeout:
     description: Safe-point wait for C(graft apply) (e.g. C(5s)).
