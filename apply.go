@@ -207,6 +207,9 @@ func (sys *system) apply(ctx context.Context, pid int, pt *Patch, opts ApplyOpti
 			n += 2 * len(tids)
 		}
 		pr.image, pr.switches = withSwitchArea(pr.image, pt, n)
+		if pr.switches != nil && tracer.ShadowStack(pid) {
+			return nil, fmt.Errorf("apply patch %s to pid %d: the process runs with a CET shadow stack, and the patch converts %s, which switches waiting frames to the new code by rewriting their return addresses: the shadow stack would reject them; nothing was done", pt.ID, pid, transferNames(pt.Transfers))
+		}
 	}
 	allowed, err := resolveAllow(pt, opts.AllowActive)
 	if err != nil {

@@ -100,6 +100,26 @@ func SleepingAt(pid, tid int) (sp, pc uint64, ok bool) {
 // Comm returns the command name of pid, "" if unknown.
 func Comm(pid int) string { return comm(pid) }
 
+// ShadowStack reports whether pid runs with a CET user shadow stack
+// enabled (x86_Thread_features in /proc/PID/status names shstk; kernels
+// without the feature have no such line).
+func ShadowStack(pid int) bool {
+	st, err := status(pid)
+	if err != nil {
+		return false
+	}
+	return hasShstk(st["x86_Thread_features"])
+}
+
+func hasShstk(features string) bool {
+	for _, f := range strings.Fields(features) {
+		if f == "shstk" {
+			return true
+		}
+	}
+	return false
+}
+
 // TracerPid returns the process tracing pid (0: none, or unknown).
 func TracerPid(pid int) int {
 	st, err := status(pid)
