@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"sync"
@@ -963,33 +964,13 @@ func (w *varWalker) classify(v *FrameVar, expr []byte) {
 		val = binary.LittleEndian.Uint64(b[:])
 		linkAddr = true
 	case code == dwOpConst1u, code == dwOpConst1s:
-		c, err := rd.ReadByte()
-		ok = err == nil
-		val = uint64(c)
-		if code == dwOpConst1s {
-			val = uint64(int64(int8(c)))
-		}
+		val, ok = fixedOperand(rd, 1, code == dwOpConst1s)
 	case code == dwOpConst2u, code == dwOpConst2s:
-		var b [2]byte
-		_, err := rd.Read(b[:])
-		ok = err == nil
-		val = uint64(binary.LittleEndian.Uint16(b[:]))
-		if code == dwOpConst2s {
-			val = uint64(int64(int16(val)))
-		}
+		val, ok = fixedOperand(rd, 2, code == dwOpConst2s)
 	case code == dwOpConst4u, code == dwOpConst4s:
-		var b [4]byte
-		_, err := rd.Read(b[:])
-		ok = err == nil
-		val = uint64(binary.LittleEndian.Uint32(b[:]))
-		if code == dwOpConst4s {
-			val = uint64(int64(int32(val)))
-		}
+		val, ok = fixedOperand(rd, 4, code == dwOpConst4s)
 	case code == dwOpConst8u, code == dwOpConst8s:
-		var b [8]byte
-		_, err := rd.Read(b[:])
-		ok = err == nil
-		val = binary.LittleEndian.Uint64(b[:])
+		val, ok = fixedOperand(rd, 8, false)
 	case code == dwOpAddrx:
 		var idx uint64
 		if idx, ok = uleb(); ok {
@@ -1258,4 +1239,18 @@ func hasPieces(expr []byte) bool {
 		}
 	}
 	return false
+}
+
+// fixedOperand reads an n-byte little-endian operand, sign-extended when
+// signed.
+func fixedOperand(rd io.Reader, n int, signed bool) (uint64, bool) {
+	var b [8]byte
+	if _, err := io.ReadFull(rd, b[:n]); err != nil {
+		return 0, false
+	}
+	v := binary.LittleEndian.Uint64(b[:])
+	if signed && n < 8 && v&(1<<(8*n-1)) != 0 {
+		v |= ^uint64(0) << (8 * n)
+	}
+	return v, true
 }
