@@ -204,7 +204,7 @@ func effectOf(ri *rinst) effect {
 			e.memAddr(m)
 		}
 	case x86asm.XOR, x86asm.SUB:
-		if len(args) == 2 && args[0] == args[1] {
+		if args[0] != nil && args[0] == args[1] && args[2] == nil {
 			e.writeArg(args[0], true) // zeroing idiom
 			e.defs |= bit(locFlags)
 			break

@@ -912,3 +912,41 @@ func describeSwitch(p *SwitchPlan) string {
 	}
 	return fmt.Sprintf("%#x -> %#x, frame %d -> %d bytes: %s", p.From, p.To, p.FromSize, p.ToSize, strings.Join(parts, ", "))
 }
+
+// SwitchCoverage plans a frame switch (both ways) for every return
+// address of every function r reports changed, whether or not the patch
+// converts state, and counts how many can switch: a measure of how much
+// of a real program's optimised code the analysis explains (make
+// realworld).
+func SwitchCoverage(old, new *Binary, r *Report) (switchable, total int) {
+	os, ns := prepare(old, true), prepare(new, true)
+	byName := func(s *side, name string) *unit {
+		for _, u := range s.units {
+			if u.sym.name == name {
+				return u
+			}
+		}
+		return nil
+	}
+	for _, c := range r.Changed {
+		on := c.Name
+		if c.OldName != "" {
+			on = c.OldName
+		}
+		u, w := byName(os, on), byName(ns, c.Name)
+		if u == nil || w == nil {
+			continue
+		}
+		x, y := os.decodeResume(u), ns.decodeResume(w)
+		m := align(x.ins, y.ins)
+		for _, ps := range []SwitchPlans{switchSide(old, new, x, y, m), switchSide(new, old, y, x, inverse(m, len(y.ins)))} {
+			for _, p := range ps {
+				total++
+				if p.Why == "" {
+					switchable++
+				}
+			}
+		}
+	}
+	return switchable, total
+}

@@ -114,6 +114,9 @@ type result struct {
 	// they refer to read-only data whose end it cannot know.
 	unknownExtent []string
 	files, hunks  int
+	// switchable of returns: return addresses of the changed functions
+	// (both ways) a frame could be switched at (elfpatch/switch.go).
+	switchable, returns int
 }
 
 func (r result) recall() float64 {
@@ -138,6 +141,7 @@ func (r result) explain(w io.Writer) {
 	fmt.Fprintf(w, "  missed:         %s\n", strings.Join(r.missed, " "))
 	fmt.Fprintf(w, "  touched lines, same code (not counted): %s\n", strings.Join(r.sameCode, " "))
 	fmt.Fprintf(w, "  counted as changed for data of unknown extent: %s\n", strings.Join(r.unknownExtent, " "))
+	fmt.Fprintf(w, "  frame switches: %d of %d return addresses of the changed functions (both ways)\n", r.switchable, r.returns)
 }
 
 func table(w io.Writer, rows []result) {

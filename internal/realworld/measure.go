@@ -284,6 +284,7 @@ func measure(p pair, oldTree, newTree, oldBin, newBin string) (result, error) {
 		return r, err
 	}
 	r.verdict = string(rep.Verdict)
+	r.switchable, r.returns = elfpatch.SwitchCoverage(ob, nb, rep)
 	if r.strippedSame, r.strippedVerdict, err = strippedSame(oldBin, newBin, rep); err != nil {
 		return r, err
 	}
