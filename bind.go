@@ -225,6 +225,7 @@ func (w *unwinder) waitSafe(ctx context.Context, p proc, spec safeSpec, timeout 
 		Stay:        spec.Stay,
 		Progress:    spec.Progress,
 		Thread:      spec.Thread,
+		SwitchOK:    spec.SwitchOK,
 	}
 	for i := range sp.Functions {
 		sp.Functions[i].Allow = spec.Allow[sp.Functions[i].Name]

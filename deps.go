@@ -57,8 +57,9 @@ type safeSpec struct {
 	Stay  func(fn string, resume uint64, exact bool) safepoint.StayVerdict
 	// Progress: see ApplyOptions.Progress.
 	Progress func(safepoint.Waiting)
-	// Thread: see safepoint.Spec.Thread.
-	Thread func([]safepoint.Frame) string
+	// Thread and SwitchOK: see safepoint.Spec.
+	Thread   func([]safepoint.Frame) string
+	SwitchOK func([]safepoint.Frame, int) string
 }
 
 type namedRange struct {

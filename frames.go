@@ -266,6 +266,13 @@ func (pr *prepared) frameSpec(spec *safeSpec, exeBias uint64) error {
 	xfer := len(pt.Transfers) > 0
 	if xfer {
 		spec.Thread = startingThread
+		var moved []Range
+		for k, t := range pt.Transfers {
+			if !t.InPlace && pr.xfer != nil && k < len(pr.xfer.old) {
+				moved = append(moved, Range{pr.xfer.old[k], pr.xfer.old[k] + t.OldSize})
+			}
+		}
+		spec.SwitchOK = func(st []safepoint.Frame, i int) string { return switchable(st, i, moved) }
 	}
 	// OLD's copy lives in the executable, or in the top patch's image
 	// when this patch is stacked on it.
@@ -357,6 +364,32 @@ func lastStayed(ck checker) []StayedFrame {
 	return nil
 }
 
+// switchable says why frame i of a thread may not be switched now ("" if
+// it may): below it, the thread must be blocked in a system call (not
+// running C library or program code, which may hold a pointer into the
+// moved global where no switch sees it, not creating a thread or process,
+// whose argument may be such a pointer), and no argument of that system
+// call may point into a moved global (the kernel would write the old
+// object after the switch).
+func switchable(st []safepoint.Frame, i int, moved []Range) string {
+	top := st[0]
+	if !top.InSyscall {
+		return "a frame below it is running (not blocked in a system call) and may hold a pointer into the global the patch moves; waiting for the thread to block"
+	}
+	switch top.Syscall {
+	case 56, 57, 58, 435: // clone, fork, vfork, clone3
+		return "the thread is creating a thread or process, whose argument may point into the global the patch moves; waiting"
+	}
+	for _, a := range top.SyscallArgs {
+		for _, r := range moved {
+			if a >= r.Start && a <= r.End {
+				return fmt.Sprintf("the thread waits in system call %d with an argument (%#x) pointing into the global the patch moves; waiting", top.Syscall, a)
+			}
+		}
+	}
+	return ""
+}
+
 // startingThread blocks a thread that is being started (or is ending):
 // in the C library's start_thread with no frame of the program's own
 // below it, the start routine's argument (a pointer, perhaps into a
@@ -371,6 +404,7 @@ func startingThread(st []safepoint.Frame) string {
 		case "start_thread":
 			start = true
 		case "clone", "clone3", "__clone", "__clone3", "__GI___clone", "__GI___clone3", "__GI___clone_internal", "__clone_internal":
+			start = true // a child before start_thread: clone's frame alone
 		default:
 			if f.Function != "" && !libcFrame(f) {
 				return ""

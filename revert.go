@@ -207,6 +207,16 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 			// new one. No frame in the new code stays; one the patch
 			// planned a switch back for goes on in the old code.
 			spec.Stay = revertSwitchStay(popped)
+			spec.Thread = startingThread
+			var moved []Range
+			for _, q := range popped {
+				for _, x := range q.Transfers {
+					if !x.InPlace {
+						moved = append(moved, Range{x.New, x.New + x.NewSize})
+					}
+				}
+			}
+			spec.SwitchOK = func(st []safepoint.Frame, i int) string { return switchable(st, i, moved) }
 		}
 	}
 	if err := checkTopJumps(p, popped, inGone); err != nil {

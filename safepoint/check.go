@@ -23,6 +23,9 @@ type Spec struct {
 	// (a reason; "" lets the frames decide): a thread being started,
 	// whose start routine's argument no frame holds yet.
 	Thread func(stack []Frame) string
+	// SwitchOK, when set, is asked about a frame Stay would switch (its
+	// index in the thread's stack): a reason blocks it instead.
+	SwitchOK func(stack []Frame, i int) string
 	// Functions are the bodies of the functions being replaced: no PC and
 	// no return address may lie inside one, unless its Name is in
 	// AllowActive.

@@ -95,6 +95,11 @@ func Judge(stacks map[int][]Frame, s Spec) Judgement {
 				why, fn := "", r.Name
 				if s.Stay != nil {
 					v := s.Stay(r.Name, f.PC, f.Exact)
+					if v.OK && v.Switch != nil && s.SwitchOK != nil {
+						if why := s.SwitchOK(st, i); why != "" {
+							v = StayVerdict{Why: why, Function: v.Function}
+						}
+					}
 					if v.Function != "" {
 						fn = v.Function
 					}

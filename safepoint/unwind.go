@@ -48,6 +48,11 @@ type Frame struct {
 	// out are unknown, so such a stack never counts as safe.
 	Incomplete bool
 	Reason     string
+	// InSyscall is set on frame 0 of a thread stopped inside a system
+	// call; Syscall and SyscallArgs are then its number and arguments.
+	InSyscall   bool
+	Syscall     int64
+	SyscallArgs [6]uint64
 }
 
 // lookupPC is the address that identifies the frame's function: a return

@@ -33,6 +33,7 @@ func (u *Unwinder) StacksOf(t Target) (map[int][]Frame, error) {
 			return nil, fmt.Errorf("unwind thread %d: %w", tid, err)
 		}
 		frames, _ := u.Unwind(regs, t) // incompleteness is marked in frames
+		markSyscall(frames, regs, t)
 		out[tid] = frames
 	}
 	return out, nil
@@ -104,4 +105,20 @@ func WaitSafeStacks(ctx context.Context, t Target, u *Unwinder, s Spec, timeout 
 		timer.Stop()
 		backoff = min(2*backoff, maxBackoff)
 	}
+}
+
+// markSyscall notes in frame 0 whether the thread is stopped inside a
+// system call: orig_rax holds a system call number and the instruction
+// before the PC is a syscall (0f 05). A thread stopped in user code has
+// orig_rax -1.
+func markSyscall(frames []Frame, regs tracer.Regs, mem Memory) {
+	if len(frames) == 0 || int64(regs.OrigRax) < 0 || regs.OrigRax > 1<<12 || regs.Rip < 2 {
+		return
+	}
+	var b [2]byte
+	if _, err := mem.ReadAt(b[:], int64(regs.Rip-2)); err != nil || b != [2]byte{0x0f, 0x05} {
+		return
+	}
+	frames[0].InSyscall, frames[0].Syscall = true, int64(regs.OrigRax)
+	frames[0].SyscallArgs = [6]uint64{regs.Rdi, regs.Rsi, regs.Rdx, regs.R10, regs.R8, regs.R9}
 }
