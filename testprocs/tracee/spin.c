@@ -6,9 +6,11 @@
 #include <unistd.h>
 
 static volatile unsigned long counter;
+static int started; /* threads that have reached busy(), atomically */
 
 static void *busy(void *arg)
 {
+	__atomic_add_fetch(&started, 1, __ATOMIC_SEQ_CST);
 	for (;;)
 		counter++;
 	return arg;
@@ -24,6 +26,9 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	/* "ready" means every thread runs busy(), not just was created. */
+	while (__atomic_load_n(&started, __ATOMIC_SEQ_CST) < n)
+		usleep(1000);
 	printf("ready\n");
 	fflush(stdout);
 	for (;;)
