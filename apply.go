@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"graft/internal/record"
 	"slices"
 	"sort"
 	"time"
@@ -580,11 +581,11 @@ func (sys *system) applyInPause(ps *pause, ck checker, pr *prepared, rec *PatchR
 	// SIGKILL can do that) leaves a record naming every jump with its
 	// original bytes, so status shows it and revert cleans it up, and
 	// never a jump nobody knows about.
-	if _, err := p.WriteAt(buf, int64(stateAddr)); err != nil {
+	if err := record.Write(p, stateAddr, buf); err != nil {
 		return nil, ps.abort(fmt.Errorf("write graft record at %#x: %w", stateAddr, err))
 	}
 	ps.did(func() error {
-		if _, err := p.WriteAt(before, int64(stateAddr)); err != nil {
+		if err := record.Write(p, stateAddr, before); err != nil {
 			return fmt.Errorf("put back graft record at %#x: %w", stateAddr, err)
 		}
 		return nil

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"graft/internal/record"
 	"strings"
 	"testing"
 
@@ -356,15 +357,14 @@ func TestStateRoundTripAndTornRead(t *testing.T) {
 	fp.stopped = true
 	addr, err := fp.Mmap(0, stateCapacity, 1, 2, -1, 0)
 	require.NoError(t, err)
-	_, err = fp.WriteAt(buf, int64(addr))
-	require.NoError(t, err)
+	require.NoError(t, record.Write(fp, addr, buf))
 	got, err := decodeState(fp, 1, addr)
 	require.NoError(t, err)
 	require.Equal(t, uint64(7), got.Generation)
 	require.Equal(t, s.Patches[0].Sites, got.Patches[0].Sites)
 
 	// A body that does not match its checksum is a torn read.
-	_, err = fp.WriteAt([]byte("{"), int64(addr+stateHeaderSize+3))
+	_, err = fp.WriteAt([]byte("{"), int64(addr+record.BodyOffset(7)+3))
 	require.NoError(t, err)
 	_, err = decodeState(fp, 1, addr)
 	require.ErrorIs(t, err, errTorn)
@@ -433,8 +433,7 @@ func TestApplyRecordChangedMeanwhile(t *testing.T) {
 		st := e.mustState(t)
 		buf, err := encodeState(st, st.Generation+1)
 		require.NoError(t, err)
-		_, err = e.fp.WriteAt(buf, int64(st.Addr))
-		require.NoError(t, err)
+		require.NoError(t, record.Write(e.fp, st.Addr, buf))
 		return attach(pid)
 	}
 	nregions := len(e.fp.regions)

@@ -2,6 +2,7 @@ package graft
 
 import (
 	"context"
+	"graft/internal/record"
 	"testing"
 	"time"
 
@@ -33,8 +34,7 @@ func TestRevertAllRemovesEmptyRecord(t *testing.T) {
 	buf, err := encodeState(&State{}, 2)
 	require.NoError(t, err)
 	require.NoError(t, stopped(p, func() error {
-		_, err := p.WriteAt(buf, int64(addr))
-		return err
+		return record.Write(p, addr, buf)
 	}))
 	require.NoError(t, p.Close())
 	require.Contains(t, mapsText(t, pid), stateMapPrefix)

@@ -1,6 +1,7 @@
 package graft
 
 import (
+	"graft/internal/record"
 	"os"
 	"strconv"
 	"strings"
@@ -53,7 +54,7 @@ func TestRecordInLiveProcess(t *testing.T) {
 	buf, err := encodeState(rec, 1)
 	require.NoError(t, err)
 	require.NoError(t, stopped(p, func() error {
-		_, err := p.WriteAt(buf, int64(addr))
+		err := record.Write(p, addr, buf)
 		return err
 	}))
 	require.NoError(t, p.Close())

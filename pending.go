@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"graft/internal/record"
 	"slices"
 	"sort"
 	"strings"
@@ -180,7 +181,7 @@ func (sys *system) reapPending(pid int, p proc, st *State, mods []tracer.Module,
 		}
 		// The record first: an image it does not name is an orphan,
 		// which revert --all cleans up; never the other way round.
-		if _, err := p.WriteAt(buf, int64(st.Addr)); err != nil {
+		if err := record.Write(p, st.Addr, buf); err != nil {
 			return fmt.Errorf("write graft record at %#x: %w", st.Addr, err)
 		}
 		st.Generation++

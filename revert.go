@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"graft/internal/record"
 	"slices"
 	"strings"
 	"time"
@@ -440,7 +441,7 @@ func revertInPause(ps *pause, popped []PatchRecord, restore []SiteRecord, buf []
 	if stateAddr == 0 {
 		return nil
 	}
-	if _, err := p.WriteAt(buf, int64(stateAddr)); err != nil {
+	if err := record.Write(p, stateAddr, buf); err != nil {
 		return ps.abort(fmt.Errorf("write graft record at %#x: %w", stateAddr, err))
 	}
 	return nil

@@ -2,6 +2,7 @@ package graft
 
 import (
 	"encoding/binary"
+	"graft/internal/record"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -29,8 +30,7 @@ func TestDecodeStateHostileCapacity(t *testing.T) {
 			fp.stopped = true
 			addr, err := fp.Mmap(0, stateCapacity, 1, 2, -1, 0)
 			require.NoError(t, err)
-			_, err = fp.WriteAt(buf, int64(addr))
-			require.NoError(t, err)
+			require.NoError(t, record.Write(fp, addr, buf))
 			_, err = decodeState(fp, 1, addr)
 			var fe *StateFormatError
 			require.ErrorAs(t, err, &fe)
@@ -44,8 +44,7 @@ func TestDecodeStateHostileCapacity(t *testing.T) {
 	fp.stopped = true
 	addr, err := fp.Mmap(0, stateCapacity, 1, 2, -1, 0)
 	require.NoError(t, err)
-	_, err = fp.WriteAt(buf, int64(addr))
-	require.NoError(t, err)
+	require.NoError(t, record.Write(fp, addr, buf))
 	st, err := decodeState(fp, 1, addr)
 	require.NoError(t, err)
 	require.Len(t, st.Patches, 1)

@@ -25,17 +25,17 @@ func TestStateVersions(t *testing.T) {
 	pend, err := encodeState(&State{Pending: s.Patches}, 4)
 	require.NoError(t, err)
 	require.Equal(t, uint32(3), binary.LittleEndian.Uint32(pend[8:]))
-	gp, err := decodeState(bytes.NewReader(pend), 1, 0)
+	gp, err := decodeState(bytes.NewReader(laidOut(pend)), 1, 0)
 	require.NoError(t, err)
 	require.Len(t, gp.Pending, 1)
 	require.Empty(t, gp.Patches)
-	got, err := decodeState(bytes.NewReader(append(make([]byte, 0x1000), buf...)), 1, 0x1000)
+	got, err := decodeState(bytes.NewReader(append(make([]byte, 0x1000), laidOut(buf)...)), 1, 0x1000)
 	require.NoError(t, err)
 	require.Equal(t, s.Patches[0].Symbols, got.Patches[0].Symbols)
 	require.Equal(t, s.Patches[0].EhFrameSize, got.Patches[0].EhFrameSize)
 
 	for _, v := range []uint32{1, 3, 0, 4, 99} {
-		b := bytes.Clone(buf)
+		b := laidOut(buf)
 		binary.LittleEndian.PutUint32(b[8:], v)
 		_, err := decodeState(bytes.NewReader(b), 1, 0)
 		if v == 1 || v == 3 {
@@ -59,4 +59,14 @@ func TestStateCapacityBound(t *testing.T) {
 	_, err := encodeState(&State{Patches: []PatchRecord{{ID: "big", Symbols: syms}}}, 1)
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "capacity")
+}
+
+// laidOut is an encoded record as it lies in memory: the header, and the
+// body at its offset (record.Write).
+func laidOut(buf []byte) []byte {
+	off := binary.LittleEndian.Uint64(buf[48:])
+	m := make([]byte, off+uint64(len(buf)-64))
+	copy(m, buf[:64])
+	copy(m[off:], buf[64:])
+	return m
 }

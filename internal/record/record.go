@@ -16,8 +16,15 @@
 //	 32     4  CRC-32 (IEEE) of the body
 //	 36     4  reserved (0)
 //	 40     8  capacity: size of the mapping
-//	 48    16  reserved (0)
-//	 64     -  body
+//	 48     8  body offset from the record's start (0: right after the
+//	           header, as records before this field)
+//	 56     8  reserved (0)
+//
+// The body goes in one of two halves of the mapping, by the generation's
+// parity (BodyOffset), and a writer writes it before the header (Write's
+// order): a writer killed mid-write leaves the header of the previous
+// record, whose body, in the other half, is whole. The header is 64
+// bytes at a page boundary, so its own write is never torn.
 //
 // The header lives in the target's memory, which the target can scribble
 // on: every length in it is checked against Capacity before anything is
@@ -67,10 +74,23 @@ type ReadError struct {
 func (e *ReadError) Error() string { return e.Err.Error() }
 func (e *ReadError) Unwrap() error { return e.Err }
 
-// Encode frames body as record version ver, generation gen.
+// BodyOffset is where generation gen's body goes: right after the
+// header for an even generation, in the second half for an odd one.
+func BodyOffset(gen uint64) uint64 {
+	if gen%2 == 1 {
+		return Capacity / 2
+	}
+	return HeaderSize
+}
+
+// MaxBody is the largest body a record holds (a half, less the header).
+const MaxBody = Capacity/2 - HeaderSize
+
+// Encode frames body as record version ver, generation gen: the header
+// followed by the body, which Write puts at BodyOffset(gen).
 func Encode(body []byte, ver uint32, gen uint64) ([]byte, error) {
-	if HeaderSize+len(body) > Capacity {
-		return nil, fmt.Errorf("%d bytes exceed the record's capacity of %d (revert some patches)", len(body), Capacity-HeaderSize)
+	if len(body) > MaxBody {
+		return nil, fmt.Errorf("%d bytes exceed the record's capacity of %d (revert some patches)", len(body), MaxBody)
 	}
 	buf := make([]byte, HeaderSize+len(body))
 	copy(buf, Magic)
@@ -81,8 +101,31 @@ func Encode(body []byte, ver uint32, gen uint64) ([]byte, error) {
 	le.PutUint64(buf[24:], uint64(len(body)))
 	le.PutUint32(buf[32:], crc32.ChecksumIEEE(body))
 	le.PutUint64(buf[40:], Capacity)
+	le.PutUint64(buf[48:], BodyOffset(gen))
 	copy(buf[HeaderSize:], body)
 	return buf, nil
+}
+
+// WriterAt writes into the target's memory.
+type WriterAt interface {
+	WriteAt(b []byte, off int64) (int, error)
+}
+
+// Write puts an encoded record (Encode's bytes) at addr: the body at its
+// offset first, then the header.
+func Write(w WriterAt, addr uint64, buf []byte) error {
+	if len(buf) < HeaderSize {
+		return fmt.Errorf("record of %d bytes has no header", len(buf))
+	}
+	off := binary.LittleEndian.Uint64(buf[48:])
+	if off < HeaderSize || off+uint64(len(buf)-HeaderSize) > Capacity {
+		return fmt.Errorf("record body at offset %d does not fit", off)
+	}
+	if _, err := w.WriteAt(buf[HeaderSize:], int64(addr+off)); err != nil {
+		return err
+	}
+	_, err := w.WriteAt(buf[:HeaderSize], int64(addr))
+	return err
 }
 
 // Decode reads the record at addr through r and returns its body and
@@ -114,11 +157,15 @@ func Decode(r io.ReaderAt, addr uint64) (body []byte, gen uint64, err error) {
 	if capacity < HeaderSize || capacity > Capacity {
 		return nil, 0, ferr("capacity %d, records are %d to %d bytes", capacity, HeaderSize, Capacity)
 	}
-	if n > capacity-HeaderSize {
+	off := le.Uint64(hdr[48:])
+	if off == 0 {
+		off = HeaderSize
+	}
+	if off < HeaderSize || off > capacity || n > capacity-off {
 		return nil, 0, ErrTorn
 	}
 	body = make([]byte, n)
-	if _, err := r.ReadAt(body, int64(addr+HeaderSize)); err != nil {
+	if _, err := r.ReadAt(body, int64(addr+off)); err != nil {
 		return nil, 0, &ReadError{Body: true, Err: err}
 	}
 	if crc32.ChecksumIEEE(body) != le.Uint32(hdr[32:]) {
