@@ -46,16 +46,20 @@ import (
 // images of reverted patches (pending.go); it is written only while there
 // is one, so that an older graft refuses the record rather than take a
 // pending image for an orphan. A patch's stay_at and carry (frames.go)
-// are optional keys a version-2 reader ignores safely.
+// are optional keys a version-2 reader ignores safely. Version 4 is the
+// layout (internal/record): a record whose body lies in the mapping's
+// second half (every other write, so that a killed writer leaves the
+// previous record whole) is version 4, which an older graft refuses by
+// name; the others keep 2 or 3.
 //
-// Bounds: the mapping is stateCapacity (1 MiB). A patch costs about 60
+// Bounds: the mapping is stateCapacity (1 MiB), a record half of it. A patch costs about 60
 // bytes per recorded symbol and 200 per jump; an apply whose record would
 // not fit is refused before its pause (nothing is changed), and reverting
 // patches makes room.
 const (
 	stateName       = "graft-state"
 	stateMapPrefix  = "/memfd:" + stateName
-	stateVersion    = record.MaxVersion
+	stateVersion    = 3 // the newest content version; record.LayoutVersion above
 	stateHeaderSize = record.HeaderSize
 	// stateCapacity is the size of the mapping. memfd pages cost memory
 	// only once written; a patch record is a few hundred bytes per

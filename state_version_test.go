@@ -19,12 +19,20 @@ func TestStateVersions(t *testing.T) {
 		ID: "x", Base: 0x7f0000000000, Size: 0x5000, EhFrame: 0x2100, EhFrameSize: 0x300,
 		Symbols: []SymRecord{{Name: "handle", File: "blockread.c", Addr: 0x7f0000001200, Size: 0x80}, {Name: "added", Addr: 0x7f0000004010, Size: 8, Data: true}},
 	}}}
-	buf, err := encodeState(s, 3)
+	buf, err := encodeState(s, 4)
 	require.NoError(t, err)
 	require.Equal(t, uint32(2), binary.LittleEndian.Uint32(buf[8:]))
 	pend, err := encodeState(&State{Pending: s.Patches}, 4)
 	require.NoError(t, err)
 	require.Equal(t, uint32(3), binary.LittleEndian.Uint32(pend[8:]))
+	// An odd generation's body goes in the second half: version 4, which
+	// an older graft refuses by name.
+	odd, err := encodeState(s, 5)
+	require.NoError(t, err)
+	require.Equal(t, uint32(4), binary.LittleEndian.Uint32(odd[8:]))
+	go4, err := decodeState(bytes.NewReader(laidOut(odd)), 1, 0)
+	require.NoError(t, err)
+	require.Len(t, go4.Patches, 1)
 	gp, err := decodeState(bytes.NewReader(laidOut(pend)), 1, 0)
 	require.NoError(t, err)
 	require.Len(t, gp.Pending, 1)
@@ -34,18 +42,18 @@ func TestStateVersions(t *testing.T) {
 	require.Equal(t, s.Patches[0].Symbols, got.Patches[0].Symbols)
 	require.Equal(t, s.Patches[0].EhFrameSize, got.Patches[0].EhFrameSize)
 
-	for _, v := range []uint32{1, 3, 0, 4, 99} {
+	for _, v := range []uint32{1, 3, 4, 0, 5, 99} {
 		b := laidOut(buf)
 		binary.LittleEndian.PutUint32(b[8:], v)
 		_, err := decodeState(bytes.NewReader(b), 1, 0)
-		if v == 1 || v == 3 {
+		if v == 1 || v == 3 || v == 4 {
 			require.NoError(t, err, "version %d reads", v)
 			continue
 		}
 		var fe *StateFormatError
 		require.ErrorAs(t, err, &fe, "version %d", v)
 		require.Contains(t, err.Error(), fmt.Sprintf("record version %d", v))
-		require.Contains(t, err.Error(), "reads versions 1 to 3")
+		require.Contains(t, err.Error(), "reads versions 1 to 4")
 	}
 }
 

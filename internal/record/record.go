@@ -48,7 +48,12 @@ const (
 	Capacity = 1 << 20
 	// MinVersion and MaxVersion bound the versions this graft reads.
 	MinVersion = 1
-	MaxVersion = 3
+	MaxVersion = 4
+	// LayoutVersion is the first version whose body may lie elsewhere
+	// than right after the header (at the offset the header names):
+	// Encode writes it for a record whose body goes in the second half,
+	// so an older graft refuses it by name instead of reading it as torn.
+	LayoutVersion = 4
 )
 
 // ErrTorn is a record caught mid-write (length or CRC do not match); the
@@ -91,6 +96,9 @@ const MaxBody = Capacity/2 - HeaderSize
 func Encode(body []byte, ver uint32, gen uint64) ([]byte, error) {
 	if len(body) > MaxBody {
 		return nil, fmt.Errorf("%d bytes exceed the record's capacity of %d (revert some patches)", len(body), MaxBody)
+	}
+	if BodyOffset(gen) != HeaderSize && ver < LayoutVersion {
+		ver = LayoutVersion
 	}
 	buf := make([]byte, HeaderSize+len(body))
 	copy(buf, Magic)
