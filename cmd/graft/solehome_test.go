@@ -82,25 +82,8 @@ func TestSwitchedFramesCommands(t *testing.T) {
 	assert.Contains(t, out, "frame switches:")
 	assert.Regexp(t, `session_thread +\d+ of \d+ return addresses`, out)
 
-	users := filepath.Join(dir, "users")
-	require.NoError(t, os.WriteFile(users, []byte("alice:wonderland\n"), 0o644))
-	target, port := testutil.StartServer(t, "sshd-v5", "-u", users)
+	target, _, say := sshdV5LoggedIn(t, dir)
 	defer testutil.RequireReleased(t, target.Pid)
-	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
-	require.NoError(t, err)
-	defer c.Close()
-	r := bufio.NewReader(c)
-	say := func(s string) string {
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		if s != "" {
-			fmt.Fprintf(c, "%s\n", s)
-		}
-		l, err := r.ReadString('\n')
-		require.NoError(t, err)
-		return strings.TrimSpace(l)
-	}
-	say("") // banner
-	require.Equal(t, "OK welcome alice", say("LOGIN alice wonderland"))
 	pid := strconv.Itoa(target.Pid)
 
 	// A dry run straight from NEW with the same state description.
@@ -155,27 +138,10 @@ func TestSwitchedApplyKilledAtRandomPoints(t *testing.T) {
 	_, errOut, code := runGraft("diff", "-o", patch, "--state", desc, old, new)
 	require.Equal(t, 0, code, errOut)
 
-	users := filepath.Join(dir, "users")
-	require.NoError(t, os.WriteFile(users, []byte("alice:wonderland\n"), 0o644))
-	target, port := testutil.StartServer(t, "sshd-v5", "-u", users)
+	target, port, say := sshdV5LoggedIn(t, dir)
 	defer testutil.RequireReleased(t, target.Pid)
 	text := textOf(t, target.Pid)
 	pid := strconv.Itoa(target.Pid)
-	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
-	require.NoError(t, err)
-	defer c.Close()
-	r := bufio.NewReader(c)
-	say := func(s string) string {
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		if s != "" {
-			fmt.Fprintf(c, "%s\n", s)
-		}
-		l, err := r.ReadString('\n')
-		require.NoError(t, err)
-		return strings.TrimSpace(l)
-	}
-	say("")
-	require.Equal(t, "OK welcome alice", say("LOGIN alice wonderland"))
 
 	outcomes := map[string]int{}
 	for i := range 24 {
@@ -262,4 +228,29 @@ func loadedBoth(t *testing.T, pid int) bool {
 		}
 	}
 	return image && record
+}
+
+// sshdV5LoggedIn starts sshd v5 and opens a session logged in as alice;
+// say sends a line on it ("" sends nothing) and returns the reply.
+func sshdV5LoggedIn(t *testing.T, dir string) (*testutil.Proc, int, func(string) string) {
+	t.Helper()
+	users := filepath.Join(dir, "users")
+	require.NoError(t, os.WriteFile(users, []byte("alice:wonderland\n"), 0o644))
+	target, port := testutil.StartServer(t, "sshd-v5", "-u", users)
+	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	r := bufio.NewReader(c)
+	say := func(s string) string {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if s != "" {
+			fmt.Fprintf(c, "%s\n", s)
+		}
+		l, err := r.ReadString('\n')
+		require.NoError(t, err)
+		return strings.TrimSpace(l)
+	}
+	say("") // banner
+	require.Equal(t, "OK welcome alice", say("LOGIN alice wonderland"))
+	return target, port, say
 }
