@@ -560,7 +560,7 @@ func (sys *system) applyInPause(ps *pause, ck checker, pr *prepared, rec *PatchR
 		res.Transfers, res.Irreversible = transferResults(xrecs), rec.Irreversible()
 		// The frames that wait in replaced functions go on in the new
 		// code, with the new objects.
-		recs, sundo, err := doSwitches(p, pr.switches, res.Base, switchedFrames(ck), pt, xrecs)
+		recs, err := doSwitches(p, pr.switches, res.Base, switchedFrames(ck), pt, xrecs)
 		if err == nil && len(recs) > 0 {
 			rec.Switches = recs
 			out, err = sys.outcome(st, *rec, sites, out.unload)
@@ -568,7 +568,6 @@ func (sys *system) applyInPause(ps *pause, ck checker, pr *prepared, rec *PatchR
 		if err != nil {
 			return nil, ps.abort(err)
 		}
-		ps.did(sundo)
 		res.Switched = recs
 	}
 	sites, buf := out.sites, out.buf

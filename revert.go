@@ -285,11 +285,10 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 		if len(mine) == 0 {
 			continue
 		}
-		recs, undo, err := doBackSwitches(p, r, mine)
+		recs, err := doBackSwitches(p, r, mine)
 		if err != nil {
 			return nil, fail(ps.abort(err))
 		}
-		ps.did(undo)
 		res.SwitchedBack = append(res.SwitchedBack, recs...)
 	}
 	inImage := slices.Clone(res.Stayed)

@@ -105,25 +105,55 @@ func switchSizes(p *elfpatch.SwitchPlan, pt *Patch) (code, scratch uint64) {
 }
 
 func placeholderRelocs(pt *Patch, p *elfpatch.SwitchPlan, far uint64) []trampoline.Reloc {
-	var out []trampoline.Reloc
 	at := far + 0x1000000 // apart from each other and from the frame
 	next := func(size uint64) uint64 {
 		a := at
 		at += (size + 0x1000) &^ 0xfff
 		return a
 	}
-	for _, t := range pt.Transfers {
+	out := transferRelocs(pt.Transfers, func(i int) (uint64, uint64) {
+		return next(pt.Transfers[i].OldSize + 1), next(pt.Transfers[i].NewSize)
+	})
+	// Frame objects lie below their CFA, by less than a frame's size
+	// (trampoline.MaxFrameSize): each CFA in the middle of its own room.
+	oldCFA := next(2*trampoline.MaxFrameSize) + trampoline.MaxFrameSize
+	newCFA := next(2*trampoline.MaxFrameSize) + trampoline.MaxFrameSize
+	return append(out, objRelocs(p.Objs, oldCFA, newCFA)...)
+}
+
+// transferRelocs are the relocations of values pointing into the
+// transfers' moved objects (in place ones are where they were), whose
+// i-th lies at old and goes to new (at).
+func transferRelocs(ts []elfpatch.Transfer, at func(i int) (old, new uint64)) []trampoline.Reloc {
+	var out []trampoline.Reloc
+	for i := range ts {
+		t := &ts[i]
 		if t.InPlace {
 			continue
 		}
-		os, ns, m := transferStride(&t)
-		out = append(out, trampoline.Reloc{OldBase: next(t.OldSize), OldSize: t.OldSize, OldStride: os, NewBase: next(t.NewSize), NewStride: ns, OffMap: m})
+		old, new := at(i)
+		os, ns, m := transferStride(t)
+		out = append(out, trampoline.Reloc{OldBase: old, OldSize: t.OldSize, OldStride: os, NewBase: new, NewStride: ns, OffMap: m})
 		if t.NextAtEnd != "" {
-			out = append(out, trampoline.Reloc{OldBase: next(1), OldSize: 1, OldStride: 1, NewBase: next(1), NewStride: 1})
+			// The old object's end is where another object starts
+			// (sshd: sessions' end is &nusers): a value there is read
+			// as that object's address and left alone (a loop's end
+			// pointer is recomputed by the plan, never carried).
+			end := old + t.OldSize
+			out = append(out, trampoline.Reloc{OldBase: end, OldSize: 1, OldStride: 1, NewBase: end, NewStride: 1})
 		}
 	}
-	for _, o := range p.Objs {
-		out = append(out, trampoline.Reloc{OldBase: next(uint64(o.Size)), OldSize: uint64(o.Size), OldStride: uint64(o.Size), NewBase: next(uint64(o.Size)), NewStride: uint64(o.Size)})
+	return out
+}
+
+// objRelocs are the relocations of values pointing into the frame
+// objects a switch copies whole, for a frame whose CFA is oldCFA before
+// and newCFA after (the same frame: equal, but for sizing).
+func objRelocs(objs []elfpatch.SwitchObj, oldCFA, newCFA uint64) []trampoline.Reloc {
+	var out []trampoline.Reloc
+	for _, o := range objs {
+		out = append(out, trampoline.Reloc{OldBase: oldCFA + uint64(o.OldOff), OldSize: uint64(o.Size), OldStride: uint64(o.Size),
+			NewBase: newCFA + uint64(o.NewOff), NewStride: uint64(o.Size)})
 	}
 	return out
 }
@@ -228,41 +258,23 @@ func switchedFrames(ck checker) []safepoint.Stayed {
 }
 
 // doSwitches writes, in the pause, the switch code of every frame to
-// switch and points the frames' return addresses at it. base is the new
+// switch (pointReturns then points the frames at it). base is the new
 // image's; xrecs the transfers just made (their objects are what pointers
-// are relocated to). The undo puts the return addresses back.
-func doSwitches(p proc, area *switchArea, base uint64, frames []safepoint.Stayed, pt *Patch, xrecs []TransferRecord) ([]SwitchRecord, func() error, error) {
-	var relocs []trampoline.Reloc
-	for i, r := range xrecs {
-		if r.InPlace || i >= len(pt.Transfers) {
-			continue
-		}
-		os, ns, m := transferStride(&pt.Transfers[i])
-		relocs = append(relocs, trampoline.Reloc{OldBase: r.Old, OldSize: r.OldSize, OldStride: os, NewBase: r.New, NewStride: ns, OffMap: m})
-		if pt.Transfers[i].NextAtEnd != "" {
-			// The old object's end is where another object starts
-			// (sshd: sessions' end is &nusers): a value there is read
-			// as that object's address and left alone (a loop's end
-			// pointer is recomputed by the plan, never carried).
-			end := r.Old + r.OldSize
-			relocs = append(relocs, trampoline.Reloc{OldBase: end, OldSize: 1, OldStride: 1, NewBase: end, NewStride: 1})
-		}
+// are relocated to).
+func doSwitches(p proc, area *switchArea, base uint64, frames []safepoint.Stayed, pt *Patch, xrecs []TransferRecord) ([]SwitchRecord, error) {
+	ts := pt.Transfers
+	if len(xrecs) < len(ts) {
+		ts = ts[:len(xrecs)]
 	}
+	relocs := transferRelocs(ts, func(i int) (uint64, uint64) { return xrecs[i].Old, xrecs[i].New })
 	return writeSwitches(p, area, base, 0, frames, relocs, base, base, nil)
 }
 
 // doBackSwitches is a revert's: the frames in the new code of the patch
 // recorded in r go back to the old code, with the old objects.
-func doBackSwitches(p proc, r *PatchRecord, frames []safepoint.Stayed) ([]SwitchRecord, func() error, error) {
-	var relocs []trampoline.Reloc
-	for _, x := range r.Transfers {
-		if x.InPlace || len(x.Reverse) == 0 {
-			continue
-		}
-		back := elfpatch.Transfer{Name: x.Name, Ops: x.Reverse, OldSize: x.NewSize, NewSize: x.OldSize}
-		os, ns, m := transferStride(&back)
-		relocs = append(relocs, trampoline.Reloc{OldBase: x.New, OldSize: x.NewSize, OldStride: os, NewBase: x.Old, NewStride: ns, OffMap: m})
-	}
+func doBackSwitches(p proc, r *PatchRecord, frames []safepoint.Stayed) ([]SwitchRecord, error) {
+	back, recs := backTransfers(r)
+	relocs := transferRelocs(back, func(i int) (uint64, uint64) { return recs[i].New, recs[i].Old })
 	first := 0
 	if r.SwitchArea != nil {
 		first = r.SwitchArea.Slots
@@ -273,21 +285,22 @@ func doBackSwitches(p proc, r *PatchRecord, frames []safepoint.Stayed) ([]Switch
 }
 
 // writeSwitches writes the switch code of frames into area's slots from
-// first on (the image at base) and points the frames' return addresses at
-// it. A plan's To is relative to toBias (or the frame's own, for a
+// first on (the image at base), after checking that each frame's return
+// address is where its layout says; the switch code is inert until
+// pointReturns points a frame at it. A plan's To is relative to toBias (or the frame's own, for a
 // revert: each function's old copy has its own); its "lea" values name
 // instructions of the destination code, at the same bias, read as they
 // are once the jumps of sites are taken out.
-func writeSwitches(p proc, area *switchArea, base uint64, first int, frames []safepoint.Stayed, relocs []trampoline.Reloc, toBias, leaBias uint64, sites []SiteRecord) ([]SwitchRecord, func() error, error) {
+func writeSwitches(p proc, area *switchArea, base uint64, first int, frames []safepoint.Stayed, relocs []trampoline.Reloc, toBias, leaBias uint64, sites []SiteRecord) ([]SwitchRecord, error) {
 	if len(frames) == 0 {
-		return nil, func() error { return nil }, nil
+		return nil, nil
 	}
 	if area == nil || len(frames) > area.Slots {
 		n := 0
 		if area != nil {
 			n = area.Slots
 		}
-		return nil, nil, fmt.Errorf("%d frames must be switched, and the image has room for %d (more threads than when the patch was applied); try again", len(frames), n)
+		return nil, fmt.Errorf("%d frames must be switched, and the image has room for %d (more threads than when the patch was applied); try again", len(frames), n)
 	}
 	lea := func(bias, link uint64) (uint64, error) {
 		at := bias + link
@@ -309,13 +322,11 @@ func writeSwitches(p proc, area *switchArea, base uint64, first int, frames []sa
 		return in.Target, nil
 	}
 	var recs []SwitchRecord
-	var undo undoList
-	undoAll := undo.run
 	for i, f := range frames {
 		sf := f.Switch.(*switchFrame)
 		plan := sf.plan
 		if f.CFA == 0 {
-			return nil, nil, errors.Join(fmt.Errorf("switch %s's frame in thread %d: its frame address is unknown", sf.fn, f.Tid), undoAll())
+			return nil, fmt.Errorf("switch %s's frame in thread %d: its frame address is unknown", sf.fn, f.Tid)
 		}
 		toBias, leaBias := toBias, leaBias
 		if sf.toBias != 0 {
@@ -341,10 +352,7 @@ func writeSwitches(p proc, area *switchArea, base uint64, first int, frames []sa
 				return v
 			}))
 		}
-		for _, o := range plan.Objs {
-			fs.Relocs = append(fs.Relocs, trampoline.Reloc{OldBase: f.CFA + uint64(o.OldOff), OldSize: uint64(o.Size), OldStride: uint64(o.Size),
-				NewBase: f.CFA + uint64(o.NewOff), NewStride: uint64(o.Size)})
-		}
+		fs.Relocs = append(fs.Relocs, objRelocs(plan.Objs, f.CFA, f.CFA)...)
 		code, err := trampoline.BuildFrameSwitch(fs)
 		if err == nil {
 			err = lerr
@@ -353,19 +361,33 @@ func writeSwitches(p proc, area *switchArea, base uint64, first int, frames []sa
 			err = fmt.Errorf("switch code of %d bytes does not fit its slot of %d", len(code), area.CodeSlot)
 		}
 		if err != nil {
-			return nil, nil, errors.Join(fmt.Errorf("switch %s's frame in thread %d: %w", sf.fn, f.Tid, err), undoAll())
+			return nil, fmt.Errorf("switch %s's frame in thread %d: %w", sf.fn, f.Tid, err)
 		}
 		slot := f.CFA - uint64(plan.FromSize) - 8
-		var cur [8]byte
-		if _, err := p.ReadAt(cur[:], int64(slot)); err != nil || binary.LittleEndian.Uint64(cur[:]) != f.PC {
-			return nil, nil, errors.Join(fmt.Errorf("switch %s's frame in thread %d: its return address is not at %#x as the frame's layout says", sf.fn, f.Tid, slot), undoAll())
+		if v, err := readWord(p, slot); err != nil || v != f.PC {
+			return nil, fmt.Errorf("switch %s's frame in thread %d: its return address is not at %#x as the frame's layout says", sf.fn, f.Tid, slot)
 		}
 		if _, err := p.WriteAt(code, int64(fs.Addr)); err != nil {
-			return nil, nil, errors.Join(fmt.Errorf("write switch code at %#x: %w", fs.Addr, err), undoAll())
+			return nil, fmt.Errorf("write switch code at %#x: %w", fs.Addr, err)
 		}
 		recs = append(recs, SwitchRecord{Tid: f.Tid, Function: sf.fn, Slot: slot, Orig: f.PC, Stub: fs.Addr, To: toBias + plan.To})
 	}
-	return recs, undoAll, nil
+	return recs, nil
+}
+
+// readWord and writeWord read and write the 8-byte word at addr (a
+// return address slot).
+func readWord(p proc, addr uint64) (uint64, error) {
+	var b [8]byte
+	if _, err := p.ReadAt(b[:], int64(addr)); err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint64(b[:]), nil
+}
+
+func writeWord(p proc, addr, v uint64) error {
+	_, err := p.WriteAt(binary.LittleEndian.AppendUint64(nil, v), int64(addr))
+	return err
 }
 
 // pointReturns points each switched frame's return address at its switch
@@ -374,25 +396,16 @@ func writeSwitches(p proc, area *switchArea, base uint64, first int, frames []sa
 // does not name). The undo puts the return addresses back.
 func pointReturns(p proc, recs []SwitchRecord) (func() error, error) {
 	var undo undoList
-	undoAll := undo.run
-	write := func(slot, v uint64) error {
-		var b [8]byte
-		binary.LittleEndian.PutUint64(b[:], v)
-		_, err := p.WriteAt(b[:], int64(slot))
-		return err
-	}
 	for _, r := range recs {
-		var cur [8]byte
-		if _, err := p.ReadAt(cur[:], int64(r.Slot)); err != nil || binary.LittleEndian.Uint64(cur[:]) != r.Orig {
-			return nil, errors.Join(fmt.Errorf("thread %d's return address at %#x changed during the pause", r.Tid, r.Slot), undoAll())
+		if v, err := readWord(p, r.Slot); err != nil || v != r.Orig {
+			return nil, errors.Join(fmt.Errorf("thread %d's return address at %#x changed during the pause", r.Tid, r.Slot), undo.run())
 		}
-		if err := write(r.Slot, r.Stub); err != nil {
-			return nil, errors.Join(fmt.Errorf("point thread %d's return address at the switch code: %w", r.Tid, err), undoAll())
+		if err := writeWord(p, r.Slot, r.Stub); err != nil {
+			return nil, errors.Join(fmt.Errorf("point thread %d's return address at the switch code: %w", r.Tid, err), undo.run())
 		}
-		r := r
-		undo.push(func() error { return write(r.Slot, r.Orig) })
+		undo.push(func() error { return writeWord(p, r.Slot, r.Orig) })
 	}
-	return undoAll, nil
+	return undo.run, nil
 }
 
 // unswitch puts back, in a revert's pause, the return addresses of the
@@ -401,30 +414,22 @@ func pointReturns(p proc, recs []SwitchRecord) (func() error, error) {
 // revert restores. The undo points them at the switch code again.
 func unswitch(p proc, recs []SwitchRecord) (int, func() error, error) {
 	var undo undoList
-	undoAll := undo.run
 	n := 0
 	for _, r := range recs {
-		var cur [8]byte
-		if _, err := p.ReadAt(cur[:], int64(r.Slot)); err != nil {
+		v, err := readWord(p, r.Slot)
+		if err != nil {
 			continue // the thread is gone, and its stack with it
 		}
-		if binary.LittleEndian.Uint64(cur[:]) != r.Stub {
+		if v != r.Stub {
 			continue // the call returned: the frame is in the new code
 		}
-		write := func(v uint64) error {
-			var b [8]byte
-			binary.LittleEndian.PutUint64(b[:], v)
-			_, err := p.WriteAt(b[:], int64(r.Slot))
-			return err
+		if err := writeWord(p, r.Slot, r.Orig); err != nil {
+			return 0, nil, errors.Join(fmt.Errorf("put back thread %d's return address at %#x: %w", r.Tid, r.Slot, err), undo.run())
 		}
-		if err := write(r.Orig); err != nil {
-			return 0, nil, errors.Join(fmt.Errorf("put back thread %d's return address at %#x: %w", r.Tid, r.Slot, err), undoAll())
-		}
-		stub := r.Stub
-		undo.push(func() error { return write(stub) })
+		undo.push(func() error { return writeWord(p, r.Slot, r.Stub) })
 		n++
 	}
-	return n, undoAll, nil
+	return n, undo.run, nil
 }
 
 // BackSet is one function's plans back to its old copy at Bias.
@@ -506,10 +511,24 @@ func warmBackSwitches(popped []PatchRecord) {
 		if len(popped[i].Back) == 0 {
 			continue
 		}
-		for _, x := range popped[i].Transfers {
-			if !x.InPlace && len(x.Reverse) > 0 {
-				transferStride(&elfpatch.Transfer{Name: x.Name, Ops: x.Reverse, OldSize: x.NewSize, NewSize: x.OldSize})
-			}
+		back, _ := backTransfers(&popped[i])
+		for j := range back {
+			transferStride(&back[j])
 		}
 	}
+}
+
+// backTransfers are the reverse conversions of r's moved globals (new to
+// old), with their records, in the same order.
+func backTransfers(r *PatchRecord) ([]elfpatch.Transfer, []TransferRecord) {
+	var ts []elfpatch.Transfer
+	var recs []TransferRecord
+	for _, x := range r.Transfers {
+		if x.InPlace || len(x.Reverse) == 0 {
+			continue
+		}
+		ts = append(ts, elfpatch.Transfer{Name: x.Name, Ops: x.Reverse, OldSize: x.NewSize, NewSize: x.OldSize})
+		recs = append(recs, x)
+	}
+	return ts, recs
 }
