@@ -288,12 +288,7 @@ func (pr *prepared) frameSpec(spec *safeSpec, exeBias uint64) error {
 		return a >= lo && a < hi
 	}
 	sc := &stayChecker{note: map[string]string{}}
-	// The copy of each function that runs now: the last one found (the
-	// executable's, then each image's in order).
-	current := map[string]version{}
-	for _, v := range pr.versions {
-		current[v.name] = v
-	}
+	current := pr.currentCopies()
 	for _, v := range pr.versions {
 		rs := pt.Resume[v.name]
 		if rs == nil {
@@ -308,7 +303,7 @@ func (pr *prepared) frameSpec(spec *safeSpec, exeBias uint64) error {
 			if current[v.name] != v {
 				continue // an older copy: its frames block
 			}
-			shift := v.entry - pt.Image.Redirects[v.redir].Old
+			shift := pr.copyBias(v)
 			p := proof{fn: v.name, extent: []Range{{v.entry, v.entry + v.size}}, shift: shift, switches: rs.Switch}
 			same := func(a uint64) bool { return inAnyImage(pr.state, a) == inAnyImage(pr.state, v.entry) }
 			for _, part := range pr.parts {
@@ -422,4 +417,20 @@ func startingThread(st []safepoint.Frame) string {
 // libcFrame: a frame in the C library or the dynamic linker.
 func libcFrame(f safepoint.Frame) bool {
 	return strings.HasPrefix(f.Module, "libc.so") || strings.HasPrefix(f.Module, "libc-") || strings.HasPrefix(f.Module, "ld-linux") || strings.HasPrefix(f.Module, "libpthread")
+}
+
+// currentCopies is, per function the patch redirects, the copy that runs
+// now: the last one found (the executable's, then each image's in order).
+func (pr *prepared) currentCopies() map[string]version {
+	current := map[string]version{}
+	for _, v := range pr.versions {
+		current[v.name] = v
+	}
+	return current
+}
+
+// copyBias is what a link-time address of OLD's function adds to land in
+// copy v: the copy holds OLD's instructions at the same offsets.
+func (pr *prepared) copyBias(v version) uint64 {
+	return v.entry - pr.patch.Image.Redirects[v.redir].Old
 }

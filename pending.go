@@ -55,10 +55,8 @@ func revertStay(popped []PatchRecord, allow []string) func(fn string, pc uint64,
 				continue
 			}
 			where, name := fmt.Sprintf("%#x", pc), ""
-			for _, s := range r.Symbols {
-				if !s.Data && pc >= s.Addr && (pc < s.Addr+s.Size || (!exact && pc == s.Addr+s.Size)) {
-					where, name = fmt.Sprintf("%s+%#x", s.Name, pc-s.Addr), s.Name
-				}
+			if s, ok := imageFuncAt(r, pc, exact); ok {
+				where, name = fmt.Sprintf("%s+%#x", s.Name, pc-s.Addr), s.Name
 			}
 			op := baseName(name)
 			for _, a := range allow {
@@ -280,4 +278,18 @@ func pendingOutcome(st, next *State, popped []PatchRecord) (int, []byte, error) 
 	n := &State{Patches: next.Patches, Pending: append(slices.Clone(st.Pending), all...)}
 	buf, err := encodeState(n, st.Generation+1)
 	return len(all), buf, err
+}
+
+// imageFuncAt is the function of r's image holding pc: a return address
+// may be one past the end of its function (after a call to a function
+// that does not return).
+func imageFuncAt(r *PatchRecord, pc uint64, exact bool) (SymRecord, bool) {
+	var found SymRecord
+	ok := false
+	for _, s := range r.Symbols {
+		if !s.Data && pc >= s.Addr && (pc < s.Addr+s.Size || (!exact && pc == s.Addr+s.Size)) {
+			found, ok = s, true
+		}
+	}
+	return found, ok
 }

@@ -444,17 +444,13 @@ type BackSet struct {
 // recorded with the patch.
 func backPlans(pr *prepared) []BackSet {
 	pt := pr.patch
-	current := map[string]version{}
-	for _, v := range pr.versions {
-		current[v.name] = v
-	}
 	var out []BackSet
-	for name, v := range current {
+	for name, v := range pr.currentCopies() {
 		rs := pt.Resume[name]
 		if rs == nil {
 			continue
 		}
-		set := BackSet{Function: name, Bias: v.entry - pt.Image.Redirects[v.redir].Old}
+		set := BackSet{Function: name, Bias: pr.copyBias(v)}
 		for _, p := range rs.Back {
 			if p.Why == "" {
 				set.Plans = append(set.Plans, p)
@@ -478,12 +474,8 @@ func revertSwitchStay(popped []PatchRecord) func(fn string, pc uint64, exact boo
 			if fn != "patch "+r.ID {
 				continue
 			}
-			name := ""
-			for _, s := range r.Symbols {
-				if !s.Data && pc > s.Addr && pc <= s.Addr+s.Size {
-					name = s.Name
-				}
-			}
+			fnSym, _ := imageFuncAt(r, pc, exact)
+			name := fnSym.Name
 			if exact {
 				return safepoint.StayVerdict{Function: name, Why: "the patch converted state, and this frame is running in the new code (not waiting in a call), so it cannot be switched back"}
 			}
