@@ -321,7 +321,7 @@ func prepare(pid int, pt *Patch, st *State, exe *tracer.Module, readSyms func(pa
 				return nil, fmt.Errorf("apply patch %s: %w", pt.ID, err)
 			}
 			pr.parts = partRanges(pt, []layer{{syms: exeSyms, base: exe.Bias}})
-			pr.parts = append(pr.parts, pointerUserRanges(pt, exeSyms, exe.Bias)...)
+			pr.parts = append(pr.parts, pointerUserRanges(pt, []layer{{syms: exeSyms, base: exe.Bias}})...)
 		}
 		return pr, nil
 	}

@@ -30,30 +30,45 @@ func hasPointerUsers(pt *Patch) bool {
 }
 
 // pointerUserRanges returns the code of pt's pointer users (and their
-// out-of-line parts) in the module at bias, except the functions the
-// patch redirects, whose ranges the jumps' planning adds. A static name
+// out-of-line parts) in every layer, except the functions the patch
+// redirects, whose ranges the jumps' planning adds: the executable's
+// copies by symbol, and each image's copy of one an earlier patch
+// replaced (a frame in either may hold an old pointer). A static name
 // defined in several units takes every copy: waiting for one too many is
 // safe, missing one is not.
-func pointerUserRanges(pt *Patch, syms *symbols, bias uint64) []namedRange {
+func pointerUserRanges(pt *Patch, layers []layer) []namedRange {
 	redirected := map[string]bool{}
 	for _, r := range pt.Image.Redirects {
 		redirected[r.Name] = true
 	}
 	var out []namedRange
 	seen := map[Range]bool{}
+	add := func(fn string, r Range) {
+		if !seen[r] {
+			seen[r] = true
+			out = append(out, namedRange{fn, r})
+		}
+	}
 	for _, t := range pt.Transfers {
 		for _, fn := range t.PointerUsers {
 			if redirected[fn] {
 				continue
 			}
 			for _, name := range []string{fn, fn + ".cold"} {
-				for _, s := range syms.byName[name] {
-					r := Range{bias + s.Addr, bias + s.Addr + s.Size}
-					if !s.Func || s.Size == 0 || seen[r] {
+				for _, l := range layers {
+					if l.rec != nil {
+						for _, f := range l.rec.Functions {
+							if f.Name == name {
+								add(fn, Range{f.New, f.New + f.NewSize})
+							}
+						}
 						continue
 					}
-					seen[r] = true
-					out = append(out, namedRange{fn, r})
+					for _, s := range l.syms.byName[name] {
+						if s.Func && s.Size > 0 {
+							add(fn, Range{l.base + s.Addr, l.base + s.Addr + s.Size})
+						}
+					}
 				}
 			}
 		}
@@ -92,33 +107,4 @@ func endChecked(spans []xferSpan, reloc elfpatch.Relocator) elfpatch.Relocator {
 		}
 		return nv, ok, err
 	}
-}
-
-// stackedPointerUserRanges is pointerUserRanges on top of other patches:
-// the executable's copies and every image's copy of a pointer user an
-// earlier patch replaced (a frame in either may hold an old pointer).
-func stackedPointerUserRanges(pt *Patch, exeSyms *symbols, bias uint64, layers []layer) []namedRange {
-	out := pointerUserRanges(pt, exeSyms, bias)
-	redirected := map[string]bool{}
-	for _, r := range pt.Image.Redirects {
-		redirected[r.Name] = true
-	}
-	for _, t := range pt.Transfers {
-		for _, fn := range t.PointerUsers {
-			if redirected[fn] {
-				continue
-			}
-			for _, l := range layers {
-				if l.rec == nil {
-					continue
-				}
-				for _, f := range l.rec.Functions {
-					if f.Name == fn || f.Name == fn+".cold" {
-						out = append(out, namedRange{fn, Range{f.New, f.New + f.NewSize}})
-					}
-				}
-			}
-		}
-	}
-	return out
 }

@@ -139,7 +139,7 @@ func prepareStacked(pid int, pr *prepared, exe *tracer.Module, readSyms func(pat
 	sort.Strings(pr.refs)
 
 	pr.parts = partRanges(pt, layers)
-	pr.parts = append(pr.parts, stackedPointerUserRanges(pt, exeSyms, exe.Bias, layers)...)
+	pr.parts = append(pr.parts, pointerUserRanges(pt, layers)...)
 	for i, r := range pt.Image.Redirects {
 		var vs []version
 		if s, ok := exeSyms.unique(r.Name); ok && s.Func {
