@@ -304,7 +304,7 @@ func pairUp[T any](old, new []T, key, name func(T) string, same func(a, b T) boo
 type differ struct {
 	old, new *side
 	r        *Report
-	// resumed are the changed pairs resumeAll analysed, for switchAll.
+	// resumed are the changed pairs functions found, for resumeAll.
 	resumed []resumedPair
 	types   map[string]*TypeChange
 	// status of each OLD unit: "changed", "unchanged" or "removed".
@@ -393,7 +393,7 @@ func diff(old, new *Binary, rules map[string]*Rules) (d *differ, err error) {
 	if err := d.soleHomeErr(); err != nil {
 		return nil, err
 	}
-	d.switchAll()
+	d.resumeAll()
 	d.goChecks()
 	d.finish()
 	return d, nil
@@ -478,7 +478,8 @@ func (d *differ) functions() {
 			d.newRefs[ref] = append(d.newRefs[ref], f.Name)
 		}
 	}
-	d.resumeAll(changed)
+	// Analysed once the transfers are known (resumeAll).
+	d.resumed = append(d.resumed, resumedPair{pair: changed, base: len(d.r.Changed) - len(changed)})
 	for _, u := range added {
 		f := d.new.makeFunc(u, false)
 		d.r.Added = append(d.r.Added, f)

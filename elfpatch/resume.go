@@ -527,58 +527,35 @@ func resumeSymOff(s *symbol, a uint64) string {
 	return fmt.Sprintf("%s+0x%x", s.name, a-s.addr)
 }
 
-// resume works out both sides for one changed pair. patched are the keys
-// of NEW's changed functions (their new copies live in the image).
-func (d *differ) resume(o, n *unit, patched map[string]bool) *Resume {
-	x, y := d.old.decodeResume(o), d.new.decodeResume(n)
-	m := align(x.ins, y.ins)
-	inv := inverse(m, len(y.ins))
-	rs := &Resume{
-		Old: resumeSide(x, y, m, false, nil),
-		New: resumeSide(y, x, inv, true, patched),
+// resumeAll fills in Resume for the changed functions functions found
+// (in the order of each batch, at its index in the report): where frames
+// may stay, and, for a patch that converts state (the transfers are
+// known by now), how they switch (switch.go), from one decoding.
+func (d *differ) resumeAll() {
+	for _, rp := range d.resumed {
+		patched := map[string]bool{}
+		for _, p := range rp.pair {
+			patched[p[1].key] = true
+		}
+		for k, p := range rp.pair {
+			x, y := d.old.decodeResume(p[0]), d.new.decodeResume(p[1])
+			m := align(x.ins, y.ins)
+			rs := &Resume{
+				Old: resumeSide(x, y, m, false, nil),
+				New: resumeSide(y, x, inverse(m, len(y.ins)), true, patched),
+			}
+			if len(d.r.Transfers) > 0 {
+				// Only a patch that converts state switches frames.
+				rs.Switch, rs.Back = planSwitches(d.old.b, d.new.b, x, y, m)
+			}
+			d.r.Changed[rp.base+k].Resume = rs
+		}
 	}
-	return rs
-}
-
-// resumeAll fills in Resume for the changed functions just appended to
-// the report (in the order of changed).
-func (d *differ) resumeAll(changed [][2]*unit) {
-	patched := map[string]bool{}
-	for _, p := range changed {
-		patched[p[1].key] = true
-	}
-	base := len(d.r.Changed) - len(changed)
-	for k, p := range changed {
-		d.r.Changed[base+k].Resume = d.resume(p[0], p[1], patched)
-	}
-	d.resumed = append(d.resumed, resumedPair{pair: changed, base: base})
 }
 
 type resumedPair struct {
 	pair [][2]*unit
 	base int
-}
-
-// switchAll plans frame switches (switch.go) for the changed functions,
-// once the transfers are known: only a patch that converts state
-// switches frames.
-func (d *differ) switchAll() {
-	if len(d.r.Transfers) == 0 {
-		return
-	}
-	for _, rp := range d.resumed {
-		for k, p := range rp.pair {
-			rs := d.r.Changed[rp.base+k].Resume
-			if rs == nil {
-				continue
-			}
-			x, y := d.old.decodeResume(p[0]), d.new.decodeResume(p[1])
-			m := align(x.ins, y.ins)
-			inv := inverse(m, len(y.ins))
-			rs.Switch = switchSide(d.old.b, d.new.b, x, y, m)
-			rs.Back = switchSide(d.new.b, d.old.b, y, x, inv)
-		}
-	}
 }
 
 // inverse maps each of n instructions of the other side back to its

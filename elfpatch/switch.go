@@ -901,6 +901,12 @@ func switchSide(xb, yb *Binary, x, y *rfunc, m []int) SwitchPlans {
 	return out
 }
 
+// planSwitches plans both ways for one aligned pair (m maps x, OLD's, to
+// y, NEW's): fwd for OLD's return addresses, back for NEW's.
+func planSwitches(xb, yb *Binary, x, y *rfunc, m []int) (fwd, back SwitchPlans) {
+	return switchSide(xb, yb, x, y, m), switchSide(yb, xb, y, x, inverse(m, len(y.ins)))
+}
+
 // describeSwitch is a one-line account of a plan, for reports.
 func describeSwitch(p *SwitchPlan) string {
 	if p.Why != "" {
@@ -938,8 +944,8 @@ func SwitchCoverage(old, new *Binary, r *Report) (switchable, total int) {
 			continue
 		}
 		x, y := os.decodeResume(u), ns.decodeResume(w)
-		m := align(x.ins, y.ins)
-		for _, ps := range []SwitchPlans{switchSide(old, new, x, y, m), switchSide(new, old, y, x, inverse(m, len(y.ins)))} {
+		fwd, back := planSwitches(old, new, x, y, align(x.ins, y.ins))
+		for _, ps := range []SwitchPlans{fwd, back} {
 			for _, p := range ps {
 				total++
 				if p.Why == "" {

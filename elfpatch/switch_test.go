@@ -154,8 +154,8 @@ func TestSwitchPlansWellFormed(t *testing.T) {
 					continue
 				}
 				x, y := os.decodeResume(u), ns.decodeResume(w)
-				m := align(x.ins, y.ins)
-				for dir, ps := range []SwitchPlans{switchSide(ob, nb, x, y, m), switchSide(nb, ob, y, x, inverse(m, len(y.ins)))} {
+				fwd, back := planSwitches(ob, nb, x, y, align(x.ins, y.ins))
+				for dir, ps := range []SwitchPlans{fwd, back} {
 					for _, p := range ps {
 						total++
 						if p.Why != "" {
