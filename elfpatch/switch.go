@@ -1,11 +1,9 @@
 package elfpatch
 
 import (
-	"encoding/binary"
 	"fmt"
 	"sort"
 	"strings"
-	"sync"
 
 	"github.com/go-delve/delve/pkg/dwarf/frame"
 	"golang.org/x/arch/x86/x86asm"
@@ -105,42 +103,6 @@ func (ps SwitchPlans) Lookup(from uint64) *SwitchPlan {
 	return nil
 }
 
-// cfiCache keeps each binary's parsed .eh_frame.
-var cfiCache sync.Map // *Binary -> *cfiTable
-
-type cfiTable struct {
-	fdes frame.FrameDescriptionEntries
-	err  error
-}
-
-func (b *Binary) cfi() *cfiTable {
-	if t, ok := cfiCache.Load(b); ok {
-		return t.(*cfiTable)
-	}
-	t := &cfiTable{}
-	func() {
-		defer func() {
-			if x := recover(); x != nil {
-				t.err = fmt.Errorf("malformed CFI: %v", x)
-			}
-		}()
-		s := b.f.Section(".eh_frame")
-		if s == nil {
-			t.err = fmt.Errorf("no .eh_frame")
-			return
-		}
-		data, err := s.Data()
-		if err != nil {
-			t.err = err
-			return
-		}
-		t.fdes, t.err = frame.Parse(data, binary.LittleEndian, 0, 8, s.Addr)
-		sort.SliceStable(t.fdes, func(i, j int) bool { return t.fdes[i].Begin() < t.fdes[j].Begin() })
-	}()
-	cfiCache.Store(b, t)
-	return t
-}
-
 // frameRules are the CFI facts at one address: CFA = rsp+CFA, and where
 // each callee-saved register the function saved is kept (CFA offset).
 type frameRules struct {
@@ -151,27 +113,7 @@ type frameRules struct {
 var calleeSavedRegs = []int{3, 6, 12, 13, 14, 15} // DWARF: rbx rbp r12-r15
 
 func (b *Binary) frameRulesAt(pc uint64) (fr frameRules, err error) {
-	t := b.cfi()
-	if t.err != nil {
-		return fr, t.err
-	}
-	defer func() {
-		if x := recover(); x != nil {
-			err = fmt.Errorf("malformed CFI at %#x: %v", pc, x)
-		}
-	}()
-	i := sort.Search(len(t.fdes), func(i int) bool { return t.fdes[i].Begin() > pc }) - 1
-	var fde *frame.FrameDescriptionEntry
-	for j := i; j >= 0 && j > i-4; j-- {
-		if t.fdes[j].Cover(pc) {
-			fde = t.fdes[j]
-			break
-		}
-	}
-	if fde == nil {
-		return fr, fmt.Errorf("no CFI covers %#x", pc)
-	}
-	fc, err := fde.EstablishFrame(pc)
+	fc, err := b.unwindRules(pc) // framevars.go: .eh_frame, parsed once per binary
 	if err != nil {
 		return fr, err
 	}
