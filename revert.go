@@ -201,24 +201,12 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 		return nil, fail(err)
 	}
 	spec.Stay = revertStay(popped, opts.AllowActive)
-	for _, r := range popped {
-		if len(r.Transfers) > 0 {
-			// Converted state goes back to the old layout in the
-			// pause: a frame left in new code would go on with the
-			// new one. No frame in the new code stays; one the patch
-			// planned a switch back for goes on in the old code.
-			spec.Stay = revertSwitchStay(popped)
-			spec.Thread = startingThread
-			var moved []Range
-			for _, q := range popped {
-				for _, x := range q.Transfers {
-					if !x.InPlace {
-						moved = append(moved, Range{x.New, x.New + x.NewSize})
-					}
-				}
-			}
-			spec.SwitchOK = func(st []safepoint.Frame, i int) string { return switchable(st, i, moved) }
-		}
+	if slices.ContainsFunc(popped, func(r PatchRecord) bool { return len(r.Transfers) > 0 }) {
+		// Converted state goes back to the old layout in the pause: a
+		// frame left in new code would go on with the new one. No frame
+		// in the new code stays; one the patch planned a switch back
+		// for goes on in the old code.
+		revertSwitchSpec(&spec, popped)
 	}
 	if err := checkTopJumps(p, popped, inGone); err != nil {
 		return nil, fail(err)
@@ -261,35 +249,8 @@ func (sys *system) revertAttached(ctx context.Context, pid int, p proc, st *Stat
 	// images become pending. The usual outcome was encoded before the
 	// pause; only a subset of several popped images is encoded here.
 	res.Stayed = lastStayed(ck)
-	// Frames switched by the apply whose call has not returned yet go
-	// back to the old code they were taken from.
-	for _, r := range popped {
-		if len(r.Switches) == 0 {
-			continue
-		}
-		n, undo, err := unswitch(p, r.Switches)
-		if err != nil {
-			return nil, fail(ps.abort(err))
-		}
-		ps.did(undo)
-		res.Unswitched += n
-	}
-	for i := range popped {
-		r := &popped[i]
-		var mine []safepoint.Stayed
-		for _, f := range switchedFrames(ck) {
-			if f.PC >= r.Base && f.PC < r.Base+r.Size {
-				mine = append(mine, f)
-			}
-		}
-		if len(mine) == 0 {
-			continue
-		}
-		recs, err := doBackSwitches(p, r, mine)
-		if err != nil {
-			return nil, fail(ps.abort(err))
-		}
-		res.SwitchedBack = append(res.SwitchedBack, recs...)
+	if err := switchBackInPause(ps, ck, popped, res); err != nil {
+		return nil, fail(err)
 	}
 	inImage := slices.Clone(res.Stayed)
 	for _, s := range res.SwitchedBack {

@@ -524,3 +524,57 @@ func backTransfers(r *PatchRecord) ([]elfpatch.Transfer, []TransferRecord) {
 	}
 	return ts, recs
 }
+
+// revertSwitchSpec makes a revert's safe-point check offer switches back
+// for frames in the new code of popped patches that converted state
+// (moved objects: their new copies, which the revert leaves).
+func revertSwitchSpec(spec *safeSpec, popped []PatchRecord) {
+	spec.Stay = revertSwitchStay(popped)
+	spec.Thread = startingThread
+	var moved []Range
+	for _, q := range popped {
+		for _, x := range q.Transfers {
+			if !x.InPlace {
+				moved = append(moved, Range{x.New, x.New + x.NewSize})
+			}
+		}
+	}
+	spec.SwitchOK = func(st []safepoint.Frame, i int) string { return switchable(st, i, moved) }
+}
+
+// switchBackInPause makes a revert's switch writes: the frames an apply
+// switched whose call has not returned go back to the old code they were
+// taken from (unswitch); the frames in the new code get their switch
+// code back to the old (pointed at once the record is written).
+func switchBackInPause(ps *pause, ck checker, popped []PatchRecord, res *RevertResult) error {
+	for _, r := range popped {
+		if len(r.Switches) == 0 {
+			continue
+		}
+		n, undo, err := unswitch(ps.p, r.Switches)
+		if err != nil {
+			return ps.abort(err)
+		}
+		ps.did(undo)
+		res.Unswitched += n
+	}
+	frames := switchedFrames(ck)
+	for i := range popped {
+		r := &popped[i]
+		var mine []safepoint.Stayed
+		for _, f := range frames {
+			if f.PC >= r.Base && f.PC < r.Base+r.Size {
+				mine = append(mine, f)
+			}
+		}
+		if len(mine) == 0 {
+			continue
+		}
+		recs, err := doBackSwitches(ps.p, r, mine)
+		if err != nil {
+			return ps.abort(err)
+		}
+		res.SwitchedBack = append(res.SwitchedBack, recs...)
+	}
+	return nil
+}
